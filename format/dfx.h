@@ -1,0 +1,103 @@
+/*
+ * Deflate index: random access into a DEFLATE stream (the zran technique).
+ *
+ * An index holds access points (uncompressed offset, compressed bit position,
+ * the 32 KiB of output before it) roughly every `spacing` bytes of output.
+ * Points are recorded as a reader decodes past the last one (the frontier),
+ * so the index grows with use; a read at X starts from the nearest point at
+ * or before X, never from the start of the stream when a closer point exists.
+ *
+ * A reader is one decoder (its own z_stream and input buffer) used by one
+ * thread at a time; any number of readers may work on one index at once.
+ * The index is internally locked; no lock is held while inflating.
+ *
+ * Framing: DFX_RAW is a single raw deflate stream (a zip member); DFX_GZIP is
+ * a gzip file of one or more members, whose headers and trailers are walked
+ * with gz.h; its output is the concatenation of all members' output.
+ *
+ * Errors (every function): -EIO the stream is damaged or truncated, or a
+ * check failed (CRC-32, ISIZE, or the zip directory's uncompressed size);
+ * -ENOMEM; -EINVAL bad arguments; other negative errnos from the source.
+ * Once a reader has seen damage, the index remembers it (dfx_index_error())
+ * and every later read of the damaged region fails the same way.
+ */
+#ifndef NPYFS_FORMAT_DFX_H
+#define NPYFS_FORMAT_DFX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "source.h"
+
+#define DFX_WINDOW_SIZE 32768
+/* Default distance between access points. Each point costs a 32 KiB window in
+ * memory, so 1 MiB spacing costs ~3% of the uncompressed size; a random read
+ * decodes up to `spacing` bytes before reaching its offset. */
+#define DFX_DEFAULT_SPACING (1u << 20)
+#define DFX_MIN_SPACING (64u << 10)
+
+enum dfx_framing {
+    DFX_RAW = 0,  /* one raw deflate stream: [start, end) */
+    DFX_GZIP = 1, /* gzip members from start until end */
+};
+
+struct dfx_stream {
+    struct src *src;  /* borrowed: must outlive the index */
+    uint64_t start;   /* RAW: first byte of deflate data; GZIP: first gzip header */
+    uint64_t end;     /* one past the last compressed byte */
+    enum dfx_framing framing;
+    /* RAW only: expected output size and CRC-32 (from the zip directory).
+     * Output longer or shorter than usize is -EIO. If check_crc, a reader that
+     * decodes the whole stream from offset 0 compares the CRC at the end. */
+    uint64_t usize;
+    uint32_t crc;
+    bool check_crc;
+};
+
+struct dfx_index;
+struct dfx_reader;
+
+/* New index with one access point at offset 0 (the stream start). st is
+ * copied. spacing is clamped to at least DFX_MIN_SPACING. */
+int dfx_index_new(const struct dfx_stream *st, uint64_t spacing, struct dfx_index **out);
+
+/* Accepts NULL. No reader of this index may be alive. */
+void dfx_index_free(struct dfx_index *ix);
+
+/* Number of access points so far (>= 1). */
+size_t dfx_index_points(struct dfx_index *ix);
+
+/* Uncompressed offset of the last access point: reads past it extend the index. */
+uint64_t dfx_index_frontier(struct dfx_index *ix);
+
+/* Total output size once some reader has reached the end of the stream,
+ * else UINT64_MAX. */
+uint64_t dfx_index_total(struct dfx_index *ix);
+
+/* 0, or the negative errno of the first damage any reader found. */
+int dfx_index_error(struct dfx_index *ix);
+
+/* A reader positioned at the nearest access point at or before off (so
+ * dfx_reader_pos() <= off). Readers are independent; each owns its decoder. */
+int dfx_reader_new(struct dfx_index *ix, uint64_t off, struct dfx_reader **out);
+
+/* Current output offset: the offset of the next byte dfx_reader_read() gives. */
+uint64_t dfx_reader_pos(const struct dfx_reader *r);
+
+/* Decode the next len bytes into buf. Returns len, fewer only at the end of
+ * the stream (0 once there), or a negative errno; after an error the reader
+ * is unusable (free it). Records access points when past the frontier. */
+int64_t dfx_reader_read(struct dfx_reader *r, void *buf, size_t len);
+
+/* Decode and discard n bytes: 0, -EIO if the stream ends first, or an errno. */
+int dfx_reader_skip(struct dfx_reader *r, uint64_t n);
+
+/* Accepts NULL. */
+void dfx_reader_free(struct dfx_reader *r);
+
+/* One-shot random read: len bytes at off into buf through a temporary reader.
+ * Returns the count (short only at end of stream) or a negative errno. */
+int64_t dfx_extract(struct dfx_index *ix, uint64_t off, void *buf, size_t len);
+
+#endif

@@ -1,0 +1,74 @@
+/*
+ * .npy header parsing (FORMATS.md section 1).
+ *
+ * npyfs never rewrites a header; it parses one to learn the exact size of the
+ * file a gzip stream holds (data offset + itemsize * prod(shape)) and to show
+ * dtype, shape and order in `npyfs ls`.
+ *
+ * Errors: -EINVAL for anything that is not a well-formed .npy header (bad
+ * magic, unsupported version, malformed dict, bad shape), -EOVERFLOW when the
+ * size does not fit in 63 bits, -ENOMEM. Pure functions: safe to call
+ * concurrently.
+ */
+#ifndef NPYFS_FORMAT_NPY_H
+#define NPYFS_FORMAT_NPY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define NPY_MAGIC "\x93NUMPY"
+#define NPY_MAGIC_LEN 6
+/* Bytes needed to know the header length: magic, version, 4-byte HEADER_LEN. */
+#define NPY_PREFIX_LEN 12
+/* numpy supports 64 dimensions since 2.0 (32 before). */
+#define NPY_MAX_DIMS 64
+/* Largest header npyfs will read to size a gzip stream. numpy itself refuses
+ * headers above 10000 characters unless told otherwise; 2.0 headers with
+ * thousands of fields reach tens of KiB. */
+#define NPY_HEADER_MAX (1u << 20)
+
+struct npy_header {
+    int major, minor;       /* version: (1,0), (2,0) or (3,0) */
+    uint64_t header_len;    /* HEADER_LEN field: dict text incl. padding and '\n' */
+    uint64_t data_offset;   /* 10 + header_len (v1) or 12 + header_len (v2/v3) */
+    char *descr;            /* owned: the descr value's source text, e.g. "'<f8'" */
+    bool fortran_order;
+    int ndim;               /* 0 for a 0-d array */
+    uint64_t shape[NPY_MAX_DIMS];
+    bool size_known;        /* false for object dtypes and descrs we cannot size */
+    bool has_object;        /* descr is or contains 'O' (payload is a pickle) */
+    uint64_t itemsize;      /* valid when size_known */
+    uint64_t data_size;     /* itemsize * prod(shape); valid when size_known */
+    uint64_t total_size;    /* data_offset + data_size; valid when size_known */
+};
+
+/*
+ * Look at the first len bytes of a file. If they start with the .npy magic and
+ * a supported version and len >= NPY_PREFIX_LEN, set *data_offset to the
+ * offset where the array data starts (the bytes that npy_parse() needs) and
+ * return 0. -EINVAL: not .npy, or an unsupported version. -EAGAIN: len is too
+ * short to tell (need NPY_PREFIX_LEN bytes).
+ */
+int npy_prefix(const unsigned char *buf, size_t len, uint64_t *data_offset);
+
+/*
+ * Parse a whole header: buf holds at least data_offset bytes of the file
+ * (as found by npy_prefix()). Fills *h; on success h->descr is owned by h
+ * (release with npy_header_destroy()). A descr that parses as Python but whose
+ * itemsize npyfs cannot compute (object, or an exotic form) gives 0 with
+ * size_known false. On error *h holds nothing to free.
+ */
+int npy_parse(const unsigned char *buf, size_t len, struct npy_header *h);
+
+/* Accepts a zeroed or destroyed header. */
+void npy_header_destroy(struct npy_header *h);
+
+/*
+ * Format the shape as Python prints it: "()", "(5,)", "(2, 3)". Writes at
+ * most size bytes including the NUL; returns the length it needed (like
+ * snprintf).
+ */
+int npy_format_shape(const struct npy_header *h, char *out, size_t size);
+
+#endif

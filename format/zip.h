@@ -1,0 +1,67 @@
+/*
+ * Zip central directory reader (FORMATS.md section 2).
+ *
+ * Sizes, CRC and method come from the central directory (with its ZIP64
+ * extra); the data offset comes from the local header (30 + its own name
+ * length + its own extra length), because numpy writes a zip64 extra in the
+ * local header only. Local-header sizes are never trusted.
+ *
+ * Errors: -EINVAL not a zip (no end of central directory record) or a
+ * malformed directory, -EIO the archive is cut short (a record runs past the
+ * end of the source), -EOPNOTSUPP multi-disk archives, -ENOMEM.
+ * The parsed archive is immutable: safe to read from many threads.
+ */
+#ifndef NPYFS_FORMAT_ZIP_H
+#define NPYFS_FORMAT_ZIP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "source.h"
+
+#define ZIP_METHOD_STORED 0
+#define ZIP_METHOD_DEFLATE 8
+
+#define ZIP_FLAG_ENCRYPTED 0x0001
+#define ZIP_FLAG_DESCRIPTOR 0x0008
+#define ZIP_FLAG_UTF8 0x0800
+
+struct zip_member {
+    char *name;           /* owned: raw name bytes + NUL (a NUL inside the name is
+                             kept; name_len is the true length) */
+    size_t name_len;
+    uint16_t method;
+    uint16_t flags;
+    uint32_t crc32;
+    uint64_t csize;       /* compressed (stored) size, from the central directory */
+    uint64_t usize;       /* uncompressed size, from the central directory */
+    uint64_t lho;         /* offset of the local file header */
+    uint64_t data_offset; /* first byte of the member's data; valid when !unsupported */
+    bool is_dir;          /* name ends in '/' */
+    /* 0 when npyfs can serve the member; otherwise -EOPNOTSUPP (encrypted or a
+     * method other than stored/deflate) or -EIO/-EINVAL (local header missing,
+     * damaged, or data running past the end of the archive). See why. */
+    int unsupported;
+    const char *why;      /* static text for unsupported, e.g. "encrypted"; NULL if 0 */
+};
+
+struct zip_archive {
+    struct zip_member *members; /* owned, in central directory order */
+    size_t count;
+};
+
+/* Parse the archive behind s (borrowed: must outlive nothing; the result
+ * keeps no reference to it). Returns 0 and *out, or a negative errno and
+ * *out == NULL. Members that cannot be served are still listed, with
+ * unsupported set; only damage to the directory itself fails the call. */
+int zip_open(struct src *s, struct zip_archive **out);
+
+/* Accepts NULL. */
+void zip_free(struct zip_archive *z);
+
+/* Static name of a method: "stored", "deflate", "bzip2", "lzma", "zstd",
+ * "deflate64", ... or "method N" formatted into buf (size >= 16). */
+const char *zip_method_name(uint16_t method, char *buf, size_t size);
+
+#endif
