@@ -1,1 +1,463 @@
-/* placeholder */
+/*
+ * Archives and members: open a source, turn its zip directory or gzip
+ * stream into a list of members with exact sizes, and serve a member's
+ * uncompressed bytes chunk by chunk.
+ *
+ * A deflate member's chunks come from the cache or, on a miss, from a
+ * decoder: a parked one (left by a sequential reader just before the chunk)
+ * or a fresh one from the nearest access point. Decodes in progress are
+ * listed in m->busy so a reader of the next chunk waits for the decoder
+ * ahead of it instead of starting a second one over the same bytes.
+ */
+#define _GNU_SOURCE
+#include "fs.h"
+
+#include <errno.h>
+#include <fuse_log.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gz.h"
+#include "npy.h"
+#include "zip.h"
+
+/* A waiting reader whose chunk lies this close after a decode in progress
+ * waits for that decoder instead of starting its own. */
+#define BUSY_REACH (4 * (uint64_t)FS_CHUNK_SIZE)
+/* Output read per call while sizing a gzip stream by a full pass. */
+#define PASS_BUF (1u << 20)
+
+struct fs_busy {
+    uint64_t from, to;   /* output range being decoded */
+    struct fs_busy *next;
+};
+
+static atomic_uint_fast64_t next_member_id = 1;
+
+static int member_init(struct fs_member *m, const char *name, size_t name_len)
+{
+    memset(m, 0, sizeof(*m));
+    m->name = malloc(name_len + 1);
+    if (!m->name)
+        return -ENOMEM;
+    memcpy(m->name, name, name_len);
+    m->name[name_len] = '\0';
+    m->name_len = name_len;
+    m->id = atomic_fetch_add(&next_member_id, 1);
+    pthread_mutex_init(&m->lock, NULL);
+    pthread_cond_init(&m->idle, NULL);
+    return 0;
+}
+
+static void member_destroy(struct fs_member *m)
+{
+    for (int i = 0; i < m->nparked; i++)
+        dfx_reader_free(m->parked[i]);
+    dfx_index_free(m->ix);
+    pthread_mutex_destroy(&m->lock);
+    pthread_cond_destroy(&m->idle);
+    free(m->name);
+}
+
+static int zip_member_setup(struct fs_archive *a, struct fs_member *m, const struct zip_member *z)
+{
+    struct dfx_stream st = {0};
+    int ret = member_init(m, z->name, z->name_len);
+
+    if (ret < 0)
+        return ret;
+    zip_method_name(z->method, m->method, sizeof(m->method));
+    m->size = z->usize;
+    m->stored_size = z->csize;
+    m->data_offset = z->data_offset;
+    m->is_dir = z->is_dir;
+    m->unsupported = z->unsupported;
+    m->why = z->why;
+    if (m->unsupported || m->is_dir || z->method == ZIP_METHOD_STORED) {
+        m->kind = FS_STORED;
+        return 0;
+    }
+    m->kind = FS_DEFLATE;
+    st.src = a->src;
+    st.start = z->data_offset;
+    st.end = z->data_offset + z->csize; /* zip.c checked it lies inside the source */
+    st.framing = DFX_RAW;
+    st.usize = z->usize;
+    st.crc = z->crc32;
+    st.check_crc = true;
+    return dfx_index_new(&st, a->spacing, &m->ix);
+}
+
+static int open_zip(struct fs_archive *a)
+{
+    struct zip_archive *z;
+    int ret = zip_open(a->src, &z);
+
+    if (ret < 0)
+        return ret;
+    a->members = calloc(z->count ? z->count : 1, sizeof(*a->members));
+    if (!a->members) {
+        zip_free(z);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < z->count; i++) {
+        ret = zip_member_setup(a, &a->members[i], &z->members[i]);
+        if (ret < 0)
+            break;
+        a->count++;
+    }
+    zip_free(z);
+    return ret;
+}
+
+/* Decode to the end of the stream and return the total output size. */
+static int64_t full_pass(struct dfx_reader *r)
+{
+    unsigned char *buf = malloc(PASS_BUF);
+    int64_t n;
+
+    if (!buf)
+        return -ENOMEM;
+    do
+        n = dfx_reader_read(r, buf, PASS_BUF);
+    while (n > 0);
+    free(buf);
+    return n < 0 ? n : (int64_t)dfx_reader_pos(r);
+}
+
+/*
+ * The exact size of a gzip stream's output without decompressing its payload
+ * when possible: the .npy header gives header + itemsize * prod(shape), which
+ * must agree with ISIZE (size mod 2^32 of the last member). Otherwise (not a
+ * sizeable .npy, or several members) one full pass counts the bytes; it also
+ * fills the index on the way, so the work is not lost.
+ */
+static int64_t gzip_size(struct src *s, struct dfx_index *ix)
+{
+    unsigned char *hdr = NULL;
+    struct npy_header h = {0};
+    struct dfx_reader *r;
+    uint64_t doff = 0;
+    uint32_t isize;
+    int64_t n, ret;
+
+    ret = dfx_reader_new(ix, 0, &r);
+    if (ret < 0)
+        return ret;
+    hdr = malloc(NPY_HEADER_MAX + NPY_PREFIX_LEN);
+    if (!hdr) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    n = dfx_reader_read(r, hdr, NPY_PREFIX_LEN);
+    if (n < 0) {
+        ret = n;
+        goto out;
+    }
+    if (npy_prefix(hdr, (size_t)n, &doff) == 0 && doff <= NPY_HEADER_MAX + NPY_PREFIX_LEN) {
+        int64_t m = dfx_reader_read(r, hdr + n, doff - (uint64_t)n);
+        if (m < 0) {
+            ret = m;
+            goto out;
+        }
+        if (npy_parse(hdr, (size_t)(n + m), &h) == 0 && h.size_known &&
+            gz_last_isize(s, &isize) == 0 && (uint32_t)h.total_size == isize) {
+            ret = (int64_t)h.total_size;
+            goto out;
+        }
+    }
+    ret = full_pass(r);
+out:
+    npy_header_destroy(&h);
+    free(hdr);
+    dfx_reader_free(r);
+    return ret;
+}
+
+static int open_gzip(struct fs_archive *a)
+{
+    struct dfx_stream st = {0};
+    struct fs_member *m;
+    const char *base = strrchr(a->path, '/');
+    size_t len;
+    int64_t size;
+    int ret;
+
+    base = base ? base + 1 : a->path;
+    len = strlen(base);
+    if (len > 3 && strcmp(base + len - 3, ".gz") == 0)
+        len -= 3;
+    a->members = calloc(1, sizeof(*a->members));
+    if (!a->members)
+        return -ENOMEM;
+    m = &a->members[0];
+    ret = member_init(m, base, len);
+    if (ret < 0)
+        return ret;
+    a->count = 1;
+    strcpy(m->method, "gzip");
+    m->kind = FS_DEFLATE;
+    m->stored_size = a->src->size;
+    st.src = a->src;
+    st.start = 0;
+    st.end = a->src->size;
+    st.framing = DFX_GZIP;
+    st.usize = UINT64_MAX;
+    ret = dfx_index_new(&st, a->spacing, &m->ix);
+    if (ret < 0)
+        return ret;
+    size = gzip_size(a->src, m->ix);
+    if (size < 0)
+        return (int)size;
+    m->size = (uint64_t)size;
+    return 0;
+}
+
+/* Contract in fs.h. */
+int fs_archive_open(const char *path, uint64_t spacing, struct fs_archive **out)
+{
+    struct fs_archive *a;
+    unsigned char magic[2] = {0};
+    int ret;
+
+    *out = NULL;
+    a = calloc(1, sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    a->spacing = spacing;
+    a->path = strdup(path);
+    if (!a->path) {
+        ret = -ENOMEM;
+        goto out_free;
+    }
+    ret = src_file_open(path, &a->src);
+    if (ret < 0)
+        goto out_free;
+    if (fstat(src_file_fd(a->src), &a->st) < 0) {
+        ret = -errno;
+        goto out_free;
+    }
+    src_pread(a->src, magic, sizeof(magic), 0);
+    if (magic[0] == 0x1f && magic[1] == 0x8b) {
+        a->kind = FS_SRC_GZIP;
+        ret = open_gzip(a);
+    } else {
+        a->kind = FS_SRC_ZIP;
+        ret = open_zip(a);
+    }
+    if (ret < 0)
+        goto out_free;
+    *out = a;
+    return 0;
+
+out_free:
+    fs_archive_free(a);
+    return ret;
+}
+
+void fs_archive_free(struct fs_archive *a)
+{
+    if (!a)
+        return;
+    for (size_t i = 0; i < a->count; i++)
+        member_destroy(&a->members[i]);
+    free(a->members);
+    src_free(a->src);
+    free(a->path);
+    free(a);
+}
+
+/* Contract in fs.h. */
+int64_t fs_member_peek(struct fs_archive *a, struct fs_member *m, void *buf, size_t len)
+{
+    if (m->unsupported)
+        return m->unsupported;
+    if (len > m->size)
+        len = (size_t)m->size;
+    if (m->kind == FS_STORED)
+        return src_pread(a->src, buf, len, m->data_offset);
+    return dfx_extract(m->ix, 0, buf, len);
+}
+
+/* Take the parked decoder best placed for target: at or before it and
+ * either within one spacing or past the index frontier (where no access
+ * point could do better). Called with m->lock held. */
+static struct dfx_reader *take_parked(struct fs_archive *a, struct fs_member *m, uint64_t target)
+{
+    uint64_t frontier = dfx_index_frontier(m->ix);
+    int best = -1;
+    uint64_t best_pos = 0;
+    struct dfx_reader *r;
+
+    for (int i = 0; i < m->nparked; i++) {
+        uint64_t pos = dfx_reader_pos(m->parked[i]);
+        if (pos > target || (target - pos > a->spacing && pos < frontier))
+            continue;
+        if (best < 0 || pos > best_pos) {
+            best = i;
+            best_pos = pos;
+        }
+    }
+    if (best < 0)
+        return NULL;
+    r = m->parked[best];
+    m->parked[best] = m->parked[--m->nparked];
+    return r;
+}
+
+/* Is a decode in progress about to produce target, or to stop just before
+ * it? Called with m->lock held. */
+static bool busy_near(struct fs_member *m, uint64_t target)
+{
+    for (struct fs_busy *b = m->busy; b; b = b->next)
+        if (b->from <= target && target < b->to + BUSY_REACH)
+            return true;
+    return false;
+}
+
+static void busy_unlink(struct fs_member *m, struct fs_busy *busy)
+{
+    struct fs_busy **pp = &m->busy;
+
+    while (*pp != busy)
+        pp = &(*pp)->next;
+    *pp = busy->next;
+}
+
+/* Park r for a later sequential read, evicting the decoder furthest back
+ * if the pool is full. Returns the decoder to free (outside the lock), or
+ * NULL. Called with m->lock held. */
+static struct dfx_reader *park(struct fs_member *m, struct dfx_reader *r)
+{
+    struct dfx_reader *old;
+    int low = 0;
+
+    if (m->opens == 0 || dfx_reader_pos(r) >= m->size)
+        return r;
+    if (m->nparked < FS_PARKED_MAX) {
+        m->parked[m->nparked++] = r;
+        return NULL;
+    }
+    for (int i = 1; i < m->nparked; i++)
+        if (dfx_reader_pos(m->parked[i]) < dfx_reader_pos(m->parked[low]))
+            low = i;
+    old = m->parked[low];
+    m->parked[low] = r;
+    return old;
+}
+
+static void log_damage(struct fs_archive *a, struct fs_member *m, uint64_t idx, int err)
+{
+    if (atomic_exchange(&m->logged, true))
+        return;
+    fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': cannot decode bytes %llu-%llu: %s\n",
+             a->path, m->name, (unsigned long long)(idx * FS_CHUNK_SIZE),
+             (unsigned long long)((idx + 1) * FS_CHUNK_SIZE), strerror(-err));
+}
+
+/*
+ * Decode from r's position through the end of chunk idx, inserting every
+ * whole chunk on the way (they are likely to be read next). A chunk goes into
+ * the cache only once all its bytes decoded, so bytes decoded before an
+ * error in the same chunk are never served.
+ */
+static int decode_through(struct fs_member *m, struct cache *c, struct dfx_reader *r,
+                          uint64_t idx, struct cache_chunk **out)
+{
+    uint64_t pos = dfx_reader_pos(r);
+    uint64_t k = (pos + FS_CHUNK_SIZE - 1) / FS_CHUNK_SIZE;
+    int ret = dfx_reader_skip(r, k * FS_CHUNK_SIZE - pos);
+
+    for (; ret == 0 && k <= idx; k++) {
+        uint64_t off = k * FS_CHUNK_SIZE;
+        size_t want = m->size - off < FS_CHUNK_SIZE ? (size_t)(m->size - off) : FS_CHUNK_SIZE;
+        struct cache_chunk *ch;
+        int64_t n;
+
+        ret = cache_chunk_new(c, &ch);
+        if (ret < 0)
+            break;
+        n = dfx_reader_read(r, ch->data, want);
+        if (n != (int64_t)want) {
+            ret = n < 0 ? (int)n : -EIO;
+            cache_put(c, ch);
+            break;
+        }
+        ch->len = want;
+        cache_insert(c, m->id, k, ch);
+        if (k == idx)
+            *out = ch;
+        else
+            cache_put(c, ch);
+    }
+    return ret;
+}
+
+/* Contract in fs.h. */
+int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, uint64_t idx,
+                    struct cache_chunk **out)
+{
+    uint64_t target = idx * FS_CHUNK_SIZE;
+    struct dfx_reader *r = NULL, *drop;
+    struct fs_busy busy;
+    int ret = 0;
+
+    *out = NULL;
+    if (target >= m->size)
+        return -EINVAL;
+    pthread_mutex_lock(&m->lock);
+    for (;;) {
+        *out = cache_get(c, m->id, idx);
+        if (*out) {
+            pthread_mutex_unlock(&m->lock);
+            return 0;
+        }
+        r = take_parked(a, m, target);
+        if (r || !busy_near(m, target))
+            break;
+        pthread_cond_wait(&m->idle, &m->lock);
+    }
+    busy.from = r ? dfx_reader_pos(r) : target;
+    busy.to = target + FS_CHUNK_SIZE;
+    busy.next = m->busy;
+    m->busy = &busy;
+    pthread_mutex_unlock(&m->lock);
+
+    if (!r)
+        ret = dfx_reader_new(m->ix, target, &r);
+    if (ret == 0)
+        ret = decode_through(m, c, r, idx, out);
+
+    pthread_mutex_lock(&m->lock);
+    busy_unlink(m, &busy);
+    drop = ret == 0 ? park(m, r) : r;
+    pthread_cond_broadcast(&m->idle);
+    pthread_mutex_unlock(&m->lock);
+    dfx_reader_free(drop);
+    if (ret < 0 && ret != -ENOMEM)
+        log_damage(a, m, idx, ret);
+    return ret;
+}
+
+void fs_member_opened(struct fs_member *m)
+{
+    pthread_mutex_lock(&m->lock);
+    m->opens++;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void fs_member_closed(struct fs_member *m)
+{
+    struct dfx_reader *drop[FS_PARKED_MAX];
+    int n = 0;
+
+    pthread_mutex_lock(&m->lock);
+    if (--m->opens == 0) {
+        n = m->nparked;
+        memcpy(drop, m->parked, sizeof(drop[0]) * (size_t)n);
+        m->nparked = 0;
+    }
+    pthread_mutex_unlock(&m->lock);
+    for (int i = 0; i < n; i++)
+        dfx_reader_free(drop[i]);
+}
