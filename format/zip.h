@@ -55,7 +55,7 @@ struct zip_archive {
  * keeps no reference to it). Returns 0 and *out, or a negative errno and
  * *out == NULL. Members that cannot be served are still listed, with
  * unsupported set; only damage to the directory itself fails the call. */
-int zip_open(struct src *s, struct zip_archive **out);
+int zip_archive_open(struct src *s, struct zip_archive **out);
 
 /* Accepts NULL. */
 void zip_free(struct zip_archive *z);

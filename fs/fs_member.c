@@ -91,7 +91,7 @@ static int zip_member_setup(struct fs_archive *a, struct fs_member *m, const str
 static int open_zip(struct fs_archive *a)
 {
     struct zip_archive *z;
-    int ret = zip_open(a->src, &z);
+    int ret = zip_archive_open(a->src, &z);
 
     if (ret < 0)
         return ret;
