@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <fuse_log.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,10 +64,11 @@ static int zip_member_setup(struct fs_archive *a, struct fs_member *m, const str
 {
     struct dfx_stream st = {0};
     int ret = member_init(m, z->name, z->name_len);
+    char buf[24];
 
     if (ret < 0)
         return ret;
-    zip_method_name(z->method, m->method, sizeof(m->method));
+    snprintf(m->method, sizeof(m->method), "%s", zip_method_name(z->method, buf, sizeof(buf)));
     m->size = z->usize;
     m->stored_size = z->csize;
     m->data_offset = z->data_offset;
