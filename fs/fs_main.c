@@ -206,9 +206,13 @@ static struct fs_archive *open_source(const char *path, uint64_t spacing)
     return a;
 }
 
+static bool is_mounted(const char *path);
+static char *absolute_mountpoint(const char *mnt);
+
 static void check_mountpoint(const char *mnt)
 {
     struct stat st;
+    char *abs;
 
     if (stat(mnt, &st) < 0) {
         fprintf(stderr, "npyfs: %s: mount point %s\n", mnt,
@@ -219,6 +223,12 @@ static void check_mountpoint(const char *mnt)
         fprintf(stderr, "npyfs: %s: mount point is not a directory\n", mnt);
         exit(1);
     }
+    abs = absolute_mountpoint(mnt);
+    if (abs && is_mounted(abs)) {
+        fprintf(stderr, "npyfs: %s: something is already mounted there\n", mnt);
+        exit(1);
+    }
+    free(abs);
 }
 
 static void syslog_log(enum fuse_log_level level, const char *fmt, va_list ap)
@@ -245,6 +255,19 @@ static char *fsname_opt(const char *source)
     return s;
 }
 
+/* libfuse reports bad options through its log; keep the first message so
+ * the user gets one line that also names the source. */
+static char fuse_complaint[256];
+
+static void capture_log(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+    size_t used = strlen(fuse_complaint);
+
+    (void)level;
+    /* one complaint may arrive in several pieces */
+    vsnprintf(fuse_complaint + used, sizeof(fuse_complaint) - used, fmt, ap);
+}
+
 static struct fuse_session *new_session(struct mount_args *ma, struct fs_ctx *ctx)
 {
     struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
@@ -261,12 +284,16 @@ static struct fuse_session *new_session(struct mount_args *ma, struct fs_ctx *ct
         fputs("npyfs: out of memory\n", stderr);
         exit(1);
     }
+    if (!ma->debug)
+        fuse_set_log_func(capture_log);
     se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), ctx);
+    fuse_set_log_func(NULL);
     fuse_opt_free_args(&args);
     free(fsname);
     if (!se) {
-        fprintf(stderr, "npyfs: %s: bad mount options (see the libfuse message above)\n",
-                ma->source);
+        fuse_complaint[strcspn(fuse_complaint, "\n")] = '\0';
+        fprintf(stderr, "npyfs: %s: bad mount options: %s\n", ma->source,
+                fuse_complaint[0] ? fuse_complaint : "rejected by libfuse");
         exit(1);
     }
     return se;
