@@ -214,7 +214,7 @@ int fs_tree_build(struct fs_tree *t, struct fs_archive *a)
     /* Built once, single-threaded, before the session starts. */
     sort_tree = t;
     for (size_t i = 0; i < t->count; i++)
-        if (t->nodes[i].is_dir)
+        if (t->nodes[i].is_dir && t->nodes[i].nchildren > 1)
             qsort(t->nodes[i].children, t->nodes[i].nchildren, sizeof(uint64_t), cmp_child);
     sort_tree = NULL;
     return 0;
