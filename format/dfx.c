@@ -1,1 +1,699 @@
-/* placeholder */
+/*
+ * Deflate index: random access into a DEFLATE stream (the zran technique).
+ * Contract in dfx.h.
+ *
+ * The index is an append-only array of access points sorted by output offset.
+ * A point is a deflate block boundary where a fresh decoder can start: the
+ * compressed position (first whole byte, plus 0-7 bits left in the byte
+ * before it) and up to 32 KiB of output before it, the only history a later
+ * block can refer to. Point 0 is the start of the stream.
+ *
+ * Readers decode with their own z_stream, without the index lock. When a
+ * reader stands on a block boundary at least `spacing` bytes past the last
+ * point, it appends a point. Decoding is deterministic, so every reader
+ * passes through the same block boundaries: appending only past the current
+ * last point (re-checked under the lock) keeps the array sorted by out and by
+ * in, whichever point a reader started from and however many readers race.
+ * A reader that loses such a race just drops its candidate point.
+ *
+ * GZIP framing is walked here, not by zlib: each member's deflate data is a
+ * raw stream; at its end we check the trailer and reset for the next member.
+ * A point remembers where its member's output starts, so ISIZE is checked by
+ * every reader that reaches a member end, CRC-32 by those that decoded the
+ * whole member.
+ *
+ * Damage: the index keeps the first damage errno (error) and the output
+ * offset from which data cannot be trusted (bad_from). A decode error or
+ * truncation poisons from where it was found; a failed CRC, ISIZE or usize
+ * check poisons from the start of the member (RAW: of the stream), since the
+ * bad bytes could be anywhere in it. Every later read that returns a byte at
+ * or past bad_from fails with that errno.
+ */
+#include "dfx.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "gz.h"
+
+/* Compressed bytes fetched per src_pread(). Per reader. */
+#define DFX_INBUF_SIZE (64u << 10)
+/* Output decoded and dropped per read by dfx_reader_skip(). Per reader, lazily. */
+#define DFX_SCRATCH_SIZE (64u << 10)
+#define DFX_INITIAL_POINTS 16
+/* Raw deflate, 32 KiB window: gzip framing is parsed by gz.c. */
+#define DFX_WBITS_RAW (-15)
+/* Shortest gzip member worth looking for after a trailer (header + trailer);
+ * anything shorter after the last member is treated as padding. */
+#define DFX_GZ_MIN_MEMBER 18
+/* strm.data_type bits after inflate(Z_BLOCK) (zlib.h): */
+#define DFX_DT_BITS 7       /* unused bits in the last input byte consumed */
+#define DFX_DT_LAST 64      /* the current block is the final one */
+#define DFX_DT_BOUNDARY 128 /* stopped right after an end-of-block code */
+
+struct dfx_point {
+    uint64_t out;          /* uncompressed offset of this point */
+    uint64_t in;           /* compressed offset of the first whole byte */
+    uint64_t member_out;   /* output offset where this point's member starts (RAW: 0) */
+    int bits;              /* 0-7 bits taken from byte in-1 */
+    uint32_t window_len;   /* <= DFX_WINDOW_SIZE; shorter near a member start */
+    unsigned char *window; /* owned, immutable once appended; freed by dfx_index_free() */
+};
+
+struct dfx_index {
+    struct dfx_stream st; /* immutable after dfx_index_new() */
+    uint64_t spacing;     /* immutable */
+    /* Leaf lock: nothing else is taken while it is held, and it is never held
+     * while inflating or reading the source. */
+    pthread_mutex_t lock;
+    struct dfx_point *pts; /* protected by lock: npts used, sorted by out */
+    size_t npts, cap;      /* protected by lock */
+    uint64_t total;        /* protected by lock: UINT64_MAX until the end is seen */
+    int error;             /* protected by lock: first damage, or 0 */
+    uint64_t bad_from;     /* protected by lock: UINT64_MAX while undamaged */
+};
+
+struct dfx_reader {
+    struct dfx_index *ix; /* borrowed: outlives the reader */
+    z_stream zs;          /* raw inflate state, owned; live iff zs_live */
+    bool zs_live;
+    unsigned char *inbuf;   /* owned, DFX_INBUF_SIZE bytes */
+    uint64_t buf_off;       /* source offset of inbuf[0] */
+    size_t buf_len;         /* bytes of inbuf filled from the source */
+    uint64_t pos;           /* output offset of the next byte */
+    uint64_t member_out;    /* output offset where the current member starts */
+    bool crc_on;            /* decoded the current member (RAW: stream) from its start */
+    uLong crc;              /* CRC-32 of the member's output so far, if crc_on */
+    uint64_t next_point;    /* don't try to append a point before this offset */
+    bool at_end;            /* the whole stream has been decoded */
+    int err;                /* sticky errno that made the reader unusable */
+    unsigned char *scratch; /* owned, DFX_SCRATCH_SIZE, allocated by the first skip */
+};
+
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+    uint64_t s;
+    return __builtin_add_overflow(a, b, &s) ? UINT64_MAX : s;
+}
+
+/* The one translation of zlib codes into errnos. */
+static int zlib_errno(int zret)
+{
+    switch (zret) {
+    case Z_MEM_ERROR:
+        return -ENOMEM;
+    case Z_STREAM_ERROR:
+    case Z_VERSION_ERROR:
+        return -EINVAL;
+    default: /* Z_DATA_ERROR, Z_NEED_DICT, Z_BUF_ERROR: bad or cut-short data */
+        return -EIO;
+    }
+}
+
+static void point_free(struct dfx_point *p)
+{
+    free(p->window);
+}
+
+/* Largest i with pts[i].out <= off; pts[0].out == 0. Caller holds the lock. */
+static size_t find_point_locked(const struct dfx_index *ix, uint64_t off)
+{
+    size_t lo = 0, hi = ix->npts;
+
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ix->pts[mid].out <= off)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Append p if it lies at least spacing past the last point; this is the only
+ * rule needed to keep points sorted (see the top of the file). Returns true
+ * if the index took ownership of p->window. Caller holds the lock. */
+static bool append_point_locked(struct dfx_index *ix, const struct dfx_point *p)
+{
+    const struct dfx_point *last = &ix->pts[ix->npts - 1];
+
+    if (p->out < last->out || p->out - last->out < ix->spacing)
+        return false;
+    if (ix->npts == ix->cap) {
+        size_t cap = ix->cap * 2;
+        struct dfx_point *pts = realloc(ix->pts, cap * sizeof(*pts));
+        if (!pts)
+            return false; /* the index is a cache: skip the point */
+        ix->pts = pts;
+        ix->cap = cap;
+    }
+    ix->pts[ix->npts++] = *p;
+    return true;
+}
+
+/* Record damage found by a reader; returns the errno to hand back (-EIO). */
+static int damage(struct dfx_reader *r, uint64_t from)
+{
+    struct dfx_index *ix = r->ix;
+
+    pthread_mutex_lock(&ix->lock);
+    if (!ix->error)
+        ix->error = -EIO;
+    if (from < ix->bad_from)
+        ix->bad_from = from;
+    pthread_mutex_unlock(&ix->lock);
+    return -EIO;
+}
+
+/* A source that ends before the stream does is a truncated archive. */
+static int source_errno(struct dfx_reader *r, int ret)
+{
+    return ret == -EIO ? damage(r, r->pos) : ret;
+}
+
+/* Contract in dfx.h. */
+int dfx_index_new(const struct dfx_stream *st, uint64_t spacing, struct dfx_index **out)
+{
+    struct dfx_index *ix;
+    uint64_t in;
+    int ret;
+
+    *out = NULL;
+    if (!st || !st->src || st->start > st->end ||
+        (st->framing != DFX_RAW && st->framing != DFX_GZIP))
+        return -EINVAL;
+    in = st->start;
+    if (st->framing == DFX_GZIP) {
+        ret = gz_read_header(st->src, st->start, &in);
+        if (ret < 0)
+            return ret;
+        if (in > st->end)
+            return -EIO;
+    }
+    ix = calloc(1, sizeof(*ix));
+    if (!ix)
+        return -ENOMEM;
+    ix->pts = calloc(DFX_INITIAL_POINTS, sizeof(*ix->pts));
+    if (!ix->pts) {
+        ret = -ENOMEM;
+        goto out_free_ix;
+    }
+    ret = pthread_mutex_init(&ix->lock, NULL);
+    if (ret) {
+        ret = -ret;
+        goto out_free_pts;
+    }
+    ix->st = *st;
+    ix->spacing = spacing < DFX_MIN_SPACING ? DFX_MIN_SPACING : spacing;
+    ix->cap = DFX_INITIAL_POINTS;
+    ix->npts = 1; /* point 0: out 0, no bits, no history */
+    ix->pts[0].in = in;
+    ix->total = UINT64_MAX;
+    ix->bad_from = UINT64_MAX;
+    *out = ix;
+    return 0;
+
+out_free_pts:
+    free(ix->pts);
+out_free_ix:
+    free(ix);
+    return ret;
+}
+
+/* Contract in dfx.h. */
+void dfx_index_free(struct dfx_index *ix)
+{
+    if (!ix)
+        return;
+    for (size_t i = 0; i < ix->npts; i++)
+        point_free(&ix->pts[i]);
+    free(ix->pts);
+    pthread_mutex_destroy(&ix->lock);
+    free(ix);
+}
+
+/* Contract in dfx.h. */
+size_t dfx_index_points(struct dfx_index *ix)
+{
+    size_t n;
+
+    pthread_mutex_lock(&ix->lock);
+    n = ix->npts;
+    pthread_mutex_unlock(&ix->lock);
+    return n;
+}
+
+/* Contract in dfx.h. */
+uint64_t dfx_index_frontier(struct dfx_index *ix)
+{
+    uint64_t f;
+
+    pthread_mutex_lock(&ix->lock);
+    f = ix->pts[ix->npts - 1].out;
+    pthread_mutex_unlock(&ix->lock);
+    return f;
+}
+
+/* Contract in dfx.h. */
+uint64_t dfx_index_total(struct dfx_index *ix)
+{
+    uint64_t t;
+
+    pthread_mutex_lock(&ix->lock);
+    t = ix->total;
+    pthread_mutex_unlock(&ix->lock);
+    return t;
+}
+
+/* Contract in dfx.h. */
+int dfx_index_error(struct dfx_index *ix)
+{
+    int e;
+
+    pthread_mutex_lock(&ix->lock);
+    e = ix->error;
+    pthread_mutex_unlock(&ix->lock);
+    return e;
+}
+
+/* Source offset of the next compressed byte inflate will take. */
+static uint64_t in_pos(const struct dfx_reader *r)
+{
+    return r->buf_off + (uint64_t)(r->zs.next_in - r->inbuf);
+}
+
+/* Make off the next compressed byte, reusing buffered input when it holds off. */
+static void seek_input(struct dfx_reader *r, uint64_t off)
+{
+    if (off >= r->buf_off && off - r->buf_off <= r->buf_len) {
+        size_t skip = (size_t)(off - r->buf_off);
+        r->zs.next_in = r->inbuf + skip;
+        r->zs.avail_in = (uInt)(r->buf_len - skip);
+        return;
+    }
+    r->buf_off = off;
+    r->buf_len = 0;
+    r->zs.next_in = r->inbuf;
+    r->zs.avail_in = 0;
+}
+
+/* Load the compressed bytes after the buffer (which inflate has used up),
+ * never past the stream end. At the end nothing is loaded: inflate may still
+ * finish without more input, and says Z_BUF_ERROR if it cannot. */
+static int refill(struct dfx_reader *r)
+{
+    const struct dfx_stream *st = &r->ix->st;
+    uint64_t at = r->buf_off + r->buf_len;
+    size_t want;
+    int64_t n;
+
+    if (at >= st->end)
+        return 0;
+    want = st->end - at < DFX_INBUF_SIZE ? (size_t)(st->end - at) : DFX_INBUF_SIZE;
+    n = src_pread(st->src, r->inbuf, want, at);
+    if (n < 0)
+        return (int)n;
+    if (n == 0)
+        return damage(r, r->pos); /* the source is shorter than the stream */
+    r->buf_off = at;
+    r->buf_len = (size_t)n;
+    r->zs.next_in = r->inbuf;
+    r->zs.avail_in = (uInt)n;
+    return 0;
+}
+
+/* Position a fresh decoder at point p (a copy taken under the lock). p's
+ * window is read without the lock: it is immutable once appended and lives
+ * until dfx_index_free(), which no live reader may race with. */
+static int start_at_point(struct dfx_reader *r, const struct dfx_point *p)
+{
+    const struct dfx_stream *st = &r->ix->st;
+    int ret;
+
+    if (p->bits) {
+        unsigned char byte;
+        ret = src_read_exact(st->src, &byte, 1, p->in - 1);
+        if (ret < 0)
+            return ret;
+        ret = inflatePrime(&r->zs, p->bits, byte >> (8 - p->bits));
+        if (ret != Z_OK)
+            return zlib_errno(ret);
+    }
+    if (p->window_len) {
+        ret = inflateSetDictionary(&r->zs, p->window, p->window_len);
+        if (ret != Z_OK)
+            return zlib_errno(ret);
+    }
+    seek_input(r, p->in);
+    r->pos = p->out;
+    r->member_out = p->member_out;
+    if (st->framing == DFX_GZIP)
+        r->crc_on = p->out == p->member_out;
+    else
+        r->crc_on = st->check_crc && p->out == 0;
+    r->crc = crc32(0, Z_NULL, 0);
+    return 0;
+}
+
+/* Contract in dfx.h. */
+int dfx_reader_new(struct dfx_index *ix, uint64_t off, struct dfx_reader **out)
+{
+    struct dfx_reader *r;
+    struct dfx_point p;
+    int ret;
+
+    *out = NULL;
+    r = calloc(1, sizeof(*r));
+    if (!r)
+        return -ENOMEM;
+    r->ix = ix;
+    r->inbuf = malloc(DFX_INBUF_SIZE);
+    if (!r->inbuf) {
+        ret = -ENOMEM;
+        goto out_free;
+    }
+    ret = inflateInit2(&r->zs, DFX_WBITS_RAW);
+    if (ret != Z_OK) {
+        ret = zlib_errno(ret);
+        goto out_free;
+    }
+    r->zs_live = true;
+
+    pthread_mutex_lock(&ix->lock);
+    p = ix->pts[find_point_locked(ix, off)];
+    r->next_point = sat_add(ix->pts[ix->npts - 1].out, ix->spacing);
+    pthread_mutex_unlock(&ix->lock);
+
+    ret = start_at_point(r, &p);
+    if (ret < 0)
+        goto out_free;
+    *out = r;
+    return 0;
+
+out_free:
+    dfx_reader_free(r);
+    return ret;
+}
+
+/* Contract in dfx.h. */
+uint64_t dfx_reader_pos(const struct dfx_reader *r)
+{
+    return r->pos;
+}
+
+/* Contract in dfx.h. */
+void dfx_reader_free(struct dfx_reader *r)
+{
+    if (!r)
+        return;
+    if (r->zs_live)
+        inflateEnd(&r->zs);
+    free(r->inbuf);
+    free(r->scratch);
+    free(r);
+}
+
+/* Called after every inflate(Z_BLOCK) that returned Z_OK. A failure to record
+ * a point is not an error: the index is a cache. */
+static void maybe_add_point(struct dfx_reader *r)
+{
+    struct dfx_index *ix = r->ix;
+    int dt = r->zs.data_type;
+    struct dfx_point p;
+    uInt wlen = 0;
+
+    /* The boundary after the final block is no place to restart. */
+    if (!(dt & DFX_DT_BOUNDARY) || (dt & DFX_DT_LAST) || r->pos < r->next_point)
+        return;
+    p.window = malloc(DFX_WINDOW_SIZE);
+    if (!p.window)
+        return;
+    if (inflateGetDictionary(&r->zs, p.window, &wlen) != Z_OK) {
+        free(p.window);
+        return;
+    }
+    if (wlen == 0) {
+        free(p.window); /* right at a member start: no history needed */
+        p.window = NULL;
+    }
+    p.out = r->pos;
+    p.in = in_pos(r);
+    p.bits = dt & DFX_DT_BITS;
+    p.member_out = r->member_out;
+    p.window_len = wlen;
+
+    pthread_mutex_lock(&ix->lock);
+    if (append_point_locked(ix, &p))
+        p.window = NULL;
+    r->next_point = sat_add(ix->pts[ix->npts - 1].out, ix->spacing);
+    pthread_mutex_unlock(&ix->lock);
+    free(p.window);
+}
+
+/* The stream is over: publish the total size. */
+static int finish(struct dfx_reader *r)
+{
+    struct dfx_index *ix = r->ix;
+
+    r->at_end = true;
+    pthread_mutex_lock(&ix->lock);
+    if (ix->total == UINT64_MAX)
+        ix->total = r->pos;
+    pthread_mutex_unlock(&ix->lock);
+    return 0;
+}
+
+/* RAW: the zip directory's size and CRC describe the whole stream. */
+static int raw_end(struct dfx_reader *r)
+{
+    const struct dfx_stream *st = &r->ix->st;
+
+    if (r->pos != st->usize)
+        return damage(r, 0);
+    if (r->crc_on && r->crc != st->crc)
+        return damage(r, 0);
+    return finish(r);
+}
+
+/* GZIP: after a trailer at off, either another member follows (reset the
+ * decoder onto its deflate data) or the file is over. Zero padding, a tail
+ * too short to be a member, or bytes without the gzip magic end the stream,
+ * as they do for gzip(1). */
+static int next_member(struct dfx_reader *r, uint64_t off)
+{
+    const struct dfx_stream *st = &r->ix->st;
+    unsigned char magic[2];
+    uint64_t data_off;
+    int ret;
+
+    if (off > st->end || st->end - off < DFX_GZ_MIN_MEMBER)
+        return finish(r);
+    ret = src_read_exact(st->src, magic, sizeof(magic), off);
+    if (ret < 0)
+        return source_errno(r, ret);
+    if (magic[0] != 0x1f || magic[1] != 0x8b)
+        return finish(r);
+    ret = gz_read_header(st->src, off, &data_off);
+    if (ret == -EINVAL || ret == -EIO || (ret == 0 && data_off > st->end))
+        return damage(r, r->pos);
+    if (ret < 0)
+        return ret;
+    ret = inflateReset(&r->zs);
+    if (ret != Z_OK)
+        return zlib_errno(ret);
+    seek_input(r, data_off);
+    r->member_out = r->pos;
+    r->crc_on = true;
+    r->crc = crc32(0, Z_NULL, 0);
+    return 0;
+}
+
+/* GZIP: a member's deflate data ended; its trailer follows immediately. */
+static int member_end(struct dfx_reader *r)
+{
+    const struct dfx_stream *st = &r->ix->st;
+    uint64_t off = in_pos(r);
+    uint32_t crc, isize;
+    int ret;
+
+    /* A member whose trailer is cut off cannot be verified: poison all of it. */
+    if (off > st->end || st->end - off < GZ_TRAILER_LEN)
+        return damage(r, r->member_out);
+    ret = gz_read_trailer(st->src, off, &crc, &isize);
+    if (ret == -EIO)
+        return damage(r, r->member_out);
+    if (ret < 0)
+        return ret;
+    if (isize != (uint32_t)(r->pos - r->member_out) || (r->crc_on && crc != r->crc))
+        return damage(r, r->member_out);
+    return next_member(r, off + GZ_TRAILER_LEN);
+}
+
+/* One inflate call into zs.next_out/avail_out (set by the caller, non-empty):
+ * fetch input if needed, account for the output, record a point at a block
+ * boundary, handle the end of a stream or member. */
+static int step(struct dfx_reader *r)
+{
+    const struct dfx_stream *st = &r->ix->st;
+    unsigned char *before = r->zs.next_out;
+    size_t made;
+    int ret;
+
+    if (r->zs.avail_in == 0) {
+        ret = refill(r);
+        if (ret < 0)
+            return ret;
+    }
+    ret = inflate(&r->zs, Z_BLOCK);
+    made = (size_t)(r->zs.next_out - before);
+    if (made) {
+        if (r->crc_on)
+            r->crc = crc32(r->crc, before, (uInt)made);
+        r->pos += made;
+    }
+    if (st->framing == DFX_RAW && r->pos > st->usize)
+        return damage(r, 0);
+    switch (ret) {
+    case Z_OK:
+        maybe_add_point(r);
+        return 0;
+    case Z_STREAM_END:
+        return st->framing == DFX_GZIP ? member_end(r) : raw_end(r);
+    case Z_BUF_ERROR:
+        /* No progress although all input up to the stream end was offered
+         * (step refills whenever the buffer is empty): truncated. */
+    case Z_DATA_ERROR:
+    case Z_NEED_DICT:
+        return damage(r, r->pos);
+    default:
+        return zlib_errno(ret);
+    }
+}
+
+/* Decode up to len bytes into buf; *done counts them even on error. */
+static int fill(struct dfx_reader *r, unsigned char *buf, size_t len, size_t *done)
+{
+    *done = 0;
+    while (*done < len && !r->at_end) {
+        size_t want = len - *done;
+        int ret;
+
+        r->zs.next_out = buf + *done;
+        r->zs.avail_out = want > UINT_MAX ? UINT_MAX : (uInt)want;
+        ret = step(r);
+        *done += (size_t)(r->zs.next_out - (buf + *done));
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
+}
+
+/* RAW: once the output reaches usize, decode on to the end of the stream so
+ * the size and CRC checks run for the read that returns the last byte, not
+ * only for one that asks past it. Any further byte is damage (step). */
+static int finish_raw(struct dfx_reader *r)
+{
+    unsigned char extra;
+    size_t done;
+
+    if (r->ix->st.framing != DFX_RAW || r->at_end || r->pos != r->ix->st.usize)
+        return 0;
+    return fill(r, &extra, 1, &done);
+}
+
+/* Fail a read whose output reaches data that an earlier check found bad. */
+static int check_poison(struct dfx_reader *r)
+{
+    struct dfx_index *ix = r->ix;
+    int ret = 0;
+
+    pthread_mutex_lock(&ix->lock);
+    if (r->pos > ix->bad_from)
+        ret = ix->error;
+    pthread_mutex_unlock(&ix->lock);
+    return ret;
+}
+
+/* Contract in dfx.h. */
+int64_t dfx_reader_read(struct dfx_reader *r, void *buf, size_t len)
+{
+    size_t done;
+    int ret;
+
+    if (r->err)
+        return r->err;
+    if (len > INT64_MAX)
+        return -EINVAL;
+    ret = fill(r, buf, len, &done);
+    if (ret == 0)
+        ret = finish_raw(r);
+    if (ret == 0)
+        ret = check_poison(r);
+    if (ret < 0) {
+        /* Bytes decoded before the error in this call are not handed out. */
+        r->err = ret;
+        return ret;
+    }
+    return (int64_t)done;
+}
+
+/* Decode and discard up to n bytes; *skipped is short only at end of stream. */
+static int skip_upto(struct dfx_reader *r, uint64_t n, uint64_t *skipped)
+{
+    *skipped = 0;
+    if (n && !r->scratch) {
+        r->scratch = malloc(DFX_SCRATCH_SIZE);
+        if (!r->scratch)
+            return -ENOMEM;
+    }
+    while (*skipped < n) {
+        uint64_t left = n - *skipped;
+        size_t want = left < DFX_SCRATCH_SIZE ? (size_t)left : DFX_SCRATCH_SIZE;
+        int64_t got = dfx_reader_read(r, r->scratch, want);
+        if (got < 0)
+            return (int)got;
+        if (got == 0)
+            break;
+        *skipped += (uint64_t)got;
+    }
+    return 0;
+}
+
+/* Contract in dfx.h. */
+int dfx_reader_skip(struct dfx_reader *r, uint64_t n)
+{
+    uint64_t skipped;
+    int ret = skip_upto(r, n, &skipped);
+
+    if (ret < 0)
+        return ret;
+    return skipped == n ? 0 : -EIO;
+}
+
+/* Contract in dfx.h. An offset at or past the end reads 0 bytes, like pread. */
+int64_t dfx_extract(struct dfx_index *ix, uint64_t off, void *buf, size_t len)
+{
+    struct dfx_reader *r;
+    uint64_t skipped;
+    int64_t n;
+    int ret;
+
+    if (len == 0)
+        return 0;
+    ret = dfx_reader_new(ix, off, &r);
+    if (ret < 0)
+        return ret;
+    ret = skip_upto(r, off - dfx_reader_pos(r), &skipped);
+    if (ret < 0)
+        n = ret;
+    else if (dfx_reader_pos(r) < off)
+        n = 0;
+    else
+        n = dfx_reader_read(r, buf, len);
+    dfx_reader_free(r);
+    return n;
+}

@@ -1,2 +1,889 @@
+/*
+ * dfx.c: random access into deflate streams, checked against the original
+ * bytes. Inputs are built here with zlib: four data sets (incompressible,
+ * smooth quantized float64, long zero runs, a mix) compressed as raw deflate
+ * at several levels, with sync/full flush points, as one gzip member and as
+ * several (including empty members and zero padding). Then: sequential and
+ * random reads, backwards reads, reads far past the frontier, 8 threads on one
+ * index, where readers start from, and damage (flipped bytes, truncation,
+ * wrong sizes and CRCs) that must always surface as -EIO.
+ *
+ * Threads never use CHECK (its counters are plain ints): they count their own
+ * failures and the main thread checks the totals.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
 #include "check.h"
-int main(void) { return check_exit("test_dfx"); }
+#include "dfx.h"
+#include "source.h"
+
+#define DATA_LEN ((4u << 20) + 4321) /* several MiB, not a round number */
+#define SPACING DFX_MIN_SPACING
+#define RAW_PRE 37  /* junk before a raw stream: start != 0 */
+#define RAW_POST 29 /* junk after it: end != source size */
+#define GZ_PAD 600  /* zero padding after the last gzip member */
+#define MAX_PROBES (DATA_LEN / 4096 + 4)
+
+static int verbose;
+
+/* xorshift64*: deterministic, thread-local when each thread owns its state. */
+static uint64_t rnd(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 0x2545f4914f6cdd1dull;
+}
+
+static uint64_t rnd_below(uint64_t *s, uint64_t n)
+{
+    return n ? rnd(s) % n : 0;
+}
+
+/* ---- data sets ---- */
+
+struct dataset {
+    const char *name;
+    unsigned char *data;
+    size_t len;
+};
+
+static void fill_random(unsigned char *p, size_t n, uint64_t *s)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)(rnd(s) >> 56);
+}
+
+/* A slow signal (two triangle waves plus a little noise) quantized to 1/16:
+ * the low mantissa bytes are zero, so it compresses ~4x. Integer-built, so
+ * the test needs no libm. */
+static void fill_smooth(unsigned char *p, size_t n, uint64_t *s)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t t = i / 8, a = (t * 3) % 40000, b = (t * 97) % 512;
+        uint64_t slow = a < 20000 ? a : 40000 - a, fast = b < 256 ? b : 512 - b;
+        double v = (double)(slow * 4 + fast + rnd_below(s, 8)) / 16 - 2500;
+        memcpy(p + i, &v, 8);
+    }
+    memset(p + i, 0x5a, n - i);
+}
+
+/* Zero runs of 100 KiB to 1 MiB between short random bursts. */
+static void fill_zero_runs(unsigned char *p, size_t n, uint64_t *s)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t z = 100000 + rnd_below(s, 900000), b = 1 + rnd_below(s, 2000);
+        z = z < n - i ? z : n - i;
+        memset(p + i, 0, z);
+        i += z;
+        b = b < n - i ? b : n - i;
+        fill_random(p + i, b, s);
+        i += b;
+    }
+}
+
+static void fill_mixed(unsigned char *p, size_t n, uint64_t *s)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t k = 65536 + rnd_below(s, 450000);
+        k = k < n - i ? k : n - i;
+        switch (rnd_below(s, 3)) {
+        case 0:
+            fill_random(p + i, k, s);
+            break;
+        case 1:
+            fill_smooth(p + i, k, s);
+            break;
+        default:
+            fill_zero_runs(p + i, k, s);
+        }
+        i += k;
+    }
+}
+
+/* ---- compressed forms ---- */
+
+struct blob {
+    unsigned char *buf;
+    size_t len;
+};
+
+/* Deflate data with zlib. wbits -15 raw, 31 gzip. flush_every > 0 ends every
+ * chunk of that size with alternately Z_SYNC_FLUSH and Z_FULL_FLUSH. At is
+ * where in out (capacity cap) to write; returns the bytes written or 0. */
+static size_t zdeflate(const unsigned char *data, size_t len, int level, int wbits,
+                       size_t flush_every, gz_header *h, unsigned char *out, size_t cap)
+{
+    z_stream zs;
+    size_t fed = 0;
+    int ret, nflush = 0;
+
+    memset(&zs, 0, sizeof(zs));
+    if (deflateInit2(&zs, level, Z_DEFLATED, wbits, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return 0;
+    if (h)
+        deflateSetHeader(&zs, h);
+    zs.next_out = out;
+    zs.avail_out = (uInt)cap;
+    do {
+        size_t chunk = flush_every && flush_every < len - fed ? flush_every : len - fed;
+        int flush = fed + chunk == len ? Z_FINISH : (nflush++ & 1) ? Z_FULL_FLUSH : Z_SYNC_FLUSH;
+        zs.next_in = (unsigned char *)data + fed;
+        zs.avail_in = (uInt)chunk;
+        fed += chunk;
+        ret = deflate(&zs, flush);
+        if (zs.avail_in != 0 || zs.avail_out == 0)
+            ret = Z_BUF_ERROR; /* cap was meant to be enough for one call */
+    } while (fed < len && ret == Z_OK);
+    size_t n = zs.total_out;
+    deflateEnd(&zs);
+    return ret == Z_STREAM_END ? n : 0;
+}
+
+static size_t bound(size_t len)
+{
+    return len + len / 100 + (len / 1000 + 16) * 64 + 4096;
+}
+
+enum enc_kind { E_RAW0, E_RAW1, E_RAW6, E_RAW9, E_RAW_FLUSH, E_GZ6, E_GZ_MULTI, E_COUNT };
+
+static const char *enc_name[E_COUNT] = {"raw-l0",    "raw-l1",  "raw-l6",    "raw-l9",
+                                        "raw-flush", "gzip-l6", "gzip-multi"};
+
+struct encoded {
+    struct blob b;
+    struct dfx_stream st; /* st.src over b */
+};
+
+/* Several members: empty ones, different levels, one with FNAME/FHCRC,
+ * then zero padding that must read as the end of the file. */
+static size_t gzip_multi(const unsigned char *data, size_t len, unsigned char *out, size_t cap,
+                         uint64_t *s)
+{
+    size_t cut1 = len / 5 + rnd_below(s, len / 5), cut2 = cut1 + 1 + rnd_below(s, len / 3);
+    gz_header h;
+    size_t n = 0, k;
+
+    memset(&h, 0, sizeof(h));
+    h.name = (Bytef *)"part.npy";
+    h.hcrc = 1;
+    n += (k = zdeflate(data, 0, 6, 31, 0, NULL, out + n, cap - n));
+    if (!k)
+        return 0;
+    n += (k = zdeflate(data, cut1, 1, 31, 0, NULL, out + n, cap - n));
+    if (!k)
+        return 0;
+    n += (k = zdeflate(data, 0, 9, 31, 0, &h, out + n, cap - n));
+    if (!k)
+        return 0;
+    n += (k = zdeflate(data + cut1, cut2 - cut1, 9, 31, 100000, &h, out + n, cap - n));
+    if (!k)
+        return 0;
+    n += (k = zdeflate(data + cut2, len - cut2, 6, 31, 0, NULL, out + n, cap - n));
+    if (!k)
+        return 0;
+    memset(out + n, 0, GZ_PAD);
+    return n + GZ_PAD;
+}
+
+static int encode(const struct dataset *ds, enum enc_kind kind, struct encoded *e, uint64_t *s)
+{
+    static const int raw_level[] = {0, 1, 6, 9, 6};
+    size_t cap = bound(ds->len) + RAW_PRE + RAW_POST + GZ_PAD;
+    size_t n;
+
+    memset(e, 0, sizeof(*e));
+    e->b.buf = malloc(cap);
+    if (!e->b.buf)
+        return -1;
+    if (kind <= E_RAW_FLUSH) {
+        memset(e->b.buf, 0xa5, RAW_PRE);
+        n = zdeflate(ds->data, ds->len, raw_level[kind], -15, kind == E_RAW_FLUSH ? 300000 : 0,
+                     NULL, e->b.buf + RAW_PRE, cap - RAW_PRE - RAW_POST);
+        memset(e->b.buf + RAW_PRE + n, 0x5a, RAW_POST);
+        e->b.len = RAW_PRE + n + RAW_POST;
+        e->st.framing = DFX_RAW;
+        e->st.start = RAW_PRE;
+        e->st.end = RAW_PRE + n;
+        e->st.usize = ds->len;
+        e->st.crc = (uint32_t)crc32(0, ds->data, (uInt)ds->len);
+        e->st.check_crc = true;
+    } else {
+        n = kind == E_GZ6 ? zdeflate(ds->data, ds->len, 6, 31, 0, NULL, e->b.buf, cap)
+                          : gzip_multi(ds->data, ds->len, e->b.buf, cap, s);
+        e->b.len = n;
+        e->st.framing = DFX_GZIP;
+        e->st.start = 0;
+        e->st.end = n;
+    }
+    if (!n || src_mem_new(e->b.buf, e->b.len, &e->st.src) < 0) {
+        free(e->b.buf);
+        return -1;
+    }
+    return 0;
+}
+
+static void encoded_free(struct encoded *e)
+{
+    src_free(e->st.src);
+    free(e->b.buf);
+}
+
+/* ---- checks shared by every (data set, encoding) ---- */
+
+/* Read everything from offset 0 in uneven chunks. Returns 0 if the bytes and
+ * the end matched, else the first error or -1 for a mismatch. */
+static int full_pass_buf(struct dfx_index *ix, const unsigned char *data, size_t len, uint64_t *s,
+                         unsigned char *buf, size_t cap)
+{
+    struct dfx_reader *r;
+    size_t at = 0;
+    int ret = dfx_reader_new(ix, 0, &r);
+
+    if (ret < 0)
+        return ret;
+    for (;;) {
+        size_t want = 1 + rnd_below(s, cap);
+        int64_t n = dfx_reader_read(r, buf, want);
+        if (n < 0) {
+            ret = (int)n;
+            break;
+        }
+        if (n == 0) {
+            ret = at == len ? 0 : -1;
+            break;
+        }
+        if ((size_t)n > want || at + (size_t)n > len || memcmp(buf, data + at, (size_t)n)) {
+            ret = -1;
+            break;
+        }
+        if ((size_t)n < want && at + (size_t)n != len) {
+            ret = -1; /* short read before the end */
+            break;
+        }
+        at += (size_t)n;
+    }
+    if (ret == 0 && dfx_reader_read(r, buf, 10) != 0)
+        ret = -1; /* stays at the end */
+    dfx_reader_free(r);
+    return ret;
+}
+
+static int full_pass(struct dfx_index *ix, const unsigned char *data, size_t len, uint64_t *s)
+{
+    static unsigned char buf[300000];
+    return full_pass_buf(ix, data, len, s, buf, sizeof(buf));
+}
+
+/* One random extract against the original; 0 if it matched. */
+static int extract_ok(struct dfx_index *ix, const unsigned char *data, size_t len, uint64_t off,
+                      size_t want, unsigned char *buf)
+{
+    size_t expect = off >= len ? 0 : (want < len - off ? want : len - off);
+    int64_t n = dfx_extract(ix, off, buf, want);
+
+    if (n < 0 || (size_t)n != expect)
+        return -1;
+    return memcmp(buf, data + off, expect) ? -1 : 0;
+}
+
+/* An offset/length mix: anywhere, just before points, the very end, past it. */
+static void pick(uint64_t *s, size_t len, const uint64_t *pts, size_t npts, uint64_t *off,
+                 size_t *want)
+{
+    uint64_t k = rnd_below(s, 100);
+
+    if (k < 50)
+        *off = rnd_below(s, len);
+    else if (k < 75 && npts > 1) {
+        uint64_t p = pts[1 + rnd_below(s, npts - 1)];
+        *off = p - rnd_below(s, 200 < p ? 200 : p);
+    } else if (k < 90)
+        *off = len - rnd_below(s, 5000 < len ? 5000 : len);
+    else
+        *off = len + rnd_below(s, 3000);
+    k = rnd_below(s, 100);
+    *want = k < 5 ? 0 : k < 40 ? 1 + rnd_below(s, 100) : 1 + rnd_below(s, 200000);
+}
+
+/* Ask for a reader at every 4 KiB; the distinct start positions are the
+ * points (they are >= SPACING apart). Checks pos <= off and monotonicity. */
+static size_t probe_points(struct dfx_index *ix, size_t len, uint64_t *pts)
+{
+    size_t n = 0;
+    int bad = 0;
+
+    for (uint64_t off = 0; off <= len + 4096 && n < MAX_PROBES; off += 4096) {
+        struct dfx_reader *r;
+        if (dfx_reader_new(ix, off, &r) < 0) {
+            bad++;
+            continue;
+        }
+        uint64_t pos = dfx_reader_pos(r);
+        if (pos > off || (n && pos < pts[n - 1]))
+            bad++;
+        if (!n || pos != pts[n - 1])
+            pts[n++] = pos;
+        dfx_reader_free(r);
+    }
+    CHECK_EQ(bad, 0);
+    return n;
+}
+
+/* A reader starts at the closest point at or before off, never further back. */
+static void check_start_points(struct dfx_index *ix, const uint64_t *pts, size_t npts, uint64_t *s,
+                               size_t len)
+{
+    int bad = 0;
+
+    for (int i = 0; i < 300; i++) {
+        uint64_t off = rnd_below(s, len + 1000);
+        size_t j = npts - 1;
+        struct dfx_reader *r;
+
+        while (pts[j] > off)
+            j--;
+        if (dfx_reader_new(ix, off, &r) < 0) {
+            bad++;
+            continue;
+        }
+        bad += dfx_reader_pos(r) != pts[j];
+        dfx_reader_free(r);
+    }
+    CHECK_EQ(bad, 0);
+}
+
+/* Returns the largest gap between points, for the report. */
+static uint64_t check_point_layout(struct dfx_index *ix, size_t len, uint64_t *s, uint64_t *pts,
+                                   size_t *npts_out)
+{
+    size_t npts = probe_points(ix, len, pts);
+    uint64_t max_gap = 0;
+    int close = 0;
+
+    CHECK_EQ(npts, dfx_index_points(ix));
+    CHECK_EQ(pts[0], 0);
+    CHECK_EQ(pts[npts - 1], dfx_index_frontier(ix));
+    for (size_t i = 1; i < npts; i++) {
+        uint64_t gap = pts[i] - pts[i - 1];
+        close += gap < SPACING; /* points are at least spacing apart */
+        max_gap = gap > max_gap ? gap : max_gap;
+    }
+    CHECK_EQ(close, 0);
+    check_start_points(ix, pts, npts, s, len);
+    *npts_out = npts;
+    return max_gap;
+}
+
+static void check_random_reads(struct dfx_index *ix, const struct dataset *ds, const uint64_t *pts,
+                               size_t npts, int count, uint64_t *s)
+{
+    static unsigned char buf[200000];
+    int bad = 0;
+
+    for (int i = 0; i < count; i++) {
+        uint64_t off;
+        size_t want;
+        pick(s, ds->len, pts, npts, &off, &want);
+        if (extract_ok(ix, ds->data, ds->len, off, want, buf) < 0) {
+            if (bad++ < 5)
+                fprintf(stderr, "  extract(%llu, %zu) wrong\n", (unsigned long long)off, want);
+        }
+    }
+    CHECK_EQ(bad, 0);
+}
+
+/* Read from the last chunk down to the first on a fresh index: the first
+ * read builds points along the way, later ones use them. */
+static void check_backwards(const struct encoded *e, const struct dataset *ds, size_t expect_pts)
+{
+    static unsigned char buf[100000];
+    struct dfx_index *ix;
+    int bad = 0;
+
+    CHECK_EQ(dfx_index_new(&e->st, SPACING, &ix), 0);
+    if (!ix)
+        return;
+    for (uint64_t off = ds->len; off > 0;) {
+        uint64_t step = off < sizeof(buf) ? off : sizeof(buf);
+        off -= step;
+        bad += extract_ok(ix, ds->data, ds->len, off, sizeof(buf), buf) < 0;
+    }
+    CHECK_EQ(bad, 0);
+    /* Single-threaded, points are placed greedily, so any order of reads that
+     * reaches the end yields the same set as one forward pass. */
+    CHECK_EQ(dfx_index_points(ix), expect_pts);
+    CHECK_EQ(dfx_index_error(ix), 0);
+    dfx_index_free(ix);
+}
+
+/* A read far past the frontier extends the index up to it; the next read
+ * nearby starts from there instead of from 0. */
+static void check_far_read(const struct encoded *e, const struct dataset *ds)
+{
+    static unsigned char buf[1000];
+    struct dfx_index *ix;
+    struct dfx_reader *r;
+    uint64_t off = ds->len * 3 / 4;
+
+    CHECK_EQ(dfx_index_new(&e->st, SPACING, &ix), 0);
+    if (!ix)
+        return;
+    CHECK_EQ(dfx_index_points(ix), 1);
+    CHECK_EQ(dfx_index_frontier(ix), 0);
+    CHECK_EQ(extract_ok(ix, ds->data, ds->len, off, sizeof(buf), buf), 0);
+    CHECK(dfx_index_points(ix) > 10);
+    CHECK(dfx_index_frontier(ix) > off / 2);
+    CHECK(dfx_index_frontier(ix) <= off + sizeof(buf));
+    CHECK_EQ(dfx_index_total(ix), UINT64_MAX); /* the end was not reached */
+    CHECK_EQ(dfx_reader_new(ix, off + 10, &r), 0);
+    if (r) {
+        CHECK_EQ(dfx_reader_pos(r), dfx_index_frontier(ix));
+        dfx_reader_free(r);
+    }
+    dfx_index_free(ix);
+}
+
+static void check_combo(const struct dataset *ds, enum enc_kind kind, uint64_t *s)
+{
+    static uint64_t pts[MAX_PROBES];
+    struct encoded e;
+    struct dfx_index *ix;
+    size_t npts = 0;
+    uint64_t max_gap;
+
+    if (encode(ds, kind, &e, s) < 0) {
+        CHECK(!"encode");
+        return;
+    }
+    CHECK_EQ(dfx_index_new(&e.st, SPACING, &ix), 0);
+    if (!ix) {
+        encoded_free(&e);
+        return;
+    }
+    CHECK_EQ(dfx_index_total(ix), UINT64_MAX);
+    CHECK_EQ(full_pass(ix, ds->data, ds->len, s), 0);
+    CHECK_EQ(dfx_index_total(ix), ds->len);
+    CHECK_EQ(dfx_index_error(ix), 0);
+    CHECK(dfx_index_points(ix) > 1);
+    max_gap = check_point_layout(ix, ds->len, s, pts, &npts);
+    check_random_reads(ix, ds, pts, npts, 400, s);
+    CHECK_EQ(full_pass(ix, ds->data, ds->len, s), 0); /* an indexed pass changes nothing */
+    CHECK_EQ(dfx_index_points(ix), npts);
+    check_backwards(&e, ds, npts);
+    if (verbose)
+        printf("  %-6s %-10s %8zu -> %8zu bytes, %3zu points, max gap %7llu\n", ds->name,
+               enc_name[kind], ds->len, e.b.len, npts, (unsigned long long)max_gap);
+    dfx_index_free(ix);
+    encoded_free(&e);
+}
+
+/* ---- threads ---- */
+
+struct worker {
+    struct dfx_index *ix;
+    const struct dataset *ds;
+    uint64_t seed;
+    int sequential; /* full passes instead of random extracts */
+    int fails;
+};
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    unsigned char *buf = malloc(200000);
+    uint64_t s = w->seed;
+
+    if (!buf) {
+        w->fails++;
+        return NULL;
+    }
+    for (int i = 0; i < (w->sequential ? 2 : 150); i++) {
+        uint64_t off;
+        size_t want;
+        if (w->sequential) {
+            w->fails += full_pass_buf(w->ix, w->ds->data, w->ds->len, &s, buf, 200000) != 0;
+            continue;
+        }
+        pick(&s, w->ds->len, NULL, 0, &off, &want);
+        w->fails += extract_ok(w->ix, w->ds->data, w->ds->len, off, want, buf) != 0;
+    }
+    free(buf);
+    return NULL;
+}
+
+/* 8 threads on one fresh index: two sequential readers race six random ones
+ * to extend it. Afterwards the points must still be ordered and usable. */
+static void check_threads(const struct dataset *ds, enum enc_kind kind, uint64_t *s)
+{
+    static uint64_t pts[MAX_PROBES];
+    struct worker w[8];
+    pthread_t th[8];
+    struct encoded e;
+    struct dfx_index *ix;
+    size_t npts;
+    int fails = 0;
+
+    if (encode(ds, kind, &e, s) < 0 || dfx_index_new(&e.st, SPACING, &ix) < 0) {
+        CHECK(!"setup");
+        return;
+    }
+    for (int i = 0; i < 8; i++) {
+        w[i] = (struct worker){ix, ds, rnd(s) | 1, i < 2, 0};
+        CHECK_EQ(pthread_create(&th[i], NULL, worker_main, &w[i]), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        fails += w[i].fails;
+    }
+    CHECK_EQ(fails, 0);
+    CHECK_EQ(dfx_index_error(ix), 0);
+    CHECK_EQ(dfx_index_total(ix), ds->len);
+    check_point_layout(ix, ds->len, s, pts, &npts);
+    check_random_reads(ix, ds, pts, npts, 100, s);
+    if (verbose)
+        printf("  threads %s %s: %zu points\n", ds->name, enc_name[kind], npts);
+    dfx_index_free(ix);
+    encoded_free(&e);
+}
+
+/* ---- damage ---- */
+
+/* Read st from 0 to the end without comparing: 0, or the first error. */
+static int drain(struct dfx_index *ix)
+{
+    static unsigned char buf[1 << 16];
+    struct dfx_reader *r;
+    int64_t n;
+    int ret = dfx_reader_new(ix, 0, &r);
+
+    if (ret < 0)
+        return ret;
+    while ((n = dfx_reader_read(r, buf, sizeof(buf))) > 0)
+        ;
+    dfx_reader_free(r);
+    return (int)n;
+}
+
+/* A full pass over st must fail with -EIO, and the index must remember it:
+ * a whole-stream extract afterwards fails too. */
+static void expect_damaged(const struct dfx_stream *st, const struct dataset *ds, int *failed_ok)
+{
+    static unsigned char big[DATA_LEN];
+    struct dfx_index *ix;
+    int ret;
+
+    if (dfx_index_new(st, SPACING, &ix) < 0) {
+        (*failed_ok)++; /* a damaged first header is refused up front */
+        return;
+    }
+    ret = drain(ix);
+    if (ret == -EIO && dfx_index_error(ix) == -EIO && dfx_extract(ix, 0, big, ds->len) == -EIO)
+        (*failed_ok)++;
+    else
+        fprintf(stderr, "  damage not reported: pass %d, error %d, extract %lld\n", ret,
+                dfx_index_error(ix), (long long)dfx_extract(ix, 0, big, ds->len));
+    dfx_index_free(ix);
+}
+
+/* XOR 0xff into bytes of the deflate data, one at a time. Whether the flip
+ * breaks decoding or only changes the output, a full pass must fail. */
+static void check_flips(const struct dataset *ds, enum enc_kind kind, uint64_t *s, int trials)
+{
+    struct encoded e;
+    int ok = 0;
+
+    if (encode(ds, kind, &e, s) < 0) {
+        CHECK(!"encode");
+        return;
+    }
+    /* Deflate data only: for gzip skip the 10-byte header and 8-byte trailer
+     * (a flipped MTIME is not damage). */
+    uint64_t lo = e.st.framing == DFX_RAW ? e.st.start : 10;
+    uint64_t hi = e.st.framing == DFX_RAW ? e.st.end : e.st.end - 8;
+    for (int i = 0; i < trials; i++) {
+        uint64_t at = lo + rnd_below(s, hi - lo);
+        e.b.buf[at] ^= 0xff;
+        expect_damaged(&e.st, ds, &ok);
+        e.b.buf[at] ^= 0xff;
+    }
+    CHECK_EQ(ok, trials);
+    encoded_free(&e);
+}
+
+/* Cut the stream short in several places (and once the source itself). The
+ * gzip cuts fall inside the last member: its deflate data, right after it,
+ * inside its trailer, and inside the first header (refused up front). */
+static void check_truncation(const struct dataset *ds, enum enc_kind kind, uint64_t *s)
+{
+    struct encoded e;
+    struct dfx_stream st;
+    struct src *short_src;
+    int ok = 0, n = 0;
+
+    if (encode(ds, kind, &e, s) < 0) {
+        CHECK(!"encode");
+        return;
+    }
+    uint64_t clen = e.st.end - e.st.start - (kind == E_GZ_MULTI ? GZ_PAD : 0);
+    uint64_t cuts[] = {clen / 2, clen - 1, clen - 4, clen - 8, clen - 100, 5, 1, 0};
+    for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+        st = e.st;
+        st.end = st.start + cuts[i];
+        n++;
+        int before = ok;
+        expect_damaged(&st, ds, &ok);
+        if (ok == before)
+            fprintf(stderr, "  %s cut %llu of %llu\n", enc_name[kind], (unsigned long long)cuts[i],
+                    (unsigned long long)clen);
+    }
+    src_mem_new(e.b.buf, (size_t)(e.st.start + clen * 2 / 3), &short_src);
+    st = e.st;
+    st.src = short_src;
+    n++;
+    expect_damaged(&st, ds, &ok);
+    src_free(short_src);
+    CHECK_EQ(ok, n);
+    encoded_free(&e);
+}
+
+static void check_raw_size_crc(const struct dataset *ds, uint64_t *s)
+{
+    static unsigned char buf[200000];
+    struct encoded e;
+    struct dfx_stream st;
+    struct dfx_index *ix;
+    struct dfx_reader *r;
+    int ok = 0;
+
+    if (encode(ds, E_RAW6, &e, s) < 0) {
+        CHECK(!"encode");
+        return;
+    }
+    uint64_t sizes[] = {ds->len - 1, ds->len + 1, 0, ds->len / 2};
+    for (size_t i = 0; i < 4; i++) {
+        st = e.st;
+        st.usize = sizes[i];
+        expect_damaged(&st, ds, &ok);
+    }
+    CHECK_EQ(ok, 4);
+
+    /* usize one short: reading exactly usize bytes already fails, since the
+     * read that reaches usize decodes on to the end of the stream. */
+    st = e.st;
+    st.usize = ds->len - 1;
+    CHECK_EQ(dfx_index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(dfx_extract(ix, ds->len - 1000, buf, 999), -EIO);
+    dfx_index_free(ix);
+
+    /* Wrong CRC: caught by a pass from 0, then every read fails; ignored
+     * without check_crc. */
+    ok = 0;
+    st = e.st;
+    st.crc ^= 1;
+    expect_damaged(&st, ds, &ok);
+    CHECK_EQ(ok, 1);
+    CHECK_EQ(dfx_index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(full_pass(ix, ds->data, ds->len, s), -EIO);
+    CHECK_EQ(dfx_extract(ix, ds->len / 2, buf, 100), -EIO);
+    CHECK_EQ(dfx_reader_new(ix, ds->len / 2, &r), 0);
+    CHECK(dfx_reader_pos(r) > 0);                 /* starts at a point: the CRC is not recomputed */
+    CHECK_EQ(dfx_reader_read(r, buf, 100), -EIO); /* ... but the index remembers */
+    CHECK_EQ(dfx_reader_read(r, buf, 100), -EIO); /* and the reader stays failed */
+    dfx_reader_free(r);
+    dfx_index_free(ix);
+    st.check_crc = false;
+    CHECK_EQ(dfx_index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(full_pass(ix, ds->data, ds->len, s), 0);
+    dfx_index_free(ix);
+    encoded_free(&e);
+}
+
+/* Trailer damage: CRC is checked by readers that decoded the whole member,
+ * ISIZE by every reader reaching the member end. */
+static void check_gzip_trailer(const struct dataset *ds, uint64_t *s)
+{
+    static unsigned char buf[200000];
+    struct encoded e;
+    struct dfx_index *ix;
+    int ok = 0;
+
+    if (encode(ds, E_GZ6, &e, s) < 0) {
+        CHECK(!"encode");
+        return;
+    }
+    unsigned char *crc = e.b.buf + e.b.len - 8, *isize = e.b.buf + e.b.len - 4;
+    crc[1] ^= 0x10;
+    expect_damaged(&e.st, ds, &ok);
+    crc[1] ^= 0x10;
+    isize[0] ^= 1;
+    expect_damaged(&e.st, ds, &ok);
+    isize[0] ^= 1;
+    CHECK_EQ(ok, 2);
+
+    /* Index the good file, then damage it under the index (a memory source
+     * borrows the buffer) and read the tail from a point. */
+    CHECK_EQ(dfx_index_new(&e.st, SPACING, &ix), 0);
+    CHECK_EQ(full_pass(ix, ds->data, ds->len, s), 0);
+    crc[0] ^= 1;
+    CHECK_EQ(extract_ok(ix, ds->data, ds->len, ds->len - 5000, 10000, buf), 0);
+    crc[0] ^= 1;
+    isize[3] ^= 0x80;
+    CHECK_EQ(dfx_extract(ix, ds->len - 5000, buf, 10000), -EIO);
+    CHECK_EQ(dfx_index_error(ix), -EIO);
+    isize[3] ^= 0x80;
+    dfx_index_free(ix);
+    encoded_free(&e);
+}
+
+/* After a member: a bad header with the gzip magic is damage; bytes without
+ * the magic end the file (as for gzip(1)), so the output is just shorter. */
+static void check_gzip_member_headers(const struct dataset *ds, uint64_t *s)
+{
+    size_t half = ds->len / 2, cap = bound(ds->len) + 64;
+    unsigned char *buf = malloc(cap);
+    struct dfx_stream st = {0};
+    struct dfx_index *ix;
+    size_t n1, n2;
+    int ok = 0;
+
+    n1 = zdeflate(ds->data, half, 6, 31, 0, NULL, buf, cap);
+    n2 = zdeflate(ds->data + half, ds->len - half, 6, 31, 0, NULL, buf + n1, cap - n1);
+    CHECK(n1 && n2);
+    src_mem_new(buf, n1 + n2, &st.src);
+    st.framing = DFX_GZIP;
+    st.end = n1 + n2;
+    buf[n1 + 2] = 7; /* method */
+    expect_damaged(&st, ds, &ok);
+    CHECK_EQ(ok, 1);
+    buf[n1 + 2] = 8;
+    buf[n1] = 0x1e; /* no magic: the end */
+    CHECK_EQ(dfx_index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(full_pass(ix, ds->data, half, s), 0);
+    CHECK_EQ(dfx_index_total(ix), half);
+    CHECK_EQ(dfx_index_error(ix), 0);
+    dfx_index_free(ix);
+    buf[n1] = 0x1f;
+    CHECK_EQ(dfx_index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(full_pass(ix, ds->data, ds->len, s), 0);
+    dfx_index_free(ix);
+    src_free(st.src);
+    free(buf);
+}
+
+/* ---- small cases ---- */
+
+static void check_api_edges(const struct dataset *ds, uint64_t *s)
+{
+    unsigned char buf[64], notgz[32] = "not a gzip file at all.........";
+    struct dfx_stream st = {0};
+    struct dfx_index *ix = (struct dfx_index *)1;
+    struct dfx_reader *r;
+    struct encoded e;
+
+    CHECK_EQ(dfx_index_new(&st, 0, &ix), -EINVAL); /* no source */
+    CHECK(ix == NULL);
+    src_mem_new(notgz, sizeof(notgz), &st.src);
+    st.framing = DFX_GZIP;
+    st.end = sizeof(notgz);
+    CHECK_EQ(dfx_index_new(&st, 0, &ix), -EINVAL);
+    st.start = 10;
+    st.end = 5;
+    CHECK_EQ(dfx_index_new(&st, 0, &ix), -EINVAL);
+    src_free(st.src);
+    dfx_index_free(NULL);
+    dfx_reader_free(NULL);
+
+    /* Empty streams: raw and gzip. */
+    struct dataset empty = {"empty", ds->data, 0};
+    for (int kind = E_RAW6; kind <= E_GZ6; kind += E_GZ6 - E_RAW6) {
+        CHECK_EQ(encode(&empty, kind, &e, s), 0);
+        CHECK_EQ(dfx_index_new(&e.st, 0, &ix), 0);
+        CHECK_EQ(dfx_extract(ix, 0, buf, sizeof(buf)), 0);
+        CHECK_EQ(full_pass(ix, empty.data, 0, s), 0);
+        CHECK_EQ(dfx_index_total(ix), 0);
+        dfx_index_free(ix);
+        encoded_free(&e);
+    }
+
+    /* Skip: exact, then past the end; reads at and past the end. */
+    CHECK_EQ(encode(ds, E_RAW1, &e, s), 0);
+    CHECK_EQ(dfx_index_new(&e.st, 0, &ix), 0);
+    CHECK_EQ(dfx_reader_new(ix, 0, &r), 0);
+    CHECK_EQ(dfx_reader_skip(r, ds->len - 10), 0);
+    CHECK_EQ(dfx_reader_pos(r), ds->len - 10);
+    CHECK_EQ(dfx_reader_read(r, buf, sizeof(buf)), 10);
+    CHECK(memcmp(buf, ds->data + ds->len - 10, 10) == 0);
+    CHECK_EQ(dfx_reader_read(r, buf, sizeof(buf)), 0);
+    dfx_reader_free(r);
+    CHECK_EQ(dfx_reader_new(ix, 0, &r), 0);
+    CHECK_EQ(dfx_reader_skip(r, ds->len + 1), -EIO);
+    dfx_reader_free(r);
+    CHECK_EQ(dfx_extract(ix, ds->len, buf, 1), 0);
+    CHECK_EQ(dfx_extract(ix, UINT64_MAX, buf, 1), 0);
+    CHECK_EQ(dfx_extract(ix, 5, buf, 0), 0);
+    CHECK_EQ(dfx_index_error(ix), 0);
+    dfx_index_free(ix);
+    encoded_free(&e);
+}
+
+static void check_far_read_all(const struct dataset *ds, uint64_t *s)
+{
+    const enum enc_kind kinds[] = {E_RAW6, E_RAW_FLUSH, E_GZ_MULTI};
+    struct encoded e;
+
+    for (int i = 0; i < 4; i += 3) /* random and mixed */
+        for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+            if (encode(&ds[i], kinds[k], &e, s) < 0) {
+                CHECK(!"encode");
+                continue;
+            }
+            check_far_read(&e, &ds[i]);
+            encoded_free(&e);
+        }
+}
+
+int main(int argc, char **argv)
+{
+    static struct dataset ds[4] = {{"random", NULL, DATA_LEN},
+                                   {"smooth", NULL, DATA_LEN},
+                                   {"zeros", NULL, DATA_LEN},
+                                   {"mixed", NULL, DATA_LEN}};
+    void (*fill[4])(unsigned char *, size_t, uint64_t *) = {fill_random, fill_smooth,
+                                                            fill_zero_runs, fill_mixed};
+    uint64_t s = 0x9e3779b97f4a7c15ull;
+
+    verbose = argc > 1 && strcmp(argv[1], "-v") == 0;
+    for (int i = 0; i < 4; i++) {
+        ds[i].data = malloc(ds[i].len);
+        if (!ds[i].data)
+            return 1;
+        fill[i](ds[i].data, ds[i].len, &s);
+    }
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < E_COUNT; k++)
+            check_combo(&ds[i], (enum enc_kind)k, &s);
+    check_far_read_all(ds, &s);
+    check_threads(&ds[1], E_RAW6, &s);
+    check_threads(&ds[3], E_GZ_MULTI, &s);
+    check_flips(&ds[1], E_RAW6, &s, 20);
+    check_flips(&ds[3], E_GZ6, &s, 20);
+    check_flips(&ds[0], E_RAW1, &s, 10); /* stored blocks: mostly CRC-only damage */
+    check_truncation(&ds[1], E_RAW6, &s);
+    check_truncation(&ds[1], E_GZ6, &s);
+    check_truncation(&ds[3], E_GZ_MULTI, &s);
+    check_raw_size_crc(&ds[1], &s);
+    check_gzip_trailer(&ds[1], &s);
+    check_gzip_member_headers(&ds[3], &s);
+    check_api_edges(&ds[1], &s);
+    for (int i = 0; i < 4; i++)
+        free(ds[i].data);
+    return check_exit("test_dfx");
+}
