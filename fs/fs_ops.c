@@ -167,8 +167,9 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         return;
     }
     if (n->member->unsupported) {
-        fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s' cannot be read: %s\n",
-                 ctx->archive->path, n->member->name, n->member->why);
+        if (!atomic_exchange(&n->member->logged, true))
+            fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s' cannot be read: %s\n",
+                     ctx->archive->path, n->member->name, n->member->why);
         fuse_reply_err(req, -n->member->unsupported);
         return;
     }
