@@ -375,7 +375,7 @@ static void zip_check_member(struct zip_member *m)
         return;
     }
     if (m->method == ZIP_METHOD_STORED && m->csize != m->usize)
-        set_unsupported(m, -EINVAL, "stored sizes differ");
+        set_unsupported(m, -EIO, "stored sizes differ");
 }
 
 /*
@@ -402,7 +402,7 @@ static int zip_read_local(struct src *s, uint64_t shift, struct zip_member *m)
     if (ret < 0)
         return ret; /* a real read error fails the whole open */
     if (get_le32(h) != LFH_SIG) {
-        set_unsupported(m, -EINVAL, "bad local header signature");
+        set_unsupported(m, -EIO, "bad local header signature");
         return 0;
     }
     data = m->lho + LFH_LEN + get_le16(h + 26) + get_le16(h + 28); /* lho < size: no overflow */

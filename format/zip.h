@@ -40,7 +40,7 @@ struct zip_member {
     uint64_t data_offset; /* first byte of the member's data; valid when !unsupported */
     bool is_dir;          /* name ends in '/' */
     /* 0 when npyfs can serve the member; otherwise -EOPNOTSUPP (encrypted or a
-     * method other than stored/deflate) or -EIO/-EINVAL (local header missing,
+     * method other than stored/deflate) or -EIO (local header missing,
      * damaged, or data running past the end of the archive). See why. */
     int unsupported;
     const char *why;      /* static text for unsupported, e.g. "encrypted"; NULL if 0 */
