@@ -63,7 +63,16 @@ struct shard {
     uint64_t inserted, evicted;        /* protected by lock */
 };
 
+/* Released chunks kept for reuse, so a steady stream of decodes recycles the
+ * same buffers instead of churning malloc: 128 KiB blocks freed by one
+ * thread and allocated by another fragment glibc's per-thread arenas and
+ * push the daemon's RSS well past cache_size. */
+#define SPARE_MAX 64
+
 struct cache {
+    pthread_mutex_t spare_lock; /* leaf lock */
+    struct chunk *spare;        /* protected by spare_lock: list through hnext */
+    unsigned nspare;            /* protected by spare_lock */
     size_t chunk_size;    /* immutable */
     unsigned nshards;     /* immutable: power of two, 1..MAX_SHARDS */
     struct shard *shards; /* owned, immutable pointer; aligned_alloc'd */
@@ -117,6 +126,40 @@ static void chunk_free(struct chunk *p)
     free(p);
 }
 
+/* The last reference to p is gone: keep it as a spare or free it. */
+static void chunk_release(struct cache *c, struct chunk *p)
+{
+    pthread_mutex_lock(&c->spare_lock);
+    if (c->nspare < SPARE_MAX) {
+        p->hnext = c->spare;
+        c->spare = p;
+        c->nspare++;
+        p = NULL;
+    }
+    pthread_mutex_unlock(&c->spare_lock);
+    if (p)
+        chunk_free(p);
+}
+
+static struct chunk *take_spare(struct cache *c)
+{
+    struct chunk *p;
+
+    pthread_mutex_lock(&c->spare_lock);
+    p = c->spare;
+    if (p) {
+        c->spare = p->hnext;
+        c->nspare--;
+    }
+    pthread_mutex_unlock(&c->spare_lock);
+    if (p) {
+        unsigned char *data = p->pub.data;
+        memset(p, 0, sizeof(*p));
+        p->pub.data = data;
+    }
+    return p;
+}
+
 /* Drop one reference. Returns true if it was the last and p must be freed.
  * acq_rel: every user's writes and reads happen before the free. */
 static bool chunk_unref(struct chunk *p)
@@ -146,11 +189,11 @@ static void shard_remove(struct shard *s, struct chunk *p, struct chunk **dead)
     }
 }
 
-static void free_dead(struct chunk *dead)
+static void free_dead(struct cache *c, struct chunk *dead)
 {
     while (dead) {
         struct chunk *next = dead->hnext;
-        chunk_free(dead);
+        chunk_release(c, dead);
         dead = next;
     }
 }
@@ -193,13 +236,13 @@ static int shard_init(struct shard *s, uint64_t max_chunks)
     return 0;
 }
 
-static void shard_destroy(struct shard *s)
+static void shard_destroy(struct cache *c, struct shard *s)
 {
     struct chunk *dead = NULL;
 
     while (s->lru.next != &s->lru)
         shard_remove(s, lru_entry(s->lru.next), &dead);
-    free_dead(dead);
+    free_dead(c, dead);
     pthread_mutex_destroy(&s->lock);
     free(s->buckets);
 }
@@ -226,6 +269,7 @@ int cache_new(uint64_t capacity, size_t chunk_size, struct cache **out)
     c = calloc(1, sizeof(*c));
     if (!c)
         return -ENOMEM;
+    pthread_mutex_init(&c->spare_lock, NULL);
     total = capacity / chunk_size;
     c->chunk_size = chunk_size;
     c->nshards = shard_count(total);
@@ -247,7 +291,7 @@ int cache_new(uint64_t capacity, size_t chunk_size, struct cache **out)
 
 out_destroy_shards:
     while (i-- > 0)
-        shard_destroy(&c->shards[i]);
+        shard_destroy(c, &c->shards[i]);
     free(c->shards);
 out_free_cache:
     free(c);
@@ -263,7 +307,13 @@ void cache_free(struct cache *c)
     /* Only the cache's own references are dropped here, so a chunk someone
      * still (wrongly) holds is freed by that holder's cache_put(), not here. */
     for (i = 0; i < c->nshards; i++)
-        shard_destroy(&c->shards[i]);
+        shard_destroy(c, &c->shards[i]);
+    while (c->spare) {
+        struct chunk *next = c->spare->hnext;
+        chunk_free(c->spare);
+        c->spare = next;
+    }
+    pthread_mutex_destroy(&c->spare_lock);
     free(c->shards);
     free(c);
 }
@@ -278,13 +328,16 @@ int cache_chunk_new(struct cache *c, struct cache_chunk **out)
     struct chunk *p;
 
     *out = NULL;
-    p = calloc(1, sizeof(*p));
-    if (!p)
-        return -ENOMEM;
-    p->pub.data = malloc(c->chunk_size);
-    if (!p->pub.data) {
-        free(p);
-        return -ENOMEM;
+    p = take_spare(c);
+    if (!p) {
+        p = calloc(1, sizeof(*p));
+        if (!p)
+            return -ENOMEM;
+        p->pub.data = malloc(c->chunk_size);
+        if (!p->pub.data) {
+            free(p);
+            return -ENOMEM;
+        }
     }
     atomic_init(&p->refs, 1); /* released in cache_put() */
     atomic_init(&p->claimed, false);
@@ -351,14 +404,13 @@ void cache_insert(struct cache *c, uint64_t owner, uint64_t index, struct cache_
     }
 out_unlock:
     pthread_mutex_unlock(&s->lock);
-    free_dead(dead);
+    free_dead(c, dead);
 }
 
 void cache_put(struct cache *c, struct cache_chunk *ch)
 {
-    (void)c; /* the refcount lives in the chunk; c may already be freed */
     if (ch && chunk_unref(to_chunk(ch)))
-        chunk_free(to_chunk(ch));
+        chunk_release(c, to_chunk(ch));
 }
 
 /* Linear in the chunks held: drops are rare (damaged member, unmount of a
@@ -379,7 +431,7 @@ void cache_drop_owner(struct cache *c, uint64_t owner)
                 shard_remove(s, lru_entry(l), &dead);
         }
         pthread_mutex_unlock(&s->lock);
-        free_dead(dead);
+        free_dead(c, dead);
     }
 }
 
