@@ -16,6 +16,12 @@
  * in, whichever point a reader started from and however many readers race.
  * A reader that loses such a race just drops its candidate point.
  *
+ * A window is kept raw, or zlib-compressed (an index builder's choice, or
+ * points imported from a saved index, possibly borrowed from its mapping:
+ * dfx_internal.h, dfx_store.c); point_history() inflates it for a reader.
+ * Importing swaps the whole point array under the lock while the index has
+ * only point 0, so readers never see a half-imported index.
+ *
  * GZIP framing is walked here, not by zlib: each member's deflate data is a
  * raw stream; at its end we check the trailer and reset for the next member.
  * A point remembers where its member's output starts, so ISIZE is checked by
@@ -38,6 +44,8 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "dfx_internal.h"
+#include "dfx_isal.h"
 #include "gz.h"
 
 /* Compressed bytes fetched per src_pread(). Per reader. */
@@ -61,12 +69,20 @@ struct dfx_point {
     uint64_t member_out;   /* output offset where this point's member starts (RAW: 0) */
     int bits;              /* 0-7 bits taken from byte in-1 */
     uint32_t window_len;   /* <= DFX_WINDOW_SIZE; shorter near a member start */
-    unsigned char *window; /* owned, immutable once appended; freed by dfx_index_free() */
+    /* The history is kept raw (window) or zlib-compressed (zwin, zlen bytes),
+     * never both; immutable once appended. window is owned; zwin is owned
+     * unless zborrowed (then it lives in memory the index's release() frees).
+     * Both are freed by dfx_index_free(). */
+    unsigned char *window;
+    unsigned char *zwin;
+    uint32_t zlen;
+    bool zborrowed;
 };
 
 struct dfx_index {
     struct dfx_stream st; /* immutable after dfx_index_new() */
     uint64_t spacing;     /* immutable */
+    bool isal;            /* immutable: readers behind the frontier decode with ISA-L */
     /* Leaf lock: nothing else is taken while it is held, and it is never held
      * while inflating or reading the source. */
     pthread_mutex_t lock;
@@ -75,12 +91,24 @@ struct dfx_index {
     uint64_t total;        /* protected by lock: UINT64_MAX until the end is seen */
     int error;             /* protected by lock: first damage, or 0 */
     uint64_t bad_from;     /* protected by lock: UINT64_MAX while undamaged */
+    bool zip_windows;      /* protected by lock: compress windows of new points */
+    /* Frees the memory borrowed points live in (dfx_index_import()); called
+     * by dfx_index_free(). Set once under lock, before the points appear. */
+    void (*release)(void *);
+    void *release_arg;
 };
 
 struct dfx_reader {
     struct dfx_index *ix; /* borrowed: outlives the reader */
-    z_stream zs;          /* raw inflate state, owned; live iff zs_live */
+    /* zlib raw inflate state, owned; live iff zs_live. Its next_in/avail_in
+     * are the input cursor for either engine. */
+    z_stream zs;
     bool zs_live;
+    /* Owned ISA-L decoder while behind the frontier, else NULL (zlib
+     * decodes). It outputs no byte at or past isal_stop, the frontier when
+     * last looked: there zlib takes over (isal_at_stop()). */
+    struct dfx_isal *isal;
+    uint64_t isal_stop;
     unsigned char *inbuf;   /* owned, DFX_INBUF_SIZE bytes */
     uint64_t buf_off;       /* source offset of inbuf[0] */
     size_t buf_len;         /* bytes of inbuf filled from the source */
@@ -117,6 +145,8 @@ static int zlib_errno(int zret)
 static void point_free(struct dfx_point *p)
 {
     free(p->window);
+    if (!p->zborrowed)
+        free(p->zwin);
 }
 
 /* Largest i with pts[i].out <= off; pts[0].out == 0. Caller holds the lock. */
@@ -209,6 +239,7 @@ int dfx_index_new(const struct dfx_stream *st, uint64_t spacing, struct dfx_inde
     }
     ix->st = *st;
     ix->spacing = spacing < DFX_MIN_SPACING ? DFX_MIN_SPACING : spacing;
+    ix->isal = dfx_isal_enabled(st->decoder);
     ix->cap = DFX_INITIAL_POINTS;
     ix->npts = 1; /* point 0: out 0, no bits, no history */
     ix->pts[0].in = in;
@@ -232,6 +263,8 @@ void dfx_index_free(struct dfx_index *ix)
     for (size_t i = 0; i < ix->npts; i++)
         point_free(&ix->pts[i]);
     free(ix->pts);
+    if (ix->release)
+        ix->release(ix->release_arg);
     pthread_mutex_destroy(&ix->lock);
     free(ix);
 }
@@ -283,7 +316,10 @@ int dfx_index_error(struct dfx_index *ix)
 /* Source offset of the next compressed byte inflate will take. */
 static uint64_t in_pos(const struct dfx_reader *r)
 {
-    return r->buf_off + (uint64_t)(r->zs.next_in - r->inbuf);
+    /* At a stream end ISA-L has read ahead: those bytes are not used yet. */
+    uint64_t ahead = r->isal ? dfx_isal_unused(r->isal) : 0;
+
+    return r->buf_off + (uint64_t)(r->zs.next_in - r->inbuf) - ahead;
 }
 
 /* Make off the next compressed byte, reusing buffered input when it holds off. */
@@ -326,19 +362,21 @@ static int refill(struct dfx_reader *r)
     return 0;
 }
 
-/* Position a fresh decoder at point p (a copy taken under the lock). p's
- * window is read without the lock: it is immutable once appended and lives
- * until dfx_index_free(), which no live reader may race with. */
-static int start_at_point(struct dfx_reader *r, const struct dfx_point *p)
+/* Put the reader's engine (ISA-L if r->isal, else a fresh or reset zlib)
+ * on p's bit position and history; the input is positioned separately. */
+static int prime_engine(struct dfx_reader *r, const struct dfx_point *p)
 {
-    const struct dfx_stream *st = &r->ix->st;
+    unsigned char byte = 0;
     int ret;
 
     if (p->bits) {
-        unsigned char byte;
-        ret = src_read_exact(st->src, &byte, 1, p->in - 1);
+        ret = src_read_exact(r->ix->st.src, &byte, 1, p->in - 1);
         if (ret < 0)
             return ret;
+    }
+    if (r->isal)
+        return dfx_isal_start(r->isal, p->bits, byte, p->window, p->window_len);
+    if (p->bits) {
         ret = inflatePrime(&r->zs, p->bits, byte >> (8 - p->bits));
         if (ret != Z_OK)
             return zlib_errno(ret);
@@ -348,6 +386,26 @@ static int start_at_point(struct dfx_reader *r, const struct dfx_point *p)
         if (ret != Z_OK)
             return zlib_errno(ret);
     }
+    return 0;
+}
+
+/* Position a fresh decoder at point p (a copy taken under the lock). p's
+ * window is read without the lock: it is immutable once appended and lives
+ * until dfx_index_free(), which no live reader may race with. A point behind
+ * the frontier (r->isal_stop) gets ISA-L if the index uses it. */
+static int start_at_point(struct dfx_reader *r, const struct dfx_point *p)
+{
+    const struct dfx_stream *st = &r->ix->st;
+    int ret;
+
+    if (r->ix->isal && p->out < r->isal_stop) {
+        ret = dfx_isal_new(&r->isal);
+        if (ret < 0)
+            return ret;
+    }
+    ret = prime_engine(r, p);
+    if (ret < 0)
+        return ret;
     seek_input(r, p->in);
     r->pos = p->out;
     r->member_out = p->member_out;
@@ -359,11 +417,33 @@ static int start_at_point(struct dfx_reader *r, const struct dfx_point *p)
     return 0;
 }
 
+/* Make p (a copy taken under the lock) carry its raw history for
+ * start_at_point(): a compressed window is inflated into *tmp, which the
+ * caller frees once the decoder has taken the dictionary. */
+static int point_history(struct dfx_point *p, unsigned char **tmp)
+{
+    int ret;
+
+    *tmp = NULL;
+    if (!p->zwin)
+        return 0;
+    *tmp = malloc(DFX_WINDOW_SIZE);
+    if (!*tmp)
+        return -ENOMEM;
+    ret = dfx_window_inflate(p->zwin, p->zlen, *tmp, p->window_len);
+    if (ret < 0)
+        return ret;
+    p->window = *tmp;
+    p->zwin = NULL;
+    return 0;
+}
+
 /* Contract in dfx.h. */
 int dfx_reader_new(struct dfx_index *ix, uint64_t off, struct dfx_reader **out)
 {
     struct dfx_reader *r;
     struct dfx_point p;
+    unsigned char *hist = NULL;
     int ret;
 
     *out = NULL;
@@ -386,9 +466,21 @@ int dfx_reader_new(struct dfx_index *ix, uint64_t off, struct dfx_reader **out)
     pthread_mutex_lock(&ix->lock);
     p = ix->pts[find_point_locked(ix, off)];
     r->next_point = sat_add(ix->pts[ix->npts - 1].out, ix->spacing);
+    r->isal_stop = ix->pts[ix->npts - 1].out;
     pthread_mutex_unlock(&ix->lock);
 
-    ret = start_at_point(r, &p);
+    ret = point_history(&p, &hist);
+    if (ret == -EIO) {
+        /* A saved window that no longer inflates: the index is a cache, so
+         * start over from point 0 (which needs no history) instead. */
+        pthread_mutex_lock(&ix->lock);
+        p = ix->pts[0];
+        pthread_mutex_unlock(&ix->lock);
+        ret = 0;
+    }
+    if (ret == 0)
+        ret = start_at_point(r, &p);
+    free(hist);
     if (ret < 0)
         goto out_free;
     *out = r;
@@ -412,9 +504,25 @@ void dfx_reader_free(struct dfx_reader *r)
         return;
     if (r->zs_live)
         inflateEnd(&r->zs);
+    dfx_isal_free(r->isal);
     free(r->inbuf);
     free(r->scratch);
     free(r);
+}
+
+/* Swap p's raw window for a compressed one if the index asks for that
+ * (dfx_index_compress_windows()). Done before taking the lock. */
+static void maybe_compress_window(struct dfx_index *ix, struct dfx_point *p)
+{
+    bool on;
+
+    pthread_mutex_lock(&ix->lock);
+    on = ix->zip_windows;
+    pthread_mutex_unlock(&ix->lock);
+    if (!on || !p->window || dfx_window_deflate(p->window, p->window_len, &p->zwin, &p->zlen) < 0)
+        return;
+    free(p->window);
+    p->window = NULL;
 }
 
 /* Called after every inflate(Z_BLOCK) that returned Z_OK. A failure to record
@@ -423,7 +531,7 @@ static void maybe_add_point(struct dfx_reader *r)
 {
     struct dfx_index *ix = r->ix;
     int dt = r->zs.data_type;
-    struct dfx_point p;
+    struct dfx_point p = {0};
     uInt wlen = 0;
 
     /* The boundary after the final block is no place to restart. */
@@ -445,13 +553,15 @@ static void maybe_add_point(struct dfx_reader *r)
     p.bits = dt & DFX_DT_BITS;
     p.member_out = r->member_out;
     p.window_len = wlen;
+    maybe_compress_window(ix, &p);
 
     pthread_mutex_lock(&ix->lock);
     if (append_point_locked(ix, &p))
-        p.window = NULL;
+        p.window = p.zwin = NULL;
     r->next_point = sat_add(ix->pts[ix->npts - 1].out, ix->spacing);
     pthread_mutex_unlock(&ix->lock);
     free(p.window);
+    free(p.zwin);
 }
 
 /* The stream is over: publish the total size. */
@@ -479,6 +589,31 @@ static int raw_end(struct dfx_reader *r)
     return finish(r);
 }
 
+/* Ready the engine for a new raw stream (the next gzip member's deflate
+ * data) that starts on a byte boundary with no history. An ISA-L reader that
+ * has reached the frontier hands over to zlib here, where that is exact. */
+static int reset_engine(struct dfx_reader *r)
+{
+    struct dfx_index *ix = r->ix;
+    uint64_t frontier;
+    int ret;
+
+    if (r->isal) {
+        pthread_mutex_lock(&ix->lock);
+        frontier = ix->pts[ix->npts - 1].out;
+        pthread_mutex_unlock(&ix->lock);
+        if (frontier > r->pos) {
+            r->isal_stop = frontier;
+            return dfx_isal_start(r->isal, 0, 0, NULL, 0);
+        }
+        dfx_isal_free(r->isal);
+        r->isal = NULL;
+        r->next_point = sat_add(frontier, ix->spacing);
+    }
+    ret = inflateReset(&r->zs);
+    return ret == Z_OK ? 0 : zlib_errno(ret);
+}
+
 /* GZIP: after a trailer at off, either another member follows (reset the
  * decoder onto its deflate data) or the file is over. Zero padding, a tail
  * too short to be a member, or bytes without the gzip magic end the stream,
@@ -502,9 +637,9 @@ static int next_member(struct dfx_reader *r, uint64_t off)
         return damage(r, r->pos);
     if (ret < 0)
         return ret;
-    ret = inflateReset(&r->zs);
-    if (ret != Z_OK)
-        return zlib_errno(ret);
+    ret = reset_engine(r);
+    if (ret < 0)
+        return ret;
     seek_input(r, data_off);
     r->member_out = r->pos;
     r->crc_on = true;
@@ -533,6 +668,111 @@ static int member_end(struct dfx_reader *r)
     return next_member(r, off + GZ_TRAILER_LEN);
 }
 
+/* Count output just decoded into buf, and fold it into the CRC. */
+static void took_output(struct dfx_reader *r, const unsigned char *buf, size_t made)
+{
+    if (r->crc_on)
+        r->crc = r->ix->isal ? dfx_isal_crc32((uint32_t)r->crc, buf, made)
+                             : crc32(r->crc, buf, (uInt)made);
+    r->pos += made;
+}
+
+/* Hand an ISA-L reader over to zlib at point p (raw window), where its
+ * output stands: p->out == r->pos, in the current member. zlib restarts
+ * from p's own bit position and history; position, member and CRC go on. */
+static int switch_to_zlib(struct dfx_reader *r, const struct dfx_point *p)
+{
+    int ret;
+
+    dfx_isal_free(r->isal);
+    r->isal = NULL;
+    ret = inflateReset(&r->zs);
+    if (ret != Z_OK)
+        return zlib_errno(ret);
+    ret = prime_engine(r, p);
+    if (ret < 0)
+        return ret;
+    seek_input(r, p->in);
+    r->next_point = sat_add(p->out, r->ix->spacing);
+    return 0;
+}
+
+/* An ISA-L reader's output reached isal_stop. Then either the index grew
+ * meanwhile (decode on to its new last point), or zlib takes over at the
+ * last point, which lies right here. Here r->pos > r->member_out (an ISA-L
+ * reader standing at a member start has switched in reset_engine()
+ * already), so a point here with our member_out is in our member. One with
+ * a later member_out sits at that member's start, where our member's output
+ * ends: ISA-L decodes our member's end (no more output) and reset_engine()
+ * switches at that start. So does any other case (a saved window that no
+ * longer inflates): ISA-L decodes on, recording nothing, until a member
+ * start or the end. */
+static int isal_at_stop(struct dfx_reader *r)
+{
+    struct dfx_index *ix = r->ix;
+    struct dfx_point p;
+    unsigned char *hist = NULL;
+    int ret = -EIO;
+
+    pthread_mutex_lock(&ix->lock);
+    p = ix->pts[ix->npts - 1];
+    pthread_mutex_unlock(&ix->lock);
+    if (p.out > r->pos) {
+        r->isal_stop = p.out;
+        return 0;
+    }
+    if (p.out == r->pos && p.member_out == r->member_out)
+        ret = point_history(&p, &hist);
+    if (ret == 0)
+        ret = switch_to_zlib(r, &p);
+    else if (ret == -EIO) {
+        r->isal_stop = UINT64_MAX;
+        ret = 0;
+    }
+    free(hist);
+    return ret;
+}
+
+/* step() for an ISA-L reader: the same contract, but output stops at
+ * isal_stop, and no points are recorded. */
+static int step_isal(struct dfx_reader *r)
+{
+    const struct dfx_stream *st = &r->ix->st;
+    unsigned char *before = r->zs.next_out;
+    unsigned int room = r->zs.avail_out, offered;
+    size_t made;
+    int ret;
+
+    if (r->pos >= r->isal_stop) {
+        ret = isal_at_stop(r);
+        if (ret < 0 || !r->isal)
+            return ret; /* switched: the next step() is zlib's */
+    }
+    if (r->isal_stop - r->pos < room)
+        room = (unsigned int)(r->isal_stop - r->pos);
+    if (r->zs.avail_in == 0) {
+        ret = refill(r);
+        if (ret < 0)
+            return ret;
+    }
+    offered = r->zs.avail_in;
+    ret = dfx_isal_inflate(r->isal, &r->zs.next_in, &r->zs.avail_in, &r->zs.next_out, &room);
+    made = (size_t)(r->zs.next_out - before);
+    r->zs.avail_out -= (unsigned int)made;
+    if (made)
+        took_output(r, before, made);
+    if (st->framing == DFX_RAW && r->pos > st->usize)
+        return damage(r, 0);
+    if (ret == DFX_ISAL_END)
+        return st->framing == DFX_GZIP ? member_end(r) : raw_end(r);
+    /* Nothing made although all input up to the stream end was offered:
+     * truncated. With input left and room for output, ISA-L has no reason
+     * to stop: treat that as damage too rather than spin. */
+    if (ret < 0 || (!made && (offered == 0 || r->zs.avail_in > 0)))
+        return damage(r, r->pos);
+    return 0;
+}
+
 /* One inflate call into zs.next_out/avail_out (set by the caller, non-empty):
  * fetch input if needed, account for the output, record a point at a block
  * boundary, handle the end of a stream or member. */
@@ -543,6 +783,8 @@ static int step(struct dfx_reader *r)
     size_t made;
     int ret;
 
+    if (r->isal)
+        return step_isal(r);
     if (r->zs.avail_in == 0) {
         ret = refill(r);
         if (ret < 0)
@@ -550,11 +792,8 @@ static int step(struct dfx_reader *r)
     }
     ret = inflate(&r->zs, Z_BLOCK);
     made = (size_t)(r->zs.next_out - before);
-    if (made) {
-        if (r->crc_on)
-            r->crc = crc32(r->crc, before, (uInt)made);
-        r->pos += made;
-    }
+    if (made)
+        took_output(r, before, made);
     if (st->framing == DFX_RAW && r->pos > st->usize)
         return damage(r, 0);
     switch (ret) {
@@ -695,5 +934,210 @@ int64_t dfx_extract(struct dfx_index *ix, uint64_t off, void *buf, size_t len)
     else
         n = dfx_reader_read(r, buf, len);
     dfx_reader_free(r);
+    return n;
+}
+
+/* Contract in dfx_internal.h. */
+const struct dfx_stream *dfx_index_stream(const struct dfx_index *ix)
+{
+    return &ix->st;
+}
+
+/* Contract in dfx_internal.h. */
+uint64_t dfx_index_spacing(const struct dfx_index *ix)
+{
+    return ix->spacing;
+}
+
+/* Contract in dfx_internal.h. */
+void dfx_index_compress_windows(struct dfx_index *ix, bool on)
+{
+    pthread_mutex_lock(&ix->lock);
+    ix->zip_windows = on;
+    pthread_mutex_unlock(&ix->lock);
+}
+
+/* Contract in dfx_internal.h. */
+int dfx_index_damage(struct dfx_index *ix, uint64_t *bad_from)
+{
+    int e;
+
+    pthread_mutex_lock(&ix->lock);
+    e = ix->error;
+    *bad_from = ix->bad_from;
+    pthread_mutex_unlock(&ix->lock);
+    return e;
+}
+
+/* Contract in dfx_internal.h. */
+void dfx_index_set_damage(struct dfx_index *ix, int err, uint64_t from)
+{
+    pthread_mutex_lock(&ix->lock);
+    if (!ix->error)
+        ix->error = err;
+    if (from < ix->bad_from)
+        ix->bad_from = from;
+    pthread_mutex_unlock(&ix->lock);
+}
+
+/* Contract in dfx_internal.h. */
+int dfx_index_export(struct dfx_index *ix, struct dfx_xpoint **pts, size_t *n, uint64_t *total)
+{
+    struct dfx_xpoint *x = NULL;
+    int ret = 0;
+
+    *pts = NULL;
+    *n = 0;
+    pthread_mutex_lock(&ix->lock);
+    if (ix->error)
+        ret = ix->error;
+    else if (ix->total == UINT64_MAX)
+        ret = -EAGAIN;
+    else if (!(x = calloc(ix->npts, sizeof(*x))))
+        ret = -ENOMEM;
+    for (size_t i = 0; ret == 0 && i < ix->npts; i++) {
+        const struct dfx_point *p = &ix->pts[i];
+        x[i] = (struct dfx_xpoint){.out = p->out, .in = p->in, .member_out = p->member_out,
+                                   .bits = p->bits, .window_len = p->window_len,
+                                   .window = p->window, .zwin = p->zwin, .zlen = p->zlen};
+    }
+    if (ret == 0) {
+        *n = ix->npts;
+        *total = ix->total;
+    }
+    pthread_mutex_unlock(&ix->lock);
+    *pts = x;
+    return ret;
+}
+
+/* One imported point against the one before it (NULL for point 0, which
+ * must be the index's own point 0 at first_in). */
+static bool import_point_ok(const struct dfx_index *ix, const struct dfx_xpoint *x,
+                            const struct dfx_xpoint *prev, uint64_t first_in, uint64_t total,
+                            enum dfx_import_mode mode)
+{
+    const struct dfx_stream *st = &ix->st;
+    bool has_raw = x->window != NULL, has_z = x->zwin != NULL;
+
+    if (x->bits < 0 || x->bits > 7 || x->window_len > DFX_WINDOW_SIZE)
+        return false;
+    if (x->window_len ? has_raw == has_z : has_raw || has_z)
+        return false;
+    if ((has_z && x->zlen == 0) || (mode == DFX_IMPORT_BORROW && has_raw))
+        return false;
+    if (!prev)
+        return x->out == 0 && x->in == first_in && x->bits == 0 && x->window_len == 0 &&
+               x->member_out == 0;
+    if (x->out <= prev->out || x->in <= prev->in || x->in > st->end)
+        return false;
+    if (x->bits && x->in <= st->start)
+        return false;
+    if (x->member_out > x->out || x->member_out < prev->member_out)
+        return false;
+    if (st->framing == DFX_RAW && x->member_out != 0)
+        return false;
+    return total == UINT64_MAX || x->out < total;
+}
+
+static int import_check(struct dfx_index *ix, const struct dfx_xpoint *pts, size_t n,
+                        uint64_t total, enum dfx_import_mode mode)
+{
+    uint64_t first_in;
+
+    if (n == 0 || n > SIZE_MAX / sizeof(struct dfx_point))
+        return -EINVAL;
+    if (ix->st.framing == DFX_RAW && total != UINT64_MAX && total != ix->st.usize)
+        return -EINVAL;
+    pthread_mutex_lock(&ix->lock);
+    first_in = ix->pts[0].in; /* point 0 never changes */
+    pthread_mutex_unlock(&ix->lock);
+    for (size_t i = 0; i < n; i++)
+        if (!import_point_ok(ix, &pts[i], i ? &pts[i - 1] : NULL, first_in, total, mode))
+            return -EINVAL;
+    return 0;
+}
+
+/* Owned copies of imported windows (COPY) or borrowed pointers (BORROW). */
+static int import_window(struct dfx_point *p, const struct dfx_xpoint *x,
+                         enum dfx_import_mode mode)
+{
+    if (mode == DFX_IMPORT_BORROW) {
+        p->zwin = (unsigned char *)x->zwin; /* never written through */
+        p->zborrowed = p->zwin != NULL;
+        return 0;
+    }
+    if (x->window) {
+        p->window = malloc(x->window_len);
+        if (!p->window)
+            return -ENOMEM;
+        memcpy(p->window, x->window, x->window_len);
+    } else if (x->zwin) {
+        p->zwin = malloc(x->zlen);
+        if (!p->zwin)
+            return -ENOMEM;
+        memcpy(p->zwin, x->zwin, x->zlen);
+    }
+    return 0;
+}
+
+/* Contract in dfx_internal.h. */
+int dfx_index_import(struct dfx_index *ix, const struct dfx_xpoint *pts, size_t n,
+                     uint64_t total, enum dfx_import_mode mode, void (*release)(void *),
+                     void *arg)
+{
+    struct dfx_point *np, *old = NULL;
+    int ret = import_check(ix, pts, n, total, mode);
+
+    if (ret < 0)
+        return ret;
+    np = calloc(n, sizeof(*np));
+    if (!np)
+        return -ENOMEM;
+    for (size_t i = 0; ret == 0 && i < n; i++) {
+        np[i].out = pts[i].out;
+        np[i].in = pts[i].in;
+        np[i].member_out = pts[i].member_out;
+        np[i].bits = pts[i].bits;
+        np[i].window_len = pts[i].window_len;
+        np[i].zlen = pts[i].zlen;
+        ret = import_window(&np[i], &pts[i], mode);
+    }
+    pthread_mutex_lock(&ix->lock);
+    if (ret == 0 && (ix->npts != 1 || ix->release ||
+                     (ix->total != UINT64_MAX && total != UINT64_MAX && ix->total != total)))
+        ret = -EBUSY;
+    if (ret == 0) {
+        /* Readers hold copies of points, never pointers into the array. */
+        old = ix->pts;
+        ix->pts = np;
+        ix->npts = ix->cap = n;
+        if (total != UINT64_MAX)
+            ix->total = total;
+        ix->release = release;
+        ix->release_arg = arg;
+    }
+    pthread_mutex_unlock(&ix->lock);
+    if (ret < 0) {
+        for (size_t i = 0; i < n; i++)
+            point_free(&np[i]);
+        free(np);
+        return ret;
+    }
+    free(old); /* only point 0, which owns no window */
+    return 0;
+}
+
+/* Contract in dfx.h. */
+size_t dfx_index_points_from(struct dfx_index *ix, uint64_t off, uint64_t *outs, size_t max)
+{
+    size_t i, n = 0;
+
+    pthread_mutex_lock(&ix->lock);
+    i = find_point_locked(ix, off);
+    if (ix->pts[i].out < off)
+        i++;
+    for (; i < ix->npts && n < max; i++)
+        outs[n++] = ix->pts[i].out;
+    pthread_mutex_unlock(&ix->lock);
     return n;
 }

@@ -11,6 +11,12 @@
  * thread at a time; any number of readers may work on one index at once.
  * The index is internally locked; no lock is held while inflating.
  *
+ * Engines: behind the frontier a reader decodes with ISA-L if the index uses
+ * it (enum dfx_decoder; ISA-L cannot stop at block boundaries, so it records
+ * no points). It stops exactly at the frontier's output offset, and zlib
+ * takes over from that point's bit position and window (at a gzip member
+ * start if the point is one) to go on recording. Only the speed differs.
+ *
  * Framing: DFX_RAW is a single raw deflate stream (a zip member); DFX_GZIP is
  * a gzip file of one or more members, whose headers and trailers are walked
  * with gz.h; its output is the concatenation of all members' output.
@@ -42,6 +48,15 @@ enum dfx_framing {
     DFX_GZIP = 1, /* gzip members from start until end */
 };
 
+/* Which inflate engine readers use behind the index frontier. Past it, zlib
+ * always decodes: only its inflate(Z_BLOCK) stops at block boundaries, where
+ * new access points are recorded. Output and errors are the same either way. */
+enum dfx_decoder {
+    DFX_DECODER_AUTO = 0, /* NPYFS_DECODER=zlib|isal from the environment, else ISA-L */
+    DFX_DECODER_ZLIB = 1,
+    DFX_DECODER_ISAL = 2, /* ISA-L if npyfs was built with it (NPYFS_ISAL), else zlib */
+};
+
 struct dfx_stream {
     struct src *src;  /* borrowed: must outlive the index */
     uint64_t start;   /* RAW: first byte of deflate data; GZIP: first gzip header */
@@ -53,6 +68,7 @@ struct dfx_stream {
     uint64_t usize;
     uint32_t crc;
     bool check_crc;
+    enum dfx_decoder decoder; /* read once, by dfx_index_new() */
 };
 
 struct dfx_index;
@@ -99,5 +115,10 @@ void dfx_reader_free(struct dfx_reader *r);
 /* One-shot random read: len bytes at off into buf through a temporary reader.
  * Returns the count (short only at end of stream) or a negative errno. */
 int64_t dfx_extract(struct dfx_index *ix, uint64_t off, void *buf, size_t len);
+
+/* Output offsets of up to max access points at or after off, in increasing
+ * order, into outs. Returns how many were written. Thread-safe: a snapshot;
+ * points appended later are not seen. */
+size_t dfx_index_points_from(struct dfx_index *ix, uint64_t off, uint64_t *outs, size_t max);
 
 #endif

@@ -28,6 +28,15 @@
 #define FS_DEFAULT_CACHE_SIZE (256ull << 20)
 /* Decoders parked per member for sequential readers to continue from. */
 #define FS_PARKED_MAX 4
+/* Most readahead workers -o threads= accepts. */
+#define FS_THREADS_MAX 256
+/* Default kernel readahead per file (-o readahead=), in place of the
+ * kernel's 128 KiB for FUSE: a sequential reader then keeps larger READs in
+ * flight, which halved the time of a cold pass over a stored member and cut
+ * a deflate one by a third. Not 1 MiB: a 1 MiB reply no longer fits
+ * libfuse's splice pipe, and stored reads fall back to a copy (slower than
+ * 128 KiB). */
+#define FS_DEFAULT_READAHEAD (512ull << 10)
 
 enum fs_kind {
     FS_STORED, /* bytes at data_offset in the source, served with pread */
@@ -35,6 +44,7 @@ enum fs_kind {
 };
 
 struct fs_busy; /* a decode in progress, private to fs_member.c */
+struct fs_ra;
 
 struct fs_member {
     char *name;          /* owned: path inside the archive, as stored (NUL-terminated) */
@@ -101,6 +111,17 @@ int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, 
 void fs_member_opened(struct fs_member *m);
 void fs_member_closed(struct fs_member *m);
 
+/* Readahead: decode chunks first..last of a FS_DEFLATE member into the cache
+ * with a fresh decoder started at the access point at output offset point
+ * (chunk first-1 or earlier must not be needed: the caller produces whole
+ * segments). Chunks already cached at either end are skipped; if a reader is
+ * decoding inside the range, nothing is done. Readers that need a chunk of
+ * the range meanwhile wait for it. Errors are not logged: a reader that needs
+ * the chunk decodes it itself and reports. Thread-safe. Returns 0, or a
+ * negative errno (nothing after the failing chunk was inserted). */
+int fs_member_produce(struct fs_member *m, struct cache *c, uint64_t point, uint64_t first,
+                      uint64_t last);
+
 /* Inode tree. Inode numbers are node index + 1; the root is 1 (FUSE_ROOT_ID). */
 struct fs_node {
     char *name;            /* owned: one path component ("" for the root) */
@@ -130,10 +151,18 @@ struct fs_node *fs_tree_node(struct fs_tree *t, uint64_t ino);
 /* The child of dir called name, or 0. */
 uint64_t fs_tree_lookup(struct fs_tree *t, uint64_t dir, const char *name);
 
+/* -o index=: build missing indexes in a background thread at idle priority,
+ * or only as reads go. */
+enum fs_index_mode { FS_INDEX_BACKGROUND, FS_INDEX_LAZY };
+
 /* Mount-wide options and state. */
 struct fs_opts {
     uint64_t cache_size;
     uint64_t spacing;
+    char *index_dir;               /* owned: -o index_dir=, or NULL for the default */
+    enum fs_index_mode index_mode; /* -o index= */
+    unsigned threads;   /* readahead workers (0: none); default online cores */
+    uint64_t readahead; /* kernel readahead per file in bytes; 0: the kernel's */
 };
 
 struct fs_ctx {
@@ -141,13 +170,72 @@ struct fs_ctx {
     struct fs_tree tree;
     struct cache *cache;        /* owned */
     struct fs_opts opts;
+    struct fs_indexer *indexer; /* owned: saved indexes and the background indexer */
+    char *mountpoint;           /* owned: absolute path (finds the mount's bdi), or NULL */
+    struct fs_ra *ra;           /* owned: readahead workers, from FUSE init to destroy */
     uid_t uid;
     gid_t gid;
 };
 
+/*
+ * Persisted indexes (fs_index.c, over format/dfx_store.h): a deflate member
+ * bigger than one spacing gets its access points saved in the index
+ * directory once they are complete, and loaded on its first open in a later
+ * mount. With -o index=background a thread at idle CPU and I/O priority
+ * builds the missing ones after the mount answers.
+ */
+struct fs_indexer;
+
+/* Set up persistence for a mount (before any fork): prepares the index
+ * directory; if it cannot be used, says so once in the log and goes on
+ * without. Returns 0 or -ENOMEM. a and opts must outlive the indexer. */
+int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_indexer **out);
+
+/* Start the background thread (index=background), from the serving process
+ * (FUSE init): threads do not survive fork. Accepts NULL. */
+void fs_indexer_start(struct fs_indexer *x);
+
+/* Stop and join the thread, then save the complete indexes not on disk yet
+ * (those grown by reads). Call once no request can run (FUSE destroy).
+ * Accepts NULL. */
+void fs_indexer_stop(struct fs_indexer *x);
+
+/* Accepts NULL; stops first if needed. */
+void fs_indexer_free(struct fs_indexer *x);
+
+/* Before the first read of m: load its saved index, once per mount; other
+ * openers of m wait for that load. Thread-safe; accepts NULL x. */
+void fs_indexer_use(struct fs_indexer *x, struct fs_member *m);
+
+/* `npyfs index` for one opened source: build and save the index of every
+ * deflate member (checking each CRC on the way), with a progress line when
+ * stderr is a terminal. Prints one line per failing source. Returns an
+ * exit status. */
+int fs_index_main(struct fs_archive *a, const struct fs_opts *opts);
+
 /* The FUSE low-level operations (fs_ops.c). */
 struct fuse_lowlevel_ops;
 extern const struct fuse_lowlevel_ops fs_ops;
+
+/*
+ * Parallel readahead (fs_readahead.c): a fixed pool of worker threads that
+ * decode the segments between access points ahead of sequential readers.
+ * Created after the daemon has forked (threads do not survive fork) and
+ * freed once the session loop has ended.
+ */
+
+/* Start threads workers for ctx (which must outlive the pool). threads == 0
+ * or a cache too small to hold anything ahead gives *out == NULL and 0: no
+ * readahead. Returns 0, or -ENOMEM / a pthread_create errno. */
+int fs_ra_new(struct fs_ctx *ctx, unsigned threads, struct fs_ra **out);
+
+/* Stop and join the workers; queued work is dropped. Accepts NULL. */
+void fs_ra_free(struct fs_ra *ra);
+
+/* A read of chunks first..last of m is about to be served. Detects sequential
+ * streams and queues segments ahead of them. Never blocks on decoding.
+ * Thread-safe; ra may be NULL (no readahead). */
+void fs_ra_note_read(struct fs_ra *ra, struct fs_member *m, uint64_t first, uint64_t last);
 
 /* `npyfs ls` (fs_ls.c): print one row per member. Returns an exit status. */
 int fs_ls_main(struct fs_archive *a);

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,7 @@ static const char usage_text[] =
     "usage: npyfs mount [-f] [-d] [-o OPT[,OPT...]] SOURCE MOUNTPOINT\n"
     "       npyfs unmount MOUNTPOINT\n"
     "       npyfs ls SOURCE\n"
+    "       npyfs index [-o OPT[,OPT...]] SOURCE...\n"
     "       npyfs --help | --version\n"
     "\n"
     "Mount a NumPy .npz archive or a gzipped .npy (.npy.gz) read-only, showing\n"
@@ -53,7 +55,19 @@ static const char usage_text[] =
     "  -o cache_size=SIZE decompressed data the daemon may hold (default 256M)\n"
     "  -o spacing=SIZE    distance between index access points (default 1M;\n"
     "                     smaller: faster random reads, more memory)\n"
+    "  -o threads=N       readahead workers decoding ahead of sequential\n"
+    "                     readers (default: online cores; 0: none)\n"
+    "  -o readahead=SIZE  kernel readahead per file, set when root (default 512K;\n"
+    "                     0: leave the kernel's)\n"
+    "  -o index_dir=DIR   where saved indexes go (default $XDG_CACHE_HOME/npyfs,\n"
+    "                     else ~/.cache/npyfs)\n"
+    "  -o index=MODE      background (default): build missing indexes at idle\n"
+    "                     priority after mounting; lazy: only as reads go\n"
     "  -o OPT             any other option goes to libfuse (allow_other, ...)\n"
+    "\n"
+    "index: build and save the index of every member ahead of time, checking\n"
+    "each CRC on the way; a later mount loads it instead of decompressing.\n"
+    "Takes -o index_dir=DIR and -o spacing=SIZE.\n"
     "SIZE takes a K, M or G suffix (powers of 1024).\n";
 
 static void die_usage(const char *fmt, ...)
@@ -97,6 +111,30 @@ static int parse_size(const char *s, uint64_t *out)
     return 0;
 }
 
+/* "0".."FS_THREADS_MAX" -> count. Returns 0 or -EINVAL. */
+static int parse_threads(const char *s, unsigned *out)
+{
+    char *end;
+    unsigned long v;
+
+    if (*s < '0' || *s > '9')
+        return -EINVAL;
+    errno = 0;
+    v = strtoul(s, &end, 10);
+    if (errno || *end || v > FS_THREADS_MAX)
+        return -EINVAL;
+    *out = (unsigned)v;
+    return 0;
+}
+
+/* Online cores, the default number of readahead workers. */
+static unsigned default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+    return n < 1 ? 1 : n > FS_THREADS_MAX ? FS_THREADS_MAX : (unsigned)n;
+}
+
 static void append_opt(char **list, const char *opt, size_t len)
 {
     size_t old = *list ? strlen(*list) : 0;
@@ -129,6 +167,26 @@ static void parse_opts(struct mount_args *ma, const char *list)
         if (strncmp(opt, "cache_size=", 11) == 0) {
             if (parse_size(opt + 11, &ma->opts.cache_size) < 0)
                 die_usage("bad value in -o %s: expected a size such as 512M", opt);
+        } else if (strncmp(opt, "threads=", 8) == 0) {
+            if (parse_threads(opt + 8, &ma->opts.threads) < 0)
+                die_usage("bad value in -o %s: expected a number of threads from 0 to %u", opt,
+                          FS_THREADS_MAX);
+        } else if (strncmp(opt, "readahead=", 10) == 0) {
+            if (parse_size(opt + 10, &ma->opts.readahead) < 0 ||
+                ma->opts.readahead > (1ull << 30))
+                die_usage("bad value in -o %s: expected a size of at most 1G", opt);
+        } else if (strncmp(opt, "index_dir=", 10) == 0) {
+            if (!opt[10])
+                die_usage("bad value in -o %s: expected a directory", opt);
+            free(ma->opts.index_dir);
+            ma->opts.index_dir = strdup(opt + 10);
+        } else if (strncmp(opt, "index=", 6) == 0) {
+            if (strcmp(opt + 6, "background") == 0)
+                ma->opts.index_mode = FS_INDEX_BACKGROUND;
+            else if (strcmp(opt + 6, "lazy") == 0)
+                ma->opts.index_mode = FS_INDEX_LAZY;
+            else
+                die_usage("bad value in -o %s: expected background or lazy", opt);
         } else if (strncmp(opt, "spacing=", 8) == 0) {
             if (parse_size(opt + 8, &ma->opts.spacing) < 0 ||
                 ma->opts.spacing < DFX_MIN_SPACING)
@@ -152,6 +210,8 @@ static void parse_mount_args(int argc, char **argv, struct mount_args *ma)
 
     ma->opts.cache_size = FS_DEFAULT_CACHE_SIZE;
     ma->opts.spacing = DFX_DEFAULT_SPACING;
+    ma->opts.threads = default_threads();
+    ma->opts.readahead = FS_DEFAULT_READAHEAD;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-f") == 0) {
@@ -312,7 +372,9 @@ static int serve(struct fuse_session *se)
     fuse_loop_cfg_destroy(cfg);
     fuse_remove_signal_handlers(se);
     fuse_session_unmount(se);
-    return ret == 0 ? 0 : 1;
+    /* libfuse ends the loop with the signal number after SIGINT/SIGTERM/
+     * SIGHUP: that is a clean unmount, not a failure. */
+    return ret == 0 || ret == SIGINT || ret == SIGTERM || ret == SIGHUP ? 0 : 1;
 }
 
 /* Child side of a background mount: mount, report through fd, serve. */
@@ -377,9 +439,14 @@ static int cmd_mount(int argc, char **argv)
     parse_mount_args(argc, argv, &ma);
     check_mountpoint(ma.mountpoint);
     ctx.opts = ma.opts;
+    ctx.mountpoint = realpath(ma.mountpoint, NULL); /* NULL: readahead stays the kernel's */
     ctx.archive = open_source(ma.source, ma.opts.spacing);
     ctx.uid = getuid();
     ctx.gid = getgid();
+    if (fs_indexer_new(ctx.archive, &ctx.opts, &ctx.indexer) < 0) {
+        fprintf(stderr, "npyfs: %s: out of memory\n", ma.source);
+        return 1;
+    }
     if (fs_tree_build(&ctx.tree, ctx.archive) < 0 ||
         cache_new(ma.opts.cache_size, FS_CHUNK_SIZE, &ctx.cache) < 0) {
         fprintf(stderr, "npyfs: %s: out of memory\n", ma.source);
@@ -407,7 +474,10 @@ static int cmd_mount(int argc, char **argv)
     fuse_session_destroy(se);
     cache_free(ctx.cache);
     fs_tree_destroy(&ctx.tree);
+    fs_indexer_free(ctx.indexer); /* stopped by the FUSE destroy handler */
     fs_archive_free(ctx.archive);
+    free(ma.opts.index_dir);
+    free(ctx.mountpoint);
     free(ma.fuse_opts);
     return ret;
 }
@@ -524,6 +594,53 @@ static int cmd_ls(int argc, char **argv)
     return ret;
 }
 
+/* npyfs index [-o OPT,...] SOURCE...: one line per failing source. */
+static int cmd_index(int argc, char **argv)
+{
+    struct mount_args ma = {0};
+    int nsrc = 0, status = 0;
+
+    ma.opts.spacing = DFX_DEFAULT_SPACING;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "-o") == 0) {
+            if (++i == argc)
+                die_usage("-o needs an option list");
+            parse_opts(&ma, argv[i]);
+        } else if (strncmp(argv[i], "-o", 2) == 0) {
+            parse_opts(&ma, argv[i] + 2);
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            die_usage("unknown index flag %s", argv[i]);
+        }
+    }
+    if (ma.fuse_opts)
+        die_usage("index takes only -o index_dir= and -o spacing=, not %s", ma.fuse_opts);
+    for (int i = 0; i < argc; i++) {
+        struct fs_archive *a;
+        int ret;
+
+        if (strcmp(argv[i], "-o") == 0) {
+            i++;
+            continue;
+        }
+        if (argv[i][0] == '-' && argv[i][1])
+            continue;
+        nsrc++;
+        ret = fs_archive_open(argv[i], ma.opts.spacing, &a);
+        if (ret < 0) {
+            fprintf(stderr, "npyfs: %s: %s\n", argv[i], describe_open_error(ret));
+            status = 1;
+            continue;
+        }
+        if (fs_index_main(a, &ma.opts) != 0)
+            status = 1;
+        fs_archive_free(a);
+    }
+    if (nsrc == 0)
+        die_usage("index needs at least one SOURCE");
+    free(ma.opts.index_dir);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd = argc > 1 ? argv[1] : "";
@@ -543,6 +660,8 @@ int main(int argc, char **argv)
         return cmd_unmount(argc - 2, argv + 2);
     if (strcmp(cmd, "ls") == 0)
         return cmd_ls(argc - 2, argv + 2);
+    if (strcmp(cmd, "index") == 0)
+        return cmd_index(argc - 2, argv + 2);
     if (argc < 2)
         fputs(usage_text, stderr);
     else

@@ -8,6 +8,12 @@
  * or a fresh one from the nearest access point. Decodes in progress are
  * listed in m->busy so a reader of the next chunk waits for the decoder
  * ahead of it instead of starting a second one over the same bytes.
+ *
+ * Readahead workers (fs_readahead.c) produce whole segments between access
+ * points through fs_member_produce(); their entries in m->busy are marked
+ * ahead and cover exactly the chunks they will insert, so a reader that
+ * needs one of those chunks waits for the worker rather than decoding it
+ * twice.
  */
 #define _GNU_SOURCE
 #include "fs.h"
@@ -30,6 +36,7 @@
 
 struct fs_busy {
     uint64_t from, to;   /* output range being decoded */
+    bool ahead;          /* a readahead worker: inserts every chunk of [from, to) */
     struct fs_busy *next;
 };
 
@@ -307,14 +314,42 @@ static struct dfx_reader *take_parked(struct fs_archive *a, struct fs_member *m,
     return r;
 }
 
-/* Is a decode in progress about to produce target, or to stop just before
- * it? Called with m->lock held. */
+/* Is a reader's decode in progress about to produce target, or to stop
+ * just before it? Called with m->lock held. */
 static bool busy_near(struct fs_member *m, uint64_t target)
 {
     for (struct fs_busy *b = m->busy; b; b = b->next)
-        if (b->from <= target && target < b->to + BUSY_REACH)
+        if (!b->ahead && b->from <= target && target < b->to + BUSY_REACH)
             return true;
     return false;
+}
+
+/* Is a readahead worker producing the chunk at target? m->lock held. */
+static bool busy_ahead(struct fs_member *m, uint64_t target)
+{
+    for (struct fs_busy *b = m->busy; b; b = b->next)
+        if (b->ahead && b->from <= target && target < b->to)
+            return true;
+    return false;
+}
+
+/* Does any decode in progress touch [from, to)? m->lock held. */
+static bool busy_overlaps(struct fs_member *m, uint64_t from, uint64_t to)
+{
+    for (struct fs_busy *b = m->busy; b; b = b->next)
+        if (b->from < to && from < b->to)
+            return true;
+    return false;
+}
+
+static void busy_link(struct fs_member *m, struct fs_busy *busy, uint64_t from, uint64_t to,
+                      bool ahead)
+{
+    busy->from = from;
+    busy->to = to;
+    busy->ahead = ahead;
+    busy->next = m->busy;
+    m->busy = busy;
 }
 
 static void busy_unlink(struct fs_member *m, struct fs_busy *busy)
@@ -414,15 +449,14 @@ int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, 
             pthread_mutex_unlock(&m->lock);
             return 0;
         }
-        r = take_parked(a, m, target);
-        if (r || !busy_near(m, target))
-            break;
+        if (!busy_ahead(m, target)) {
+            r = take_parked(a, m, target);
+            if (r || !busy_near(m, target))
+                break;
+        }
         pthread_cond_wait(&m->idle, &m->lock);
     }
-    busy.from = r ? dfx_reader_pos(r) : target;
-    busy.to = target + FS_CHUNK_SIZE;
-    busy.next = m->busy;
-    m->busy = &busy;
+    busy_link(m, &busy, r ? dfx_reader_pos(r) : target, target + FS_CHUNK_SIZE, false);
     pthread_mutex_unlock(&m->lock);
 
     if (!r)
@@ -438,6 +472,61 @@ int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, 
     dfx_reader_free(drop);
     if (ret < 0 && ret != -ENOMEM)
         log_damage(a, m, idx, ret);
+    return ret;
+}
+
+/* Narrow chunks *first..*last to drop cached chunks at either end: only
+ * whole chunks are ever inserted, so what is cached need not be decoded
+ * again. m->lock held (it is taken before the cache's locks). */
+static void trim_cached(struct fs_member *m, struct cache *c, uint64_t *first, uint64_t *last)
+{
+    struct cache_chunk *ch;
+
+    while (*first <= *last && (ch = cache_get(c, m->id, *first))) {
+        cache_put(c, ch);
+        ++*first;
+    }
+    while (*first < *last && (ch = cache_get(c, m->id, *last))) {
+        cache_put(c, ch);
+        --*last;
+    }
+}
+
+/* Contract in fs.h. */
+int fs_member_produce(struct fs_member *m, struct cache *c, uint64_t point, uint64_t first,
+                      uint64_t last)
+{
+    struct cache_chunk *ch = NULL;
+    struct dfx_reader *r = NULL;
+    struct fs_busy busy;
+    int ret;
+
+    if (last >= (m->size + FS_CHUNK_SIZE - 1) / FS_CHUNK_SIZE || point > first * FS_CHUNK_SIZE)
+        return -EINVAL;
+    pthread_mutex_lock(&m->lock);
+    trim_cached(m, c, &first, &last);
+    if (first > last ||
+        busy_overlaps(m, first * FS_CHUNK_SIZE, (last + 1) * FS_CHUNK_SIZE)) {
+        pthread_mutex_unlock(&m->lock);
+        return 0;
+    }
+    busy_link(m, &busy, first * FS_CHUNK_SIZE, (last + 1) * FS_CHUNK_SIZE, true);
+    pthread_mutex_unlock(&m->lock);
+
+    ret = dfx_reader_new(m->ix, point, &r);
+    if (ret == 0 && dfx_reader_pos(r) != point)
+        ret = -EINVAL; /* not an access point: the caller's mistake */
+    if (ret == 0)
+        ret = dfx_reader_skip(r, first * FS_CHUNK_SIZE - point);
+    if (ret == 0)
+        ret = decode_through(m, c, r, last, &ch);
+    cache_put(c, ch);
+
+    pthread_mutex_lock(&m->lock);
+    busy_unlink(m, &busy);
+    pthread_cond_broadcast(&m->idle);
+    pthread_mutex_unlock(&m->lock);
+    dfx_reader_free(r);
     return ret;
 }
 

@@ -5,6 +5,12 @@
  * Everything is read-only and immutable after mount, so attributes and
  * entries get long timeouts and files are opened with keep_cache: the
  * kernel page cache is the first level of caching.
+ *
+ * Data replies avoid copies: a deflate read goes out as an iovec pointing
+ * into the cached chunks, a stored read is spliced from the archive's fd
+ * into the FUSE device. Sequential deflate reads are reported to the
+ * readahead pool (fs_readahead.c), which the init handler starts and the
+ * destroy handler joins: both run in the serving process, after any fork.
  */
 #define FUSE_USE_VERSION 312
 #define _GNU_SOURCE
@@ -13,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
@@ -52,10 +59,99 @@ static void fill_attr(struct fs_ctx *ctx, uint64_t ino, const struct fs_node *n,
 
 static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 {
-    (void)userdata;
+    struct fs_ctx *ctx = userdata;
+    char err[128];
+    int ret;
+
     /* Reads of one file may run in parallel: our handlers are thread-safe. */
     if (conn->capable & FUSE_CAP_ASYNC_READ)
         conn->want |= FUSE_CAP_ASYNC_READ;
+    /* Stored members go from the archive's page cache to the device. */
+    if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+        conn->want |= FUSE_CAP_SPLICE_WRITE;
+    /* libfuse already negotiates 1 MiB requests (max_pages 256, max_write);
+     * the kernel lowers its readahead to what we answer here and never
+     * raises it, so keep the offer; tune_readahead() raises it later. */
+    ret = fs_ra_new(ctx, ctx->opts.threads, &ctx->ra);
+    if (ret < 0)
+        fuse_log(FUSE_LOG_ERR, "npyfs: %s: cannot start readahead workers (%s); reading without\n",
+                 ctx->archive->path, strerror_r(-ret, err, sizeof(err)));
+    fs_indexer_start(ctx->indexer); /* index=background: idle-priority indexing */
+}
+
+static void fs_op_destroy(void *userdata)
+{
+    struct fs_ctx *ctx = userdata;
+
+    fs_indexer_stop(ctx->indexer);
+    fs_ra_free(ctx->ra);
+    ctx->ra = NULL;
+}
+
+/* Undo the octal escapes (\040 and the like) of a mountinfo path, in place. */
+static void unescape_mountinfo(char *s)
+{
+    char *d = s;
+
+    for (; *s; s++) {
+        if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+            s[3] >= '0' && s[3] <= '7') {
+            *d++ = (char)(((s[1] - '0') << 6) | ((s[2] - '0') << 3) | (s[3] - '0'));
+            s += 3;
+        } else {
+            *d++ = *s;
+        }
+    }
+    *d = '\0';
+}
+
+/* The "major:minor" of the topmost mount at path, from /proc/self/mountinfo.
+ * Returns 0, or -ENOENT. */
+static int mount_dev(const char *path, char *dev, size_t len)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    char line[8192], mdev[64], point[4096];
+    int ret = -ENOENT;
+
+    if (!f)
+        return -ENOENT;
+    while (fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "%*s %*s %63s %*s %4095s", mdev, point) != 2)
+            continue;
+        unescape_mountinfo(point);
+        if (strcmp(point, path) == 0) {
+            snprintf(dev, len, "%s", mdev);
+            ret = 0;
+        }
+    }
+    fclose(f);
+    return ret;
+}
+
+/*
+ * Raise the kernel's readahead for this mount to opts.readahead. The kernel
+ * starts a FUSE mount at 128 KiB and caps it at what INIT answered, so only
+ * the mount's bdi in sysfs can raise it, and only root may write there. Done
+ * at the first open, when INIT has surely been answered. Best effort: if it
+ * fails, the kernel's value stays.
+ */
+static void tune_readahead(struct fs_ctx *ctx)
+{
+    static atomic_bool done;
+    char dev[64], path[128];
+    FILE *f;
+
+    if (!ctx->opts.readahead || !ctx->mountpoint || atomic_exchange(&done, true))
+        return;
+    if (mount_dev(ctx->mountpoint, dev, sizeof(dev)) < 0)
+        return;
+    snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
+    f = fopen(path, "we");
+    if (!f)
+        return;
+    fprintf(f, "%llu\n", (unsigned long long)(ctx->opts.readahead >> 10));
+    if (fclose(f) != 0)
+        fuse_log(FUSE_LOG_DEBUG, "npyfs: cannot set %s\n", path);
 }
 
 static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -173,6 +269,8 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fuse_reply_err(req, -n->member->unsupported);
         return;
     }
+    tune_readahead(ctx);
+    fs_indexer_use(ctx->indexer, n->member); /* first open: load a saved index */
     fi->keep_cache = 1;
     fi->fh = ino;
     fs_member_opened(n->member);
@@ -189,12 +287,36 @@ static void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
     fuse_reply_err(req, 0);
 }
 
+/* Does the archive still hold [from, to)? A source that shrank would make a
+ * spliced reply short, which the kernel shows as zeros mid-file. */
+static bool source_holds(struct fs_ctx *ctx, uint64_t to)
+{
+    struct stat st;
+
+    return fstat(src_file_fd(ctx->archive->src), &st) == 0 &&
+           st.st_size >= ctx->archive->st.st_size && (uint64_t)st.st_size >= to;
+}
+
+/* Stored bytes: spliced from the archive's fd when it surely holds them all
+ * (libfuse falls back to a copy if splice is not available), else read and
+ * checked in full, so a shrunken archive is EIO rather than a short reply.
+ * The fstat leaves a window in which the archive could still shrink: npyfs
+ * assumes the archive does not change under the mount (README). */
 static void read_stored(fuse_req_t req, struct fs_ctx *ctx, struct fs_member *m, size_t size,
                         uint64_t off)
 {
-    char *buf = malloc(size);
+    struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
+    char *buf;
     int ret;
 
+    if (source_holds(ctx, m->data_offset + off + size)) {
+        bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+        bv.buf[0].fd = src_file_fd(ctx->archive->src);
+        bv.buf[0].pos = (off_t)(m->data_offset + off);
+        fuse_reply_data(req, &bv, 0);
+        return;
+    }
+    buf = malloc(size);
     if (!buf) {
         fuse_reply_err(req, ENOMEM);
         return;
@@ -222,6 +344,7 @@ static void read_deflate(fuse_req_t req, struct fs_ctx *ctx, struct fs_member *m
     memset(iov, 0, sizeof(iov));
     if (last - first >= FS_READ_IOV_MAX)
         last = first + FS_READ_IOV_MAX - 1;
+    fs_ra_note_read(ctx->ra, m, first, last);
     for (uint64_t k = first; k <= last; k++, n++) {
         uint64_t base = k * FS_CHUNK_SIZE;
         uint64_t lo = off > base ? off - base : 0;
@@ -295,6 +418,7 @@ static void fs_op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 
 const struct fuse_lowlevel_ops fs_ops = {
     .init = fs_op_init,
+    .destroy = fs_op_destroy,
     .lookup = fs_op_lookup,
     .getattr = fs_op_getattr,
     .opendir = fs_op_opendir,

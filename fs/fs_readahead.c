@@ -1,1 +1,313 @@
-/* placeholder */
+/*
+ * Parallel readahead: a fixed pool of worker threads that decode, ahead of a
+ * sequential reader, the segments of a deflate member that lie between
+ * consecutive access points. Contract in fs.h.
+ *
+ * Segment k runs from access point p_k to p_{k+1}. In chunks it is
+ * ceil(p_k / CH) .. ceil(p_{k+1} / CH) - 1: the worker that starts at p_k
+ * finishes the chunk that straddles p_{k+1}, so every chunk belongs to
+ * exactly one segment and is produced whole by one decoder. The last segment
+ * (after the last point) is used only once the index has seen the end of the
+ * stream; before that its end is unknown and the sequential reader, which
+ * extends the index as it goes, is the only one that can decode there.
+ *
+ * Sequential detection is per member: up to RA_STREAMS streams, each the
+ * chunk just after the last read that continued it. A read that starts at
+ * (or one chunk around) a stream's next chunk continues it; after RA_MIN_RUN
+ * such reads the stream is sequential and the segments after the read are
+ * queued, up to `ahead` bytes past it and at most max_jobs jobs in the whole
+ * pool. `ahead` is at most a quarter of the cache, so what the workers
+ * produce cannot push out what the reader is about to use.
+ *
+ * Jobs live in one FIFO list (nearest first, since each stream queues in
+ * order); a worker marks the job it runs and removes it when done.
+ * fs_member_produce() does the decoding and the coordination with readers
+ * (m->busy), so this file only decides what to decode and when.
+ */
+#define _GNU_SOURCE
+#include "fs.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Sequential streams tracked per member (concurrent readers of one file). */
+#define RA_STREAMS 8
+/* Reads that must continue a stream before it counts as sequential. */
+#define RA_MIN_RUN 2
+/* Segments in flight (queued + running) per worker thread. */
+#define RA_JOBS_PER_THREAD 2
+/* Points fetched per scheduling pass: bounds a stack array. */
+#define RA_QUERY 64
+
+/* Every field of a stream is protected by fs_ra.lock. */
+struct ra_stream {
+    uint64_t next;  /* chunk after the last read that continued the stream */
+    uint64_t sched; /* chunks below this have been queued (or passed over) */
+    unsigned run;   /* reads that continued it; 0: slot unused */
+    uint64_t used;  /* LRU stamp from fs_ra.clock */
+};
+
+struct ra_member {
+    struct ra_stream streams[RA_STREAMS];
+};
+
+struct ra_job {
+    struct fs_member *m;  /* borrowed from the archive; immutable once queued */
+    uint64_t point;       /* immutable: output offset of the access point it starts at */
+    uint64_t first, last; /* immutable: chunks to produce */
+    bool running;         /* protected by fs_ra.lock: a worker has taken it */
+    struct ra_job *next;  /* protected by fs_ra.lock */
+};
+
+struct fs_ra {
+    struct fs_ctx *ctx;   /* borrowed: outlives the pool */
+    unsigned nthreads;    /* immutable */
+    pthread_t *threads;   /* owned, immutable after fs_ra_new() */
+    uint64_t ahead;       /* immutable: bytes queued ahead of a reader at most */
+    unsigned max_jobs;    /* immutable: jobs queued + running at most */
+    /* Lock order: taken before a dfx index lock and the cache shard locks
+     * (both leaves); never held together with a member lock, and never held
+     * while decoding. */
+    pthread_mutex_t lock;
+    pthread_cond_t work;            /* signalled when a job is queued or stop set */
+    struct ra_job *jobs, **tail;    /* protected by lock: FIFO list */
+    unsigned njobs;                 /* protected by lock: length of jobs */
+    bool stop;                      /* protected by lock */
+    uint64_t clock;                 /* protected by lock: stream LRU stamps */
+    struct ra_member *members;      /* protected by lock: one per archive member */
+};
+
+/* The stream a read of first..last continues, or a recycled slot (the least
+ * recently used) started afresh. Called with ra->lock held. */
+static struct ra_stream *stream_for(struct fs_ra *ra, struct ra_member *rm, uint64_t first,
+                                    uint64_t last)
+{
+    struct ra_stream *s, *lru = &rm->streams[0];
+
+    for (int i = 0; i < RA_STREAMS; i++) {
+        s = &rm->streams[i];
+        if (s->run && first + 1 >= s->next && first <= s->next + 1) {
+            s->run++;
+            if (last + 1 > s->next)
+                s->next = last + 1;
+            s->used = ++ra->clock;
+            return s;
+        }
+        if (s->used < lru->used)
+            lru = s;
+    }
+    memset(lru, 0, sizeof(*lru));
+    lru->next = last + 1;
+    lru->run = 1;
+    lru->used = ++ra->clock;
+    return lru;
+}
+
+/* Is an equal job already queued or running? ra->lock held. */
+static bool job_listed(struct fs_ra *ra, struct fs_member *m, uint64_t point)
+{
+    for (struct ra_job *j = ra->jobs; j; j = j->next)
+        if (j->m == m && j->point == point)
+            return true;
+    return false;
+}
+
+static int queue_job(struct fs_ra *ra, struct fs_member *m, uint64_t point, uint64_t first,
+                     uint64_t last)
+{
+    struct ra_job *j;
+
+    if (job_listed(ra, m, point))
+        return 0;
+    j = calloc(1, sizeof(*j));
+    if (!j)
+        return -ENOMEM;
+    j->m = m;
+    j->point = point;
+    j->first = first;
+    j->last = last;
+    *ra->tail = j;
+    ra->tail = &j->next;
+    ra->njobs++;
+    pthread_cond_signal(&ra->work);
+    return 0;
+}
+
+static uint64_t chunk_ceil(uint64_t off)
+{
+    return off / FS_CHUNK_SIZE + (off % FS_CHUNK_SIZE != 0);
+}
+
+/*
+ * Queue the segments that start after chunk last, the one a sequential
+ * stream s has just asked for, up to ra->ahead bytes past it. s->sched keeps
+ * a later read from queuing the same segments again. ra->lock held.
+ */
+static void schedule(struct fs_ra *ra, struct fs_member *m, struct ra_stream *s, uint64_t last)
+{
+    uint64_t pts[RA_QUERY];
+    uint64_t from = s->sched > last + 1 ? s->sched : last + 1;
+    uint64_t limit = last + 1 + ra->ahead / FS_CHUNK_SIZE; /* chunks >= limit: not yet */
+    uint64_t nchunks = chunk_ceil(m->size);
+    bool complete = dfx_index_total(m->ix) != UINT64_MAX;
+    size_t n;
+
+    if (from >= limit || from >= nchunks)
+        return;
+    /* Points p with ceil(p / CH) >= from, i.e. p > (from - 1) * CH. */
+    n = dfx_index_points_from(m->ix, (from - 1) * FS_CHUNK_SIZE + 1, pts, RA_QUERY);
+    for (size_t i = 0; i < n && ra->njobs < ra->max_jobs; i++) {
+        uint64_t first = chunk_ceil(pts[i]), end;
+
+        if (i + 1 < n)
+            end = chunk_ceil(pts[i + 1]) - 1;
+        else if (complete)
+            end = nchunks - 1;
+        else
+            break; /* open-ended: only the index builder goes there */
+        if (end >= limit)
+            break;
+        if (first <= end && first < nchunks && queue_job(ra, m, pts[i], first, end) < 0)
+            break;
+        s->sched = end + 1;
+    }
+}
+
+/* Contract in fs.h. */
+void fs_ra_note_read(struct fs_ra *ra, struct fs_member *m, uint64_t first, uint64_t last)
+{
+    struct ra_stream *s;
+
+    if (!ra || m->kind != FS_DEFLATE)
+        return;
+    pthread_mutex_lock(&ra->lock);
+    s = stream_for(ra, &ra->members[m - ra->ctx->archive->members], first, last);
+    if (s->run > RA_MIN_RUN && !ra->stop)
+        schedule(ra, m, s, last);
+    pthread_mutex_unlock(&ra->lock);
+}
+
+/* The oldest job no worker has taken, marked as taken; NULL once stopping.
+ * Waits for one. ra->lock held. */
+static struct ra_job *take_job(struct fs_ra *ra)
+{
+    for (;;) {
+        if (ra->stop)
+            return NULL;
+        for (struct ra_job *j = ra->jobs; j; j = j->next) {
+            if (!j->running) {
+                j->running = true;
+                return j;
+            }
+        }
+        pthread_cond_wait(&ra->work, &ra->lock);
+    }
+}
+
+static void remove_job(struct fs_ra *ra, struct ra_job *job)
+{
+    struct ra_job **pp = &ra->jobs;
+
+    while (*pp != job)
+        pp = &(*pp)->next;
+    *pp = job->next;
+    if (ra->tail == &job->next)
+        ra->tail = pp;
+    ra->njobs--;
+    free(job);
+}
+
+static void *worker(void *arg)
+{
+    struct fs_ra *ra = arg;
+    struct fs_ctx *ctx = ra->ctx;
+    struct ra_job *job;
+
+    pthread_setname_np(pthread_self(), "npyfs-ra"); /* for ps, top and the tests */
+    pthread_mutex_lock(&ra->lock);
+    while ((job = take_job(ra))) {
+        pthread_mutex_unlock(&ra->lock);
+        /* An error leaves the chunks out of the cache; the reader that
+         * needs them decodes them itself and reports the damage. */
+        (void)fs_member_produce(job->m, ctx->cache, job->point, job->first, job->last);
+        pthread_mutex_lock(&ra->lock);
+        remove_job(ra, job);
+    }
+    pthread_mutex_unlock(&ra->lock);
+    return NULL;
+}
+
+/* Bytes a reader may have queued ahead of it: two segments per worker, but
+ * never more than a quarter of the cache. 0 if not one chunk fits. */
+static uint64_t ahead_bytes(const struct fs_ctx *ctx, unsigned threads)
+{
+    uint64_t seg = ctx->archive->spacing + FS_CHUNK_SIZE;
+    uint64_t want = (uint64_t)threads * RA_JOBS_PER_THREAD * seg;
+    uint64_t cap = ctx->opts.cache_size / 4;
+
+    return (want < cap ? want : cap) / FS_CHUNK_SIZE * FS_CHUNK_SIZE;
+}
+
+/* Contract in fs.h. */
+int fs_ra_new(struct fs_ctx *ctx, unsigned threads, struct fs_ra **out)
+{
+    struct fs_ra *ra;
+    int ret = 0;
+
+    *out = NULL;
+    if (threads == 0 || ahead_bytes(ctx, threads) == 0)
+        return 0;
+    ra = calloc(1, sizeof(*ra));
+    if (!ra)
+        return -ENOMEM;
+    ra->ctx = ctx;
+    ra->ahead = ahead_bytes(ctx, threads);
+    ra->max_jobs = threads * RA_JOBS_PER_THREAD;
+    ra->tail = &ra->jobs;
+    ra->threads = calloc(threads, sizeof(*ra->threads));
+    ra->members = calloc(ctx->archive->count ? ctx->archive->count : 1, sizeof(*ra->members));
+    if (!ra->threads || !ra->members) {
+        ret = -ENOMEM;
+        goto out_free;
+    }
+    pthread_mutex_init(&ra->lock, NULL);
+    pthread_cond_init(&ra->work, NULL);
+    for (; ra->nthreads < threads; ra->nthreads++) {
+        ret = -pthread_create(&ra->threads[ra->nthreads], NULL, worker, ra);
+        if (ret < 0)
+            break;
+    }
+    if (ret < 0) {
+        fs_ra_free(ra); /* joins the workers started so far */
+        return ret;
+    }
+    *out = ra;
+    return 0;
+
+out_free:
+    free(ra->threads);
+    free(ra->members);
+    free(ra);
+    return ret;
+}
+
+/* Contract in fs.h. */
+void fs_ra_free(struct fs_ra *ra)
+{
+    if (!ra)
+        return;
+    pthread_mutex_lock(&ra->lock);
+    ra->stop = true;
+    pthread_cond_broadcast(&ra->work);
+    pthread_mutex_unlock(&ra->lock);
+    for (unsigned i = 0; i < ra->nthreads; i++)
+        pthread_join(ra->threads[i], NULL);
+    while (ra->jobs)
+        remove_job(ra, ra->jobs);
+    pthread_cond_destroy(&ra->work);
+    pthread_mutex_destroy(&ra->lock);
+    free(ra->threads);
+    free(ra->members);
+    free(ra);
+}

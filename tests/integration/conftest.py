@@ -467,6 +467,19 @@ def _check_fuse():
         pytest.skip("fusermount3 is missing")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_index_dir(tmp_path_factory):
+    """Saved indexes of test mounts go to a per-session directory, never to the
+    user's ~/.cache (daemons inherit the environment)."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 @pytest.fixture(scope="session")
 def npyfs_bin():
     _check_fuse()

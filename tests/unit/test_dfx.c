@@ -8,6 +8,13 @@
  * index, where readers start from, and damage (flipped bytes, truncation,
  * wrong sizes and CRCs) that must always surface as -EIO.
  *
+ * With ISA-L built in, all of that runs once per decoder (zlib, then ISA-L
+ * behind the frontier), plus: both decoders byte-identical on every form,
+ * an index extended across the ISA-L -> zlib hand-over equal to a zlib-only
+ * one, starts at points with every bit offset 0-7, a hundred gzip member
+ * ends crossed by ISA-L, a point at a member start, and the ISA-L wrapper
+ * alone (exact stream end however input is fed, resuming, truncation).
+ *
  * Threads never use CHECK (its counters are plain ints): they count their own
  * failures and the main thread checks the totals.
  */
@@ -19,6 +26,8 @@
 
 #include "check.h"
 #include "dfx.h"
+#include "dfx_internal.h"
+#include "dfx_isal.h"
 #include "source.h"
 
 #define DATA_LEN ((4u << 20) + 4321) /* several MiB, not a round number */
@@ -29,6 +38,29 @@
 #define MAX_PROBES (DATA_LEN / 4096 + 4)
 
 static int verbose;
+
+/* Every check that builds an index runs once per decoder: the engine that
+ * readers use behind the frontier (zlib always extends the index). */
+#ifdef NPYFS_HAVE_ISAL
+static const enum dfx_decoder decoders[] = {DFX_DECODER_ZLIB, DFX_DECODER_ISAL};
+#else
+static const enum dfx_decoder decoders[] = {DFX_DECODER_ZLIB};
+#endif
+#define NDECODERS (sizeof(decoders) / sizeof(decoders[0]))
+static enum dfx_decoder decoder = DFX_DECODER_ZLIB; /* the one under test */
+
+static const char *decoder_name(enum dfx_decoder d)
+{
+    return d == DFX_DECODER_ISAL ? "isal" : "zlib";
+}
+
+static int index_new(const struct dfx_stream *st, uint64_t spacing, struct dfx_index **ix)
+{
+    struct dfx_stream c = *st;
+
+    c.decoder = decoder;
+    return dfx_index_new(&c, spacing, ix);
+}
 
 /* xorshift64*: deterministic, thread-local when each thread owns its state. */
 static uint64_t rnd(uint64_t *s)
@@ -128,6 +160,10 @@ static size_t zdeflate(const unsigned char *data, size_t len, int level, int wbi
     memset(&zs, 0, sizeof(zs));
     if (deflateInit2(&zs, level, Z_DEFLATED, wbits, 8, Z_DEFAULT_STRATEGY) != Z_OK)
         return 0;
+    /* Level 9's 4096-long match chains take ~10 s on the smooth data set;
+     * shorter ones keep its lazy matching and block layout at a tenth. */
+    if (level == 9)
+        deflateTune(&zs, 32, 258, 258, 256);
     if (h)
         deflateSetHeader(&zs, h);
     zs.next_out = out;
@@ -160,6 +196,7 @@ static const char *enc_name[E_COUNT] = {"raw-l0",    "raw-l1",  "raw-l6",    "ra
 struct encoded {
     struct blob b;
     struct dfx_stream st; /* st.src over b */
+    bool cached;          /* shared through encode()'s cache: not freed per use */
 };
 
 /* Several members: empty ones, different levels, one with FNAME/FHCRC,
@@ -193,7 +230,7 @@ static size_t gzip_multi(const unsigned char *data, size_t len, unsigned char *o
     return n + GZ_PAD;
 }
 
-static int encode(const struct dataset *ds, enum enc_kind kind, struct encoded *e, uint64_t *s)
+static int encode_new(const struct dataset *ds, enum enc_kind kind, struct encoded *e, uint64_t *s)
 {
     static const int raw_level[] = {0, 1, 6, 9, 6};
     size_t cap = bound(ds->len) + RAW_PRE + RAW_POST + GZ_PAD;
@@ -230,10 +267,54 @@ static int encode(const struct dataset *ds, enum enc_kind kind, struct encoded *
     return 0;
 }
 
-static void encoded_free(struct encoded *e)
+/* Compressing dominates the run time, and every decoder gets the same
+ * input anyway: each (data set, kind) is compressed once. A check that
+ * damages the bytes of a cached form puts them back. */
+static struct {
+    const unsigned char *data;
+    size_t len;
+    enum enc_kind kind;
+    struct encoded e;
+} enc_cache[5 * E_COUNT];
+static size_t enc_cached;
+
+static int encode(const struct dataset *ds, enum enc_kind kind, struct encoded *e, uint64_t *s)
+{
+    for (size_t i = 0; i < enc_cached; i++)
+        if (enc_cache[i].data == ds->data && enc_cache[i].len == ds->len &&
+            enc_cache[i].kind == kind) {
+            *e = enc_cache[i].e;
+            return 0;
+        }
+    if (encode_new(ds, kind, e, s) < 0)
+        return -1;
+    if (enc_cached < sizeof(enc_cache) / sizeof(enc_cache[0])) {
+        e->cached = true;
+        enc_cache[enc_cached].data = ds->data;
+        enc_cache[enc_cached].len = ds->len;
+        enc_cache[enc_cached].kind = kind;
+        enc_cache[enc_cached++].e = *e;
+    }
+    return 0;
+}
+
+static void encoded_destroy(struct encoded *e)
 {
     src_free(e->st.src);
     free(e->b.buf);
+}
+
+static void encoded_free(struct encoded *e)
+{
+    if (!e->cached)
+        encoded_destroy(e);
+}
+
+static void enc_cache_free(void)
+{
+    for (size_t i = 0; i < enc_cached; i++)
+        encoded_destroy(&enc_cache[i].e);
+    enc_cached = 0;
 }
 
 /* ---- checks shared by every (data set, encoding) ---- */
@@ -408,7 +489,7 @@ static void check_backwards(const struct encoded *e, const struct dataset *ds, s
     struct dfx_index *ix;
     int bad = 0;
 
-    CHECK_EQ(dfx_index_new(&e->st, SPACING, &ix), 0);
+    CHECK_EQ(index_new(&e->st, SPACING, &ix), 0);
     if (!ix)
         return;
     for (uint64_t off = ds->len; off > 0;) {
@@ -433,7 +514,7 @@ static void check_far_read(const struct encoded *e, const struct dataset *ds)
     struct dfx_reader *r;
     uint64_t off = ds->len * 3 / 4;
 
-    CHECK_EQ(dfx_index_new(&e->st, SPACING, &ix), 0);
+    CHECK_EQ(index_new(&e->st, SPACING, &ix), 0);
     if (!ix)
         return;
     CHECK_EQ(dfx_index_points(ix), 1);
@@ -451,23 +532,43 @@ static void check_far_read(const struct encoded *e, const struct dataset *ds)
     dfx_index_free(ix);
 }
 
-static void check_combo(const struct dataset *ds, enum enc_kind kind, uint64_t *s)
+/* Bits of every access point, counted over all indexes built by
+ * check_combo(): starting at a point with bits = 1..7 (a block boundary
+ * inside a byte) must be exercised, by each decoder. */
+static unsigned long bits_seen[NDECODERS][8];
+
+/* Start exactly at every point (a reader at p.out starts there) and compare
+ * a few KiB; count the points' bits. The index must be complete. */
+static void check_point_starts(struct dfx_index *ix, const struct dataset *ds, size_t dec)
+{
+    static unsigned char buf[5000];
+    struct dfx_xpoint *xp;
+    size_t n = 0;
+    uint64_t total;
+    int bad = 0;
+
+    CHECK_EQ(dfx_index_export(ix, &xp, &n, &total), 0);
+    for (size_t i = 0; i < n; i++) {
+        bits_seen[dec][xp[i].bits]++;
+        bad += extract_ok(ix, ds->data, ds->len, xp[i].out, sizeof(buf), buf) < 0;
+    }
+    CHECK_EQ(bad, 0);
+    free(xp);
+}
+
+static void check_combo(const struct encoded *ep, const struct dataset *ds, enum enc_kind kind,
+                        size_t dec, uint64_t *s)
 {
     static uint64_t pts[MAX_PROBES];
-    struct encoded e;
+    struct encoded e = *ep;
     struct dfx_index *ix;
     size_t npts = 0;
     uint64_t max_gap;
 
-    if (encode(ds, kind, &e, s) < 0) {
-        CHECK(!"encode");
+    decoder = decoders[dec];
+    CHECK_EQ(index_new(&e.st, SPACING, &ix), 0);
+    if (!ix)
         return;
-    }
-    CHECK_EQ(dfx_index_new(&e.st, SPACING, &ix), 0);
-    if (!ix) {
-        encoded_free(&e);
-        return;
-    }
     CHECK_EQ(dfx_index_total(ix), UINT64_MAX);
     CHECK_EQ(full_pass(ix, ds->data, ds->len, s), 0);
     CHECK_EQ(dfx_index_total(ix), ds->len);
@@ -477,12 +578,13 @@ static void check_combo(const struct dataset *ds, enum enc_kind kind, uint64_t *
     check_random_reads(ix, ds, pts, npts, 400, s);
     CHECK_EQ(full_pass(ix, ds->data, ds->len, s), 0); /* an indexed pass changes nothing */
     CHECK_EQ(dfx_index_points(ix), npts);
+    check_point_starts(ix, ds, dec);
     check_backwards(&e, ds, npts);
     if (verbose)
-        printf("  %-6s %-10s %8zu -> %8zu bytes, %3zu points, max gap %7llu\n", ds->name,
-               enc_name[kind], ds->len, e.b.len, npts, (unsigned long long)max_gap);
+        printf("  %-6s %-10s %-4s %8zu -> %8zu bytes, %3zu points, max gap %7llu\n", ds->name,
+               enc_name[kind], decoder_name(decoder), ds->len, e.b.len, npts,
+               (unsigned long long)max_gap);
     dfx_index_free(ix);
-    encoded_free(&e);
 }
 
 /* ---- threads ---- */
@@ -531,10 +633,12 @@ static void check_threads(const struct dataset *ds, enum enc_kind kind, uint64_t
     size_t npts;
     int fails = 0;
 
-    if (encode(ds, kind, &e, s) < 0 || dfx_index_new(&e.st, SPACING, &ix) < 0) {
+    if (encode(ds, kind, &e, s) < 0 || index_new(&e.st, SPACING, &ix) < 0) {
         CHECK(!"setup");
         return;
     }
+    if (verbose)
+        printf("  threads %s %s %s\n", ds->name, enc_name[kind], decoder_name(decoder));
     for (int i = 0; i < 8; i++) {
         w[i] = (struct worker){ix, ds, rnd(s) | 1, i < 2, 0};
         CHECK_EQ(pthread_create(&th[i], NULL, worker_main, &w[i]), 0);
@@ -548,8 +652,6 @@ static void check_threads(const struct dataset *ds, enum enc_kind kind, uint64_t
     CHECK_EQ(dfx_index_total(ix), ds->len);
     check_point_layout(ix, ds->len, s, pts, &npts);
     check_random_reads(ix, ds, pts, npts, 100, s);
-    if (verbose)
-        printf("  threads %s %s: %zu points\n", ds->name, enc_name[kind], npts);
     dfx_index_free(ix);
     encoded_free(&e);
 }
@@ -574,23 +676,55 @@ static int drain(struct dfx_index *ix)
 
 /* A full pass over st must fail with -EIO, and the index must remember it:
  * a whole-stream extract afterwards fails too. */
-static void expect_damaged(const struct dfx_stream *st, const struct dataset *ds, int *failed_ok)
+static bool damaged_with(const struct dfx_stream *st, const struct dataset *ds)
 {
     static unsigned char big[DATA_LEN];
     struct dfx_index *ix;
+    bool ok;
     int ret;
 
-    if (dfx_index_new(st, SPACING, &ix) < 0) {
-        (*failed_ok)++; /* a damaged first header is refused up front */
-        return;
-    }
+    if (index_new(st, SPACING, &ix) < 0)
+        return true; /* a damaged first header is refused up front */
     ret = drain(ix);
-    if (ret == -EIO && dfx_index_error(ix) == -EIO && dfx_extract(ix, 0, big, ds->len) == -EIO)
-        (*failed_ok)++;
-    else
-        fprintf(stderr, "  damage not reported: pass %d, error %d, extract %lld\n", ret,
-                dfx_index_error(ix), (long long)dfx_extract(ix, 0, big, ds->len));
+    ok = ret == -EIO && dfx_index_error(ix) == -EIO && dfx_extract(ix, 0, big, ds->len) == -EIO;
+    if (!ok)
+        fprintf(stderr, "  damage not reported (%s): pass %d, error %d, extract %lld\n",
+                decoder_name(decoder), ret, dfx_index_error(ix),
+                (long long)dfx_extract(ix, 0, big, ds->len));
     dfx_index_free(ix);
+    return ok;
+}
+
+/* The pass from 0 on a fresh index decodes with zlib whatever the decoder;
+ * the later extract starts behind the frontier the pass left. */
+static void expect_damaged(const struct dfx_stream *st, const struct dataset *ds, int *failed_ok)
+{
+    bool ok = true;
+
+    for (size_t d = 0; d < NDECODERS; d++) {
+        decoder = decoders[d];
+        ok &= damaged_with(st, ds);
+    }
+    *failed_ok += ok;
+}
+
+/* ISA-L only decodes behind the frontier, i.e. data that was good when the
+ * points were recorded. So index the good stream, then flip a byte under it
+ * (a memory source borrows the buffer): a pass from 0, by ISA-L up to the
+ * last point, must fail. Returns 1 if it did. */
+static int damaged_under_index(struct encoded *e, uint64_t at)
+{
+    struct dfx_index *ix;
+    int ret, ok;
+
+    if (index_new(&e->st, SPACING, &ix) < 0)
+        return 0;
+    ret = drain(ix);
+    e->b.buf[at] ^= 0xff;
+    ok = ret == 0 && drain(ix) == -EIO && dfx_index_error(ix) == -EIO;
+    e->b.buf[at] ^= 0xff;
+    dfx_index_free(ix);
+    return ok;
 }
 
 /* XOR 0xff into bytes of the deflate data, one at a time. Whether the flip
@@ -615,6 +749,13 @@ static void check_flips(const struct dataset *ds, enum enc_kind kind, uint64_t *
         e.b.buf[at] ^= 0xff;
     }
     CHECK_EQ(ok, trials);
+    for (size_t d = 0; d < NDECODERS; d++) {
+        decoder = decoders[d];
+        ok = 0;
+        for (int i = 0; i < trials; i++)
+            ok += damaged_under_index(&e, lo + rnd_below(s, hi - lo));
+        CHECK_EQ(ok, trials);
+    }
     encoded_free(&e);
 }
 
@@ -679,7 +820,7 @@ static void check_raw_size_crc(const struct dataset *ds, uint64_t *s)
      * read that reaches usize decodes on to the end of the stream. */
     st = e.st;
     st.usize = ds->len - 1;
-    CHECK_EQ(dfx_index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
     CHECK_EQ(dfx_extract(ix, ds->len - 1000, buf, 999), -EIO);
     dfx_index_free(ix);
 
@@ -690,7 +831,7 @@ static void check_raw_size_crc(const struct dataset *ds, uint64_t *s)
     st.crc ^= 1;
     expect_damaged(&st, ds, &ok);
     CHECK_EQ(ok, 1);
-    CHECK_EQ(dfx_index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
     CHECK_EQ(full_pass(ix, ds->data, ds->len, s), -EIO);
     CHECK_EQ(dfx_extract(ix, ds->len / 2, buf, 100), -EIO);
     CHECK_EQ(dfx_reader_new(ix, ds->len / 2, &r), 0);
@@ -700,7 +841,7 @@ static void check_raw_size_crc(const struct dataset *ds, uint64_t *s)
     dfx_reader_free(r);
     dfx_index_free(ix);
     st.check_crc = false;
-    CHECK_EQ(dfx_index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
     CHECK_EQ(full_pass(ix, ds->data, ds->len, s), 0);
     dfx_index_free(ix);
     encoded_free(&e);
@@ -730,7 +871,7 @@ static void check_gzip_trailer(const struct dataset *ds, uint64_t *s)
 
     /* Index the good file, then damage it under the index (a memory source
      * borrows the buffer) and read the tail from a point. */
-    CHECK_EQ(dfx_index_new(&e.st, SPACING, &ix), 0);
+    CHECK_EQ(index_new(&e.st, SPACING, &ix), 0);
     CHECK_EQ(full_pass(ix, ds->data, ds->len, s), 0);
     crc[0] ^= 1;
     CHECK_EQ(extract_ok(ix, ds->data, ds->len, ds->len - 5000, 10000, buf), 0);
@@ -765,18 +906,381 @@ static void check_gzip_member_headers(const struct dataset *ds, uint64_t *s)
     CHECK_EQ(ok, 1);
     buf[n1 + 2] = 8;
     buf[n1] = 0x1e; /* no magic: the end */
-    CHECK_EQ(dfx_index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
     CHECK_EQ(full_pass(ix, ds->data, half, s), 0);
     CHECK_EQ(dfx_index_total(ix), half);
     CHECK_EQ(dfx_index_error(ix), 0);
     dfx_index_free(ix);
     buf[n1] = 0x1f;
-    CHECK_EQ(dfx_index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
     CHECK_EQ(full_pass(ix, ds->data, ds->len, s), 0);
     dfx_index_free(ix);
     src_free(st.src);
     free(buf);
 }
+
+/* ---- the two decoders ---- */
+
+/* Points of two complete indexes: the same offsets, bits and windows. */
+static bool same_points(struct dfx_index *a, struct dfx_index *b)
+{
+    struct dfx_xpoint *xa = NULL, *xb = NULL;
+    size_t na = 0, nb = 0;
+    uint64_t ta, tb;
+    bool same = dfx_index_export(a, &xa, &na, &ta) == 0 &&
+                dfx_index_export(b, &xb, &nb, &tb) == 0 && na == nb && ta == tb;
+
+    for (size_t i = 0; same && i < na; i++) {
+        const struct dfx_xpoint *p = &xa[i], *q = &xb[i];
+        same = p->out == q->out && p->in == q->in && p->bits == q->bits &&
+               p->member_out == q->member_out && p->window_len == q->window_len &&
+               (!p->window_len ||
+                (p->window && q->window && !memcmp(p->window, q->window, p->window_len)));
+    }
+    free(xa);
+    free(xb);
+    return same;
+}
+
+/* Decode the whole stream from 0 into a buffer with a guard zone after it:
+ * neither engine may write past what was asked for. */
+static unsigned char *extract_all(struct dfx_index *ix, const struct dataset *ds)
+{
+    enum { GUARD = 4096 };
+    unsigned char *buf = malloc(ds->len + GUARD);
+    bool ok;
+
+    if (!buf)
+        return NULL;
+    memset(buf + ds->len, 0xa5, GUARD);
+    ok = dfx_extract(ix, 0, buf, ds->len) == (int64_t)ds->len;
+    for (size_t i = 0; ok && i < GUARD; i++)
+        ok = buf[ds->len + i] == 0xa5;
+    if (!ok) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+/* zlib alone builds one index. The ISA-L index is built in two goes: up to
+ * a third, then by a pass from 0 that decodes with ISA-L to the frontier and
+ * hands over to zlib there. Both must end with the same points, and whole
+ * extracts (ISA-L up to the last point) must be byte-identical. */
+static void check_decoders_agree(const struct encoded *e, const struct dataset *ds, uint64_t *s)
+{
+    static unsigned char small[1000];
+    struct dfx_index *ix[2] = {NULL, NULL};
+    unsigned char *out[2] = {NULL, NULL};
+
+    for (int d = 0; d < 2; d++) {
+        decoder = d ? DFX_DECODER_ISAL : DFX_DECODER_ZLIB;
+        CHECK_EQ(index_new(&e->st, SPACING, &ix[d]), 0);
+        if (!ix[d])
+            goto out;
+        if (d)
+            CHECK_EQ(extract_ok(ix[d], ds->data, ds->len, ds->len / 3, sizeof(small), small), 0);
+        CHECK_EQ(full_pass(ix[d], ds->data, ds->len, s), 0);
+        out[d] = extract_all(ix[d], ds);
+        CHECK(out[d] != NULL);
+    }
+    CHECK(same_points(ix[0], ix[1]));
+    CHECK(out[0] && out[1] && memcmp(out[0], out[1], ds->len) == 0);
+out:
+    for (int d = 0; d < 2; d++) {
+        free(out[d]);
+        dfx_index_free(ix[d]);
+    }
+}
+
+/* Many gzip members of every kind (empty, stored, a few bytes, tens of KiB),
+ * so an ISA-L pass crosses a hundred member ends: at each, the trailer must
+ * be found at the exact byte after the deflate data although ISA-L has read
+ * ahead. Then a bad CRC in an early member, whose end ISA-L reaches, must
+ * fail a pass from 0. */
+static void check_gzip_many_members(const struct dataset *ds, uint64_t *s)
+{
+    size_t len = ds->len / 3, cap = bound(len) + 200 * 64, n = 0, used = 0, crc_at[8];
+    unsigned char *buf = malloc(cap);
+    struct dfx_stream st = {0};
+    struct dfx_index *ix;
+    int members = 0;
+
+    while (buf && used < len) {
+        size_t k = rnd_below(s, 4) == 0 ? rnd_below(s, 10) : rnd_below(s, 40000);
+        k = k < len - used ? k : len - used;
+        size_t m =
+            zdeflate(ds->data + used, k, (int)rnd_below(s, 10), 31, 0, NULL, buf + n, cap - n);
+        if (!m)
+            break;
+        n += m;
+        used += k;
+        if (members < 8)
+            crc_at[members] = n - 8;
+        members++;
+    }
+    CHECK(buf && used == len && members > 50);
+    if (!buf || used != len || members <= 50) {
+        free(buf);
+        return;
+    }
+    src_mem_new(buf, n, &st.src);
+    st.framing = DFX_GZIP;
+    st.end = n;
+    for (size_t d = 0; d < NDECODERS; d++) {
+        decoder = decoders[d];
+        CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+        CHECK_EQ(full_pass(ix, ds->data, len, s), 0); /* zlib: builds the index */
+        CHECK_EQ(full_pass(ix, ds->data, len, s), 0); /* ISA-L up to the last point */
+        CHECK_EQ(dfx_index_total(ix), len);
+        CHECK_EQ(dfx_index_error(ix), 0);
+        buf[crc_at[5]] ^= 0x40;
+        CHECK_EQ(full_pass(ix, ds->data, len, s), -EIO);
+        CHECK_EQ(dfx_index_error(ix), -EIO);
+        buf[crc_at[5]] ^= 0x40;
+        dfx_index_free(ix);
+    }
+    if (verbose)
+        printf("  gzip %d members, %zu -> %zu bytes\n", members, len, n);
+    src_free(st.src);
+    free(buf);
+}
+
+/* One gzip member whose deflate data starts with an empty, non-final block
+ * (a sync flush before any input), so a point can sit exactly at the
+ * member's start, at the same output offset as the end of the one before. */
+static size_t gzip_flush_first(const unsigned char *data, size_t len, unsigned char *out,
+                               size_t cap)
+{
+    z_stream zs;
+    size_t n = 0;
+
+    memset(&zs, 0, sizeof(zs));
+    if (deflateInit2(&zs, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return 0;
+    zs.next_out = out;
+    zs.avail_out = (uInt)cap;
+    if (deflate(&zs, Z_SYNC_FLUSH) == Z_OK) {
+        zs.next_in = (unsigned char *)data;
+        zs.avail_in = (uInt)len;
+        if (deflate(&zs, Z_FINISH) == Z_STREAM_END)
+            n = zs.total_out;
+    }
+    deflateEnd(&zs);
+    return n;
+}
+
+/* Members A (100 000 zeros: one final block), E (empty), B (flush-first),
+ * C. Reading 1000 bytes at 100 000 on a fresh index records exactly one
+ * point, at B's start. An ISA-L pass from 0 then reaches that frontier at
+ * A's end: it must still check A's trailer (with its read-ahead undone),
+ * then E's, and hand over to zlib at a member start. */
+static void check_point_at_member_start(const struct dataset *ds, uint64_t *s)
+{
+    enum { ALEN = 100000, BLEN = 300000, CLEN = 200000 };
+    size_t len = ALEN + BLEN + CLEN, cap = bound(len) + 200, n = 0, a_end, e_end;
+    unsigned char *buf = malloc(cap), *data = malloc(len), small[1000];
+    struct dfx_stream st = {0};
+    struct dfx_index *ix, *ref;
+    int ok = 0;
+
+    if (!buf || !data) {
+        CHECK(!"malloc");
+        goto out;
+    }
+    memset(data, 0, ALEN);
+    memcpy(data + ALEN, ds->data, BLEN + CLEN);
+    n += zdeflate(data, ALEN, 6, 31, 0, NULL, buf, cap);
+    a_end = n;
+    n += zdeflate(data, 0, 6, 31, 0, NULL, buf + n, cap - n);
+    e_end = n;
+    n += gzip_flush_first(data + ALEN, BLEN, buf + n, cap - n);
+    n += zdeflate(data + ALEN + BLEN, CLEN, 6, 31, 0, NULL, buf + n, cap - n);
+    src_mem_new(buf, n, &st.src);
+    st.framing = DFX_GZIP;
+    st.end = n;
+    decoder = DFX_DECODER_ZLIB;
+    CHECK_EQ(index_new(&st, SPACING, &ref), 0);
+    CHECK_EQ(full_pass(ref, data, len, s), 0);
+    for (size_t d = 0; d < NDECODERS; d++) {
+        decoder = decoders[d];
+        CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+        CHECK_EQ(extract_ok(ix, data, len, ALEN, sizeof(small), small), 0);
+        CHECK_EQ(dfx_index_points(ix), 2);
+        CHECK_EQ(dfx_index_frontier(ix), ALEN);
+        CHECK_EQ(full_pass(ix, data, len, s), 0);
+        CHECK_EQ(dfx_index_error(ix), 0);
+        CHECK(same_points(ix, ref));
+        dfx_index_free(ix);
+        /* The same pass over a damaged A or E trailer must fail. */
+        size_t bad[] = {a_end - 8, a_end - 1, e_end - 8, e_end - 4};
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+            CHECK_EQ(extract_ok(ix, data, len, ALEN, sizeof(small), small), 0);
+            buf[bad[i]] ^= 0x01;
+            ok += full_pass(ix, data, len, s) == -EIO;
+            buf[bad[i]] ^= 0x01;
+            dfx_index_free(ix);
+        }
+    }
+    CHECK_EQ(ok, 4 * NDECODERS);
+    dfx_index_free(ref);
+    src_free(st.src);
+out:
+    free(buf);
+    free(data);
+}
+
+#ifdef NPYFS_HAVE_ISAL
+/* Drive the ISA-L wrapper over in[0, inlen) fed chunk bytes at a time, with
+ * random output room. 0 with the output size and the input the stream used;
+ * -EAGAIN if it stalls (truncated); -EIO; -ENOSPC once out is full (ISA-L
+ * may need a call with room to spare to see the final end-of-block code, so
+ * give one byte more than the output when the end should be found). */
+static int isal_run(struct dfx_isal *d, const unsigned char *in, size_t inlen, size_t chunk,
+                    unsigned char *out, size_t cap, size_t *outlen, size_t *used, uint64_t *s)
+{
+    unsigned char *next_in = (unsigned char *)in, *next_out = out;
+    unsigned int avail_in = 0;
+    size_t fed = 0;
+
+    for (;;) {
+        unsigned int offered = 0, room;
+        unsigned char *before = next_out;
+        int ret;
+
+        if (avail_in == 0 && fed < inlen) {
+            offered = (unsigned int)(chunk < inlen - fed ? chunk : inlen - fed);
+            next_in = (unsigned char *)in + fed;
+            avail_in = offered;
+            fed += offered;
+        }
+        if (out + cap == next_out)
+            return -ENOSPC;
+        room = (unsigned int)(1 + rnd_below(s, 100000));
+        if (room > (size_t)(out + cap - next_out))
+            room = (unsigned int)(out + cap - next_out);
+        ret = dfx_isal_inflate(d, &next_in, &avail_in, &next_out, &room);
+        if (ret < 0)
+            return ret;
+        if (ret == DFX_ISAL_END) {
+            *outlen = (size_t)(next_out - out);
+            *used = (size_t)(next_in - in) - dfx_isal_unused(d);
+            return 0;
+        }
+        if (next_out == before && offered == 0)
+            return -EAGAIN;
+    }
+}
+
+/* Resume at every block boundary (found with zlib's Z_BLOCK) of a raw
+ * stream, as an access point would: bits left in the byte before, window
+ * of up to 32 KiB. Decode a stretch and compare. Counts the bits seen. */
+static void check_isal_resume(struct dfx_isal *d, const unsigned char *z, size_t zlen,
+                              const unsigned char *data, size_t len, unsigned long *bits,
+                              uint64_t *s)
+{
+    static unsigned char out[40000];
+    z_stream zs;
+    int bad = 0, n = 0;
+
+    memset(&zs, 0, sizeof(zs));
+    if (inflateInit2(&zs, -15) != Z_OK)
+        return;
+    unsigned char *dst = malloc(len + 1);
+    zs.next_in = (unsigned char *)z;
+    zs.avail_in = (uInt)zlen;
+    zs.next_out = dst;
+    zs.avail_out = (uInt)len + 1;
+    while (dst && n < 300 && inflate(&zs, Z_BLOCK) == Z_OK) {
+        size_t at = zs.total_out, in = zs.total_in, olen = 0, used = 0;
+        int b = zs.data_type & 7;
+        if (!(zs.data_type & 128) || (zs.data_type & 64) || at == 0)
+            continue;
+        n++;
+        bits[b]++;
+        size_t wlen = at < DFX_WINDOW_SIZE ? at : DFX_WINDOW_SIZE;
+        size_t want = len - at < sizeof(out) ? len - at : sizeof(out);
+        if (dfx_isal_start(d, b, b ? z[in - 1] : 0, data + at - wlen, (uint32_t)wlen) < 0) {
+            bad++;
+            continue;
+        }
+        int ret =
+            isal_run(d, z + in, zlen - in, 1 + rnd_below(s, 9000), out, want, &olen, &used, s);
+        /* Stops with output full (-ENOSPC) unless the stream ends first. */
+        bad += !((ret == -ENOSPC || (ret == 0 && olen == want)) && !memcmp(out, data + at, want));
+    }
+    CHECK_EQ(bad, 0);
+    inflateEnd(&zs);
+    free(dst);
+}
+
+/* The wrapper on its own, raw streams of each data set at levels 0, 1, 6 and
+ * 9 followed by junk: the exact end of the deflate data whatever the input
+ * chunking (1 byte at a time on a short stream), resuming at block
+ * boundaries with every bit offset, and truncation (never an end). */
+static void check_isal_wrapper(const struct dataset *ds, int nds, uint64_t *s)
+{
+    static const int levels[] = {0, 1, 6, 9};
+    static const unsigned char junk[] = "\x1f\x8b junk after the stream";
+    size_t len = 600000, cap = bound(len) + sizeof(junk), olen = 0, used = 0;
+    unsigned char *z = malloc(cap), *out = malloc(len + 1);
+    unsigned long bits[8] = {0};
+    struct dfx_isal *d;
+    int bad = 0;
+
+    CHECK_EQ(dfx_isal_new(&d), 0);
+    CHECK_EQ(dfx_isal_crc32(0, ds[0].data, 1000), (uint32_t)crc32(0, ds[0].data, 1000));
+    CHECK_EQ(dfx_isal_crc32(dfx_isal_crc32(0, ds[0].data, 7), ds[0].data + 7, 993),
+             (uint32_t)crc32(0, ds[0].data, 1000));
+    for (int i = 0; z && out && d && i < nds; i++) {
+        for (size_t l = 0; l < sizeof(levels) / sizeof(levels[0]); l++) {
+            size_t zlen = zdeflate(ds[i].data, len, levels[l], -15, 0, NULL, z, cap);
+            size_t short_len = 30000, short_zlen;
+            unsigned char *zs = z + zlen + sizeof(junk);
+            CHECK(zlen > 0);
+            memcpy(z + zlen, junk, sizeof(junk));
+            size_t chunks[] = {zlen + sizeof(junk), 65536, 4093, 1 + rnd_below(s, 300)};
+            for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
+                dfx_isal_start(d, 0, 0, NULL, 0);
+                int ret =
+                    isal_run(d, z, zlen + sizeof(junk), chunks[c], out, len + 1, &olen, &used, s);
+                bad += ret != 0 || olen != len || used != zlen || memcmp(out, ds[i].data, len);
+            }
+            /* Truncated in the last bytes or mid-way: never an end (room
+             * for one byte more, so it stalls rather than fills up). */
+            size_t cuts[] = {1, 2, 3, 8, zlen / 2};
+            for (size_t c = 0; c < sizeof(cuts) / sizeof(cuts[0]); c++) {
+                dfx_isal_start(d, 0, 0, NULL, 0);
+                int ret = isal_run(d, z, zlen - cuts[c], 4096, out, len + 1, &olen, &used, s);
+                bad += ret != -EAGAIN && ret != -EIO;
+            }
+            check_isal_resume(d, z, zlen, ds[i].data, len, bits, s);
+            /* Byte-at-a-time input on a short stream (in the spare room). */
+            short_zlen = zdeflate(ds[i].data, short_len, levels[l], -15, 0, NULL, zs,
+                                  cap - zlen - sizeof(junk) - sizeof(junk));
+            memcpy(zs + short_zlen, junk, sizeof(junk));
+            for (size_t c = 1; c <= 3; c += 2) {
+                dfx_isal_start(d, 0, 0, NULL, 0);
+                int ret =
+                    isal_run(d, zs, short_zlen + sizeof(junk), c, out, len + 1, &olen, &used, s);
+                bad += ret != 0 || olen != short_len || used != short_zlen ||
+                       memcmp(out, ds[i].data, short_len);
+            }
+        }
+    }
+    CHECK_EQ(bad, 0);
+    for (int b = 1; b < 8; b++)
+        CHECK(bits[b] > 0); /* boundaries inside a byte, every offset */
+    if (verbose)
+        printf("  isal wrapper: resumed at boundaries with bits 0-7: %lu %lu %lu %lu %lu %lu %lu "
+               "%lu\n",
+               bits[0], bits[1], bits[2], bits[3], bits[4], bits[5], bits[6], bits[7]);
+    dfx_isal_free(d);
+    free(z);
+    free(out);
+}
+#endif
 
 /* ---- small cases ---- */
 
@@ -788,15 +1292,15 @@ static void check_api_edges(const struct dataset *ds, uint64_t *s)
     struct dfx_reader *r;
     struct encoded e;
 
-    CHECK_EQ(dfx_index_new(&st, 0, &ix), -EINVAL); /* no source */
+    CHECK_EQ(index_new(&st, 0, &ix), -EINVAL); /* no source */
     CHECK(ix == NULL);
     src_mem_new(notgz, sizeof(notgz), &st.src);
     st.framing = DFX_GZIP;
     st.end = sizeof(notgz);
-    CHECK_EQ(dfx_index_new(&st, 0, &ix), -EINVAL);
+    CHECK_EQ(index_new(&st, 0, &ix), -EINVAL);
     st.start = 10;
     st.end = 5;
-    CHECK_EQ(dfx_index_new(&st, 0, &ix), -EINVAL);
+    CHECK_EQ(index_new(&st, 0, &ix), -EINVAL);
     src_free(st.src);
     dfx_index_free(NULL);
     dfx_reader_free(NULL);
@@ -805,7 +1309,7 @@ static void check_api_edges(const struct dataset *ds, uint64_t *s)
     struct dataset empty = {"empty", ds->data, 0};
     for (int kind = E_RAW6; kind <= E_GZ6; kind += E_GZ6 - E_RAW6) {
         CHECK_EQ(encode(&empty, kind, &e, s), 0);
-        CHECK_EQ(dfx_index_new(&e.st, 0, &ix), 0);
+        CHECK_EQ(index_new(&e.st, 0, &ix), 0);
         CHECK_EQ(dfx_extract(ix, 0, buf, sizeof(buf)), 0);
         CHECK_EQ(full_pass(ix, empty.data, 0, s), 0);
         CHECK_EQ(dfx_index_total(ix), 0);
@@ -815,7 +1319,7 @@ static void check_api_edges(const struct dataset *ds, uint64_t *s)
 
     /* Skip: exact, then past the end; reads at and past the end. */
     CHECK_EQ(encode(ds, E_RAW1, &e, s), 0);
-    CHECK_EQ(dfx_index_new(&e.st, 0, &ix), 0);
+    CHECK_EQ(index_new(&e.st, 0, &ix), 0);
     CHECK_EQ(dfx_reader_new(ix, 0, &r), 0);
     CHECK_EQ(dfx_reader_skip(r, ds->len - 10), 0);
     CHECK_EQ(dfx_reader_pos(r), ds->len - 10);
@@ -859,6 +1363,7 @@ int main(int argc, char **argv)
     void (*fill[4])(unsigned char *, size_t, uint64_t *) = {fill_random, fill_smooth,
                                                             fill_zero_runs, fill_mixed};
     uint64_t s = 0x9e3779b97f4a7c15ull;
+    struct encoded e;
 
     verbose = argc > 1 && strcmp(argv[1], "-v") == 0;
     for (int i = 0; i < 4; i++) {
@@ -867,22 +1372,48 @@ int main(int argc, char **argv)
             return 1;
         fill[i](ds[i].data, ds[i].len, &s);
     }
+#ifdef NPYFS_HAVE_ISAL
+    check_isal_wrapper(ds, 4, &s);
+#endif
     for (int i = 0; i < 4; i++)
-        for (int k = 0; k < E_COUNT; k++)
-            check_combo(&ds[i], (enum enc_kind)k, &s);
-    check_far_read_all(ds, &s);
-    check_threads(&ds[1], E_RAW6, &s);
-    check_threads(&ds[3], E_GZ_MULTI, &s);
+        for (int k = 0; k < E_COUNT; k++) {
+            if (encode(&ds[i], (enum enc_kind)k, &e, &s) < 0) {
+                CHECK(!"encode");
+                continue;
+            }
+            for (size_t d = 0; d < NDECODERS; d++)
+                check_combo(&e, &ds[i], (enum enc_kind)k, d, &s);
+            if (NDECODERS > 1)
+                check_decoders_agree(&e, &ds[i], &s);
+            encoded_free(&e);
+        }
+    /* Every decoder started at points with each bit offset 0-7. */
+    for (size_t d = 0; d < NDECODERS; d++)
+        for (int b = 0; b < 8; b++)
+            CHECK(bits_seen[d][b] > 0);
+    check_gzip_many_members(&ds[3], &s);
+    check_point_at_member_start(&ds[3], &s);
+    for (size_t d = 0; d < NDECODERS; d++) {
+        decoder = decoders[d];
+        check_far_read_all(ds, &s);
+        check_threads(&ds[1], E_RAW6, &s);
+        check_threads(&ds[3], E_GZ_MULTI, &s);
+    }
+    /* These loop over the decoders themselves. */
     check_flips(&ds[1], E_RAW6, &s, 20);
     check_flips(&ds[3], E_GZ6, &s, 20);
     check_flips(&ds[0], E_RAW1, &s, 10); /* stored blocks: mostly CRC-only damage */
     check_truncation(&ds[1], E_RAW6, &s);
     check_truncation(&ds[1], E_GZ6, &s);
     check_truncation(&ds[3], E_GZ_MULTI, &s);
-    check_raw_size_crc(&ds[1], &s);
-    check_gzip_trailer(&ds[1], &s);
-    check_gzip_member_headers(&ds[3], &s);
-    check_api_edges(&ds[1], &s);
+    for (size_t d = 0; d < NDECODERS; d++) {
+        decoder = decoders[d];
+        check_raw_size_crc(&ds[1], &s);
+        check_gzip_trailer(&ds[1], &s);
+        check_gzip_member_headers(&ds[3], &s);
+        check_api_edges(&ds[1], &s);
+    }
+    enc_cache_free();
     for (int i = 0; i < 4; i++)
         free(ds[i].data);
     return check_exit("test_dfx");

@@ -1,2 +1,725 @@
+/*
+ * dfx_store.c and the export/import half of dfx.c: saved indexes round-trip,
+ * load without touching the archive, start readers near their offset, and
+ * are refused (never trusted) when stale, truncated at any length, flipped
+ * anywhere, of another version, or of another archive. Inputs are built with
+ * zlib here; index files go to a fresh directory under $TMPDIR.
+ *
+ * Threads never use CHECK (its counters are plain ints): they count their own
+ * failures and the main thread checks the totals.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
 #include "check.h"
-int main(void) { return check_exit("test_dfx_store"); }
+#include "dfx.h"
+#include "dfx_internal.h"
+#include "dfx_store.h"
+#include "source.h"
+
+#define SPACING DFX_MIN_SPACING
+#define THREADS 8
+
+static char tmpdir[256];
+
+static uint64_t rnd(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 0x2545f4914f6cdd1dull;
+}
+
+/* kind 0: incompressible; 1: text-like (a few words, compresses well);
+ * 2: half and half, in 100 KiB stretches; 3: words each followed by a
+ * random letter (short deflate blocks, windows that compress ~3x). */
+static unsigned char *make_data(size_t len, int kind, uint64_t *s)
+{
+    static const char *words[] = {"index ", "point ", "window ", "deflate ", "npyfs ",
+                                  "zran ", "array ", "mmap "};
+    unsigned char *p = malloc(len);
+
+    for (size_t i = 0; p && i < len;) {
+        bool text = kind == 1 || kind == 3 || (kind == 2 && (i / 100000) % 2);
+        if (text) {
+            const char *w = words[rnd(s) % 8];
+            for (size_t j = 0; w[j] && i < len; j++)
+                p[i++] = (unsigned char)w[j];
+            if (kind == 3 && i < len)
+                p[i++] = (unsigned char)('a' + rnd(s) % 26);
+        } else {
+            p[i++] = (unsigned char)(rnd(s) >> 56);
+        }
+    }
+    return p;
+}
+
+/* Raw deflate (wbits -15) or gzip (31) of data, into a new buffer. */
+static unsigned char *zcompress(const unsigned char *data, size_t len, int wbits, size_t *out_len)
+{
+    z_stream zs = {0};
+    size_t cap = compressBound(len) + 64;
+    unsigned char *out = malloc(cap);
+
+    if (!out || deflateInit2(&zs, 6, Z_DEFLATED, wbits, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+        free(out);
+        return NULL;
+    }
+    zs.next_in = (unsigned char *)data;
+    zs.avail_in = (uInt)len;
+    zs.next_out = out;
+    zs.avail_out = (uInt)cap;
+    if (deflate(&zs, Z_FINISH) != Z_STREAM_END) {
+        deflateEnd(&zs);
+        free(out);
+        return NULL;
+    }
+    *out_len = zs.total_out;
+    deflateEnd(&zs);
+    return out;
+}
+
+/* ---- a source that counts what is read through it ---- */
+
+struct count_src {
+    struct src base; /* first: the source API sees this */
+    struct src *inner;
+    pthread_mutex_t lock;
+    uint64_t preads, lowest;
+};
+
+static int64_t count_pread(struct src *s, void *buf, size_t len, uint64_t off)
+{
+    struct count_src *c = (struct count_src *)s;
+
+    pthread_mutex_lock(&c->lock);
+    c->preads++;
+    if (off < c->lowest)
+        c->lowest = off;
+    pthread_mutex_unlock(&c->lock);
+    return src_pread(c->inner, buf, len, off);
+}
+
+static void count_free(struct src *s)
+{
+    struct count_src *c = (struct count_src *)s;
+
+    src_free(c->inner);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+static const struct src_ops count_ops = {count_pread, count_free};
+
+static struct count_src *count_src_new(const unsigned char *buf, size_t len)
+{
+    struct count_src *c = calloc(1, sizeof(*c));
+
+    if (!c || src_mem_new(buf, len, &c->inner) < 0) {
+        free(c);
+        return NULL;
+    }
+    c->base.ops = &count_ops;
+    c->base.size = len;
+    c->lowest = UINT64_MAX;
+    pthread_mutex_init(&c->lock, NULL);
+    return c;
+}
+
+static void count_reset(struct count_src *c)
+{
+    c->preads = 0;
+    c->lowest = UINT64_MAX;
+}
+
+/* ---- a test case: data, its compressed form, a key ---- */
+
+struct fixture {
+    unsigned char *data, *comp;
+    size_t len, clen;
+    struct count_src *src;
+    struct dfx_stream st;
+    struct dfx_store_key key;
+};
+
+static int fixture_init(struct fixture *f, size_t len, int kind, enum dfx_framing framing,
+                        uint64_t *s)
+{
+    memset(f, 0, sizeof(*f));
+    f->len = len;
+    f->data = make_data(len, kind, s);
+    if (!f->data)
+        return -1;
+    if (framing == DFX_RAW) {
+        f->comp = zcompress(f->data, len, -15, &f->clen);
+    } else { /* two gzip members, so that points carry member_out > 0 */
+        size_t l1, l2;
+        unsigned char *a = zcompress(f->data, len / 3, 31, &l1);
+        unsigned char *b = zcompress(f->data + len / 3, len - len / 3, 31, &l2);
+        f->comp = a && b ? malloc(l1 + l2) : NULL;
+        if (f->comp) {
+            memcpy(f->comp, a, l1);
+            memcpy(f->comp + l1, b, l2);
+            f->clen = l1 + l2;
+        }
+        free(a);
+        free(b);
+    }
+    if (!f->comp)
+        return -1;
+    f->src = count_src_new(f->comp, f->clen);
+    if (!f->src)
+        return -1;
+    f->st = (struct dfx_stream){.src = &f->src->base, .start = 0, .end = f->clen,
+                                .framing = framing, .usize = framing == DFX_RAW ? len : UINT64_MAX,
+                                .crc = (uint32_t)crc32(0, f->data, (uInt)len),
+                                .check_crc = framing == DFX_RAW};
+    f->key = (struct dfx_store_key){.dev = 2049, .ino = 1234567, .size = f->clen + 100,
+                                    .mtime_sec = 1700000000, .mtime_nsec = 123456789,
+                                    .name = "x.npy", .name_len = 5, .crc = f->st.crc,
+                                    .stored_size = f->clen};
+    return 0;
+}
+
+static void fixture_destroy(struct fixture *f)
+{
+    if (f->src)
+        f->src->base.ops->free(&f->src->base);
+    free(f->data);
+    free(f->comp);
+}
+
+/* A complete index over f (one full pass from 0). */
+static struct dfx_index *built_index(struct fixture *f, bool zip_windows)
+{
+    struct dfx_index *ix;
+    struct dfx_reader *r;
+    unsigned char *buf = malloc(1 << 20);
+
+    if (!buf || dfx_index_new(&f->st, SPACING, &ix) < 0) {
+        free(buf);
+        return NULL;
+    }
+    dfx_index_compress_windows(ix, zip_windows);
+    if (dfx_reader_new(ix, 0, &r) == 0) {
+        while (dfx_reader_read(r, buf, 1 << 20) > 0)
+            ;
+        dfx_reader_free(r);
+    }
+    free(buf);
+    return ix;
+}
+
+static int random_extracts(struct dfx_index *ix, const struct fixture *f, uint64_t *s, int n)
+{
+    unsigned char *buf = malloc(300000);
+    int bad = 0;
+
+    for (int i = 0; buf && i < n; i++) {
+        uint64_t off = rnd(s) % (f->len + 10), len = 1 + rnd(s) % 300000;
+        uint64_t want = off >= f->len ? 0 : (f->len - off < len ? f->len - off : len);
+        int64_t got = dfx_extract(ix, off, buf, (size_t)len);
+        if (got != (int64_t)want || (want && memcmp(buf, f->data + off, (size_t)want) != 0))
+            bad++;
+    }
+    free(buf);
+    return buf ? bad : n;
+}
+
+static char *index_path(const struct fixture *f)
+{
+    char *p = NULL;
+
+    dfx_store_path(tmpdir, &f->key, &p);
+    return p;
+}
+
+static unsigned char *slurp(const char *path, size_t *len)
+{
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    unsigned char *p = NULL;
+
+    if (fd >= 0 && fstat(fd, &st) == 0 && (p = malloc((size_t)st.st_size + 1)) &&
+        pread(fd, p, (size_t)st.st_size, 0) == st.st_size)
+        *len = (size_t)st.st_size;
+    else if (p) {
+        free(p);
+        p = NULL;
+    }
+    if (fd >= 0)
+        close(fd);
+    return p;
+}
+
+static int spit(const char *path, const unsigned char *p, size_t len)
+{
+    /* a new file each time: ext4 flushes a file rewritten in place on close */
+    int fd = (unlink(path), open(path, O_WRONLY | O_CREAT | O_EXCL, 0600));
+    int ok = fd >= 0 && write(fd, p, len) == (ssize_t)len;
+
+    if (fd >= 0)
+        close(fd);
+    return ok ? 0 : -1;
+}
+
+/* Load f's saved index into a fresh index: the errno, and whether the fresh
+ * index kept only its point 0 on failure. */
+static int try_load(struct fixture *f, bool *untouched)
+{
+    struct dfx_index *ix;
+    int ret;
+
+    if (dfx_index_new(&f->st, SPACING, &ix) < 0)
+        return -999;
+    ret = dfx_store_load(tmpdir, &f->key, ix);
+    *untouched = dfx_index_points(ix) == 1 && dfx_index_total(ix) == UINT64_MAX;
+    dfx_index_free(ix);
+    return ret;
+}
+
+/* ---- cases ---- */
+
+static bool same_points(struct dfx_index *a, struct dfx_index *b)
+{
+    struct dfx_xpoint *pa, *pb;
+    size_t na, nb;
+    uint64_t ta, tb;
+    bool same;
+
+    if (dfx_index_export(a, &pa, &na, &ta) < 0)
+        return false;
+    if (dfx_index_export(b, &pb, &nb, &tb) < 0) {
+        free(pa);
+        return false;
+    }
+    same = na == nb && ta == tb;
+    for (size_t i = 0; same && i < na; i++)
+        same = pa[i].out == pb[i].out && pa[i].in == pb[i].in && pa[i].bits == pb[i].bits &&
+               pa[i].member_out == pb[i].member_out && pa[i].window_len == pb[i].window_len;
+    free(pa);
+    free(pb);
+    return same;
+}
+
+/* Save, reload without a single read of the archive, and read correctly;
+ * a read near the end starts from a point near the end. */
+static void check_round_trip(size_t len, int kind, enum dfx_framing framing, bool zip_windows,
+                             uint64_t *s)
+{
+    struct fixture f;
+    struct dfx_index *built, *ix;
+    unsigned char byte;
+
+    CHECK(fixture_init(&f, len, kind, framing, s) == 0);
+    built = built_index(&f, zip_windows);
+    CHECK(built != NULL);
+    if (!built)
+        goto out;
+    CHECK(dfx_index_total(built) == len);
+    CHECK(dfx_index_points(built) > 2);
+    CHECK_EQ(dfx_store_save(tmpdir, &f.key, built), 0);
+
+    CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
+    count_reset(f.src);
+    CHECK_EQ(dfx_store_load(tmpdir, &f.key, ix), 0);
+    CHECK_EQ(f.src->preads, 0); /* loading never touches the archive */
+    CHECK(same_points(built, ix));
+    CHECK_EQ(dfx_index_total(ix), len);
+
+    /* the last byte comes from the last point, not from the stream start */
+    count_reset(f.src);
+    CHECK_EQ(dfx_extract(ix, len - 1, &byte, 1), 1);
+    CHECK_EQ(byte, f.data[len - 1]);
+    {
+        struct dfx_xpoint *pts;
+        size_t n;
+        uint64_t total;
+        if (dfx_index_export(ix, &pts, &n, &total) == 0) {
+            CHECK(f.src->lowest + 1 >= pts[n - 1].in);
+            free(pts);
+        }
+    }
+    CHECK_EQ(random_extracts(ix, &f, s, 60), 0);
+    /* a second load into the same index is refused: it has its points */
+    CHECK_EQ(dfx_store_load(tmpdir, &f.key, ix), -EBUSY);
+    dfx_index_free(ix);
+    dfx_index_free(built);
+out:
+    fixture_destroy(&f);
+}
+
+struct worker {
+    struct dfx_index *ix;
+    const struct fixture *f;
+    uint64_t seed;
+    int bad;
+};
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+
+    w->bad = random_extracts(w->ix, w->f, &w->seed, 40);
+    return NULL;
+}
+
+/* Readers racing each other right after a load, with the import itself
+ * racing readers that started before it. */
+static void check_concurrent(uint64_t *s)
+{
+    struct fixture f;
+    struct dfx_index *built, *ix;
+    struct worker w[THREADS];
+    pthread_t t[THREADS];
+    int bad = 0;
+
+    CHECK(fixture_init(&f, 3u << 20, 2, DFX_RAW, s) == 0);
+    built = built_index(&f, false);
+    CHECK(built && dfx_store_save(tmpdir, &f.key, built) == 0);
+    CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (struct worker){ix, &f, rnd(s) | 1, 0};
+        pthread_create(&t[i], NULL, worker_main, &w[i]);
+        if (i == THREADS / 2) {
+            int ret = dfx_store_load(tmpdir, &f.key, ix);
+            /* a worker may have recorded a point first: then it is refused */
+            CHECK(ret == 0 || ret == -EBUSY);
+        }
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        bad += w[i].bad;
+    }
+    CHECK_EQ(bad, 0);
+    dfx_index_free(ix);
+    dfx_index_free(built);
+    fixture_destroy(&f);
+}
+
+/* Any change of the key (or the spacing) makes the file stale. */
+static void check_stale(uint64_t *s)
+{
+    struct fixture f;
+    struct dfx_index *built, *ix;
+    struct dfx_store_key k;
+    char *p1 = NULL, *p2 = NULL;
+    bool untouched;
+
+    CHECK(fixture_init(&f, 1u << 20, 1, DFX_RAW, s) == 0);
+    built = built_index(&f, false);
+    CHECK(built && dfx_store_save(tmpdir, &f.key, built) == 0);
+    k = f.key;
+    p1 = index_path(&f);
+    for (int field = 0; field < 8; field++) {
+        f.key = k;
+        switch (field) {
+        case 0: f.key.mtime_nsec++; break;
+        case 1: f.key.mtime_sec--; break;
+        case 2: f.key.size++; break;
+        case 3: f.key.crc ^= 1; break;
+        case 4: f.key.stored_size--; break;
+        case 5: f.key.ino++; break;
+        case 6: f.key.dev++; break;
+        default: f.key.name = "y.npy"; break;
+        }
+        /* the same file under the new key's name: only the content can tell */
+        p2 = index_path(&f);
+        CHECK(p1 && p2 && strcmp(p1, p2) != 0);
+        CHECK(p1 && p2 && link(p1, p2) == 0);
+        CHECK_EQ(try_load(&f, &untouched), -ESTALE);
+        CHECK(untouched);
+        if (p2)
+            unlink(p2);
+        free(p2);
+    }
+    f.key = k;
+    CHECK_EQ(dfx_index_new(&f.st, SPACING * 2, &ix), 0);
+    CHECK_EQ(dfx_store_load(tmpdir, &f.key, ix), -ESTALE); /* other spacing */
+    dfx_index_free(ix);
+    CHECK_EQ(try_load(&f, &untouched), 0);
+    free(p1);
+    dfx_index_free(built);
+    fixture_destroy(&f);
+}
+
+/* Rewrite the file with its trailing CRC fixed up, so that only the
+ * structural checks stand between the change and the index. */
+static void fix_crc(unsigned char *p, size_t len)
+{
+    uint32_t c = (uint32_t)crc32(0, p, (uInt)(len - 4));
+
+    for (int i = 0; i < 4; i++)
+        p[len - 4 + i] = (unsigned char)(c >> (8 * i));
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* Truncated at every length, one flipped bit at every byte, other versions,
+ * broken structure behind a valid checksum: always refused, index untouched. */
+static void check_damaged_files(uint64_t *s)
+{
+    struct fixture f;
+    struct dfx_index *built;
+    unsigned char *orig, *p;
+    size_t len = 0;
+    char *path;
+    int accepted = 0, touched = 0;
+    bool untouched;
+
+    CHECK(fixture_init(&f, 300000, 3, DFX_RAW, s) == 0);
+    built = built_index(&f, false);
+    CHECK(built && dfx_index_points(built) >= 3);
+    CHECK(built && dfx_store_save(tmpdir, &f.key, built) == 0);
+    path = index_path(&f);
+    orig = path ? slurp(path, &len) : NULL;
+    CHECK(orig && built && len > 136 + 3 * 48 + 4 && dfx_index_points(built) >= 3);
+    if (!orig || !built || len <= 136 + 3 * 48 + 4 || dfx_index_points(built) < 3)
+        goto out;
+    if (getenv("DFX_STORE_VERBOSE"))
+        fprintf(stderr, "index file: %zu bytes, %zu points\n", len, dfx_index_points(built));
+    for (size_t cut = 0; cut < len; cut++) {
+        spit(path, orig, cut);
+        accepted += try_load(&f, &untouched) == 0;
+        touched += !untouched;
+    }
+    CHECK_EQ(accepted, 0);
+    CHECK_EQ(touched, 0);
+    p = malloc(len);
+    for (size_t at = 0; p && at < len; at++) {
+        memcpy(p, orig, len);
+        p[at] ^= (unsigned char)(1u << (rnd(s) % 8));
+        spit(path, p, len);
+        accepted += try_load(&f, &untouched) == 0;
+        touched += !untouched;
+    }
+    CHECK_EQ(accepted, 0);
+    CHECK_EQ(touched, 0);
+
+    /* another version, with a valid checksum: stale */
+    memcpy(p, orig, len);
+    p[8] = 2;
+    fix_crc(p, len);
+    spit(path, p, len);
+    CHECK_EQ(try_load(&f, &untouched), -ESTALE);
+    /* bad magic */
+    memcpy(p, orig, len);
+    p[0] = 'X';
+    fix_crc(p, len);
+    spit(path, p, len);
+    CHECK_EQ(try_load(&f, &untouched), -EBADMSG);
+    /* points out of order (swap out of points 1 and 2) */
+    memcpy(p, orig, len);
+    {
+        size_t poff = 128 + 8; /* name "x.npy" padded to 8 */
+        unsigned char tmp[8];
+        memcpy(tmp, p + poff + 48, 8);
+        memcpy(p + poff + 48, p + poff + 96, 8);
+        memcpy(p + poff + 96, tmp, 8);
+        fix_crc(p, len);
+        spit(path, p, len);
+        CHECK_EQ(try_load(&f, &untouched), -EBADMSG);
+        CHECK(untouched);
+        /* a window offset past the end */
+        memcpy(p, orig, len);
+        put64(p + poff + 48 + 24, len);
+        fix_crc(p, len);
+        spit(path, p, len);
+        CHECK_EQ(try_load(&f, &untouched), -EBADMSG);
+        /* a point count that does not fit the file */
+        memcpy(p, orig, len);
+        put64(p + 40, (uint64_t)1 << 60);
+        fix_crc(p, len);
+        spit(path, p, len);
+        CHECK_EQ(try_load(&f, &untouched), -EBADMSG);
+        /* a point past the end of the stream */
+        memcpy(p, orig, len);
+        put64(p + poff + 48 + 8, f.clen + 1);
+        fix_crc(p, len);
+        spit(path, p, len);
+        CHECK_EQ(try_load(&f, &untouched), -EBADMSG);
+    }
+    /* a symlink at the file's name is never followed */
+    unlink(path);
+    CHECK(symlink("/etc/passwd", path) == 0);
+    CHECK(try_load(&f, &untouched) < 0);
+    unlink(path);
+    CHECK_EQ(try_load(&f, &untouched), -ENOENT);
+    /* and the original is fine */
+    spit(path, orig, len);
+    CHECK_EQ(try_load(&f, &untouched), 0);
+    free(p);
+    free(orig);
+out:
+    free(path);
+    dfx_index_free(built);
+    fixture_destroy(&f);
+}
+
+/* Another archive's index copied over this one's name: refused. */
+static void check_foreign(uint64_t *s)
+{
+    struct fixture a, b;
+    struct dfx_index *ia, *ib;
+    char *pa, *pb;
+    bool untouched;
+
+    CHECK(fixture_init(&a, 1u << 20, 1, DFX_RAW, s) == 0);
+    CHECK(fixture_init(&b, 1u << 20, 1, DFX_RAW, s) == 0);
+    b.key.ino++;
+    ia = built_index(&a, false);
+    ib = built_index(&b, false);
+    CHECK(ia && dfx_store_save(tmpdir, &a.key, ia) == 0);
+    CHECK(ib && dfx_store_save(tmpdir, &b.key, ib) == 0);
+    pa = index_path(&a);
+    pb = index_path(&b);
+    CHECK(pa && pb && rename(pa, pb) == 0);
+    CHECK_EQ(try_load(&b, &untouched), -ESTALE);
+    CHECK(untouched);
+    free(pa);
+    free(pb);
+    dfx_index_free(ia);
+    dfx_index_free(ib);
+    fixture_destroy(&a);
+    fixture_destroy(&b);
+}
+
+/* Incomplete or damaged indexes are not saved; import checks its input. */
+static void check_refusals(uint64_t *s)
+{
+    struct fixture f;
+    struct dfx_index *ix, *built;
+    struct dfx_xpoint *pts;
+    unsigned char buf[16];
+    size_t n;
+    uint64_t total;
+
+    CHECK(fixture_init(&f, 1u << 20, 2, DFX_RAW, s) == 0);
+    CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
+    CHECK_EQ(dfx_extract(ix, 500000, buf, 16), 16);
+    CHECK_EQ(dfx_index_export(ix, &pts, &n, &total), -EAGAIN);
+    CHECK_EQ(dfx_store_save(tmpdir, &f.key, ix), -EAGAIN);
+    dfx_index_free(ix);
+
+    built = built_index(&f, false);
+    CHECK(built && dfx_index_export(built, &pts, &n, &total) == 0 && n >= 3);
+    if (built && n >= 3) {
+        CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
+        CHECK_EQ(dfx_index_import(ix, pts, n, total + 1, DFX_IMPORT_COPY, NULL, NULL), -EINVAL);
+        CHECK_EQ(dfx_index_import(ix, pts + 1, n - 1, total, DFX_IMPORT_COPY, NULL, NULL),
+                 -EINVAL);
+        CHECK_EQ(dfx_index_import(ix, pts, n, total, DFX_IMPORT_BORROW, NULL, NULL), -EINVAL);
+        CHECK_EQ(dfx_index_import(ix, pts, n, total, DFX_IMPORT_COPY, NULL, NULL), 0);
+        CHECK(same_points(built, ix));
+        CHECK_EQ(random_extracts(ix, &f, s, 20), 0);
+        CHECK_EQ(dfx_index_import(ix, pts, n, total, DFX_IMPORT_COPY, NULL, NULL), -EBUSY);
+        dfx_index_free(ix);
+        free(pts);
+    }
+    dfx_index_free(built);
+
+    /* a damaged stream (the zip CRC does not match): never saved */
+    f.st.crc ^= 1;
+    built = built_index(&f, false);
+    CHECK(built && dfx_index_error(built) == -EIO);
+    CHECK(built && dfx_store_save(tmpdir, &f.key, built) == -EIO);
+    dfx_index_free(built);
+    fixture_destroy(&f);
+}
+
+static void check_dirs(void)
+{
+    char *d = NULL, *nested = NULL;
+
+    CHECK(asprintf(&nested, "%s/a/b/c", tmpdir) > 0);
+    CHECK_EQ(dfx_store_prepare_dir(nested), 0);
+    CHECK_EQ(dfx_store_prepare_dir(nested), 0);
+    if (geteuid() != 0) {
+        chmod(nested, 0500);
+        CHECK_EQ(dfx_store_prepare_dir(nested), -EACCES);
+    }
+    chmod(nested, 0777);
+    CHECK_EQ(dfx_store_prepare_dir(nested), -EPERM);
+    rmdir(nested);
+    free(nested);
+    CHECK(asprintf(&nested, "%s/file", tmpdir) > 0);
+    spit(nested, (const unsigned char *)"x", 1);
+    CHECK(dfx_store_prepare_dir(nested) < 0);
+    unlink(nested);
+    free(nested);
+
+    setenv("XDG_CACHE_HOME", "/x/cache", 1);
+    CHECK(dfx_store_default_dir(&d) == 0 && strcmp(d, "/x/cache/npyfs") == 0);
+    free(d);
+    setenv("XDG_CACHE_HOME", "relative", 1);
+    setenv("HOME", "/home/u", 1);
+    CHECK(dfx_store_default_dir(&d) == 0 && strcmp(d, "/home/u/.cache/npyfs") == 0);
+    free(d);
+    unsetenv("XDG_CACHE_HOME");
+    unsetenv("HOME");
+    CHECK_EQ(dfx_store_default_dir(&d), -ENOENT);
+}
+
+static void check_window_codec(uint64_t *s)
+{
+    unsigned char *raw = make_data(DFX_WINDOW_SIZE, 2, s), back[DFX_WINDOW_SIZE], *z;
+    uint32_t zlen;
+
+    CHECK_EQ(dfx_window_deflate(raw, DFX_WINDOW_SIZE, &z, &zlen), 0);
+    CHECK_EQ(dfx_window_inflate(z, zlen, back, DFX_WINDOW_SIZE), 0);
+    CHECK(memcmp(raw, back, DFX_WINDOW_SIZE) == 0);
+    CHECK_EQ(dfx_window_inflate(z, zlen, back, DFX_WINDOW_SIZE - 1), -EIO);
+    z[zlen / 2] ^= 0x10;
+    CHECK_EQ(dfx_window_inflate(z, zlen, back, DFX_WINDOW_SIZE), -EIO);
+    free(z);
+    CHECK_EQ(dfx_window_deflate(raw, 0, &z, &zlen), -EINVAL);
+    CHECK(z == NULL);
+    free(raw);
+}
+
+static void rm_rf_tmpdir(void)
+{
+    char cmd[300];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", tmpdir);
+}
+
+int main(void)
+{
+    uint64_t s = 0x9e3779b97f4a7c15ull;
+    const char *t = getenv("TMPDIR");
+
+    snprintf(tmpdir, sizeof(tmpdir), "%s/test_dfx_store.XXXXXX", t && *t ? t : "/tmp");
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    check_window_codec(&s);
+    /* small (heap) and big (mapped) files, raw and gzip, raw and compressed
+     * windows in memory */
+    check_round_trip(1u << 20, 1, DFX_RAW, false, &s);
+    check_round_trip(3u << 20, 2, DFX_RAW, true, &s);
+    check_round_trip(3u << 20, 0, DFX_RAW, false, &s); /* ~1.5 MiB file: mapped */
+    check_round_trip(2u << 20, 2, DFX_GZIP, false, &s);
+    check_concurrent(&s);
+    check_stale(&s);
+    check_foreign(&s);
+    check_refusals(&s);
+    check_damaged_files(&s);
+    check_dirs();
+    rm_rf_tmpdir();
+    return check_exit("test_dfx_store");
+}
