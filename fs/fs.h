@@ -69,6 +69,9 @@ struct fs_member {
     struct fs_busy *busy; /* decodes in progress (list) */
     int opens;            /* open file handles */
     atomic_bool logged;   /* one log line per damaged member */
+    uint32_t crc32;       /* immutable: CRC-32 from the zip directory (stored members) */
+    atomic_bool verified; /* FS_STORED: its CRC-32 was checked and matched */
+    atomic_int stored_damage; /* FS_STORED: 0, or the errno every read gets */
 };
 
 enum fs_source_kind { FS_SRC_ZIP, FS_SRC_GZIP };
@@ -81,6 +84,7 @@ struct fs_archive {
     struct fs_member *members; /* owned, count of them */
     size_t count;
     uint64_t spacing;
+    atomic_bool changed; /* the source's size or mtime moved since open */
 };
 
 /* Open and parse a source (zip or gzip, told apart by magic). Nothing of the
@@ -91,6 +95,22 @@ struct fs_archive {
  * file, -EIO damaged or truncated, others from open(). */
 int fs_archive_open(const char *path, uint64_t spacing, struct fs_archive **out);
 void fs_archive_free(struct fs_archive *a);
+
+/* Has the archive changed since it was opened (size or mtime, to the
+ * nanosecond)? Bytes read from it now may not be what the directory and the
+ * index describe, so every read that needs the archive fails: returns 0 or
+ * -EIO, and logs once. Cheap (one fstat); thread-safe. A replaced archive
+ * (renamed over) is not a change: the open fd still holds the old file. */
+int fs_archive_check(struct fs_archive *a);
+
+/* 0, or the negative errno that reads of a member from *bad_from on get:
+ * damage found by any reader, the indexer, or a stored member's CRC check. */
+int fs_member_damage(struct fs_member *m, uint64_t *bad_from);
+
+/* FS_STORED: check the member's CRC-32 against the zip directory once (the
+ * first read that reaches its last byte calls this). Returns 0, or -EIO on a
+ * mismatch, which every later read of the member gets too. */
+int fs_member_verify_stored(struct fs_archive *a, struct fs_member *m);
 
 /* Read the first bytes (up to len) of a member's uncompressed data: used by
  * `ls` to parse .npy headers. Returns the count or a negative errno. */
@@ -119,8 +139,8 @@ void fs_member_closed(struct fs_member *m);
  * the range meanwhile wait for it. Errors are not logged: a reader that needs
  * the chunk decodes it itself and reports. Thread-safe. Returns 0, or a
  * negative errno (nothing after the failing chunk was inserted). */
-int fs_member_produce(struct fs_member *m, struct cache *c, uint64_t point, uint64_t first,
-                      uint64_t last);
+int fs_member_produce(struct fs_archive *a, struct fs_member *m, struct cache *c,
+                      uint64_t point, uint64_t first, uint64_t last);
 
 /* Inode tree. Inode numbers are node index + 1; the root is 1 (FUSE_ROOT_ID). */
 struct fs_node {

@@ -24,6 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <zlib.h>
+
+#include "dfx_internal.h"
 #include "gz.h"
 #include "npy.h"
 #include "zip.h"
@@ -77,6 +80,7 @@ static int zip_member_setup(struct fs_archive *a, struct fs_member *m, const str
         return ret;
     snprintf(m->method, sizeof(m->method), "%s", zip_method_name(z->method, buf, sizeof(buf)));
     m->size = z->usize;
+    m->crc32 = z->crc32;
     m->stored_size = z->csize;
     m->data_offset = z->data_offset;
     m->is_dir = z->is_dir;
@@ -430,6 +434,34 @@ static int decode_through(struct fs_member *m, struct cache *c, struct dfx_reade
     return ret;
 }
 
+/* Does damage found so far cover chunk idx? Checked on every cache hit too,
+ * so chunks cached before the damage was found (a CRC mismatch condemns
+ * bytes decoded long before) are not served. */
+static int chunk_damaged(struct fs_member *m, uint64_t idx)
+{
+    uint64_t bad_from;
+    int err = fs_member_damage(m, &bad_from);
+
+    return err < 0 && (idx + 1) * FS_CHUNK_SIZE > bad_from ? err : 0;
+}
+
+/* After a decode: if the archive changed meanwhile, what was decoded may mix
+ * old and new bytes; drop it all and fail. */
+static int recheck_archive(struct fs_archive *a, struct fs_member *m, struct cache *c,
+                           struct cache_chunk **out)
+{
+    int ret = fs_archive_check(a);
+
+    if (ret < 0) {
+        cache_drop_owner(c, m->id);
+        if (out) {
+            cache_put(c, *out);
+            *out = NULL;
+        }
+    }
+    return ret;
+}
+
 /* Contract in fs.h. */
 int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, uint64_t idx,
                     struct cache_chunk **out)
@@ -442,6 +474,9 @@ int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, 
     *out = NULL;
     if (target >= m->size)
         return -EINVAL;
+    ret = chunk_damaged(m, idx);
+    if (ret < 0)
+        return ret;
     pthread_mutex_lock(&m->lock);
     for (;;) {
         *out = cache_get(c, m->id, idx);
@@ -459,10 +494,13 @@ int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, 
     busy_link(m, &busy, r ? dfx_reader_pos(r) : target, target + FS_CHUNK_SIZE, false);
     pthread_mutex_unlock(&m->lock);
 
-    if (!r)
+    ret = fs_archive_check(a);
+    if (ret == 0 && !r)
         ret = dfx_reader_new(m->ix, target, &r);
     if (ret == 0)
         ret = decode_through(m, c, r, idx, out);
+    if (ret == 0)
+        ret = recheck_archive(a, m, c, out);
 
     pthread_mutex_lock(&m->lock);
     busy_unlink(m, &busy);
@@ -493,8 +531,8 @@ static void trim_cached(struct fs_member *m, struct cache *c, uint64_t *first, u
 }
 
 /* Contract in fs.h. */
-int fs_member_produce(struct fs_member *m, struct cache *c, uint64_t point, uint64_t first,
-                      uint64_t last)
+int fs_member_produce(struct fs_archive *a, struct fs_member *m, struct cache *c,
+                      uint64_t point, uint64_t first, uint64_t last)
 {
     struct cache_chunk *ch = NULL;
     struct dfx_reader *r = NULL;
@@ -513,13 +551,17 @@ int fs_member_produce(struct fs_member *m, struct cache *c, uint64_t point, uint
     busy_link(m, &busy, first * FS_CHUNK_SIZE, (last + 1) * FS_CHUNK_SIZE, true);
     pthread_mutex_unlock(&m->lock);
 
-    ret = dfx_reader_new(m->ix, point, &r);
+    ret = fs_archive_check(a);
+    if (ret == 0)
+        ret = dfx_reader_new(m->ix, point, &r);
     if (ret == 0 && dfx_reader_pos(r) != point)
         ret = -EINVAL; /* not an access point: the caller's mistake */
     if (ret == 0)
         ret = dfx_reader_skip(r, first * FS_CHUNK_SIZE - point);
     if (ret == 0)
         ret = decode_through(m, c, r, last, &ch);
+    if (ret == 0)
+        ret = recheck_archive(a, m, c, &ch);
     cache_put(c, ch);
 
     pthread_mutex_lock(&m->lock);
@@ -551,4 +593,65 @@ void fs_member_closed(struct fs_member *m)
     pthread_mutex_unlock(&m->lock);
     for (int i = 0; i < n; i++)
         dfx_reader_free(drop[i]);
+}
+
+/* Contract in fs.h. */
+int fs_archive_check(struct fs_archive *a)
+{
+    struct stat st;
+
+    if (atomic_load(&a->changed))
+        return -EIO;
+    if (fstat(src_file_fd(a->src), &st) < 0)
+        return -EIO;
+    if (st.st_size == a->st.st_size && st.st_mtim.tv_sec == a->st.st_mtim.tv_sec &&
+        st.st_mtim.tv_nsec == a->st.st_mtim.tv_nsec)
+        return 0;
+    if (!atomic_exchange(&a->changed, true))
+        fuse_log(FUSE_LOG_ERR,
+                 "npyfs: %s: the archive changed under the mount; reads that need it now "
+                 "fail with EIO (remount to see the new content)\n",
+                 a->path);
+    return -EIO;
+}
+
+/* Contract in fs.h. */
+int fs_member_damage(struct fs_member *m, uint64_t *bad_from)
+{
+    if (m->ix)
+        return dfx_index_damage(m->ix, bad_from);
+    *bad_from = 0;
+    return atomic_load(&m->stored_damage);
+}
+
+/* Contract in fs.h. Two first readers may both check: harmless. */
+int fs_member_verify_stored(struct fs_archive *a, struct fs_member *m)
+{
+    unsigned char *buf;
+    uLong crc = crc32(0L, Z_NULL, 0);
+    int ret = 0;
+
+    if (atomic_load(&m->verified))
+        return 0;
+    buf = malloc(PASS_BUF);
+    if (!buf)
+        return -ENOMEM;
+    for (uint64_t off = 0; ret == 0 && off < m->size; off += PASS_BUF) {
+        size_t n = m->size - off < PASS_BUF ? (size_t)(m->size - off) : PASS_BUF;
+        ret = src_read_exact(a->src, buf, n, m->data_offset + off);
+        if (ret == 0)
+            crc = crc32(crc, buf, (uInt)n);
+    }
+    free(buf);
+    if (ret == 0)
+        ret = fs_archive_check(a);
+    if (ret == 0 && crc != m->crc32) {
+        ret = -EIO;
+        atomic_store(&m->stored_damage, -EIO);
+        fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': CRC-32 mismatch (stored data is damaged)\n",
+                 a->path, m->name);
+    }
+    if (ret == 0)
+        atomic_store(&m->verified, true);
+    return ret;
 }

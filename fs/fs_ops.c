@@ -287,48 +287,31 @@ static void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
     fuse_reply_err(req, 0);
 }
 
-/* Does the archive still hold [from, to)? A source that shrank would make a
- * spliced reply short, which the kernel shows as zeros mid-file. */
-static bool source_holds(struct fs_ctx *ctx, uint64_t to)
-{
-    struct stat st;
-
-    return fstat(src_file_fd(ctx->archive->src), &st) == 0 &&
-           st.st_size >= ctx->archive->st.st_size && (uint64_t)st.st_size >= to;
-}
-
-/* Stored bytes: spliced from the archive's fd when it surely holds them all
- * (libfuse falls back to a copy if splice is not available), else read and
- * checked in full, so a shrunken archive is EIO rather than a short reply.
- * The fstat leaves a window in which the archive could still shrink: npyfs
- * assumes the archive does not change under the mount (README). */
+/* Stored bytes: spliced from the archive's fd (libfuse falls back to a copy
+ * if splice is not available). Before that: the archive must be unchanged
+ * since mount (so the splice cannot come back short or with new bytes), and
+ * the read that reaches the member's last byte first checks the whole
+ * member's CRC-32, so a full read of a damaged stored member ends in EIO.
+ * An fstat-to-splice window remains in which the archive could change. */
 static void read_stored(fuse_req_t req, struct fs_ctx *ctx, struct fs_member *m, size_t size,
                         uint64_t off)
 {
     struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
-    char *buf;
-    int ret;
+    uint64_t bad_from;
+    int ret = fs_archive_check(ctx->archive);
 
-    if (source_holds(ctx, m->data_offset + off + size)) {
-        bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-        bv.buf[0].fd = src_file_fd(ctx->archive->src);
-        bv.buf[0].pos = (off_t)(m->data_offset + off);
-        fuse_reply_data(req, &bv, 0);
-        return;
-    }
-    buf = malloc(size);
-    if (!buf) {
-        fuse_reply_err(req, ENOMEM);
-        return;
-    }
-    /* A short read means the archive shrank under us: never reply short
-     * mid-file (the kernel would show zeros). */
-    ret = src_read_exact(ctx->archive->src, buf, size, m->data_offset + off);
-    if (ret < 0)
+    if (ret == 0)
+        ret = fs_member_damage(m, &bad_from);
+    if (ret == 0 && off + size == m->size)
+        ret = fs_member_verify_stored(ctx->archive, m);
+    if (ret < 0) {
         fuse_reply_err(req, -ret);
-    else
-        fuse_reply_buf(req, buf, size);
-    free(buf);
+        return;
+    }
+    bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+    bv.buf[0].fd = src_file_fd(ctx->archive->src);
+    bv.buf[0].pos = (off_t)(m->data_offset + off);
+    fuse_reply_data(req, &bv, 0);
 }
 
 /* Reply with the chunks covering [off, off + size) as an iovec straight

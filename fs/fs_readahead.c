@@ -230,7 +230,7 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&ra->lock);
         /* An error leaves the chunks out of the cache; the reader that
          * needs them decodes them itself and reports the damage. */
-        (void)fs_member_produce(job->m, ctx->cache, job->point, job->first, job->last);
+        (void)fs_member_produce(ctx->archive, job->m, ctx->cache, job->point, job->first, job->last);
         pthread_mutex_lock(&ra->lock);
         remove_job(ra, job);
     }
