@@ -28,12 +28,19 @@
  * every reader that reaches a member end, CRC-32 by those that decoded the
  * whole member.
  *
+ * Expected size (usize; GZIP: if known): no reader may produce a byte past
+ * it, and the stream must end exactly there. A read that reaches usize
+ * decodes on to the end of the stream (finish_at_usize()), through every
+ * remaining trailer and member, so that those checks run for the read that
+ * returns the last byte: callers that know the size never ask past it.
+ *
  * Damage: the index keeps the first damage errno (error) and the output
  * offset from which data cannot be trusted (bad_from). A decode error or
  * truncation poisons from where it was found; a failed CRC, ISIZE or usize
- * check poisons from the start of the member (RAW: of the stream), since the
- * bad bytes could be anywhere in it. Every later read that returns a byte at
- * or past bad_from fails with that errno.
+ * check poisons from the start of the member (RAW: of the stream; a GZIP
+ * stream that ends short of usize: of its last member), since the bad bytes
+ * could be anywhere in it. Every later read that returns a byte at or past
+ * bad_from fails with that errno.
  */
 #include "dfx.h"
 
@@ -577,13 +584,32 @@ static int finish(struct dfx_reader *r)
     return 0;
 }
 
+/* True if the stream has an expected size: always for RAW, for GZIP if set. */
+static bool has_usize(const struct dfx_stream *st)
+{
+    return st->framing == DFX_RAW || st->usize != UINT64_MAX;
+}
+
+/* The output size disagrees with usize: poison the stream (RAW) or the
+ * current member (GZIP), as for a failed CRC. */
+static int size_damage(struct dfx_reader *r)
+{
+    return damage(r, r->ix->st.framing == DFX_RAW ? 0 : r->member_out);
+}
+
+/* Output just went past usize (GZIP without one: never). */
+static bool past_usize(const struct dfx_reader *r)
+{
+    return has_usize(&r->ix->st) && r->pos > r->ix->st.usize;
+}
+
 /* RAW: the zip directory's size and CRC describe the whole stream. */
 static int raw_end(struct dfx_reader *r)
 {
     const struct dfx_stream *st = &r->ix->st;
 
     if (r->pos != st->usize)
-        return damage(r, 0);
+        return size_damage(r);
     if (r->crc_on && r->crc != st->crc)
         return damage(r, 0);
     return finish(r);
@@ -614,6 +640,15 @@ static int reset_engine(struct dfx_reader *r)
     return ret == Z_OK ? 0 : zlib_errno(ret);
 }
 
+/* GZIP: the file is over after the last member's trailer; with usize
+ * known, the output must have been exactly that long. */
+static int gzip_end(struct dfx_reader *r)
+{
+    if (has_usize(&r->ix->st) && r->pos != r->ix->st.usize)
+        return size_damage(r);
+    return finish(r);
+}
+
 /* GZIP: after a trailer at off, either another member follows (reset the
  * decoder onto its deflate data) or the file is over. Zero padding, a tail
  * too short to be a member, or bytes without the gzip magic end the stream,
@@ -626,12 +661,12 @@ static int next_member(struct dfx_reader *r, uint64_t off)
     int ret;
 
     if (off > st->end || st->end - off < DFX_GZ_MIN_MEMBER)
-        return finish(r);
+        return gzip_end(r);
     ret = src_read_exact(st->src, magic, sizeof(magic), off);
     if (ret < 0)
         return source_errno(r, ret);
     if (magic[0] != 0x1f || magic[1] != 0x8b)
-        return finish(r);
+        return gzip_end(r);
     ret = gz_read_header(st->src, off, &data_off);
     if (ret == -EINVAL || ret == -EIO || (ret == 0 && data_off > st->end))
         return damage(r, r->pos);
@@ -761,8 +796,8 @@ static int step_isal(struct dfx_reader *r)
     r->zs.avail_out -= (unsigned int)made;
     if (made)
         took_output(r, before, made);
-    if (st->framing == DFX_RAW && r->pos > st->usize)
-        return damage(r, 0);
+    if (past_usize(r))
+        return size_damage(r);
     if (ret == DFX_ISAL_END)
         return st->framing == DFX_GZIP ? member_end(r) : raw_end(r);
     /* Nothing made although all input up to the stream end was offered:
@@ -794,8 +829,8 @@ static int step(struct dfx_reader *r)
     made = (size_t)(r->zs.next_out - before);
     if (made)
         took_output(r, before, made);
-    if (st->framing == DFX_RAW && r->pos > st->usize)
-        return damage(r, 0);
+    if (past_usize(r))
+        return size_damage(r);
     switch (ret) {
     case Z_OK:
         maybe_add_point(r);
@@ -831,15 +866,16 @@ static int fill(struct dfx_reader *r, unsigned char *buf, size_t len, size_t *do
     return 0;
 }
 
-/* RAW: once the output reaches usize, decode on to the end of the stream so
- * the size and CRC checks run for the read that returns the last byte, not
- * only for one that asks past it. Any further byte is damage (step). */
-static int finish_raw(struct dfx_reader *r)
+/* Once the output reaches usize, decode on to the end of the stream so the
+ * size, CRC and ISIZE checks (GZIP: of every member left, whose output must
+ * be empty) run for the read that returns the last byte, not only for one
+ * that asks past it. Any further byte is damage (step). */
+static int finish_at_usize(struct dfx_reader *r)
 {
     unsigned char extra;
     size_t done;
 
-    if (r->ix->st.framing != DFX_RAW || r->at_end || r->pos != r->ix->st.usize)
+    if (!has_usize(&r->ix->st) || r->at_end || r->pos != r->ix->st.usize)
         return 0;
     return fill(r, &extra, 1, &done);
 }
@@ -869,7 +905,7 @@ int64_t dfx_reader_read(struct dfx_reader *r, void *buf, size_t len)
         return -EINVAL;
     ret = fill(r, buf, len, &done);
     if (ret == 0)
-        ret = finish_raw(r);
+        ret = finish_at_usize(r);
     if (ret == 0)
         ret = check_poison(r);
     if (ret < 0) {
@@ -1046,7 +1082,7 @@ static int import_check(struct dfx_index *ix, const struct dfx_xpoint *pts, size
 
     if (n == 0 || n > SIZE_MAX / sizeof(struct dfx_point))
         return -EINVAL;
-    if (ix->st.framing == DFX_RAW && total != UINT64_MAX && total != ix->st.usize)
+    if (has_usize(&ix->st) && total != UINT64_MAX && total != ix->st.usize)
         return -EINVAL;
     pthread_mutex_lock(&ix->lock);
     first_in = ix->pts[0].in; /* point 0 never changes */

@@ -22,7 +22,7 @@
  * with gz.h; its output is the concatenation of all members' output.
  *
  * Errors (every function): -EIO the stream is damaged or truncated, or a
- * check failed (CRC-32, ISIZE, or the zip directory's uncompressed size);
+ * check failed (CRC-32, ISIZE, or the expected size dfx_stream.usize);
  * -ENOMEM; -EINVAL bad arguments; other negative errnos from the source.
  * Once a reader has seen damage, the index remembers it (dfx_index_error())
  * and every later read of the damaged region fails the same way.
@@ -62,10 +62,17 @@ struct dfx_stream {
     uint64_t start;   /* RAW: first byte of deflate data; GZIP: first gzip header */
     uint64_t end;     /* one past the last compressed byte */
     enum dfx_framing framing;
-    /* RAW only: expected output size and CRC-32 (from the zip directory).
-     * Output longer or shorter than usize is -EIO. If check_crc, a reader that
-     * decodes the whole stream from offset 0 compares the CRC at the end. */
+    /* Expected total output size. RAW: required (from the zip directory).
+     * GZIP: the output of all members together, or UINT64_MAX if unknown
+     * (0 means an empty file, not unknown). Output longer or shorter than
+     * usize is -EIO. A read that reaches usize decodes on to the end of the
+     * stream before it returns, so the checks there run for it: RAW the
+     * CRC; GZIP every remaining member's trailer (ISIZE always, CRC-32 if
+     * this reader decoded the member from its start), and that those
+     * members add no output: another byte is -EIO. */
     uint64_t usize;
+    /* RAW only: CRC-32 from the zip directory. If check_crc, a reader that
+     * decodes the whole stream from offset 0 compares it at the end. */
     uint32_t crc;
     bool check_crc;
     enum dfx_decoder decoder; /* read once, by dfx_index_new() */

@@ -51,7 +51,7 @@ int dfx_index_export(struct dfx_index *ix, struct dfx_xpoint **pts, size_t *n, u
  * pts[0] must be that same point 0; the rest must be strictly increasing in
  * out and in, inside the stream, with bits 0-7, member_out <= out (RAW: 0)
  * and window_len <= DFX_WINDOW_SIZE. total is the output size or UINT64_MAX
- * (RAW: it must equal the stream's usize). Safe while readers are alive:
+ * (it must equal the stream's usize when that is known). Safe while readers are alive:
  * they only ever see whole point arrays. Returns 0; -EBUSY the index already
  * has more points or a different total; -EINVAL the points break a rule
  * above (nothing is taken over, release is not called); -ENOMEM.

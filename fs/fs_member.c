@@ -145,7 +145,7 @@ static int64_t full_pass(struct dfx_reader *r)
  * sizeable .npy, or several members) one full pass counts the bytes; it also
  * fills the index on the way, so the work is not lost.
  */
-static int64_t gzip_size(struct src *s, struct dfx_index *ix)
+static int64_t gzip_size(struct src *s, struct dfx_index *ix, bool *full)
 {
     unsigned char *hdr = NULL;
     struct npy_header h = {0};
@@ -180,6 +180,7 @@ static int64_t gzip_size(struct src *s, struct dfx_index *ix)
         }
     }
     ret = full_pass(r);
+    *full = true;
 out:
     npy_header_destroy(&h);
     free(hdr);
@@ -194,6 +195,7 @@ static int open_gzip(struct fs_archive *a)
     const char *base = strrchr(a->path, '/');
     size_t len;
     int64_t size;
+    bool full = false;
     int ret;
 
     base = base ? base + 1 : a->path;
@@ -219,11 +221,18 @@ static int open_gzip(struct fs_archive *a)
     ret = dfx_index_new(&st, a->spacing, &m->ix);
     if (ret < 0)
         return ret;
-    size = gzip_size(a->src, m->ix);
+    size = gzip_size(a->src, m->ix, &full);
     if (size < 0)
         return (int)size;
     m->size = (uint64_t)size;
-    return 0;
+    if (full)
+        return 0; /* the pass checked every trailer; its points are kept */
+    /* Sized from the header: from now on a read that reaches the end goes
+     * on through the trailers, so a bad CRC, ISIZE or extra output is EIO. */
+    dfx_index_free(m->ix);
+    m->ix = NULL;
+    st.usize = m->size;
+    return dfx_index_new(&st, a->spacing, &m->ix);
 }
 
 /* Contract in fs.h. */

@@ -6,7 +6,8 @@
  * several (including empty members and zero padding). Then: sequential and
  * random reads, backwards reads, reads far past the frontier, 8 threads on one
  * index, where readers start from, and damage (flipped bytes, truncation,
- * wrong sizes and CRCs) that must always surface as -EIO.
+ * wrong sizes and CRCs) that must always surface as -EIO, also for a read
+ * that stops exactly at a known size (gzip with usize set).
  *
  * With ISA-L built in, all of that runs once per decoder (zlib, then ISA-L
  * behind the frontier), plus: both decoders byte-identical on every form,
@@ -259,6 +260,9 @@ static int encode_new(const struct dataset *ds, enum enc_kind kind, struct encod
         e->st.framing = DFX_GZIP;
         e->st.start = 0;
         e->st.end = n;
+        /* The expected size (what the daemon learns from the npy header) on
+         * one gzip form, so every check runs both with and without it. */
+        e->st.usize = kind == E_GZ_MULTI ? ds->len : UINT64_MAX;
     }
     if (!n || src_mem_new(e->b.buf, e->b.len, &e->st.src) < 0) {
         free(e->b.buf);
@@ -900,6 +904,7 @@ static void check_gzip_member_headers(const struct dataset *ds, uint64_t *s)
     CHECK(n1 && n2);
     src_mem_new(buf, n1 + n2, &st.src);
     st.framing = DFX_GZIP;
+    st.usize = UINT64_MAX;
     st.end = n1 + n2;
     buf[n1 + 2] = 7; /* method */
     expect_damaged(&st, ds, &ok);
@@ -914,6 +919,194 @@ static void check_gzip_member_headers(const struct dataset *ds, uint64_t *s)
     buf[n1] = 0x1f;
     CHECK_EQ(index_new(&st, SPACING, &ix), 0);
     CHECK_EQ(full_pass(ix, ds->data, ds->len, s), 0);
+    dfx_index_free(ix);
+    src_free(st.src);
+    free(buf);
+}
+
+/* A reader at the point at or before off skips to off, then reads the bytes
+ * up to len (the end) in one call, never asking past them. Returns the
+ * read's result, -1 if the bytes are wrong; *start gets the reader's start. */
+static int64_t read_to_end(struct dfx_index *ix, const unsigned char *data, uint64_t off,
+                           size_t len, unsigned char *buf, uint64_t *start)
+{
+    struct dfx_reader *r;
+    int64_t n;
+    int ret = dfx_reader_new(ix, off, &r);
+
+    if (ret < 0)
+        return ret;
+    *start = dfx_reader_pos(r);
+    ret = dfx_reader_skip(r, off - *start);
+    n = ret < 0 ? ret : dfx_reader_read(r, buf, len - off);
+    if (n == (int64_t)(len - off) && memcmp(buf, data + off, len - off))
+        n = -1;
+    dfx_reader_free(r);
+    return n;
+}
+
+/* All but the last byte from a reader at 0, then the last byte on its own:
+ * the result of that one-byte read. */
+static int64_t read_last_byte(struct dfx_index *ix, size_t len)
+{
+    struct dfx_reader *r;
+    unsigned char b;
+    int64_t n;
+    int ret = dfx_reader_new(ix, 0, &r);
+
+    if (ret < 0)
+        return ret;
+    ret = dfx_reader_skip(r, len - 1);
+    n = ret < 0 ? ret : dfx_reader_read(r, &b, 1);
+    dfx_reader_free(r);
+    return n;
+}
+
+/* gzip with the expected size known (usize), as the daemon reads a .npy.gz:
+ * it never asks past the size, so the read that reaches it must decode on
+ * through the trailers to the end of the stream and fail there on damage. */
+static void check_gzip_usize(const struct dataset *ds, uint64_t *s)
+{
+    static unsigned char big[DATA_LEN];
+    size_t len = ds->len, tail = 5000, cap = bound(len) + 64, n1, n2, n3;
+    unsigned char *buf = malloc(cap);
+    struct dfx_stream st;
+    struct dfx_index *ix;
+    struct encoded e;
+    uint64_t start;
+
+    if (!buf || encode(ds, E_GZ6, &e, s) < 0) {
+        CHECK(!"setup");
+        free(buf);
+        return;
+    }
+    unsigned char *crc = e.b.buf + e.b.len - 8, *isize = e.b.buf + e.b.len - 4;
+    st = e.st;
+    st.usize = len;
+
+    /* Good: exact reads to the end, from 0 and from a later point. */
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(read_to_end(ix, ds->data, 0, len, big, &start), (int64_t)len);
+    CHECK_EQ(dfx_index_total(ix), len); /* the end was reached */
+    CHECK_EQ(read_to_end(ix, ds->data, len - tail, len, big, &start), (int64_t)tail);
+    CHECK(start > 0);
+    CHECK_EQ(read_last_byte(ix, len), 1);
+    CHECK_EQ(full_pass(ix, ds->data, len, s), 0);
+    CHECK_EQ(dfx_index_error(ix), 0);
+    /* CRC flipped under the index: a reader from a later point cannot check
+     * it (it did not decode the member), so its exact read succeeds. */
+    crc[0] ^= 1;
+    CHECK_EQ(read_to_end(ix, ds->data, len - tail, len, big, &start), (int64_t)tail);
+    crc[0] ^= 1;
+    /* ISIZE flipped under the index: that reader checks ISIZE. */
+    isize[1] ^= 0x04;
+    CHECK_EQ(read_to_end(ix, ds->data, len - tail, len, big, &start), -EIO);
+    CHECK(start > 0);
+    CHECK_EQ(dfx_index_error(ix), -EIO);
+    isize[1] ^= 0x04;
+    dfx_index_free(ix);
+
+    /* Flipped trailer CRC: the last byte from a reader at 0 fails, and the
+     * whole member is poisoned. */
+    crc[1] ^= 0x10;
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(read_last_byte(ix, len), -EIO);
+    CHECK_EQ(dfx_index_error(ix), -EIO);
+    CHECK_EQ(dfx_extract(ix, 0, big, 100), -EIO);
+    dfx_index_free(ix);
+    crc[1] ^= 0x10;
+
+    /* Wrong ISIZE: the exact read from 0 fails. */
+    isize[0] ^= 1;
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(read_to_end(ix, ds->data, 0, len, big, &start), -EIO);
+    CHECK_EQ(dfx_index_error(ix), -EIO);
+    dfx_index_free(ix);
+    isize[0] ^= 1;
+
+    /* The stream decodes to 3 bytes more than usize, or ends 1 short. */
+    st.usize = len - 3;
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(read_to_end(ix, ds->data, 0, len - 3, big, &start), -EIO);
+    CHECK_EQ(dfx_index_error(ix), -EIO);
+    CHECK_EQ(dfx_extract(ix, 0, big, 100), -EIO);
+    dfx_index_free(ix);
+    st.usize = len + 1;
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(drain(ix), -EIO);
+    CHECK_EQ(dfx_index_total(ix), UINT64_MAX);
+    dfx_index_free(ix);
+    encoded_free(&e);
+
+    /* Members: all but 3 bytes, the 3 bytes, an empty one, zero padding.
+     * With usize the whole output it reads fine; with usize 3 short the
+     * exact read fails in the second member; damage in the empty member's
+     * trailer (CRC: decoded from its start by every reader) fails it too. */
+    memset(&st, 0, sizeof(st));
+    n1 = zdeflate(ds->data, len - 3, 6, 31, 0, NULL, buf, cap);
+    n2 = n1 + zdeflate(ds->data + len - 3, 3, 6, 31, 0, NULL, buf + n1, cap - n1);
+    n3 = n2 + zdeflate(ds->data, 0, 6, 31, 0, NULL, buf + n2, cap - n2);
+    CHECK(n1 && n2 > n1 && n3 > n2 && n3 + 100 <= cap);
+    memset(buf + n3, 0, 100);
+    src_mem_new(buf, n3 + 100, &st.src);
+    st.framing = DFX_GZIP;
+    st.end = n3 + 100;
+    st.usize = len;
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(read_to_end(ix, ds->data, 0, len, big, &start), (int64_t)len);
+    CHECK_EQ(read_to_end(ix, ds->data, len - tail, len, big, &start), (int64_t)tail);
+    CHECK_EQ(dfx_index_total(ix), len);
+    CHECK_EQ(dfx_index_error(ix), 0);
+    dfx_index_free(ix);
+    size_t bad[] = {n3 - 8, n3 - 4, n2 - 8, n2 - 1};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        buf[bad[i]] ^= 0x01;
+        CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+        CHECK_EQ(read_to_end(ix, ds->data, 0, len, big, &start), -EIO);
+        dfx_index_free(ix);
+        buf[bad[i]] ^= 0x01;
+    }
+    st.usize = len - 3;
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(read_to_end(ix, ds->data, 0, len - 3, big, &start), -EIO);
+    CHECK_EQ(dfx_index_error(ix), -EIO);
+    dfx_index_free(ix);
+    src_free(st.src);
+
+    /* Stored blocks (level 0): a flipped data byte still decodes, to other
+     * bytes; only the CRC catches it, which the exact read must check. */
+    memset(&st, 0, sizeof(st));
+    n1 = zdeflate(ds->data, len, 0, 31, 0, NULL, buf, cap);
+    CHECK(n1 > len);
+    src_mem_new(buf, n1, &st.src);
+    st.framing = DFX_GZIP;
+    st.end = n1;
+    st.usize = len;
+    buf[10 + 5 + 1000] ^= 0x20; /* header, stored block header, data[1000] */
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(dfx_extract(ix, 0, big, len), -EIO);
+    CHECK_EQ(dfx_index_error(ix), -EIO);
+    dfx_index_free(ix);
+    buf[10 + 5 + 1000] ^= 0x20;
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(dfx_extract(ix, 0, big, len), (int64_t)len);
+    CHECK(memcmp(big, ds->data, len) == 0);
+    dfx_index_free(ix);
+    src_free(st.src);
+
+    /* Empty file, usize 0: even a read of nothing checks the end. */
+    memset(&st, 0, sizeof(st));
+    n1 = zdeflate(ds->data, 0, 6, 31, 0, NULL, buf, cap);
+    src_mem_new(buf, n1, &st.src);
+    st.framing = DFX_GZIP;
+    st.end = n1;
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(read_to_end(ix, ds->data, 0, 0, big, &start), 0);
+    CHECK_EQ(dfx_index_total(ix), 0);
+    dfx_index_free(ix);
+    buf[n1 - 1] ^= 0x80; /* ISIZE */
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(read_to_end(ix, ds->data, 0, 0, big, &start), -EIO);
     dfx_index_free(ix);
     src_free(st.src);
     free(buf);
@@ -1026,6 +1219,7 @@ static void check_gzip_many_members(const struct dataset *ds, uint64_t *s)
     }
     src_mem_new(buf, n, &st.src);
     st.framing = DFX_GZIP;
+    st.usize = UINT64_MAX;
     st.end = n;
     for (size_t d = 0; d < NDECODERS; d++) {
         decoder = decoders[d];
@@ -1098,6 +1292,7 @@ static void check_point_at_member_start(const struct dataset *ds, uint64_t *s)
     n += zdeflate(data + ALEN + BLEN, CLEN, 6, 31, 0, NULL, buf + n, cap - n);
     src_mem_new(buf, n, &st.src);
     st.framing = DFX_GZIP;
+    st.usize = UINT64_MAX;
     st.end = n;
     decoder = DFX_DECODER_ZLIB;
     CHECK_EQ(index_new(&st, SPACING, &ref), 0);
@@ -1296,6 +1491,7 @@ static void check_api_edges(const struct dataset *ds, uint64_t *s)
     CHECK(ix == NULL);
     src_mem_new(notgz, sizeof(notgz), &st.src);
     st.framing = DFX_GZIP;
+    st.usize = UINT64_MAX;
     st.end = sizeof(notgz);
     CHECK_EQ(index_new(&st, 0, &ix), -EINVAL);
     st.start = 10;
@@ -1411,6 +1607,7 @@ int main(int argc, char **argv)
         check_raw_size_crc(&ds[1], &s);
         check_gzip_trailer(&ds[1], &s);
         check_gzip_member_headers(&ds[3], &s);
+        check_gzip_usize(&ds[1], &s);
         check_api_edges(&ds[1], &s);
     }
     enc_cache_free();
