@@ -142,6 +142,21 @@ void fs_member_closed(struct fs_member *m);
 int fs_member_produce(struct fs_archive *a, struct fs_member *m, struct cache *c,
                       uint64_t point, uint64_t first, uint64_t last);
 
+/* Readahead past the index frontier, where there are no segments: take the
+ * parked decoder furthest along at or after chunk first's start and before
+ * chunk last's end (left there by a sequential reader or by an earlier call),
+ * continue it through chunk last, inserting every whole chunk, and park it
+ * again. After each chunk, more (if not NULL; called with no lock held) may
+ * raise *last to keep going, given the next chunk; it returns false to stop
+ * there. Readers that need one of those chunks, or one just after them, wait
+ * for it. Does nothing if no such decoder is parked or another decode touches
+ * the range, and never extends into another decode. Errors are not logged;
+ * the decoder is dropped and nothing after the failing chunk is inserted.
+ * Thread-safe. Returns 0 or a negative errno. */
+int fs_member_continue(struct fs_archive *a, struct fs_member *m, struct cache *c, uint64_t first,
+                       uint64_t last, bool (*more)(void *arg, uint64_t next, uint64_t *last),
+                       void *arg);
+
 /* Inode tree. Inode numbers are node index + 1; the root is 1 (FUSE_ROOT_ID). */
 struct fs_node {
     char *name;            /* owned: one path component ("" for the root) */

@@ -14,6 +14,14 @@
  * ahead and cover exactly the chunks they will insert, so a reader that
  * needs one of those chunks waits for the worker rather than decoding it
  * twice.
+ *
+ * Past the index frontier there are no segments: only a decoder that goes on
+ * from where the last one stopped can produce the next chunks. There a worker
+ * continues the sequential reader's parked decoder a bounded distance ahead
+ * of it (fs_member_continue()), so the reader only copies cached chunks out.
+ * Its busy entry is ahead and pipelined: its start moves up as each chunk is
+ * inserted, and a reader just past its end waits for it too, then takes the
+ * decoder it parks.
  */
 #define _GNU_SOURCE
 #include "fs.h"
@@ -40,6 +48,8 @@
 struct fs_busy {
     uint64_t from, to;   /* output range being decoded */
     bool ahead;          /* a readahead worker: inserts every chunk of [from, to) */
+    bool pipelined;      /* ahead, continuing a parked decoder: from moves up as
+                          * chunks are inserted, and the decoder is parked at to */
     struct fs_busy *next;
 };
 
@@ -327,12 +337,12 @@ static struct dfx_reader *take_parked(struct fs_archive *a, struct fs_member *m,
     return r;
 }
 
-/* Is a reader's decode in progress about to produce target, or to stop
- * just before it? Called with m->lock held. */
+/* Is a sequential decode in progress (a reader's, or a pipelined worker's)
+ * about to produce target, or to stop just before it? m->lock held. */
 static bool busy_near(struct fs_member *m, uint64_t target)
 {
     for (struct fs_busy *b = m->busy; b; b = b->next)
-        if (!b->ahead && b->from <= target && target < b->to + BUSY_REACH)
+        if ((!b->ahead || b->pipelined) && b->from <= target && target < b->to + BUSY_REACH)
             return true;
     return false;
 }
@@ -361,6 +371,7 @@ static void busy_link(struct fs_member *m, struct fs_busy *busy, uint64_t from, 
     busy->from = from;
     busy->to = to;
     busy->ahead = ahead;
+    busy->pipelined = false;
     busy->next = m->busy;
     m->busy = busy;
 }
@@ -578,6 +589,92 @@ int fs_member_produce(struct fs_archive *a, struct fs_member *m, struct cache *c
     pthread_cond_broadcast(&m->idle);
     pthread_mutex_unlock(&m->lock);
     dfx_reader_free(r);
+    return ret;
+}
+
+/* Take the parked decoder furthest along in [lo, hi). m->lock held. */
+static struct dfx_reader *take_parked_in(struct fs_member *m, uint64_t lo, uint64_t hi)
+{
+    struct dfx_reader *r;
+    int best = -1;
+
+    for (int i = 0; i < m->nparked; i++) {
+        uint64_t pos = dfx_reader_pos(m->parked[i]);
+        if (pos >= lo && pos < hi && (best < 0 || pos > dfx_reader_pos(m->parked[best])))
+            best = i;
+    }
+    if (best < 0)
+        return NULL;
+    r = m->parked[best];
+    m->parked[best] = m->parked[--m->nparked];
+    return r;
+}
+
+/* Contract in fs.h. */
+int fs_member_continue(struct fs_archive *a, struct fs_member *m, struct cache *c, uint64_t first,
+                       uint64_t last, bool (*more)(void *arg, uint64_t next, uint64_t *last),
+                       void *arg)
+{
+    uint64_t nchunks = (m->size + FS_CHUNK_SIZE - 1) / FS_CHUNK_SIZE;
+    uint64_t end = (last + 1) * FS_CHUNK_SIZE, k;
+    struct dfx_reader *r, *drop = NULL;
+    struct fs_busy busy;
+    int ret;
+
+    if (first > last || last >= nchunks)
+        return -EINVAL;
+    pthread_mutex_lock(&m->lock);
+    r = take_parked_in(m, first * FS_CHUNK_SIZE, end);
+    if (r && busy_overlaps(m, dfx_reader_pos(r), end)) {
+        drop = park(m, r); /* someone decodes there already: leave it be */
+        r = NULL;
+    }
+    if (r) {
+        busy_link(m, &busy, dfx_reader_pos(r), end, true);
+        busy.pipelined = true;
+    }
+    pthread_mutex_unlock(&m->lock);
+    dfx_reader_free(drop);
+    if (!r)
+        return 0;
+
+    k = (dfx_reader_pos(r) + FS_CHUNK_SIZE - 1) / FS_CHUNK_SIZE;
+    ret = fs_archive_check(a);
+    while (ret == 0 && k <= last) {
+        struct cache_chunk *ch = NULL;
+
+        ret = decode_through(m, c, r, k, &ch);
+        cache_put(c, ch);
+        if (ret < 0)
+            break;
+        k++;
+        if (more && !more(arg, k, &last))
+            last = k - 1;
+        if (last >= nchunks)
+            last = nchunks - 1;
+        /* Wake the readers waiting for chunk k - 1 as soon as it is in, and
+         * take on the chunks the reader now wants unless someone else
+         * decodes there. */
+        pthread_mutex_lock(&m->lock);
+        busy.from = k * FS_CHUNK_SIZE;
+        if ((last + 1) * FS_CHUNK_SIZE > busy.to) {
+            if (busy_overlaps(m, busy.to, (last + 1) * FS_CHUNK_SIZE))
+                last = busy.to / FS_CHUNK_SIZE - 1;
+            else
+                busy.to = (last + 1) * FS_CHUNK_SIZE;
+        }
+        pthread_cond_broadcast(&m->idle);
+        pthread_mutex_unlock(&m->lock);
+    }
+    if (ret == 0)
+        ret = recheck_archive(a, m, c, NULL);
+
+    pthread_mutex_lock(&m->lock);
+    busy_unlink(m, &busy);
+    drop = ret == 0 ? park(m, r) : r;
+    pthread_cond_broadcast(&m->idle);
+    pthread_mutex_unlock(&m->lock);
+    dfx_reader_free(drop);
     return ret;
 }
 

@@ -19,6 +19,13 @@
  * pool. `ahead` is at most a quarter of the cache, so what the workers
  * produce cannot push out what the reader is about to use.
  *
+ * Past the last point of an incomplete index there are no segments, so on
+ * a first pass nothing above applies. There the stream gets a pipelined job
+ * instead: a worker continues the decoder the reader parked (or the one the
+ * previous such job parked) through `ahead` bytes past the read, with
+ * fs_member_continue(). One core then decodes while the reader's threads only
+ * copy cached chunks out, and the index still grows as the decoder goes.
+ *
  * Jobs live in one FIFO list (nearest first, since each stream queues in
  * order); a worker marks the job it runs and removes it when done.
  * fs_member_produce() does the decoding and the coordination with readers
@@ -52,11 +59,18 @@ struct ra_member {
     struct ra_stream streams[RA_STREAMS];
 };
 
+/* point of a pipelined job: it continues a parked decoder, from no point. */
+#define RA_PIPELINED UINT64_MAX
+
 struct ra_job {
     struct fs_member *m;  /* borrowed from the archive; immutable once queued */
-    uint64_t point;       /* immutable: output offset of the access point it starts at */
-    uint64_t first, last; /* immutable: chunks to produce */
+    uint64_t point;       /* immutable: output offset of the access point it starts
+                           * at, or RA_PIPELINED */
+    uint64_t first, last; /* chunks to produce: immutable for a segment; a
+                           * pipelined one's grow (protected by fs_ra.lock) */
     bool running;         /* protected by fs_ra.lock: a worker has taken it */
+    bool closed;          /* protected by fs_ra.lock: a pipelined job that has
+                           * stopped, so its last no longer grows */
     struct ra_job *next;  /* protected by fs_ra.lock */
 };
 
@@ -134,30 +148,67 @@ static int queue_job(struct fs_ra *ra, struct fs_member *m, uint64_t point, uint
     return 0;
 }
 
+/* Queue a pipelined job for chunks first..last of m, or widen one of m's that
+ * meets it: a queued one, or a running one whose worker still asks for more
+ * (pipe_more()). ra->lock held. */
+static int queue_pipelined(struct fs_ra *ra, struct fs_member *m, uint64_t first, uint64_t last)
+{
+    for (struct ra_job *j = ra->jobs; j; j = j->next) {
+        if (j->m == m && j->point == RA_PIPELINED && !j->closed && first <= j->last + 1 &&
+            j->first <= last + 1) {
+            if (!j->running && first > j->first)
+                j->first = first; /* decoders behind the reader are of no use to it */
+            if (last > j->last)
+                j->last = last;
+            return 0;
+        }
+    }
+    if (ra->njobs >= 2 * ra->max_jobs)
+        return -EBUSY; /* bounds the jobs of many streams past the frontier */
+    return queue_job(ra, m, RA_PIPELINED, first, last);
+}
+
 static uint64_t chunk_ceil(uint64_t off)
 {
     return off / FS_CHUNK_SIZE + (off % FS_CHUNK_SIZE != 0);
 }
 
+/* Stream s reads chunks from first on, and the chunks it has not queued yet
+ * lie in the open-ended segment: queue the continuation of its decoder (the
+ * one it parks, or the one a pipelined job parked further on) up to chunk
+ * limit - 1. ra->lock held. */
+static void pipeline(struct fs_ra *ra, struct fs_member *m, struct ra_stream *s, uint64_t first,
+                     uint64_t limit)
+{
+    uint64_t nchunks = chunk_ceil(m->size);
+
+    if (limit > nchunks)
+        limit = nchunks;
+    if (first < limit && queue_pipelined(ra, m, first, limit - 1) == 0)
+        s->sched = limit;
+}
+
 /*
  * Queue the segments that start after chunk last, the one a sequential
- * stream s has just asked for, up to ra->ahead bytes past it. s->sched keeps
- * a later read from queuing the same segments again. ra->lock held.
+ * stream s has just asked for, up to ra->ahead bytes past it; past the last
+ * point of an incomplete index, a pipelined job instead. s->sched keeps a
+ * later read from queuing the same chunks again. ra->lock held.
  */
-static void schedule(struct fs_ra *ra, struct fs_member *m, struct ra_stream *s, uint64_t last)
+static void schedule(struct fs_ra *ra, struct fs_member *m, struct ra_stream *s, uint64_t rfirst,
+                     uint64_t last)
 {
     uint64_t pts[RA_QUERY];
     uint64_t from = s->sched > last + 1 ? s->sched : last + 1;
     uint64_t limit = last + 1 + ra->ahead / FS_CHUNK_SIZE; /* chunks >= limit: not yet */
     uint64_t nchunks = chunk_ceil(m->size);
     bool complete = dfx_index_total(m->ix) != UINT64_MAX;
-    size_t n;
+    size_t n, i = 0;
 
     if (from >= limit || from >= nchunks)
         return;
     /* Points p with ceil(p / CH) >= from, i.e. p > (from - 1) * CH. */
     n = dfx_index_points_from(m->ix, (from - 1) * FS_CHUNK_SIZE + 1, pts, RA_QUERY);
-    for (size_t i = 0; i < n && ra->njobs < ra->max_jobs; i++) {
+    for (; i < n && ra->njobs < ra->max_jobs; i++) {
         uint64_t first = chunk_ceil(pts[i]), end;
 
         if (i + 1 < n)
@@ -165,13 +216,17 @@ static void schedule(struct fs_ra *ra, struct fs_member *m, struct ra_stream *s,
         else if (complete)
             end = nchunks - 1;
         else
-            break; /* open-ended: only the index builder goes there */
+            break; /* open-ended: only a decoder that goes on can go there */
         if (end >= limit)
             break;
         if (first <= end && first < nchunks && queue_job(ra, m, pts[i], first, end) < 0)
             break;
         s->sched = end + 1;
     }
+    /* No segment ahead, only the open-ended one (the first pass). Not after
+     * queuing segments: the continued decoder would run through them. */
+    if (!complete && i == 0 && n <= 1)
+        pipeline(ra, m, s, rfirst, limit);
 }
 
 /* Contract in fs.h. */
@@ -184,7 +239,7 @@ void fs_ra_note_read(struct fs_ra *ra, struct fs_member *m, uint64_t first, uint
     pthread_mutex_lock(&ra->lock);
     s = stream_for(ra, &ra->members[m - ra->ctx->archive->members], first, last);
     if (s->run > RA_MIN_RUN && !ra->stop)
-        schedule(ra, m, s, last);
+        schedule(ra, m, s, first, last);
     pthread_mutex_unlock(&ra->lock);
 }
 
@@ -218,6 +273,28 @@ static void remove_job(struct fs_ra *ra, struct ra_job *job)
     free(job);
 }
 
+struct ra_pipe {
+    struct fs_ra *ra;
+    struct ra_job *job; /* running pipelined job */
+};
+
+/* fs_member_continue()'s callback: go on while readers keep raising the
+ * job's last chunk; once it stops, the job is closed to them. */
+static bool pipe_more(void *arg, uint64_t next, uint64_t *last)
+{
+    struct ra_pipe *p = arg;
+    bool go;
+
+    pthread_mutex_lock(&p->ra->lock);
+    go = !p->ra->stop && p->job->last >= next;
+    if (go)
+        *last = p->job->last;
+    else
+        p->job->closed = true;
+    pthread_mutex_unlock(&p->ra->lock);
+    return go;
+}
+
 static void *worker(void *arg)
 {
     struct fs_ra *ra = arg;
@@ -227,10 +304,17 @@ static void *worker(void *arg)
     pthread_setname_np(pthread_self(), "npyfs-ra"); /* for ps, top and the tests */
     pthread_mutex_lock(&ra->lock);
     while ((job = take_job(ra))) {
+        uint64_t first = job->first, last = job->last;
+        struct ra_pipe pipe = {ra, job};
+
         pthread_mutex_unlock(&ra->lock);
         /* An error leaves the chunks out of the cache; the reader that
          * needs them decodes them itself and reports the damage. */
-        (void)fs_member_produce(ctx->archive, job->m, ctx->cache, job->point, job->first, job->last);
+        if (job->point == RA_PIPELINED)
+            (void)fs_member_continue(ctx->archive, job->m, ctx->cache, first, last, pipe_more,
+                                     &pipe);
+        else
+            (void)fs_member_produce(ctx->archive, job->m, ctx->cache, job->point, first, last);
         pthread_mutex_lock(&ra->lock);
         remove_job(ra, job);
     }

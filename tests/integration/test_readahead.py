@@ -12,6 +12,11 @@ reach the daemon and its decoders again, now with points everywhere.
   the file with np.load) and random preads, all at once; every byte must
   equal the truth. The readahead workers must have used CPU, so the test
   cannot pass without the readahead path running.
+- The first pass (index=lazy, no saved index: no points ahead of anyone):
+  a worker continues the sequential reader's decoder ahead of it. A lone
+  sequential reader must leave CPU time on the workers (without the pipeline
+  they have nothing to do), and concurrent sequential and random readers on
+  a fresh mount must read every byte right.
 - threads=1 and threads=0 read correctly.
 - A bad threads value is refused: exit 1, one line naming the option.
 """
@@ -138,6 +143,27 @@ def test_concurrent_readers(smooth, mount):
     count, after = _workers(pid)
     assert count == 4
     assert after > before, "readahead workers never ran"
+
+
+def test_first_pass_pipelined(smooth, mount, tmp_path):
+    src, arr, truth = smooth
+    opts = f"threads=2,cache_size={CACHE},spacing={SPACING},index=lazy"
+    # A lone reader: only the pipelined decoder can give the workers work.
+    mnt = mount(src, opts, f"index_dir={tmp_path / 'idx1'}")
+    pid = _daemon_pid(mount, mnt)
+    _, before = _workers(pid)
+    assert guarded(_sequential, mnt / "x.npy", truth, 0, 1 << 20, timeout=120) == len(truth)
+    count, after = _workers(pid)
+    assert count == 2
+    assert after > before, "no worker decoded ahead of the first pass"
+    # Several sequential readers, random readers and a mapping, all at once,
+    # on a fresh mount that has no points anywhere yet.
+    mnt = mount(src, opts, f"index_dir={tmp_path / 'idx2'}")
+    path = mnt / "x.npy"
+    pid = _daemon_pid(mount, mnt)
+    _, before = _workers(pid)
+    guarded(_concurrent_round, path, truth, arr, 11, timeout=300)
+    assert _workers(pid)[1] > before, "readahead workers never ran"
 
 
 @pytest.mark.parametrize("threads", [1, 0])
