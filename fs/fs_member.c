@@ -407,6 +407,21 @@ static struct dfx_reader *park(struct fs_member *m, struct dfx_reader *r)
     return old;
 }
 
+/* A decode is over: take it off the busy list, wake the readers waiting on
+ * it, and park its decoder for the next sequential read (keep) or free it. */
+static void end_decode(struct fs_member *m, struct fs_busy *busy, struct dfx_reader *r,
+                       bool keep)
+{
+    struct dfx_reader *drop;
+
+    pthread_mutex_lock(&m->lock);
+    busy_unlink(m, busy);
+    drop = keep ? park(m, r) : r;
+    pthread_cond_broadcast(&m->idle);
+    pthread_mutex_unlock(&m->lock);
+    dfx_reader_free(drop);
+}
+
 static void log_damage(struct fs_archive *a, struct fs_member *m, uint64_t idx, int err)
 {
     if (atomic_exchange(&m->logged, true))
@@ -487,7 +502,7 @@ int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, 
                     struct cache_chunk **out)
 {
     uint64_t target = idx * FS_CHUNK_SIZE;
-    struct dfx_reader *r = NULL, *drop;
+    struct dfx_reader *r = NULL;
     struct fs_busy busy;
     int ret = 0;
 
@@ -522,12 +537,7 @@ int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, 
     if (ret == 0)
         ret = recheck_archive(a, m, c, out);
 
-    pthread_mutex_lock(&m->lock);
-    busy_unlink(m, &busy);
-    drop = ret == 0 ? park(m, r) : r;
-    pthread_cond_broadcast(&m->idle);
-    pthread_mutex_unlock(&m->lock);
-    dfx_reader_free(drop);
+    end_decode(m, &busy, r, ret == 0);
     if (ret < 0 && ret != -ENOMEM)
         log_damage(a, m, idx, ret);
     return ret;
@@ -669,12 +679,7 @@ int fs_member_continue(struct fs_archive *a, struct fs_member *m, struct cache *
     if (ret == 0)
         ret = recheck_archive(a, m, c, NULL);
 
-    pthread_mutex_lock(&m->lock);
-    busy_unlink(m, &busy);
-    drop = ret == 0 ? park(m, r) : r;
-    pthread_cond_broadcast(&m->idle);
-    pthread_mutex_unlock(&m->lock);
-    dfx_reader_free(drop);
+    end_decode(m, &busy, r, ret == 0);
     return ret;
 }
 
