@@ -316,3 +316,24 @@ def test_index_cli_errors_and_progress(npyfs_bin, tmp_path, archive):
     os.close(master)
     assert p.wait(timeout=60) == 0
     assert b"\r" in out and b"indexed" in out and b"MiB" in out, out
+
+
+def test_full_index_dir(npyfs_bin, mount, tmp_path, archive):
+    """An index directory with no space left: saving fails cleanly (no temp
+    files left behind), the failure is logged, and reads stay correct."""
+    src, arrays = archive
+    full = tmp_path / "full"
+    full.mkdir(mode=0o700)
+    r = run(["mount", "-t", "tmpfs", "-o", "size=16k,mode=0700", "tmpfs", str(full)],
+            timeout=30)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here: " + r.stderr.decode().strip())
+    try:
+        mnt = mount(src, f"index_dir={full}")
+        wait_for_log(mount, mnt, r"cannot save index to .*No space left on device")
+        check_arrays(mnt, arrays)
+        log = unmount(mount, mnt)
+        assert "index saved to" not in log, log
+        assert list(full.iterdir()) == [], "a failed save left files behind"
+    finally:
+        run(["umount", "-l", str(full)], timeout=30)
