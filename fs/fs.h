@@ -275,4 +275,35 @@ void fs_ra_note_read(struct fs_ra *ra, struct fs_member *m, uint64_t first, uint
 /* `npyfs ls` (fs_ls.c): print one row per member. Returns an exit status. */
 int fs_ls_main(struct fs_archive *a);
 
+
+/*
+ * Cross-file contracts added for the "Datasets" and "Robustness" issues.
+ * Each block names the file that implements it.
+ */
+
+/* fs_vfs.c: every archive the mount has opened so far (sources are opened
+ * lazily, on first lookup), in no particular order. fn runs with no lock
+ * held that a FUSE handler could need; archives stay valid until unmount. */
+void fs_vfs_foreach(struct fs_ctx *ctx, void (*fn)(struct fs_archive *a, void *arg), void *arg);
+
+/* fs_xattr.c: extended attributes. For an array file (m != NULL): user.npy.*
+ * from its .npy header and user.npyfs.* from the archive; for the mount root
+ * (a == NULL, m == NULL): user.npyfs.stats. Other directories have none.
+ * Semantics of getxattr(2)/listxattr(2): size 0 asks for the length; returns
+ * the length, or -ENODATA (no such attribute), -ERANGE (buf too small),
+ * -EIO (the member's header cannot be read). */
+long fs_xattr_get(struct fs_ctx *ctx, struct fs_archive *a, struct fs_member *m,
+                  const char *name, char *buf, size_t size);
+long fs_xattr_list(struct fs_ctx *ctx, struct fs_archive *a, struct fs_member *m, char *buf,
+                   size_t size);
+
+/* fs_stats.c: live counters of a mount, read by `npyfs stats`. */
+struct fs_counters {
+    atomic_uint_least64_t reads;        /* READ requests answered with data */
+    atomic_uint_least64_t read_errors;  /* READ requests answered with an error */
+    atomic_uint_least64_t bytes_served; /* bytes in READ replies */
+    atomic_uint_least64_t archives_opened;
+};
+extern struct fs_counters fs_counters;
+
 #endif
