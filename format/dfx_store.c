@@ -2,8 +2,9 @@
  * Persisted deflate indexes. Contract and file layout in dfx_store.h.
  *
  * Saving exports the points of a complete index (dfx_internal.h), compresses
- * any raw window, and writes header, name, point table, windows and the
- * trailing CRC-32 through one writer that checksums as it goes. Loading
+ * any raw window, and writes header, name, point table, windows, the chunk
+ * CRC table and the trailing CRC-32 through one writer that checksums as it
+ * goes. Loading
  * keeps the whole file in a blob (a read-only mapping, or a heap copy for
  * small files so that an archive of many members does not use a mapping
  * each), checks it from the outside in (lengths, key, checksum, then every
@@ -26,6 +27,7 @@
 #include <zlib.h>
 
 #include "dfx_internal.h"
+#include "dfx_isal.h"
 #include "source.h"
 
 #define STORE_MAGIC "NPYFSIDX"
@@ -33,6 +35,7 @@
 #define STORE_HEADER_LEN 128
 #define STORE_POINT_LEN 48
 #define STORE_CRC_LEN 4
+#define STORE_TABLE_HEAD 16
 /* Files up to this size are read into the heap instead of mapped: a mapping
  * per member would run into vm.max_map_count for archives of many members. */
 #define STORE_MMAP_MIN (1u << 20)
@@ -56,6 +59,12 @@
 #define H_NAME_LEN 96
 #define H_POINTS_OFF 104
 #define H_WINDOWS_OFF 112
+#define H_TABLE_OFF 120
+
+/* Chunk table field offsets (from H_TABLE_OFF). */
+#define T_CHUNK 0
+#define T_ZERO 4
+#define T_COUNT 8
 
 /* Point record field offsets. */
 #define P_OUT 0
@@ -118,6 +127,66 @@ int dfx_window_inflate(const unsigned char *z, uint32_t zlen, unsigned char *raw
     if (uncompress(raw, &got, z, zlen) != Z_OK || got != len)
         return -EIO;
     return 0;
+}
+
+/* ---------------------------------------------------------- crc table --- */
+
+/* Contract in dfx_store.h. */
+int dfx_crcs_new(uint64_t size, uint32_t chunk, struct dfx_crcs **out)
+{
+    uint64_t count;
+    struct dfx_crcs *t;
+
+    *out = NULL;
+    if (chunk == 0)
+        return -EINVAL;
+    count = size / chunk + (size % chunk != 0);
+    if (count > (SIZE_MAX - sizeof(*t)) / sizeof(t->crc[0]))
+        return -EINVAL;
+    t = calloc(1, sizeof(*t) + (size_t)count * sizeof(t->crc[0]));
+    if (!t)
+        return -ENOMEM;
+    t->size = size;
+    t->count = count;
+    t->chunk = chunk;
+    *out = t;
+    return 0;
+}
+
+/* Contract in dfx_store.h. A chunk's CRC starts at 0, the CRC of nothing,
+ * so each piece just continues it. */
+void dfx_crcs_feed(struct dfx_crcs *t, uint64_t off, const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+
+    while (len && off < t->size) {
+        uint64_t i = off / t->chunk;
+        uint64_t room = (i + 1) * t->chunk - off;
+        size_t n = len < room ? len : (size_t)room;
+
+        t->crc[i] = dfx_isal_crc32(t->crc[i], p, n);
+        p += n;
+        off += n;
+        len -= n;
+    }
+}
+
+/* Contract in dfx_store.h. */
+uint32_t dfx_crcs_of(const void *buf, size_t len)
+{
+    return dfx_isal_crc32(0, buf, len);
+}
+
+/* Contract in dfx_store.h. */
+uint32_t dfx_crcs_whole(const struct dfx_crcs *t)
+{
+    uLong crc = 0;
+
+    for (uint64_t i = 0; i < t->count; i++) {
+        uint64_t len = i + 1 < t->count ? t->chunk : t->size - i * t->chunk;
+        crc = crc32_combine(crc, t->crc[i], (z_off_t)len);
+    }
+    return (uint32_t)crc;
 }
 
 /* ---------------------------------------------------------------- keys --- */
@@ -309,7 +378,7 @@ static int zwindows_init(struct zwindows *z, const struct dfx_xpoint *pts, size_
 }
 
 static void fill_header(unsigned char *h, const struct dfx_store_key *k, uint64_t spacing,
-                        uint64_t total, size_t n, uint64_t file_len)
+                        uint64_t total, size_t n, uint64_t table_off, uint64_t file_len)
 {
     uint64_t points_off = STORE_HEADER_LEN + pad8(k->name_len);
 
@@ -324,22 +393,44 @@ static void fill_header(unsigned char *h, const struct dfx_store_key *k, uint64_
     key_fields(k, h);
     put_le64(h + H_POINTS_OFF, points_off);
     put_le64(h + H_WINDOWS_OFF, points_off + (uint64_t)n * STORE_POINT_LEN);
+    put_le64(h + H_TABLE_OFF, table_off);
+}
+
+/* The chunk table: its head, then the CRCs little-endian. */
+static int write_table(struct writer *w, const struct dfx_crcs *t)
+{
+    unsigned char head[STORE_TABLE_HEAD] = {0}, buf[4096];
+    uint64_t count = t ? t->count : 0;
+    int ret;
+
+    put_le32(head + T_CHUNK, t ? t->chunk : 0);
+    put_le64(head + T_COUNT, count);
+    ret = write_all(w, head, sizeof(head));
+    for (uint64_t i = 0; ret == 0 && i < count;) {
+        size_t n = 0;
+        for (; n + 4 <= sizeof(buf) && i < count; n += 4, i++)
+            put_le32(buf + n, t->crc[i]);
+        ret = write_all(w, buf, n);
+    }
+    return ret;
 }
 
 /* Write the whole file to fd. */
 static int write_index(int fd, const struct dfx_store_key *k, uint64_t spacing,
-                       uint64_t total, const struct dfx_xpoint *pts, const struct zwindows *z)
+                       uint64_t total, const struct dfx_xpoint *pts, const struct zwindows *z,
+                       const struct dfx_crcs *t)
 {
     struct writer w = {fd, crc32(0, Z_NULL, 0)};
     uint64_t wstart = STORE_HEADER_LEN + pad8(k->name_len) + (uint64_t)z->n * STORE_POINT_LEN;
-    uint64_t woff = wstart, file_len;
+    uint64_t woff = wstart, table_off, file_len;
     unsigned char h[STORE_HEADER_LEN], rec[STORE_POINT_LEN], pad[8] = {0}, tail[STORE_CRC_LEN];
     int ret;
 
     for (size_t i = 0; i < z->n; i++)
         woff += z->zlen[i];
-    file_len = woff + STORE_CRC_LEN;
-    fill_header(h, k, spacing, total, z->n, file_len);
+    table_off = woff;
+    file_len = table_off + STORE_TABLE_HEAD + (t ? t->count * 4 : 0) + STORE_CRC_LEN;
+    fill_header(h, k, spacing, total, z->n, table_off, file_len);
     ret = write_all(&w, h, sizeof(h));
     if (ret == 0 && k->name_len)
         ret = write_all(&w, k->name, k->name_len);
@@ -361,6 +452,8 @@ static int write_index(int fd, const struct dfx_store_key *k, uint64_t spacing,
     for (size_t i = 0; ret == 0 && i < z->n; i++)
         if (z->zlen[i])
             ret = write_all(&w, z->zw[i], z->zlen[i]);
+    if (ret == 0)
+        ret = write_table(&w, t);
     if (ret == 0) {
         put_le32(tail, (uint32_t)w.crc);
         ret = write_all(&w, tail, sizeof(tail));
@@ -374,7 +467,7 @@ static int write_index(int fd, const struct dfx_store_key *k, uint64_t spacing,
  * reusing a name), write the index, and rename it over final. */
 static int write_atomically(const char *final, const struct dfx_store_key *k,
                             uint64_t spacing, uint64_t total, const struct dfx_xpoint *pts,
-                            const struct zwindows *z)
+                            const struct zwindows *z, const struct dfx_crcs *t)
 {
     char *tmp = NULL;
     int fd = -1, ret;
@@ -395,7 +488,7 @@ static int write_atomically(const char *final, const struct dfx_store_key *k,
         free(tmp);
         return -EEXIST;
     }
-    ret = write_index(fd, k, spacing, total, pts, z);
+    ret = write_index(fd, k, spacing, total, pts, z, t);
     if (close(fd) < 0 && ret == 0)
         ret = -errno;
     if (ret == 0 && rename(tmp, final) < 0)
@@ -407,18 +500,27 @@ static int write_atomically(const char *final, const struct dfx_store_key *k,
 }
 
 /* Contract in dfx_store.h. */
-int dfx_store_save(const char *dir, const struct dfx_store_key *k, struct dfx_index *ix)
+int dfx_store_save(const char *dir, const struct dfx_store_key *k, struct dfx_index *ix,
+                   const struct dfx_crcs *crcs)
 {
     struct zwindows z = {0};
-    struct dfx_xpoint *pts;
+    struct dfx_xpoint *pts = NULL;
     char *final = NULL;
     uint64_t total;
-    size_t n;
+    size_t n = 0;
     int dfd, ret;
 
-    ret = dfx_index_export(ix, &pts, &n, &total);
+    if (!ix && (!crcs || crcs->size != k->stored_size))
+        return -EINVAL;
+    ret = ix ? dfx_index_export(ix, &pts, &n, &total) : 0;
     if (ret < 0)
         return ret;
+    if (!ix)
+        total = crcs->size;
+    if (crcs && crcs->size != total) {
+        ret = -EINVAL;
+        goto out_free_pts;
+    }
     dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) {
         ret = -errno;
@@ -430,7 +532,7 @@ int dfx_store_save(const char *dir, const struct dfx_store_key *k, struct dfx_in
     if (ret == 0)
         ret = zwindows_init(&z, pts, n);
     if (ret == 0)
-        ret = write_atomically(final, k, dfx_index_spacing(ix), total, pts, &z);
+        ret = write_atomically(final, k, ix ? dfx_index_spacing(ix) : 0, total, pts, &z, crcs);
     if (ret == 0 && fsync(dfd) < 0) /* make the rename itself durable */
         ret = -errno;
     zwindows_destroy(&z);
@@ -553,22 +655,28 @@ static int check_header(const struct blob *b, const struct dfx_store_key *k, uin
     return 0;
 }
 
-/* The point table as dfx_xpoints into the blob, each window range checked. */
-static int parse_points(const struct blob *b, const struct dfx_store_key *k,
+/* The point table as dfx_xpoints into the blob, each window range checked:
+ * windows lie between the point table and the chunk table. want_points:
+ * a deflate member's file (at least point 0), else a stored member's (none). */
+static int parse_points(const struct blob *b, const struct dfx_store_key *k, bool want_points,
                         struct dfx_xpoint **out, size_t *n)
 {
     const unsigned char *h = b->p;
     uint64_t npts = get_le64(h + H_NPTS), poff = get_le64(h + H_POINTS_OFF);
-    uint64_t woff = get_le64(h + H_WINDOWS_OFF), wend = b->len - STORE_CRC_LEN;
+    uint64_t woff = get_le64(h + H_WINDOWS_OFF), wend = get_le64(h + H_TABLE_OFF);
     struct dfx_xpoint *x;
 
     *out = NULL;
-    if (poff != STORE_HEADER_LEN + pad8(k->name_len) || poff > wend || npts == 0 ||
-        npts > (wend - poff) / STORE_POINT_LEN || woff != poff + npts * STORE_POINT_LEN)
+    *n = 0;
+    if (wend > b->len - STORE_CRC_LEN || poff != STORE_HEADER_LEN + pad8(k->name_len) ||
+        poff > wend || (npts == 0) == want_points || npts > (wend - poff) / STORE_POINT_LEN ||
+        woff != poff + npts * STORE_POINT_LEN)
         return -EBADMSG;
     for (uint64_t i = STORE_HEADER_LEN + k->name_len; i < poff; i++)
         if (b->p[i])
             return -EBADMSG;
+    if (npts == 0)
+        return 0;
     x = calloc((size_t)npts, sizeof(*x));
     if (!x)
         return -ENOMEM;
@@ -598,29 +706,80 @@ static int parse_points(const struct blob *b, const struct dfx_store_key *k,
     return 0;
 }
 
+/* The chunk table (from H_TABLE_OFF to the trailing CRC) into *out, or
+ * NULL if the file has none. want: the chunk size the caller uses. */
+static int parse_table(const struct blob *b, uint32_t want, struct dfx_crcs **out)
+{
+    uint64_t toff = get_le64(b->p + H_TABLE_OFF), total = get_le64(b->p + H_TOTAL);
+    uint64_t end = b->len - STORE_CRC_LEN, count;
+    const unsigned char *t;
+    uint32_t chunk;
+    int ret;
+
+    *out = NULL;
+    if (toff > end || end - toff < STORE_TABLE_HEAD)
+        return -EBADMSG;
+    t = b->p + toff;
+    chunk = get_le32(t + T_CHUNK);
+    count = get_le64(t + T_COUNT);
+    if (get_le32(t + T_ZERO) != 0)
+        return -EBADMSG;
+    if (chunk == 0)
+        return count == 0 && end - toff == STORE_TABLE_HEAD ? 0 : -EBADMSG;
+    if (total == UINT64_MAX || count != total / chunk + (total % chunk != 0) ||
+        count > (end - toff - STORE_TABLE_HEAD) / 4 ||
+        end - toff - STORE_TABLE_HEAD != count * 4)
+        return -EBADMSG;
+    if (chunk != want)
+        return -ESTALE; /* built by an npyfs with another chunk size */
+    ret = dfx_crcs_new(total, chunk, out);
+    if (ret < 0)
+        return ret == -EINVAL ? -EBADMSG : ret;
+    for (uint64_t i = 0; i < count; i++)
+        (*out)->crc[i] = get_le32(t + STORE_TABLE_HEAD + 4 * i);
+    return 0;
+}
+
 /* Contract in dfx_store.h. */
-int dfx_store_load(const char *dir, const struct dfx_store_key *k, struct dfx_index *ix)
+int dfx_store_load(const char *dir, const struct dfx_store_key *k, struct dfx_index *ix,
+                   uint32_t chunk, struct dfx_crcs **crcs)
 {
     struct dfx_xpoint *pts = NULL;
+    struct dfx_crcs *t = NULL;
     struct blob *b;
     size_t n = 0;
     int ret;
 
-    if (dfx_index_points(ix) != 1)
+    if (crcs)
+        *crcs = NULL;
+    if (ix && dfx_index_points(ix) != 1)
         return -EBUSY; /* before touching the file: it would not be used */
     ret = blob_open(dir, k, &b);
     if (ret < 0)
         return ret;
-    ret = check_header(b, k, dfx_index_spacing(ix));
+    ret = check_header(b, k, ix ? dfx_index_spacing(ix) : 0);
     if (ret == 0)
-        ret = parse_points(b, k, &pts, &n);
-    if (ret == 0)
+        ret = parse_points(b, k, ix != NULL, &pts, &n);
+    if (ret == 0 && (crcs || !ix))
+        ret = parse_table(b, chunk, &t);
+    if (ret == 0 && !ix && (!t || get_le64(b->p + H_TOTAL) != k->stored_size))
+        ret = -EBADMSG; /* a stored member's file is its table */
+    if (ret == 0 && ix)
         ret = dfx_index_import(ix, pts, n, get_le64(b->p + H_TOTAL), DFX_IMPORT_BORROW,
                                blob_release, b);
+    else if (ret == 0)
+        blob_release(b); /* the table was copied out */
     free(pts);
     if (ret == -EINVAL)
         ret = -EBADMSG; /* points out of order or outside the stream */
-    if (ret < 0)
+    if (ret < 0) {
         blob_release(b);
-    return ret;
+        free(t);
+        return ret;
+    }
+    if (crcs)
+        *crcs = t;
+    else
+        free(t);
+    return 0;
 }

@@ -5,8 +5,9 @@
  * An input is a 4-byte little-endian seed followed by the bytes of an index
  * file for that stream and a fixed key; the file is written where
  * dfx_store_path() puts it in a private temporary directory and loaded into
- * a fresh index. If the load succeeds, 8 extracts at offsets derived from
- * the seed must each give a negative errno or exactly the right bytes.
+ * a fresh index, with its chunk CRC table. If the load succeeds, 8 extracts
+ * at offsets derived from the seed must each give a negative errno or
+ * exactly the right bytes, and the table must cover the whole stream.
  *
  * The file's CRC-32 covers all of it, so a crafted file that loads yet
  * carries wrong access points is practically out of a fuzzer's reach; a
@@ -29,6 +30,7 @@
 
 #define DATA_LEN (300u << 10)
 #define PIECE 8192
+#define CHUNK (64u << 10)
 
 static unsigned char *g_data;  /* uncompressed */
 static unsigned char *g_z;     /* raw deflate of g_data */
@@ -112,24 +114,28 @@ static void write_seed(const char *out)
     static unsigned char buf[65536];
     struct dfx_index *ix;
     struct dfx_reader *r = NULL;
+    struct dfx_crcs *t;
     unsigned char *file;
     int64_t n, total = 0;
     size_t points;
     long len = 0;
     FILE *f;
 
-    if (dfx_index_new(&g_st, DFX_MIN_SPACING, &ix) < 0 || dfx_reader_new(ix, 0, &r) < 0)
+    if (dfx_index_new(&g_st, DFX_MIN_SPACING, &ix) < 0 || dfx_reader_new(ix, 0, &r) < 0 ||
+        dfx_crcs_new(DATA_LEN, CHUNK, &t) < 0)
         die("index");
     while ((n = dfx_reader_read(r, buf, sizeof(buf))) > 0) {
         if (memcmp(buf, g_data + total, (size_t)n) != 0)
             die("full pass mismatch");
+        dfx_crcs_feed(t, (uint64_t)total, buf, (size_t)n);
         total += n;
     }
     dfx_reader_free(r);
     if (n < 0 || total != DATA_LEN)
         die("full pass");
-    if (dfx_store_save(g_dir, &g_key, ix) < 0)
+    if (dfx_store_save(g_dir, &g_key, ix, t) < 0)
         die("dfx_store_save");
+    free(t);
     points = dfx_index_points(ix);
     dfx_index_free(ix);
     f = fopen(g_path, "rb");
@@ -204,6 +210,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static unsigned char piece[PIECE];
     struct dfx_index *ix;
+    struct dfx_crcs *t = NULL;
     uint64_t s;
 
     if (size < 4)
@@ -213,7 +220,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     if (dfx_index_new(&g_st, DFX_MIN_SPACING, &ix) < 0)
         return 0;
-    if (dfx_store_load(g_dir, &g_key, ix) == 0) {
+    if (dfx_store_load(g_dir, &g_key, ix, CHUNK, &t) == 0) {
+        if (t && (t->size != DATA_LEN || t->chunk != CHUNK ||
+                  t->count != (DATA_LEN + CHUNK - 1) / CHUNK))
+            __builtin_trap(); /* a loaded table that does not fit the stream */
         for (int i = 0; i < 8; i++) {
             uint64_t off = next(&s) % (DATA_LEN + 16);
             size_t len = 1 + next(&s) % PIECE;
@@ -224,6 +234,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 __builtin_trap(); /* a loaded index gave wrong bytes */
         }
     }
+    free(t);
     dfx_index_free(ix);
     unlink(g_path);
     return 0;

@@ -2,7 +2,9 @@
  * dfx_store.c and the export/import half of dfx.c: saved indexes round-trip,
  * load without touching the archive, start readers near their offset, and
  * are refused (never trusted) when stale, truncated at any length, flipped
- * anywhere, of another version, or of another archive. Inputs are built with
+ * anywhere, of another version, or of another archive; the chunk CRC table
+ * round-trips with them (and alone, for stored members) and is covered by
+ * the same checks. Inputs are built with
  * zlib here; index files go to a fresh directory under $TMPDIR.
  *
  * Threads never use CHECK (its counters are plain ints): they count their own
@@ -25,6 +27,7 @@
 #include "source.h"
 
 #define SPACING DFX_MIN_SPACING
+#define CHUNK (128u << 10)
 #define THREADS 8
 
 static char tmpdir[256];
@@ -270,17 +273,42 @@ static int spit(const char *path, const unsigned char *p, size_t len)
     return ok ? 0 : -1;
 }
 
+/* The chunk CRC table of f's data, fed in uneven pieces. */
+static struct dfx_crcs *table_of(const struct fixture *f, uint64_t *s)
+{
+    struct dfx_crcs *t;
+
+    if (dfx_crcs_new(f->len, CHUNK, &t) < 0)
+        return NULL;
+    for (size_t off = 0; off < f->len;) {
+        size_t n = 1 + rnd(s) % 300000;
+        if (n > f->len - off)
+            n = f->len - off;
+        dfx_crcs_feed(t, off, f->data + off, n);
+        off += n;
+    }
+    return t;
+}
+
+static bool same_table(const struct dfx_crcs *a, const struct dfx_crcs *b)
+{
+    return a && b && a->size == b->size && a->count == b->count && a->chunk == b->chunk &&
+           memcmp(a->crc, b->crc, (size_t)a->count * 4) == 0;
+}
+
 /* Load f's saved index into a fresh index: the errno, and whether the fresh
- * index kept only its point 0 on failure. */
+ * index kept only its point 0 (and no table came back) on failure. */
 static int try_load(struct fixture *f, bool *untouched)
 {
     struct dfx_index *ix;
+    struct dfx_crcs *t = (void *)1;
     int ret;
 
     if (dfx_index_new(&f->st, SPACING, &ix) < 0)
         return -999;
-    ret = dfx_store_load(tmpdir, &f->key, ix);
-    *untouched = dfx_index_points(ix) == 1 && dfx_index_total(ix) == UINT64_MAX;
+    ret = dfx_store_load(tmpdir, &f->key, ix, CHUNK, &t);
+    *untouched = dfx_index_points(ix) == 1 && dfx_index_total(ix) == UINT64_MAX && !t;
+    free(t);
     dfx_index_free(ix);
     return ret;
 }
@@ -316,6 +344,7 @@ static void check_round_trip(size_t len, int kind, enum dfx_framing framing, boo
 {
     struct fixture f;
     struct dfx_index *built, *ix;
+    struct dfx_crcs *table = NULL, *got = NULL;
     unsigned char byte;
 
     CHECK(fixture_init(&f, len, kind, framing, s) == 0);
@@ -325,13 +354,20 @@ static void check_round_trip(size_t len, int kind, enum dfx_framing framing, boo
         goto out;
     CHECK(dfx_index_total(built) == len);
     CHECK(dfx_index_points(built) > 2);
-    CHECK_EQ(dfx_store_save(tmpdir, &f.key, built), 0);
+    table = table_of(&f, s);
+    CHECK(table && table->count == (len + CHUNK - 1) / CHUNK);
+    CHECK(table && dfx_crcs_whole(table) == (uint32_t)crc32(0, f.data, (uInt)len));
+    CHECK(table && table->crc[0] == dfx_crcs_of(f.data, CHUNK));
+    CHECK_EQ(dfx_store_save(tmpdir, &f.key, built, table), 0);
 
     CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
     count_reset(f.src);
-    CHECK_EQ(dfx_store_load(tmpdir, &f.key, ix), 0);
+    CHECK_EQ(dfx_store_load(tmpdir, &f.key, ix, CHUNK, &got), 0);
     CHECK_EQ(f.src->preads, 0); /* loading never touches the archive */
     CHECK(same_points(built, ix));
+    CHECK(same_table(table, got));
+    free(got);
+    got = NULL;
     CHECK_EQ(dfx_index_total(ix), len);
 
     /* the last byte comes from the last point, not from the stream start */
@@ -349,10 +385,24 @@ static void check_round_trip(size_t len, int kind, enum dfx_framing framing, boo
     }
     CHECK_EQ(random_extracts(ix, &f, s, 60), 0);
     /* a second load into the same index is refused: it has its points */
-    CHECK_EQ(dfx_store_load(tmpdir, &f.key, ix), -EBUSY);
+    CHECK_EQ(dfx_store_load(tmpdir, &f.key, ix, CHUNK, &got), -EBUSY);
+    CHECK(got == NULL);
+    dfx_index_free(ix);
+    /* a table of another chunk size is stale: the file is rebuilt */
+    CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
+    CHECK_EQ(dfx_store_load(tmpdir, &f.key, ix, CHUNK / 2, &got), -ESTALE);
+    CHECK(got == NULL && dfx_index_points(ix) == 1);
+    dfx_index_free(ix);
+    /* saved without a table: loads, with none */
+    CHECK_EQ(dfx_store_save(tmpdir, &f.key, built, NULL), 0);
+    CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
+    got = (void *)1;
+    CHECK_EQ(dfx_store_load(tmpdir, &f.key, ix, CHUNK, &got), 0);
+    CHECK(got == NULL);
     dfx_index_free(ix);
     dfx_index_free(built);
 out:
+    free(table);
     fixture_destroy(&f);
 }
 
@@ -383,13 +433,13 @@ static void check_concurrent(uint64_t *s)
 
     CHECK(fixture_init(&f, 3u << 20, 2, DFX_RAW, s) == 0);
     built = built_index(&f, false);
-    CHECK(built && dfx_store_save(tmpdir, &f.key, built) == 0);
+    CHECK(built && dfx_store_save(tmpdir, &f.key, built, NULL) == 0);
     CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
     for (int i = 0; i < THREADS; i++) {
         w[i] = (struct worker){ix, &f, rnd(s) | 1, 0};
         pthread_create(&t[i], NULL, worker_main, &w[i]);
         if (i == THREADS / 2) {
-            int ret = dfx_store_load(tmpdir, &f.key, ix);
+            int ret = dfx_store_load(tmpdir, &f.key, ix, CHUNK, NULL);
             /* a worker may have recorded a point first: then it is refused */
             CHECK(ret == 0 || ret == -EBUSY);
         }
@@ -415,7 +465,7 @@ static void check_stale(uint64_t *s)
 
     CHECK(fixture_init(&f, 1u << 20, 1, DFX_RAW, s) == 0);
     built = built_index(&f, false);
-    CHECK(built && dfx_store_save(tmpdir, &f.key, built) == 0);
+    CHECK(built && dfx_store_save(tmpdir, &f.key, built, NULL) == 0);
     k = f.key;
     p1 = index_path(&f);
     for (int field = 0; field < 8; field++) {
@@ -442,7 +492,7 @@ static void check_stale(uint64_t *s)
     }
     f.key = k;
     CHECK_EQ(dfx_index_new(&f.st, SPACING * 2, &ix), 0);
-    CHECK_EQ(dfx_store_load(tmpdir, &f.key, ix), -ESTALE); /* other spacing */
+    CHECK_EQ(dfx_store_load(tmpdir, &f.key, ix, CHUNK, NULL), -ESTALE); /* other spacing */
     dfx_index_free(ix);
     CHECK_EQ(try_load(&f, &untouched), 0);
     free(p1);
@@ -474,14 +524,16 @@ static void check_damaged_files(uint64_t *s)
     struct dfx_index *built;
     unsigned char *orig, *p;
     size_t len = 0;
+    struct dfx_crcs *table;
     char *path;
     int accepted = 0, touched = 0;
     bool untouched;
 
     CHECK(fixture_init(&f, 300000, 3, DFX_RAW, s) == 0);
     built = built_index(&f, false);
+    table = table_of(&f, s);
     CHECK(built && dfx_index_points(built) >= 3);
-    CHECK(built && dfx_store_save(tmpdir, &f.key, built) == 0);
+    CHECK(built && table && dfx_store_save(tmpdir, &f.key, built, table) == 0);
     path = index_path(&f);
     orig = path ? slurp(path, &len) : NULL;
     CHECK(orig && built && len > 136 + 3 * 48 + 4 && dfx_index_points(built) >= 3);
@@ -507,12 +559,42 @@ static void check_damaged_files(uint64_t *s)
     CHECK_EQ(accepted, 0);
     CHECK_EQ(touched, 0);
 
-    /* another version, with a valid checksum: stale */
-    memcpy(p, orig, len);
-    p[8] = 2;
-    fix_crc(p, len);
-    spit(path, p, len);
-    CHECK_EQ(try_load(&f, &untouched), -ESTALE);
+    /* another version (1: before the chunk table), with a valid checksum:
+     * stale */
+    for (unsigned v = 1; v <= 3; v += 2) {
+        memcpy(p, orig, len);
+        p[8] = (unsigned char)v;
+        fix_crc(p, len);
+        spit(path, p, len);
+        CHECK_EQ(try_load(&f, &untouched), -ESTALE);
+        CHECK(untouched);
+    }
+    /* a broken chunk table behind a valid checksum: its count, its padding,
+     * its offset, its chunk size */
+    {
+        size_t toff = (size_t)(p[120] | p[121] << 8 | p[122] << 16 | (size_t)p[123] << 24);
+        CHECK(toff + 16 + 4 * 3 + 4 == len); /* 300000 bytes: 3 chunks */
+        for (int c = 0; c < 5; c++) {
+            memcpy(p, orig, len);
+            switch (c) {
+            case 0: p[toff + 8] = 4; break;        /* count 4 */
+            case 1: p[toff + 4] = 1; break;        /* non-zero padding */
+            case 2: put64(p + 120, toff + 4); break; /* offset inside the table */
+            case 3: put64(p + 120, len); break;    /* offset past the end */
+            default: p[toff + 2] = 0; p[toff] = 0; p[toff + 1] = 0; p[toff + 3] = 0;
+                break;                             /* chunk 0 with a count */
+            }
+            fix_crc(p, len);
+            spit(path, p, len);
+            CHECK_EQ(try_load(&f, &untouched), -EBADMSG);
+            CHECK(untouched);
+        }
+        memcpy(p, orig, len);
+        p[toff + 1] = 0; p[toff + 2] = 1; /* chunk 64 KiB: 5 chunks, not 3 */
+        fix_crc(p, len);
+        spit(path, p, len);
+        CHECK_EQ(try_load(&f, &untouched), -EBADMSG);
+    }
     /* bad magic */
     memcpy(p, orig, len);
     p[0] = 'X';
@@ -563,7 +645,71 @@ static void check_damaged_files(uint64_t *s)
     free(orig);
 out:
     free(path);
+    free(table);
     dfx_index_free(built);
+    fixture_destroy(&f);
+}
+
+/* A stored member's file: the table alone, and only for that member. */
+static void check_stored(uint64_t *s)
+{
+    struct fixture f;
+    struct dfx_crcs *table, *got = NULL, *other;
+    struct dfx_index *ix;
+    unsigned char *orig, *p;
+    size_t len = 0;
+    char *path;
+    int accepted = 0;
+
+    CHECK(fixture_init(&f, 1000000, 0, DFX_RAW, s) == 0);
+    f.key.stored_size = f.len; /* stored: as many bytes as the data */
+    table = table_of(&f, s);
+    CHECK(table != NULL);
+    if (!table)
+        goto out;
+    CHECK_EQ(dfx_store_save(tmpdir, &f.key, NULL, NULL), -EINVAL);
+    CHECK_EQ(dfx_crcs_new(f.len - 1, CHUNK, &other), 0);
+    CHECK_EQ(dfx_store_save(tmpdir, &f.key, NULL, other), -EINVAL); /* size != stored */
+    free(other);
+    CHECK_EQ(dfx_store_save(tmpdir, &f.key, NULL, table), 0);
+    CHECK_EQ(dfx_store_load(tmpdir, &f.key, NULL, CHUNK, &got), 0);
+    CHECK(same_table(table, got));
+    free(got);
+    got = NULL;
+    CHECK_EQ(dfx_store_load(tmpdir, &f.key, NULL, CHUNK * 2, &got), -ESTALE);
+    CHECK(got == NULL);
+    /* not a deflate member's file: no points to load (spacing 0: stale) */
+    CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
+    CHECK_EQ(dfx_store_load(tmpdir, &f.key, ix, CHUNK, &got), -ESTALE);
+    CHECK(got == NULL && dfx_index_points(ix) == 1);
+    dfx_index_free(ix);
+    /* every flipped byte is refused */
+    path = index_path(&f);
+    orig = path ? slurp(path, &len) : NULL;
+    p = orig ? malloc(len) : NULL;
+    for (size_t at = 0; p && at < len; at++) {
+        memcpy(p, orig, len);
+        p[at] ^= (unsigned char)(1u << (rnd(s) % 8));
+        spit(path, p, len);
+        accepted += dfx_store_load(tmpdir, &f.key, NULL, CHUNK, &got) == 0;
+        free(got);
+        got = NULL;
+    }
+    CHECK(p != NULL);
+    CHECK_EQ(accepted, 0);
+    /* a deflate member's file under a stored member's key is refused too */
+    if (p) {
+        struct dfx_index *built = built_index(&f, false);
+        f.key.stored_size = f.clen;
+        CHECK(built && dfx_store_save(tmpdir, &f.key, built, NULL) == 0);
+        CHECK_EQ(dfx_store_load(tmpdir, &f.key, NULL, CHUNK, &got), -ESTALE);
+        dfx_index_free(built);
+    }
+    free(p);
+    free(orig);
+    free(path);
+out:
+    free(table);
     fixture_destroy(&f);
 }
 
@@ -580,8 +726,8 @@ static void check_foreign(uint64_t *s)
     b.key.ino++;
     ia = built_index(&a, false);
     ib = built_index(&b, false);
-    CHECK(ia && dfx_store_save(tmpdir, &a.key, ia) == 0);
-    CHECK(ib && dfx_store_save(tmpdir, &b.key, ib) == 0);
+    CHECK(ia && dfx_store_save(tmpdir, &a.key, ia, NULL) == 0);
+    CHECK(ib && dfx_store_save(tmpdir, &b.key, ib, NULL) == 0);
     pa = index_path(&a);
     pb = index_path(&b);
     CHECK(pa && pb && rename(pa, pb) == 0);
@@ -609,7 +755,7 @@ static void check_refusals(uint64_t *s)
     CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
     CHECK_EQ(dfx_extract(ix, 500000, buf, 16), 16);
     CHECK_EQ(dfx_index_export(ix, &pts, &n, &total), -EAGAIN);
-    CHECK_EQ(dfx_store_save(tmpdir, &f.key, ix), -EAGAIN);
+    CHECK_EQ(dfx_store_save(tmpdir, &f.key, ix, NULL), -EAGAIN);
     dfx_index_free(ix);
 
     built = built_index(&f, false);
@@ -633,7 +779,7 @@ static void check_refusals(uint64_t *s)
     f.st.crc ^= 1;
     built = built_index(&f, false);
     CHECK(built && dfx_index_error(built) == -EIO);
-    CHECK(built && dfx_store_save(tmpdir, &f.key, built) == -EIO);
+    CHECK(built && dfx_store_save(tmpdir, &f.key, built, NULL) == -EIO);
     dfx_index_free(built);
     fixture_destroy(&f);
 }
@@ -719,6 +865,7 @@ int main(void)
     check_foreign(&s);
     check_refusals(&s);
     check_damaged_files(&s);
+    check_stored(&s);
     check_dirs();
     rm_rf_tmpdir();
     return check_exit("test_dfx_store");
