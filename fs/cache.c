@@ -61,6 +61,7 @@ struct shard {
     uint64_t chunks;                   /* protected by lock */
     uint64_t hits, misses;             /* protected by lock */
     uint64_t inserted, evicted;        /* protected by lock */
+    uint64_t inserted_bytes;           /* protected by lock */
 };
 
 /* Released chunks kept for reuse, so a steady stream of decodes recycles the
@@ -398,6 +399,7 @@ void cache_insert(struct cache *c, uint64_t owner, uint64_t index, struct cache_
     p->in_cache = true;
     s->chunks++;
     s->inserted++;
+    s->inserted_bytes += ch->len;
     while (s->chunks > s->max_chunks) {
         shard_remove(s, lru_entry(s->lru.prev), &dead);
         s->evicted++;
@@ -449,6 +451,7 @@ void cache_get_stats(struct cache *c, struct cache_stats *out)
         out->hits += s->hits;
         out->misses += s->misses;
         out->inserted += s->inserted;
+        out->inserted_bytes += s->inserted_bytes;
         out->evicted += s->evicted;
         out->chunks += s->chunks;
         pthread_mutex_unlock(&s->lock);

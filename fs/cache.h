@@ -31,6 +31,7 @@ struct cache_chunk {
 struct cache_stats {
     uint64_t hits, misses;  /* cache_get() results */
     uint64_t inserted;      /* chunks inserted */
+    uint64_t inserted_bytes; /* valid bytes (ch->len) of the chunks inserted */
     uint64_t evicted;       /* chunks dropped for capacity */
     uint64_t bytes;         /* bytes currently held by the cache */
     uint64_t chunks;        /* chunks currently held by the cache */

@@ -44,6 +44,8 @@ enum fs_kind {
 };
 
 struct fs_busy; /* a decode in progress, private to fs_member.c */
+struct dfx_crcs; /* a chunk CRC table, format/dfx_store.h */
+struct fs_meta; /* a member's parsed .npy header strings, private to fs_xattr.c */
 struct fs_ra;
 
 struct fs_member {
@@ -72,9 +74,20 @@ struct fs_member {
     uint32_t crc32;       /* immutable: CRC-32 from the zip directory (stored members) */
     atomic_bool verified; /* FS_STORED: its CRC-32 was checked and matched */
     atomic_int stored_damage; /* FS_STORED: 0, or the errno every read gets */
+    /* atomic: the chunk CRC table (CRC-32 of each FS_CHUNK_SIZE chunk of the
+     * uncompressed output), published once by fs_member_set_crcs() from a
+     * full pass that checked the member's CRC-32, or from its saved index;
+     * NULL until then. Owned, freed with the member. */
+    _Atomic(struct dfx_crcs *) crcs;
+    /* atomic: its .npy header for xattrs, parsed on first use and published
+     * once by compare-exchange (fs_xattr.c); freed by fs_meta_free(). */
+    _Atomic(struct fs_meta *) meta;
+    struct fs_archive *archive; /* borrowed: the archive holding the member (set by
+                                 * fs_archive_open*(), immutable) */
 };
 
-enum fs_source_kind { FS_SRC_ZIP, FS_SRC_GZIP };
+/* FS_SRC_PLAIN: any other file, passed through as one FS_STORED member. */
+enum fs_source_kind { FS_SRC_ZIP, FS_SRC_GZIP, FS_SRC_PLAIN };
 
 struct fs_archive {
     char *path;          /* owned: the source path as given */
@@ -96,6 +109,13 @@ struct fs_archive {
 int fs_archive_open(const char *path, uint64_t spacing, struct fs_archive **out);
 void fs_archive_free(struct fs_archive *a);
 
+/* Open any regular file as a one-member FS_SRC_PLAIN archive whose member,
+ * called name, is the file's bytes unchanged (FS_STORED at offset 0, size
+ * from fstat, no CRC to check: marked verified). Returns 0, or a negative
+ * errno with *out NULL: -EINVAL not a regular file, others from open(). */
+int fs_archive_open_plain(const char *path, const char *name, uint64_t spacing,
+                          struct fs_archive **out);
+
 /* Has the archive changed since it was opened (size or mtime, to the
  * nanosecond)? Bytes read from it now may not be what the directory and the
  * index describe, so every read that needs the archive fails: returns 0 or
@@ -111,6 +131,27 @@ int fs_member_damage(struct fs_member *m, uint64_t *bad_from);
  * first read that reaches its last byte calls this). Returns 0, or -EIO on a
  * mismatch, which every later read of the member gets too. */
 int fs_member_verify_stored(struct fs_archive *a, struct fs_member *m);
+
+/* FS_STORED (zip): the full pass over a stored member: pread every byte,
+ * build its chunk CRC table and check the member's CRC-32 with it. A match
+ * publishes the table (and marks the member verified); a mismatch is logged
+ * and condemns the member (-EIO for every read). Returns 0, -EIO, -ECANCELED
+ * (stop raised, checked between reads; stop may be NULL), -ENOMEM. */
+int fs_member_scan_stored(struct fs_archive *a, struct fs_member *m, atomic_bool *stop);
+
+/* Publish m's chunk CRC table: takes t (owned) in every case, and keeps it
+ * only if m has none yet and t fits m (size, FS_CHUNK_SIZE chunks). From
+ * then on every chunk decoded or read is checked against it. Returns
+ * whether t was kept. Thread-safe. */
+bool fs_member_set_crcs(struct fs_member *m, struct dfx_crcs *t);
+
+/* FS_STORED: len bytes at off (clamped to the member's end) into buf. With
+ * a chunk CRC table, the whole chunks covering the range are read and each
+ * is checked against it first: a mismatch is logged once and the read fails
+ * (only reads that touch that chunk do). Returns the count, or -EIO (a
+ * mismatch, a changed archive, a damaged member), -ENOMEM. Thread-safe. */
+int64_t fs_member_read_stored(struct fs_archive *a, struct fs_member *m, void *buf, uint64_t off,
+                              size_t len);
 
 /* Read the first bytes (up to len) of a member's uncompressed data: used by
  * `ls` to parse .npy headers. Returns the count or a negative errno. */
@@ -190,22 +231,27 @@ uint64_t fs_tree_lookup(struct fs_tree *t, uint64_t dir, const char *name);
  * or only as reads go. */
 enum fs_index_mode { FS_INDEX_BACKGROUND, FS_INDEX_LAZY };
 
+/* -o verify=: serve members at once, checking chunks once a member's chunk
+ * CRC table exists; or serve a member only once it has one (its first open
+ * waits for a full pass over it). */
+enum fs_verify_mode { FS_VERIFY_LAZY, FS_VERIFY_STRICT };
+
 /* Mount-wide options and state. */
 struct fs_opts {
     uint64_t cache_size;
     uint64_t spacing;
     char *index_dir;               /* owned: -o index_dir=, or NULL for the default */
     enum fs_index_mode index_mode; /* -o index= */
+    enum fs_verify_mode verify;    /* -o verify= */
     unsigned threads;   /* readahead workers (0: none); default online cores */
     uint64_t readahead; /* kernel readahead per file in bytes; 0: the kernel's */
 };
 
 struct fs_ctx {
-    struct fs_archive *archive; /* owned */
-    struct fs_tree tree;
+    struct fs_vfs *vfs;         /* owned: the namespace and every archive in it */
     struct cache *cache;        /* owned */
     struct fs_opts opts;
-    struct fs_indexer *indexer; /* owned: saved indexes and the background indexer */
+    const char *source;         /* borrowed: the first source as given, for log lines */
     char *mountpoint;           /* owned: absolute path (finds the mount's bdi), or NULL */
     struct fs_ra *ra;           /* owned: readahead workers, from FUSE init to destroy */
     uid_t uid;
@@ -213,11 +259,89 @@ struct fs_ctx {
 };
 
 /*
- * Persisted indexes (fs_index.c, over format/dfx_store.h): a deflate member
- * bigger than one spacing gets its access points saved in the index
- * directory once they are complete, and loaded on its first open in a later
- * mount. With -o index=background a thread at idle CPU and I/O priority
- * builds the missing ones after the mount answers.
+ * The mount's namespace (fs_vfs.c): an outer tree built at mount from the
+ * sources (real directories walked with lstat only, archive directories,
+ * .npy.gz files, passthrough files), immutable afterwards, plus one unit per
+ * archive or file in it. A unit is opened at most once, on first use (an
+ * archive named on the command line: at mount), and its result, the archive
+ * with its own immutable fs_tree or an errno, is published atomically.
+ * Inode numbers: an outer node's is its index + 1 (< 2^32); a node inside
+ * unit k's tree is (k + 1) << 32 | its local inode, except the tree's root,
+ * which is the unit's node in the outer tree. Rules in README.md (Sources).
+ */
+struct fs_vfs;
+struct fs_indexer;
+
+/* One source named on the command line, checked by the caller. */
+struct fs_source {
+    const char *path;           /* borrowed: as given */
+    const char *name;           /* borrowed: its entry at the root (several sources) */
+    struct fs_archive *archive; /* an archive file, opened: owned by the vfs from
+                                 * fs_vfs_new() on, even when it fails; NULL for a
+                                 * directory */
+};
+
+/* Build the namespace of n sources. One source: its content at the root;
+ * several: each at the root under its name (names must differ). Walks the
+ * directories (errors below the top are logged and the entry skipped) and
+ * sets up the indexers of the opened archives. opts must outlive the vfs.
+ * Returns 0, or a negative errno with *out NULL and *bad the index of the
+ * source at fault (-ENOMEM, a directory's opendir() error, -EFBIG more
+ * entries than inode numbers). */
+int fs_vfs_new(struct fs_source *srcs, size_t n, const struct fs_opts *opts,
+               struct fs_vfs **out, size_t *bad);
+/* Accepts NULL; stops the indexers first if needed. */
+void fs_vfs_free(struct fs_vfs *v);
+
+/* FUSE init: start the background indexers of the archives opened so far
+ * (archives opened later start theirs at once). FUSE destroy: stop and join
+ * every indexer; none starts afterwards. */
+void fs_vfs_start(struct fs_vfs *v);
+void fs_vfs_stop(struct fs_vfs *v);
+
+/* Every handler below is thread-safe; they return 0 or a negative errno:
+ * -ENOENT no such inode or name, -ENOTDIR, -EISDIR, -EIO an archive or
+ * file that cannot be opened (logged once), -ENOMEM / -EMFILE (not
+ * remembered: the next call tries again). */
+
+/* The child of dir called name. Opens an .npy.gz (its size is needed) and
+ * an archive looked into, never a directory's archives by themselves. */
+int fs_vfs_lookup(struct fs_vfs *v, uint64_t dir, const char *name, uint64_t *ino);
+
+/* Attributes (everything but uid/gid). Opens nothing. */
+int fs_vfs_getattr(struct fs_vfs *v, uint64_t ino, struct stat *st);
+
+/* A directory being listed: opendir fills it (opening an archive directory),
+ * fs_vfs_dirent() gives its children 0..count-1 in name order. */
+struct fs_dir {
+    uint64_t ino, parent; /* the directory's inode and its parent's */
+    size_t count;         /* children */
+    const void *node;     /* private to fs_vfs.c: the directory's node */
+    const void *unit;     /* private: its unit, NULL in the outer tree */
+};
+int fs_vfs_opendir(struct fs_vfs *v, uint64_t ino, struct fs_dir *d);
+void fs_vfs_dirent(struct fs_vfs *v, const struct fs_dir *d, size_t i, const char **name,
+                   uint64_t *ino, bool *is_dir);
+
+/* The archive, member and indexer behind a file (opening it if needed).
+ * -EISDIR for a directory. */
+struct fs_file {
+    struct fs_archive *a;
+    struct fs_member *m;
+    struct fs_indexer *indexer; /* may be NULL */
+};
+int fs_vfs_file(struct fs_vfs *v, uint64_t ino, struct fs_file *f);
+
+/* statfs: bytes of every member of the opened archives, and inodes known. */
+void fs_vfs_totals(struct fs_vfs *v, uint64_t *bytes, uint64_t *files);
+
+/*
+ * Persisted indexes (fs_index.c, over format/dfx_store.h): the first full
+ * pass over a member (a deflate member, or a zip's stored member) checks its
+ * CRC-32 and builds its chunk CRC table; a member bigger than one chunk gets
+ * its access points and table saved in the index directory, loaded on its
+ * first open in a later mount. With -o index=background a thread at idle CPU
+ * and I/O priority builds the missing ones after the mount answers.
  */
 struct fs_indexer;
 
@@ -241,6 +365,14 @@ void fs_indexer_free(struct fs_indexer *x);
 /* Before the first read of m: load its saved index, once per mount; other
  * openers of m wait for that load. Thread-safe; accepts NULL x. */
 void fs_indexer_use(struct fs_indexer *x, struct fs_member *m);
+
+/* -o verify=strict, at every open of m: returns 0 at once if m has its
+ * chunk CRC table (or needs none); otherwise runs the full pass over m that
+ * builds it (checking the member's CRC-32, and saving the index when the
+ * index directory is usable), or waits for the pass already running for m.
+ * Returns 0, or -EIO if m is damaged (every later call too), -ENOMEM.
+ * Thread-safe; accepts NULL x (returns 0). */
+int fs_indexer_verify(struct fs_indexer *x, struct fs_member *m);
 
 /* `npyfs index` for one opened source: build and save the index of every
  * deflate member (checking each CRC on the way), with a progress line when
@@ -272,8 +404,16 @@ void fs_ra_free(struct fs_ra *ra);
  * Thread-safe; ra may be NULL (no readahead). */
 void fs_ra_note_read(struct fs_ra *ra, struct fs_member *m, uint64_t first, uint64_t last);
 
-/* `npyfs ls` (fs_ls.c): print one row per member. Returns an exit status. */
-int fs_ls_main(struct fs_archive *a);
+/* `npyfs ls` (fs_ls.c): print one row per member, or with json one JSON
+ * array of objects (see the man page). Returns an exit status. */
+int fs_ls_main(struct fs_archive *a, bool json);
+
+/* fs_ls.c: s[0..len) as a JSON string with its quotes, into out (at most
+ * size bytes, NUL-terminated if size > 0). Valid UTF-8 is kept; a byte that
+ * is not part of valid UTF-8 becomes \udcXX (Python's surrogateescape, so
+ * os.fsencode() gives the exact bytes back). Returns the length it needed,
+ * like snprintf. */
+size_t fs_json_string(char *out, size_t size, const char *s, size_t len);
 
 
 /*
@@ -296,6 +436,8 @@ long fs_xattr_get(struct fs_ctx *ctx, struct fs_archive *a, struct fs_member *m,
                   const char *name, char *buf, size_t size);
 long fs_xattr_list(struct fs_ctx *ctx, struct fs_archive *a, struct fs_member *m, char *buf,
                    size_t size);
+/* fs_xattr.c: free what fs_xattr_get() cached in m->meta. Accepts NULL. */
+void fs_meta_free(struct fs_meta *meta);
 
 /* fs_stats.c: live counters of a mount, read by `npyfs stats`. */
 struct fs_counters {
@@ -303,7 +445,18 @@ struct fs_counters {
     atomic_uint_least64_t read_errors;  /* READ requests answered with an error */
     atomic_uint_least64_t bytes_served; /* bytes in READ replies */
     atomic_uint_least64_t archives_opened;
+    atomic_uint_least64_t readahead_chunks; /* chunks decoded into the cache by readahead workers */
 };
 extern struct fs_counters fs_counters;
+/* True in readahead worker threads (fs_readahead.c), so the decode can count
+ * their chunks in fs_counters.readahead_chunks. */
+extern _Thread_local bool fs_is_readahead_worker;
+
+/* The stats text of a mount (user.npyfs.stats, printed by `npyfs stats`),
+ * or with json the same as one JSON object: counters, then per member of
+ * every opened archive its index coverage and damage. Writes at most size
+ * bytes including the NUL (members that do not fit are counted, not
+ * listed); returns the length written. Thread-safe. */
+size_t fs_stats_format(struct fs_ctx *ctx, bool json, char *buf, size_t size);
 
 #endif

@@ -2,18 +2,25 @@
  * Persisted indexes for a mount, and `npyfs index` (contract in fs.h; the
  * file format is format/dfx_store.h's).
  *
- * A member is worth indexing if it is a deflate member bigger than one
- * spacing: anything smaller has no access point but the start. Each such
- * member moves through three states: NEW, LOADING (one thread is trying the
- * saved file; other openers wait), DONE. The index itself is never swapped:
- * a loaded file's points are imported into the member's live dfx index,
- * which readers may already be using (dfx_index_import() is safe for that).
+ * A member is worth indexing if it has a CRC-32 to check: every deflate
+ * member, and the stored members of a zip. Its first full pass checks that
+ * CRC and builds the member's chunk CRC table (dfx_store.h), against which
+ * every later decode or stored read is checked (fs_member.c). A member
+ * bigger than one chunk also gets a saved file: its access points (a stored
+ * member has none) and its table. Each such member moves through three
+ * states: NEW, LOADING (one thread is trying the saved file; other openers
+ * wait), DONE. The index itself is never swapped: a loaded file's points are
+ * imported into the member's live dfx index, which readers may already be
+ * using (dfx_index_import() is safe for that), and its table is published
+ * in the member.
  *
- * Building (background thread, `npyfs index`): a full pass over a twin index
- * of the member's stream, with windows kept compressed, so the member's live
- * index is not filled with raw windows meanwhile. The twin is saved, then
- * the saved file is loaded into the live index (mapped, not in RAM). Damage
- * the pass finds is copied into the live index, so reads fail with EIO.
+ * Building (background thread, `npyfs index`, the first open under
+ * verify=strict): a full pass over a twin index of the member's stream,
+ * with windows kept compressed, so the member's live index is not filled
+ * with raw windows meanwhile; a stored member's pass preads it. The table is
+ * published, the twin is saved, then the saved file is loaded into the live
+ * index (mapped, not in RAM). Damage the pass finds is copied into the live
+ * index, so reads fail with EIO. One pass per member at a time (passing[]).
  */
 #define _GNU_SOURCE
 #include "fs.h"
@@ -50,10 +57,13 @@ struct fs_indexer {
     struct fs_archive *a;     /* borrowed: outlives the indexer */
     char *dir;                /* owned: index directory, NULL without persistence */
     enum fs_index_mode mode;  /* immutable */
-    pthread_mutex_t lock;     /* leaf lock, never held while loading or decoding */
-    pthread_cond_t loaded;    /* broadcast when a member leaves ST_LOADING */
+    pthread_mutex_t lock;     /* never held while loading or decoding; only a dfx
+                               * index's own lock is taken under it */
+    pthread_cond_t loaded;    /* broadcast when a member leaves ST_LOADING or a
+                               * pass ends */
     unsigned char *state;     /* per member, protected by lock */
     bool *on_disk;            /* per member, protected by lock: saved or loaded */
+    bool *passing;            /* per member, protected by lock: a full pass runs */
     pthread_t thread;
     bool running;             /* the thread was started and not yet joined */
     atomic_bool stop;         /* set by fs_indexer_stop(): the thread ends */
@@ -67,15 +77,41 @@ struct progress {
     bool tty;
 };
 
+/* Does m get a full pass (a CRC to check, a chunk CRC table to build)? */
 static bool worth_indexing(const struct fs_archive *a, const struct fs_member *m)
 {
-    return m->kind == FS_DEFLATE && !m->unsupported && m->ix && m->size > a->spacing;
+    if (m->unsupported || m->is_dir || m->size == 0)
+        return false;
+    return m->kind == FS_DEFLATE ? m->ix != NULL : a->kind == FS_SRC_ZIP;
 }
+
+/* Does m get a saved file? One chunk or less: its table is one CRC, and the
+ * pass that builds it is quick. */
+static bool worth_saving(const struct fs_archive *a, const struct fs_member *m)
+{
+    return worth_indexing(a, m) && m->size > FS_CHUNK_SIZE;
+}
+
+static bool has_table(struct fs_member *m)
+{
+    return atomic_load(&m->crcs) != NULL;
+}
+
+static bool damaged(struct fs_member *m)
+{
+    uint64_t bad_from;
+
+    return fs_member_damage(m, &bad_from) < 0;
+}
+
+/* "cannot save" and "not usable" are said once per mount (process), however
+ * many archives (indexers) it has. */
+static atomic_bool said_unusable, said_cannot_save;
 
 static void member_key(const struct fs_archive *a, const struct fs_member *m,
                        struct dfx_store_key *k)
 {
-    const struct dfx_stream *st = dfx_index_stream(m->ix);
+    const struct dfx_stream *st = m->ix ? dfx_index_stream(m->ix) : NULL;
 
     memset(k, 0, sizeof(*k));
     k->dev = (uint64_t)a->st.st_dev;
@@ -85,7 +121,7 @@ static void member_key(const struct fs_archive *a, const struct fs_member *m,
     k->mtime_nsec = (uint32_t)a->st.st_mtim.tv_nsec;
     k->name = m->name;
     k->name_len = m->name_len;
-    k->crc = st->framing == DFX_RAW ? st->crc : 0;
+    k->crc = !st ? m->crc32 : st->framing == DFX_RAW ? st->crc : 0;
     k->stored_size = m->stored_size;
 }
 
@@ -105,17 +141,21 @@ static const char *load_problem(int err)
     }
 }
 
-/* Try the saved file for m; true if its points are now in m->ix. */
+/* Try the saved file for m; true if its points are now in m->ix (a stored
+ * member: its table in m). A table in the file is published in m. */
 static bool load_saved(struct fs_archive *a, const char *dir, struct fs_member *m)
 {
     struct dfx_store_key k;
+    struct dfx_crcs *t = NULL;
     char *path = NULL;
     int ret;
 
     if (!dir)
         return false;
     member_key(a, m, &k);
-    ret = dfx_store_load(dir, &k, m->ix);
+    ret = dfx_store_load(dir, &k, m->ix, FS_CHUNK_SIZE, &t);
+    if (ret == 0 && t)
+        fs_member_set_crcs(m, t);
     if (ret == -ENOENT || ret == -EBUSY)
         return false;
     dfx_store_path(dir, &k, &path);
@@ -135,7 +175,7 @@ void fs_indexer_use(struct fs_indexer *x, struct fs_member *m)
     size_t i;
     bool ok;
 
-    if (!x || !worth_indexing(x->a, m))
+    if (!x || !worth_saving(x->a, m))
         return;
     i = (size_t)(m - x->a->members);
     pthread_mutex_lock(&x->lock);
@@ -214,23 +254,33 @@ static void idle_priority(void)
 
 /*
  * One full pass over m's stream into a new twin index whose windows are
- * kept compressed. Returns 0 and the complete twin in *out; -ECANCELED if
- * stop was raised; or the error (damage is also recorded in m->ix).
+ * kept compressed, building the chunk CRC table of its output on the way.
+ * Returns 0 with the complete twin in *out and the table in *crcs (owned),
+ * which the reader's checks at the end (CRC-32, sizes) vouch for;
+ * -ECANCELED if stop was raised; or the error (damage is also recorded in
+ * m->ix).
  */
 static int build_twin(struct fs_archive *a, struct fs_member *m, atomic_bool *stop,
-                      struct progress *pr, struct dfx_index **out)
+                      struct progress *pr, struct dfx_index **out, struct dfx_crcs **crcs)
 {
     struct dfx_index *ix;
     struct dfx_reader *r = NULL;
+    struct dfx_crcs *t;
     unsigned char *buf;
-    uint64_t bad_from;
+    uint64_t bad_from, pos = 0;
     int64_t n;
     int ret, err;
 
     *out = NULL;
+    *crcs = NULL;
+    ret = dfx_crcs_new(m->size, FS_CHUNK_SIZE, &t);
+    if (ret < 0)
+        return ret == -EINVAL ? -EIO : ret;
     buf = malloc(PASS_READ);
-    if (!buf)
+    if (!buf) {
+        free(t);
         return -ENOMEM;
+    }
     ret = dfx_index_new(dfx_index_stream(m->ix), a->spacing, &ix);
     if (ret < 0)
         goto out_free_buf;
@@ -246,15 +296,20 @@ static int build_twin(struct fs_archive *a, struct fs_member *m, atomic_bool *st
             ret = (int)n;
             break;
         }
+        dfx_crcs_feed(t, pos, buf, (size_t)n);
+        pos += (uint64_t)n;
         if (pr) {
             pr->done += (uint64_t)n;
             progress_show(pr, false);
         }
     }
     dfx_reader_free(r);
+    /* No byte of a member whose full pass fails can be vouched for: a
+     * flipped bit may decode to wrong bytes well before the error, and there
+     * is no table yet to tell. So the damage condemns all of it. */
     err = dfx_index_damage(ix, &bad_from);
     if (err)
-        dfx_index_set_damage(m->ix, err, bad_from);
+        dfx_index_set_damage(m->ix, err, 0);
     if (ret == 0 && dfx_index_total(ix) != m->size)
         ret = -EIO; /* cannot happen for a checked stream; never save it */
     if (ret < 0) {
@@ -262,7 +317,10 @@ static int build_twin(struct fs_archive *a, struct fs_member *m, atomic_bool *st
         goto out_free_buf;
     }
     *out = ix;
+    *crcs = t;
+    t = NULL;
 out_free_buf:
+    free(t);
     free(buf);
     return ret;
 }
@@ -288,7 +346,9 @@ static void log_damage(struct fs_archive *a, struct fs_member *m, int err)
              "pass); its reads fail with EIO\n", a->path, m->name, ERRSTR(err));
 }
 
-/* Save ix for m into the indexer's directory; logs the outcome. */
+/* Save ix (NULL for a stored member) and m's chunk CRC table, if it has
+ * one, into the indexer's directory; logs the outcome (a failure once per
+ * mount: a full or broken directory fails every save the same way). */
 static int save(struct fs_indexer *x, struct fs_member *m, struct dfx_index *ix)
 {
     struct dfx_store_key k;
@@ -296,61 +356,169 @@ static int save(struct fs_indexer *x, struct fs_member *m, struct dfx_index *ix)
     int ret;
 
     member_key(x->a, m, &k);
-    ret = dfx_store_save(x->dir, &k, ix);
+    ret = dfx_store_save(x->dir, &k, ix, atomic_load(&m->crcs));
     dfx_store_path(x->dir, &k, &path);
     if (ret == 0)
         fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index saved to %s\n", x->a->path,
                  m->name, path ? path : x->dir);
-    else
-        fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': cannot save index to %s: %s\n",
+    else if (!atomic_exchange(&said_cannot_save, true))
+        fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': cannot save index to %s: %s "
+                 "(further save failures of this mount are not logged)\n",
                  x->a->path, m->name, path ? path : x->dir, ERRSTR(ret));
     free(path);
     return ret;
 }
 
-/* Background work for member i: load, or build, save and load. */
-static void background_member(struct fs_indexer *x, size_t i)
+static int saved_as(int save_ret)
 {
-    struct fs_member *m = &x->a->members[i];
+    return save_ret == 0 ? 1 : save_ret;
+}
+
+/*
+ * The full pass over m (see the top of the file): builds and publishes its
+ * chunk CRC table, checking its CRC-32; saves its file if it is worth one
+ * and there is a directory (*saved: 1 saved, 0 not tried, or the save's
+ * negative errno); a deflate member's live index gets the
+ * twin's points (from the saved file, or copied). Damage is recorded in m.
+ * The caller keeps other passes over m away. Returns 0 or the error.
+ */
+static int run_pass(struct fs_indexer *x, struct fs_member *m, atomic_bool *stop,
+                    struct progress *pr, int *saved)
+{
     struct dfx_index *twin;
-    bool on_disk;
+    struct dfx_crcs *t;
+    bool worth = x->dir && worth_saving(x->a, m);
     int ret;
 
-    fs_indexer_use(x, m);
-    pthread_mutex_lock(&x->lock);
-    on_disk = x->on_disk[i];
-    pthread_mutex_unlock(&x->lock);
-    if (on_disk || dfx_index_error(m->ix) || dfx_index_total(m->ix) != UINT64_MAX)
-        return; /* done, damaged, or complete already (saved at unmount) */
-    ret = build_twin(x->a, m, &x->stop, NULL, &twin);
-    if (ret == -ECANCELED || ret == -ENOMEM)
-        return;
-    if (ret < 0) {
-        log_damage(x->a, m, ret);
-        return;
+    *saved = 0;
+    if (m->kind == FS_STORED) {
+        ret = fs_member_scan_stored(x->a, m, stop);
+        if (pr) {
+            pr->done += m->size;
+            progress_show(pr, false);
+        }
+        if (ret == 0 && worth)
+            *saved = saved_as(save(x, m, NULL));
+        return ret;
     }
-    if (x->dir && save(x, m, twin) == 0) {
+    ret = build_twin(x->a, m, stop, pr, &twin, &t);
+    if (ret < 0)
+        return ret;
+    fs_member_set_crcs(m, t); /* from now on reads are checked */
+    if (worth)
+        *saved = saved_as(save(x, m, twin));
+    if (*saved == 1) {
         dfx_index_free(twin);
         /* Map the file rather than keep the twin's windows in RAM. If reads
          * grew m->ix meanwhile, the load is refused and m->ix stays as is. */
         load_saved(x->a, x->dir, m);
-        pthread_mutex_lock(&x->lock);
-        x->on_disk[i] = true; /* the file is there: nothing to save at unmount */
-        pthread_mutex_unlock(&x->lock);
-        return;
+        return 0;
     }
     adopt_twin(m, twin);
     dfx_index_free(twin);
+    return 0;
 }
+
+/* Mark a pass over member i as running; false if one already is. */
+static bool pass_begin(struct fs_indexer *x, size_t i)
+{
+    bool ok;
+
+    pthread_mutex_lock(&x->lock);
+    ok = !x->passing[i];
+    x->passing[i] = true;
+    pthread_mutex_unlock(&x->lock);
+    return ok;
+}
+
+static void pass_end(struct fs_indexer *x, size_t i, bool saved)
+{
+    pthread_mutex_lock(&x->lock);
+    x->passing[i] = false;
+    if (saved)
+        x->on_disk[i] = true; /* the file is there: nothing to save at unmount */
+    pthread_cond_broadcast(&x->loaded);
+    pthread_mutex_unlock(&x->lock);
+}
+
+/* Background work for member i: load, or build (checking it), save and
+ * load. A member whose file has no table (saved at an unmount) gets a pass
+ * too. A pass already running for it (a strict open's) is left alone. */
+static void background_member(struct fs_indexer *x, size_t i)
+{
+    struct fs_member *m = &x->a->members[i];
+    int ret, saved;
+
+    fs_indexer_use(x, m);
+    if (has_table(m) || damaged(m) || !pass_begin(x, i))
+        return;
+    ret = run_pass(x, m, &x->stop, NULL, &saved);
+    pass_end(x, i, saved == 1);
+    if (ret < 0 && ret != -ECANCELED && ret != -ENOMEM)
+        log_damage(x->a, m, ret);
+}
+
+/* Contract in fs.h. */
+int fs_indexer_verify(struct fs_indexer *x, struct fs_member *m)
+{
+    size_t i;
+    int ret, saved;
+
+    if (!x || !worth_indexing(x->a, m) || has_table(m))
+        return 0;
+    fs_indexer_use(x, m); /* a saved table, if there is one */
+    i = (size_t)(m - x->a->members);
+    pthread_mutex_lock(&x->lock);
+    for (;;) {
+        ret = has_table(m) ? 0 : damaged(m) ? -EIO : 1;
+        if (ret <= 0 || !x->passing[i])
+            break;
+        pthread_cond_wait(&x->loaded, &x->lock);
+    }
+    if (ret == 1)
+        x->passing[i] = true;
+    pthread_mutex_unlock(&x->lock);
+    if (ret <= 0)
+        return ret;
+
+    ret = run_pass(x, m, NULL, NULL, &saved);
+    pass_end(x, i, saved == 1);
+    if (ret < 0 && ret != -ENOMEM) {
+        log_damage(x->a, m, ret);
+        ret = -EIO;
+    }
+    return ret;
+}
+
+/* A mount may open many archives, each with its own indexer: their
+ * background passes run one at a time, in the order they get pass_lock.
+ * A waiting thread also wakes when its stop flag is raised (see
+ * fs_indexer_stop()). */
+static pthread_mutex_t pass_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pass_free = PTHREAD_COND_INITIALIZER; /* pass_busy cleared or a stop */
+static bool pass_busy;                                        /* protected by pass_lock */
 
 static void *background_main(void *arg)
 {
     struct fs_indexer *x = arg;
 
     idle_priority();
+    pthread_mutex_lock(&pass_lock);
+    while (pass_busy && !atomic_load(&x->stop))
+        pthread_cond_wait(&pass_free, &pass_lock);
+    if (atomic_load(&x->stop)) {
+        pthread_mutex_unlock(&pass_lock);
+        return NULL;
+    }
+    pass_busy = true;
+    pthread_mutex_unlock(&pass_lock);
     for (size_t i = 0; i < x->a->count && !atomic_load(&x->stop); i++)
         if (worth_indexing(x->a, &x->a->members[i]))
             background_member(x, i);
+    pthread_mutex_lock(&pass_lock);
+    pass_busy = false;
+    pthread_cond_broadcast(&pass_free);
+    pthread_mutex_unlock(&pass_lock);
     return NULL;
 }
 
@@ -370,7 +538,8 @@ int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_i
     x->mode = opts->index_mode;
     x->state = calloc(a->count ? a->count : 1, sizeof(*x->state));
     x->on_disk = calloc(a->count ? a->count : 1, sizeof(*x->on_disk));
-    if (!x->state || !x->on_disk)
+    x->passing = calloc(a->count ? a->count : 1, sizeof(*x->passing));
+    if (!x->state || !x->on_disk || !x->passing)
         goto out_nomem;
     if (opts->index_dir) {
         x->dir = strdup(opts->index_dir);
@@ -383,10 +552,11 @@ int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_i
     if (ret == 0)
         ret = dfx_store_prepare_dir(x->dir);
     if (ret < 0) {
-        fuse_log(FUSE_LOG_WARNING, "npyfs: %s: index directory %s is not usable (%s); "
-                 "indexes will not be saved or loaded\n", a->path, x->dir ? x->dir : "(none: "
-                 "no HOME)", ret == -EPERM ? "not owned by you, or writable by others"
-                                            : strerror(-ret));
+        if (!atomic_exchange(&said_unusable, true))
+            fuse_log(FUSE_LOG_WARNING, "npyfs: %s: index directory %s is not usable (%s); "
+                     "indexes will not be saved or loaded\n", a->path,
+                     x->dir ? x->dir : "(none: no HOME)",
+                     ret == -EPERM ? "not owned by you, or writable by others" : strerror(-ret));
         free(x->dir);
         x->dir = NULL;
     }
@@ -398,6 +568,7 @@ int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_i
 out_nomem:
     free(x->state);
     free(x->on_disk);
+    free(x->passing);
     free(x);
     return -ENOMEM;
 }
@@ -405,10 +576,15 @@ out_nomem:
 /* Contract in fs.h. */
 void fs_indexer_start(struct fs_indexer *x)
 {
+    bool any = false;
     int ret;
 
     if (!x || x->running || x->mode != FS_INDEX_BACKGROUND)
         return;
+    for (size_t i = 0; i < x->a->count && !any; i++)
+        any = worth_indexing(x->a, &x->a->members[i]);
+    if (!any)
+        return; /* no thread for an archive with nothing to index */
     ret = pthread_create(&x->thread, NULL, background_main, x);
     if (ret) {
         fuse_log(FUSE_LOG_ERR, "npyfs: %s: cannot start the background indexer: %s\n",
@@ -425,6 +601,9 @@ void fs_indexer_stop(struct fs_indexer *x)
         return;
     if (x->running) {
         atomic_store(&x->stop, true);
+        pthread_mutex_lock(&pass_lock); /* wake it if it waits for its turn */
+        pthread_cond_broadcast(&pass_free);
+        pthread_mutex_unlock(&pass_lock);
         pthread_join(x->thread, NULL);
         x->running = false;
     }
@@ -433,15 +612,16 @@ void fs_indexer_stop(struct fs_indexer *x)
         struct fs_member *m = &x->a->members[i];
         bool on_disk;
 
-        if (!worth_indexing(x->a, m))
+        if (!worth_saving(x->a, m) || !m->ix)
             continue;
         pthread_mutex_lock(&x->lock);
         on_disk = x->on_disk[i];
         x->on_disk[i] = true; /* once */
         pthread_mutex_unlock(&x->lock);
-        /* grown by reads to the end (or sized by a full pass at open) */
+        /* grown by reads to the end (or sized by a full pass at open); with
+         * the chunk CRC table if a pass built one */
         if (!on_disk && dfx_index_total(m->ix) != UINT64_MAX && !dfx_index_error(m->ix) &&
-            dfx_index_points(m->ix) > 1)
+            (dfx_index_points(m->ix) > 1 || has_table(m)))
             save(x, m, m->ix);
     }
 }
@@ -456,6 +636,7 @@ void fs_indexer_free(struct fs_indexer *x)
     pthread_cond_destroy(&x->loaded);
     free(x->state);
     free(x->on_disk);
+    free(x->passing);
     free(x->dir);
     free(x);
 }
@@ -474,29 +655,25 @@ static const char *index_problem(int err)
     }
 }
 
-/* Index one member for `npyfs index`: reuse a valid file, save an index
- * completed at open, or build one. Returns 0 or the error. */
+/* Index one member for `npyfs index`: reuse a valid file with its table,
+ * save an index completed (and checked) at open, or build one. Returns 0
+ * or the error. */
 static int index_member(struct fs_indexer *x, struct fs_member *m, struct progress *pr)
 {
-    struct dfx_index *twin;
-    bool worth = worth_indexing(x->a, m);
-    int ret;
+    bool worth = worth_saving(x->a, m);
+    int ret, saved;
 
-    if (worth && load_saved(x->a, x->dir, m)) {
+    if (worth && load_saved(x->a, x->dir, m) && has_table(m)) {
         pr->done += m->size;
         return 0;
     }
-    if (worth && dfx_index_total(m->ix) != UINT64_MAX && !dfx_index_error(m->ix)) {
+    if (has_table(m) && m->ix && dfx_index_total(m->ix) != UINT64_MAX &&
+        !dfx_index_error(m->ix)) {
         pr->done += m->size;
-        return save(x, m, m->ix);
+        return worth ? save(x, m, m->ix) : 0;
     }
-    ret = build_twin(x->a, m, NULL, pr, &twin);
-    if (ret < 0)
-        return ret;
-    if (worth)
-        ret = save(x, m, twin);
-    dfx_index_free(twin);
-    return ret;
+    ret = run_pass(x, m, NULL, pr, &saved);
+    return ret < 0 ? ret : saved < 0 ? saved : 0;
 }
 
 static void print_member_error(const struct fs_archive *a, const struct fs_member *m, int err,
@@ -556,7 +733,7 @@ int fs_index_main(struct fs_archive *a, const struct fs_opts *opts)
     if (!x.dir)
         return 1;
     for (size_t i = 0; i < a->count; i++)
-        if (a->members[i].kind == FS_DEFLATE && !a->members[i].unsupported)
+        if (worth_indexing(a, &a->members[i]))
             pr.total += a->members[i].size;
     clock_gettime(CLOCK_MONOTONIC, &pr.start);
     pr.last = pr.start;
@@ -565,7 +742,7 @@ int fs_index_main(struct fs_archive *a, const struct fs_opts *opts)
         struct fs_member *m = &a->members[i];
         int ret;
 
-        if (m->kind != FS_DEFLATE || m->unsupported)
+        if (!worth_indexing(a, m))
             continue;
         ret = index_member(&x, m, &pr);
         if (ret < 0 && !first_bad) {

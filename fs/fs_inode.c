@@ -176,8 +176,8 @@ static int place(struct fs_tree *t, struct name_index *ni, struct fs_member *m)
 
 skip:
     t->skipped++;
-    fuse_log(FUSE_LOG_WARNING, "npyfs: skipping member '%s': its name cannot be placed\n",
-             m->name);
+    fuse_log(FUSE_LOG_WARNING, "npyfs: %s: skipping member '%s': its name cannot be placed\n",
+             m->archive ? m->archive->path : "?", m->name);
     return 0;
 }
 

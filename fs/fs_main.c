@@ -4,8 +4,10 @@
  * This is the only place that turns error codes into text. A mount error is
  * one line naming the file and the problem; nothing is left mounted.
  *
- * Background mounts: the source is opened and parsed in the calling process
- * (so errors print straight to its terminal), then the process forks. The
+ * Background mounts: the sources are checked in the calling process (archives
+ * named on the command line opened and parsed, directories walked; archives
+ * found by the walk are opened later, on first use), so errors print straight
+ * to its terminal; then the process forks. The
  * child creates its own session, mounts, tells the parent through a pipe,
  * lets go of the caller's stdio and serves. The parent waits for that word,
  * then stats the mount point (which needs the child to answer) and exits.
@@ -23,7 +25,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <syslog.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -31,7 +35,9 @@
 #include "npy.h"
 
 struct mount_args {
-    const char *source;
+    const char *source;       /* the first source (fsname, messages) */
+    const char **sources;     /* owned array: every SOURCE as given */
+    int nsources;
     const char *mountpoint;
     bool foreground;
     bool debug;
@@ -40,35 +46,61 @@ struct mount_args {
 };
 
 static const char usage_text[] =
-    "usage: npyfs mount [-f] [-d] [-o OPT[,OPT...]] SOURCE MOUNTPOINT\n"
+    "usage: npyfs mount [-f] [-d] [-o OPT[,OPT...]] SOURCE... MOUNTPOINT\n"
+    "       npyfs SOURCE MOUNTPOINT [-o OPT[,OPT...]]   (the form mount.fuse3 uses)\n"
     "       npyfs unmount MOUNTPOINT\n"
-    "       npyfs ls SOURCE\n"
+    "       npyfs ls [--json] SOURCE\n"
     "       npyfs index [-o OPT[,OPT...]] SOURCE...\n"
+    "       npyfs stats [--json] MOUNTPOINT\n"
     "       npyfs --help | --version\n"
     "\n"
-    "Mount a NumPy .npz archive or a gzipped .npy (.npy.gz) read-only, showing\n"
+    "Mount NumPy .npz archives and gzipped .npy files (.npy.gz) read-only, showing\n"
     "every array as a plain .npy file that np.load(..., mmap_mode='r') can map.\n"
+    "A SOURCE is an archive, or a directory whose archives appear as directories\n"
+    "(opened on first use); several SOURCEs appear side by side at the root.\n"
     "\n"
-    "mount options:\n"
-    "  -f                 stay in the foreground (default: return once mounted)\n"
+    "commands:\n"
+    "  mount    mount in the background; returns once the mount answers\n"
+    "  unmount  unmount (fusermount3 -u, lazily if the mount is busy)\n"
+    "  ls       one row per member: name, dtype, shape, order, sizes, method;\n"
+    "           --json: one JSON array of objects instead\n"
+    "  index    build and save the index of every deflate member ahead of time,\n"
+    "           checking each CRC on the way (takes index_dir= and spacing=)\n"
+    "  stats    a mount's live counters: bytes served and decompressed, cache\n"
+    "           hits and misses, index coverage per member (--json: as JSON)\n"
+    "\n"
+    "mount flags:\n"
+    "  -f                 stay in the foreground and log to stderr\n"
     "  -d                 foreground with FUSE debug output\n"
-    "  -o cache_size=SIZE decompressed data the daemon may hold (default 256M)\n"
-    "  -o spacing=SIZE    distance between index access points (default 1M;\n"
-    "                     smaller: faster random reads, more memory)\n"
-    "  -o threads=N       readahead workers decoding ahead of sequential\n"
-    "                     readers (default: online cores; 0: none)\n"
-    "  -o readahead=SIZE  kernel readahead per file, set when root (default 512K;\n"
-    "                     0: leave the kernel's)\n"
-    "  -o index_dir=DIR   where saved indexes go (default $XDG_CACHE_HOME/npyfs,\n"
-    "                     else ~/.cache/npyfs)\n"
-    "  -o index=MODE      background (default): build missing indexes at idle\n"
-    "                     priority after mounting; lazy: only as reads go\n"
-    "  -o OPT             any other option goes to libfuse (allow_other, ...)\n"
     "\n"
-    "index: build and save the index of every member ahead of time, checking\n"
-    "each CRC on the way; a later mount loads it instead of decompressing.\n"
-    "Takes -o index_dir=DIR and -o spacing=SIZE.\n"
-    "SIZE takes a K, M or G suffix (powers of 1024).\n";
+    "-o options (mount; the same in /etc/fstab):\n"
+    "  cache_size=SIZE    decompressed data the daemon may hold (default 256M)\n"
+    "  spacing=SIZE       distance between index access points (default 1M, at\n"
+    "                     least 64K; smaller: faster random reads, more memory)\n"
+    "  threads=N          readahead workers decoding ahead of sequential\n"
+    "                     readers (default: online cores; 0: none; at most 256)\n"
+    "  readahead=SIZE     kernel readahead per file, set when root (default 512K;\n"
+    "                     0: leave the kernel's; at most 1G)\n"
+    "  index_dir=DIR      where saved indexes go (default $XDG_CACHE_HOME/npyfs,\n"
+    "                     else ~/.cache/npyfs)\n"
+    "  index=MODE         background (default): build missing indexes at idle\n"
+    "                     priority after mounting; lazy: only as reads go\n"
+    "  verify=MODE        lazy (default): serve at once, checking each chunk once\n"
+    "                     the member's checksums exist; strict: a member's first\n"
+    "                     open waits for a full pass that checks all of it\n"
+    "  OPT                any other option goes to libfuse: allow_other, ro,\n"
+    "                     nodev, nosuid, noexec, noatime, ... (always read-only)\n"
+    "SIZE takes a K, M, G or T suffix (powers of 1024).\n"
+    "\n"
+    "Metadata without Python: getfattr -d FILE shows user.npy.dtype, .shape and\n"
+    ".fortran_order, user.npyfs.method and .stored_size.\n"
+    "\n"
+    "/etc/fstab (mount /mnt/a runs mount.fuse3, which runs npyfs; rw, which\n"
+    "mount passes for defaults, is ignored):\n"
+    "  /data/a.npz  /mnt/a  fuse.npyfs  ro,allow_other,cache_size=64M  0 0\n"
+    "\n"
+    "Exit status: 0 on success, 1 on any error (one line naming the file).\n"
+    "See npyfs(1).\n";
 
 static void die_usage(const char *fmt, ...)
 {
@@ -187,6 +219,13 @@ static void parse_opts(struct mount_args *ma, const char *list)
                 ma->opts.index_mode = FS_INDEX_LAZY;
             else
                 die_usage("bad value in -o %s: expected background or lazy", opt);
+        } else if (strncmp(opt, "verify=", 7) == 0) {
+            if (strcmp(opt + 7, "lazy") == 0)
+                ma->opts.verify = FS_VERIFY_LAZY;
+            else if (strcmp(opt + 7, "strict") == 0)
+                ma->opts.verify = FS_VERIFY_STRICT;
+            else
+                die_usage("bad value in -o %s: expected lazy or strict", opt);
         } else if (strncmp(opt, "spacing=", 8) == 0) {
             if (parse_size(opt + 8, &ma->opts.spacing) < 0 ||
                 ma->opts.spacing < DFX_MIN_SPACING)
@@ -205,9 +244,13 @@ static void parse_opts(struct mount_args *ma, const char *list)
 
 static void parse_mount_args(int argc, char **argv, struct mount_args *ma)
 {
-    const char *pos[2];
+    const char **pos = calloc((size_t)argc + 1, sizeof(*pos));
     int npos = 0;
 
+    if (!pos) {
+        fputs("npyfs: out of memory\n", stderr);
+        exit(1);
+    }
     ma->opts.cache_size = FS_DEFAULT_CACHE_SIZE;
     ma->opts.spacing = DFX_DEFAULT_SPACING;
     ma->opts.threads = default_threads();
@@ -226,16 +269,16 @@ static void parse_mount_args(int argc, char **argv, struct mount_args *ma)
             parse_opts(ma, a + 2);
         } else if (a[0] == '-' && a[1]) {
             die_usage("unknown mount flag %s", a);
-        } else if (npos < 2) {
-            pos[npos++] = a;
         } else {
-            die_usage("too many arguments: %s", a);
+            pos[npos++] = a;
         }
     }
-    if (npos != 2)
+    if (npos < 2)
         die_usage("mount needs SOURCE and MOUNTPOINT");
+    ma->sources = pos;
+    ma->nsources = npos - 1;
     ma->source = pos[0];
-    ma->mountpoint = pos[1];
+    ma->mountpoint = pos[npos - 1];
 }
 
 static const char *describe_open_error(int err)
@@ -268,6 +311,7 @@ static struct fs_archive *open_source(const char *path, uint64_t spacing)
 
 static bool is_mounted(const char *path);
 static char *absolute_mountpoint(const char *mnt);
+static void check_fuse_available(void);
 
 static void check_mountpoint(const char *mnt)
 {
@@ -428,27 +472,132 @@ static int daemon_parent(pid_t child, const char *source, const char *mnt, int f
     return 0;
 }
 
+/* A mount may hold many archives open, one fd each: raise the soft limit
+ * on open files to the hard one. Best effort. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static bool has_suffix(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* The name a directory source shows under at the root of several sources:
+ * its last component (of its real path for "/", "." and the like), or NULL
+ * for the root directory. Owned by the caller. */
+static char *dir_name(const char *path)
+{
+    char *copy = strdup(path), *real = NULL, *slash, *out;
+
+    if (!copy)
+        return NULL;
+    while (strlen(copy) > 1 && copy[strlen(copy) - 1] == '/')
+        copy[strlen(copy) - 1] = '\0';
+    slash = strrchr(copy, '/');
+    out = slash ? slash + 1 : copy;
+    if (!*out || strcmp(out, ".") == 0 || strcmp(out, "..") == 0) {
+        real = realpath(path, NULL);
+        slash = real ? strrchr(real, '/') : NULL;
+        out = slash && slash[1] ? slash + 1 : NULL;
+    }
+    out = out ? strdup(out) : NULL;
+    free(copy);
+    free(real);
+    return out;
+}
+
+/*
+ * Check every source named on the command line before anything else: a
+ * directory must be readable (it is walked later), a file is opened here as
+ * an archive, so an error is one line naming it. With several sources,
+ * their names at the root must differ. Exits on any error.
+ */
+static struct fs_source *prepare_sources(const struct mount_args *ma)
+{
+    struct fs_source *s = calloc((size_t)ma->nsources, sizeof(*s));
+    char **names = calloc((size_t)ma->nsources, sizeof(*names));
+    struct stat st;
+
+    if (!s || !names) {
+        fputs("npyfs: out of memory\n", stderr);
+        exit(1);
+    }
+    for (int i = 0; i < ma->nsources; i++) {
+        const char *p = ma->sources[i];
+
+        s[i].path = p;
+        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
+            if (has_suffix(p, ".npz") || has_suffix(p, ".npz/") || has_suffix(p, ".npy.gz") ||
+                has_suffix(p, ".npy.gz/")) {
+                fprintf(stderr, "npyfs: %s: %s\n", p, describe_open_error(-EISDIR));
+                exit(1);
+            }
+            if (access(p, R_OK | X_OK) != 0) {
+                fprintf(stderr, "npyfs: %s: cannot read the directory: %s\n", p,
+                        strerror(errno));
+                exit(1);
+            }
+            names[i] = dir_name(p);
+        } else {
+            s[i].archive = open_source(p, ma->opts.spacing);
+            names[i] = s[i].archive->kind == FS_SRC_GZIP ? strdup(s[i].archive->members[0].name)
+                                                          : dir_name(p);
+        }
+        s[i].name = names[i];
+        if (ma->nsources > 1 && (!names[i] || !names[i][0])) {
+            fprintf(stderr, "npyfs: %s: has no name to show at the mount root; mount it "
+                    "alone\n", p);
+            exit(1);
+        }
+        for (int j = 0; ma->nsources > 1 && j < i; j++) {
+            if (strcmp(names[j], names[i]) == 0) {
+                fprintf(stderr, "npyfs: %s and %s would both appear as '%s' at the mount "
+                        "root; rename one, or mount them separately\n", s[j].path, p,
+                        names[i]);
+                exit(1);
+            }
+        }
+    }
+    free(names); /* the strings stay: s[i].name borrows them until exit */
+    return s;
+}
+
 static int cmd_mount(int argc, char **argv)
 {
     struct mount_args ma = {0};
     struct fs_ctx ctx = {0};
+    struct fs_source *srcs;
     struct fuse_session *se;
     int pipefd[2], ret;
+    size_t bad;
     pid_t pid;
 
     parse_mount_args(argc, argv, &ma);
     check_mountpoint(ma.mountpoint);
+    check_fuse_available();
+    raise_nofile();
     ctx.opts = ma.opts;
+    ctx.source = ma.source;
     ctx.mountpoint = realpath(ma.mountpoint, NULL); /* NULL: readahead stays the kernel's */
-    ctx.archive = open_source(ma.source, ma.opts.spacing);
+    srcs = prepare_sources(&ma);
     ctx.uid = getuid();
     ctx.gid = getgid();
-    if (fs_indexer_new(ctx.archive, &ctx.opts, &ctx.indexer) < 0) {
-        fprintf(stderr, "npyfs: %s: out of memory\n", ma.source);
+    ret = fs_vfs_new(srcs, (size_t)ma.nsources, &ctx.opts, &ctx.vfs, &bad);
+    if (ret < 0) {
+        fprintf(stderr, "npyfs: %s: %s\n", srcs[bad].path,
+                ret == -EFBIG ? "too many files to mount" : strerror(-ret));
         return 1;
     }
-    if (fs_tree_build(&ctx.tree, ctx.archive) < 0 ||
-        cache_new(ma.opts.cache_size, FS_CHUNK_SIZE, &ctx.cache) < 0) {
+    if (cache_new(ma.opts.cache_size, FS_CHUNK_SIZE, &ctx.cache) < 0) {
         fprintf(stderr, "npyfs: %s: out of memory\n", ma.source);
         return 1;
     }
@@ -473,9 +622,11 @@ static int cmd_mount(int argc, char **argv)
     }
     fuse_session_destroy(se);
     cache_free(ctx.cache);
-    fs_tree_destroy(&ctx.tree);
-    fs_indexer_free(ctx.indexer); /* stopped by the FUSE destroy handler */
-    fs_archive_free(ctx.archive);
+    fs_vfs_free(ctx.vfs); /* indexers stopped by the FUSE destroy handler */
+    for (int i = 0; i < ma.nsources; i++)
+        free((char *)srcs[i].name);
+    free(srcs);
+    free(ma.sources);
     free(ma.opts.index_dir);
     free(ctx.mountpoint);
     free(ma.fuse_opts);
@@ -581,15 +732,28 @@ static int cmd_unmount(int argc, char **argv)
     return 0;
 }
 
+/* npyfs ls [--json] SOURCE */
 static int cmd_ls(int argc, char **argv)
 {
+    const char *source = NULL;
     struct fs_archive *a;
+    bool json = false;
     int ret;
 
-    if (argc != 1)
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0)
+            json = true;
+        else if (argv[i][0] == '-' && argv[i][1])
+            die_usage("unknown ls flag %s", argv[i]);
+        else if (source)
+            die_usage("ls takes one SOURCE");
+        else
+            source = argv[i];
+    }
+    if (!source)
         die_usage("ls needs SOURCE");
-    a = open_source(argv[0], DFX_DEFAULT_SPACING);
-    ret = fs_ls_main(a);
+    a = open_source(source, DFX_DEFAULT_SPACING);
+    ret = fs_ls_main(a, json);
     fs_archive_free(a);
     return ret;
 }
@@ -641,6 +805,213 @@ static int cmd_index(int argc, char **argv)
     return status;
 }
 
+/* Fail early, with the fix, when FUSE cannot work here: libfuse alone says
+ * "fuse: device not found" or fails to run fusermount3 after the source has
+ * been opened. Root mounts with mount(2) itself; anyone else needs the
+ * setuid fusermount3, which libfuse looks for in /usr/bin, then on PATH. */
+static void check_fuse_available(void)
+{
+    struct stat st;
+    const char *path = getenv("PATH");
+    bool found = access("/usr/bin/fusermount3", X_OK) == 0 &&
+                 stat("/usr/bin/fusermount3", &st) == 0 && S_ISREG(st.st_mode);
+
+    if (stat("/dev/fuse", &st) < 0 || !S_ISCHR(st.st_mode)) {
+        fprintf(stderr, "npyfs: /dev/fuse is %s (is the fuse module loaded? in a container, "
+                "pass the device in)\n", errno == ENOENT ? "missing" : "not usable");
+        exit(1);
+    }
+    if (geteuid() == 0)
+        return;
+    while (!found && path && *path) {
+        size_t len = strcspn(path, ":");
+        char *cand;
+
+        if (len && asprintf(&cand, "%.*s/fusermount3", (int)len, path) >= 0) {
+            found = access(cand, X_OK) == 0 && stat(cand, &st) == 0 && S_ISREG(st.st_mode);
+            free(cand);
+        }
+        path += len + (path[len] == ':');
+    }
+    if (!found) {
+        fputs("npyfs: fusermount3 not found in /usr/bin or on PATH; it is needed to mount "
+              "as a user other than root (Debian package fuse3)\n", stderr);
+        exit(1);
+    }
+}
+
+/* Options mount(8) and mount.fuse3 pass that mean nothing to a read-only
+ * FUSE mount and that libfuse would refuse (mount.fuse3 already drops some):
+ * rw comes with "defaults" and is ignored, as an npyfs mount is always
+ * read-only; the atime variants libfuse does not know change nothing when
+ * nothing is written. */
+static bool fstab_only_opt(const char *opt, size_t len)
+{
+    static const char *const names[] = {
+        "rw", "defaults", "auto", "noauto", "user", "users", "nouser", "owner", "group",
+        "nofail", "_netdev", "relatime", "norelatime", "strictatime", "nostrictatime",
+        "diratime", "nodiratime", "lazytime", "nolazytime", "iversion", "noiversion",
+        "loud", "silent", NULL};
+
+    for (int i = 0; names[i]; i++)
+        if (strlen(names[i]) == len && strncmp(opt, names[i], len) == 0)
+            return true;
+    return (len >= 8 && strncmp(opt, "comment=", 8) == 0) || (len >= 2 && strncmp(opt, "x-", 2) == 0);
+}
+
+/* The call form of mount.fuse3 (an /etc/fstab line of type fuse.npyfs):
+ * npyfs SOURCE MOUNTPOINT [-o OPTS]. Mount in the background as `mount`
+ * does, after dropping the options only fstab knows. */
+static int cmd_fstab(int argc, char **argv)
+{
+    char **args = calloc((size_t)argc + 1, sizeof(*args));
+    char **owned = calloc((size_t)argc + 1, sizeof(*owned)); /* the lists made here */
+    int nowned = 0, ret;
+
+    if (!args || !owned) {
+        fputs("npyfs: out of memory\n", stderr);
+        return 1;
+    }
+    for (int i = 0; i < argc; i++) {
+        const char *list = NULL;
+        char *kept = NULL;
+        bool separate = strcmp(argv[i], "-o") == 0 && i + 1 < argc;
+
+        if (separate) {
+            args[i] = argv[i];
+            list = argv[++i];
+        } else if (strncmp(argv[i], "-o", 2) == 0 && argv[i][2]) {
+            list = argv[i] + 2;
+        } else {
+            args[i] = argv[i];
+            continue;
+        }
+        for (const char *p = list; *p;) {
+            size_t len = strcspn(p, ",");
+            if (len && !fstab_only_opt(p, len))
+                append_opt(&kept, p, len);
+            p += len + (p[len] == ',');
+        }
+        if (!kept && asprintf(&kept, "%s", "ro") < 0) {
+            fputs("npyfs: out of memory\n", stderr);
+            return 1;
+        }
+        if (separate) {
+            args[i] = kept;
+        } else {
+            if (asprintf(&args[i], "-o%s", kept) < 0) {
+                fputs("npyfs: out of memory\n", stderr);
+                return 1;
+            }
+            free(kept);
+        }
+        owned[nowned++] = args[i];
+    }
+    ret = cmd_mount(argc, args);
+    while (nowned > 0)
+        free(owned[--nowned]);
+    free(owned);
+    free(args);
+    return ret;
+}
+
+/* The type of the mount at path in /proc/self/mounts (e.g. "fuse.npyfs"),
+ * into type; false if nothing is mounted there. */
+static bool mount_type(const char *path, char *type, size_t size)
+{
+    FILE *f = fopen("/proc/self/mounts", "re");
+    char line[PATH_MAX * 2], dir[PATH_MAX * 2];
+    bool found = false;
+
+    if (!f)
+        return false;
+    while (fgets(line, sizeof(line), f)) {
+        char *p = strchr(line, ' '), *d = dir, *t;
+        if (!p)
+            continue;
+        for (p++; *p && *p != ' ' && d < dir + sizeof(dir) - 1; p++) {
+            if (p[0] == '\\' && p[1] && p[2] && p[3]) {
+                *d++ = (char)(((p[1] - '0') << 6) | ((p[2] - '0') << 3) | (p[3] - '0'));
+                p += 3;
+            } else {
+                *d++ = *p;
+            }
+        }
+        *d = '\0';
+        if (strcmp(dir, path) != 0 || *p != ' ')
+            continue;
+        t = p + 1;
+        snprintf(type, size, "%.*s", (int)strcspn(t, " "), t);
+        found = true; /* keep going: the last mount on a path is the visible one */
+    }
+    fclose(f);
+    return found;
+}
+
+/* npyfs stats [--json] MOUNTPOINT: print the mount root's user.npyfs.stats. */
+static int cmd_stats(int argc, char **argv)
+{
+    const char *mnt = NULL;
+    char type[64], *abs, *buf;
+    bool json = false;
+    ssize_t n;
+    struct stat st;
+
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0)
+            json = true;
+        else if (argv[i][0] == '-' && argv[i][1])
+            die_usage("unknown stats flag %s", argv[i]);
+        else if (mnt)
+            die_usage("stats takes one MOUNTPOINT");
+        else
+            mnt = argv[i];
+    }
+    if (!mnt)
+        die_usage("stats needs MOUNTPOINT");
+    abs = absolute_mountpoint(mnt);
+    if (!abs || !mount_type(abs, type, sizeof(type))) {
+        if (lstat(mnt, &st) < 0)
+            fprintf(stderr, "npyfs: %s: %s\n", mnt,
+                    errno == ENOENT ? "no such directory" : strerror(errno));
+        else
+            fprintf(stderr, "npyfs: %s: not a mount point (give the directory an npyfs "
+                    "mount is on)\n", mnt);
+        free(abs);
+        return 1;
+    }
+    if (strcmp(type, "fuse.npyfs") != 0) {
+        fprintf(stderr, "npyfs: %s: not an npyfs mount (it is %s)\n", mnt, type);
+        free(abs);
+        return 1;
+    }
+    buf = malloc(1 << 16);
+    if (!buf) {
+        fputs("npyfs: out of memory\n", stderr);
+        free(abs);
+        return 1;
+    }
+    n = getxattr(abs, json ? "user.npyfs.stats.json" : "user.npyfs.stats", buf, 1 << 16);
+    if (n < 0) {
+        int err = errno;
+        if (err == ENOTCONN)
+            fprintf(stderr, "npyfs: %s: the daemon of this mount is gone (npyfs unmount it)\n",
+                    mnt);
+        else if (err == ENODATA || err == ENOTSUP)
+            fprintf(stderr, "npyfs: %s: this npyfs daemon does not report stats (mounted by an "
+                    "older npyfs?)\n", mnt);
+        else
+            fprintf(stderr, "npyfs: %s: %s\n", mnt, strerror(err));
+        free(buf);
+        free(abs);
+        return 1;
+    }
+    fwrite(buf, 1, (size_t)n, stdout);
+    free(buf);
+    free(abs);
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd = argc > 1 ? argv[1] : "";
@@ -662,6 +1033,10 @@ int main(int argc, char **argv)
         return cmd_ls(argc - 2, argv + 2);
     if (strcmp(cmd, "index") == 0)
         return cmd_index(argc - 2, argv + 2);
+    if (strcmp(cmd, "stats") == 0)
+        return cmd_stats(argc - 2, argv + 2);
+    if (argc >= 3 && cmd[0] != '-' && strpbrk(cmd, "./"))
+        return cmd_fstab(argc - 1, argv + 1); /* npyfs SOURCE MOUNTPOINT -o OPTS */
     if (argc < 2)
         fputs(usage_text, stderr);
     else

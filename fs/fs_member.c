@@ -22,6 +22,13 @@
  * Its busy entry is ahead and pipelined: its start moves up as each chunk is
  * inserted, and a reader just past its end waits for it too, then takes the
  * decoder it parks.
+ *
+ * Integrity: once a member has its chunk CRC table (m->crcs), every chunk a
+ * decoder produces is checked against it before it goes into the cache, and
+ * every stored read is served from whole chunks checked the same way, so
+ * damage that appears after the table was built (bit rot, the archive
+ * rewritten in place with its mtime restored) fails the read that meets it
+ * instead of handing out wrong bytes.
  */
 #define _GNU_SOURCE
 #include "fs.h"
@@ -35,6 +42,7 @@
 #include <zlib.h>
 
 #include "dfx_internal.h"
+#include "dfx_store.h"
 #include "gz.h"
 #include "npy.h"
 #include "zip.h"
@@ -75,8 +83,10 @@ static void member_destroy(struct fs_member *m)
     for (int i = 0; i < m->nparked; i++)
         dfx_reader_free(m->parked[i]);
     dfx_index_free(m->ix);
+    free(atomic_load(&m->crcs));
     pthread_mutex_destroy(&m->lock);
     pthread_cond_destroy(&m->idle);
+    fs_meta_free(atomic_load(&m->meta));
     free(m->name);
 }
 
@@ -133,19 +143,71 @@ static int open_zip(struct fs_archive *a)
     return ret;
 }
 
-/* Decode to the end of the stream and return the total output size. */
-static int64_t full_pass(struct dfx_reader *r)
+/* Chunk CRCs of output whose size is not known yet (the gzip sizing pass):
+ * crc[i] for chunk i, grown as output comes. */
+struct grow_crcs {
+    uint32_t *crc;
+    uint64_t n, cap, pos;
+    bool failed; /* out of memory: no table */
+};
+
+static void grow_feed(struct grow_crcs *g, const unsigned char *p, size_t len)
+{
+    while (len && !g->failed) {
+        uint64_t i = g->pos / FS_CHUNK_SIZE;
+        size_t n = FS_CHUNK_SIZE - (size_t)(g->pos % FS_CHUNK_SIZE);
+
+        if (i >= g->cap) {
+            uint64_t cap = g->cap ? 2 * g->cap : 64;
+            uint32_t *c = realloc(g->crc, (size_t)cap * sizeof(*c));
+            if (!c) {
+                g->failed = true;
+                return;
+            }
+            g->crc = c;
+            g->cap = cap;
+        }
+        if (i >= g->n)
+            g->crc[g->n++] = 0;
+        if (n > len)
+            n = len;
+        g->crc[i] = (uint32_t)crc32_combine(g->crc[i], dfx_crcs_of(p, n), (z_off_t)n);
+        g->pos += n;
+        p += n;
+        len -= n;
+    }
+}
+
+/* Decode to the end of the stream and return the total output size,
+ * feeding every byte to g. */
+static int64_t full_pass(struct dfx_reader *r, struct grow_crcs *g)
 {
     unsigned char *buf = malloc(PASS_BUF);
     int64_t n;
 
     if (!buf)
         return -ENOMEM;
-    do
-        n = dfx_reader_read(r, buf, PASS_BUF);
-    while (n > 0);
+    while ((n = dfx_reader_read(r, buf, PASS_BUF)) > 0)
+        grow_feed(g, buf, (size_t)n);
     free(buf);
     return n < 0 ? n : (int64_t)dfx_reader_pos(r);
+}
+
+/* The table of a finished sizing pass over size bytes, or NULL. */
+static struct dfx_crcs *grow_table(struct grow_crcs *g, uint64_t size)
+{
+    struct dfx_crcs *t = NULL;
+
+    if (!g->failed && g->pos == size && dfx_crcs_new(size, FS_CHUNK_SIZE, &t) == 0 &&
+        t->count == g->n)
+        memcpy(t->crc, g->crc, (size_t)g->n * sizeof(*g->crc));
+    else if (t) {
+        free(t);
+        t = NULL;
+    }
+    free(g->crc);
+    g->crc = NULL;
+    return t;
 }
 
 /*
@@ -153,16 +215,18 @@ static int64_t full_pass(struct dfx_reader *r)
  * when possible: the .npy header gives header + itemsize * prod(shape), which
  * must agree with ISIZE (size mod 2^32 of the last member). Otherwise (not a
  * sizeable .npy, or several members) one full pass counts the bytes; it also
- * fills the index on the way, so the work is not lost.
+ * fills the index and builds the chunk CRC table (*crcs) on the way, so the
+ * work is not lost: that pass checked every member's trailer.
  */
-static int64_t gzip_size(struct src *s, struct dfx_index *ix, bool *full)
+static int64_t gzip_size(struct src *s, struct dfx_index *ix, bool *full, struct dfx_crcs **crcs)
 {
     unsigned char *hdr = NULL;
     struct npy_header h = {0};
+    struct grow_crcs g = {0};
     struct dfx_reader *r;
     uint64_t doff = 0;
     uint32_t isize;
-    int64_t n, ret;
+    int64_t n, m = 0, ret;
 
     ret = dfx_reader_new(ix, 0, &r);
     if (ret < 0)
@@ -178,7 +242,7 @@ static int64_t gzip_size(struct src *s, struct dfx_index *ix, bool *full)
         goto out;
     }
     if (npy_prefix(hdr, (size_t)n, &doff) == 0 && doff <= NPY_HEADER_MAX + NPY_PREFIX_LEN) {
-        int64_t m = dfx_reader_read(r, hdr + n, doff - (uint64_t)n);
+        m = dfx_reader_read(r, hdr + n, doff - (uint64_t)n);
         if (m < 0) {
             ret = m;
             goto out;
@@ -189,9 +253,13 @@ static int64_t gzip_size(struct src *s, struct dfx_index *ix, bool *full)
             goto out;
         }
     }
-    ret = full_pass(r);
+    grow_feed(&g, hdr, (size_t)(n + m));
+    ret = full_pass(r, &g);
     *full = true;
+    if (ret >= 0)
+        *crcs = grow_table(&g, (uint64_t)ret);
 out:
+    free(g.crc);
     npy_header_destroy(&h);
     free(hdr);
     dfx_reader_free(r);
@@ -201,6 +269,7 @@ out:
 static int open_gzip(struct fs_archive *a)
 {
     struct dfx_stream st = {0};
+    struct dfx_crcs *crcs = NULL;
     struct fs_member *m;
     const char *base = strrchr(a->path, '/');
     size_t len;
@@ -231,12 +300,16 @@ static int open_gzip(struct fs_archive *a)
     ret = dfx_index_new(&st, a->spacing, &m->ix);
     if (ret < 0)
         return ret;
-    size = gzip_size(a->src, m->ix, &full);
+    size = gzip_size(a->src, m->ix, &full, &crcs);
     if (size < 0)
         return (int)size;
     m->size = (uint64_t)size;
-    if (full)
-        return 0; /* the pass checked every trailer; its points are kept */
+    if (full) {
+        /* the pass checked every trailer; its points and table are kept */
+        if (crcs)
+            fs_member_set_crcs(m, crcs);
+        return 0;
+    }
     /* Sized from the header: from now on a read that reaches the end goes
      * on through the trailers, so a bad CRC, ISIZE or extra output is EIO. */
     dfx_index_free(m->ix);
@@ -279,6 +352,8 @@ int fs_archive_open(const char *path, uint64_t spacing, struct fs_archive **out)
     }
     if (ret < 0)
         goto out_free;
+    for (size_t i = 0; i < a->count; i++)
+        a->members[i].archive = a;
     *out = a;
     return 0;
 
@@ -422,6 +497,29 @@ static void end_decode(struct fs_member *m, struct fs_busy *busy, struct dfx_rea
     dfx_reader_free(drop);
 }
 
+/* A chunk whose bytes do not match the member's chunk CRC table: the
+ * archive was damaged or rewritten since the table was built. Reads from
+ * the chunk on fail (FS_DEFLATE; a stored member's reads of that chunk). */
+static void log_mismatch(struct fs_archive *a, struct fs_member *m, uint64_t idx)
+{
+    if (atomic_exchange(&m->logged, true))
+        return;
+    fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': bytes %llu-%llu do not match their "
+             "checksum (the archive is damaged or was rewritten); reads %s fail with EIO\n",
+             a->path, m->name, (unsigned long long)(idx * FS_CHUNK_SIZE),
+             (unsigned long long)((idx + 1) * FS_CHUNK_SIZE),
+             m->kind == FS_STORED ? "of them" : "from there on");
+}
+
+/* Does chunk idx (len bytes at data) match m's chunk CRC table? True when
+ * there is no table yet. */
+static bool chunk_ok(struct fs_member *m, uint64_t idx, const unsigned char *data, size_t len)
+{
+    struct dfx_crcs *t = atomic_load(&m->crcs);
+
+    return !t || (idx < t->count && dfx_crcs_of(data, len) == t->crc[idx]);
+}
+
 static void log_damage(struct fs_archive *a, struct fs_member *m, uint64_t idx, int err)
 {
     if (atomic_exchange(&m->logged, true))
@@ -434,11 +532,13 @@ static void log_damage(struct fs_archive *a, struct fs_member *m, uint64_t idx, 
 /*
  * Decode from r's position through the end of chunk idx, inserting every
  * whole chunk on the way (they are likely to be read next). A chunk goes into
- * the cache only once all its bytes decoded, so bytes decoded before an
- * error in the same chunk are never served.
+ * the cache only once all its bytes decoded, and matched the chunk CRC table
+ * if there is one, so bytes decoded before an error in the same chunk are
+ * never served, and neither are bytes that differ from those the full pass
+ * saw (a mismatch marks the member damaged from that chunk on).
  */
-static int decode_through(struct fs_member *m, struct cache *c, struct dfx_reader *r,
-                          uint64_t idx, struct cache_chunk **out)
+static int decode_through(struct fs_archive *a, struct fs_member *m, struct cache *c,
+                          struct dfx_reader *r, uint64_t idx, struct cache_chunk **out)
 {
     uint64_t pos = dfx_reader_pos(r);
     uint64_t k = (pos + FS_CHUNK_SIZE - 1) / FS_CHUNK_SIZE;
@@ -459,8 +559,17 @@ static int decode_through(struct fs_member *m, struct cache *c, struct dfx_reade
             cache_put(c, ch);
             break;
         }
+        if (!chunk_ok(m, k, ch->data, want)) {
+            dfx_index_set_damage(m->ix, -EIO, off);
+            log_mismatch(a, m, k);
+            cache_put(c, ch);
+            ret = -EIO;
+            break;
+        }
         ch->len = want;
         cache_insert(c, m->id, k, ch);
+        if (fs_is_readahead_worker)
+            atomic_fetch_add_explicit(&fs_counters.readahead_chunks, 1, memory_order_relaxed);
         if (k == idx)
             *out = ch;
         else
@@ -533,7 +642,7 @@ int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, 
     if (ret == 0 && !r)
         ret = dfx_reader_new(m->ix, target, &r);
     if (ret == 0)
-        ret = decode_through(m, c, r, idx, out);
+        ret = decode_through(a, m, c, r, idx, out);
     if (ret == 0)
         ret = recheck_archive(a, m, c, out);
 
@@ -589,7 +698,7 @@ int fs_member_produce(struct fs_archive *a, struct fs_member *m, struct cache *c
     if (ret == 0)
         ret = dfx_reader_skip(r, first * FS_CHUNK_SIZE - point);
     if (ret == 0)
-        ret = decode_through(m, c, r, last, &ch);
+        ret = decode_through(a, m, c, r, last, &ch);
     if (ret == 0)
         ret = recheck_archive(a, m, c, &ch);
     cache_put(c, ch);
@@ -653,7 +762,7 @@ int fs_member_continue(struct fs_archive *a, struct fs_member *m, struct cache *
     while (ret == 0 && k <= last) {
         struct cache_chunk *ch = NULL;
 
-        ret = decode_through(m, c, r, k, &ch);
+        ret = decode_through(a, m, c, r, k, &ch);
         cache_put(c, ch);
         if (ret < 0)
             break;
@@ -738,31 +847,165 @@ int fs_member_damage(struct fs_member *m, uint64_t *bad_from)
 /* Contract in fs.h. Two first readers may both check: harmless. */
 int fs_member_verify_stored(struct fs_archive *a, struct fs_member *m)
 {
-    unsigned char *buf;
-    uLong crc = crc32(0L, Z_NULL, 0);
-    int ret = 0;
-
     if (atomic_load(&m->verified))
         return 0;
+    return fs_member_scan_stored(a, m, NULL);
+}
+
+/* Contract in fs.h. The member's CRC-32 is combined from the chunks' CRCs,
+ * so the data is checksummed once. */
+int fs_member_scan_stored(struct fs_archive *a, struct fs_member *m, atomic_bool *stop)
+{
+    struct dfx_crcs *t;
+    unsigned char *buf;
+    int ret = atomic_load(&m->stored_damage);
+
+    if (ret < 0)
+        return ret;
+    ret = dfx_crcs_new(m->size, FS_CHUNK_SIZE, &t);
+    if (ret < 0)
+        return ret == -EINVAL ? -EIO : ret;
     buf = malloc(PASS_BUF);
-    if (!buf)
+    if (!buf) {
+        free(t);
         return -ENOMEM;
+    }
     for (uint64_t off = 0; ret == 0 && off < m->size; off += PASS_BUF) {
         size_t n = m->size - off < PASS_BUF ? (size_t)(m->size - off) : PASS_BUF;
-        ret = src_read_exact(a->src, buf, n, m->data_offset + off);
+        if (stop && atomic_load(stop))
+            ret = -ECANCELED;
         if (ret == 0)
-            crc = crc32(crc, buf, (uInt)n);
+            ret = src_read_exact(a->src, buf, n, m->data_offset + off);
+        if (ret == 0)
+            dfx_crcs_feed(t, off, buf, n);
     }
     free(buf);
     if (ret == 0)
         ret = fs_archive_check(a);
-    if (ret == 0 && crc != m->crc32) {
+    if (ret == 0 && dfx_crcs_whole(t) != m->crc32) {
         ret = -EIO;
         atomic_store(&m->stored_damage, -EIO);
-        fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': CRC-32 mismatch (stored data is damaged)\n",
-                 a->path, m->name);
+        if (!atomic_exchange(&m->logged, true))
+            fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': CRC-32 mismatch (stored data is "
+                     "damaged); its reads fail with EIO\n", a->path, m->name);
+    }
+    if (ret == 0) {
+        fs_member_set_crcs(m, t);
+        atomic_store(&m->verified, true);
+    } else {
+        free(t);
+    }
+    return ret;
+}
+
+/* Contract in fs.h. */
+bool fs_member_set_crcs(struct fs_member *m, struct dfx_crcs *t)
+{
+    struct dfx_crcs *none = NULL;
+
+    if (!t || t->size != m->size || t->chunk != FS_CHUNK_SIZE ||
+        !atomic_compare_exchange_strong(&m->crcs, &none, t)) {
+        free(t);
+        return false;
+    }
+    if (m->kind == FS_STORED)
+        atomic_store(&m->verified, true); /* the pass that built t checked the CRC */
+    return true;
+}
+
+/* Contract in fs.h. */
+int64_t fs_member_read_stored(struct fs_archive *a, struct fs_member *m, void *buf, uint64_t off,
+                              size_t len)
+{
+    struct dfx_crcs *t = atomic_load(&m->crcs);
+    uint64_t first, last, from, to, bad_from;
+    unsigned char *tmp;
+    int ret;
+
+    if (off >= m->size || len == 0)
+        return 0;
+    if (len > m->size - off)
+        len = (size_t)(m->size - off);
+    ret = fs_archive_check(a);
+    if (ret == 0)
+        ret = fs_member_damage(m, &bad_from);
+    if (ret < 0)
+        return ret;
+    if (!t) {
+        ret = src_read_exact(a->src, buf, len, m->data_offset + off);
+        return ret < 0 ? ret : (int64_t)len;
+    }
+    first = off / FS_CHUNK_SIZE;
+    last = (off + len - 1) / FS_CHUNK_SIZE;
+    from = first * FS_CHUNK_SIZE;
+    to = (last + 1) * FS_CHUNK_SIZE < m->size ? (last + 1) * FS_CHUNK_SIZE : m->size;
+    tmp = malloc((size_t)(to - from));
+    if (!tmp)
+        return -ENOMEM;
+    ret = src_read_exact(a->src, tmp, (size_t)(to - from), m->data_offset + from);
+    if (ret == 0)
+        ret = fs_archive_check(a); /* the bytes may mix old and new content */
+    for (uint64_t k = first; ret == 0 && k <= last; k++) {
+        uint64_t end = (k + 1) * FS_CHUNK_SIZE < to ? (k + 1) * FS_CHUNK_SIZE : to;
+        if (!chunk_ok(m, k, tmp + (k * FS_CHUNK_SIZE - from), (size_t)(end - k * FS_CHUNK_SIZE))) {
+            log_mismatch(a, m, k);
+            ret = -EIO;
+        }
     }
     if (ret == 0)
-        atomic_store(&m->verified, true);
+        memcpy(buf, tmp + (off - from), len);
+    free(tmp);
+    return ret < 0 ? ret : (int64_t)len;
+}
+
+/* Contract in fs.h. A passthrough file of a directory mount: the stored
+ * read path (splice from the fd, fs_archive_check() before each read)
+ * serves it as is. */
+int fs_archive_open_plain(const char *path, const char *name, uint64_t spacing,
+                          struct fs_archive **out)
+{
+    struct fs_archive *a;
+    struct fs_member *m;
+    int ret;
+
+    *out = NULL;
+    a = calloc(1, sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    a->spacing = spacing;
+    a->kind = FS_SRC_PLAIN;
+    a->path = strdup(path);
+    a->members = calloc(1, sizeof(*a->members));
+    if (!a->path || !a->members) {
+        ret = -ENOMEM;
+        goto out_free;
+    }
+    ret = src_file_open(path, &a->src);
+    if (ret < 0)
+        goto out_free;
+    if (fstat(src_file_fd(a->src), &a->st) < 0) {
+        ret = -errno;
+        goto out_free;
+    }
+    if (!S_ISREG(a->st.st_mode)) {
+        ret = -EINVAL;
+        goto out_free;
+    }
+    m = &a->members[0];
+    ret = member_init(m, name, strlen(name));
+    if (ret < 0)
+        goto out_free;
+    a->count = 1;
+    strcpy(m->method, "plain");
+    m->kind = FS_STORED;
+    m->size = a->src->size;
+    m->stored_size = a->src->size;
+    atomic_store(&m->verified, true); /* no CRC: the bytes are the file's */
+    m->archive = a;
+    *out = a;
+    return 0;
+
+out_free:
+    fs_archive_free(a);
     return ret;
 }

@@ -1,6 +1,8 @@
 /*
- * FUSE low-level handlers. Thin: decode the request, ask the tree or the
- * member reader, reply exactly once.
+ * FUSE low-level handlers. Thin: decode the request, ask the namespace
+ * (fs_vfs.c: inodes, directories, which archive and member a file is) or the
+ * member reader, reply exactly once. An open file's handle (fi->fh) is its
+ * member, which lives until unmount and knows its archive.
  *
  * Everything is read-only and immutable after mount, so attributes and
  * entries get long timeouts and files are opened with keep_cache: the
@@ -32,29 +34,14 @@ static struct fs_ctx *ctx_of(fuse_req_t req)
     return fuse_req_userdata(req);
 }
 
-static void fill_attr(struct fs_ctx *ctx, uint64_t ino, const struct fs_node *n,
-                      struct stat *st)
+/* Attributes of ino, owned by the user who mounted. */
+static int fill_attr(struct fs_ctx *ctx, uint64_t ino, struct stat *st)
 {
-    const struct stat *src = &ctx->archive->st;
+    int ret = fs_vfs_getattr(ctx->vfs, ino, st);
 
-    memset(st, 0, sizeof(*st));
-    st->st_ino = ino;
     st->st_uid = ctx->uid;
     st->st_gid = ctx->gid;
-    /* numpy writes 1980 dates and modes without a file type: never copy them */
-    st->st_atim = src->st_mtim;
-    st->st_mtim = src->st_mtim;
-    st->st_ctim = src->st_mtim;
-    st->st_blksize = 4096;
-    if (n->is_dir) {
-        st->st_mode = S_IFDIR | 0555;
-        st->st_nlink = 2 + n->nsubdirs;
-    } else {
-        st->st_mode = S_IFREG | 0444;
-        st->st_nlink = 1;
-        st->st_size = (off_t)n->member->size;
-        st->st_blocks = (blkcnt_t)((n->member->size + 511) / 512);
-    }
+    return ret;
 }
 
 static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
@@ -75,15 +62,15 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
     ret = fs_ra_new(ctx, ctx->opts.threads, &ctx->ra);
     if (ret < 0)
         fuse_log(FUSE_LOG_ERR, "npyfs: %s: cannot start readahead workers (%s); reading without\n",
-                 ctx->archive->path, strerror_r(-ret, err, sizeof(err)));
-    fs_indexer_start(ctx->indexer); /* index=background: idle-priority indexing */
+                 ctx->source, strerror_r(-ret, err, sizeof(err)));
+    fs_vfs_start(ctx->vfs); /* index=background: idle-priority indexing */
 }
 
 static void fs_op_destroy(void *userdata)
 {
     struct fs_ctx *ctx = userdata;
 
-    fs_indexer_stop(ctx->indexer);
+    fs_vfs_stop(ctx->vfs);
     fs_ra_free(ctx->ra);
     ctx->ra = NULL;
 }
@@ -158,43 +145,41 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct fs_ctx *ctx = ctx_of(req);
     struct fuse_entry_param e;
-    uint64_t ino = fs_tree_lookup(&ctx->tree, parent, name);
+    uint64_t ino;
+    int ret = fs_vfs_lookup(ctx->vfs, parent, name, &ino);
 
-    if (!ino) {
-        fuse_reply_err(req, fs_tree_node(&ctx->tree, parent) ? ENOENT : ENOTDIR);
+    memset(&e, 0, sizeof(e));
+    if (ret == 0)
+        ret = fill_attr(ctx, ino, &e.attr);
+    if (ret < 0) {
+        fuse_reply_err(req, -ret);
         return;
     }
-    memset(&e, 0, sizeof(e));
     e.ino = ino;
     e.attr_timeout = ATTR_TIMEOUT;
     e.entry_timeout = ATTR_TIMEOUT;
-    fill_attr(ctx, ino, fs_tree_node(&ctx->tree, ino), &e.attr);
     fuse_reply_entry(req, &e);
 }
 
 static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    struct fs_ctx *ctx = ctx_of(req);
-    struct fs_node *n = fs_tree_node(&ctx->tree, ino);
     struct stat st;
+    int ret = fill_attr(ctx_of(req), ino, &st);
 
     (void)fi;
-    if (!n) {
-        fuse_reply_err(req, ENOENT);
-        return;
-    }
-    fill_attr(ctx, ino, n, &st);
-    fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+    if (ret < 0)
+        fuse_reply_err(req, -ret);
+    else
+        fuse_reply_attr(req, &st, ATTR_TIMEOUT);
 }
 
 static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    struct fs_node *n = fs_tree_node(&ctx_of(req)->tree, ino);
+    struct fs_dir d;
+    int ret = fs_vfs_opendir(ctx_of(req)->vfs, ino, &d); /* opens an archive directory */
 
-    if (!n)
-        fuse_reply_err(req, ENOENT);
-    else if (!n->is_dir)
-        fuse_reply_err(req, ENOTDIR);
+    if (ret < 0)
+        fuse_reply_err(req, -ret);
     else if ((fi->flags & O_ACCMODE) != O_RDONLY)
         fuse_reply_err(req, EROFS);
     else
@@ -207,13 +192,14 @@ static void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
                           struct fuse_file_info *fi)
 {
     struct fs_ctx *ctx = ctx_of(req);
-    struct fs_node *d = fs_tree_node(&ctx->tree, ino);
+    struct fs_dir d;
     char *buf;
     size_t used = 0;
+    int ret = fs_vfs_opendir(ctx->vfs, ino, &d);
 
     (void)fi;
-    if (!d || !d->is_dir) {
-        fuse_reply_err(req, ENOTDIR);
+    if (ret < 0) {
+        fuse_reply_err(req, -ret);
         return;
     }
     buf = malloc(size);
@@ -221,20 +207,22 @@ static void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    for (size_t i = (size_t)off; i < d->nchildren + 2; i++) {
+    for (size_t i = (size_t)off; i < d.count + 2; i++) {
         struct stat st = {0};
         const char *name;
         size_t len;
 
         if (i < 2) {
             name = i == 0 ? "." : "..";
-            st.st_ino = i == 0 ? ino : d->parent;
+            st.st_ino = i == 0 ? ino : d.parent;
             st.st_mode = S_IFDIR;
         } else {
-            struct fs_node *c = fs_tree_node(&ctx->tree, d->children[i - 2]);
-            name = c->name;
-            st.st_ino = d->children[i - 2];
-            st.st_mode = c->is_dir ? S_IFDIR : S_IFREG;
+            uint64_t cino;
+            bool is_dir;
+
+            fs_vfs_dirent(ctx->vfs, &d, i - 2, &name, &cino, &is_dir);
+            st.st_ino = cino;
+            st.st_mode = is_dir ? S_IFDIR : S_IFREG;
         }
         len = fuse_add_direntry(req, buf + used, size - used, name, &st, (off_t)(i + 1));
         if (len > size - used)
@@ -248,42 +236,43 @@ static void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
 static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fs_ctx *ctx = ctx_of(req);
-    struct fs_node *n = fs_tree_node(&ctx->tree, ino);
+    struct fs_file f;
+    int ret;
 
-    if (!n) {
-        fuse_reply_err(req, ENOENT);
-        return;
-    }
-    if (n->is_dir) {
-        fuse_reply_err(req, EISDIR);
-        return;
-    }
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
         fuse_reply_err(req, EROFS);
         return;
     }
-    if (n->member->unsupported) {
-        if (!atomic_exchange(&n->member->logged, true))
+    ret = fs_vfs_file(ctx->vfs, ino, &f); /* opens a passthrough file */
+    if (ret < 0) {
+        fuse_reply_err(req, -ret);
+        return;
+    }
+    if (f.m->unsupported) {
+        if (!atomic_exchange(&f.m->logged, true))
             fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s' cannot be read: %s\n",
-                     ctx->archive->path, n->member->name, n->member->why);
-        fuse_reply_err(req, -n->member->unsupported);
+                     f.a->path, f.m->name, f.m->why);
+        fuse_reply_err(req, -f.m->unsupported);
         return;
     }
     tune_readahead(ctx);
-    fs_indexer_use(ctx->indexer, n->member); /* first open: load a saved index */
+    fs_indexer_use(f.indexer, f.m); /* first open: load a saved index */
+    /* verify=strict: serve a member only once a full pass has checked it */
+    ret = ctx->opts.verify == FS_VERIFY_STRICT ? fs_indexer_verify(f.indexer, f.m) : 0;
+    if (ret < 0) {
+        fuse_reply_err(req, -ret);
+        return;
+    }
     fi->keep_cache = 1;
-    fi->fh = ino;
-    fs_member_opened(n->member);
+    fi->fh = (uintptr_t)f.m; /* members live until unmount: read and release use it */
+    fs_member_opened(f.m);
     fuse_reply_open(req, fi);
 }
 
 static void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    struct fs_node *n = fs_tree_node(&ctx_of(req)->tree, ino);
-
-    (void)fi;
-    if (n && n->member)
-        fs_member_closed(n->member);
+    (void)ino;
+    fs_member_closed((struct fs_member *)(uintptr_t)fi->fh);
     fuse_reply_err(req, 0);
 }
 
@@ -292,32 +281,46 @@ static void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
  * since mount (so the splice cannot come back short or with new bytes), and
  * the read that reaches the member's last byte first checks the whole
  * member's CRC-32, so a full read of a damaged stored member ends in EIO.
- * An fstat-to-splice window remains in which the archive could change. */
-static void read_stored(fuse_req_t req, struct fs_ctx *ctx, struct fs_member *m, size_t size,
-                        uint64_t off)
+ * An fstat-to-splice window remains in which the archive could change.
+ * Once the member has its chunk CRC table, reads are copied instead, from
+ * whole chunks checked against it (fs_member_read_stored()). */
+static int read_stored(fuse_req_t req, struct fs_member *m, size_t size, uint64_t off)
 {
     struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
+    struct fs_archive *a = m->archive;
     uint64_t bad_from;
-    int ret = fs_archive_check(ctx->archive);
+    int ret = fs_archive_check(a);
 
     if (ret == 0)
         ret = fs_member_damage(m, &bad_from);
     if (ret == 0 && off + size == m->size)
-        ret = fs_member_verify_stored(ctx->archive, m);
+        ret = fs_member_verify_stored(a, m);
     if (ret < 0) {
         fuse_reply_err(req, -ret);
-        return;
+        return ret;
+    }
+    if (atomic_load(&m->crcs)) {
+        char *buf = malloc(size);
+        int64_t n = buf ? fs_member_read_stored(a, m, buf, off, size) : -ENOMEM;
+
+        if (n < 0)
+            fuse_reply_err(req, (int)-n);
+        else
+            fuse_reply_buf(req, buf, (size_t)n);
+        free(buf);
+        return n < 0 ? (int)n : 0;
     }
     bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-    bv.buf[0].fd = src_file_fd(ctx->archive->src);
+    bv.buf[0].fd = src_file_fd(a->src);
     bv.buf[0].pos = (off_t)(m->data_offset + off);
     fuse_reply_data(req, &bv, 0);
+    return 0;
 }
 
 /* Reply with the chunks covering [off, off + size) as an iovec straight
  * from the cache's buffers: no copy in the daemon. */
-static void read_deflate(fuse_req_t req, struct fs_ctx *ctx, struct fs_member *m, size_t size,
-                         uint64_t off)
+static int read_deflate(fuse_req_t req, struct fs_ctx *ctx, struct fs_member *m, size_t size,
+                        uint64_t off)
 {
     struct cache_chunk *ch[FS_READ_IOV_MAX];
     struct iovec iov[FS_READ_IOV_MAX];
@@ -333,7 +336,7 @@ static void read_deflate(fuse_req_t req, struct fs_ctx *ctx, struct fs_member *m
         uint64_t lo = off > base ? off - base : 0;
         uint64_t hi = off + size - base < FS_CHUNK_SIZE ? off + size - base : FS_CHUNK_SIZE;
 
-        ret = fs_member_chunk(ctx->archive, m, ctx->cache, k, &ch[n]);
+        ret = fs_member_chunk(m->archive, m, ctx->cache, k, &ch[n]);
         if (ret < 0)
             break;
         if (hi > ch[n]->len)
@@ -347,47 +350,49 @@ static void read_deflate(fuse_req_t req, struct fs_ctx *ctx, struct fs_member *m
         fuse_reply_iov(req, iov, n);
     while (n-- > 0)
         cache_put(ctx->cache, ch[n]); /* the reply has copied them into the kernel */
+    return ret;
 }
 
 static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                        struct fuse_file_info *fi)
 {
     struct fs_ctx *ctx = ctx_of(req);
-    struct fs_node *n = fs_tree_node(&ctx->tree, ino);
-    struct fs_member *m;
+    struct fs_member *m = (struct fs_member *)(uintptr_t)fi->fh; /* set by fs_op_open() */
+    int ret;
 
-    (void)fi;
-    if (!n || n->is_dir) {
-        fuse_reply_err(req, n ? EISDIR : ENOENT);
-        return;
-    }
-    m = n->member;
+    (void)ino;
     if (off < 0 || (uint64_t)off >= m->size || size == 0) {
         fuse_reply_buf(req, NULL, 0);
+        atomic_fetch_add_explicit(&fs_counters.reads, 1, memory_order_relaxed);
         return;
     }
     if (size > m->size - (uint64_t)off)
         size = (size_t)(m->size - (uint64_t)off);
     if (m->kind == FS_STORED)
-        read_stored(req, ctx, m, size, (uint64_t)off);
+        ret = read_stored(req, m, size, (uint64_t)off);
     else
-        read_deflate(req, ctx, m, size, (uint64_t)off);
+        ret = read_deflate(req, ctx, m, size, (uint64_t)off);
+    if (ret < 0) {
+        atomic_fetch_add_explicit(&fs_counters.read_errors, 1, memory_order_relaxed);
+        return;
+    }
+    atomic_fetch_add_explicit(&fs_counters.reads, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&fs_counters.bytes_served, size, memory_order_relaxed);
 }
 
 static void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
     struct fs_ctx *ctx = ctx_of(req);
     struct statvfs sv;
-    uint64_t total = 0;
+    uint64_t total, files;
 
     (void)ino;
-    for (size_t i = 0; i < ctx->archive->count; i++)
-        total += ctx->archive->members[i].size;
+    fs_vfs_totals(ctx->vfs, &total, &files); /* the archives opened so far */
     memset(&sv, 0, sizeof(sv));
     sv.f_bsize = 4096;
     sv.f_frsize = 4096;
     sv.f_blocks = (fsblkcnt_t)((total + 4095) / 4096);
-    sv.f_files = ctx->tree.count;
+    sv.f_files = files;
     sv.f_namemax = 255;
     sv.f_flag = ST_RDONLY;
     fuse_reply_statfs(req, &sv);
@@ -397,6 +402,72 @@ static void fs_op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 {
     (void)ino;
     fuse_reply_err(req, (mask & W_OK) ? EROFS : 0);
+}
+
+/* The (archive, member) whose xattrs ino has: a file's, or (NULL, NULL) for
+ * the mount root. Returns 0, -ENODATA (another directory: none), or the
+ * error opening the file. */
+static int xattr_target(struct fs_ctx *ctx, fuse_ino_t ino, struct fs_file *f)
+{
+    int ret;
+
+    if (ino == FUSE_ROOT_ID) {
+        memset(f, 0, sizeof(*f));
+        return 0;
+    }
+    ret = fs_vfs_file(ctx->vfs, ino, f);
+    return ret == -EISDIR ? -ENODATA : ret;
+}
+
+/* Reply to getxattr/listxattr: size 0 asks for the length; ret is a length
+ * or a negative errno from fs_xattr_*(). */
+static void reply_xattr(fuse_req_t req, size_t size, long ret, const char *buf)
+{
+    if (ret < 0)
+        fuse_reply_err(req, (int)-ret);
+    else if (size == 0)
+        fuse_reply_xattr(req, (size_t)ret);
+    else
+        fuse_reply_buf(req, buf, (size_t)ret);
+}
+
+static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    struct fs_ctx *ctx = ctx_of(req);
+    struct fs_file f;
+    char *buf = NULL;
+    long ret;
+
+    /* ls -l asks every file for security.* and system.* names: answer
+     * without opening a passthrough file for it */
+    if (strncmp(name, "user.", 5) != 0) {
+        fuse_reply_err(req, ENODATA);
+        return;
+    }
+    ret = xattr_target(ctx, ino, &f);
+    if (ret == 0 && size && !(buf = malloc(size)))
+        ret = -ENOMEM;
+    if (ret == 0)
+        ret = fs_xattr_get(ctx, f.a, f.m, name, buf, size);
+    reply_xattr(req, size, ret, buf);
+    free(buf);
+}
+
+static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+    struct fs_ctx *ctx = ctx_of(req);
+    struct fs_file f;
+    char *buf = NULL;
+    long ret = xattr_target(ctx, ino, &f);
+
+    if (ret == -ENODATA)
+        ret = 0; /* a directory other than the root: an empty list */
+    else if (ret == 0 && size && !(buf = malloc(size)))
+        ret = -ENOMEM;
+    else if (ret == 0)
+        ret = fs_xattr_list(ctx, f.a, f.m, buf, size);
+    reply_xattr(req, size, ret, buf);
+    free(buf);
 }
 
 const struct fuse_lowlevel_ops fs_ops = {
@@ -411,4 +482,6 @@ const struct fuse_lowlevel_ops fs_ops = {
     .read = fs_op_read,
     .statfs = fs_op_statfs,
     .access = fs_op_access,
+    .getxattr = fs_op_getxattr,
+    .listxattr = fs_op_listxattr,
 };

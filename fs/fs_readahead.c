@@ -55,7 +55,12 @@ struct ra_stream {
     uint64_t used;  /* LRU stamp from fs_ra.clock */
 };
 
+/* The streams of one member that has been read, in a hash chained by member
+ * (a mount may hold the members of many archives). Every field is protected
+ * by fs_ra.lock; freed with the pool. */
 struct ra_member {
+    const struct fs_member *m; /* borrowed key: members outlive the pool */
+    struct ra_member *next;    /* chain in fs_ra.buckets */
     struct ra_stream streams[RA_STREAMS];
 };
 
@@ -89,8 +94,57 @@ struct fs_ra {
     unsigned njobs;                 /* protected by lock: length of jobs */
     bool stop;                      /* protected by lock */
     uint64_t clock;                 /* protected by lock: stream LRU stamps */
-    struct ra_member *members;      /* protected by lock: one per archive member */
+    struct ra_member **buckets;     /* protected by lock: members read so far */
+    size_t nbuckets, nmembers;      /* protected by lock; nbuckets a power of 2 */
 };
+
+static size_t member_hash(const struct fs_member *m, size_t nbuckets)
+{
+    return (size_t)((m->id * 0x9e3779b97f4a7c15ull) >> 32) & (nbuckets - 1);
+}
+
+/* Double the buckets; on failure the chains just grow longer. ra->lock held. */
+static void grow_buckets(struct fs_ra *ra)
+{
+    size_t n = ra->nbuckets * 2;
+    struct ra_member **b = calloc(n, sizeof(*b));
+
+    if (!b)
+        return;
+    for (size_t i = 0; i < ra->nbuckets; i++) {
+        while (ra->buckets[i]) {
+            struct ra_member *rm = ra->buckets[i];
+            size_t h = member_hash(rm->m, n);
+
+            ra->buckets[i] = rm->next;
+            rm->next = b[h];
+            b[h] = rm;
+        }
+    }
+    free(ra->buckets);
+    ra->buckets = b;
+    ra->nbuckets = n;
+}
+
+/* m's streams, made on its first read; NULL if out of memory. ra->lock held. */
+static struct ra_member *member_streams(struct fs_ra *ra, const struct fs_member *m)
+{
+    struct ra_member *rm;
+    size_t h = member_hash(m, ra->nbuckets);
+
+    for (rm = ra->buckets[h]; rm; rm = rm->next)
+        if (rm->m == m)
+            return rm;
+    rm = calloc(1, sizeof(*rm));
+    if (!rm)
+        return NULL;
+    rm->m = m;
+    rm->next = ra->buckets[h];
+    ra->buckets[h] = rm;
+    if (++ra->nmembers > ra->nbuckets)
+        grow_buckets(ra);
+    return rm;
+}
 
 /* The stream a read of first..last continues, or a recycled slot (the least
  * recently used) started afresh. Called with ra->lock held. */
@@ -232,14 +286,18 @@ static void schedule(struct fs_ra *ra, struct fs_member *m, struct ra_stream *s,
 /* Contract in fs.h. */
 void fs_ra_note_read(struct fs_ra *ra, struct fs_member *m, uint64_t first, uint64_t last)
 {
+    struct ra_member *rm;
     struct ra_stream *s;
 
     if (!ra || m->kind != FS_DEFLATE)
         return;
     pthread_mutex_lock(&ra->lock);
-    s = stream_for(ra, &ra->members[m - ra->ctx->archive->members], first, last);
-    if (s->run > RA_MIN_RUN && !ra->stop)
-        schedule(ra, m, s, first, last);
+    rm = member_streams(ra, m);
+    if (rm) {
+        s = stream_for(ra, rm, first, last);
+        if (s->run > RA_MIN_RUN && !ra->stop)
+            schedule(ra, m, s, first, last);
+    }
     pthread_mutex_unlock(&ra->lock);
 }
 
@@ -295,13 +353,15 @@ static bool pipe_more(void *arg, uint64_t next, uint64_t *last)
     return go;
 }
 
+_Thread_local bool fs_is_readahead_worker;
+
 static void *worker(void *arg)
 {
     struct fs_ra *ra = arg;
     struct fs_ctx *ctx = ra->ctx;
     struct ra_job *job;
 
-    pthread_setname_np(pthread_self(), "npyfs-ra"); /* for ps, top and the tests */
+    fs_is_readahead_worker = true;
     pthread_mutex_lock(&ra->lock);
     while ((job = take_job(ra))) {
         uint64_t first = job->first, last = job->last;
@@ -311,10 +371,11 @@ static void *worker(void *arg)
         /* An error leaves the chunks out of the cache; the reader that
          * needs them decodes them itself and reports the damage. */
         if (job->point == RA_PIPELINED)
-            (void)fs_member_continue(ctx->archive, job->m, ctx->cache, first, last, pipe_more,
-                                     &pipe);
+            (void)fs_member_continue(job->m->archive, job->m, ctx->cache, first, last,
+                                     pipe_more, &pipe);
         else
-            (void)fs_member_produce(ctx->archive, job->m, ctx->cache, job->point, first, last);
+            (void)fs_member_produce(job->m->archive, job->m, ctx->cache, job->point, first,
+                                    last);
         pthread_mutex_lock(&ra->lock);
         remove_job(ra, job);
     }
@@ -326,7 +387,7 @@ static void *worker(void *arg)
  * never more than a quarter of the cache. 0 if not one chunk fits. */
 static uint64_t ahead_bytes(const struct fs_ctx *ctx, unsigned threads)
 {
-    uint64_t seg = ctx->archive->spacing + FS_CHUNK_SIZE;
+    uint64_t seg = ctx->opts.spacing + FS_CHUNK_SIZE;
     uint64_t want = (uint64_t)threads * RA_JOBS_PER_THREAD * seg;
     uint64_t cap = ctx->opts.cache_size / 4;
 
@@ -350,8 +411,9 @@ int fs_ra_new(struct fs_ctx *ctx, unsigned threads, struct fs_ra **out)
     ra->max_jobs = threads * RA_JOBS_PER_THREAD;
     ra->tail = &ra->jobs;
     ra->threads = calloc(threads, sizeof(*ra->threads));
-    ra->members = calloc(ctx->archive->count ? ctx->archive->count : 1, sizeof(*ra->members));
-    if (!ra->threads || !ra->members) {
+    ra->nbuckets = 64;
+    ra->buckets = calloc(ra->nbuckets, sizeof(*ra->buckets));
+    if (!ra->threads || !ra->buckets) {
         ret = -ENOMEM;
         goto out_free;
     }
@@ -361,6 +423,9 @@ int fs_ra_new(struct fs_ctx *ctx, unsigned threads, struct fs_ra **out)
         ret = -pthread_create(&ra->threads[ra->nthreads], NULL, worker, ra);
         if (ret < 0)
             break;
+        /* named here, not in the thread, so the name is there once the pool
+         * is (for ps, top and the tests) */
+        pthread_setname_np(ra->threads[ra->nthreads], "npyfs-ra");
     }
     if (ret < 0) {
         fs_ra_free(ra); /* joins the workers started so far */
@@ -371,7 +436,7 @@ int fs_ra_new(struct fs_ctx *ctx, unsigned threads, struct fs_ra **out)
 
 out_free:
     free(ra->threads);
-    free(ra->members);
+    free(ra->buckets);
     free(ra);
     return ret;
 }
@@ -392,6 +457,14 @@ void fs_ra_free(struct fs_ra *ra)
     pthread_cond_destroy(&ra->work);
     pthread_mutex_destroy(&ra->lock);
     free(ra->threads);
-    free(ra->members);
+    for (size_t i = 0; i < ra->nbuckets; i++) {
+        while (ra->buckets[i]) {
+            struct ra_member *rm = ra->buckets[i];
+
+            ra->buckets[i] = rm->next;
+            free(rm);
+        }
+    }
+    free(ra->buckets);
     free(ra);
 }

@@ -1,2 +1,357 @@
-/* Placeholder: filled in by the work on issue 5 (see fs.h). */
+/*
+ * Live counters of a mount and the text `npyfs stats` prints (the mount
+ * root's user.npyfs.stats xattr). Contract in fs.h.
+ *
+ * The counters in struct fs_counters are bumped by the FUSE handlers; the
+ * cache keeps its own (cache_get_stats()). The per-member part walks every
+ * archive opened so far (fs_vfs_foreach()) and reads each member's index
+ * frontier and damage state, all of which are safe to read concurrently.
+ *
+ * The result must fit an xattr value (64 KiB): rows are rendered one at a
+ * time into a small buffer and appended while they fit with room left for
+ * the closing lines; once one does not, every later member is only counted.
+ */
+#define _GNU_SOURCE
 #include "fs.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct fs_counters fs_counters;
+
+/* Bytes kept free for the closing lines (omitted count, JSON brackets). */
+#define TAIL_RESERVE 128
+/* Longest member name shown in the text form; longer ones end in "...". */
+#define NAME_SHOWN_MAX 120
+/* One rendered row: a name of up to NAME_SHOWN_MAX bytes shown as \xNN
+ * (4x), or a JSON name escaped up to 6x, plus the numbers. */
+#define ROW_MAX (6 * 4096 + 512)
+
+struct out {
+    char *buf;          /* borrowed: the caller's buffer */
+    size_t size, len;
+    bool json;
+    bool full;          /* a row did not fit: later members are only counted */
+    bool arch_open;     /* JSON: an archive object is open */
+    size_t narchives;   /* archives emitted */
+    size_t nmembers;    /* members emitted in the current archive */
+    uint64_t spacing;   /* the current archive's access point spacing */
+    uint64_t omitted;   /* members not listed */
+    int name_width;     /* text: width of the MEMBER column */
+    char row[ROW_MAX];
+};
+
+/* Append s if it fits with TAIL_RESERVE left (tail: may use the reserve). */
+static bool put(struct out *o, const char *s, size_t n, bool tail)
+{
+    size_t keep = tail ? 1 : TAIL_RESERVE + 1;
+
+    if (o->len + n + keep > o->size)
+        return false;
+    memcpy(o->buf + o->len, s, n);
+    o->len += n;
+    o->buf[o->len] = '\0';
+    return true;
+}
+
+static __attribute__((format(printf, 3, 4))) bool putf(struct out *o, bool tail,
+                                                       const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(o->row, sizeof(o->row), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(o->row))
+        return false;
+    return put(o, o->row, (size_t)n, tail);
+}
+
+/* "117.7 MiB": a human reading next to an exact byte count. */
+static void human(uint64_t v, char *out, size_t size)
+{
+    static const char units[][4] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    double d = (double)v;
+    int u = 0;
+
+    while (d >= 1024 && u < 5) {
+        d /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(out, size, "%" PRIu64 " B", v);
+    else
+        snprintf(out, size, "%.1f %s", d, units[u]);
+}
+
+/* Text form of a name: control bytes as \xNN, cut at NAME_SHOWN_MAX bytes. */
+static size_t show_name(const char *s, size_t len, char *out)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < len && i < NAME_SHOWN_MAX; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f)
+            n += (size_t)sprintf(out + n, "\\x%02x", c);
+        else
+            out[n++] = (char)c;
+    }
+    if (len > NAME_SHOWN_MAX)
+        n += (size_t)sprintf(out + n, "...");
+    out[n] = '\0';
+    return n;
+}
+
+/* What the index of m covers: indexed bytes, points, whether the whole
+ * member was decoded once (the index then covers all of it). */
+static void coverage(struct fs_member *m, uint64_t *indexed, size_t *points, bool *complete)
+{
+    *indexed = 0;
+    *points = 0;
+    *complete = false;
+    if (m->kind != FS_DEFLATE || !m->ix)
+        return;
+    *points = dfx_index_points(m->ix);
+    *complete = dfx_index_total(m->ix) != UINT64_MAX;
+    *indexed = *complete ? m->size : dfx_index_frontier(m->ix);
+}
+
+/* Was the member's whole CRC-32 checked? A stored member's by the read that
+ * reached its end; any member's by the full pass that publishes its chunk
+ * CRC table (also loaded with a saved index built by such a pass). */
+static bool crc_checked(struct fs_member *m)
+{
+    return atomic_load(&m->verified) || atomic_load(&m->crcs) != NULL;
+}
+
+static const char *errtext(int err, char *buf, size_t size)
+{
+    return strerror_r(err, buf, size);
+}
+
+static void text_member(struct out *o, struct fs_member *m)
+{
+    char name[4 * NAME_SHOWN_MAX + 8], idx[48], state[160], ebuf[96];
+    uint64_t indexed, bad_from;
+    size_t points;
+    bool complete;
+    int dmg = fs_member_damage(m, &bad_from);
+
+    show_name(m->name, m->name_len, name);
+    coverage(m, &indexed, &points, &complete);
+    if (m->kind != FS_DEFLATE || !m->ix)
+        snprintf(idx, sizeof(idx), "-");
+    else if (m->size <= o->spacing && !complete)
+        snprintf(idx, sizeof(idx), "- (small)"); /* never gets a point past its start */
+    else if (complete || m->size == 0)
+        snprintf(idx, sizeof(idx), "100%% (%zu pts)", points);
+    else
+        snprintf(idx, sizeof(idx), "%.1f%% (%zu pts)", 100.0 * (double)indexed / (double)m->size,
+                 points);
+    if (m->unsupported)
+        snprintf(state, sizeof(state), "unsupported: %s", m->why ? m->why : "");
+    else if (dmg)
+        snprintf(state, sizeof(state), "damaged from byte %" PRIu64 ": %s", bad_from,
+                 errtext(-dmg, ebuf, sizeof(ebuf)));
+    else if (crc_checked(m))
+        snprintf(state, sizeof(state), "ok, crc checked");
+    else
+        snprintf(state, sizeof(state), "ok");
+    if (!putf(o, false, "  %-*s  %-8s %14" PRIu64 " %14" PRIu64 "  %-18s %s\n", o->name_width,
+              name, m->method, m->size, m->stored_size, idx, state)) {
+        o->full = true;
+        o->omitted++;
+    }
+}
+
+static bool json_str(struct out *o, const char *s, size_t len, bool tail)
+{
+    size_t n = fs_json_string(NULL, 0, s, len);
+    char *tmp;
+    bool ok;
+
+    if (n < sizeof(o->row)) {
+        fs_json_string(o->row, sizeof(o->row), s, len);
+        return put(o, o->row, n, tail);
+    }
+    tmp = malloc(n + 1);
+    if (!tmp)
+        return false;
+    fs_json_string(tmp, n + 1, s, len);
+    ok = put(o, tmp, n, tail);
+    free(tmp);
+    return ok;
+}
+
+static void json_member(struct out *o, struct fs_member *m)
+{
+    size_t mark = o->len, points;
+    uint64_t indexed, bad_from;
+    bool complete, ok;
+    char ebuf[96];
+    int dmg = fs_member_damage(m, &bad_from);
+
+    coverage(m, &indexed, &points, &complete);
+    ok = putf(o, false, "%s{\"name\":", o->nmembers ? "," : "") &&
+         json_str(o, m->name, m->name_len, false) &&
+         putf(o, false,
+              ",\"method\":\"%s\",\"size\":%" PRIu64 ",\"stored_size\":%" PRIu64
+              ",\"indexed_bytes\":%" PRIu64 ",\"index_points\":%zu,\"index_complete\":%s"
+              ",\"crc_checked\":%s,\"unsupported\":",
+              m->method, m->size, m->stored_size, indexed, points, complete ? "true" : "false",
+              crc_checked(m) ? "true" : "false") &&
+         (m->unsupported ? json_str(o, m->why ? m->why : "", m->why ? strlen(m->why) : 0, false)
+                         : putf(o, false, "null")) &&
+         (dmg ? putf(o, false, ",\"damage\":{\"from\":%" PRIu64 ",\"error\":\"%s\"}}", bad_from,
+                     errtext(-dmg, ebuf, sizeof(ebuf)))
+              : putf(o, false, ",\"damage\":null}"));
+    if (!ok) {
+        o->len = mark; /* drop the partial object */
+        o->buf[mark] = '\0';
+        o->full = true;
+        o->omitted++;
+        return;
+    }
+    o->nmembers++;
+}
+
+static bool archive_head(struct out *o, struct fs_archive *a)
+{
+    bool changed = atomic_load(&a->changed);
+
+    if (!o->json)
+        return putf(o, false, "\n%s%s\n  %-*s  %-8s %14s %14s  %-18s %s\n", a->path,
+                    changed ? " (changed since mount: reads that need it fail)" : "",
+                    o->name_width, "MEMBER", "METHOD", "SIZE", "STORED", "INDEXED", "STATE");
+    if (!putf(o, false, "%s{\"path\":", o->narchives ? "," : "") ||
+        !json_str(o, a->path, strlen(a->path), false) ||
+        !putf(o, false, ",\"changed\":%s,\"members\":[", changed ? "true" : "false"))
+        return false;
+    o->arch_open = true;
+    o->nmembers = 0;
+    return true;
+}
+
+static void emit_archive(struct fs_archive *a, void *arg)
+{
+    struct out *o = arg;
+    size_t mark = o->len;
+
+    if (o->full || !archive_head(o, a)) {
+        o->len = mark;
+        o->buf[mark] = '\0';
+        o->full = true;
+        o->omitted += a->count;
+        return;
+    }
+    o->narchives++;
+    o->spacing = a->spacing;
+    for (size_t i = 0; i < a->count; i++) {
+        if (o->full)
+            o->omitted++;
+        else if (o->json)
+            json_member(o, &a->members[i]);
+        else
+            text_member(o, &a->members[i]);
+    }
+    if (o->json) {
+        put(o, "]}", 2, true);
+        o->arch_open = false;
+    }
+}
+
+/* First pass of the text form: the MEMBER column's width. */
+static void measure_archive(struct fs_archive *a, void *arg)
+{
+    struct out *o = arg;
+    char name[4 * NAME_SHOWN_MAX + 8];
+
+    for (size_t i = 0; i < a->count; i++) {
+        int w = (int)show_name(a->members[i].name, a->members[i].name_len, name);
+        if (w > o->name_width)
+            o->name_width = w;
+    }
+}
+
+static void text_counters(struct out *o, const struct cache_stats *cs, uint64_t capacity)
+{
+    uint64_t served = atomic_load(&fs_counters.bytes_served);
+    char h1[32], h2[32], h3[32], h4[32];
+
+    human(served, h1, sizeof(h1));
+    human(cs->inserted_bytes, h2, sizeof(h2));
+    human(cs->bytes, h3, sizeof(h3));
+    human(capacity, h4, sizeof(h4));
+    putf(o, false,
+         "reads               %" PRIu64 "\n"
+         "read errors         %" PRIu64 "\n"
+         "bytes served        %" PRIu64 " (%s)\n"
+         "bytes decompressed  %" PRIu64 " (%s, into the chunk cache)\n"
+         "cache hits          %" PRIu64 "\n"
+         "cache misses        %" PRIu64 "\n"
+         "cache evictions     %" PRIu64 "\n"
+         "cache held          %" PRIu64 " (%s of %s, %" PRIu64 " chunks)\n"
+         "archives opened     %" PRIu64 "\n"
+         "readahead chunks    %" PRIu64 " (decoded ahead of readers)\n",
+         (uint64_t)atomic_load(&fs_counters.reads), (uint64_t)atomic_load(&fs_counters.read_errors),
+         served, h1, cs->inserted_bytes, h2, cs->hits, cs->misses, cs->evicted, cs->bytes, h3, h4,
+         cs->chunks, (uint64_t)atomic_load(&fs_counters.archives_opened),
+         (uint64_t)atomic_load(&fs_counters.readahead_chunks));
+}
+
+static void json_counters(struct out *o, const struct cache_stats *cs, uint64_t capacity)
+{
+    putf(o, false,
+         "{\"reads\":%" PRIu64 ",\"read_errors\":%" PRIu64 ",\"bytes_served\":%" PRIu64
+         ",\"bytes_decompressed\":%" PRIu64 ",\"cache\":{\"hits\":%" PRIu64
+         ",\"misses\":%" PRIu64 ",\"evictions\":%" PRIu64 ",\"bytes\":%" PRIu64
+         ",\"chunks\":%" PRIu64 ",\"capacity\":%" PRIu64 "},\"archives_opened\":%" PRIu64
+         ",\"readahead_chunks\":%" PRIu64 ",\"archives\":[",
+         (uint64_t)atomic_load(&fs_counters.reads), (uint64_t)atomic_load(&fs_counters.read_errors),
+         (uint64_t)atomic_load(&fs_counters.bytes_served), cs->inserted_bytes, cs->hits,
+         cs->misses, cs->evicted, cs->bytes, cs->chunks, capacity,
+         (uint64_t)atomic_load(&fs_counters.archives_opened),
+         (uint64_t)atomic_load(&fs_counters.readahead_chunks));
+}
+
+/* Contract in fs.h. */
+size_t fs_stats_format(struct fs_ctx *ctx, bool json, char *buf, size_t size)
+{
+    struct out *o;
+    struct cache_stats cs = {0};
+
+    if (size == 0)
+        return 0;
+    buf[0] = '\0';
+    o = calloc(1, sizeof(*o));
+    if (!o)
+        return 0;
+    o->buf = buf;
+    o->size = size;
+    o->json = json;
+    o->name_width = 6; /* "MEMBER" */
+    if (ctx->cache)
+        cache_get_stats(ctx->cache, &cs);
+    if (json) {
+        json_counters(o, &cs, ctx->opts.cache_size);
+    } else {
+        text_counters(o, &cs, ctx->opts.cache_size);
+        fs_vfs_foreach(ctx, measure_archive, o);
+        if (o->name_width > NAME_SHOWN_MAX + 3)
+            o->name_width = NAME_SHOWN_MAX + 3;
+    }
+    fs_vfs_foreach(ctx, emit_archive, o);
+    if (json)
+        putf(o, true, "],\"members_omitted\":%" PRIu64 "}\n", o->omitted);
+    else if (o->omitted)
+        putf(o, true, "\n%" PRIu64 " more members not listed (the list is limited to 64 KiB)\n",
+             o->omitted);
+    size = o->len;
+    free(o);
+    return size;
+}

@@ -1,2 +1,958 @@
-/* Placeholder: filled in by the work on issue 5 (see fs.h). */
+/*
+ * The mount's namespace: what the sources on the command line look like
+ * under the mount point. Contract in fs.h; the rules are in README.md
+ * (Sources).
+ *
+ * Two levels. The outer tree is built at mount and never changes: real
+ * directories (walked with lstat only: no file is opened, no archive
+ * parsed), archive directories (X.npz), files (Y.npy from Y.npy.gz, and
+ * passthrough files). Each archive directory and file is a unit: the file
+ * behind it, opened on first use at most once. An opened zip unit has its
+ * own immutable fs_tree (fs_inode.c), the archive's members by path.
+ *
+ * Inode numbers: outer node i is i + 1 (the root is 1); a node with local
+ * inode L >= 2 in unit k's tree is (k + 1) << 32 | L; a tree's root (L = 1)
+ * is the unit's node in the outer tree. A single archive source is the
+ * root node itself, so the mount looks as it did before directory mounts.
+ *
+ * Locking: u->lock serializes the open of unit u (held while the archive is
+ * parsed, which for a gzip file sized by a full pass can take a while; only
+ * users of that unit wait). The result is published with a release store to
+ * u->state and read with acquire loads, so handlers that find a unit open
+ * take no lock. v->lock guards started/stopped, and is taken inside u->lock
+ * when a lazily opened archive starts its background indexer.
+ */
+#define _GNU_SOURCE
 #include "fs.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_log.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define UNIT_SHIFT 32
+#define LOCAL_MASK 0xffffffffull
+/* Outer nodes and units are numbered below this (inode numbers above). */
+#define VFS_MAX ((uint64_t)UINT32_MAX - 1)
+
+enum vn_type {
+    VN_DIR,     /* a real directory, or the root of several sources */
+    VN_ARCHIVE, /* an .npz: a directory holding its members */
+    VN_FILE,    /* a file: the member of an .npy.gz, or a passthrough file */
+};
+
+/* Immutable after fs_vfs_new(). */
+struct vfs_node {
+    char *name;      /* owned: one path component ("" for the root) */
+    uint64_t parent; /* inode of the parent directory (the root: 1) */
+    enum vn_type type;
+    uint32_t unit;      /* VN_ARCHIVE, VN_FILE: index in fs_vfs.units */
+    uint64_t *children; /* VN_DIR: owned, inodes sorted by name */
+    size_t nchildren, cap;
+    uint32_t nsubdirs;
+    struct timespec mtime; /* VN_DIR: the real directory's */
+};
+
+enum unit_kind { UNIT_ZIP, UNIT_GZIP, UNIT_PLAIN };
+
+/* Open states besides a negative errno. */
+enum { UNIT_NEW = 0, UNIT_OPEN = 1 };
+
+struct vfs_unit {
+    char *path;            /* owned, immutable: the file to open (absolute) */
+    enum unit_kind kind;   /* immutable: what the file's name says it is */
+    uint64_t node;         /* immutable: inode of its node in the outer tree */
+    uint64_t size;         /* immutable: the file's size at mount (a passthrough
+                            * file shows it until it is opened) */
+    struct timespec mtime; /* immutable: the file's mtime at mount */
+    pthread_mutex_t lock;  /* serializes the open */
+    atomic_int state;      /* UNIT_NEW, UNIT_OPEN, or a negative errno (permanent) */
+    /* Written under lock before state becomes UNIT_OPEN, immutable after: */
+    struct fs_archive *a;       /* owned */
+    struct fs_tree tree;        /* UNIT_ZIP: the members by path */
+    struct fs_indexer *indexer; /* owned; NULL for passthrough files */
+};
+
+struct fs_vfs {
+    struct vfs_node *nodes; /* owned, immutable after fs_vfs_new() */
+    size_t count, cap;
+    struct vfs_unit *units; /* owned, immutable after fs_vfs_new() except as marked */
+    size_t nunits, ucap;
+    const struct fs_opts *opts; /* borrowed */
+    pthread_mutex_t lock;       /* leaf after a unit lock */
+    bool started, stopped;      /* protected by lock: FUSE init and destroy have run */
+    bool locks_ready;           /* the units' mutexes were initialized */
+};
+
+/* ---------------------------------------------------------------- build --- */
+
+static struct vfs_node *vnode(struct fs_vfs *v, uint64_t ino)
+{
+    return ino >= 1 && ino <= v->count ? &v->nodes[ino - 1] : NULL;
+}
+
+static int new_node(struct fs_vfs *v, uint64_t parent, const char *name, enum vn_type type,
+                    uint64_t *ino)
+{
+    struct vfs_node *n;
+
+    if (v->count >= VFS_MAX)
+        return -EFBIG;
+    if (v->count == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 64;
+        struct vfs_node *nodes = realloc(v->nodes, cap * sizeof(*nodes));
+        if (!nodes)
+            return -ENOMEM;
+        v->nodes = nodes;
+        v->cap = cap;
+    }
+    n = &v->nodes[v->count];
+    memset(n, 0, sizeof(*n));
+    n->name = strdup(name);
+    if (!n->name)
+        return -ENOMEM;
+    n->parent = parent ? parent : 1;
+    n->type = type;
+    *ino = ++v->count;
+    if (parent) {
+        struct vfs_node *d = vnode(v, parent);
+
+        if (d->nchildren == d->cap) {
+            size_t cap = d->cap ? d->cap * 2 : 8;
+            uint64_t *c = realloc(d->children, cap * sizeof(*c));
+            if (!c)
+                return -ENOMEM;
+            d->children = c;
+            d->cap = cap;
+        }
+        d->children[d->nchildren++] = *ino;
+        if (type != VN_FILE)
+            d->nsubdirs++;
+    }
+    return 0;
+}
+
+/* Add a unit for the file at path, shown as node ino (already made). */
+static int new_unit(struct fs_vfs *v, uint64_t ino, const char *path, enum unit_kind kind,
+                    const struct stat *st, struct fs_archive *a)
+{
+    struct vfs_unit *u;
+
+    if (v->nunits >= VFS_MAX)
+        return -EFBIG;
+    if (v->nunits == v->ucap) {
+        size_t cap = v->ucap ? v->ucap * 2 : 64;
+        struct vfs_unit *units = realloc(v->units, cap * sizeof(*units));
+        if (!units)
+            return -ENOMEM;
+        v->units = units;
+        v->ucap = cap;
+    }
+    u = &v->units[v->nunits];
+    memset(u, 0, sizeof(*u));
+    u->path = strdup(path);
+    if (!u->path)
+        return -ENOMEM;
+    u->kind = kind;
+    u->node = ino;
+    u->size = (uint64_t)st->st_size;
+    u->mtime = st->st_mtim;
+    u->a = a;
+    atomic_init(&u->state, a ? UNIT_OPEN : UNIT_NEW);
+    vnode(v, ino)->unit = (uint32_t)v->nunits++;
+    return 0;
+}
+
+static bool has_suffix(const char *name, const char *suffix)
+{
+    size_t n = strlen(name), s = strlen(suffix);
+
+    return n > s && strcmp(name + n - s, suffix) == 0;
+}
+
+/* One entry of a directory being walked. */
+struct walk_ent {
+    char *name;     /* owned */
+    char *target;   /* owned: a symlink's real path, else NULL */
+    struct stat st; /* lstat, or the symlink target's stat */
+    enum { WE_DIR, WE_NPZ, WE_GZ, WE_PLAIN } cat;
+    char *shown; /* owned: the name in the mount */
+};
+
+/* The directories from the walked source's root down to the one being
+ * walked, to refuse a directory that is its own ancestor (bind mounts). */
+struct ancestor {
+    dev_t dev;
+    ino_t ino;
+    const struct ancestor *up;
+};
+
+struct walk {
+    struct fs_vfs *v;
+    const char *root; /* the directory source's real path */
+    size_t root_len;
+};
+
+static int cmp_ent(const void *a, const void *b)
+{
+    return strcmp(((const struct walk_ent *)a)->name, ((const struct walk_ent *)b)->name);
+}
+
+/* Follow a symlink found in the tree: only to a regular file inside the
+ * source's root. Returns NULL with e->target and e->st set, or the reason
+ * it is not followed. */
+static const char *follow_link(const struct walk *w, const char *path, struct walk_ent *e)
+{
+    char *real = realpath(path, NULL);
+
+    if (!real)
+        return "its target is missing or unreadable";
+    if (strncmp(real, w->root, w->root_len) != 0 ||
+        (real[w->root_len] != '/' && !(w->root_len == 1 && w->root[0] == '/'))) {
+        free(real);
+        return "it leads out of the tree";
+    }
+    if (stat(real, &e->st) < 0 || !S_ISREG(e->st.st_mode)) {
+        free(real);
+        return "it does not lead to a regular file";
+    }
+    e->target = real;
+    return NULL;
+}
+
+/* Read one entry: kept (true) with its category, or skipped (logged). */
+static bool classify(const struct walk *w, int dfd, const char *dpath, struct walk_ent *e)
+{
+    const char *why = NULL;
+    char *path = NULL;
+
+    if (fstatat(dfd, e->name, &e->st, AT_SYMLINK_NOFOLLOW) < 0)
+        why = strerror(errno);
+    else if (S_ISLNK(e->st.st_mode)) {
+        if (asprintf(&path, "%s/%s", dpath, e->name) < 0)
+            return false;
+        why = follow_link(w, path, e);
+        free(path);
+        if (why) {
+            fuse_log(FUSE_LOG_INFO, "npyfs: %s/%s: skipping symlink: %s\n", dpath, e->name, why);
+            return false;
+        }
+    } else if (!S_ISDIR(e->st.st_mode) && !S_ISREG(e->st.st_mode)) {
+        why = "not a regular file or directory";
+    }
+    if (why) {
+        fuse_log(FUSE_LOG_INFO, "npyfs: %s/%s: skipping: %s\n", dpath, e->name, why);
+        return false;
+    }
+    if (S_ISDIR(e->st.st_mode))
+        e->cat = WE_DIR;
+    else if (has_suffix(e->name, ".npz"))
+        e->cat = WE_NPZ;
+    else if (has_suffix(e->name, ".npy.gz"))
+        e->cat = WE_GZ;
+    else
+        e->cat = WE_PLAIN;
+    return true;
+}
+
+/* Read dfd's entries, sorted by name, with the shown names: Y.npy.gz is
+ * Y.npy unless an entry called Y.npy is there too, in which case it stays
+ * Y.npy.gz, a passthrough file. Returns the count or a negative errno. */
+static ssize_t read_entries(const struct walk *w, int dfd, const char *dpath, struct walk_ent **out)
+{
+    struct walk_ent *ents = NULL, key;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    DIR *d = fdopendir(dup(dfd));
+
+    *out = NULL;
+    if (!d)
+        return -errno;
+    while ((de = readdir(d))) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (n == cap) {
+            struct walk_ent *e = realloc(ents, (cap = cap ? 2 * cap : 32) * sizeof(*e));
+            if (!e)
+                goto out_nomem;
+            ents = e;
+        }
+        memset(&ents[n], 0, sizeof(ents[n]));
+        ents[n].name = strdup(de->d_name);
+        if (!ents[n].name)
+            goto out_nomem;
+        if (classify(w, dfd, dpath, &ents[n]))
+            n++;
+        else
+            free(ents[n].name);
+    }
+    closedir(d);
+    if (n)
+        qsort(ents, n, sizeof(*ents), cmp_ent);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(ents[i].name);
+
+        if (ents[i].cat == WE_GZ) {
+            key.name = strndup(ents[i].name, len - 3);
+            if (!key.name)
+                goto out_nomem_sorted;
+            if (bsearch(&key, ents, n, sizeof(*ents), cmp_ent)) {
+                fuse_log(FUSE_LOG_INFO, "npyfs: %s/%s: shown as is (raw bytes): %s is taken\n",
+                         dpath, ents[i].name, key.name);
+                ents[i].cat = WE_PLAIN;
+                free(key.name);
+            } else {
+                ents[i].shown = key.name;
+            }
+        }
+        if (!ents[i].shown && !(ents[i].shown = strdup(ents[i].name)))
+            goto out_nomem_sorted;
+    }
+    *out = ents;
+    return (ssize_t)n;
+
+out_nomem:
+    closedir(d);
+out_nomem_sorted:
+    for (size_t i = 0; i < n; i++) {
+        free(ents[i].name);
+        free(ents[i].target);
+        free(ents[i].shown);
+    }
+    free(ents);
+    return -ENOMEM;
+}
+
+static int walk_dir(struct walk *w, int dfd, const char *dpath, uint64_t dir,
+                    const struct ancestor *up);
+
+/* Add one walked entry under dir. Returns 0 (added or skipped) or an error. */
+static int add_entry(struct walk *w, int dfd, const char *dpath, uint64_t dir, struct walk_ent *e,
+                     const struct ancestor *up)
+{
+    static const enum unit_kind kinds[] = {
+        [WE_NPZ] = UNIT_ZIP, [WE_GZ] = UNIT_GZIP, [WE_PLAIN] = UNIT_PLAIN};
+    char *path = NULL;
+    uint64_t ino;
+    int ret;
+
+    if (asprintf(&path, "%s/%s", dpath, e->name) < 0)
+        return -ENOMEM;
+    if (e->cat == WE_DIR) {
+        struct ancestor me = {e->st.st_dev, e->st.st_ino, up};
+        int sub;
+
+        for (const struct ancestor *a = up; a; a = a->up) {
+            if (a->dev == me.dev && a->ino == me.ino) {
+                fuse_log(FUSE_LOG_INFO, "npyfs: %s: skipping: a directory that holds itself\n",
+                         path);
+                free(path);
+                return 0;
+            }
+        }
+        sub = openat(dfd, e->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub < 0) {
+            fuse_log(FUSE_LOG_WARNING, "npyfs: %s: skipping directory: %s\n", path,
+                     strerror(errno));
+            free(path);
+            return 0;
+        }
+        ret = new_node(w->v, dir, e->shown, VN_DIR, &ino);
+        if (ret == 0) {
+            vnode(w->v, ino)->mtime = e->st.st_mtim;
+            ret = walk_dir(w, sub, path, ino, &me);
+        }
+        close(sub);
+    } else {
+        ret = new_node(w->v, dir, e->shown, e->cat == WE_NPZ ? VN_ARCHIVE : VN_FILE, &ino);
+        if (ret == 0)
+            ret = new_unit(w->v, ino, e->target ? e->target : path, kinds[e->cat], &e->st, NULL);
+    }
+    free(path);
+    return ret;
+}
+
+/* Walk the directory open at dfd (shown as dir), depth first. */
+static int walk_dir(struct walk *w, int dfd, const char *dpath, uint64_t dir,
+                    const struct ancestor *up)
+{
+    struct walk_ent *ents;
+    ssize_t n = read_entries(w, dfd, dpath, &ents);
+    int ret = 0;
+
+    if (n < 0) {
+        if (n == -ENOMEM)
+            return -ENOMEM;
+        fuse_log(FUSE_LOG_WARNING, "npyfs: %s: cannot list: %s; shown empty\n", dpath,
+                 strerror((int)-n));
+        return 0;
+    }
+    for (ssize_t i = 0; i < n; i++) {
+        if (ret == 0)
+            ret = add_entry(w, dfd, dpath, dir, &ents[i], up);
+        free(ents[i].name);
+        free(ents[i].target);
+        free(ents[i].shown);
+    }
+    free(ents);
+    return ret;
+}
+
+/* Walk the directory source at path into dir. */
+static int walk_source(struct fs_vfs *v, const char *path, uint64_t dir)
+{
+    struct walk w = {.v = v};
+    struct ancestor top;
+    struct stat st;
+    char *root = realpath(path, NULL);
+    int dfd, ret;
+
+    if (!root)
+        return -errno;
+    dfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fstat(dfd, &st) < 0) {
+        ret = -errno;
+        if (dfd >= 0)
+            close(dfd);
+        free(root);
+        return ret;
+    }
+    w.root = root;
+    w.root_len = strlen(root);
+    top.dev = st.st_dev;
+    top.ino = st.st_ino;
+    top.up = NULL;
+    vnode(v, dir)->mtime = st.st_mtim;
+    ret = walk_dir(&w, dfd, strcmp(root, "/") ? root : "", dir, &top);
+    close(dfd);
+    free(root);
+    return ret;
+}
+
+static int cmp_child(const void *a, const void *b, void *arg)
+{
+    struct fs_vfs *v = arg;
+
+    return strcmp(vnode(v, *(const uint64_t *)a)->name, vnode(v, *(const uint64_t *)b)->name);
+}
+
+static int open_tree(struct fs_vfs *v, struct vfs_unit *u);
+
+/* The root of several sources (or of one .npy.gz) carries the newest mtime
+ * of what it holds. */
+static void newest_mtime(struct fs_vfs *v, struct timespec t)
+{
+    struct timespec *r = &vnode(v, 1)->mtime;
+
+    if (t.tv_sec > r->tv_sec || (t.tv_sec == r->tv_sec && t.tv_nsec > r->tv_nsec))
+        *r = t;
+}
+
+/* A source named on the command line, at dir (or as the root itself). */
+static int add_source(struct fs_vfs *v, struct fs_source *s, uint64_t parent, bool single)
+{
+    struct fs_archive *a = s->archive;
+    struct stat st;
+    uint64_t ino;
+    int ret;
+
+    if (!a) {
+        if (single)
+            return walk_source(v, s->path, 1);
+        ret = new_node(v, parent, s->name, VN_DIR, &ino);
+        if (ret == 0)
+            ret = walk_source(v, s->path, ino);
+        if (ret == 0)
+            newest_mtime(v, vnode(v, ino)->mtime);
+        return ret;
+    }
+    s->archive = NULL; /* the unit owns it from here, even on failure */
+    st = a->st;
+    if (a->kind == FS_SRC_ZIP && single) {
+        ino = 1;
+        vnode(v, 1)->type = VN_ARCHIVE;
+    } else if (single && !a->members[0].name[0]) {
+        fuse_log(FUSE_LOG_WARNING, "npyfs: %s: no name to show its content under\n", a->path);
+        fs_archive_free(a);
+        return 0;
+    } else {
+        ret = new_node(v, parent, single ? a->members[0].name : s->name,
+                       a->kind == FS_SRC_ZIP ? VN_ARCHIVE : VN_FILE, &ino);
+        if (ret < 0) {
+            fs_archive_free(a);
+            return ret;
+        }
+    }
+    ret = new_unit(v, ino, a->path, a->kind == FS_SRC_ZIP ? UNIT_ZIP : UNIT_GZIP, &st, a);
+    if (ret < 0) {
+        fs_archive_free(a);
+        return ret;
+    }
+    newest_mtime(v, st.st_mtim);
+    atomic_fetch_add_explicit(&fs_counters.archives_opened, 1, memory_order_relaxed);
+    return open_tree(v, &v->units[v->nunits - 1]);
+}
+
+/* Contract in fs.h. */
+int fs_vfs_new(struct fs_source *srcs, size_t n, const struct fs_opts *opts, struct fs_vfs **out,
+               size_t *bad)
+{
+    struct fs_vfs *v;
+    uint64_t root;
+    int ret = 0;
+
+    *out = NULL;
+    *bad = 0;
+    v = calloc(1, sizeof(*v));
+    if (!v)
+        ret = -ENOMEM;
+    else
+        v->opts = opts;
+    if (ret == 0)
+        ret = new_node(v, 0, "", VN_DIR, &root);
+    for (size_t i = 0; i < n; i++) {
+        if (ret == 0) {
+            *bad = i;
+            ret = add_source(v, &srcs[i], 1, n == 1);
+        } else {
+            fs_archive_free(srcs[i].archive); /* owned by the vfs, even on failure */
+            srcs[i].archive = NULL;
+        }
+    }
+    if (ret < 0) {
+        fs_vfs_free(v);
+        return ret;
+    }
+    for (size_t i = 0; i < v->count; i++)
+        if (v->nodes[i].nchildren > 1)
+            qsort_r(v->nodes[i].children, v->nodes[i].nchildren, sizeof(uint64_t), cmp_child, v);
+    pthread_mutex_init(&v->lock, NULL);
+    for (size_t i = 0; i < v->nunits; i++)
+        pthread_mutex_init(&v->units[i].lock, NULL);
+    v->locks_ready = true;
+    *out = v;
+    return 0;
+}
+
+/* Contract in fs.h. */
+void fs_vfs_free(struct fs_vfs *v)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; i < v->nunits; i++) {
+        struct vfs_unit *u = &v->units[i];
+
+        fs_indexer_free(u->indexer); /* joins its thread if one still runs */
+        fs_tree_destroy(&u->tree);
+        fs_archive_free(u->a);
+        free(u->path);
+        if (v->locks_ready)
+            pthread_mutex_destroy(&u->lock);
+    }
+    for (size_t i = 0; i < v->count; i++) {
+        free(v->nodes[i].name);
+        free(v->nodes[i].children);
+    }
+    if (v->locks_ready)
+        pthread_mutex_destroy(&v->lock);
+    free(v->units);
+    free(v->nodes);
+    free(v);
+}
+
+/* ----------------------------------------------------------------- open --- */
+
+/* Build what an opened archive needs besides itself: its tree (zip) and its
+ * indexer. u->a is set. Returns 0 or a negative errno. */
+static int open_tree(struct fs_vfs *v, struct vfs_unit *u)
+{
+    int ret = 0;
+
+    if (u->kind == UNIT_ZIP) {
+        ret = fs_tree_build(&u->tree, u->a);
+        if (ret == 0 && u->tree.count > LOCAL_MASK)
+            ret = -EFBIG;
+    }
+    if (ret == 0 && u->kind != UNIT_PLAIN)
+        ret = fs_indexer_new(u->a, v->opts, &u->indexer);
+    return ret;
+}
+
+static const char *open_problem(int err, char *buf, size_t len)
+{
+    switch (err) {
+    case -EINVAL:
+        return "not a zip (.npz) or gzip (.npy.gz) file, or its directory is malformed";
+    case -EIO:
+        return "damaged or truncated archive";
+    case -EOPNOTSUPP:
+        return "unsupported archive (multi-disk zip)";
+    case -EFBIG:
+        return "too many members";
+    default:
+        return strerror_r(-err, buf, len);
+    }
+}
+
+/* Worth trying again later rather than failing the unit for good. */
+static bool transient(int err)
+{
+    return err == -ENOMEM || err == -EMFILE || err == -ENFILE || err == -EINTR || err == -EAGAIN;
+}
+
+/* Open unit u (u->lock held). Returns UNIT_OPEN or a negative errno. */
+static int open_unit(struct fs_vfs *v, struct vfs_unit *u)
+{
+    const char *name = vnode(v, u->node)->name;
+    char buf[64];
+    int ret;
+
+    if (u->kind == UNIT_PLAIN)
+        ret = fs_archive_open_plain(u->path, name, v->opts->spacing, &u->a);
+    else
+        ret = fs_archive_open(u->path, v->opts->spacing, &u->a);
+    if (ret == 0 && u->a->kind != (u->kind == UNIT_ZIP    ? FS_SRC_ZIP
+                                   : u->kind == UNIT_GZIP ? FS_SRC_GZIP
+                                                          : FS_SRC_PLAIN))
+        ret = -EINVAL; /* a gzip file called .npz, or the other way round */
+    if (ret == 0)
+        ret = open_tree(v, u);
+    if (ret < 0) {
+        if (!transient(ret))
+            fuse_log(FUSE_LOG_ERR, "npyfs: %s: cannot open: %s; it reads as EIO\n", u->path,
+                     open_problem(ret, buf, sizeof(buf)));
+        fs_indexer_free(u->indexer);
+        u->indexer = NULL;
+        fs_tree_destroy(&u->tree);
+        fs_archive_free(u->a);
+        u->a = NULL;
+        return ret;
+    }
+    /* A passthrough file that changed since mount is a changed archive:
+     * its size was shown already, so its reads fail rather than mislead. */
+    if (u->kind == UNIT_PLAIN &&
+        ((uint64_t)u->a->st.st_size != u->size || u->a->st.st_mtim.tv_sec != u->mtime.tv_sec ||
+         u->a->st.st_mtim.tv_nsec != u->mtime.tv_nsec)) {
+        atomic_store(&u->a->changed, true);
+        fuse_log(FUSE_LOG_ERR,
+                 "npyfs: %s: the file changed since mount; its reads fail with "
+                 "EIO (remount to see the new content)\n",
+                 u->path);
+    }
+    if (u->kind != UNIT_PLAIN)
+        atomic_fetch_add_explicit(&fs_counters.archives_opened, 1, memory_order_relaxed);
+    pthread_mutex_lock(&v->lock);
+    if (v->started && !v->stopped)
+        fs_indexer_start(u->indexer);
+    pthread_mutex_unlock(&v->lock);
+    return UNIT_OPEN;
+}
+
+/* Make sure unit u is open. Returns 0, -EIO (it cannot be opened; logged
+ * once), or a transient errno (not remembered). */
+static int unit_get(struct fs_vfs *v, struct vfs_unit *u)
+{
+    int s = atomic_load_explicit(&u->state, memory_order_acquire);
+
+    if (s == UNIT_NEW) {
+        pthread_mutex_lock(&u->lock);
+        s = atomic_load_explicit(&u->state, memory_order_relaxed);
+        if (s == UNIT_NEW) {
+            s = open_unit(v, u);
+            if (s == UNIT_OPEN || !transient(s))
+                atomic_store_explicit(&u->state, s, memory_order_release);
+        }
+        pthread_mutex_unlock(&u->lock);
+    }
+    if (s == UNIT_OPEN)
+        return 0;
+    return transient(s) ? s : -EIO;
+}
+
+static bool unit_is_open(struct vfs_unit *u)
+{
+    return atomic_load_explicit(&u->state, memory_order_acquire) == UNIT_OPEN;
+}
+
+/* Contract in fs.h. */
+void fs_vfs_start(struct fs_vfs *v)
+{
+    pthread_mutex_lock(&v->lock);
+    v->started = true;
+    for (size_t i = 0; i < v->nunits; i++)
+        if (unit_is_open(&v->units[i]))
+            fs_indexer_start(v->units[i].indexer);
+    pthread_mutex_unlock(&v->lock);
+}
+
+/* Contract in fs.h. */
+void fs_vfs_stop(struct fs_vfs *v)
+{
+    pthread_mutex_lock(&v->lock);
+    v->stopped = true;
+    pthread_mutex_unlock(&v->lock);
+    /* A unit opened meanwhile and not yet published: fs_vfs_free() joins it. */
+    for (size_t i = 0; i < v->nunits; i++)
+        if (unit_is_open(&v->units[i]))
+            fs_indexer_stop(v->units[i].indexer);
+}
+
+/* ------------------------------------------------------------- requests --- */
+
+/* An inode, decoded: an outer node (vn, with its unit u for VN_ARCHIVE and
+ * VN_FILE), or node tn inside open unit u's tree. */
+struct vref {
+    struct vfs_node *vn;
+    struct vfs_unit *u;
+    struct fs_node *tn;
+};
+
+static int resolve(struct fs_vfs *v, uint64_t ino, struct vref *r)
+{
+    uint64_t k = ino >> UNIT_SHIFT, local = ino & LOCAL_MASK;
+
+    memset(r, 0, sizeof(*r));
+    if (k == 0) {
+        r->vn = vnode(v, ino);
+        if (!r->vn)
+            return -ENOENT;
+        if (r->vn->type != VN_DIR)
+            r->u = &v->units[r->vn->unit];
+        return 0;
+    }
+    if (k > v->nunits || local < 2 || !unit_is_open(&v->units[k - 1]))
+        return -ENOENT;
+    r->u = &v->units[k - 1];
+    r->tn = fs_tree_node(&r->u->tree, local);
+    return r->tn ? 0 : -ENOENT;
+}
+
+/* The global inode of local inode local of unit u. */
+static uint64_t global_ino(struct fs_vfs *v, const struct vfs_unit *u, uint64_t local)
+{
+    if (local == 1)
+        return u->node;
+    return ((uint64_t)(u - v->units) + 1) << UNIT_SHIFT | local;
+}
+
+/* Fill d for the directory r; opens an archive directory. */
+static int dir_of(struct fs_vfs *v, uint64_t ino, struct vref *r, struct fs_dir *d)
+{
+    struct fs_node *tn = r->tn;
+    int ret;
+
+    memset(d, 0, sizeof(*d));
+    d->ino = ino;
+    if (r->vn && r->vn->type == VN_DIR) {
+        d->parent = r->vn->parent;
+        d->count = r->vn->nchildren;
+        d->node = r->vn;
+        return 0;
+    }
+    if (r->vn && r->vn->type == VN_FILE)
+        return -ENOTDIR;
+    if (r->vn) { /* VN_ARCHIVE: its tree's root */
+        ret = unit_get(v, r->u);
+        if (ret < 0)
+            return ret;
+        tn = fs_tree_node(&r->u->tree, 1);
+        d->parent = r->vn->parent;
+    } else {
+        if (!tn->is_dir)
+            return -ENOTDIR;
+        d->parent = global_ino(v, r->u, tn->parent);
+    }
+    d->count = tn->nchildren;
+    d->node = tn;
+    d->unit = r->u;
+    return 0;
+}
+
+/* Contract in fs.h. */
+int fs_vfs_opendir(struct fs_vfs *v, uint64_t ino, struct fs_dir *d)
+{
+    struct vref r;
+    int ret = resolve(v, ino, &r);
+
+    return ret < 0 ? ret : dir_of(v, ino, &r, d);
+}
+
+/* Contract in fs.h. */
+void fs_vfs_dirent(struct fs_vfs *v, const struct fs_dir *d, size_t i, const char **name,
+                   uint64_t *ino, bool *is_dir)
+{
+    if (!d->unit) {
+        const struct vfs_node *dn = d->node;
+        struct vfs_node *c = vnode(v, dn->children[i]);
+
+        *name = c->name;
+        *ino = dn->children[i];
+        *is_dir = c->type != VN_FILE;
+    } else {
+        const struct fs_node *dn = d->node;
+        struct vfs_unit *u = (struct vfs_unit *)d->unit;
+        struct fs_node *c = fs_tree_node(&u->tree, dn->children[i]);
+
+        *name = c->name;
+        *ino = global_ino(v, u, dn->children[i]);
+        *is_dir = c->is_dir;
+    }
+}
+
+/* Contract in fs.h. */
+int fs_vfs_lookup(struct fs_vfs *v, uint64_t dir, const char *name, uint64_t *ino)
+{
+    struct fs_dir d;
+    struct vref r;
+    int ret = resolve(v, dir, &r);
+    size_t lo = 0, hi;
+
+    *ino = 0;
+    if (ret == 0)
+        ret = dir_of(v, dir, &r, &d);
+    if (ret < 0)
+        return ret;
+    if (d.unit) {
+        struct vfs_unit *u = (struct vfs_unit *)d.unit;
+        uint64_t local = fs_tree_lookup(
+            &u->tree, (uint64_t)((const struct fs_node *)d.node - u->tree.nodes) + 1, name);
+        if (!local)
+            return -ENOENT;
+        *ino = global_ino(v, u, local);
+        return 0;
+    }
+    hi = d.count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        uint64_t c = ((const struct vfs_node *)d.node)->children[mid];
+        struct vfs_node *cn = vnode(v, c);
+        int cmp = strcmp(name, cn->name);
+
+        if (cmp == 0) {
+            /* an .npy.gz: its exact size needs the archive */
+            if (cn->type == VN_FILE && v->units[cn->unit].kind == UNIT_GZIP) {
+                ret = unit_get(v, &v->units[cn->unit]);
+                if (ret < 0)
+                    return ret;
+            }
+            *ino = c;
+            return 0;
+        }
+        if (cmp < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return -ENOENT;
+}
+
+static void set_dir(struct stat *st, uint32_t nsubdirs)
+{
+    st->st_mode = S_IFDIR | 0555;
+    st->st_nlink = 2 + nsubdirs;
+}
+
+static void set_file(struct stat *st, uint64_t size)
+{
+    st->st_mode = S_IFREG | 0444;
+    st->st_nlink = 1;
+    st->st_size = (off_t)size;
+    st->st_blocks = (blkcnt_t)((size + 511) / 512);
+}
+
+/* Contract in fs.h. */
+int fs_vfs_getattr(struct fs_vfs *v, uint64_t ino, struct stat *st)
+{
+    struct timespec mtime;
+    struct vref r;
+    int ret = resolve(v, ino, &r);
+
+    if (ret < 0)
+        return ret;
+    memset(st, 0, sizeof(*st));
+    st->st_ino = ino;
+    st->st_blksize = 4096;
+    if (r.vn && r.vn->type == VN_DIR) {
+        set_dir(st, r.vn->nsubdirs);
+        mtime = r.vn->mtime;
+    } else if (r.vn) {
+        bool open = unit_is_open(r.u);
+
+        /* numpy writes 1980 dates and modes without a file type: never copy
+         * them; everything carries its file's mtime */
+        mtime = r.u->mtime;
+        if (r.vn->type == VN_FILE)
+            set_file(st, open ? r.u->a->members[0].size : r.u->size);
+        else if (open)
+            set_dir(st, fs_tree_node(&r.u->tree, 1)->nsubdirs);
+        else {
+            set_dir(st, 0);
+            st->st_nlink = 1; /* as on btrfs: subdirectories unknown (until opened) */
+        }
+    } else {
+        mtime = r.u->a->st.st_mtim;
+        if (r.tn->is_dir)
+            set_dir(st, r.tn->nsubdirs);
+        else
+            set_file(st, r.tn->member->size);
+    }
+    st->st_atim = mtime;
+    st->st_mtim = mtime;
+    st->st_ctim = mtime;
+    return 0;
+}
+
+/* Contract in fs.h. */
+int fs_vfs_file(struct fs_vfs *v, uint64_t ino, struct fs_file *f)
+{
+    struct vref r;
+    int ret = resolve(v, ino, &r);
+
+    memset(f, 0, sizeof(*f));
+    if (ret < 0)
+        return ret;
+    if (r.vn && r.vn->type != VN_FILE)
+        return -EISDIR;
+    if (r.tn && r.tn->is_dir)
+        return -EISDIR;
+    ret = unit_get(v, r.u);
+    if (ret < 0)
+        return ret;
+    f->a = r.u->a;
+    f->m = r.tn ? r.tn->member : &r.u->a->members[0];
+    f->indexer = r.u->indexer;
+    return 0;
+}
+
+/* Contract in fs.h. */
+void fs_vfs_totals(struct fs_vfs *v, uint64_t *bytes, uint64_t *files)
+{
+    *bytes = 0;
+    *files = v->count;
+    for (size_t i = 0; i < v->nunits; i++) {
+        struct vfs_unit *u = &v->units[i];
+
+        if (!unit_is_open(u))
+            continue;
+        for (size_t j = 0; j < u->a->count; j++)
+            *bytes += u->a->members[j].size;
+        if (u->tree.count > 1)
+            *files += u->tree.count - 1;
+    }
+}
+
+/* Contract in fs.h. */
+void fs_vfs_foreach(struct fs_ctx *ctx, void (*fn)(struct fs_archive *a, void *arg), void *arg)
+{
+    struct fs_vfs *v = ctx->vfs;
+
+    /* passthrough files are not archives: nothing to index or check */
+    for (size_t i = 0; v && i < v->nunits; i++)
+        if (unit_is_open(&v->units[i]) && v->units[i].kind != UNIT_PLAIN)
+            fn(v->units[i].a, arg);
+}
