@@ -4,8 +4,9 @@ What lives here:
 - ``npyfs_bin``: path of the binary under test ($NPYFS_BIN, default
   build/npyfs). Skips the whole suite when /dev/fuse or fusermount3 is missing
   (no FUSE on this machine); fails when the binary itself is missing.
-- ``mount``: factory ``mount(source, *opts) -> Path``. Starts
-  ``npyfs mount -f [-o OPT,...] SOURCE MNT`` with stderr captured to a file,
+- ``mount``: factory ``mount(source, *opts) -> Path``. ``source`` is one path,
+  or a list of paths for a mount of several sources. Starts
+  ``npyfs mount -f [-o OPT,...] SOURCE... MNT`` with stderr captured to a file,
   polls until MNT is a mount point while checking the daemon is alive, and on
   teardown unmounts with ``fusermount3 -u``, reaps the daemon (a non-zero exit
   or a sanitizer report fails the test), and falls back to kill +
@@ -317,13 +318,16 @@ class Mount:
     """One `npyfs mount -f` daemon and its mount point."""
 
     def __init__(self, binary, source, mnt, opts, errfile, watchdog):
-        self.binary, self.source, self.mnt = binary, Path(source), Path(mnt)
+        # source: one path, or a list/tuple of them (several sources)
+        self.sources = ([Path(s) for s in source] if isinstance(source, (list, tuple))
+                        else [Path(source)])
+        self.binary, self.source, self.mnt = binary, self.sources[0], Path(mnt)
         self.opts, self.errfile = list(opts), Path(errfile)
         self.watchdog_fired = False
         cmd = [str(binary), "mount", "-f"]
         if self.opts:
             cmd += ["-o", ",".join(self.opts)]
-        cmd += [str(self.source), str(self.mnt)]
+        cmd += [str(s) for s in self.sources] + [str(self.mnt)]
         self.cmd = cmd
         self._err = open(self.errfile, "wb")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
