@@ -199,9 +199,10 @@ static struct dfx_crcs *grow_table(struct grow_crcs *g, uint64_t size)
     struct dfx_crcs *t = NULL;
 
     if (!g->failed && g->pos == size && dfx_crcs_new(size, FS_CHUNK_SIZE, &t) == 0 &&
-        t->count == g->n)
-        memcpy(t->crc, g->crc, (size_t)g->n * sizeof(*g->crc));
-    else if (t) {
+        t->count == g->n) {
+        if (g->n) /* an empty output has no chunk, and g->crc may be NULL */
+            memcpy(t->crc, g->crc, (size_t)g->n * sizeof(*g->crc));
+    } else if (t) {
         free(t);
         t = NULL;
     }
@@ -318,23 +319,23 @@ static int open_gzip(struct fs_archive *a)
     return dfx_index_new(&st, a->spacing, &m->ix);
 }
 
-/* Contract in fs.h. */
-int fs_archive_open(const char *path, uint64_t spacing, struct fs_archive **out)
+/* A new archive with path open as its source and its stat taken; members
+ * is nmembers zeroed slots (count 0). Returns 0 or a negative errno (*out
+ * NULL). */
+static int archive_start(const char *path, uint64_t spacing, size_t nmembers,
+                         struct fs_archive **out)
 {
-    struct fs_archive *a;
-    unsigned char magic[2] = {0};
-    int ret;
+    struct fs_archive *a = calloc(1, sizeof(*a));
+    int ret = -ENOMEM;
 
     *out = NULL;
-    a = calloc(1, sizeof(*a));
     if (!a)
         return -ENOMEM;
     a->spacing = spacing;
     a->path = strdup(path);
-    if (!a->path) {
-        ret = -ENOMEM;
+    a->members = nmembers ? calloc(nmembers, sizeof(*a->members)) : NULL;
+    if (!a->path || (nmembers && !a->members))
         goto out_free;
-    }
     ret = src_file_open(path, &a->src);
     if (ret < 0)
         goto out_free;
@@ -342,6 +343,43 @@ int fs_archive_open(const char *path, uint64_t spacing, struct fs_archive **out)
         ret = -errno;
         goto out_free;
     }
+    *out = a;
+    return 0;
+
+out_free:
+    fs_archive_free(a);
+    return ret;
+}
+
+/* Contract in fs.h. */
+const char *fs_open_problem(int err, char *buf, size_t len)
+{
+    switch (err) {
+    case -EINVAL:
+        return "not a zip (.npz) or gzip (.npy.gz) file, or its directory is malformed";
+    case -EIO:
+        return "damaged or truncated archive";
+    case -EOPNOTSUPP:
+        return "unsupported archive (multi-disk zip)";
+    case -EFBIG:
+        return "too many members";
+    case -EISDIR:
+        return "is a directory; give an .npz or .npy.gz file";
+    default:
+        return strerror_r(-err, buf, len);
+    }
+}
+
+/* Contract in fs.h. */
+int fs_archive_open(const char *path, uint64_t spacing, struct fs_archive **out)
+{
+    struct fs_archive *a;
+    unsigned char magic[2] = {0};
+    int ret = archive_start(path, spacing, 0, &a);
+
+    *out = NULL;
+    if (ret < 0)
+        return ret;
     src_pread(a->src, magic, sizeof(magic), 0);
     if (magic[0] == 0x1f && magic[1] == 0x8b) {
         a->kind = FS_SRC_GZIP;
@@ -966,27 +1004,12 @@ int fs_archive_open_plain(const char *path, const char *name, uint64_t spacing,
 {
     struct fs_archive *a;
     struct fs_member *m;
-    int ret;
+    int ret = archive_start(path, spacing, 1, &a);
 
     *out = NULL;
-    a = calloc(1, sizeof(*a));
-    if (!a)
-        return -ENOMEM;
-    a->spacing = spacing;
-    a->kind = FS_SRC_PLAIN;
-    a->path = strdup(path);
-    a->members = calloc(1, sizeof(*a->members));
-    if (!a->path || !a->members) {
-        ret = -ENOMEM;
-        goto out_free;
-    }
-    ret = src_file_open(path, &a->src);
     if (ret < 0)
-        goto out_free;
-    if (fstat(src_file_fd(a->src), &a->st) < 0) {
-        ret = -errno;
-        goto out_free;
-    }
+        return ret;
+    a->kind = FS_SRC_PLAIN;
     if (!S_ISREG(a->st.st_mode)) {
         ret = -EINVAL;
         goto out_free;
