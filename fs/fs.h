@@ -107,6 +107,10 @@ struct fs_archive {
  * Returns 0, or a negative errno with *out NULL: -EINVAL not a zip or gzip
  * file, -EIO damaged or truncated, others from open(). */
 int fs_archive_open(const char *path, uint64_t spacing, struct fs_archive **out);
+
+/* What an error of fs_archive_open() means, for a person: a static text, or
+ * strerror_r() into buf. */
+const char *fs_open_problem(int err, char *buf, size_t len);
 void fs_archive_free(struct fs_archive *a);
 
 /* Open any regular file as a one-member FS_SRC_PLAIN archive whose member,

@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
 #include <signal.h>
@@ -64,8 +65,9 @@ static const char usage_text[] =
     "  unmount  unmount (fusermount3 -u, lazily if the mount is busy)\n"
     "  ls       one row per member: name, dtype, shape, order, sizes, method;\n"
     "           --json: one JSON array of objects instead\n"
-    "  index    build and save the index of every deflate member ahead of time,\n"
-    "           checking each CRC on the way (takes index_dir= and spacing=)\n"
+    "  index    build and save the index and chunk checksums of every member\n"
+    "           ahead of time, checking each CRC on the way; a directory SOURCE:\n"
+    "           every .npz and .npy.gz below it (takes index_dir= and spacing=)\n"
     "  stats    a mount's live counters: bytes served and decompressed, cache\n"
     "           hits and misses, index coverage per member (--json: as JSON)\n"
     "\n"
@@ -281,20 +283,12 @@ static void parse_mount_args(int argc, char **argv, struct mount_args *ma)
     ma->mountpoint = pos[npos - 1];
 }
 
+/* For messages on stderr, from this single thread. */
 static const char *describe_open_error(int err)
 {
-    switch (err) {
-    case -EINVAL:
-        return "not a zip (.npz) or gzip (.npy.gz) file, or its directory is malformed";
-    case -EIO:
-        return "damaged or truncated archive";
-    case -EOPNOTSUPP:
-        return "unsupported archive (multi-disk zip)";
-    case -EISDIR:
-        return "is a directory; give an .npz or .npy.gz file";
-    default:
-        return strerror(-err);
-    }
+    static char buf[128];
+
+    return fs_open_problem(err, buf, sizeof(buf));
 }
 
 static struct fs_archive *open_source(const char *path, uint64_t spacing)
@@ -758,10 +752,70 @@ static int cmd_ls(int argc, char **argv)
     return ret;
 }
 
+/* An archive by its file name, as a directory mount sees it (README,
+ * Sources): NAME.npz or NAME.npy.gz, case-sensitive, NAME not empty. */
+static bool archive_name(const char *name)
+{
+    size_t n = strlen(name);
+
+    return (n > 4 && strcmp(name + n - 4, ".npz") == 0) ||
+           (n > 7 && strcmp(name + n - 7, ".npy.gz") == 0);
+}
+
+/* The state of index_tree()'s walk: nftw() passes no argument through. */
+static struct {
+    const struct fs_opts *opts;
+    size_t found;
+    int status;
+} tree_walk;
+
+static int index_visit(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    struct fs_archive *a;
+    int ret;
+
+    if (type == FTW_DNR) {
+        fprintf(stderr, "npyfs: %s: cannot read the directory\n", path);
+        tree_walk.status = 1;
+        return 0;
+    }
+    if (type != FTW_F || !S_ISREG(st->st_mode) || !archive_name(path + ftw->base))
+        return 0;
+    tree_walk.found++;
+    ret = fs_archive_open(path, tree_walk.opts->spacing, &a);
+    if (ret < 0) {
+        fprintf(stderr, "npyfs: %s: %s\n", path, describe_open_error(ret));
+        tree_walk.status = 1;
+        return 0;
+    }
+    if (fs_index_main(a, tree_walk.opts) != 0)
+        tree_walk.status = 1;
+    fs_archive_free(a);
+    return 0;
+}
+
+/* npyfs index DIR: every .npz and .npy.gz below dir, symlinks not followed
+ * (a link's target inside the tree is indexed where it lies, and saved
+ * indexes are keyed by the file, not its name). Returns an exit status. */
+static int index_tree(const char *dir, const struct fs_opts *opts)
+{
+    tree_walk.opts = opts;
+    tree_walk.found = 0;
+    tree_walk.status = 0;
+    if (nftw(dir, index_visit, 32, FTW_PHYS) != 0) {
+        fprintf(stderr, "npyfs: %s: %s\n", dir, strerror(errno));
+        return 1;
+    }
+    if (tree_walk.found == 0)
+        fprintf(stderr, "npyfs: %s: no .npz or .npy.gz files in it\n", dir);
+    return tree_walk.status;
+}
+
 /* npyfs index [-o OPT,...] SOURCE...: one line per failing source. */
 static int cmd_index(int argc, char **argv)
 {
     struct mount_args ma = {0};
+    struct stat st;
     int nsrc = 0, status = 0;
 
     ma.opts.spacing = DFX_DEFAULT_SPACING;
@@ -789,6 +843,11 @@ static int cmd_index(int argc, char **argv)
         if (argv[i][0] == '-' && argv[i][1])
             continue;
         nsrc++;
+        if (stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode)) {
+            if (index_tree(argv[i], &ma.opts) != 0)
+                status = 1;
+            continue;
+        }
         ret = fs_archive_open(argv[i], ma.opts.spacing, &a);
         if (ret < 0) {
             fprintf(stderr, "npyfs: %s: %s\n", argv[i], describe_open_error(ret));

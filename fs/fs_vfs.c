@@ -583,22 +583,6 @@ static int open_tree(struct fs_vfs *v, struct vfs_unit *u)
     return ret;
 }
 
-static const char *open_problem(int err, char *buf, size_t len)
-{
-    switch (err) {
-    case -EINVAL:
-        return "not a zip (.npz) or gzip (.npy.gz) file, or its directory is malformed";
-    case -EIO:
-        return "damaged or truncated archive";
-    case -EOPNOTSUPP:
-        return "unsupported archive (multi-disk zip)";
-    case -EFBIG:
-        return "too many members";
-    default:
-        return strerror_r(-err, buf, len);
-    }
-}
-
 /* Worth trying again later rather than failing the unit for good. */
 static bool transient(int err)
 {
@@ -625,7 +609,7 @@ static int open_unit(struct fs_vfs *v, struct vfs_unit *u)
     if (ret < 0) {
         if (!transient(ret))
             fuse_log(FUSE_LOG_ERR, "npyfs: %s: cannot open: %s; it reads as EIO\n", u->path,
-                     open_problem(ret, buf, sizeof(buf)));
+                     fs_open_problem(ret, buf, sizeof(buf)));
         fs_indexer_free(u->indexer);
         u->indexer = NULL;
         fs_tree_destroy(&u->tree);

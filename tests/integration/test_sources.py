@@ -481,3 +481,49 @@ def test_passthrough_file_changed_after_mount(tmp_path, mount):
         finally:
             os.close(fd)
     guarded(body, timeout=60)
+
+
+def test_index_a_directory(npyfs_bin, tmp_path, mount):
+    """`npyfs index DIR` indexes every archive below DIR (one line for each
+    that fails, exit 1); a later mount of DIR loads those indexes: members
+    are fully indexed and checked on first open, before any read."""
+    d = tmp_path / "runs"
+    (d / "2024-05").mkdir(parents=True)
+    np.savez_compressed(d / "2024-05" / "run1.npz", c=C, a=A)
+    _gz(d / "2024-05" / "run2.npy.gz", C + 1)
+    np.save(d / "plain.npy", C + 2)                       # not an archive: left alone
+    (d / "bad.npz").write_bytes(b"PK\x03\x04 not really a zip" * 10)
+    os.symlink(d / "2024-05" / "run1.npz", d / "link.npz")  # not followed
+    idx = tmp_path / "idx"
+    opts = ["-o", f"index_dir={idx},spacing=64K"]
+    r = run([npyfs_bin, "index", *opts, d], timeout=120)
+    err = r.stderr.decode().strip().splitlines()
+    assert r.returncode == 1
+    assert len(err) == 1 and "bad.npz" in err[0], err
+    saved = sorted(p.name for p in idx.glob("*.dfx"))
+    assert len(saved) == 2, saved                          # run1's c.npy, run2's npy
+    (d / "bad.npz").unlink()
+    r = run([npyfs_bin, "index", *opts, d], timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in idx.glob("*.dfx")) == saved  # valid files reused
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run([npyfs_bin, "index", *opts, empty], timeout=60)
+    assert r.returncode == 0 and b"no .npz or .npy.gz" in r.stderr
+
+    mnt = mount(d, "spacing=64K", f"index_dir={idx}", "index=lazy", "verify=strict")
+
+    def body():
+        for rel in ("2024-05/run1.npz/c.npy", "2024-05/run2.npy"):
+            fd = os.open(mnt / rel, os.O_RDONLY)              # loads its saved index
+            os.close(fd)
+        stats = json.loads(os.getxattr(mnt, "user.npyfs.stats.json"))
+        members = {(a["path"].rsplit("/", 1)[-1], m["name"]): m
+                   for a in stats["archives"] for m in a["members"]}
+        for key in (("run1.npz", "c.npy"), ("run2.npy.gz", "run2.npy")):
+            m = members[key]
+            assert m["index_complete"] and m["crc_checked"], m
+        assert stats["bytes_decompressed"] == 0   # nothing decoded to get there
+        assert_same_array(load(mnt / "2024-05" / "run1.npz" / "c.npy"), C)
+        assert_same_array(load(mnt / "2024-05" / "run2.npy"), C + 1)
+    in_child(body, timeout=120)
