@@ -6,9 +6,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 struct file_src {
@@ -68,16 +70,13 @@ static void mem_free(struct src *s)
 static const struct src_ops mem_ops = {mem_pread, mem_free};
 
 /* Contract in source.h. */
-int src_file_open(const char *path, struct src **out)
+/* A file source over fd, which it owns from here on (closed on error). */
+static int file_from_fd(int fd, struct src **out)
 {
     struct file_src *f;
     struct stat st;
-    int fd, err;
+    int err;
 
-    *out = NULL;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
     if (fstat(fd, &st) < 0) {
         err = -errno;
         goto out_close;
@@ -104,6 +103,37 @@ int src_file_open(const char *path, struct src **out)
 out_close:
     close(fd);
     return err;
+}
+
+int src_file_open(const char *path, struct src **out)
+{
+    int fd;
+
+    *out = NULL;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    return file_from_fd(fd, out);
+}
+
+/* Contract in source.h. */
+int src_file_open_beneath(int dirfd, const char *rel, struct src **out)
+{
+    struct open_how how = {
+        .flags = O_RDONLY | O_CLOEXEC | O_NOCTTY,
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+    };
+    long fd;
+
+    *out = NULL;
+    fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
+    /* Before Linux 5.6 (no openat2): only a symlink as the last component can
+     * be refused, so directories swapped for links are not caught there. */
+    if (fd < 0 && errno == ENOSYS)
+        fd = openat(dirfd, rel, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
+    if (fd < 0)
+        return -errno;
+    return file_from_fd((int)fd, out);
 }
 
 /* Contract in source.h. */

@@ -34,6 +34,12 @@ struct src {
  * Returns 0 or a negative errno (-EISDIR for a directory). */
 int src_file_open(const char *path, struct src **out);
 
+/* Open rel, a path relative to the directory dirfd, read-only, never
+ * leaving that directory: every component, symlinks included, must resolve
+ * beneath it (openat2 RESOLVE_BENEATH), else -EXDEV. Otherwise as
+ * src_file_open(). */
+int src_file_open_beneath(int dirfd, const char *rel, struct src **out);
+
 /* The fd behind a file source, or -1 for other sources (borrowed). */
 int src_file_fd(const struct src *s);
 

@@ -108,17 +108,27 @@ struct fs_archive {
  * file, -EIO damaged or truncated, others from open(). */
 int fs_archive_open(const char *path, uint64_t spacing, struct fs_archive **out);
 
+/* The same for a file found by walking a directory source: it is opened as
+ * rel beneath the directory dirfd and never outside it (symlinks included:
+ * -EXDEV if the path now leads out, for example a directory swapped for a
+ * symlink since the walk). path, the same file's full path, names it in
+ * messages. */
+int fs_archive_open_beneath(int dirfd, const char *rel, const char *path, uint64_t spacing,
+                            struct fs_archive **out);
+
 /* What an error of fs_archive_open() means, for a person: a static text, or
  * strerror_r() into buf. */
 const char *fs_open_problem(int err, char *buf, size_t len);
 void fs_archive_free(struct fs_archive *a);
 
-/* Open any regular file as a one-member FS_SRC_PLAIN archive whose member,
- * called name, is the file's bytes unchanged (FS_STORED at offset 0, size
- * from fstat, no CRC to check: marked verified). Returns 0, or a negative
- * errno with *out NULL: -EINVAL not a regular file, others from open(). */
-int fs_archive_open_plain(const char *path, const char *name, uint64_t spacing,
-                          struct fs_archive **out);
+/* Open a regular file, rel beneath dirfd as in fs_archive_open_beneath(),
+ * as a one-member FS_SRC_PLAIN archive whose member, called name, is the
+ * file's bytes unchanged (FS_STORED at offset 0, size from fstat, no CRC to
+ * check: marked verified). Returns 0, or a negative errno with *out NULL:
+ * -EINVAL not a regular file, -EXDEV the path leads out of dirfd, others
+ * from open(). */
+int fs_archive_open_plain(int dirfd, const char *rel, const char *path, const char *name,
+                          uint64_t spacing, struct fs_archive **out);
 
 /* Has the archive changed since it was opened (size or mtime, to the
  * nanosecond)? Bytes read from it now may not be what the directory and the

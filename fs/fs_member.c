@@ -319,11 +319,11 @@ static int open_gzip(struct fs_archive *a)
     return dfx_index_new(&st, a->spacing, &m->ix);
 }
 
-/* A new archive with path open as its source and its stat taken; members
- * is nmembers zeroed slots (count 0). Returns 0 or a negative errno (*out
- * NULL). */
-static int archive_start(const char *path, uint64_t spacing, size_t nmembers,
-                         struct fs_archive **out)
+/* A new archive with its file open as its source (path, or rel beneath
+ * dirfd if dirfd >= 0) and its stat taken; members is nmembers zeroed slots
+ * (count 0). Returns 0 or a negative errno (*out NULL). */
+static int archive_start(int dirfd, const char *rel, const char *path, uint64_t spacing,
+                         size_t nmembers, struct fs_archive **out)
 {
     struct fs_archive *a = calloc(1, sizeof(*a));
     int ret = -ENOMEM;
@@ -336,7 +336,7 @@ static int archive_start(const char *path, uint64_t spacing, size_t nmembers,
     a->members = nmembers ? calloc(nmembers, sizeof(*a->members)) : NULL;
     if (!a->path || (nmembers && !a->members))
         goto out_free;
-    ret = src_file_open(path, &a->src);
+    ret = dirfd >= 0 ? src_file_open_beneath(dirfd, rel, &a->src) : src_file_open(path, &a->src);
     if (ret < 0)
         goto out_free;
     if (fstat(src_file_fd(a->src), &a->st) < 0) {
@@ -373,9 +373,16 @@ const char *fs_open_problem(int err, char *buf, size_t len)
 /* Contract in fs.h. */
 int fs_archive_open(const char *path, uint64_t spacing, struct fs_archive **out)
 {
+    return fs_archive_open_beneath(-1, NULL, path, spacing, out);
+}
+
+/* Contract in fs.h. */
+int fs_archive_open_beneath(int dirfd, const char *rel, const char *path, uint64_t spacing,
+                            struct fs_archive **out)
+{
     struct fs_archive *a;
     unsigned char magic[2] = {0};
-    int ret = archive_start(path, spacing, 0, &a);
+    int ret = archive_start(dirfd, rel, path, spacing, 0, &a);
 
     *out = NULL;
     if (ret < 0)
@@ -999,12 +1006,12 @@ int64_t fs_member_read_stored(struct fs_archive *a, struct fs_member *m, void *b
 /* Contract in fs.h. A passthrough file of a directory mount: the stored
  * read path (splice from the fd, fs_archive_check() before each read)
  * serves it as is. */
-int fs_archive_open_plain(const char *path, const char *name, uint64_t spacing,
-                          struct fs_archive **out)
+int fs_archive_open_plain(int dirfd, const char *rel, const char *path, const char *name,
+                          uint64_t spacing, struct fs_archive **out)
 {
     struct fs_archive *a;
     struct fs_member *m;
-    int ret = archive_start(path, spacing, 1, &a);
+    int ret = archive_start(dirfd, rel, path, spacing, 1, &a);
 
     *out = NULL;
     if (ret < 0)

@@ -65,6 +65,9 @@ enum { UNIT_NEW = 0, UNIT_OPEN = 1 };
 
 struct vfs_unit {
     char *path;            /* owned, immutable: the file to open (absolute) */
+    int rootfd;            /* immutable: the walked directory source it was found
+                            * in (opened beneath it), or -1: named on the command line */
+    const char *rel;       /* immutable: path relative to that source (in path) */
     enum unit_kind kind;   /* immutable: what the file's name says it is */
     uint64_t node;         /* immutable: inode of its node in the outer tree */
     uint64_t size;         /* immutable: the file's size at mount (a passthrough
@@ -87,6 +90,9 @@ struct fs_vfs {
     pthread_mutex_t lock;       /* leaf after a unit lock */
     bool started, stopped;      /* protected by lock: FUSE init and destroy have run */
     bool locks_ready;           /* the units' mutexes were initialized */
+    int *roots;                 /* owned: fds of the walked directory sources, open
+                                 * until unmount; their files are opened beneath them */
+    size_t nroots;
 };
 
 /* ---------------------------------------------------------------- build --- */
@@ -137,9 +143,12 @@ static int new_node(struct fs_vfs *v, uint64_t parent, const char *name, enum vn
     return 0;
 }
 
-/* Add a unit for the file at path, shown as node ino (already made). */
-static int new_unit(struct fs_vfs *v, uint64_t ino, const char *path, enum unit_kind kind,
-                    const struct stat *st, struct fs_archive *a)
+/* Add a unit for the file at path, shown as node ino (already made); found
+ * in the walked directory source rootfd, whose real path is root_len bytes
+ * long, or rootfd -1. */
+static int new_unit(struct fs_vfs *v, uint64_t ino, const char *path, int rootfd,
+                    size_t root_len, enum unit_kind kind, const struct stat *st,
+                    struct fs_archive *a)
 {
     struct vfs_unit *u;
 
@@ -158,6 +167,9 @@ static int new_unit(struct fs_vfs *v, uint64_t ino, const char *path, enum unit_
     u->path = strdup(path);
     if (!u->path)
         return -ENOMEM;
+    u->rootfd = rootfd;
+    /* path is root + "/" + rel, or "/" + rel for the root "/" */
+    u->rel = rootfd < 0 ? NULL : u->path + (root_len == 1 ? 1 : root_len + 1);
     u->kind = kind;
     u->node = ino;
     u->size = (uint64_t)st->st_size;
@@ -196,6 +208,7 @@ struct walk {
     struct fs_vfs *v;
     const char *root; /* the directory source's real path */
     size_t root_len;
+    int rootfd;       /* the directory source, open (owned by v->roots) */
 };
 
 static int cmp_ent(const void *a, const void *b)
@@ -371,7 +384,8 @@ static int add_entry(struct walk *w, int dfd, const char *dpath, uint64_t dir, s
     } else {
         ret = new_node(w->v, dir, e->shown, e->cat == WE_NPZ ? VN_ARCHIVE : VN_FILE, &ino);
         if (ret == 0)
-            ret = new_unit(w->v, ino, e->target ? e->target : path, kinds[e->cat], &e->st, NULL);
+            ret = new_unit(w->v, ino, e->target ? e->target : path, w->rootfd, w->root_len,
+                           kinds[e->cat], &e->st, NULL);
     }
     free(path);
     return ret;
@@ -403,6 +417,24 @@ static int walk_dir(struct walk *w, int dfd, const char *dpath, uint64_t dir,
     return ret;
 }
 
+/* Keep a descriptor of the directory source open at dfd until unmount, so
+ * that its files are opened beneath it. Returns 0 or a negative errno. */
+static int keep_root(struct fs_vfs *v, int dfd, int *out)
+{
+    int *roots = realloc(v->roots, (v->nroots + 1) * sizeof(*roots));
+    int fd;
+
+    if (!roots)
+        return -ENOMEM;
+    v->roots = roots;
+    fd = fcntl(dfd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    v->roots[v->nroots++] = fd;
+    *out = fd;
+    return 0;
+}
+
 /* Walk the directory source at path into dir. */
 static int walk_source(struct fs_vfs *v, const char *path, uint64_t dir)
 {
@@ -419,6 +451,12 @@ static int walk_source(struct fs_vfs *v, const char *path, uint64_t dir)
         ret = -errno;
         if (dfd >= 0)
             close(dfd);
+        free(root);
+        return ret;
+    }
+    ret = keep_root(v, dfd, &w.rootfd);
+    if (ret < 0) {
+        close(dfd);
         free(root);
         return ret;
     }
@@ -488,7 +526,7 @@ static int add_source(struct fs_vfs *v, struct fs_source *s, uint64_t parent, bo
             return ret;
         }
     }
-    ret = new_unit(v, ino, a->path, a->kind == FS_SRC_ZIP ? UNIT_ZIP : UNIT_GZIP, &st, a);
+    ret = new_unit(v, ino, a->path, -1, 0, a->kind == FS_SRC_ZIP ? UNIT_ZIP : UNIT_GZIP, &st, a);
     if (ret < 0) {
         fs_archive_free(a);
         return ret;
@@ -560,6 +598,9 @@ void fs_vfs_free(struct fs_vfs *v)
     }
     if (v->locks_ready)
         pthread_mutex_destroy(&v->lock);
+    for (size_t i = 0; i < v->nroots; i++)
+        close(v->roots[i]);
+    free(v->roots);
     free(v->units);
     free(v->nodes);
     free(v);
@@ -597,9 +638,9 @@ static int open_unit(struct fs_vfs *v, struct vfs_unit *u)
     int ret;
 
     if (u->kind == UNIT_PLAIN)
-        ret = fs_archive_open_plain(u->path, name, v->opts->spacing, &u->a);
+        ret = fs_archive_open_plain(u->rootfd, u->rel, u->path, name, v->opts->spacing, &u->a);
     else
-        ret = fs_archive_open(u->path, v->opts->spacing, &u->a);
+        ret = fs_archive_open_beneath(u->rootfd, u->rel, u->path, v->opts->spacing, &u->a);
     if (ret == 0 && u->a->kind != (u->kind == UNIT_ZIP    ? FS_SRC_ZIP
                                    : u->kind == UNIT_GZIP ? FS_SRC_GZIP
                                                           : FS_SRC_PLAIN))

@@ -315,6 +315,38 @@ def test_damaged_archive_in_tree(tmp_path, mount):
         assert len(lines) == 1, (name, err)
 
 
+def test_swapped_directory_does_not_lead_out(tmp_path, mount):
+    """Files of a walked tree are opened beneath the source directory: a
+    directory swapped for a symlink to the outside after the walk (before the
+    first lookup) reads as EIO, never as the outside file's bytes."""
+    d = tmp_path / "tree"
+    (d / "sub").mkdir(parents=True)
+    np.savez_compressed(d / "sub" / "r.npz", a=C)
+    np.save(d / "sub" / "p.npy", A)
+    _gz(d / "sub" / "g.npy.gz", G)
+    (d / "inside").mkdir()
+    np.save(d / "inside" / "t.npy", X)
+    os.symlink(d / "inside" / "t.npy", d / "link.npy")     # inside: followed
+    out = tmp_path / "outside"
+    out.mkdir()
+    np.savez_compressed(out / "r.npz", a=C + 99)
+    np.save(out / "p.npy", A + 99)
+    _gz(out / "g.npy.gz", G + 99)
+    mnt = mount(d, "index=lazy")
+    (d / "sub").rename(tmp_path / "sub.old")
+    os.symlink(out, d / "sub")
+
+    def body():
+        for rel in ("sub/r.npz/a.npy", "sub/g.npy", "sub/p.npy"):
+            with pytest.raises(OSError) as e:
+                read_all(mnt / rel)
+            assert e.value.errno == errno.EIO, rel
+        assert_same_array(load(mnt / "link.npy"), X)
+    in_child(body, timeout=60)
+    err = mount.mount_of(mnt).stderr()
+    assert "cannot open" in err and "Invalid cross-device link" in err, err
+
+
 def _archive_fds(pid, under):
     """Open fds of pid that name files under the directory `under`."""
     n = 0
