@@ -74,6 +74,9 @@ struct fs_member {
     uint32_t crc32;       /* immutable: CRC-32 from the zip directory (stored members) */
     atomic_bool verified; /* FS_STORED: its CRC-32 was checked and matched */
     atomic_int stored_damage; /* FS_STORED: 0, or the errno every read gets */
+    /* 1 + the index of the first chunk found not to match its checksum, or
+     * 0; for stats (a stored member fails only on those chunks' reads) */
+    atomic_uint_least64_t bad_chunk;
     /* atomic: the chunk CRC table (CRC-32 of each FS_CHUNK_SIZE chunk of the
      * uncompressed output), published once by fs_member_set_crcs() from a
      * full pass that checked the member's CRC-32, or from its saved index;
@@ -259,6 +262,7 @@ struct fs_opts {
     enum fs_verify_mode verify;    /* -o verify= */
     unsigned threads;   /* readahead workers (0: none); default online cores */
     uint64_t readahead; /* kernel readahead per file in bytes; 0: the kernel's */
+    uint64_t max_read;  /* -o max_read= (also given to libfuse), or 0 */
 };
 
 struct fs_ctx {

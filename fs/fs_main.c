@@ -192,12 +192,12 @@ static void parse_opts(struct mount_args *ma, const char *list)
 
     while (*p) {
         size_t len = strcspn(p, ",");
-        char opt[256];
+        char *opt = strndup(p, len);
 
-        if (len >= sizeof(opt))
-            die_usage("option too long: %.40s...", p);
-        memcpy(opt, p, len);
-        opt[len] = '\0';
+        if (!opt) {
+            fputs("npyfs: out of memory\n", stderr);
+            exit(1);
+        }
         if (strncmp(opt, "cache_size=", 11) == 0) {
             if (parse_size(opt + 11, &ma->opts.cache_size) < 0)
                 die_usage("bad value in -o %s: expected a size such as 512M", opt);
@@ -236,8 +236,14 @@ static void parse_opts(struct mount_args *ma, const char *list)
         } else if (strcmp(opt, "rw") == 0) {
             die_usage("npyfs mounts are read-only; -o rw is not supported");
         } else if (len) {
+            /* libfuse takes max_read= too, but wants init to agree with it */
+            if (strncmp(opt, "max_read=", 9) == 0 &&
+                (parse_size(opt + 9, &ma->opts.max_read) < 0 || ma->opts.max_read < 4096 ||
+                 ma->opts.max_read > UINT32_MAX))
+                die_usage("bad value in -o %s: expected a size of at least 4K", opt);
             append_opt(&ma->fuse_opts, opt, len);
         }
+        free(opt);
         p += len;
         if (*p == ',')
             p++;

@@ -547,6 +547,11 @@ static void end_decode(struct fs_member *m, struct fs_busy *busy, struct dfx_rea
  * the chunk on fail (FS_DEFLATE; a stored member's reads of that chunk). */
 static void log_mismatch(struct fs_archive *a, struct fs_member *m, uint64_t idx)
 {
+    uint64_t seen = atomic_load(&m->bad_chunk);
+
+    while ((seen == 0 || idx + 1 < seen) &&
+           !atomic_compare_exchange_weak(&m->bad_chunk, &seen, idx + 1))
+        ;
     if (atomic_exchange(&m->logged, true))
         return;
     fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': bytes %llu-%llu do not match their "

@@ -53,6 +53,9 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
     /* Reads of one file may run in parallel: our handlers are thread-safe. */
     if (conn->capable & FUSE_CAP_ASYNC_READ)
         conn->want |= FUSE_CAP_ASYNC_READ;
+    /* -o max_read= went to libfuse too, which wants init to say the same */
+    if (ctx->opts.max_read)
+        conn->max_read = (unsigned)ctx->opts.max_read;
     /* Stored members go from the archive's page cache to the device. */
     if (conn->capable & FUSE_CAP_SPLICE_WRITE)
         conn->want |= FUSE_CAP_SPLICE_WRITE;

@@ -134,13 +134,28 @@ static const char *errtext(int err, char *buf, size_t size)
     return strerror_r(err, buf, size);
 }
 
+/* fs_member_damage(), or else the first chunk that failed its checksum:
+ * a stored member's reads fail only on such chunks, so it is not member
+ * damage, but it is damage to show. */
+static int member_damage(struct fs_member *m, uint64_t *bad_from)
+{
+    int err = fs_member_damage(m, bad_from);
+    uint64_t bad = atomic_load(&m->bad_chunk);
+
+    if (err == 0 && bad) {
+        *bad_from = (bad - 1) * FS_CHUNK_SIZE;
+        err = -EIO;
+    }
+    return err;
+}
+
 static void text_member(struct out *o, struct fs_member *m)
 {
     char name[4 * NAME_SHOWN_MAX + 8], idx[48], state[160], ebuf[96];
     uint64_t indexed, bad_from;
     size_t points;
     bool complete;
-    int dmg = fs_member_damage(m, &bad_from);
+    int dmg = member_damage(m, &bad_from);
 
     show_name(m->name, m->name_len, name);
     coverage(m, &indexed, &points, &complete);
@@ -194,7 +209,7 @@ static void json_member(struct out *o, struct fs_member *m)
     uint64_t indexed, bad_from;
     bool complete, ok;
     char ebuf[96];
-    int dmg = fs_member_damage(m, &bad_from);
+    int dmg = member_damage(m, &bad_from);
 
     coverage(m, &indexed, &points, &complete);
     ok = putf(o, false, "%s{\"name\":", o->nmembers ? "," : "") &&

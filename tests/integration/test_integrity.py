@@ -20,6 +20,7 @@ mount uses spacing=64K, so deflate members have many access points.
 """
 
 import errno
+import json
 import os
 import re
 import time
@@ -235,6 +236,13 @@ def test_damage_after_indexing(kind, verify, npyfs_bin, mount, tmp_path, archive
         assert first >= 2, f"chunk {first} failed, long before the damage"
         assert first <= (len(truth) // CHUNK), first
     assert "do not match their checksum" in daemon_log(mount, mnt)
+    # stats show the damage, from the first bad chunk (stored members too,
+    # whose other chunks stay readable)
+    stats = json.loads(os.getxattr(mnt, "user.npyfs.stats.json"))
+    (member,) = [m for a in stats["archives"] for m in a["members"]
+                 if m["name"] == f"{kind}.npy"]
+    assert member["damage"] is not None, member
+    assert member["damage"]["from"] <= first * CHUNK, member
 
     # a sequential read never returns a wrong byte either
     got, err = guarded(partial_read, path)

@@ -26,6 +26,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -415,3 +416,23 @@ def test_error_bad_libfuse_option(npyfs_bin, tmp_path, data_npz):
     err = _expect_error([npyfs_bin, "mount", "-o", "no_such_option", data_npz, mnt], mnt,
                         str(data_npz), "no_such_option")
     assert len(err.splitlines()) == 1
+
+
+def test_max_read_and_long_index_dir(tmp_path, mount):
+    """-o max_read= reaches libfuse and init agrees with it (libfuse refuses
+    INIT otherwise); an index_dir path longer than 255 bytes is taken."""
+    src = tmp_path / "a.npz"
+    np.savez_compressed(src, a=ARR)
+    deep = tmp_path / ("d" * 200) / ("e" * 200)
+    mnt = mount(src, "max_read=65536", f"index_dir={deep}", "index=background")
+
+    def body():
+        with open(mnt / "a.npy", "rb") as f:
+            got = f.read()
+        assert got == npy_bytes(ARR)
+        for _ in range(200):            # the background pass saves into deep
+            if deep.is_dir() and any(deep.iterdir()):
+                break
+            time.sleep(0.05)
+        assert any(deep.iterdir())
+    guarded(body, timeout=60)
