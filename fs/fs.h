@@ -9,11 +9,14 @@
 #ifndef NPYFS_FS_FS_H
 #define NPYFS_FS_FS_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -37,6 +40,27 @@
  * libfuse's splice pipe, and stored reads fall back to a copy (slower than
  * 128 KiB). */
 #define FS_DEFAULT_READAHEAD (512ull << 10)
+
+/* Room for one more element in the array at *(T **)arrp, which holds count
+ * of *cap elements of size bytes: doubles the capacity (from first) when
+ * full. Returns 0, or -ENOMEM with the array unchanged. Used by the trees
+ * built at mount. */
+static inline int fs_grow(void *arrp, size_t *cap, size_t count, size_t size, size_t first)
+{
+    void *arr, *grown;
+    size_t n;
+
+    if (count < *cap)
+        return 0;
+    n = *cap ? *cap * 2 : first;
+    memcpy(&arr, arrp, sizeof(arr));
+    grown = realloc(arr, n * size);
+    if (!grown)
+        return -ENOMEM;
+    memcpy(arrp, &grown, sizeof(grown));
+    *cap = n;
+    return 0;
+}
 
 enum fs_kind {
     FS_STORED, /* bytes at data_offset in the source, served with pread */
@@ -162,13 +186,16 @@ int fs_member_scan_stored(struct fs_archive *a, struct fs_member *m, atomic_bool
  * whether t was kept. Thread-safe. */
 bool fs_member_set_crcs(struct fs_member *m, struct dfx_crcs *t);
 
-/* FS_STORED: len bytes at off (clamped to the member's end) into buf. With
- * a chunk CRC table, the whole chunks covering the range are read and each
- * is checked against it first: a mismatch is logged once and the read fails
- * (only reads that touch that chunk do). Returns the count, or -EIO (a
- * mismatch, a changed archive, a damaged member), -ENOMEM. Thread-safe. */
-int64_t fs_member_read_stored(struct fs_archive *a, struct fs_member *m, void *buf, uint64_t off,
-                              size_t len);
+/* FS_STORED: read the whole chunks covering len bytes at off (clamped to
+ * the member's end) into a new buffer *out (the caller frees it), where the
+ * bytes asked for start at *out + *at, and check each chunk against the
+ * member's chunk CRC table, if it has one: a mismatch is logged once and the
+ * read fails (only reads that touch that chunk do). The caller has checked
+ * fs_archive_check() and fs_member_damage() before; the archive is checked
+ * again after the read. Returns the count (0 past the end, *out NULL), or
+ * -EIO (a mismatch, a changed archive), -ENOMEM. Thread-safe. */
+int64_t fs_member_read_stored(struct fs_archive *a, struct fs_member *m, uint64_t off, size_t len,
+                              unsigned char **out, size_t *at);
 
 /* Read the first bytes (up to len) of a member's uncompressed data: used by
  * `ls` to parse .npy headers. Returns the count or a negative errno. */

@@ -32,14 +32,8 @@ static int new_node(struct fs_tree *t, uint64_t parent, const char *name, size_t
 {
     struct fs_node *n;
 
-    if (t->count == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 64;
-        struct fs_node *nodes = realloc(t->nodes, cap * sizeof(*nodes));
-        if (!nodes)
-            return -ENOMEM;
-        t->nodes = nodes;
-        t->cap = cap;
-    }
+    if (fs_grow(&t->nodes, &t->cap, t->count, sizeof(*t->nodes), 64) < 0)
+        return -ENOMEM;
     n = &t->nodes[t->count];
     memset(n, 0, sizeof(*n));
     n->name = strndup(name, len);
@@ -56,14 +50,8 @@ static int add_child(struct fs_tree *t, uint64_t dir, uint64_t child)
 {
     struct fs_node *d = fs_tree_node(t, dir);
 
-    if (d->nchildren == d->cap) {
-        size_t cap = d->cap ? d->cap * 2 : 8;
-        uint64_t *c = realloc(d->children, cap * sizeof(*c));
-        if (!c)
-            return -ENOMEM;
-        d->children = c;
-        d->cap = cap;
-    }
+    if (fs_grow(&d->children, &d->cap, d->nchildren, sizeof(*d->children), 8) < 0)
+        return -ENOMEM;
     d->children[d->nchildren++] = child;
     if (fs_tree_node(t, child)->is_dir)
         d->nsubdirs++;

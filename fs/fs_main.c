@@ -633,18 +633,19 @@ static int cmd_mount(int argc, char **argv)
     return ret;
 }
 
-/* Is path a mount point in /proc/self/mounts? Paths there escape space,
- * tab, newline and backslash as octal. */
-static bool is_mounted(const char *path)
+/* The type of the last (visible) mount on path in /proc/self/mounts, into
+ * type. Paths there escape space, tab, newline and backslash as octal.
+ * Returns 1, 0 if path is not a mount point, -1 if the table is unreadable. */
+static int mount_type(const char *path, char *type, size_t size)
 {
     FILE *f = fopen("/proc/self/mounts", "re");
     char line[PATH_MAX * 2], dir[PATH_MAX * 2];
-    bool found = false;
+    int found = 0;
 
     if (!f)
-        return true; /* cannot tell: let fusermount3 decide */
-    while (!found && fgets(line, sizeof(line), f)) {
-        char *p = strchr(line, ' '), *d = dir;
+        return -1;
+    while (fgets(line, sizeof(line), f)) {
+        char *p = strchr(line, ' '), *d = dir, *t;
         if (!p)
             continue;
         for (p++; *p && *p != ' ' && d < dir + sizeof(dir) - 1; p++) {
@@ -656,10 +657,23 @@ static bool is_mounted(const char *path)
             }
         }
         *d = '\0';
-        found = strcmp(dir, path) == 0;
+        if (strcmp(dir, path) != 0 || *p != ' ')
+            continue;
+        t = p + 1;
+        snprintf(type, size, "%.*s", (int)strcspn(t, " "), t);
+        found = 1; /* keep going: the last mount on a path is the visible one */
     }
     fclose(f);
     return found;
+}
+
+/* Is path a mount point? If the mount table cannot be read, say yes and
+ * let fusermount3 decide. */
+static bool is_mounted(const char *path)
+{
+    char type[64];
+
+    return mount_type(path, type, sizeof(type)) != 0;
 }
 
 static int run_fusermount(const char *flags, const char *mnt)
@@ -732,26 +746,37 @@ static int cmd_unmount(int argc, char **argv)
     return 0;
 }
 
+/* The arguments of `npyfs CMD [--json|-j] OPERAND` (ls, stats): the one
+ * operand (called what in messages); *json says if the flag was given. */
+static const char *json_and_operand(const char *cmd, const char *what, int argc, char **argv,
+                                    bool *json)
+{
+    const char *operand = NULL;
+
+    *json = false;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0)
+            *json = true;
+        else if (argv[i][0] == '-' && argv[i][1])
+            die_usage("unknown %s flag %s", cmd, argv[i]);
+        else if (operand)
+            die_usage("%s takes one %s", cmd, what);
+        else
+            operand = argv[i];
+    }
+    if (!operand)
+        die_usage("%s needs %s", cmd, what);
+    return operand;
+}
+
 /* npyfs ls [--json] SOURCE */
 static int cmd_ls(int argc, char **argv)
 {
-    const char *source = NULL;
     struct fs_archive *a;
-    bool json = false;
+    bool json;
+    const char *source = json_and_operand("ls", "SOURCE", argc, argv, &json);
     int ret;
 
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0)
-            json = true;
-        else if (argv[i][0] == '-' && argv[i][1])
-            die_usage("unknown ls flag %s", argv[i]);
-        else if (source)
-            die_usage("ls takes one SOURCE");
-        else
-            source = argv[i];
-    }
-    if (!source)
-        die_usage("ls needs SOURCE");
     a = open_source(source, DFX_DEFAULT_SPACING);
     ret = fs_ls_main(a, json);
     fs_archive_free(a);
@@ -980,62 +1005,17 @@ static int cmd_fstab(int argc, char **argv)
     return ret;
 }
 
-/* The type of the mount at path in /proc/self/mounts (e.g. "fuse.npyfs"),
- * into type; false if nothing is mounted there. */
-static bool mount_type(const char *path, char *type, size_t size)
-{
-    FILE *f = fopen("/proc/self/mounts", "re");
-    char line[PATH_MAX * 2], dir[PATH_MAX * 2];
-    bool found = false;
-
-    if (!f)
-        return false;
-    while (fgets(line, sizeof(line), f)) {
-        char *p = strchr(line, ' '), *d = dir, *t;
-        if (!p)
-            continue;
-        for (p++; *p && *p != ' ' && d < dir + sizeof(dir) - 1; p++) {
-            if (p[0] == '\\' && p[1] && p[2] && p[3]) {
-                *d++ = (char)(((p[1] - '0') << 6) | ((p[2] - '0') << 3) | (p[3] - '0'));
-                p += 3;
-            } else {
-                *d++ = *p;
-            }
-        }
-        *d = '\0';
-        if (strcmp(dir, path) != 0 || *p != ' ')
-            continue;
-        t = p + 1;
-        snprintf(type, size, "%.*s", (int)strcspn(t, " "), t);
-        found = true; /* keep going: the last mount on a path is the visible one */
-    }
-    fclose(f);
-    return found;
-}
-
 /* npyfs stats [--json] MOUNTPOINT: print the mount root's user.npyfs.stats. */
 static int cmd_stats(int argc, char **argv)
 {
-    const char *mnt = NULL;
     char type[64], *abs, *buf;
-    bool json = false;
+    bool json;
+    const char *mnt = json_and_operand("stats", "MOUNTPOINT", argc, argv, &json);
     ssize_t n;
     struct stat st;
 
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0)
-            json = true;
-        else if (argv[i][0] == '-' && argv[i][1])
-            die_usage("unknown stats flag %s", argv[i]);
-        else if (mnt)
-            die_usage("stats takes one MOUNTPOINT");
-        else
-            mnt = argv[i];
-    }
-    if (!mnt)
-        die_usage("stats needs MOUNTPOINT");
     abs = absolute_mountpoint(mnt);
-    if (!abs || !mount_type(abs, type, sizeof(type))) {
+    if (!abs || mount_type(abs, type, sizeof(type)) <= 0) {
         if (lstat(mnt, &st) < 0)
             fprintf(stderr, "npyfs: %s: %s\n", mnt,
                     errno == ENOENT ? "no such directory" : strerror(errno));

@@ -964,48 +964,43 @@ bool fs_member_set_crcs(struct fs_member *m, struct dfx_crcs *t)
 }
 
 /* Contract in fs.h. */
-int64_t fs_member_read_stored(struct fs_archive *a, struct fs_member *m, void *buf, uint64_t off,
-                              size_t len)
+int64_t fs_member_read_stored(struct fs_archive *a, struct fs_member *m, uint64_t off, size_t len,
+                              unsigned char **out, size_t *at)
 {
-    struct dfx_crcs *t = atomic_load(&m->crcs);
-    uint64_t first, last, from, to, bad_from;
-    unsigned char *tmp;
+    uint64_t first, last, from, to;
+    unsigned char *buf;
     int ret;
 
+    *out = NULL;
+    *at = 0;
     if (off >= m->size || len == 0)
         return 0;
     if (len > m->size - off)
         len = (size_t)(m->size - off);
-    ret = fs_archive_check(a);
-    if (ret == 0)
-        ret = fs_member_damage(m, &bad_from);
-    if (ret < 0)
-        return ret;
-    if (!t) {
-        ret = src_read_exact(a->src, buf, len, m->data_offset + off);
-        return ret < 0 ? ret : (int64_t)len;
-    }
     first = off / FS_CHUNK_SIZE;
     last = (off + len - 1) / FS_CHUNK_SIZE;
     from = first * FS_CHUNK_SIZE;
     to = (last + 1) * FS_CHUNK_SIZE < m->size ? (last + 1) * FS_CHUNK_SIZE : m->size;
-    tmp = malloc((size_t)(to - from));
-    if (!tmp)
+    buf = malloc((size_t)(to - from));
+    if (!buf)
         return -ENOMEM;
-    ret = src_read_exact(a->src, tmp, (size_t)(to - from), m->data_offset + from);
+    ret = src_read_exact(a->src, buf, (size_t)(to - from), m->data_offset + from);
     if (ret == 0)
         ret = fs_archive_check(a); /* the bytes may mix old and new content */
     for (uint64_t k = first; ret == 0 && k <= last; k++) {
         uint64_t end = (k + 1) * FS_CHUNK_SIZE < to ? (k + 1) * FS_CHUNK_SIZE : to;
-        if (!chunk_ok(m, k, tmp + (k * FS_CHUNK_SIZE - from), (size_t)(end - k * FS_CHUNK_SIZE))) {
+        if (!chunk_ok(m, k, buf + (k * FS_CHUNK_SIZE - from), (size_t)(end - k * FS_CHUNK_SIZE))) {
             log_mismatch(a, m, k);
             ret = -EIO;
         }
     }
-    if (ret == 0)
-        memcpy(buf, tmp + (off - from), len);
-    free(tmp);
-    return ret < 0 ? ret : (int64_t)len;
+    if (ret < 0) {
+        free(buf);
+        return ret;
+    }
+    *out = buf;
+    *at = (size_t)(off - from);
+    return (int64_t)len;
 }
 
 /* Contract in fs.h. A passthrough file of a directory mount: the stored

@@ -303,13 +303,14 @@ static int read_stored(fuse_req_t req, struct fs_member *m, size_t size, uint64_
         return ret;
     }
     if (atomic_load(&m->crcs)) {
-        char *buf = malloc(size);
-        int64_t n = buf ? fs_member_read_stored(a, m, buf, off, size) : -ENOMEM;
+        unsigned char *buf;
+        size_t at;
+        int64_t n = fs_member_read_stored(a, m, off, size, &buf, &at);
 
         if (n < 0)
             fuse_reply_err(req, (int)-n);
         else
-            fuse_reply_buf(req, buf, (size_t)n);
+            fuse_reply_buf(req, (const char *)buf + at, (size_t)n);
         free(buf);
         return n < 0 ? (int)n : 0;
     }

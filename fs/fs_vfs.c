@@ -109,14 +109,8 @@ static int new_node(struct fs_vfs *v, uint64_t parent, const char *name, enum vn
 
     if (v->count >= VFS_MAX)
         return -EFBIG;
-    if (v->count == v->cap) {
-        size_t cap = v->cap ? v->cap * 2 : 64;
-        struct vfs_node *nodes = realloc(v->nodes, cap * sizeof(*nodes));
-        if (!nodes)
-            return -ENOMEM;
-        v->nodes = nodes;
-        v->cap = cap;
-    }
+    if (fs_grow(&v->nodes, &v->cap, v->count, sizeof(*v->nodes), 64) < 0)
+        return -ENOMEM;
     n = &v->nodes[v->count];
     memset(n, 0, sizeof(*n));
     n->name = strdup(name);
@@ -128,14 +122,8 @@ static int new_node(struct fs_vfs *v, uint64_t parent, const char *name, enum vn
     if (parent) {
         struct vfs_node *d = vnode(v, parent);
 
-        if (d->nchildren == d->cap) {
-            size_t cap = d->cap ? d->cap * 2 : 8;
-            uint64_t *c = realloc(d->children, cap * sizeof(*c));
-            if (!c)
-                return -ENOMEM;
-            d->children = c;
-            d->cap = cap;
-        }
+        if (fs_grow(&d->children, &d->cap, d->nchildren, sizeof(*d->children), 8) < 0)
+            return -ENOMEM;
         d->children[d->nchildren++] = *ino;
         if (type != VN_FILE)
             d->nsubdirs++;
@@ -154,14 +142,8 @@ static int new_unit(struct fs_vfs *v, uint64_t ino, const char *path, int rootfd
 
     if (v->nunits >= VFS_MAX)
         return -EFBIG;
-    if (v->nunits == v->ucap) {
-        size_t cap = v->ucap ? v->ucap * 2 : 64;
-        struct vfs_unit *units = realloc(v->units, cap * sizeof(*units));
-        if (!units)
-            return -ENOMEM;
-        v->units = units;
-        v->ucap = cap;
-    }
+    if (fs_grow(&v->units, &v->ucap, v->nunits, sizeof(*v->units), 64) < 0)
+        return -ENOMEM;
     u = &v->units[v->nunits];
     memset(u, 0, sizeof(*u));
     u->path = strdup(path);
@@ -289,12 +271,8 @@ static ssize_t read_entries(const struct walk *w, int dfd, const char *dpath, st
     while ((de = readdir(d))) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
-        if (n == cap) {
-            struct walk_ent *e = realloc(ents, (cap = cap ? 2 * cap : 32) * sizeof(*e));
-            if (!e)
-                goto out_nomem;
-            ents = e;
-        }
+        if (fs_grow(&ents, &cap, n, sizeof(*ents), 32) < 0)
+            goto out_nomem;
         memset(&ents[n], 0, sizeof(ents[n]));
         ents[n].name = strdup(de->d_name);
         if (!ents[n].name)
