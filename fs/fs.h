@@ -261,7 +261,9 @@ struct fs_tree {
 
 /* Build the tree for an archive: zip members by their path (directories made
  * from '/'), the gzip member at the root. Names are placed by the rule in
- * README.md (Names). Returns 0 or -ENOMEM. */
+ * README.md (Names). Touches only t and reads a: builds of different
+ * archives may run at the same time (lazily opened archives are built in
+ * handler threads). Returns 0 or -ENOMEM. */
 int fs_tree_build(struct fs_tree *t, struct fs_archive *a);
 void fs_tree_destroy(struct fs_tree *t);
 

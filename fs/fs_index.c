@@ -556,7 +556,7 @@ int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_i
             fuse_log(FUSE_LOG_WARNING, "npyfs: %s: index directory %s is not usable (%s); "
                      "indexes will not be saved or loaded\n", a->path,
                      x->dir ? x->dir : "(none: no HOME)",
-                     ret == -EPERM ? "not owned by you, or writable by others" : strerror(-ret));
+                     ret == -EPERM ? "not owned by you, or writable by others" : ERRSTR(ret));
         free(x->dir);
         x->dir = NULL;
     }
@@ -588,7 +588,7 @@ void fs_indexer_start(struct fs_indexer *x)
     ret = pthread_create(&x->thread, NULL, background_main, x);
     if (ret) {
         fuse_log(FUSE_LOG_ERR, "npyfs: %s: cannot start the background indexer: %s\n",
-                 x->a->path, strerror(ret));
+                 x->a->path, ERRSTR(-ret));
         return;
     }
     x->running = true;

@@ -1,7 +1,10 @@
 /*
- * The inode tree: a flat array of nodes (inode = index + 1) built once
- * before the mount answers and never changed afterwards, so lookups need no
- * lock. Directories keep their children sorted by name for bsearch.
+ * The inode tree: a flat array of nodes (inode = index + 1) built once per
+ * archive when it is opened (at mount, or on first use in whichever handler
+ * thread gets there first: trees of different archives are built at the
+ * same time, so the build touches nothing but t) and never changed
+ * afterwards, so lookups need no lock. Directories keep their children
+ * sorted by name for bsearch.
  *
  * Naming rule (also in README.md): a zip name is split at '/'; empty and '.'
  * components are dropped (so a leading '/' is ignored); a name with a '..'
@@ -169,12 +172,13 @@ skip:
     return 0;
 }
 
-static struct fs_tree *sort_tree; /* qsort has no context argument; set only while building */
-
-static int cmp_child(const void *a, const void *b)
+/* qsort_r comparator: arg is the tree being built (no shared state: trees
+ * of different archives are built at the same time in handler threads). */
+static int cmp_child(const void *a, const void *b, void *arg)
 {
-    const struct fs_node *x = fs_tree_node(sort_tree, *(const uint64_t *)a);
-    const struct fs_node *y = fs_tree_node(sort_tree, *(const uint64_t *)b);
+    struct fs_tree *t = arg;
+    const struct fs_node *x = fs_tree_node(t, *(const uint64_t *)a);
+    const struct fs_node *y = fs_tree_node(t, *(const uint64_t *)b);
     return strcmp(x->name, y->name);
 }
 
@@ -199,12 +203,9 @@ int fs_tree_build(struct fs_tree *t, struct fs_archive *a)
         fs_tree_destroy(t);
         return ret;
     }
-    /* Built once, single-threaded, before the session starts. */
-    sort_tree = t;
     for (size_t i = 0; i < t->count; i++)
         if (t->nodes[i].is_dir && t->nodes[i].nchildren > 1)
-            qsort(t->nodes[i].children, t->nodes[i].nchildren, sizeof(uint64_t), cmp_child);
-    sort_tree = NULL;
+            qsort_r(t->nodes[i].children, t->nodes[i].nchildren, sizeof(uint64_t), cmp_child, t);
     return 0;
 }
 

@@ -576,7 +576,8 @@ static void log_damage(struct fs_archive *a, struct fs_member *m, uint64_t idx, 
         return;
     fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': cannot decode bytes %llu-%llu: %s\n",
              a->path, m->name, (unsigned long long)(idx * FS_CHUNK_SIZE),
-             (unsigned long long)((idx + 1) * FS_CHUNK_SIZE), strerror(-err));
+             (unsigned long long)((idx + 1) * FS_CHUNK_SIZE),
+             strerror_r(-err, (char[64]){0}, 64));
 }
 
 /*

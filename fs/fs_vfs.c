@@ -224,10 +224,10 @@ static const char *follow_link(const struct walk *w, const char *path, struct wa
 static bool classify(const struct walk *w, int dfd, const char *dpath, struct walk_ent *e)
 {
     const char *why = NULL;
-    char *path = NULL;
+    char *path = NULL, ebuf[64];
 
     if (fstatat(dfd, e->name, &e->st, AT_SYMLINK_NOFOLLOW) < 0)
-        why = strerror(errno);
+        why = strerror_r(errno, ebuf, sizeof(ebuf));
     else if (S_ISLNK(e->st.st_mode)) {
         if (asprintf(&path, "%s/%s", dpath, e->name) < 0)
             return false;
@@ -349,7 +349,7 @@ static int add_entry(struct walk *w, int dfd, const char *dpath, uint64_t dir, s
         sub = openat(dfd, e->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (sub < 0) {
             fuse_log(FUSE_LOG_WARNING, "npyfs: %s: skipping directory: %s\n", path,
-                     strerror(errno));
+                     strerror_r(errno, (char[64]){0}, 64));
             free(path);
             return 0;
         }
@@ -381,7 +381,7 @@ static int walk_dir(struct walk *w, int dfd, const char *dpath, uint64_t dir,
         if (n == -ENOMEM)
             return -ENOMEM;
         fuse_log(FUSE_LOG_WARNING, "npyfs: %s: cannot list: %s; shown empty\n", dpath,
-                 strerror((int)-n));
+                 strerror_r((int)-n, (char[64]){0}, 64));
         return 0;
     }
     for (ssize_t i = 0; i < n; i++) {
