@@ -355,7 +355,13 @@ void fs_vfs_stop(struct fs_vfs *v);
  * an archive looked into, never a directory's archives by themselves. */
 int fs_vfs_lookup(struct fs_vfs *v, uint64_t dir, const char *name, uint64_t *ino);
 
-/* Attributes (everything but uid/gid). Opens nothing. */
+/* Attributes. Owner, group and permission bits are the source's at mount
+ * (its stat, set-user-ID and set-group-ID dropped): a walked directory's
+ * own; a file's (Y.npy of Y.npy.gz, a passthrough file) its file's; an
+ * archive shown as a directory, and the directories inside it, the
+ * archive's with x added wherever r is; its members exactly the archive's.
+ * The root of several sources, or of one .npy.gz, is 0555 and the mounting
+ * user's. Opens nothing. */
 int fs_vfs_getattr(struct fs_vfs *v, uint64_t ino, struct stat *st);
 
 /* A directory being listed: opendir fills it (opening an archive directory),

@@ -34,14 +34,10 @@ static struct fs_ctx *ctx_of(fuse_req_t req)
     return fuse_req_userdata(req);
 }
 
-/* Attributes of ino, owned by the user who mounted. */
+/* Attributes of ino, owner and permissions included (fs_vfs_getattr()). */
 static int fill_attr(struct fs_ctx *ctx, uint64_t ino, struct stat *st)
 {
-    int ret = fs_vfs_getattr(ctx->vfs, ino, st);
-
-    st->st_uid = ctx->uid;
-    st->st_gid = ctx->gid;
-    return ret;
+    return fs_vfs_getattr(ctx->vfs, ino, st);
 }
 
 static void fs_op_init(void *userdata, struct fuse_conn_info *conn)

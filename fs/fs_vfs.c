@@ -56,6 +56,12 @@ struct vfs_node {
     size_t nchildren, cap;
     uint32_t nsubdirs;
     struct timespec mtime; /* VN_DIR: the real directory's */
+    /* VN_DIR: the real directory's permission bits (perm_of()), owner and
+     * group, from its stat at mount; the root of several sources (or of one
+     * .npy.gz) is synthesized: 0555, the mounting user's. */
+    mode_t perm;
+    uid_t uid;
+    gid_t gid;
 };
 
 enum unit_kind { UNIT_ZIP, UNIT_GZIP, UNIT_PLAIN };
@@ -73,6 +79,9 @@ struct vfs_unit {
     uint64_t size;         /* immutable: the file's size at mount (a passthrough
                             * file shows it until it is opened) */
     struct timespec mtime; /* immutable: the file's mtime at mount */
+    mode_t perm;           /* immutable: the file's permission bits at mount (perm_of()) */
+    uid_t uid;             /* immutable: the file's owner and group at mount */
+    gid_t gid;
     pthread_mutex_t lock;  /* serializes the open */
     atomic_int state;      /* UNIT_NEW, UNIT_OPEN, or a negative errno (permanent) */
     /* Written under lock before state becomes UNIT_OPEN, immutable after: */
@@ -100,6 +109,29 @@ struct fs_vfs {
 static struct vfs_node *vnode(struct fs_vfs *v, uint64_t ino)
 {
     return ino >= 1 && ino <= v->count ? &v->nodes[ino - 1] : NULL;
+}
+
+/* The permission bits shown for a source whose mode is mode: its own, less
+ * set-user-ID and set-group-ID (nothing in the mount runs). */
+static mode_t perm_of(mode_t mode)
+{
+    return mode & 07777 & ~(mode_t)(S_ISUID | S_ISGID);
+}
+
+/* A file's permission bits as a directory's (an archive shown as a
+ * directory, the directories inside it): x wherever r is, so whoever may
+ * read the archive may traverse it. */
+static mode_t dir_perm(mode_t perm)
+{
+    return perm | ((perm & 0444) >> 2);
+}
+
+/* A directory node shows st's owner, group and permission bits. */
+static void set_owner(struct vfs_node *n, const struct stat *st)
+{
+    n->perm = perm_of(st->st_mode);
+    n->uid = st->st_uid;
+    n->gid = st->st_gid;
 }
 
 static int new_node(struct fs_vfs *v, uint64_t parent, const char *name, enum vn_type type,
@@ -156,6 +188,9 @@ static int new_unit(struct fs_vfs *v, uint64_t ino, const char *path, int rootfd
     u->node = ino;
     u->size = (uint64_t)st->st_size;
     u->mtime = st->st_mtim;
+    u->perm = perm_of(st->st_mode);
+    u->uid = st->st_uid;
+    u->gid = st->st_gid;
     u->a = a;
     atomic_init(&u->state, a ? UNIT_OPEN : UNIT_NEW);
     vnode(v, ino)->unit = (uint32_t)v->nunits++;
@@ -356,6 +391,7 @@ static int add_entry(struct walk *w, int dfd, const char *dpath, uint64_t dir, s
         ret = new_node(w->v, dir, e->shown, VN_DIR, &ino);
         if (ret == 0) {
             vnode(w->v, ino)->mtime = e->st.st_mtim;
+            set_owner(vnode(w->v, ino), &e->st);
             ret = walk_dir(w, sub, path, ino, &me);
         }
         close(sub);
@@ -444,6 +480,7 @@ static int walk_source(struct fs_vfs *v, const char *path, uint64_t dir)
     top.ino = st.st_ino;
     top.up = NULL;
     vnode(v, dir)->mtime = st.st_mtim;
+    set_owner(vnode(v, dir), &st);
     ret = walk_dir(&w, dfd, strcmp(root, "/") ? root : "", dir, &top);
     close(dfd);
     free(root);
@@ -531,6 +568,11 @@ int fs_vfs_new(struct fs_source *srcs, size_t n, const struct fs_opts *opts, str
         v->opts = opts;
     if (ret == 0)
         ret = new_node(v, 0, "", VN_DIR, &root);
+    if (ret == 0) { /* synthesized, unless a single source replaces it */
+        vnode(v, root)->perm = 0555;
+        vnode(v, root)->uid = getuid();
+        vnode(v, root)->gid = getgid();
+    }
     for (size_t i = 0; i < n; i++) {
         if (ret == 0) {
             *bad = i;
@@ -854,15 +896,15 @@ int fs_vfs_lookup(struct fs_vfs *v, uint64_t dir, const char *name, uint64_t *in
     return -ENOENT;
 }
 
-static void set_dir(struct stat *st, uint32_t nsubdirs)
+static void set_dir(struct stat *st, uint32_t nsubdirs, mode_t perm)
 {
-    st->st_mode = S_IFDIR | 0555;
+    st->st_mode = S_IFDIR | perm;
     st->st_nlink = 2 + nsubdirs;
 }
 
-static void set_file(struct stat *st, uint64_t size)
+static void set_file(struct stat *st, uint64_t size, mode_t perm)
 {
-    st->st_mode = S_IFREG | 0444;
+    st->st_mode = S_IFREG | perm;
     st->st_nlink = 1;
     st->st_size = (off_t)size;
     st->st_blocks = (blkcnt_t)((size + 511) / 512);
@@ -880,29 +922,38 @@ int fs_vfs_getattr(struct fs_vfs *v, uint64_t ino, struct stat *st)
     memset(st, 0, sizeof(*st));
     st->st_ino = ino;
     st->st_blksize = 4096;
+    /* Owner, group and permission bits are the source's at mount (a
+     * directory's own; an archive's for everything it holds), so that
+     * default_permissions checks what the source's modes say. numpy writes
+     * 1980 dates and modes without a file type: never copy a member's. */
     if (r.vn && r.vn->type == VN_DIR) {
-        set_dir(st, r.vn->nsubdirs);
+        set_dir(st, r.vn->nsubdirs, r.vn->perm);
+        st->st_uid = r.vn->uid;
+        st->st_gid = r.vn->gid;
         mtime = r.vn->mtime;
     } else if (r.vn) {
         bool open = unit_is_open(r.u);
 
-        /* numpy writes 1980 dates and modes without a file type: never copy
-         * them; everything carries its file's mtime */
+        /* everything carries its file's mtime */
         mtime = r.u->mtime;
         if (r.vn->type == VN_FILE)
-            set_file(st, open ? r.u->a->members[0].size : r.u->size);
+            set_file(st, open ? r.u->a->members[0].size : r.u->size, r.u->perm);
         else if (open)
-            set_dir(st, fs_tree_node(&r.u->tree, 1)->nsubdirs);
+            set_dir(st, fs_tree_node(&r.u->tree, 1)->nsubdirs, dir_perm(r.u->perm));
         else {
-            set_dir(st, 0);
+            set_dir(st, 0, dir_perm(r.u->perm));
             st->st_nlink = 1; /* as on btrfs: subdirectories unknown (until opened) */
         }
     } else {
         mtime = r.u->a->st.st_mtim;
         if (r.tn->is_dir)
-            set_dir(st, r.tn->nsubdirs);
+            set_dir(st, r.tn->nsubdirs, dir_perm(r.u->perm));
         else
-            set_file(st, r.tn->member->size);
+            set_file(st, r.tn->member->size, r.u->perm);
+    }
+    if (r.u) {
+        st->st_uid = r.u->uid;
+        st->st_gid = r.u->gid;
     }
     st->st_atim = mtime;
     st->st_mtim = mtime;

@@ -13,6 +13,12 @@ What lives here:
   ``fusermount3 -u -z`` so no mount is ever left behind.
 - ``session_mounter``: the same machinery with session lifetime, for archives
   that many parametrized tests share.
+- Where mounts go: under pytest's tmp_path (and basetemp), or ``shared_dir``
+  (a 0755 directory other users can reach, for tests that read as nobody).
+  When scripts/test runs the suite it exports NPYFS_TEST_TMP, a private
+  directory: pytest's basetemp and every shared_dir are then made under it,
+  so scripts/test can find (and fail on) the mounts its tests left, and no
+  one else's. Run by hand (no NPYFS_TEST_TMP), pytest's defaults and /tmp.
 - A watchdog per mount: if a test is still using a mount after its deadline
   (a hung daemon), the daemon is killed, which aborts the FUSE connection so
   blocked system calls return ENOTCONN instead of hanging the run.
@@ -36,6 +42,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 import traceback
@@ -54,6 +61,26 @@ SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "ThreadSanitizer",
 
 # A header bigger than numpy's default 10000-character limit (v2 case).
 MAX_HEADER = 10 ** 6
+
+# Set by scripts/test: the private directory every mount point of the run is
+# made under (see the module docstring).
+TEST_TMP_ENV = "NPYFS_TEST_TMP"
+
+
+def private_tmp_root():
+    """The directory test directories outside tmp_path are made in:
+    $NPYFS_TEST_TMP when scripts/test runs us, else the system's tmp."""
+    return os.environ.get(TEST_TMP_ENV) or tempfile.gettempdir()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """Under scripts/test, put this run's basetemp (so every tmp_path and
+    mount point) in $NPYFS_TEST_TMP, unless --basetemp was given. Each run
+    gets its own directory there (pytest empties a given basetemp)."""
+    root = os.environ.get(TEST_TMP_ENV)
+    if root and not config.option.basetemp:
+        config.option.basetemp = tempfile.mkdtemp(prefix="pytest-", dir=root)
 
 
 # ---------------------------------------------------------------- helpers ---
@@ -504,6 +531,20 @@ def mount(npyfs_bin, tmp_path):
         pytest.fail("mount teardown problems:\n" + "\n".join(problems))
 
 
+@pytest.fixture
+def shared_dir():
+    """A 0755 directory other users can enter (pytest's tmp_path is 0700),
+    under private_tmp_root(); mounts left in it are cleared, then it is
+    removed."""
+    d = Path(tempfile.mkdtemp(prefix="npyfs-shared-", dir=private_tmp_root()))
+    d.chmod(0o755)
+    yield d
+    for sub in d.iterdir():
+        if sub.is_dir() and mounted_fuse(sub):
+            cleanup_background(sub)
+    shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def session_mounter(npyfs_bin, tmp_path_factory):
     """Like `mount`, but mounts live for the whole session (shared archives).
@@ -518,12 +559,35 @@ def session_mounter(npyfs_bin, tmp_path_factory):
 
 # ------------------------------------------------------------- sanity bits ---
 
-def is_reg_0444(st):
-    return stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o444
+def shown_perm(src_st, as_dir):
+    """The permission bits npyfs shows for a source with stat src_st: its
+    own less set-user-ID and set-group-ID; as_dir (an archive shown as a
+    directory, the directories inside it): x added wherever r is."""
+    p = stat.S_IMODE(src_st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID)
+    return p | ((p & 0o444) >> 2) if as_dir else p
 
 
-def is_dir_0555(st):
-    return stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o555
+def is_shown_like(st, src):
+    """st, a stat through the mount, is what npyfs shows for an entry whose
+    source is src (README, "What you see in the mount"): a directory for a
+    directory (its own mode) or an archive (its mode, r -> rx), a regular
+    file with a file's exact mode; owner and group the source's."""
+    s = os.stat(src)
+    if stat.S_ISDIR(st.st_mode):
+        want = shown_perm(s, not stat.S_ISDIR(s.st_mode))
+    elif stat.S_ISREG(st.st_mode) and stat.S_ISREG(s.st_mode):
+        want = shown_perm(s, False)
+    else:
+        return False
+    return (stat.S_IMODE(st.st_mode) == want and st.st_uid == s.st_uid
+            and st.st_gid == s.st_gid)
+
+
+def is_synthesized_root(st):
+    """The root of several sources (or of one .npy.gz): 0555, the mounting
+    user's."""
+    return (stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o555
+            and st.st_uid == os.getuid() and st.st_gid == os.getgid())
 
 
 # errno sets, each with its justification:
@@ -531,8 +595,8 @@ def is_dir_0555(st):
 #   kernel read-only mount answers EROFS before asking the daemon).
 OPEN_WRITE_ERRNOS = {errno.EROFS}
 # - namespace changes (create, mkdir, unlink, rename, ...): EROFS from npyfs or a
-#   read-only mount; EACCES when the kernel checks the 0555 directory mode for a
-#   non-root user (default_permissions); EPERM is what some VFS paths return for
+#   read-only mount; EACCES when the kernel checks the directory's mode for a
+#   user without write permission (default_permissions); EPERM is what some VFS paths return for
 #   operations the filesystem refuses (e.g. link, chmod on a non-owner).
 #   ENOSYS (handler missing) is NOT accepted: the daemon should say EROFS.
 MUTATE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}

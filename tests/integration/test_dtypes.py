@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from conftest import (MAX_HEADER, assert_same_array, guarded, in_child,
-                      is_reg_0444, load, npy_bytes, read_all)
+                      is_shown_like, load, npy_bytes, read_all)
 
 
 def _structured(n, dt, seed):
@@ -152,7 +152,7 @@ def _truth(container, src, name, arr):
 def _check(path, src, container, name, arr):
     truth = _truth(container, src, name, arr)
     st = os.stat(path)
-    assert is_reg_0444(st), oct(st.st_mode)
+    assert is_shown_like(st, src), oct(st.st_mode)
     assert st.st_size == len(truth)
     got = read_all(path)
     assert len(got) == len(truth)

@@ -23,7 +23,7 @@ import zlib
 import numpy as np
 import pytest
 
-from conftest import (assert_same_array, guarded, in_child, is_reg_0444, load,
+from conftest import (assert_same_array, guarded, in_child, is_shown_like, load,
                       npy_bytes, read_all, run)
 
 
@@ -131,9 +131,9 @@ def _ranges(boundaries, size, rng, n=60):
     return out
 
 
-def _check(path, boundaries):
+def _check(path, boundaries, src):
     st = os.stat(path)  # first operation: size must already be exact
-    assert is_reg_0444(st), oct(st.st_mode)
+    assert is_shown_like(st, src), oct(st.st_mode)
     assert st.st_size == len(TRUTH)
     rng = np.random.default_rng(7)
     fd = os.open(path, os.O_RDONLY)
@@ -159,7 +159,7 @@ def test_npy_gz_producer(variant, tmp_path, mount):
     mnt = mount(gz)
     assert guarded(os.listdir, mnt, timeout=30) == [f"{variant}.npy"]
     boundaries = [c for c in (VARIANTS[variant] or []) if 0 < c < len(TRUTH)]
-    in_child(_check, mnt / f"{variant}.npy", boundaries, timeout=180)
+    in_child(_check, mnt / f"{variant}.npy", boundaries, gz, timeout=180)
 
 
 def test_multi_member_isize_is_last_member_only(tmp_path, mount):

@@ -26,8 +26,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import (assert_same_array, guarded, in_child, is_dir_0555,
-                      is_reg_0444, load, npy_bytes, read_all, run)
+from conftest import (assert_same_array, guarded, in_child, is_shown_like,
+                      load, npy_bytes, read_all, run)
 
 MTIME = 1_000_000_000  # 2001-09-09T01:46:40Z
 TOP = np.arange(1000, dtype=np.float64)
@@ -89,7 +89,7 @@ def test_file_attributes(tree_npz, mount):
     def body():
         for rel in ("top.npy", "a/b.npy", "a/c/d.npy", "notes.txt", "blob.bin"):
             st = os.stat(mnt / rel)
-            assert is_reg_0444(st), (rel, oct(st.st_mode))
+            assert is_shown_like(st, tree_npz), (rel, oct(st.st_mode))
             assert st.st_nlink == 1, rel
             assert st.st_uid == os.getuid() and st.st_gid == os.getgid(), rel
             assert int(st.st_mtime) == MTIME, (rel, st.st_mtime)
@@ -107,7 +107,7 @@ def test_directory_attributes(tree_npz, mount):
     def body():
         for rel in (".", "a", "a/c"):
             st = os.stat(mnt / rel)
-            assert is_dir_0555(st), (rel, oct(st.st_mode))
+            assert is_shown_like(st, tree_npz), (rel, oct(st.st_mode))
             assert st.st_nlink >= 2, rel
             assert st.st_uid == os.getuid() and st.st_gid == os.getgid(), rel
     guarded(body, timeout=60)
@@ -320,7 +320,8 @@ def test_infozip_recursive_with_directory_entries(tmp_path, mount):
         assert sorted(os.listdir(mnt)) == ["d", "top.npy"]
         assert sorted(os.listdir(mnt / "d")) == ["e", "one.npy"]
         assert os.listdir(mnt / "d" / "e") == ["two.npy"]
-        assert is_dir_0555(os.stat(mnt / "d")) and is_dir_0555(os.stat(mnt / "d" / "e"))
+        assert is_shown_like(os.stat(mnt / "d"), out)
+        assert is_shown_like(os.stat(mnt / "d" / "e"), out)
         assert read_all(mnt / "d" / "one.npy") == npy_bytes(B)
         assert read_all(mnt / "d" / "e" / "two.npy") == npy_bytes(D)
         assert read_all(mnt / "top.npy") == npy_bytes(TOP)
@@ -336,7 +337,7 @@ def test_empty_archive(tmp_path, mount):
     assert p.stat().st_size == 22 and p.read_bytes()[:4] == b"PK\x05\x06"  # self-check
     mnt = mount(p)
     assert guarded(os.listdir, mnt, timeout=30) == []
-    assert is_dir_0555(guarded(os.stat, mnt, timeout=30))
+    assert is_shown_like(guarded(os.stat, mnt, timeout=30), p)
 
 
 def test_duplicate_member_last_wins(tmp_path, mount):
@@ -360,7 +361,7 @@ def test_duplicate_member_last_wins(tmp_path, mount):
 def test_hostile_member_names(tmp_path, mount):
     """'..', absolute and empty path components: whatever npyfs does with them
     (skip or normalize), it never lists '.', '..' or '' as entries, every
-    listed entry is a 0444 file or 0555 directory, and the ordinary member
+    listed entry is a file or directory with the archive's mode, and the ordinary member
     next to them reads correctly."""
     p = tmp_path / "hostile.npz"
     np.savez(p, **{"../evil": np.arange(3), "/abs/x": np.arange(2), "a//b": np.arange(1),
@@ -373,9 +374,9 @@ def test_hostile_member_names(tmp_path, mount):
                 assert n not in ("", ".", ".."), (root, n)
                 assert "/" not in n
             for n in dirs:
-                assert is_dir_0555(os.stat(os.path.join(root, n)))
+                assert is_shown_like(os.stat(os.path.join(root, n)), p)
             for n in files:
-                assert is_reg_0444(os.stat(os.path.join(root, n)))
+                assert is_shown_like(os.stat(os.path.join(root, n)), p)
         assert "ok.npy" in os.listdir(mnt)
         assert read_all(mnt / "ok.npy") == npy_bytes(np.arange(5))
         # Nothing escaped next to the mount point.

@@ -5,16 +5,30 @@ sources and the text npyfs prints, each reproduced on a real mount.
   time (8 .npz of 30,000 members, listed in parallel threads): the daemon
   survives and every member is found by lookup (their trees were sorted
   with a shared global before: SIGSEGV, or children sorted wrongly).
+- allow_other on a directory source: every entry shows its source's owner,
+  group and permission bits (an archive's for its members; r -> rx for the
+  directories it is shown as), so with default_permissions user nobody
+  cannot read a 0600 file in a 0700 directory, nor a 0640 root archive, and
+  reads what the sources let it read. stat() through the mount agrees with
+  the sources (as root), and the root of several sources is 0555, the
+  mounting user's.
 """
 
+import errno
+import gzip
+import json
 import os
 import random
+import shutil
+import stat
 import struct
+import subprocess
 import threading
 
+import numpy as np
 import pytest
 
-from conftest import guarded
+from conftest import Mounter, guarded, npy_bytes
 
 # --------------------------------------------------------------- helpers ---
 
@@ -100,3 +114,186 @@ def test_parallel_first_listings_of_big_archives(tmp_path, mount):
                 os.stat(mnt / name / "m99999_x.npy")
     guarded(lookups, timeout=240)
     _daemon_alive(mount, mnt)
+
+
+# ------------------------------------------------ 2. source permissions ---
+
+NOBODY = 65534
+
+# Run as nobody: for each path, what stat, listdir and a full read give.
+_PROBE = r"""
+import hashlib, json, os, sys
+out = {}
+for p in sys.argv[1:]:
+    r = {}
+    try:
+        st = os.stat(p)
+        r["stat"] = [st.st_mode, st.st_uid, st.st_gid]
+    except OSError as e:
+        r["stat"] = e.errno
+    try:
+        if os.path.isdir(p):
+            r["list"] = sorted(os.listdir(p))
+        else:
+            with open(p, "rb") as f:
+                r["read"] = hashlib.sha256(f.read()).hexdigest()
+    except OSError as e:
+        r["err"] = e.errno
+    out[p] = r
+print(json.dumps(out))
+"""
+
+
+def _as_nobody(paths, timeout=60):
+    cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+           "/usr/bin/python3", "-c", _PROBE] + [str(p) for p in paths]
+    r = subprocess.run(cmd, capture_output=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    return json.loads(r.stdout)
+
+
+def _sha(b):
+    import hashlib
+    return hashlib.sha256(b).hexdigest()
+
+
+def _perm(mode):
+    return stat.S_IMODE(mode) & ~(stat.S_ISUID | stat.S_ISGID)
+
+
+def _rx(perm):
+    return perm | ((perm & 0o444) >> 2)
+
+
+@pytest.fixture
+def as_root():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (files of several owners, a second user)")
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) missing")
+
+
+def _perm_tree(base):
+    """A directory source with entries of several modes and owners."""
+    src = base / "src"
+    src.mkdir()
+    src.chmod(0o755)
+    (src / "priv").mkdir()
+    (src / "priv").chmod(0o700)
+    (src / "priv" / "secret.txt").write_bytes(b"the secret\n")
+    (src / "priv" / "secret.txt").chmod(0o600)
+    (src / "pub.txt").write_bytes(b"public\n")
+    (src / "pub.txt").chmod(0o644)
+    (src / "mine.txt").write_bytes(b"nobody's own\n")       # 0600, owned by nobody
+    os.chown(src / "mine.txt", NOBODY, NOBODY)
+    (src / "mine.txt").chmod(0o600)
+    (src / "suid.txt").write_bytes(b"#!/bin/true\n")        # set-user-ID is dropped
+    (src / "suid.txt").chmod(0o4755)
+    np.savez(src / "closed.npz", x=np.arange(5), **{"sub/y": np.arange(3)})
+    (src / "closed.npz").chmod(0o640)                       # root:root
+    os.chown(src / "closed.npz", 0, 0)
+    np.savez(src / "open.npz", x=np.arange(7), **{"sub/y": np.arange(4)})
+    (src / "open.npz").chmod(0o644)
+    os.chown(src / "open.npz", 0, 0)
+    np.savez(src / "grp.npz", x=np.arange(2))                # group nogroup: ---
+    (src / "grp.npz").chmod(0o604)
+    os.chown(src / "grp.npz", 0, NOBODY)
+    (src / "g.npy.gz").write_bytes(gzip.compress(npy_bytes(np.arange(9))))
+    (src / "g.npy.gz").chmod(0o640)
+    os.chown(src / "g.npy.gz", NOBODY, 0)
+    return src
+
+
+def test_allow_other_shows_source_permissions(as_root, tmp_path, shared_dir, npyfs_bin):
+    """As root, mount a directory source with -o allow_other and read it as
+    nobody: the kernel's permission checks say what the sources' modes say."""
+    src = _perm_tree(tmp_path)
+    mounter = Mounter(npyfs_bin, shared_dir / "mounts")
+    (shared_dir / "mounts").mkdir()
+    (shared_dir / "mounts").chmod(0o755)
+    try:
+        mnt = mounter(src, "allow_other")
+
+        def attrs(p):
+            st = os.stat(p)
+            return stat.S_IFMT(st.st_mode), _perm(st.st_mode), st.st_uid, st.st_gid
+
+        def like(p, want_st, perm=None, fmt=None):
+            got = guarded(attrs, p, timeout=30)
+            want = (fmt or stat.S_IFMT(want_st.st_mode),
+                    _perm(want_st.st_mode) if perm is None else perm,
+                    want_st.st_uid, want_st.st_gid)
+            assert got == want, (p, [oct(x) for x in got], [oct(x) for x in want])
+
+        # stat through the mount, as root, against the sources
+        like(mnt, os.stat(src))
+        like(mnt / "priv", os.stat(src / "priv"))
+        like(mnt / "priv" / "secret.txt", os.stat(src / "priv" / "secret.txt"))
+        like(mnt / "pub.txt", os.stat(src / "pub.txt"))
+        like(mnt / "mine.txt", os.stat(src / "mine.txt"))
+        like(mnt / "suid.txt", os.stat(src / "suid.txt"))
+        assert stat.S_IMODE(os.stat(mnt / "suid.txt").st_mode) == 0o755
+        like(mnt / "g.npy", os.stat(src / "g.npy.gz"))
+        for name in ("closed.npz", "open.npz", "grp.npz"):
+            ast = os.stat(src / name)
+            like(mnt / name, ast, perm=_rx(_perm(ast.st_mode)), fmt=stat.S_IFDIR)
+            like(mnt / name / "x.npy", ast, fmt=stat.S_IFREG)
+            if name != "grp.npz":
+                like(mnt / name / "sub", ast, perm=_rx(_perm(ast.st_mode)), fmt=stat.S_IFDIR)
+                like(mnt / name / "sub" / "y.npy", ast, fmt=stat.S_IFREG)
+        assert stat.S_IMODE(os.stat(mnt / "closed.npz").st_mode) == 0o750
+        assert stat.S_IMODE(os.stat(mnt / "open.npz").st_mode) == 0o755
+        assert stat.S_IMODE(os.stat(mnt / "grp.npz").st_mode) == 0o705
+
+        # the same as nobody: what a second user may see and read
+        paths = [mnt, mnt / "priv", mnt / "priv" / "secret.txt", mnt / "pub.txt",
+                 mnt / "mine.txt", mnt / "closed.npz", mnt / "closed.npz" / "x.npy",
+                 mnt / "open.npz", mnt / "open.npz" / "x.npy",
+                 mnt / "open.npz" / "sub" / "y.npy", mnt / "grp.npz",
+                 mnt / "grp.npz" / "x.npy", mnt / "g.npy"]
+        got = guarded(_as_nobody, paths, timeout=120)
+        r = {os.path.relpath(p, mnt): v for p, v in got.items()}
+        assert r["priv"]["err"] == errno.EACCES, r["priv"]
+        assert r["priv/secret.txt"]["stat"] == errno.EACCES, r["priv/secret.txt"]
+        assert r["priv/secret.txt"]["err"] == errno.EACCES, r["priv/secret.txt"]
+        assert r["pub.txt"]["read"] == _sha(b"public\n"), r["pub.txt"]
+        assert r["mine.txt"]["read"] == _sha(b"nobody's own\n"), r["mine.txt"]
+        assert r["closed.npz"]["err"] == errno.EACCES, r["closed.npz"]
+        assert r["closed.npz/x.npy"]["err"] == errno.EACCES, r["closed.npz/x.npy"]
+        assert r["open.npz"]["list"] == ["sub", "x.npy"], r["open.npz"]
+        assert r["open.npz/x.npy"]["read"] == _sha(npy_bytes(np.arange(7))), r["open.npz/x.npy"]
+        assert r["open.npz/sub/y.npy"]["read"] == _sha(npy_bytes(np.arange(4)))
+        # grp.npz: 0604 root:nogroup, and nobody's group is nogroup (---):
+        # nothing, although "other" could read; the kernel's rules, as on disk
+        assert r["grp.npz"]["err"] == errno.EACCES, r["grp.npz"]
+        assert r["grp.npz/x.npy"]["err"] == errno.EACCES, r["grp.npz/x.npy"]
+        assert r["g.npy"]["read"] == _sha(npy_bytes(np.arange(9))), r["g.npy"]
+        assert r["."]["list"] == sorted(os.listdir(mnt)), r["."]
+    finally:
+        problems = mounter.teardown_all()
+    assert not problems, problems
+
+
+def test_root_of_single_sources(tmp_path, mount):
+    """A single archive's mount root is the archive shown as a directory
+    (its owner, its mode r -> rx); a single .npy.gz's root is synthesized
+    (0555, the mounting user's) and its file has the .npy.gz's mode."""
+    z = tmp_path / "z.npz"
+    np.savez(z, a=np.arange(3))
+    z.chmod(0o640)
+    g = tmp_path / "g.npy.gz"
+    g.write_bytes(gzip.compress(npy_bytes(np.arange(4))))
+    g.chmod(0o600)
+    mz, mg = mount(z), mount(g)
+
+    def body():
+        st = os.stat(mz)
+        assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o750, oct(st.st_mode)
+        assert stat.S_IMODE(os.stat(mz / "a.npy").st_mode) == 0o640
+        st = os.stat(mg)
+        assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o555, oct(st.st_mode)
+        assert (st.st_uid, st.st_gid) == (os.getuid(), os.getgid())
+        st = os.stat(mg / "g.npy")
+        assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600, oct(st.st_mode)
+        assert (st.st_uid, st.st_gid) == (os.stat(g).st_uid, os.stat(g).st_gid)
+    guarded(body, timeout=60)

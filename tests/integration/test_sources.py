@@ -3,8 +3,8 @@
 - A mixed folder mounted as one source: X.npz becomes directory X.npz/ with
   its members (stored and deflate, nested), Y.npy.gz becomes Y.npy, a plain
   .npy and a text file pass through byte for byte, an empty directory stays,
-  nested directories keep their real mtimes. Exact listings, modes 0444 and
-  0555, every array compared with numpy reading the original (np.load with
+  nested directories keep their real mtimes. Exact listings, modes and owners
+  of the sources (an archive's for its members), every array compared with numpy reading the original (np.load with
   mmap_mode='r' through the mount, and os.pread at random offsets).
 - Symlinks: one to a file inside the tree is shown as that file (an .npz link
   as an archive directory); one leading out of the tree, one to a directory,
@@ -41,7 +41,7 @@ import numpy as np
 import pytest
 
 from conftest import (assert_same_array, cleanup_background, guarded, in_child,
-                      is_dir_0555, is_reg_0444, load, mounted_fuse, npy_bytes,
+                      is_shown_like, is_synthesized_root, load, mounted_fuse, npy_bytes,
                       read_all, run)
 
 A = np.arange(1000, dtype="<f8").reshape(10, 100)
@@ -133,13 +133,22 @@ def test_tree_listing_and_modes(mixed, mount):
         files = ["g.npy", "k.npy", "k.npy.gz", "m.npy.gz", "link_in.npy", "notes.txt",
                  "plain.npy", "top.npz/a.npy", "top.npz/b.npy", "comp.npz/c.npy",
                  "comp.npz/sub/d.npy", "nested/h.npy", "nested/deeper/inner.npz/x.npy"]
+        def source_of(rel):  # an archive's entries: the archive
+            parts = rel.split("/")
+            for i, p in enumerate(parts):
+                if p.endswith(".npz"):
+                    return root.joinpath(*parts[:i + 1])
+            if not os.path.lexists(root / rel):
+                return root / (rel + ".gz")
+            return root / rel
         for d in dirs:
             st = os.stat(mnt / d)
-            assert is_dir_0555(st), (d, oct(st.st_mode))
-            assert st.st_uid == os.getuid()
+            assert stat.S_ISDIR(st.st_mode), d
+            assert is_shown_like(st, source_of(d)), (d, oct(st.st_mode))
         for f in files:
             st = os.lstat(mnt / f)
-            assert is_reg_0444(st), (f, oct(st.st_mode))
+            assert stat.S_ISREG(st.st_mode), f
+            assert is_shown_like(st, source_of(f)), (f, oct(st.st_mode))
         # real directories keep their mtimes; archives carry their file's
         for d in ["nested/deeper", "nested", "empty", "m.npy", "."]:
             assert os.stat(mnt / d).st_mtime_ns == os.stat(root / d).st_mtime_ns, d
@@ -212,8 +221,10 @@ def test_several_sources(tmp_path, mount):
         assert_same_array(load(mnt / "b.npy"), G)
         assert_same_array(load(mnt / "dir" / "sub" / "e.npz" / "w.npy"), A)
         assert read_all(mnt / "dir" / "t.txt") == b"t"
-        assert is_dir_0555(os.stat(mnt)) and is_dir_0555(os.stat(mnt / "a.npz"))
-        assert is_reg_0444(os.stat(mnt / "b.npy"))
+        assert is_synthesized_root(os.stat(mnt))
+        assert is_shown_like(os.stat(mnt / "a.npz"), a)
+        assert is_shown_like(os.stat(mnt / "b.npy"), b)
+        assert is_shown_like(os.stat(mnt / "dir"), d)
         assert os.stat(mnt / "dir").st_mtime_ns == os.stat(d).st_mtime_ns
     in_child(body, timeout=120)
 
@@ -292,7 +303,7 @@ def test_damaged_archive_in_tree(tmp_path, mount):
     def body():
         assert _dir_entries(mnt) == ["bad.npy", "bad.npz", "good.npy", "good.npz", "junk.npz"]
         for rel in ["bad.npz", "junk.npz"]:
-            assert is_dir_0555(os.stat(mnt / rel))
+            assert is_shown_like(os.stat(mnt / rel), d / rel)
             with pytest.raises(OSError) as e:
                 os.listdir(mnt / rel)
             assert e.value.errno == errno.EIO, rel

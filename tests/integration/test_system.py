@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -45,18 +44,6 @@ def need_root():
         pytest.skip("needs root (private mount namespaces, setpriv)")
     if shutil.which("unshare") is None:
         pytest.skip("unshare (util-linux) missing")
-
-
-@pytest.fixture
-def shared_dir():
-    """A directory other users can enter (pytest's tmp_path is 0700)."""
-    d = Path(tempfile.mkdtemp(prefix="npyfs-sys-", dir="/tmp"))
-    d.chmod(0o755)
-    yield d
-    for sub in d.iterdir():
-        if sub.is_dir() and mounted_fuse(sub):
-            cleanup_background(sub)
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
