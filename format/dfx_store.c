@@ -603,7 +603,10 @@ static int blob_open(const char *dir, const struct dfx_store_key *k, struct blob
     ret = dfx_store_path(dir, k, &path);
     if (ret < 0)
         return ret;
-    fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO planted in the directory opens at once (and is
+     * refused below) instead of blocking the opener for good; the directory
+     * is ours, so nothing else but a regular file is expected there. */
+    fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     ret = fd < 0 ? -errno : 0;
     free(path);
     if (ret == -ELOOP)

@@ -30,8 +30,13 @@ struct src {
     uint64_t size; /* immutable after open: bytes in the source */
 };
 
-/* Open path read-only. On success *out owns the fd; release with src_free().
- * Returns 0 or a negative errno (-EISDIR for a directory). */
+/* Open path read-only. Only a regular file is opened: the name is resolved
+ * with O_PATH and checked before anything is opened for reading, so a FIFO,
+ * socket or device node never blocks the caller nor sees an open. On
+ * success *out owns the fd; release with src_free(). Returns 0 or a
+ * negative errno: -EISDIR a directory, -ENODEV anything else that is not a
+ * regular file, -EAGAIN it was swapped while being opened (only without
+ * /proc), others from open(). */
 int src_file_open(const char *path, struct src **out);
 
 /* Open rel, a path relative to the directory dirfd, read-only, never

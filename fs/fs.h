@@ -132,7 +132,9 @@ struct fs_archive {
  * parseable .npy or whose ISIZE disagrees with its header (multi-member):
  * then one full pass finds the exact size (and fills the index on the way).
  * Returns 0, or a negative errno with *out NULL: -EINVAL not a zip or gzip
- * file, -EIO damaged or truncated, others from open(). */
+ * file, -EIO damaged or truncated, -ENODEV not a regular file (a FIFO,
+ * socket or device: checked before it is opened, so it never blocks), others
+ * from open() (src_file_open()). */
 int fs_archive_open(const char *path, uint64_t spacing, struct fs_archive **out);
 
 /* The same for a file found by walking a directory source: it is opened as
@@ -152,8 +154,8 @@ void fs_archive_free(struct fs_archive *a);
  * as a one-member FS_SRC_PLAIN archive whose member, called name, is the
  * file's bytes unchanged (FS_STORED at offset 0, size from fstat, no CRC to
  * check: marked verified). Returns 0, or a negative errno with *out NULL:
- * -EINVAL not a regular file, -EXDEV the path leads out of dirfd, others
- * from open(). */
+ * -ENODEV not a regular file (never opened), -EXDEV the path leads out of
+ * dirfd, others from open(). */
 int fs_archive_open_plain(int dirfd, const char *rel, const char *path, const char *name,
                           uint64_t spacing, struct fs_archive **out);
 

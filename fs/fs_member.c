@@ -365,6 +365,8 @@ const char *fs_open_problem(int err, char *buf, size_t len)
         return "too many members";
     case -EISDIR:
         return "is a directory; give an .npz or .npy.gz file";
+    case -ENODEV:
+        return "not a regular file (a FIFO, socket or device)";
     default:
         return strerror_r(-err, buf, len);
     }

@@ -80,8 +80,8 @@ struct vfs_unit {
                             * file shows it until it is opened) */
     struct timespec mtime; /* immutable: the file's mtime at mount */
     mode_t perm;           /* immutable: the file's permission bits at mount (perm_of()) */
-    uid_t uid;             /* immutable: the file's owner and group at mount */
-    gid_t gid;
+    uid_t uid;             /* immutable: the file's owner at mount */
+    gid_t gid;             /* immutable: the file's group at mount */
     pthread_mutex_t lock;  /* serializes the open */
     atomic_int state;      /* UNIT_NEW, UNIT_OPEN, or a negative errno (permanent) */
     /* Written under lock before state becomes UNIT_OPEN, immutable after: */

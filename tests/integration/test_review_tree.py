@@ -12,6 +12,11 @@ sources and the text npyfs prints, each reproduced on a real mount.
   reads what the sources let it read. stat() through the mount agrees with
   the sources (as root), and the root of several sources is 0555, the
   mounting user's.
+- A FIFO (or a device node) swapped in for a file of a directory source
+  after the walk: opening it through the mount fails at once with EIO (the
+  daemon never opens it), 20 such opens at once do not freeze the mount, and
+  it unmounts; a FIFO named on the command line is refused with one clear
+  line instead of hanging.
 """
 
 import errno
@@ -28,7 +33,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import Mounter, guarded, npy_bytes
+from conftest import Mounter, guarded, npy_bytes, read_all, run
 
 # --------------------------------------------------------------- helpers ---
 
@@ -297,3 +302,149 @@ def test_root_of_single_sources(tmp_path, mount):
         assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600, oct(st.st_mode)
         assert (st.st_uid, st.st_gid) == (os.stat(g).st_uid, os.stat(g).st_gid)
     guarded(body, timeout=60)
+
+
+# ------------------------------------------- 3. FIFOs swapped into a tree ---
+
+def _unblock_fifos(paths):
+    """Open each FIFO for writing without blocking: a daemon stuck opening
+    one for reading (the defect) gets its partner and goes on."""
+    for p in paths:
+        try:
+            os.close(os.open(p, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+
+
+def _expect_eio(fn, *args):
+    with pytest.raises(OSError) as e:
+        fn(*args)
+    assert e.value.errno == errno.EIO, (fn.__name__, args, e.value)
+
+
+def test_fifo_swapped_into_tree(tmp_path, mount):
+    src = tmp_path / "tree"
+    src.mkdir()
+    (src / "f.txt").write_bytes(b"plain\n")
+    (src / "x.npy.gz").write_bytes(gzip.compress(npy_bytes(np.arange(10))))
+    np.savez(src / "y.npz", a=np.arange(3))
+    (src / "ok.txt").write_bytes(b"still fine\n")
+    many = [f"m{i:02d}.txt" for i in range(20)]
+    for n in many:
+        (src / n).write_bytes(b"m\n")
+    mnt = mount(src)
+    fifos = [src / n for n in ["f.txt", "x.npy.gz", "y.npz"] + many]
+    for p in fifos:  # after the walk: each is a file in the tree, not yet opened
+        p.unlink()
+        os.mkfifo(p)
+    try:
+        # the single opens, each must fail promptly
+        guarded(_expect_eio, read_all, mnt / "f.txt", timeout=30)
+        guarded(_expect_eio, os.stat, mnt / "x.npy", timeout=30)   # lookup opens it
+        guarded(_expect_eio, os.listdir, mnt / "y.npz", timeout=30)
+        guarded(_expect_eio, os.stat, mnt / "y.npz" / "a.npy", timeout=30)
+
+        # 20 at once: more than the daemon has handler threads
+        errors = []
+        barrier = threading.Barrier(len(many))
+
+        def opener(n):
+            try:
+                barrier.wait()
+                _expect_eio(read_all, mnt / n)
+            except BaseException as e:  # reported below
+                errors.append((n, e))
+
+        def all_at_once():
+            ts = [threading.Thread(target=opener, args=(n,), daemon=True) for n in many]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+        guarded(all_at_once, timeout=60)
+        assert not errors, errors
+        assert guarded(read_all, mnt / "ok.txt", timeout=30) == b"still fine\n"
+    finally:
+        _unblock_fifos(fifos)
+
+
+class _OpenWatch:
+    """inotify IN_OPEN on a directory: which of its entries were opened (an
+    O_PATH descriptor is not an open; opening a device node is, whatever
+    it does)."""
+    IN_OPEN = 0x20
+
+    def __init__(self, d):
+        import ctypes
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0 or self.libc.inotify_add_watch(
+                self.fd, str(d).encode(), self.IN_OPEN) < 0:
+            pytest.skip("inotify not available")
+
+    def opened(self):
+        names = set()
+        while True:
+            try:
+                buf = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return names
+            i = 0
+            while i < len(buf):
+                _, mask, _, ln = struct.unpack_from("iIII", buf, i)
+                if mask & self.IN_OPEN:
+                    names.add(buf[i + 16:i + 16 + ln].rstrip(b"\0").decode())
+                i += 16 + ln
+
+    def close(self):
+        os.close(self.fd)
+
+
+def test_device_swapped_into_tree(tmp_path, mount):
+    """The same with a character device (/dev/null's numbers): refused
+    with EIO without being opened (inotify sees no open of it)."""
+    if os.geteuid() != 0:
+        pytest.skip("mknod needs root")
+    src = tmp_path / "tree"
+    src.mkdir()
+    (src / "d.txt").write_bytes(b"file\n")
+    (src / "g.npy.gz").write_bytes(gzip.compress(npy_bytes(np.arange(10))))
+    (src / "ok.txt").write_bytes(b"ok\n")
+    mnt = mount(src)
+    for n in ("d.txt", "g.npy.gz"):
+        (src / n).unlink()
+        try:
+            os.mknod(src / n, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except PermissionError:
+            pytest.skip("mknod refused here (no CAP_MKNOD)")
+    watch = _OpenWatch(src)
+    try:
+        guarded(_expect_eio, read_all, mnt / "d.txt", timeout=30)
+        guarded(_expect_eio, os.stat, mnt / "g.npy", timeout=30)
+        assert guarded(read_all, mnt / "ok.txt", timeout=30) == b"ok\n"
+        opened = watch.opened()
+    finally:
+        watch.close()
+    assert "ok.txt" in opened, opened  # self-check: the watch sees the daemon's opens
+    assert not opened & {"d.txt", "g.npy.gz"}, opened
+
+
+def test_fifo_on_the_command_line_is_refused(tmp_path, npyfs_bin):
+    fifo = tmp_path / "a.npz"
+    os.mkfifo(fifo)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        for cmd in (["mount", fifo, mnt], ["ls", fifo]):
+            try:
+                r = run([npyfs_bin] + cmd, timeout=30)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"npyfs {cmd[0]} of a FIFO hung")
+            err = r.stderr.decode(errors="replace")
+            assert r.returncode == 1, (cmd, r.returncode, err)
+            assert len(err.strip().splitlines()) == 1, err
+            assert str(fifo) in err and "not a regular file" in err, err
+    finally:
+        _unblock_fifos([fifo])
+        from conftest import cleanup_background
+        cleanup_background(mnt)
