@@ -4,6 +4,11 @@
  * the first bytes of each member are decompressed, to read its header.
  * --json prints the same as one JSON array; names are not always UTF-8, so
  * fs_json_string() escapes the bytes that are not (see fs.h).
+ *
+ * Every byte that comes from an archive (names, the descr text, anything)
+ * is escaped before it is printed, so a hostile archive cannot send escape
+ * sequences to a terminal nor break the columns: fs_text_string() in the
+ * table, fs_json_string() in JSON.
  */
 #define _GNU_SOURCE
 #include "fs.h"
@@ -16,15 +21,47 @@
 
 #include "npy.h"
 
-/* Print a member name with control bytes and NULs made visible. */
-static void print_name(const struct fs_member *m)
+/* Contract in fs.h. */
+size_t fs_text_string(char *out, size_t size, const char *s, size_t len, bool keep_backslash)
 {
-    for (size_t i = 0; i < m->name_len; i++) {
-        unsigned char c = (unsigned char)m->name[i];
-        if (c < 0x20 || c == 0x7f)
-            printf("\\x%02x", c);
-        else
-            putchar(c);
+    static const char hex[] = "0123456789abcdef";
+    size_t pos = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[4];
+        size_t n;
+
+        if (c >= 0x20 && c < 0x7f && (c != '\\' || keep_backslash)) {
+            esc[0] = (char)c;
+            n = 1;
+        } else if (c == '\\') {
+            esc[0] = esc[1] = '\\';
+            n = 2;
+        } else {
+            esc[0] = '\\';
+            esc[1] = 'x';
+            esc[2] = hex[c >> 4];
+            esc[3] = hex[c & 15];
+            n = 4;
+        }
+        for (size_t k = 0; k < n; k++, pos++)
+            if (pos + 1 < size)
+                out[pos] = esc[k];
+    }
+    if (size)
+        out[pos < size ? pos : size - 1] = '\0';
+    return pos;
+}
+
+/* Print len bytes of s escaped by fs_text_string(). */
+static void print_text(const char *s, size_t len)
+{
+    char chunk[4 * 256 + 1];
+
+    for (size_t i = 0; i < len; i += 256) {
+        size_t n = len - i < 256 ? len - i : 256;
+        fwrite(chunk, 1, fs_text_string(chunk, sizeof(chunk), s + i, n, false), stdout);
     }
 }
 
@@ -49,17 +86,24 @@ static void print_row(struct fs_archive *a, struct fs_member *m, unsigned char *
     struct npy_header h = {0};
     char shape[1024];
 
-    print_name(m);
+    print_text(m->name, m->name_len);
     if (peek_header(a, m, buf, &h)) {
         npy_format_shape(&h, shape, sizeof(shape));
-        printf("\t%s\t%s\t%s", h.descr, shape, h.fortran_order ? "F" : "C");
+        putchar('\t');
+        print_text(h.descr, strlen(h.descr));
+        putchar('\t');
+        print_text(shape, strlen(shape));
+        printf("\t%s", h.fortran_order ? "F" : "C");
     } else {
         printf("\t-\t-\t-");
     }
-    printf("\t%llu\t%llu\t%s", (unsigned long long)m->size,
-           (unsigned long long)m->stored_size, m->method);
-    if (m->unsupported)
-        printf(" (unsupported: %s)", m->why);
+    printf("\t%llu\t%llu\t", (unsigned long long)m->size, (unsigned long long)m->stored_size);
+    print_text(m->method, strlen(m->method));
+    if (m->unsupported) {
+        fputs(" (unsupported: ", stdout);
+        print_text(m->why, strlen(m->why));
+        putchar(')');
+    }
     putchar('\n');
     npy_header_destroy(&h);
 }
@@ -122,6 +166,12 @@ size_t fs_json_string(char *out, size_t size, const char *s, size_t len)
         } else if (p[i] < 0x20 || p[i] == 0x7f) {
             snprintf(esc, sizeof(esc), "\\u%04x", p[i]);
             put_bytes(out, size, &pos, esc, 6);
+        } else if (n == 2 && p[i] == 0xc2 && p[i + 1] <= 0x9f) { /* C1 controls */
+            snprintf(esc, sizeof(esc), "\\u%04x", p[i + 1]);
+            put_bytes(out, size, &pos, esc, 6);
+        } else if (n == 3 && p[i] == 0xe2 && p[i + 1] == 0x80 &&
+                   (p[i + 2] == 0xa8 || p[i + 2] == 0xa9)) { /* line, paragraph separator */
+            put_bytes(out, size, &pos, p[i + 2] == 0xa8 ? "\\u2028" : "\\u2029", 6);
         } else {
             put_bytes(out, size, &pos, s + i, n);
         }

@@ -89,18 +89,14 @@ static void human(uint64_t v, char *out, size_t size)
         snprintf(out, size, "%.1f %s", d, units[u]);
 }
 
-/* Text form of a name: control bytes as \xNN, cut at NAME_SHOWN_MAX bytes. */
+/* Text form of a name (escaped by fs_text_string(): nothing from an
+ * archive reaches a terminal raw), cut at NAME_SHOWN_MAX bytes. out has room
+ * for 4 * NAME_SHOWN_MAX + 4 bytes. */
 static size_t show_name(const char *s, size_t len, char *out)
 {
-    size_t n = 0;
+    size_t n = len < NAME_SHOWN_MAX ? len : NAME_SHOWN_MAX;
 
-    for (size_t i = 0; i < len && i < NAME_SHOWN_MAX; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7f)
-            n += (size_t)sprintf(out + n, "\\x%02x", c);
-        else
-            out[n++] = (char)c;
-    }
+    n = fs_text_string(out, 4 * NAME_SHOWN_MAX + 1, s, n, false);
     if (len > NAME_SHOWN_MAX)
         n += (size_t)sprintf(out + n, "...");
     out[n] = '\0';
@@ -239,10 +235,21 @@ static bool archive_head(struct out *o, struct fs_archive *a)
 {
     bool changed = atomic_load(&a->changed);
 
-    if (!o->json)
-        return putf(o, false, "\n%s%s\n  %-*s  %-8s %14s %14s  %-18s %s\n", a->path,
-                    changed ? " (changed since mount: reads that need it fail)" : "",
-                    o->name_width, "MEMBER", "METHOD", "SIZE", "STORED", "INDEXED", "STATE");
+    if (!o->json) {
+        /* the path too: a file in a directory source may have any name */
+        size_t n = fs_text_string(NULL, 0, a->path, strlen(a->path), false);
+        char *path = malloc(n + 1);
+        bool ok;
+
+        if (!path)
+            return false;
+        fs_text_string(path, n + 1, a->path, strlen(a->path), false);
+        ok = putf(o, false, "\n%s%s\n  %-*s  %-8s %14s %14s  %-18s %s\n", path,
+                  changed ? " (changed since mount: reads that need it fail)" : "",
+                  o->name_width, "MEMBER", "METHOD", "SIZE", "STORED", "INDEXED", "STATE");
+        free(path);
+        return ok;
+    }
     if (!putf(o, false, "%s{\"path\":", o->narchives ? "," : "") ||
         !json_str(o, a->path, strlen(a->path), false) ||
         !putf(o, false, ",\"changed\":%s,\"members\":[", changed ? "true" : "false"))

@@ -34,7 +34,7 @@
 
 struct fs_meta {
     bool is_npy;    /* false: no parseable .npy header, only user.npyfs.* */
-    char *dtype;    /* owned: the descr as in the header, e.g. '<f8' */
+    char *dtype;    /* owned: the descr as in the header, escaped: '<f8' */
     char *shape;    /* owned: like numpy's repr of the tuple, e.g. (1000, 3) */
     bool fortran_order;
 };
@@ -80,6 +80,7 @@ static int meta_build(struct fs_archive *a, struct fs_member *m, struct fs_meta 
     uint64_t doff;
     int64_t n;
     int ret = 0, len;
+    size_t dlen;
 
     *out = NULL;
     meta = calloc(1, sizeof(*meta));
@@ -107,7 +108,12 @@ static int meta_build(struct fs_archive *a, struct fs_member *m, struct fs_meta 
     if (npy_parse(buf, (size_t)n, &h) < 0)
         goto out_done;
     len = npy_format_shape(&h, NULL, 0);
-    meta->dtype = strdup(h.descr);
+    /* bytes outside printable ASCII as \xHH: the value stays a Python literal
+     * (a control byte can only sit inside a string in it) */
+    dlen = fs_text_string(NULL, 0, h.descr, strlen(h.descr), true);
+    meta->dtype = malloc(dlen + 1);
+    if (meta->dtype)
+        fs_text_string(meta->dtype, dlen + 1, h.descr, strlen(h.descr), true);
     meta->shape = malloc((size_t)len + 1);
     if (!meta->dtype || !meta->shape) {
         ret = -ENOMEM;

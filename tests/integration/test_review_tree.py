@@ -17,6 +17,12 @@ sources and the text npyfs prints, each reproduced on a real mount.
   daemon never opens it), 20 such opens at once do not freeze the mount, and
   it unmounts; a FIFO named on the command line is refused with one clear
   line instead of hanging.
+- Bytes from an archive never reach a terminal raw: `npyfs ls` escapes a
+  member name and a descr holding ESC, BEL, CSI (0x9b and U+009B), tab and
+  newline (its rows keep 7 columns and decode back to the exact bytes), ls
+  --json writes the control characters as \\uXXXX and still gives the exact
+  bytes back through json.loads + surrogateescape, and user.npy.dtype and the
+  stats text carry no raw control byte either.
 """
 
 import errno
@@ -448,3 +454,101 @@ def test_fifo_on_the_command_line_is_refused(tmp_path, npyfs_bin):
         _unblock_fifos([fifo])
         from conftest import cleanup_background
         cleanup_background(mnt)
+
+
+# ------------------------------------------------ 4. escaping what we print ---
+
+EVIL_NAME = b"ev\x1b]0;pwned\x07il\x9b31m\xc2\x9b2J\t\n\\x\x7f\xff.npy"
+EVIL_FIELD = b"f\x1b[31m\x07\x9b\xc2\x9b\x7f"
+EVIL_DESCR = b"[('" + EVIL_FIELD + b"', '<f8')]"
+
+
+def _evil_npy():
+    """A v1 .npy whose descr is a structured dtype with a field name full of
+    raw control bytes (numpy reads it: v1 headers are latin-1)."""
+    head = (b"{'descr': " + EVIL_DESCR +
+            b", 'fortran_order': False, 'shape': (2,), }")
+    pad = 64 - (10 + len(head) + 1) % 64
+    head += b" " * pad + b"\n"
+    return (b"\x93NUMPY\x01\x00" + struct.pack("<H", len(head)) + head
+            + np.arange(2, dtype="<f8").tobytes())
+
+
+def _evil_npz(path):
+    from robust_util import Ent, build_zip
+    path.write_bytes(build_zip([Ent(EVIL_NAME, _evil_npy()),
+                                Ent(b"plain.npy", npy_bytes(np.arange(3)))]))
+
+
+def _unescape_text(b):
+    """Inverse of the ls text escaping: \\\\ and \\xHH."""
+    out, i = bytearray(), 0
+    while i < len(b):
+        if b[i:i + 2] == b"\\\\":
+            out += b"\\"
+            i += 2
+        elif b[i:i + 2] == b"\\x":
+            out.append(int(b[i + 2:i + 4], 16))
+            i += 4
+        else:
+            out.append(b[i])
+            i += 1
+    return bytes(out)
+
+
+def _no_raw_controls(b, allowed=b"\t\n"):
+    bad = sorted({c for c in b if (c < 0x20 and c not in allowed) or c >= 0x7f})
+    assert not bad, [hex(c) for c in bad]
+
+
+def test_ls_escapes_archive_bytes(tmp_path, npyfs_bin):
+    src = tmp_path / "evil.npz"
+    _evil_npz(src)
+    with np.load(src) as z:  # self-check: numpy takes the crafted member
+        names = z.files
+    assert len(names) == 2
+    r = run([npyfs_bin, "ls", src])
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    _no_raw_controls(out)  # tabs and newlines only as the table's own
+    rows = out.split(b"\n")
+    assert rows[-1] == b"" and len(rows) == 4, rows
+    for row in rows[:3]:
+        assert len(row.split(b"\t")) == 7, row
+    evil = rows[1].split(b"\t")
+    assert _unescape_text(evil[0]) == EVIL_NAME, evil[0]
+    assert _unescape_text(evil[1]) == EVIL_DESCR, evil[1]
+    assert evil[2] == b"(2,)"
+
+    r = run([npyfs_bin, "ls", "--json", src])
+    assert r.returncode == 0, r.stderr
+    _no_raw_controls(r.stdout, allowed=b"\n")
+    got = json.loads(r.stdout)
+    assert os.fsencode(got[0]["name"]) == EVIL_NAME
+    assert os.fsencode(got[0]["dtype"]) == EVIL_DESCR
+    assert got[0]["shape"] == [2]
+    assert os.fsencode(got[1]["name"]) == b"plain.npy"
+
+
+def test_xattr_and_stats_escape_archive_bytes(tmp_path, mount):
+    import ast
+    src = tmp_path / "evil.npz"
+    _evil_npz(src)
+    mnt = mount(src)
+    shown = os.fsdecode(EVIL_NAME.replace(b"\x00", b""))
+    f = mnt / shown
+
+    def body():
+        assert read_all(f) == _evil_npy()
+        dt = os.getxattr(f, "user.npy.dtype")
+        _no_raw_controls(dt, allowed=b"")
+        # still a Python literal of the same descr (numpy reads v1 as latin-1)
+        assert ast.literal_eval(dt.decode("ascii")) == \
+            ast.literal_eval(EVIL_DESCR.decode("latin-1"))
+        text = os.getxattr(mnt, "user.npyfs.stats")
+        _no_raw_controls(text)
+        assert b"ev\\x1b]0;pwned\\x07il" in text, text
+        js = json.loads(os.getxattr(mnt, "user.npyfs.stats.json"))
+        names = [os.fsencode(m["name"]) for a in js["archives"] for m in a["members"]]
+        assert EVIL_NAME in names, names
+    guarded(body, timeout=60)
