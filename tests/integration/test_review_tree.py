@@ -23,6 +23,9 @@ sources and the text npyfs prints, each reproduced on a real mount.
   --json writes the control characters as \\uXXXX and still gives the exact
   bytes back through json.loads + surrogateescape, and user.npy.dtype and the
   stats text carry no raw control byte either.
+- Under scripts/test (NPYFS_TEST_TMP set), every mount point a pytest run
+  makes (tmp_path, shared_dir) is under that directory, so scripts/test
+  checks only its own mounts; without it, pytest's defaults.
 """
 
 import errno
@@ -552,3 +555,47 @@ def test_xattr_and_stats_escape_archive_bytes(tmp_path, mount):
         names = [os.fsencode(m["name"]) for a in js["archives"] for m in a["members"]]
         assert EVIL_NAME in names, names
     guarded(body, timeout=60)
+
+
+# ------------------------------------------ 5. where the test mounts go ---
+
+_INNER = """
+import os
+import numpy as np
+
+def test_inner(mount, tmp_path, shared_dir):
+    p = tmp_path / "a.npz"
+    np.savez(p, x=np.arange(2))
+    m = mount(p)
+    assert os.path.ismount(m)
+    with open(os.environ["INNER_OUT"], "w") as f:
+        f.write(f"{m}\\n{shared_dir}\\n")
+"""
+
+
+def test_mounts_go_under_the_private_dir(tmp_path, npyfs_bin):
+    """A pytest run started with NPYFS_TEST_TMP=DIR (as scripts/test does)
+    makes its mount points and shared directories under DIR."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    (inner / "test_inner.py").write_text(_INNER)
+    private = tmp_path / "private"
+    private.mkdir()
+    out = tmp_path / "out.txt"
+    env = dict(os.environ, NPYFS_BIN=str(npyfs_bin), PYTHONPATH=here,
+               NPYFS_TEST_TMP=str(private), INNER_OUT=str(out))
+    env.pop("PYTEST_ADDOPTS", None)
+    r = subprocess.run(["/usr/bin/python3", "-m", "pytest", "-q", "-p", "conftest",
+                        "-p", "no:cacheprovider", "test_inner.py"],
+                       cwd=inner, env=env, capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stdout.decode(errors="replace")
+    mnt, shared = out.read_text().split()
+    assert mnt.startswith(str(private) + "/"), mnt
+    assert shared.startswith(str(private) + "/"), shared
+    assert not any(m.startswith(str(private)) for m in _mount_points()), "left mounted"
+
+
+def _mount_points():
+    with open("/proc/self/mounts") as f:
+        return [line.split()[1] for line in f]
