@@ -2,9 +2,13 @@
  * The daemon's shared types: an opened archive (its members, ready to read),
  * the inode tree built over it, and the context the FUSE handlers share.
  *
- * Lifetimes: everything here is built before the mount answers and is
+ * Lifetimes: an archive and its tree are built before they are published
+ * (at mount for a source named on the command line; on first use, in a
+ * handler thread under its unit's lock, for one found in a directory
+ * source, so builds of different archives run at the same time) and are
  * immutable afterwards, except what is marked otherwise (the per-member
- * decoder pool, the chunk cache and the access points inside each dfx index).
+ * decoder pool, the chunk cache and the access points inside each dfx
+ * index). Shared state and threads: docs/ARCHITECTURE.md.
  */
 #ifndef NPYFS_FS_FS_H
 #define NPYFS_FS_FS_H
