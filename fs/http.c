@@ -545,6 +545,8 @@ static void check_suffix_206(struct xfer *x, uint64_t a, uint64_t b, uint64_t t)
     uint64_t n = x->total < t ? x->total : t;
 
     if (b != t - 1 || b - a + 1 != n) {
+        /* The total is still right: http_probe() needs no HEAD for it. */
+        keep_identity(x, t);
         fail(x, HTTP_ERR_BAD_RANGE, -EPROTO,
              "asked the last %zu bytes, got %" PRIu64 "-%" PRIu64 "/%" PRIu64, x->total, a, b, t);
         return;
@@ -721,9 +723,6 @@ static struct curl_slist *build_headers(struct http_client *c, struct http_req *
         snprintf(line, sizeof(line), "If-Match: %s", r->expect->etag);
         ADD(line);
     }
-    /* No "Expect: 100-continue", no default Accept: nothing to sign that
-     * the caller did not choose. */
-    ADD("Accept:");
 #undef ADD
     *nomem = false;
     return l;
@@ -1514,6 +1513,15 @@ int http_probe(struct http_client *c, const char *url, const struct http_auth *a
     }
     free(p->tail);
     p->tail = NULL;
+    if (tr.error.why == HTTP_ERR_BAD_RANGE && tr.error.status == 206 && tr.got.size > 0) {
+        if (head_len && tr.got.size != p->id.size) {
+            set_error(e, HTTP_ERR_CHANGED, -ESTALE);
+            snprintf(e->detail, sizeof(e->detail), "the object changed while it was opened");
+            err = -ESTALE;
+            goto out_err;
+        }
+        p->id = tr.got; /* a wrong range, but a right total */
+    }
     err = probe_fallback_tail(c, url, auth, tail_len, p, e);
     if (err)
         goto out_err;

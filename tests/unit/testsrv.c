@@ -389,6 +389,10 @@ int ts_s3rver_start(const char *dir, const char *const *buckets, struct ts_proc 
         *port = free_port();
         snprintf(portbuf, sizeof(portbuf), "%d", *port);
         argv[n++] = NODE;
+        /* s3rver's continuation tokens use DES, which OpenSSL 3 only has
+         * in its legacy provider: without it every truncated listing is a
+         * 500 InternalError. */
+        argv[n++] = "--openssl-legacy-provider";
         argv[n++] = js;
         argv[n++] = "-d";
         argv[n++] = data;
