@@ -1327,6 +1327,8 @@ void http_promote(struct http_client *c, struct http_req *r)
         queue_unlink(c, r);
         r->prio = HTTP_PRIO_DEMAND;
         queue_push(c, r);
+    } else if (r->state == ST_NEW) {
+        r->prio = HTTP_PRIO_DEMAND; /* about to be submitted */
     }
     pthread_mutex_unlock(&c->lock);
 }

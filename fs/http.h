@@ -228,9 +228,10 @@ int http_run(struct http_client *c, struct http_req *r);
  * succeeded, else the first error in array order. */
 int http_run_all(struct http_client *c, struct http_req **rs, size_t n);
 
-/* r was submitted by the caller, who guarantees it is not done yet (its
- * done() has not finished): if it is still queued as HTTP_PRIO_AHEAD, make
- * it HTTP_PRIO_DEMAND (a reader now waits for it). Thread-safe. */
+/* The caller guarantees r is not done (its done() has not finished): if it
+ * is still queued as HTTP_PRIO_AHEAD, or not submitted yet (its state zeroed
+ * as by calloc), make it HTTP_PRIO_DEMAND (a reader now waits for it).
+ * Thread-safe. */
 void http_promote(struct http_client *c, struct http_req *r);
 
 /* Open an object in one round trip where the server allows: GET the last

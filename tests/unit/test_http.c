@@ -594,6 +594,65 @@ static void test_redact(void)
     CHECK(http_is_url("HTTPS://x") && http_is_url("http://x") && !http_is_url("s3://b/k"));
 }
 
+/* Freeing a client with requests queued and running: each gets done()
+ * once, queued ones canceled, the running one aborted, nothing hangs. */
+static void test_free_busy(void)
+{
+    struct http_client *c = client(1, 5000, 0, NULL, NULL);
+    struct http_req rs[3];
+    struct iovec v[3];
+    unsigned char buf[3][100];
+    char url[256];
+    int canceled = 0;
+
+    url_of(url, sizeof(url), "http", py_port, "obj");
+    py_cmd("delay 1000");
+    atomic_store(&done_count, 0);
+    for (int i = 0; i < 3; i++) {
+        memset(&rs[i], 0, sizeof(rs[i]));
+        v[i].iov_base = buf[i];
+        v[i].iov_len = 100;
+        rs[i].kind = HTTP_RANGE;
+        rs[i].url = url;
+        rs[i].iov = &v[i];
+        rs[i].iovcnt = 1;
+        rs[i].done = count_done;
+        CHECK_EQ(http_submit(c, &rs[i]), 0);
+    }
+    http_client_free(c);
+    CHECK_EQ(atomic_load(&done_count), 3);
+    for (int i = 0; i < 3; i++)
+        canceled += rs[i].error.err == -ECANCELED;
+    CHECK(canceled >= 2);
+    py_cmd("delay 0");
+}
+
+/* A whole-body GET over its limit; the texts of the transport errors. */
+static void test_body_and_texts(void)
+{
+    struct http_client *c = client(1, 5000, 0, NULL, NULL);
+    struct http_req r = {.kind = HTTP_BODY, .body_max = 1000};
+    struct http_error e = {.why = HTTP_ERR_DNS, .err = -EHOSTUNREACH};
+    char url[256], msg[512];
+
+    url_of(url, sizeof(url), "http", nginx_port, "obj");
+    r.url = url;
+    CHECK_EQ(http_run(c, &r), -EFBIG);
+    CHECK(r.body == NULL);
+    url_of(url, sizeof(url), "http", nginx_port, "small");
+    memset(&r, 0, sizeof(r));
+    r.kind = HTTP_BODY;
+    r.url = url;
+    r.body_max = 1000;
+    CHECK_EQ(http_run(c, &r), 0);
+    CHECK(r.body_len == 1000 && !memcmp(r.body, obj, 1000));
+    free(r.body);
+    CHECK(strstr(http_problem(&e, msg, sizeof(msg)), "DNS") != NULL);
+    e.why = HTTP_ERR_TIMEOUT;
+    CHECK(strstr(http_problem(&e, msg, sizeof(msg)), "timed out") != NULL);
+    http_client_free(c);
+}
+
 static void test_bad_requests(void)
 {
     struct http_client *c = client(1, 5000, 0, NULL, NULL);
@@ -656,6 +715,8 @@ int main(void)
     test_parallel_pool();
     test_priorities();
     test_header_file();
+    test_free_busy();
+    test_body_and_texts();
     test_server_down_and_back();
 out:
     ts_stop(&py);
