@@ -940,6 +940,8 @@ static void attempt(struct worker *w, struct xfer *x)
     }
     if ((r->kind == HTTP_RANGE || r->kind == HTTP_SUFFIX) && x->want_known && x->got < x->want)
         fail(x, HTTP_ERR_SHORT, -EIO, "body ended after %zu of %zu bytes", x->got, x->want);
+    else if (r->whole && !x->want_known)
+        keep_identity(x, x->got); /* a 200 without Content-Length: its size is its body */
 }
 
 static uint64_t next_rand(uint64_t *s)
@@ -1482,7 +1484,11 @@ int http_probe(struct http_client *c, const char *url, const struct http_auth *a
     http_run_all(c, rs, head_len ? 2 : 1);
     p->requests = tr.attempts + hr.attempts;
 
-    if (head_len) {
+    if (head_len && hr.error.why == HTTP_ERR_STATUS && hr.error.status == 416) {
+        /* bytes=0-N of an empty object: no head; the tail's answer (or
+         * the HEAD after it) tells the size. */
+        head_len = 0;
+    } else if (head_len) {
         if (hr.error.err) {
             *e = hr.error;
             err = hr.error.err;

@@ -29,6 +29,8 @@
  * too, for servers that ignore If-Match: a 412 or a mismatch is
  * HTTP_ERR_CHANGED (-ESTALE).
  *
+ * libcurl's proxy variables (https_proxy, no_proxy, ...) apply as for curl.
+ *
  * Secrets: header-file values, signing keys and session tokens are sent, and
  * never logged, copied into an error or a counter, or shown by
  * http_problem(). Error texts name the URL only through http_redact_url().
@@ -74,7 +76,7 @@
 #define HTTP_DEFAULT_RETRY_BASE_MS 200
 #define HTTP_DEFAULT_RETRY_MAX_MS 5000
 #define HTTP_MAX_REDIRECTS 5
-/* Longest header file accepted (bytes); and its longest line. */
+/* Longest header file accepted (bytes). */
 #define HTTP_HEADER_FILE_MAX (64u << 10)
 /* Room for an ETag or a Last-Modified value; longer ones are kept cut to
  * this size (compared the same way every time). */

@@ -465,13 +465,15 @@ static size_t plan_ahead(struct rsrc *s, uint64_t off, uint64_t end, struct fetc
 }
 
 /* Claim the missing blocks of slots (lock held): join fetches in flight,
- * start new ones (appended to list) for runs of the rest. Returns the
- * number of fetches added, or -ENOMEM. */
-static ssize_t claim_missing(struct rsrc *s, uint64_t first, struct slot *sl, size_t nb,
-                             struct fetch **list)
+ * start new ones (appended to list, *nf of them) for runs of the rest.
+ * Returns 0, or -ENOMEM with the fetches started so far still in list (they
+ * must be submitted: others may wait for them) and the blocks not claimed
+ * left without a pending entry. */
+static int claim_missing(struct rsrc *s, uint64_t first, struct slot *sl, size_t nb,
+                         struct fetch **list, size_t *nf)
 {
     struct remote_ctx *c = s->ctx;
-    size_t nf = 0, i = 0;
+    size_t i = 0;
     uint64_t run_max = REMOTE_RUN_MAX / c->block ? REMOTE_RUN_MAX / c->block : 1;
 
     while (i < nb) {
@@ -500,12 +502,12 @@ static ssize_t claim_missing(struct rsrc *s, uint64_t first, struct slot *sl, si
         struct fetch *f = fetch_new(s, first + i, (unsigned)n, false, 1);
         if (!f)
             return -ENOMEM;
-        list[nf++] = f;
+        list[(*nf)++] = f;
         for (size_t k = 0; k < n; k++)
             sl[i + k].p = f->p[k];
         i += n;
     }
-    return (ssize_t)nf;
+    return 0;
 }
 
 static int64_t remote_pread(struct src *src, void *buf, size_t len, uint64_t off)
@@ -516,7 +518,6 @@ static int64_t remote_pread(struct src *src, void *buf, size_t len, uint64_t off
     struct slot stack_slots[STACK_SLOTS], *sl = stack_slots;
     struct fetch *stack_list[STACK_SLOTS + 64], **list = stack_list;
     size_t nb, nlist = 0, cap_list;
-    ssize_t nf;
     int err = 0;
 
     if (off >= src->size || len == 0)
@@ -557,11 +558,8 @@ static int64_t remote_pread(struct src *src, void *buf, size_t len, uint64_t off
     if (missing && atomic_load(&s->changed)) {
         err = -EIO;
     } else {
-        nf = missing ? claim_missing(s, first, sl, nb, list) : 0;
-        if (nf < 0)
-            err = (int)nf;
-        else
-            nlist = (size_t)nf;
+        if (missing)
+            err = claim_missing(s, first, sl, nb, list, &nlist);
         if (!err)
             nlist += plan_ahead(s, off, end, list + nlist, cap_list - nlist);
     }

@@ -405,6 +405,11 @@ static int load_place(struct s3_config *c, const struct s3_opts *o, const struct
         return -ENOMEM;
     if (check_endpoint(c->endpoint, msg, len) < 0)
         return -EINVAL;
+    const char *ca = env("AWS_CA_BUNDLE");
+    if (!ca)
+        ca = config_get(&f->cfg, f->profile, "ca_bundle");
+    if (ca && !(c->ca_bundle = strdup(ca)))
+        return -ENOMEM;
     style = config_get(&f->cfg, f->profile, "s3.addressing_style");
     c->path_style = o->path_style || (style && !strcasecmp(style, "path"));
     c->virtual_forced = !o->path_style && style && !strcasecmp(style, "virtual");
@@ -515,6 +520,7 @@ void s3_config_destroy(struct s3_config *c)
         return;
     free(c->region);
     free(c->endpoint);
+    free(c->ca_bundle);
     free_secret(&c->access_key);
     free_secret(&c->secret_key);
     free_secret(&c->session_token);

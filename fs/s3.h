@@ -25,6 +25,8 @@
  *                else virtual-hosted (bucket.host), except where it cannot
  *                work: an IP address or localhost endpoint, a bucket name
  *                that is not a DNS label, or dots in it over https
+ *   CA bundle    AWS_CA_BUNDLE, the profile's ca_bundle (only read: the
+ *                caller gives it to http_opts.cacert unless -o cacert= is set)
  * Profiles that need another program (role_arn, credential_process, sso_*,
  * web_identity_token_file) are refused with a message saying so.
  *
@@ -42,8 +44,10 @@
  * Errors: -EINVAL (bad URL, option or configuration: msg says which),
  * -ENOENT (a profile or file named but missing), -ENOMEM, and from s3_list()
  * the http.h errors plus -EPROTO (a listing that is not valid XML as S3
- * writes it). All functions are thread-safe on distinct objects; a loaded
- * config is immutable and may be shared by any number of threads.
+ * writes it). s3_config_load() reads the environment (getenv): call it at
+ * startup, not alongside setenv(). Everything else is thread-safe on
+ * distinct objects; a loaded config is immutable and may be shared by any
+ * number of threads.
  */
 #ifndef NPYFS_FS_S3_H
 #define NPYFS_FS_S3_H
@@ -72,6 +76,7 @@ struct s3_config {
     bool path_style;     /* requests name the bucket in the path */
     bool virtual_forced; /* addressing_style = virtual in the profile */
     bool anonymous;      /* unsigned requests */
+    char *ca_bundle;     /* owned: AWS_CA_BUNDLE or the profile's ca_bundle, or NULL */
     char *access_key;    /* owned, NULL if anonymous */
     char *secret_key;    /* owned secret, NULL if anonymous */
     char *session_token; /* owned secret, or NULL */

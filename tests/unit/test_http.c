@@ -140,6 +140,16 @@ static void test_probe_and_ranges(void)
     CHECK_EQ(p.id.size, 0);
     CHECK_EQ(p.tail_len, 0);
     http_probe_destroy(&p);
+    CHECK_EQ(http_probe(c, url, NULL, 4096, 65536, &p, &e), 0);
+    CHECK_EQ(p.id.size, 0);
+    http_probe_destroy(&p);
+    /* testserver.py answers 416 to both ranges of an empty object (as S3
+     * does): the probe falls back to a HEAD. */
+    url_of(url, sizeof(url), "http", py_port, "empty");
+    CHECK_EQ(http_probe(c, url, NULL, 4096, 65536, &p, &e), 0);
+    CHECK_EQ(p.id.size, 0);
+    CHECK(p.tail_len == 0 && p.head_len == 0);
+    http_probe_destroy(&p);
     free(buf);
     http_client_free(c);
 }
@@ -566,6 +576,11 @@ static void test_header_file(void)
     CHECK_EQ(ts_py_cmd(&py, "last", last, sizeof(last)), 0);
     CHECK(strstr(last, "Bearer s3cr3t-t0ken") != NULL);
     CHECK(strstr(last, "X-Extra") != NULL);
+    /* A failing request: the value is nowhere in its error or message. */
+    url_of(url, sizeof(url), "http", py_port, "missing");
+    CHECK_EQ(http_probe(c, url, NULL, 0, 100, &p, &e), -ENOENT);
+    CHECK(!memmem(&e, sizeof(e), "s3cr3t", 6));
+    CHECK(!strstr(http_problem(&e, msg, sizeof(msg)), "s3cr3t"));
     http_client_free(c);
 
     struct http_opts o = {.header_file = path, .retries = -1};

@@ -33,7 +33,7 @@ static const char *const aws_vars[] = {
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
     "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION",
     "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
-    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", NULL,
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "AWS_CA_BUNDLE", NULL,
 };
 
 static void clear_env(void)
@@ -230,8 +230,14 @@ static void test_config(void)
     CHECK(!strcmp(c.endpoint, "https://s3.eu-central-1.amazonaws.com"));
     CHECK(!strcmp(c.sigv4, "aws:amz:eu-central-1:s3"));
     CHECK(c.headers[1] == NULL);
+    CHECK(c.ca_bundle == NULL);
     check_like_botocore(&c);
     s3_config_destroy(&c);
+    setenv("AWS_CA_BUNDLE", "/etc/ssl/private-ca.pem", 1);
+    CHECK_EQ(s3_config_load(NULL, &c, msg, sizeof(msg)), 0);
+    CHECK(c.ca_bundle && !strcmp(c.ca_bundle, "/etc/ssl/private-ca.pem"));
+    s3_config_destroy(&c);
+    unsetenv("AWS_CA_BUNDLE");
 
     /* Environment keys win over the profile's; AWS_DEFAULT_REGION over the
      * profile's region. */
@@ -686,6 +692,7 @@ static void test_signatures(void)
     s3_problem(&e, msg, sizeof(msg));
     CHECK(strstr(msg, "secret access key does not match") != NULL);
     CHECK(!strstr(msg, "wrong-secret") && !strstr(msg, SIG_AK));
+    CHECK(!memmem(&e, sizeof(e), "wrong-secret", 12)); /* nowhere in the error */
     free(url);
     s3_config_destroy(&c);
 
@@ -705,6 +712,7 @@ static void test_signatures(void)
     CHECK_EQ(s3_object_url(&c, "bkt", odd_keys[3], &url), 0);
     CHECK_EQ(http_probe(h, url, s3_auth(&c), 0, 1000, &p, &e), -EACCES);
     CHECK(strstr(s3_problem(&e, msg, sizeof(msg)), "session token") != NULL);
+    CHECK(!memmem(&e, sizeof(e), SIG_SK, strlen(SIG_SK)));
     free(url);
     s3_config_destroy(&c);
 
