@@ -50,8 +50,8 @@ enum { ST_NEW, ST_QUEUED, ST_RUNNING, ST_DONE };
 struct worker {
     struct http_client *c; /* borrowed */
     pthread_t tid;
-    CURL *easy;            /* owned; used only by this worker's thread */
-    uint64_t rng;          /* jitter state, this thread only */
+    CURL *easy;   /* owned; used only by this worker's thread */
+    uint64_t rng; /* jitter state, this thread only */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -60,19 +60,19 @@ struct http_client {
      * the transfers run without it; callers may hold their own locks when
      * they call http_submit()/http_promote() (taken after theirs). */
     pthread_mutex_t lock;
-    pthread_cond_t work;              /* a request was queued, or stop */
-    struct http_req *head[2], *tail[2]; /* protected by lock: by enum http_prio */
+    pthread_cond_t work;                          /* a request was queued, or stop */
+    struct http_req *head[2], *tail[2];           /* protected by lock: by enum http_prio */
     struct worker *workers[HTTP_MAX_CONNECTIONS]; /* protected by lock: owned */
-    unsigned nworkers, idle;          /* protected by lock */
-    atomic_bool stopping;             /* atomic: set once by http_client_free() */
+    unsigned nworkers, idle;                      /* protected by lock */
+    atomic_bool stopping;                         /* atomic: set once by http_client_free() */
 
     unsigned connections, timeout_ms, retry_base_ms, retry_max_ms; /* immutable */
-    int retries;                      /* immutable */
-    char *cacert;                     /* owned, immutable: NULL for the system store */
-    char **headers;                   /* owned, immutable: header-file lines (secret) */
+    int retries;                                                   /* immutable */
+    char *cacert;   /* owned, immutable: NULL for the system store */
+    char **headers; /* owned, immutable: header-file lines (secret) */
     size_t nheaders;
 
-    CURLSH *share;                    /* owned: DNS and TLS session caches */
+    CURLSH *share;                                    /* owned: DNS and TLS session caches */
     pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST]; /* leaf locks for share */
 
     atomic_uint_least64_t requests, bytes, retried, failures, conns, opened; /* atomic */
@@ -83,29 +83,29 @@ struct http_client {
 struct xfer {
     struct http_client *c;
     struct http_req *r;
-    uint64_t from, to;   /* RANGE: inclusive bytes asked in this attempt */
-    size_t total;        /* RANGE/SUFFIX: capacity of r->iov */
-    size_t base;         /* RANGE: bytes already in iov from earlier attempts */
-    size_t want;         /* body bytes this reply must carry (after the check) */
-    size_t got;          /* body bytes taken in this attempt */
-    bool want_known;     /* want is exact (else: at most `want`) */
+    uint64_t from, to; /* RANGE: inclusive bytes asked in this attempt */
+    size_t total;      /* RANGE/SUFFIX: capacity of r->iov */
+    size_t base;       /* RANGE: bytes already in iov from earlier attempts */
+    size_t want;       /* body bytes this reply must carry (after the check) */
+    size_t got;        /* body bytes taken in this attempt */
+    bool want_known;   /* want is exact (else: at most `want`) */
 
-    long status;         /* of the current response */
+    long status; /* of the current response */
     bool has_crange, has_clen;
     char crange[128];
     uint64_t clen;
     char etag[HTTP_ETAG_MAX], lm[HTTP_DATE_MAX], enc[64], region[32];
-    long retry_after;    /* seconds, or -1 */
+    long retry_after; /* seconds, or -1 */
 
-    bool checked;        /* the reply was checked (once, before its body) */
-    bool data;           /* the body is data (2xx), not an error text */
-    enum http_why why;   /* set by our checks: stops the transfer */
+    bool checked;      /* the reply was checked (once, before its body) */
+    bool data;         /* the body is data (2xx), not an error text */
+    enum http_why why; /* set by our checks: stops the transfer */
     int err;
     char detail[192];
 
     char errbody[ERRBODY_MAX];
     size_t errlen;
-    char *body;          /* BODY: owned until moved into r->body */
+    char *body; /* BODY: owned until moved into r->body */
     size_t body_len, body_cap;
 };
 
@@ -226,9 +226,19 @@ static bool token_char(int ch)
 
 /* Headers npyfs sets itself, whose change would defeat the reply checks. */
 static const char *const reserved_headers[] = {
-    "range", "if-match", "if-none-match", "if-range", "if-modified-since",
-    "if-unmodified-since", "accept-encoding", "content-length", "transfer-encoding",
-    "connection", "te", "expect", NULL,
+    "range",
+    "if-match",
+    "if-none-match",
+    "if-range",
+    "if-modified-since",
+    "if-unmodified-since",
+    "accept-encoding",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "expect",
+    NULL,
 };
 
 /* Check one header-file line and return its name's length, or 0 with a
@@ -245,8 +255,8 @@ static size_t check_header_line(const char *line, size_t lineno, struct http_err
     }
     for (const char *p = line + n + 1; *p; p++) {
         if ((unsigned char)*p < 0x20 && *p != '\t') {
-            snprintf(why->detail, sizeof(why->detail),
-                     "line %zu: control character in the value", lineno);
+            snprintf(why->detail, sizeof(why->detail), "line %zu: control character in the value",
+                     lineno);
             return 0;
         }
     }
@@ -309,8 +319,7 @@ static int load_headers(struct http_client *c, const char *path, struct http_err
     if (!text) {
         set_error(why, HTTP_ERR_HEADER_FILE, err);
         snprintf(why->detail, sizeof(why->detail), "%s",
-                 err == -EINVAL ? "not a regular text file of at most 64 KiB"
-                                : "cannot be read");
+                 err == -EINVAL ? "not a regular text file of at most 64 KiB" : "cannot be read");
         return err;
     }
     /* Lines are split on '\n' by hand: strtok would merge blank lines and
@@ -330,8 +339,7 @@ static int load_headers(struct http_client *c, const char *path, struct http_err
             continue;
         if (p != line || !check_header_line(line, lineno, why)) {
             if (p != line)
-                snprintf(why->detail, sizeof(why->detail), "line %zu: not 'Name: value'",
-                         lineno);
+                snprintf(why->detail, sizeof(why->detail), "line %zu: not 'Name: value'", lineno);
             err = -EINVAL;
             break;
         }
@@ -527,8 +535,7 @@ static void check_range_206(struct xfer *x, uint64_t a, uint64_t b, uint64_t t)
 
     if (!exact && !at_end) {
         fail(x, HTTP_ERR_BAD_RANGE, -EPROTO,
-             "asked bytes %" PRIu64 "-%" PRIu64 ", got %" PRIu64 "-%" PRIu64, x->from, x->to, a,
-             b);
+             "asked bytes %" PRIu64 "-%" PRIu64 ", got %" PRIu64 "-%" PRIu64, x->from, x->to, a, b);
         return;
     }
     if (!check_identity(x, t))
@@ -707,12 +714,12 @@ static struct curl_slist *build_headers(struct http_client *c, struct http_req *
     struct curl_slist *l = NULL, *t;
     char line[HTTP_ETAG_MAX + 16];
 
-#define ADD(s)                                                                                 \
-    do {                                                                                       \
-        t = curl_slist_append(l, s);                                                           \
-        if (!t)                                                                                \
-            goto out_nomem;                                                                    \
-        l = t;                                                                                 \
+#define ADD(s)                                                                                     \
+    do {                                                                                           \
+        t = curl_slist_append(l, s);                                                               \
+        if (!t)                                                                                    \
+            goto out_nomem;                                                                        \
+        l = t;                                                                                     \
     } while (0)
     for (size_t i = 0; i < c->nheaders; i++)
         ADD(c->headers[i]);
@@ -812,7 +819,8 @@ static void classify_curl(struct worker *w, struct xfer *x, CURLcode rc)
     case CURLE_SSL_ISSUER_ERROR:
         /* libcurl's text names the certificate problem and at most the
          * host: no URL path or query, no header. */
-        fail(x, HTTP_ERR_TLS_VERIFY, -EPROTO, "%s", w->errbuf[0] ? w->errbuf : curl_easy_strerror(rc));
+        fail(x, HTTP_ERR_TLS_VERIFY, -EPROTO, "%s",
+             w->errbuf[0] ? w->errbuf : curl_easy_strerror(rc));
         break;
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_SSL_CERTPROBLEM:
@@ -988,13 +996,12 @@ static void backoff(struct worker *w, const struct xfer *x, unsigned n)
 static void perform(struct worker *w, struct http_req *r)
 {
     struct http_client *c = w->c;
-    size_t total = (r->kind == HTTP_RANGE || r->kind == HTTP_SUFFIX)
-                       ? iov_total(r->iov, r->iovcnt)
-                       : 0;
+    size_t total =
+        (r->kind == HTTP_RANGE || r->kind == HTTP_SUFFIX) ? iov_total(r->iov, r->iovcnt) : 0;
     /* Resume after the bytes already received only when the identity is
      * checked on every reply: else a retry could append another object. */
-    bool resume = r->kind == HTTP_RANGE && r->expect &&
-                  (r->expect->etag[0] || r->expect->last_modified[0]);
+    bool resume =
+        r->kind == HTTP_RANGE && r->expect && (r->expect->etag[0] || r->expect->last_modified[0]);
     struct xfer *x = malloc(sizeof(*x));
 
     if (!x) {
@@ -1159,8 +1166,7 @@ int http_client_new(const struct http_opts *o, struct http_client **out, struct 
         o = &defaults;
     if (o->connections > HTTP_MAX_CONNECTIONS) {
         set_error(why, HTTP_ERR_OTHER, -EINVAL);
-        snprintf(why->detail, sizeof(why->detail), "at most %d connections",
-                 HTTP_MAX_CONNECTIONS);
+        snprintf(why->detail, sizeof(why->detail), "at most %d connections", HTTP_MAX_CONNECTIONS);
         return -EINVAL;
     }
     pthread_once(&global_once, global_init);
@@ -1370,7 +1376,7 @@ int http_run_all(struct http_client *c, struct http_req **rs, size_t n)
         if (err) {
             memset(&rs[i]->error, 0, sizeof(rs[i]->error));
             rs[i]->error.err = err;
-            rs[i]->error.why = err == -ENOMEM   ? HTTP_ERR_NOMEM
+            rs[i]->error.why = err == -ENOMEM      ? HTTP_ERR_NOMEM
                                : err == -ECANCELED ? HTTP_ERR_CANCELED
                                                    : HTTP_ERR_OTHER;
             pthread_mutex_lock(&wt.lock);
@@ -1398,9 +1404,8 @@ int http_run(struct http_client *c, struct http_req *r)
 
 /* ---- the open probe ---- */
 
-static int probe_fallback_tail(struct http_client *c, const char *url,
-                               const struct http_auth *auth, size_t tail_len,
-                               struct http_probe *p, struct http_error *e)
+static int probe_fallback_tail(struct http_client *c, const char *url, const struct http_auth *auth,
+                               size_t tail_len, struct http_probe *p, struct http_error *e)
 {
     struct http_req r = {0};
     struct iovec v;
@@ -1565,23 +1570,43 @@ void http_get_stats(struct http_client *c, struct http_stats *out)
 static const char *status_text(long s)
 {
     switch (s) {
-    case 301: return "moved permanently";
-    case 302: case 303: case 307: case 308: return "redirected";
-    case 400: return "bad request";
-    case 401: return "authentication required";
-    case 403: return "access denied";
-    case 404: return "not found";
-    case 405: return "method not allowed";
-    case 410: return "gone";
-    case 412: return "precondition failed";
-    case 416: return "range not satisfiable";
-    case 429: return "too many requests";
-    case 500: return "internal server error";
-    case 501: return "not implemented";
-    case 502: return "bad gateway";
-    case 503: return "service unavailable";
-    case 504: return "gateway timeout";
-    default: return "unexpected status";
+    case 301:
+        return "moved permanently";
+    case 302:
+    case 303:
+    case 307:
+    case 308:
+        return "redirected";
+    case 400:
+        return "bad request";
+    case 401:
+        return "authentication required";
+    case 403:
+        return "access denied";
+    case 404:
+        return "not found";
+    case 405:
+        return "method not allowed";
+    case 410:
+        return "gone";
+    case 412:
+        return "precondition failed";
+    case 416:
+        return "range not satisfiable";
+    case 429:
+        return "too many requests";
+    case 500:
+        return "internal server error";
+    case 501:
+        return "not implemented";
+    case 502:
+        return "bad gateway";
+    case 503:
+        return "service unavailable";
+    case 504:
+        return "gateway timeout";
+    default:
+        return "unexpected status";
     }
 }
 
@@ -1628,8 +1653,7 @@ const char *http_problem(const struct http_error *e, char *buf, size_t len)
             snprintf(buf, len, "HTTP %ld %s", e->status, status_text(e->status));
         break;
     case HTTP_ERR_NO_RANGE:
-        snprintf(buf, len,
-                 "the server does not honour Range requests (it sent the whole object)");
+        snprintf(buf, len, "the server does not honour Range requests (it sent the whole object)");
         break;
     case HTTP_ERR_BAD_RANGE:
         snprintf(buf, len, "the server answered another byte range than asked for (%s)", d);
@@ -1689,7 +1713,14 @@ const char *http_redact_url(const char *url, char *buf, size_t len)
         if (colon && colon[1 + strspn(colon + 1, "0123456789")] != *end)
             at = memchr(host, '@', strcspn(host, "?#"));
     }
-#define APPEND(s, k)                                                                               do {                                                                                               size_t k_ = (k);                                                                               if (k_ > len - 1 - n)                                                                              k_ = len - 1 - n;                                                                          memcpy(buf + n, (s), k_);                                                                      n += k_;                                                                                   } while (0)
+#define APPEND(s, k)                                                                               \
+    do {                                                                                           \
+        size_t k_ = (k);                                                                           \
+        if (k_ > len - 1 - n)                                                                      \
+            k_ = len - 1 - n;                                                                      \
+        memcpy(buf + n, (s), k_);                                                                  \
+        n += k_;                                                                                   \
+    } while (0)
     APPEND(url, (size_t)(host - url));
     if (at)
         host = at + 1;

@@ -86,14 +86,14 @@
 struct http_client;
 
 struct http_opts {
-    unsigned connections;   /* 0: HTTP_DEFAULT_CONNECTIONS; at most HTTP_MAX_CONNECTIONS */
-    unsigned timeout_ms;    /* 0: default; connect timeout, and the longest time a
-                             * transfer may make no progress (seconds granularity) */
-    int retries;            /* < 0: HTTP_DEFAULT_RETRIES; 0: never retry */
-    unsigned retry_base_ms; /* 0: HTTP_DEFAULT_RETRY_BASE_MS */
-    unsigned retry_max_ms;  /* 0: HTTP_DEFAULT_RETRY_MAX_MS */
-    const char *cacert;     /* borrowed during http_client_new(): a PEM CA file, or NULL
-                             * for the system's store */
+    unsigned connections;    /* 0: HTTP_DEFAULT_CONNECTIONS; at most HTTP_MAX_CONNECTIONS */
+    unsigned timeout_ms;     /* 0: default; connect timeout, and the longest time a
+                              * transfer may make no progress (seconds granularity) */
+    int retries;             /* < 0: HTTP_DEFAULT_RETRIES; 0: never retry */
+    unsigned retry_base_ms;  /* 0: HTTP_DEFAULT_RETRY_BASE_MS */
+    unsigned retry_max_ms;   /* 0: HTTP_DEFAULT_RETRY_MAX_MS */
+    const char *cacert;      /* borrowed during http_client_new(): a PEM CA file, or NULL
+                              * for the system's store */
     const char *header_file; /* borrowed during http_client_new(): extra request headers,
                               * one "Name: value" a line (blank lines and lines starting
                               * with '#' skipped), read once; values are secrets */
@@ -145,12 +145,12 @@ enum http_why {
 
 /* What went wrong, free of secrets (safe to print). */
 struct http_error {
-    int err;            /* 0 or a negative errno (table above) */
+    int err; /* 0 or a negative errno (table above) */
     enum http_why why;
-    long status;        /* the last HTTP status received, 0 if none */
-    char code[64];      /* an S3 <Code> from the error body ("NoSuchKey"), or "" */
-    char region[32];    /* x-amz-bucket-region of the reply, or "" */
-    char detail[192];   /* libcurl's text for a transport error, or what did not match */
+    long status;      /* the last HTTP status received, 0 if none */
+    char code[64];    /* an S3 <Code> from the error body ("NoSuchKey"), or "" */
+    char region[32];  /* x-amz-bucket-region of the reply, or "" */
+    char detail[192]; /* libcurl's text for a transport error, or what did not match */
 };
 
 enum http_kind {
@@ -173,24 +173,24 @@ struct http_req {
     const struct http_ident *expect; /* NULL, or the identity the reply must match;
                                       * expect->size is checked against the reply's
                                       * total when expect is set */
-    size_t body_max;              /* HTTP_BODY: largest body accepted */
+    size_t body_max;                 /* HTTP_BODY: largest body accepted */
     enum http_prio prio;
     void (*done)(struct http_req *r); /* called once, on a worker thread, without
                                        * any client lock; r may be freed in it */
-    void *arg;                    /* for done() */
+    void *arg;                        /* for done() */
 
     /* Out: valid in done(). */
     struct http_error error;
-    struct http_ident got;        /* identity sent with the (last) reply; got.size is
-                                   * the total from Content-Range or Content-Length */
-    uint64_t got_off;             /* HTTP_SUFFIX: offset of the first byte received */
-    size_t got_len;               /* HTTP_RANGE/_SUFFIX: bytes placed in iov */
-    bool whole;                   /* HTTP_SUFFIX: the server sent the whole object (200) */
-    char *body;                   /* HTTP_BODY: owned by the caller once done (free()),
-                                   * NUL-terminated; NULL on error */
+    struct http_ident got; /* identity sent with the (last) reply; got.size is
+                            * the total from Content-Range or Content-Length */
+    uint64_t got_off;      /* HTTP_SUFFIX: offset of the first byte received */
+    size_t got_len;        /* HTTP_RANGE/_SUFFIX: bytes placed in iov */
+    bool whole;            /* HTTP_SUFFIX: the server sent the whole object (200) */
+    char *body;            /* HTTP_BODY: owned by the caller once done (free()),
+                            * NUL-terminated; NULL on error */
     size_t body_len;
-    unsigned attempts;            /* requests sent for this one (1 + retries) */
-    uint64_t bytes;               /* body bytes received over all attempts */
+    unsigned attempts; /* requests sent for this one (1 + retries) */
+    uint64_t bytes;    /* body bytes received over all attempts */
 
     /* Private to http.c. */
     struct http_req *qprev, *qnext; /* protected by the client lock: queue links */
@@ -250,7 +250,7 @@ struct http_probe {
     unsigned char *tail; /* owned: bytes [tail_off, id.size) */
     size_t tail_len;
     uint64_t tail_off;
-    unsigned requests;   /* HTTP requests it took */
+    unsigned requests; /* HTTP requests it took */
 };
 int http_probe(struct http_client *c, const char *url, const struct http_auth *auth,
                size_t head_len, size_t tail_len, struct http_probe *out, struct http_error *e);

@@ -37,13 +37,13 @@
 #define STACK_SLOTS 16
 
 struct remote_ctx {
-    struct http_client *http;    /* borrowed */
-    const struct s3_config *s3;  /* borrowed, may be NULL */
-    struct cache *cache;         /* owned: compressed blocks of every source */
-    size_t block;                /* immutable */
-    uint64_t ahead_max;          /* immutable: largest fetch-ahead window */
+    struct http_client *http;         /* borrowed */
+    const struct s3_config *s3;       /* borrowed, may be NULL */
+    struct cache *cache;              /* owned: compressed blocks of every source */
+    size_t block;                     /* immutable */
+    uint64_t ahead_max;               /* immutable: largest fetch-ahead window */
     atomic_uint_least64_t next_owner; /* atomic: cache owner ids */
-    struct counters *totals;     /* owned: every source's counters added up */
+    struct counters *totals;          /* owned: every source's counters added up */
 };
 
 struct fetch;
@@ -54,23 +54,23 @@ struct counters {
 };
 
 struct pending {
-    uint64_t index;            /* block index */
-    struct pending *hnext;     /* protected by the source lock: table chain */
-    struct fetch *f;           /* protected by the source lock: the fetch, until done */
-    struct cache_chunk *ch;    /* set at done: the block (a reference), or NULL on error */
-    int err;                   /* set at done */
-    bool done;                 /* protected by the source lock */
-    unsigned refs;             /* protected by the source lock: waiters + 1 while in the table */
+    uint64_t index;         /* block index */
+    struct pending *hnext;  /* protected by the source lock: table chain */
+    struct fetch *f;        /* protected by the source lock: the fetch, until done */
+    struct cache_chunk *ch; /* set at done: the block (a reference), or NULL on error */
+    int err;                /* set at done */
+    bool done;              /* protected by the source lock */
+    unsigned refs;          /* protected by the source lock: waiters + 1 while in the table */
 };
 
 struct fetch {
-    struct http_req req;       /* first: the done() callback gets it */
-    struct rsrc *s;            /* borrowed: the source outlives its fetches */
+    struct http_req req; /* first: the done() callback gets it */
+    struct rsrc *s;      /* borrowed: the source outlives its fetches */
     bool ahead;
-    unsigned n;                /* blocks */
-    struct pending **p;        /* n entries, borrowed via their table reference */
-    struct cache_chunk **ch;   /* n chunks, one reference each (the fetch's) */
-    struct iovec *iov;         /* n */
+    unsigned n;              /* blocks */
+    struct pending **p;      /* n entries, borrowed via their table reference */
+    struct cache_chunk **ch; /* n chunks, one reference each (the fetch's) */
+    struct iovec *iov;       /* n */
 };
 
 struct stream {
@@ -83,37 +83,37 @@ struct stream {
 };
 
 struct rsrc {
-    struct src base;           /* first: struct src * and struct rsrc * convert */
-    struct remote_ctx *ctx;    /* borrowed */
-    char *url;                 /* owned: as given */
-    char *fetch_url;           /* owned: what requests go to */
+    struct src base;              /* first: struct src * and struct rsrc * convert */
+    struct remote_ctx *ctx;       /* borrowed */
+    char *url;                    /* owned: as given */
+    char *fetch_url;              /* owned: what requests go to */
     const struct http_auth *auth; /* borrowed from ctx->s3, or NULL */
-    struct http_ident id;      /* immutable after open */
-    uint64_t owner;            /* immutable: cache owner id */
-    unsigned char *head, *tail; /* owned, immutable: bytes [0, head_len), [tail_off, size) */
+    struct http_ident id;         /* immutable after open */
+    uint64_t owner;               /* immutable: cache owner id */
+    unsigned char *head, *tail;   /* owned, immutable: bytes [0, head_len), [tail_off, size) */
     size_t head_len, tail_len;
     uint64_t tail_off;
-    atomic_bool changed;       /* atomic: set once a fetch saw another object */
+    atomic_bool changed; /* atomic: set once a fetch saw another object */
 
     /* Lock order: before the HTTP client's and the cache's locks. */
     pthread_mutex_t lock;
-    pthread_cond_t cv;         /* a fetch completed */
+    pthread_cond_t cv;                      /* a fetch completed */
     struct pending *table[PENDING_BUCKETS]; /* protected by lock */
-    unsigned inflight;         /* protected by lock: fetches not completed */
-    struct stream streams[REMOTE_STREAMS]; /* protected by lock */
-    uint64_t clock;            /* protected by lock: stream stamps */
+    unsigned inflight;                      /* protected by lock: fetches not completed */
+    struct stream streams[REMOTE_STREAMS];  /* protected by lock */
+    uint64_t clock;                         /* protected by lock: stream stamps */
 
-    struct counters n;         /* atomic */
+    struct counters n; /* atomic */
 };
 
 static const struct src_ops remote_ops;
 
 /* Count v into the source's and the context's field. */
-#define COUNT(s, field, v)                                                                     \
-    do {                                                                                       \
-        uint64_t v_ = (v);                                                                     \
-        atomic_fetch_add(&(s)->n.field, v_);                                                   \
-        atomic_fetch_add(&(s)->ctx->totals->field, v_);                                        \
+#define COUNT(s, field, v)                                                                         \
+    do {                                                                                           \
+        uint64_t v_ = (v);                                                                         \
+        atomic_fetch_add(&(s)->n.field, v_);                                                       \
+        atomic_fetch_add(&(s)->ctx->totals->field, v_);                                            \
     } while (0)
 
 static struct rsrc *to_rsrc(struct src *s)

@@ -250,7 +250,8 @@ static bool config_has(const struct ini *cfg, const char *profile)
     char sec[300];
 
     snprintf(sec, sizeof(sec), "profile %s", profile);
-    return ini_has_section(cfg, sec) || (!strcmp(profile, "default") && ini_has_section(cfg, "default"));
+    return ini_has_section(cfg, sec) ||
+           (!strcmp(profile, "default") && ini_has_section(cfg, "default"));
 }
 
 static int file_path(const char *var, const char *rel, char **out)
@@ -288,8 +289,8 @@ static int load_credentials(struct s3_config *c, const struct files *f, char *ms
     const char *ak = env("AWS_ACCESS_KEY_ID"), *sk = env("AWS_SECRET_ACCESS_KEY");
     const char *tok;
     static const char *const unsupported[] = {
-        "role_arn", "credential_process", "sso_start_url", "sso_session",
-        "web_identity_token_file", NULL,
+        "role_arn",    "credential_process",      "sso_start_url",
+        "sso_session", "web_identity_token_file", NULL,
     };
     int err;
 
@@ -299,7 +300,8 @@ static int load_credentials(struct s3_config *c, const struct files *f, char *ms
             tok = env("AWS_SECURITY_TOKEN");
         snprintf(c->creds_from, sizeof(c->creds_from), "the environment");
     } else if (ak || sk) {
-        snprintf(msg, len, "%s is set but %s is not", ak ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY",
+        snprintf(msg, len, "%s is set but %s is not",
+                 ak ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY",
                  ak ? "AWS_SECRET_ACCESS_KEY" : "AWS_ACCESS_KEY_ID");
         return -EINVAL;
     } else {
@@ -740,7 +742,8 @@ static char *xml_decode(const char *s, size_t n, int *err)
         static const struct {
             const char *name;
             char ch;
-        } named[] = {{"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
+        } named[] = {
+            {"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
         bool done = false;
         for (size_t i = 0; semi && i < sizeof(named) / sizeof(named[0]); i++) {
             if (k == strlen(named[i].name) && !memcmp(s, named[i].name, k)) {
@@ -755,8 +758,9 @@ static char *xml_decode(const char *s, size_t n, int *err)
             bool ok = d < semi && semi - d <= 8;
             for (const char *q = d; ok && q < semi; q++) {
                 int v = isdigit((unsigned char)*q) ? *q - '0'
-                        : hex && isxdigit((unsigned char)*q) ? (tolower((unsigned char)*q) - 'a' + 10)
-                                                             : -1;
+                        : hex && isxdigit((unsigned char)*q)
+                            ? (tolower((unsigned char)*q) - 'a' + 10)
+                            : -1;
                 ok = v >= 0;
                 cp = cp * (hex ? 16 : 10) + (uint32_t)(v < 0 ? 0 : v);
             }

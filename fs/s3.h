@@ -71,21 +71,21 @@ struct s3_opts {
 };
 
 struct s3_config {
-    char *region;        /* owned */
-    char *endpoint;      /* owned: "scheme://host[:port][/base]", no trailing '/' */
-    bool path_style;     /* requests name the bucket in the path */
-    bool virtual_forced; /* addressing_style = virtual in the profile */
-    bool anonymous;      /* unsigned requests */
-    char *ca_bundle;     /* owned: AWS_CA_BUNDLE or the profile's ca_bundle, or NULL */
-    char *access_key;    /* owned, NULL if anonymous */
-    char *secret_key;    /* owned secret, NULL if anonymous */
-    char *session_token; /* owned secret, or NULL */
+    char *region;         /* owned */
+    char *endpoint;       /* owned: "scheme://host[:port][/base]", no trailing '/' */
+    bool path_style;      /* requests name the bucket in the path */
+    bool virtual_forced;  /* addressing_style = virtual in the profile */
+    bool anonymous;       /* unsigned requests */
+    char *ca_bundle;      /* owned: AWS_CA_BUNDLE or the profile's ca_bundle, or NULL */
+    char *access_key;     /* owned, NULL if anonymous */
+    char *secret_key;     /* owned secret, NULL if anonymous */
+    char *session_token;  /* owned secret, or NULL */
     char creds_from[160]; /* where the credentials came from, for messages */
     /* The request shape every S3 request of this config points to
      * (borrowed by requests until the config is destroyed). */
     struct http_auth auth;
     char sigv4[96];
-    char *token_header;  /* owned secret: "x-amz-security-token: ..." */
+    char *token_header; /* owned secret: "x-amz-security-token: ..." */
     const char *headers[3];
 };
 
@@ -127,7 +127,7 @@ int s3_encode(const char *s, bool keep_slash, char **out);
 int s3_object_url(const struct s3_config *c, const char *bucket, const char *key, char **url);
 
 struct s3_object {
-    char *key;     /* owned, decoded */
+    char *key; /* owned, decoded */
     uint64_t size;
     char etag[HTTP_ETAG_MAX];
     char last_modified[HTTP_DATE_MAX]; /* ISO 8601 as S3 lists it */
@@ -136,8 +136,8 @@ struct s3_object {
 struct s3_listing {
     struct s3_object *objs; /* owned, count of them, in S3's (byte) order */
     size_t count;
-    size_t cap;             /* private: objs allocated */
-    unsigned pages;         /* ListObjectsV2 requests it took */
+    size_t cap;     /* private: objs allocated */
+    unsigned pages; /* ListObjectsV2 requests it took */
 };
 
 /* Does key name an archive npyfs mounts (".npz" or ".npy.gz")? */

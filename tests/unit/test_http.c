@@ -599,9 +599,9 @@ static void test_header_file(void)
 static void test_redact(void)
 {
     char b[256];
-    CHECK(!strcmp(http_redact_url("https://user:pw@host:8443/a/b.npz?X-Amz-Signature=abc#f", b,
-                                  sizeof(b)),
-                  "https://host:8443/a/b.npz"));
+    CHECK(!strcmp(
+        http_redact_url("https://user:pw@host:8443/a/b.npz?X-Amz-Signature=abc#f", b, sizeof(b)),
+        "https://host:8443/a/b.npz"));
     CHECK(!strcmp(http_redact_url("http://host/p?q", b, sizeof(b)), "http://host/p"));
     CHECK(!strcmp(http_redact_url("http://u:pa/ss@host/p", b, sizeof(b)), "http://host/p"));
     CHECK(!strcmp(http_redact_url("http://host:80/a@b", b, sizeof(b)), "http://host:80/a@b"));

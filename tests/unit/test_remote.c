@@ -235,7 +235,7 @@ static void test_sequential(void)
     remote_src_stats(s, &st);
     fprintf(stderr, "sequential: %ld requests for %zu blocks, %ld at once, %llu ahead\n", req,
             blocks, conc, (unsigned long long)st.ahead_blocks);
-    CHECK(conc >= 2);                       /* fetch-ahead runs in parallel */
+    CHECK(conc >= 2);                            /* fetch-ahead runs in parallel */
     CHECK(req > 0 && (size_t)req <= blocks / 2); /* runs of several blocks */
     CHECK(st.ahead_blocks >= blocks / 2);
     CHECK(st.bytes <= OBJ_SIZE + REMOTE_TAIL); /* nothing fetched twice */
@@ -483,8 +483,8 @@ static void test_open_errors(void)
 int main(void)
 {
     char path[4096];
-    struct http_opts ho = {.connections = 8, .timeout_ms = 1000, .retries = 1,
-                           .retry_base_ms = 5, .retry_max_ms = 20};
+    struct http_opts ho = {
+        .connections = 8, .timeout_ms = 1000, .retries = 1, .retry_base_ms = 5, .retry_max_ms = 20};
 
     alarm(240);
     dir = ts_tmpdir();

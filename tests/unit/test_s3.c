@@ -30,10 +30,21 @@
 static char *dir;
 
 static const char *const aws_vars[] = {
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION",
-    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
-    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "AWS_CA_BUNDLE", NULL,
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+    "AWS_CA_BUNDLE",
+    NULL,
 };
 
 static void clear_env(void)
@@ -107,7 +118,8 @@ static void test_object_urls(void)
     CHECK(!strcmp(c.auth.headers[0], "x-amz-content-sha256: UNSIGNED-PAYLOAD"));
     s3_config_destroy(&c);
 
-    struct s3_opts ps = {.anonymous = true, .endpoint = "http://minio.local:9000/", .path_style = true};
+    struct s3_opts ps = {
+        .anonymous = true, .endpoint = "http://minio.local:9000/", .path_style = true};
     CHECK_EQ(s3_config_load(&ps, &c, msg, sizeof(msg)), 0);
     CHECK_EQ(s3_object_url(&c, "bkt", "k.npz", &u), 0);
     CHECK(!strcmp(u, "http://minio.local:9000/bkt/k.npz"));
@@ -407,8 +419,10 @@ static struct ts_proc s3rver;
 static int s3_port;
 
 static const char *const odd_keys[] = {
-    "odd/a b.npz", "odd/plus+sign.npz", "odd/100%.npz", "odd/\xc3\xbcn\xc3\xaf\xc2\xa9\xc3\xb8.npz",
-    "odd/x~y_z-.npy.gz", "odd/and&lt<gt>.npz", "odd/sub/deep.npz", NULL,
+    "odd/a b.npz",       "odd/plus+sign.npz",
+    "odd/100%.npz",      "odd/\xc3\xbcn\xc3\xaf\xc2\xa9\xc3\xb8.npz",
+    "odd/x~y_z-.npy.gz", "odd/and&lt<gt>.npz",
+    "odd/sub/deep.npz",  NULL,
 };
 
 static int upload(const char *bucket, const char *const *keys, const char *const *files)
@@ -559,8 +573,13 @@ static void test_s3rver(void)
     CHECK_EQ(upload("bkt", k1, fl1), 0); /* another size and ETag */
     unsigned char buf[100];
     struct iovec v = {.iov_base = buf, .iov_len = sizeof(buf)};
-    struct http_req r = {.kind = HTTP_RANGE, .url = url, .auth = s3_auth(&c), .off = 10,
-                         .iov = &v, .iovcnt = 1, .expect = &p.id};
+    struct http_req r = {.kind = HTTP_RANGE,
+                         .url = url,
+                         .auth = s3_auth(&c),
+                         .off = 10,
+                         .iov = &v,
+                         .iovcnt = 1,
+                         .expect = &p.id};
     CHECK_EQ(http_run(h, &r), -ESTALE);
     CHECK_EQ(r.got_len, 0);
     http_probe_destroy(&p);
@@ -667,8 +686,13 @@ static void test_signatures(void)
         check_last_signed(&sp, false);
         unsigned char buf[200];
         struct iovec v = {.iov_base = buf, .iov_len = sizeof(buf)};
-        struct http_req r = {.kind = HTTP_RANGE, .url = url, .auth = s3_auth(&c), .off = 3,
-                             .iov = &v, .iovcnt = 1, .expect = &p.id};
+        struct http_req r = {.kind = HTTP_RANGE,
+                             .url = url,
+                             .auth = s3_auth(&c),
+                             .off = 3,
+                             .iov = &v,
+                             .iovcnt = 1,
+                             .expect = &p.id};
         CHECK_EQ(http_run(h, &r), 0);
         CHECK(!memcmp(buf, data + 3, sizeof(buf)));
         check_last_signed(&sp, false);

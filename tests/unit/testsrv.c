@@ -182,7 +182,8 @@ static int read_line(int fd, char *reply, size_t len, int timeout_ms)
         struct pollfd pf = {.fd = fd, .events = POLLIN};
         char ch;
         clock_gettime(CLOCK_MONOTONIC, &t);
-        long left = timeout_ms - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
+        long left =
+            timeout_ms - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
         if (left <= 0 || poll(&pf, 1, (int)left) <= 0)
             return -1;
         if (read(fd, &ch, 1) != 1)
@@ -235,8 +236,8 @@ static bool have(const char *prog, const char *what)
 {
     if (access(prog, X_OK) == 0)
         return true;
-    fprintf(stderr, "MISSING: %s is not installed (%s); scripts/install-deps installs it\n",
-            prog, what);
+    fprintf(stderr, "MISSING: %s is not installed (%s); scripts/install-deps installs it\n", prog,
+            what);
     return false;
 }
 
@@ -261,10 +262,25 @@ static int make_cert(const char *dir)
     char key[4096], crt[4096];
     snprintf(key, sizeof(key), "%s/key.pem", dir);
     snprintf(crt, sizeof(crt), "%s/cert.pem", dir);
-    const char *argv[] = {OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                          "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=127.0.0.1",
-                          "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-days", "2",
-                          "-keyout", key, "-out", crt, NULL};
+    const char *argv[] = {OPENSSL,
+                          "req",
+                          "-x509",
+                          "-newkey",
+                          "ec",
+                          "-pkeyopt",
+                          "ec_paramgen_curve:prime256v1",
+                          "-nodes",
+                          "-subj",
+                          "/CN=127.0.0.1",
+                          "-addext",
+                          "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                          "-days",
+                          "2",
+                          "-keyout",
+                          key,
+                          "-out",
+                          crt,
+                          NULL};
     return ts_run(argv, 30);
 }
 
@@ -306,8 +322,8 @@ int ts_nginx_start(const char *dir, struct ts_proc *p, int *port, int *tls_port)
                  "  location /redir/ { rewrite ^/redir/(.*)$ /$1 redirect; }\n"
                  "  location /loop/ { return 302 /loop/; }\n"
                  " }\n}\n",
-                 geteuid() == 0 ? "user root;" : "", dir, dir, dir, dir, dir, dir, dir, dir,
-                 *port, tls, dir);
+                 geteuid() == 0 ? "user root;" : "", dir, dir, dir, dir, dir, dir, dir, dir, *port,
+                 tls, dir);
         snprintf(conf, sizeof(conf), "%s/nginx.conf", dir);
         if (ts_write_file(conf, text, strlen(text)) < 0)
             return -1;
@@ -371,13 +387,13 @@ int ts_s3rver_start(const char *dir, const char *const *buckets, struct ts_proc 
 
     p->pid = 0;
     p->in_fd = p->out_fd = -1;
-    snprintf(js, sizeof(js), "%s/tests/servers/node_modules/s3rver/bin/s3rver.js",
-             ts_source_dir());
+    snprintf(js, sizeof(js), "%s/tests/servers/node_modules/s3rver/bin/s3rver.js", ts_source_dir());
     if (!have(NODE, "Debian nodejs"))
         return -1;
     if (access(js, R_OK) != 0) {
-        fprintf(stderr, "MISSING: %s; install it with: npm ci --prefix %s/tests/servers "
-                        "(s3rver@3.7.1)\n",
+        fprintf(stderr,
+                "MISSING: %s; install it with: npm ci --prefix %s/tests/servers "
+                "(s3rver@3.7.1)\n",
                 js, ts_source_dir());
         return -1;
     }
