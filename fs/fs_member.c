@@ -27,8 +27,15 @@
  * decoder produces is checked against it before it goes into the cache, and
  * every stored read is served from whole chunks checked the same way, so
  * damage that appears after the table was built (bit rot, the archive
- * rewritten in place with its mtime restored) fails the read that meets it
- * instead of handing out wrong bytes.
+ * rewritten between mounts with its mtime restored) fails the read that
+ * meets it instead of handing out wrong bytes.
+ *
+ * Change: every path that reads the archive (readers, readahead workers,
+ * stored reads, the indexer's passes, the open) checks the archive's
+ * identity after its reads and before it uses their bytes
+ * (fs_archive_check()), chunk by chunk, so a chunk is cached or served only
+ * if it was decoded from the content the archive had at open. Once a change
+ * is found nothing more is served and the kernel drops the members' pages.
  */
 #define _GNU_SOURCE
 #include "fs.h"
