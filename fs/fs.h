@@ -270,6 +270,12 @@ void fs_member_condemn(struct fs_member *m, int err, uint64_t from);
  * any lock held. */
 void fs_pages_drop(struct fs_member *m);
 
+/* fs_ops.c: once the session loop has ended, before the session's fd is
+ * closed (fuse_session_unmount()): no notification starts afterwards, and
+ * one under way is waited for (a few seconds at most). FUSE destroy, later,
+ * joins the thread. */
+void fs_notifier_quiesce(void);
+
 /* Readahead: decode chunks first..last of a FS_DEFLATE member into the cache
  * with a fresh decoder started at the access point at output offset point
  * (chunk first-1 or earlier must not be needed: the caller produces whole

@@ -413,6 +413,7 @@ static int serve(struct fuse_session *se)
     fuse_loop_cfg_set_clone_fd(cfg, 0);
     fuse_loop_cfg_set_max_threads(cfg, 16);
     ret = fuse_session_loop_mt(se, cfg);
+    fs_notifier_quiesce(); /* nothing is sent once the fd may be closed */
     fuse_loop_cfg_destroy(cfg);
     fuse_remove_signal_handlers(se);
     fuse_session_unmount(se);

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
+#include <time.h>
 
 /* The archive is not expected to change under the mount; see README. */
 #define ATTR_TIMEOUT 3600.0
@@ -48,11 +49,17 @@ static struct fs_ctx *ctx_of(fuse_req_t req)
 static struct {
     pthread_mutex_t lock;
     pthread_cond_t work;        /* signalled when the queue grows or stop is set */
+    pthread_cond_t done;        /* broadcast when a notification returns */
     struct fs_member *head, *tail; /* protected by lock */
     bool running, stop;         /* protected by lock */
+    bool sending;               /* protected by lock: a notification is in the kernel */
     struct fuse_session *se;    /* immutable while running */
     pthread_t thread;
-} notifier = {.lock = PTHREAD_MUTEX_INITIALIZER, .work = PTHREAD_COND_INITIALIZER};
+} notifier = {.lock = PTHREAD_MUTEX_INITIALIZER, .work = PTHREAD_COND_INITIALIZER,
+              .done = PTHREAD_COND_INITIALIZER};
+
+/* How long fs_notifier_quiesce() waits for a notification in the kernel. */
+#define QUIESCE_SECONDS 5
 
 /* Contract in fs.h. */
 void fs_pages_drop(struct fs_member *m)
@@ -91,6 +98,7 @@ static void *notifier_main(void *arg)
         if (!notifier.head)
             notifier.tail = NULL;
         m->inval_queued = false; /* damage found from here on queues it again */
+        notifier.sending = true; /* stop was not set: the session's fd is open */
         pthread_mutex_unlock(&notifier.lock);
 
         /* Off 0, length 0: every page. The kernel drops them before the
@@ -105,6 +113,8 @@ static void *notifier_main(void *arg)
             fuse_log(FUSE_LOG_DEBUG, "npyfs: cannot drop the cached pages of inode %llu: %d\n",
                      (unsigned long long)ino, ret);
         pthread_mutex_lock(&notifier.lock);
+        notifier.sending = false;
+        pthread_cond_broadcast(&notifier.done);
     }
     pthread_mutex_unlock(&notifier.lock);
     return NULL;
@@ -129,6 +139,25 @@ static void notifier_start(struct fs_ctx *ctx)
         fuse_log(FUSE_LOG_ERR, "npyfs: %s: cannot start the page notifier (%s); damaged "
                  "members' pages already cached by the kernel stay readable\n",
                  ctx->source, strerror_r(ret, err, sizeof(err)));
+}
+
+/* Contract in fs.h. A notification in the kernel may wait for reads of its
+ * file in flight, which, once the loop has ended, only the fd's close
+ * aborts: so the wait is bounded. A write under way when the fd closes
+ * still completes on the file it started on; none starts after stop. */
+void fs_notifier_quiesce(void)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += QUIESCE_SECONDS;
+    pthread_mutex_lock(&notifier.lock);
+    notifier.stop = true;
+    pthread_cond_signal(&notifier.work);
+    while (notifier.sending &&
+           pthread_cond_timedwait(&notifier.done, &notifier.lock, &until) != ETIMEDOUT)
+        ;
+    pthread_mutex_unlock(&notifier.lock);
 }
 
 /* FUSE destroy: stop and join the notifier; the queue is dropped (the
