@@ -13,12 +13,17 @@ kernel's cached pages, and parked decoders are bounded mount-wide.
   Each both with a plain pwrite and with the source's mtime restored after
   it (the change then shows only in its ctime). Level 0 keeps every output
   byte at a known place in the source (stored deflate blocks).
-- Damage found after a member's pages are in the kernel page cache: the
-  daemon drops those pages (FUSE inval_inode), so a re-read fails with EIO
-  instead of being served from the page cache.
+- Damage found after a member's pages are in the kernel page cache (a
+  CRC-32 mismatch at the member's end, or a change of the archive found
+  through another member): the daemon drops those pages (FUSE inval_inode),
+  so a re-read fails with EIO, and a memory map of them is SIGBUS, instead
+  of being served from the page cache.
 - Parked decoders: 200 deflate members open at once, each read partly by a
   sequential reader: `npyfs stats` shows no more parked decoders than the
   mount-wide bound, and every read is exact.
+
+Another program writes the source here (the test's own copy): npyfs itself
+never writes it.
 """
 
 import errno
@@ -224,6 +229,11 @@ def mmap_reader(path, truth, change):
 
 # ------------------------------------------------------------- change ---
 
+# Before the fix every mtime-restored case served new bytes, and so did a
+# plain pwrite under readahead workers (threads=2: a worker's run of many
+# chunks was checked only at its ends). A plain pwrite under a lone reader was
+# caught, by a check before each read, which left a window between that check
+# and the read (and a stored read's splice).
 CASES = [
     # (kind, reader, options)
     ("deflate", "pread", ["threads=0"]),
