@@ -35,14 +35,18 @@
 #define FS_DEFAULT_CACHE_SIZE (256ull << 20)
 /* Decoders parked per member for sequential readers to continue from. */
 #define FS_PARKED_MAX 4
+/* Decoders parked in the whole mount (about 100 KiB each: z_stream state,
+ * 32 KiB window, 64 KiB input buffer, ISA-L state): parking one more drops
+ * the least recently parked, whichever member holds it. */
+#define FS_PARKED_TOTAL 64
 /* Most readahead workers -o threads= accepts. */
 #define FS_THREADS_MAX 256
 /* Default kernel readahead per file (-o readahead=), in place of the
  * kernel's 128 KiB for FUSE: a sequential reader then keeps larger READs in
  * flight, which halved the time of a cold pass over a stored member and cut
- * a deflate one by a third. Not 1 MiB: a 1 MiB reply no longer fits
- * libfuse's splice pipe, and stored reads fall back to a copy (slower than
- * 128 KiB). */
+ * a deflate one by a third. Not 1 MiB: measured when stored reads were
+ * still spliced, a 1 MiB reply no longer fit libfuse's splice pipe and fell
+ * back to a copy (slower than 128 KiB). */
 #define FS_DEFAULT_READAHEAD (512ull << 10)
 
 /* Room for one more element in the array at *(T **)arrp, which holds count
@@ -72,6 +76,15 @@ enum fs_kind {
 };
 
 struct fs_busy; /* a decode in progress, private to fs_member.c */
+
+/* A slot for one parked decoder of a member. Every field is protected by
+ * the process-wide parked lock (fs_member.c), a leaf taken after a member's
+ * lock: parking can drop another member's decoder without its lock. */
+struct fs_parked {
+    struct dfx_reader *r;            /* owned; NULL: the slot is free */
+    struct fs_parked *older, *newer; /* the list of used slots of every member,
+                                      * least recently parked first */
+};
 struct dfx_crcs; /* a chunk CRC table, format/dfx_store.h */
 struct fs_meta; /* a member's parsed .npy header strings, private to fs_xattr.c */
 struct fs_ra;
@@ -91,13 +104,23 @@ struct fs_member {
     struct dfx_index *ix; /* owned, FS_DEFLATE only */
 
     /* Decoder pool for sequential readers: protected by lock. The lock is
-     * taken before the cache's own lock, and never held while inflating. */
+     * taken before the cache's own lock and the parked lock, and never held
+     * while inflating. */
     pthread_mutex_t lock;
     pthread_cond_t idle; /* broadcast when a decode in progress ends */
-    struct dfx_reader *parked[FS_PARKED_MAX];
-    int nparked;
+    /* parked decoders: the slots are protected by the parked lock, which is
+     * taken with lock held (or by a parker of another member, to drop one) */
+    struct fs_parked parked[FS_PARKED_MAX];
     struct fs_busy *busy; /* decodes in progress (list) */
     int opens;            /* open file handles */
+    atomic_bool was_opened; /* opened at least once: the kernel may cache its pages */
+    /* atomic: its inode number in the mount, set once when its unit is
+     * opened (fs_vfs.c); 0 for a member with no inode (not placed, or
+     * outside a mount) */
+    atomic_uint_least64_t ino;
+    /* The notifier's queue (fs_ops.c): protected by its lock. */
+    bool inval_queued;
+    struct fs_member *inval_next;
     atomic_bool logged;   /* one log line per damaged member */
     uint32_t crc32;       /* immutable: CRC-32 from the zip directory (stored members) */
     atomic_bool verified; /* FS_STORED: its CRC-32 was checked and matched */
@@ -128,7 +151,13 @@ struct fs_archive {
     struct fs_member *members; /* owned, count of them */
     size_t count;
     uint64_t spacing;
-    atomic_bool changed; /* the source's size or mtime moved since open */
+    /* the source changed since open (fs_archive_check()): set once, never
+     * cleared; from then on every read of its members fails */
+    atomic_bool changed;
+    /* atomic: the ctime (ns) a check compares with: st's, or once, when the
+     * file is found unlinked with its content untouched, the ctime the
+     * unlink gave it (see fs_archive_check()) */
+    atomic_int_least64_t ctime_ns;
 };
 
 /* Open and parse a source (zip or gzip, told apart by magic). Nothing of the
@@ -163,11 +192,16 @@ void fs_archive_free(struct fs_archive *a);
 int fs_archive_open_plain(int dirfd, const char *rel, const char *path, const char *name,
                           uint64_t spacing, struct fs_archive **out);
 
-/* Has the archive changed since it was opened (size or mtime, to the
- * nanosecond)? Bytes read from it now may not be what the directory and the
- * index describe, so every read that needs the archive fails: returns 0 or
- * -EIO, and logs once. Cheap (one fstat); thread-safe. A replaced archive
- * (renamed over) is not a change: the open fd still holds the old file. */
+/* Is the archive's file the same as when it was opened: device, inode,
+ * size, mtime and ctime to the nanosecond? Returns 0, or -EIO once it is
+ * not (every later call too; logged once, and the kernel is asked to drop
+ * the cached pages of every member opened so far). Bytes read from it
+ * before a call that returns 0 are the content it had at open (see the
+ * comment in fs_member.c), so every path that reads the archive calls this
+ * after its reads and before it uses their bytes. Cheap (one fstat);
+ * thread-safe. A replaced archive (renamed over, or deleted) is not a
+ * change: the open fd still holds the old file. Other changes of its
+ * status (chmod, a new link, a rename of it) count as changes. */
 int fs_archive_check(struct fs_archive *a);
 
 /* 0, or the negative errno that reads of a member from *bad_from on get:
@@ -192,14 +226,15 @@ int fs_member_scan_stored(struct fs_archive *a, struct fs_member *m, atomic_bool
  * whether t was kept. Thread-safe. */
 bool fs_member_set_crcs(struct fs_member *m, struct dfx_crcs *t);
 
-/* FS_STORED: read the whole chunks covering len bytes at off (clamped to
- * the member's end) into a new buffer *out (the caller frees it), where the
- * bytes asked for start at *out + *at, and check each chunk against the
- * member's chunk CRC table, if it has one: a mismatch is logged once and the
- * read fails (only reads that touch that chunk do). The caller has checked
- * fs_archive_check() and fs_member_damage() before; the archive is checked
- * again after the read. Returns the count (0 past the end, *out NULL), or
- * -EIO (a mismatch, a changed archive), -ENOMEM. Thread-safe. */
+/* FS_STORED: read len bytes at off (clamped to the member's end) into a
+ * new buffer *out (the caller frees it), where they start at *out + *at.
+ * With a chunk CRC table, the whole chunks covering them are read and each
+ * is checked against it: a mismatch is logged once and the read fails (only
+ * reads that touch that chunk do). The archive is checked
+ * (fs_archive_check()) after the read, so the bytes are never a mix of old
+ * and new content; the caller has checked fs_member_damage(). Returns the
+ * count (0 past the end, *out NULL), or -EIO (a mismatch, a changed
+ * archive), -ENOMEM. Thread-safe. */
 int64_t fs_member_read_stored(struct fs_archive *a, struct fs_member *m, uint64_t off, size_t len,
                               unsigned char **out, size_t *at);
 
@@ -221,6 +256,31 @@ int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, 
 /* Bookkeeping for open handles: the last close frees parked decoders. */
 void fs_member_opened(struct fs_member *m);
 void fs_member_closed(struct fs_member *m);
+
+/* Decoders parked in the whole process now (at most FS_PARKED_TOTAL). */
+unsigned fs_parked_count(void);
+
+/* Damage was found in m (from offset from on; err < 0): record it in its
+ * index (FS_DEFLATE) so later reads fail, and have the kernel drop the
+ * pages of m it cached. Thread-safe. */
+void fs_member_condemn(struct fs_member *m, int err, uint64_t from);
+
+/* fs_ops.c: have the kernel drop every page of m's file it cached (damage
+ * was found in m, or its archive changed), so later reads come to the
+ * daemon and fail. Queued for the notifier thread, which FUSE init starts
+ * and destroy joins: fuse_lowlevel_notify_inval_inode() called from a READ
+ * handler of the same inode can deadlock (the kernel holds the pages of
+ * that read locked until it is answered). Does nothing for a member never
+ * opened or without an inode, or with no notifier running (outside a
+ * mount). Takes only the queue's leaf lock: callable from any thread with
+ * any lock held. */
+void fs_pages_drop(struct fs_member *m);
+
+/* fs_ops.c: once the session loop has ended, before the session's fd is
+ * closed (fuse_session_unmount()): no notification starts afterwards, and
+ * one under way is waited for (a few seconds at most). FUSE destroy, later,
+ * joins the thread. */
+void fs_notifier_quiesce(void);
 
 /* Readahead: decode chunks first..last of a FS_DEFLATE member into the cache
  * with a fresh decoder started at the access point at output offset point
@@ -300,8 +360,12 @@ struct fs_opts {
     uint64_t max_read;  /* -o max_read= (also given to libfuse), or 0 */
 };
 
+struct fuse_session;
+
 struct fs_ctx {
     struct fs_vfs *vfs;         /* owned: the namespace and every archive in it */
+    struct fuse_session *se;    /* borrowed: the session, set before it runs (the
+                                 * notifier sends through it) */
     struct cache *cache;        /* owned */
     struct fs_opts opts;
     const char *source;         /* borrowed: the first source as given, for log lines */
@@ -517,6 +581,8 @@ struct fs_counters {
     atomic_uint_least64_t bytes_served; /* bytes in READ replies */
     atomic_uint_least64_t archives_opened;
     atomic_uint_least64_t readahead_chunks; /* chunks decoded into the cache by readahead workers */
+    atomic_uint_least64_t pages_dropped; /* files whose cached pages the kernel was told to
+                                          * drop (damage found, or the archive changed) */
 };
 extern struct fs_counters fs_counters;
 /* True in readahead worker threads (fs_readahead.c), so the decode can count

@@ -304,12 +304,21 @@ static int build_twin(struct fs_archive *a, struct fs_member *m, atomic_bool *st
         }
     }
     dfx_reader_free(r);
+    /* If the archive changed during the pass (checked after its last read,
+     * which vouches for every read before it: fs_archive_check()), its
+     * bytes may mix old and new content: nothing of it is published or
+     * saved, and an error it met is the change, not damage. */
+    if (ret != -ECANCELED && fs_archive_check(a) < 0) {
+        dfx_index_free(ix);
+        ret = -EIO;
+        goto out_free_buf;
+    }
     /* No byte of a member whose full pass fails can be vouched for: a
      * flipped bit may decode to wrong bytes well before the error, and there
      * is no table yet to tell. So the damage condemns all of it. */
     err = dfx_index_damage(ix, &bad_from);
     if (err)
-        dfx_index_set_damage(m->ix, err, 0);
+        fs_member_condemn(m, err, 0);
     if (ret == 0 && dfx_index_total(ix) != m->size)
         ret = -EIO; /* cannot happen for a checked stream; never save it */
     if (ret < 0) {
@@ -340,6 +349,8 @@ static void adopt_twin(struct fs_member *m, struct dfx_index *twin)
 
 static void log_damage(struct fs_archive *a, struct fs_member *m, int err)
 {
+    if (atomic_load(&a->changed))
+        return; /* not damage: the change was logged (fs_archive_check()) */
     if (atomic_exchange(&m->logged, true))
         return;
     fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s' is damaged (%s, found by the indexing "
@@ -619,9 +630,10 @@ void fs_indexer_stop(struct fs_indexer *x)
         x->on_disk[i] = true; /* once */
         pthread_mutex_unlock(&x->lock);
         /* grown by reads to the end (or sized by a full pass at open); with
-         * the chunk CRC table if a pass built one */
+         * the chunk CRC table if a pass built one; not from an archive that
+         * changed (its points may hold new bytes) */
         if (!on_disk && dfx_index_total(m->ix) != UINT64_MAX && !dfx_index_error(m->ix) &&
-            (dfx_index_points(m->ix) > 1 || has_table(m)))
+            (dfx_index_points(m->ix) > 1 || has_table(m)) && fs_archive_check(x->a) == 0)
             save(x, m, m->ix);
     }
 }

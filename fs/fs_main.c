@@ -413,6 +413,7 @@ static int serve(struct fuse_session *se)
     fuse_loop_cfg_set_clone_fd(cfg, 0);
     fuse_loop_cfg_set_max_threads(cfg, 16);
     ret = fuse_session_loop_mt(se, cfg);
+    fs_notifier_quiesce(); /* nothing is sent once the fd may be closed */
     fuse_loop_cfg_destroy(cfg);
     fuse_remove_signal_handlers(se);
     fuse_session_unmount(se);
@@ -602,6 +603,7 @@ static int cmd_mount(int argc, char **argv)
         return 1;
     }
     se = new_session(&ma, &ctx);
+    ctx.se = se; /* the notifier sends through it (fs_ops.c) */
     if (ma.foreground) {
         if (fuse_session_mount(se, ma.mountpoint) != 0) {
             fprintf(stderr, "npyfs: %s: cannot mount on %s\n", ma.source, ma.mountpoint);

@@ -27,8 +27,15 @@
  * decoder produces is checked against it before it goes into the cache, and
  * every stored read is served from whole chunks checked the same way, so
  * damage that appears after the table was built (bit rot, the archive
- * rewritten in place with its mtime restored) fails the read that meets it
- * instead of handing out wrong bytes.
+ * rewritten between mounts with its mtime restored) fails the read that
+ * meets it instead of handing out wrong bytes.
+ *
+ * Change: every path that reads the archive (readers, readahead workers,
+ * stored reads, the indexer's passes, the open) checks the archive's
+ * identity after its reads and before it uses their bytes
+ * (fs_archive_check()), chunk by chunk, so a chunk is cached or served only
+ * if it was decoded from the content the archive had at open. Once a change
+ * is found nothing more is served and the kernel drops the members' pages.
  */
 #define _GNU_SOURCE
 #include "fs.h"
@@ -63,6 +70,79 @@ struct fs_busy {
 
 static atomic_uint_fast64_t next_member_id = 1;
 
+static int64_t ts_ns(struct timespec t)
+{
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/*
+ * Parked decoders of every member, bounded in all (FS_PARKED_TOTAL) besides
+ * per member (FS_PARKED_MAX): a mount with thousands of open files would
+ * otherwise hold about 100 KiB per parked decoder, up to four per file.
+ * The used slots form one list, least recently parked first; parking one
+ * more past the bound drops the oldest, whichever member holds it. The lock
+ * is a leaf taken with a member's lock held (never a member's lock under
+ * it), so dropping another member's decoder needs no other member lock.
+ */
+static pthread_mutex_t parked_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fs_parked *parked_oldest, *parked_newest; /* protected by parked_lock */
+static atomic_uint parked_total; /* written under parked_lock: used slots */
+
+/* Take the decoder out of used slot p. parked_lock held. */
+static struct dfx_reader *slot_take(struct fs_parked *p)
+{
+    struct dfx_reader *r = p->r;
+
+    if (p->older)
+        p->older->newer = p->newer;
+    else
+        parked_oldest = p->newer;
+    if (p->newer)
+        p->newer->older = p->older;
+    else
+        parked_newest = p->older;
+    p->older = p->newer = NULL;
+    p->r = NULL;
+    atomic_store_explicit(&parked_total, atomic_load_explicit(&parked_total,
+                          memory_order_relaxed) - 1, memory_order_relaxed);
+    return r;
+}
+
+/* Park r in free slot p, as the most recent. parked_lock held. */
+static void slot_put(struct fs_parked *p, struct dfx_reader *r)
+{
+    p->r = r;
+    p->older = parked_newest;
+    p->newer = NULL;
+    if (parked_newest)
+        parked_newest->newer = p;
+    else
+        parked_oldest = p;
+    parked_newest = p;
+    atomic_store_explicit(&parked_total, atomic_load_explicit(&parked_total,
+                          memory_order_relaxed) + 1, memory_order_relaxed);
+}
+
+/* Take every decoder m has parked into drop[FS_PARKED_MAX]; returns the
+ * count. m->lock held, or m otherwise unreachable. */
+static int take_all_parked(struct fs_member *m, struct dfx_reader **drop)
+{
+    int n = 0;
+
+    pthread_mutex_lock(&parked_lock);
+    for (int i = 0; i < FS_PARKED_MAX; i++)
+        if (m->parked[i].r)
+            drop[n++] = slot_take(&m->parked[i]);
+    pthread_mutex_unlock(&parked_lock);
+    return n;
+}
+
+/* Contract in fs.h. */
+unsigned fs_parked_count(void)
+{
+    return atomic_load_explicit(&parked_total, memory_order_relaxed);
+}
+
 static int member_init(struct fs_member *m, const char *name, size_t name_len)
 {
     memset(m, 0, sizeof(*m));
@@ -80,8 +160,11 @@ static int member_init(struct fs_member *m, const char *name, size_t name_len)
 
 static void member_destroy(struct fs_member *m)
 {
-    for (int i = 0; i < m->nparked; i++)
-        dfx_reader_free(m->parked[i]);
+    struct dfx_reader *drop[FS_PARKED_MAX];
+    int n = take_all_parked(m, drop);
+
+    for (int i = 0; i < n; i++)
+        dfx_reader_free(drop[i]);
     dfx_index_free(m->ix);
     free(atomic_load(&m->crcs));
     pthread_mutex_destroy(&m->lock);
@@ -343,6 +426,7 @@ static int archive_start(int dirfd, const char *rel, const char *path, uint64_t 
         ret = -errno;
         goto out_free;
     }
+    atomic_init(&a->ctime_ns, ts_ns(a->st.st_ctim));
     *out = a;
     return 0;
 
@@ -397,6 +481,10 @@ int fs_archive_open_beneath(int dirfd, const char *rel, const char *path, uint64
         a->kind = FS_SRC_ZIP;
         ret = open_zip(a);
     }
+    /* The directory, and a gzip sizing pass's points and chunk CRC table,
+     * came from what was read: it must be the file as it was stat'ed. */
+    if (ret == 0)
+        ret = fs_archive_check(a);
     if (ret < 0)
         goto out_free;
     for (size_t i = 0; i < a->count; i++)
@@ -424,13 +512,21 @@ void fs_archive_free(struct fs_archive *a)
 /* Contract in fs.h. */
 int64_t fs_member_peek(struct fs_archive *a, struct fs_member *m, void *buf, size_t len)
 {
+    int64_t n;
+    int ret;
+
     if (m->unsupported)
         return m->unsupported;
+    if (atomic_load(&a->changed))
+        return -EIO;
     if (len > m->size)
         len = (size_t)m->size;
     if (m->kind == FS_STORED)
-        return src_pread(a->src, buf, len, m->data_offset);
-    return dfx_extract(m->ix, 0, buf, len);
+        n = src_pread(a->src, buf, len, m->data_offset);
+    else
+        n = dfx_extract(m->ix, 0, buf, len);
+    ret = fs_archive_check(a); /* after the reads */
+    return ret < 0 ? ret : n;
 }
 
 /* Take the parked decoder best placed for target: at or before it and
@@ -439,12 +535,17 @@ int64_t fs_member_peek(struct fs_archive *a, struct fs_member *m, void *buf, siz
 static struct dfx_reader *take_parked(struct fs_archive *a, struct fs_member *m, uint64_t target)
 {
     uint64_t frontier = dfx_index_frontier(m->ix);
-    int best = -1;
+    struct dfx_reader *r = NULL;
     uint64_t best_pos = 0;
-    struct dfx_reader *r;
+    int best = -1;
 
-    for (int i = 0; i < m->nparked; i++) {
-        uint64_t pos = dfx_reader_pos(m->parked[i]);
+    pthread_mutex_lock(&parked_lock);
+    for (int i = 0; i < FS_PARKED_MAX; i++) {
+        uint64_t pos;
+
+        if (!m->parked[i].r)
+            continue;
+        pos = dfx_reader_pos(m->parked[i].r);
         if (pos > target || (target - pos > a->spacing && pos < frontier))
             continue;
         if (best < 0 || pos > best_pos) {
@@ -452,10 +553,9 @@ static struct dfx_reader *take_parked(struct fs_archive *a, struct fs_member *m,
             best_pos = pos;
         }
     }
-    if (best < 0)
-        return NULL;
-    r = m->parked[best];
-    m->parked[best] = m->parked[--m->nparked];
+    if (best >= 0)
+        r = slot_take(&m->parked[best]);
+    pthread_mutex_unlock(&parked_lock);
     return r;
 }
 
@@ -507,25 +607,32 @@ static void busy_unlink(struct fs_member *m, struct fs_busy *busy)
     *pp = busy->next;
 }
 
-/* Park r for a later sequential read, evicting the decoder furthest back
- * if the pool is full. Returns the decoder to free (outside the lock), or
- * NULL. Called with m->lock held. */
+/* Park r for a later sequential read. If m's slots are full, its decoder
+ * furthest back makes room; else if the whole process is at its bound, the
+ * least recently parked decoder of any member does. Returns the decoder to
+ * free (outside the locks), or NULL. Called with m->lock held. */
 static struct dfx_reader *park(struct fs_member *m, struct dfx_reader *r)
 {
-    struct dfx_reader *old;
-    int low = 0;
+    struct dfx_reader *old = NULL;
+    int slot = -1;
 
     if (m->opens == 0 || dfx_reader_pos(r) >= m->size)
         return r;
-    if (m->nparked < FS_PARKED_MAX) {
-        m->parked[m->nparked++] = r;
-        return NULL;
+    pthread_mutex_lock(&parked_lock);
+    for (int i = 0; i < FS_PARKED_MAX && slot < 0; i++)
+        if (!m->parked[i].r)
+            slot = i;
+    if (slot < 0) {
+        slot = 0;
+        for (int i = 1; i < FS_PARKED_MAX; i++)
+            if (dfx_reader_pos(m->parked[i].r) < dfx_reader_pos(m->parked[slot].r))
+                slot = i;
+        old = slot_take(&m->parked[slot]);
+    } else if (atomic_load_explicit(&parked_total, memory_order_relaxed) >= FS_PARKED_TOTAL) {
+        old = slot_take(parked_oldest);
     }
-    for (int i = 1; i < m->nparked; i++)
-        if (dfx_reader_pos(m->parked[i]) < dfx_reader_pos(m->parked[low]))
-            low = i;
-    old = m->parked[low];
-    m->parked[low] = r;
+    slot_put(&m->parked[slot], r);
+    pthread_mutex_unlock(&parked_lock);
     return old;
 }
 
@@ -563,32 +670,44 @@ static void log_mismatch(struct fs_archive *a, struct fs_member *m, uint64_t idx
              m->kind == FS_STORED ? "of them" : "from there on");
 }
 
-/* Does chunk idx (len bytes at data) match m's chunk CRC table? True when
- * there is no table yet. */
-static bool chunk_ok(struct fs_member *m, uint64_t idx, const unsigned char *data, size_t len)
+/* Does chunk idx (len bytes at data) match the chunk CRC table t? True
+ * when there is no table (t NULL). */
+static bool chunk_ok(const struct dfx_crcs *t, uint64_t idx, const unsigned char *data,
+                     size_t len)
 {
-    struct dfx_crcs *t = atomic_load(&m->crcs);
-
     return !t || (idx < t->count && dfx_crcs_of(data, len) == t->crc[idx]);
 }
 
 static void log_damage(struct fs_archive *a, struct fs_member *m, uint64_t idx, int err)
 {
+    char buf[64];
+
     if (atomic_exchange(&m->logged, true))
         return;
     fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': cannot decode bytes %llu-%llu: %s\n",
              a->path, m->name, (unsigned long long)(idx * FS_CHUNK_SIZE),
-             (unsigned long long)((idx + 1) * FS_CHUNK_SIZE),
-             strerror_r(-err, (char[64]){0}, 64));
+             (unsigned long long)((idx + 1) * FS_CHUNK_SIZE), strerror_r(-err, buf, sizeof(buf)));
+}
+
+/* Contract in fs.h. */
+void fs_member_condemn(struct fs_member *m, int err, uint64_t from)
+{
+    if (m->ix)
+        dfx_index_set_damage(m->ix, err, from);
+    else
+        atomic_store(&m->stored_damage, err);
+    fs_pages_drop(m);
 }
 
 /*
  * Decode from r's position through the end of chunk idx, inserting every
  * whole chunk on the way (they are likely to be read next). A chunk goes into
- * the cache only once all its bytes decoded, and matched the chunk CRC table
- * if there is one, so bytes decoded before an error in the same chunk are
- * never served, and neither are bytes that differ from those the full pass
- * saw (a mismatch marks the member damaged from that chunk on).
+ * the cache only once all its bytes decoded, the archive was found unchanged
+ * after the reads they came from (so they are the content it had at open,
+ * never a mix), and they matched the chunk CRC table if there is one. So
+ * bytes decoded before an error in the same chunk are never served, and
+ * neither are bytes that differ from those the full pass saw (a mismatch
+ * marks the member damaged from that chunk on).
  */
 static int decode_through(struct fs_archive *a, struct fs_member *m, struct cache *c,
                           struct dfx_reader *r, uint64_t idx, struct cache_chunk **out)
@@ -607,16 +726,20 @@ static int decode_through(struct fs_archive *a, struct fs_member *m, struct cach
         if (ret < 0)
             break;
         n = dfx_reader_read(r, ch->data, want);
-        if (n != (int64_t)want) {
-            ret = n < 0 ? (int)n : -EIO;
-            cache_put(c, ch);
-            break;
-        }
-        if (!chunk_ok(m, k, ch->data, want)) {
-            dfx_index_set_damage(m->ix, -EIO, off);
+        /* Every read of input this chunk was decoded from is done: the
+         * archive must still be as it was at open (fs_archive_check()). A
+         * change also explains a decode error or a mismatch, so it is
+         * checked first. */
+        ret = fs_archive_check(a);
+        if (ret == 0 && n != (int64_t)want)
+            ret = n < 0 ? (int)n : -EIO; /* damage: the index recorded it */
+        if (ret == 0 && !chunk_ok(atomic_load(&m->crcs), k, ch->data, want)) {
+            fs_member_condemn(m, -EIO, off);
             log_mismatch(a, m, k);
-            cache_put(c, ch);
             ret = -EIO;
+        }
+        if (ret < 0) {
+            cache_put(c, ch);
             break;
         }
         ch->len = want;
@@ -631,6 +754,17 @@ static int decode_through(struct fs_archive *a, struct fs_member *m, struct cach
     return ret;
 }
 
+/* A decode of m (a reader's or a readahead worker's) failed with err: if
+ * that is damage (the index recorded it), and not a change of the archive
+ * (which drops the pages of all its members), the kernel drops m's pages:
+ * reads of m fail from the damage on, or all of them for a CRC mismatch. */
+static void decode_failed(struct fs_archive *a, struct fs_member *m, int err)
+{
+    if (err < 0 && err != -ENOMEM && err != -EINVAL && err != -ECANCELED &&
+        fs_archive_check(a) == 0)
+        fs_pages_drop(m);
+}
+
 /* Does damage found so far cover chunk idx? Checked on every cache hit too,
  * so chunks cached before the damage was found (a CRC mismatch condemns
  * bytes decoded long before) are not served. */
@@ -640,23 +774,6 @@ static int chunk_damaged(struct fs_member *m, uint64_t idx)
     int err = fs_member_damage(m, &bad_from);
 
     return err < 0 && (idx + 1) * FS_CHUNK_SIZE > bad_from ? err : 0;
-}
-
-/* After a decode: if the archive changed meanwhile, what was decoded may mix
- * old and new bytes; drop it all and fail. */
-static int recheck_archive(struct fs_archive *a, struct fs_member *m, struct cache *c,
-                           struct cache_chunk **out)
-{
-    int ret = fs_archive_check(a);
-
-    if (ret < 0) {
-        cache_drop_owner(c, m->id);
-        if (out) {
-            cache_put(c, *out);
-            *out = NULL;
-        }
-    }
-    return ret;
 }
 
 /* Contract in fs.h. */
@@ -671,6 +788,11 @@ int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, 
     *out = NULL;
     if (target >= m->size)
         return -EINVAL;
+    /* Once a change is known, nothing is served, cached chunks included
+     * (they are old content, but the kernel was told to drop its pages of
+     * the archive's members: reads fail alike, whatever was cached where). */
+    if (atomic_load(&a->changed))
+        return -EIO;
     ret = chunk_damaged(m, idx);
     if (ret < 0)
         return ret;
@@ -691,16 +813,15 @@ int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, 
     busy_link(m, &busy, r ? dfx_reader_pos(r) : target, target + FS_CHUNK_SIZE, false);
     pthread_mutex_unlock(&m->lock);
 
-    ret = fs_archive_check(a);
-    if (ret == 0 && !r)
+    if (!r)
         ret = dfx_reader_new(m->ix, target, &r);
     if (ret == 0)
         ret = decode_through(a, m, c, r, idx, out);
-    if (ret == 0)
-        ret = recheck_archive(a, m, c, out);
 
     end_decode(m, &busy, r, ret == 0);
-    if (ret < 0 && ret != -ENOMEM)
+    decode_failed(a, m, ret);
+    /* a change is not damage of the member (fs_archive_check() said it) */
+    if (ret < 0 && ret != -ENOMEM && !atomic_load(&a->changed))
         log_damage(a, m, idx, ret);
     return ret;
 }
@@ -743,18 +864,16 @@ int fs_member_produce(struct fs_archive *a, struct fs_member *m, struct cache *c
     busy_link(m, &busy, first * FS_CHUNK_SIZE, (last + 1) * FS_CHUNK_SIZE, true);
     pthread_mutex_unlock(&m->lock);
 
-    ret = fs_archive_check(a);
-    if (ret == 0)
-        ret = dfx_reader_new(m->ix, point, &r);
+    /* each chunk is checked against a change as it is decoded */
+    ret = atomic_load(&a->changed) ? -EIO : dfx_reader_new(m->ix, point, &r);
     if (ret == 0 && dfx_reader_pos(r) != point)
         ret = -EINVAL; /* not an access point: the caller's mistake */
     if (ret == 0)
         ret = dfx_reader_skip(r, first * FS_CHUNK_SIZE - point);
     if (ret == 0)
         ret = decode_through(a, m, c, r, last, &ch);
-    if (ret == 0)
-        ret = recheck_archive(a, m, c, &ch);
     cache_put(c, ch);
+    decode_failed(a, m, ret);
 
     pthread_mutex_lock(&m->lock);
     busy_unlink(m, &busy);
@@ -767,18 +886,22 @@ int fs_member_produce(struct fs_archive *a, struct fs_member *m, struct cache *c
 /* Take the parked decoder furthest along in [lo, hi). m->lock held. */
 static struct dfx_reader *take_parked_in(struct fs_member *m, uint64_t lo, uint64_t hi)
 {
-    struct dfx_reader *r;
+    struct dfx_reader *r = NULL;
     int best = -1;
 
-    for (int i = 0; i < m->nparked; i++) {
-        uint64_t pos = dfx_reader_pos(m->parked[i]);
-        if (pos >= lo && pos < hi && (best < 0 || pos > dfx_reader_pos(m->parked[best])))
+    pthread_mutex_lock(&parked_lock);
+    for (int i = 0; i < FS_PARKED_MAX; i++) {
+        uint64_t pos;
+
+        if (!m->parked[i].r)
+            continue;
+        pos = dfx_reader_pos(m->parked[i].r);
+        if (pos >= lo && pos < hi && (best < 0 || pos > dfx_reader_pos(m->parked[best].r)))
             best = i;
     }
-    if (best < 0)
-        return NULL;
-    r = m->parked[best];
-    m->parked[best] = m->parked[--m->nparked];
+    if (best >= 0)
+        r = slot_take(&m->parked[best]);
+    pthread_mutex_unlock(&parked_lock);
     return r;
 }
 
@@ -811,7 +934,7 @@ int fs_member_continue(struct fs_archive *a, struct fs_member *m, struct cache *
         return 0;
 
     k = (dfx_reader_pos(r) + FS_CHUNK_SIZE - 1) / FS_CHUNK_SIZE;
-    ret = fs_archive_check(a);
+    ret = atomic_load(&a->changed) ? -EIO : 0; /* and each chunk is checked as it is decoded */
     while (ret == 0 && k <= last) {
         struct cache_chunk *ch = NULL;
 
@@ -838,10 +961,9 @@ int fs_member_continue(struct fs_archive *a, struct fs_member *m, struct cache *
         pthread_cond_broadcast(&m->idle);
         pthread_mutex_unlock(&m->lock);
     }
-    if (ret == 0)
-        ret = recheck_archive(a, m, c, NULL);
 
     end_decode(m, &busy, r, ret == 0);
+    decode_failed(a, m, ret);
     return ret;
 }
 
@@ -850,6 +972,7 @@ void fs_member_opened(struct fs_member *m)
     pthread_mutex_lock(&m->lock);
     m->opens++;
     pthread_mutex_unlock(&m->lock);
+    atomic_store(&m->was_opened, true);
 }
 
 void fs_member_closed(struct fs_member *m)
@@ -858,33 +981,65 @@ void fs_member_closed(struct fs_member *m)
     int n = 0;
 
     pthread_mutex_lock(&m->lock);
-    if (--m->opens == 0) {
-        n = m->nparked;
-        memcpy(drop, m->parked, sizeof(drop[0]) * (size_t)n);
-        m->nparked = 0;
-    }
+    if (--m->opens == 0)
+        n = take_all_parked(m, drop);
     pthread_mutex_unlock(&m->lock);
     for (int i = 0; i < n; i++)
         dfx_reader_free(drop[i]);
 }
 
-/* Contract in fs.h. */
+/*
+ * Contract in fs.h.
+ *
+ * Why one check after a chunk's reads is enough: every pread of the input
+ * a chunk (or a stored read) was made from has returned before the fstat
+ * here. A write that changed any of those bytes updated the file's mtime
+ * and ctime before its data landed in the page cache (the kernel's write
+ * path updates the times first), so if a read saw a new byte, this fstat
+ * sees the new times. The times do move: on Linux 6.x (multigrain
+ * timestamps) a change after a stat that looked at the ctime gets a fresh
+ * fine-grained one, and the check stats the file before any read, at open.
+ * The ctime catches a write whose mtime was set back afterwards (utimensat
+ * moves the ctime). Not seen: stores through a shared mapping made
+ * writable before open (the times move only when a clean page is first
+ * written).
+ *
+ * An unlinked file (renamed over, or deleted) gets a new ctime from the
+ * unlink, with its content untouched: the first check that finds it
+ * unlinked, with size and mtime as at open, takes that ctime as the one to
+ * compare with (once), so a replaced archive goes on serving the old file.
+ * A write with the mtime set back done between the unlink and that check is
+ * missed; other changes of status (chmod, a link, a rename of the file
+ * itself) count as changes: false alarms cost EIO, never wrong bytes.
+ */
 int fs_archive_check(struct fs_archive *a)
 {
     struct stat st;
+    int64_t base, c;
 
     if (atomic_load(&a->changed))
         return -EIO;
     if (fstat(src_file_fd(a->src), &st) < 0)
         return -EIO;
-    if (st.st_size == a->st.st_size && st.st_mtim.tv_sec == a->st.st_mtim.tv_sec &&
-        st.st_mtim.tv_nsec == a->st.st_mtim.tv_nsec)
-        return 0;
-    if (!atomic_exchange(&a->changed, true))
+    if (st.st_dev == a->st.st_dev && st.st_ino == a->st.st_ino && st.st_size == a->st.st_size &&
+        ts_ns(st.st_mtim) == ts_ns(a->st.st_mtim)) {
+        c = ts_ns(st.st_ctim);
+        base = atomic_load(&a->ctime_ns);
+        if (c == base)
+            return 0;
+        if (st.st_nlink == 0 && a->st.st_nlink > 0 && base == ts_ns(a->st.st_ctim) &&
+            (atomic_compare_exchange_strong(&a->ctime_ns, &base, c) || base == c))
+            return 0;
+    }
+    if (!atomic_exchange(&a->changed, true)) {
         fuse_log(FUSE_LOG_ERR,
-                 "npyfs: %s: the archive changed under the mount; reads that need it now "
-                 "fail with EIO (remount to see the new content)\n",
+                 "npyfs: %s: the archive changed (it was written to, truncated, or its status "
+                 "changed); reads of its members now fail with EIO (remount to see the new "
+                 "content)\n",
                  a->path);
+        for (size_t i = 0; i < a->count; i++)
+            fs_pages_drop(&a->members[i]);
+    }
     return -EIO;
 }
 
@@ -925,19 +1080,23 @@ int fs_member_scan_stored(struct fs_archive *a, struct fs_member *m, atomic_bool
     }
     for (uint64_t off = 0; ret == 0 && off < m->size; off += PASS_BUF) {
         size_t n = m->size - off < PASS_BUF ? (size_t)(m->size - off) : PASS_BUF;
+        int chk;
+
         if (stop && atomic_load(stop))
             ret = -ECANCELED;
         if (ret == 0)
             ret = src_read_exact(a->src, buf, n, m->data_offset + off);
+        chk = ret == -ECANCELED ? 0 : fs_archive_check(a); /* after the read: stop early */
+        if (ret == 0)
+            ret = chk;
         if (ret == 0)
             dfx_crcs_feed(t, off, buf, n);
     }
     free(buf);
-    if (ret == 0)
-        ret = fs_archive_check(a);
+    /* the last check came after every read: the table is of the content at open */
     if (ret == 0 && dfx_crcs_whole(t) != m->crc32) {
         ret = -EIO;
-        atomic_store(&m->stored_damage, -EIO);
+        fs_member_condemn(m, -EIO, 0);
         if (!atomic_exchange(&m->logged, true))
             fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': CRC-32 mismatch (stored data is "
                      "damaged); its reads fail with EIO\n", a->path, m->name);
@@ -970,30 +1129,38 @@ bool fs_member_set_crcs(struct fs_member *m, struct dfx_crcs *t)
 int64_t fs_member_read_stored(struct fs_archive *a, struct fs_member *m, uint64_t off, size_t len,
                               unsigned char **out, size_t *at)
 {
+    const struct dfx_crcs *t = atomic_load(&m->crcs); /* one table for the whole read */
     uint64_t first, last, from, to;
     unsigned char *buf;
-    int ret;
+    int ret, chk;
 
     *out = NULL;
     *at = 0;
+    if (atomic_load(&a->changed))
+        return -EIO;
     if (off >= m->size || len == 0)
         return 0;
     if (len > m->size - off)
         len = (size_t)(m->size - off);
     first = off / FS_CHUNK_SIZE;
     last = (off + len - 1) / FS_CHUNK_SIZE;
-    from = first * FS_CHUNK_SIZE;
-    to = (last + 1) * FS_CHUNK_SIZE < m->size ? (last + 1) * FS_CHUNK_SIZE : m->size;
+    from = t ? first * FS_CHUNK_SIZE : off; /* whole chunks only to check them */
+    to = !t ? off + len : (last + 1) * FS_CHUNK_SIZE < m->size ? (last + 1) * FS_CHUNK_SIZE
+                                                                : m->size;
     buf = malloc((size_t)(to - from));
     if (!buf)
         return -ENOMEM;
     ret = src_read_exact(a->src, buf, (size_t)(to - from), m->data_offset + from);
-    if (ret == 0)
-        ret = fs_archive_check(a); /* the bytes may mix old and new content */
-    for (uint64_t k = first; ret == 0 && k <= last; k++) {
+    /* After the read, whatever it gave (a truncation reads short): the
+     * bytes are the content at open, or the read fails. */
+    chk = fs_archive_check(a);
+    if (chk < 0)
+        ret = chk;
+    for (uint64_t k = first; ret == 0 && t && k <= last; k++) {
         uint64_t end = (k + 1) * FS_CHUNK_SIZE < to ? (k + 1) * FS_CHUNK_SIZE : to;
-        if (!chunk_ok(m, k, buf + (k * FS_CHUNK_SIZE - from), (size_t)(end - k * FS_CHUNK_SIZE))) {
+        if (!chunk_ok(t, k, buf + (k * FS_CHUNK_SIZE - from), (size_t)(end - k * FS_CHUNK_SIZE))) {
             log_mismatch(a, m, k);
+            fs_pages_drop(m);
             ret = -EIO;
         }
     }
@@ -1007,7 +1174,7 @@ int64_t fs_member_read_stored(struct fs_archive *a, struct fs_member *m, uint64_
 }
 
 /* Contract in fs.h. A passthrough file of a directory mount: the stored
- * read path (splice from the fd, fs_archive_check() before each read)
+ * read path (fs_member_read_stored(): pread, then fs_archive_check())
  * serves it as is. */
 int fs_archive_open_plain(int dirfd, const char *rel, const char *path, const char *name,
                           uint64_t spacing, struct fs_archive **out)

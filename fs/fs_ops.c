@@ -8,11 +8,15 @@
  * entries get long timeouts and files are opened with keep_cache: the
  * kernel page cache is the first level of caching.
  *
- * Data replies avoid copies: a deflate read goes out as an iovec pointing
- * into the cached chunks, a stored read is spliced from the archive's fd
- * into the FUSE device. Sequential deflate reads are reported to the
- * readahead pool (fs_readahead.c), which the init handler starts and the
- * destroy handler joins: both run in the serving process, after any fork.
+ * Data replies: a deflate read goes out as an iovec pointing into the
+ * cached chunks; a stored read is read into a buffer with pread, the
+ * archive checked unchanged (fs_archive_check()), then sent. Not spliced:
+ * splice hands the archive's page-cache pages to the FUSE device, so a
+ * write after the check could still change the bytes served. Sequential
+ * deflate reads are reported to the readahead pool (fs_readahead.c). The
+ * init handler starts that pool and the notifier (which asks the kernel to
+ * drop the cached pages of damaged members), the destroy handler joins
+ * them: both run in the serving process, after any fork.
  */
 #define FUSE_USE_VERSION 312
 #define _GNU_SOURCE
@@ -25,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
+#include <time.h>
 
 /* The archive is not expected to change under the mount; see README. */
 #define ATTR_TIMEOUT 3600.0
@@ -33,6 +38,152 @@ static struct fs_ctx *ctx_of(fuse_req_t req)
 {
     return fuse_req_userdata(req);
 }
+
+/*
+ * The notifier: one thread that tells the kernel to drop the cached pages
+ * of members found damaged (fs_pages_drop() in fs.h). A queue of members
+ * (linked through m->inval_next, so queuing never allocates; a member is
+ * queued at most once at a time) under a leaf lock. One notifier per
+ * process: a process serves one mount.
+ */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t work;        /* signalled when the queue grows or stop is set */
+    pthread_cond_t done;        /* broadcast when a notification returns */
+    struct fs_member *head, *tail; /* protected by lock */
+    bool running, stop;         /* protected by lock */
+    bool sending;               /* protected by lock: a notification is in the kernel */
+    struct fuse_session *se;    /* immutable while running */
+    pthread_t thread;
+} notifier = {.lock = PTHREAD_MUTEX_INITIALIZER, .work = PTHREAD_COND_INITIALIZER,
+              .done = PTHREAD_COND_INITIALIZER};
+
+/* How long fs_notifier_quiesce() waits for a notification in the kernel. */
+#define QUIESCE_SECONDS 5
+
+/* Contract in fs.h. */
+void fs_pages_drop(struct fs_member *m)
+{
+    if (!atomic_load(&m->was_opened) || !atomic_load(&m->ino))
+        return; /* no pages in the kernel, or no inode to name them by */
+    pthread_mutex_lock(&notifier.lock);
+    if (notifier.running && !notifier.stop && !m->inval_queued) {
+        m->inval_queued = true;
+        m->inval_next = NULL;
+        if (notifier.tail)
+            notifier.tail->inval_next = m;
+        else
+            notifier.head = m;
+        notifier.tail = m;
+        pthread_cond_signal(&notifier.work);
+    }
+    pthread_mutex_unlock(&notifier.lock);
+}
+
+static void *notifier_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&notifier.lock);
+    for (;;) {
+        struct fs_member *m;
+        uint64_t ino;
+        int ret;
+
+        while (!notifier.head && !notifier.stop)
+            pthread_cond_wait(&notifier.work, &notifier.lock);
+        if (notifier.stop)
+            break;
+        m = notifier.head;
+        notifier.head = m->inval_next;
+        if (!notifier.head)
+            notifier.tail = NULL;
+        m->inval_queued = false; /* damage found from here on queues it again */
+        notifier.sending = true; /* stop was not set: the session's fd is open */
+        pthread_mutex_unlock(&notifier.lock);
+
+        /* Off 0, length 0: every page. The kernel drops them before the
+         * call returns, waiting for reads of the file in flight: this
+         * thread serves none. -ENOENT: the kernel forgot the inode, so it
+         * has no pages of it. */
+        ino = atomic_load(&m->ino);
+        ret = fuse_lowlevel_notify_inval_inode(notifier.se, ino, 0, 0);
+        if (ret == 0)
+            atomic_fetch_add_explicit(&fs_counters.pages_dropped, 1, memory_order_relaxed);
+        else if (ret != -ENOENT)
+            fuse_log(FUSE_LOG_DEBUG, "npyfs: cannot drop the cached pages of inode %llu: %d\n",
+                     (unsigned long long)ino, ret);
+        pthread_mutex_lock(&notifier.lock);
+        notifier.sending = false;
+        pthread_cond_broadcast(&notifier.done);
+    }
+    pthread_mutex_unlock(&notifier.lock);
+    return NULL;
+}
+
+/* FUSE init: start the notifier (without one, damage is still reported by
+ * reads that reach the daemon). */
+static void notifier_start(struct fs_ctx *ctx)
+{
+    char err[128];
+    int ret;
+
+    if (!ctx->se)
+        return;
+    pthread_mutex_lock(&notifier.lock);
+    notifier.se = ctx->se;
+    notifier.stop = false;
+    ret = pthread_create(&notifier.thread, NULL, notifier_main, NULL);
+    notifier.running = ret == 0;
+    pthread_mutex_unlock(&notifier.lock);
+    if (ret)
+        fuse_log(FUSE_LOG_ERR, "npyfs: %s: cannot start the page notifier (%s); damaged "
+                 "members' pages already cached by the kernel stay readable\n",
+                 ctx->source, strerror_r(ret, err, sizeof(err)));
+}
+
+/* Contract in fs.h. A notification in the kernel may wait for reads of its
+ * file in flight, which, once the loop has ended, only the fd's close
+ * aborts: so the wait is bounded. A write under way when the fd closes
+ * still completes on the file it started on; none starts after stop. */
+void fs_notifier_quiesce(void)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += QUIESCE_SECONDS;
+    pthread_mutex_lock(&notifier.lock);
+    notifier.stop = true;
+    pthread_cond_signal(&notifier.work);
+    while (notifier.sending &&
+           pthread_cond_timedwait(&notifier.done, &notifier.lock, &until) != ETIMEDOUT)
+        ;
+    pthread_mutex_unlock(&notifier.lock);
+}
+
+/* FUSE destroy: stop and join the notifier; the queue is dropped (the
+ * mount is going away). */
+static void notifier_stop(void)
+{
+    bool join;
+
+    pthread_mutex_lock(&notifier.lock);
+    join = notifier.running;
+    notifier.stop = true;
+    pthread_cond_signal(&notifier.work);
+    pthread_mutex_unlock(&notifier.lock);
+    if (join)
+        pthread_join(notifier.thread, NULL);
+    pthread_mutex_lock(&notifier.lock);
+    while (notifier.head) {
+        notifier.head->inval_queued = false;
+        notifier.head = notifier.head->inval_next;
+    }
+    notifier.tail = NULL;
+    notifier.running = false;
+    pthread_mutex_unlock(&notifier.lock);
+}
+
+/* Attributes of ino, owned by the user who mounted. */
 
 /* Attributes of ino, owner and permissions included (fs_vfs_getattr()). */
 static int fill_attr(struct fs_ctx *ctx, uint64_t ino, struct stat *st)
@@ -52,9 +203,6 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
     /* -o max_read= went to libfuse too, which wants init to say the same */
     if (ctx->opts.max_read)
         conn->max_read = (unsigned)ctx->opts.max_read;
-    /* Stored members go from the archive's page cache to the device. */
-    if (conn->capable & FUSE_CAP_SPLICE_WRITE)
-        conn->want |= FUSE_CAP_SPLICE_WRITE;
     /* libfuse already negotiates 1 MiB requests (max_pages 256, max_write);
      * the kernel lowers its readahead to what we answer here and never
      * raises it, so keep the offer; tune_readahead() raises it later. */
@@ -62,6 +210,7 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
     if (ret < 0)
         fuse_log(FUSE_LOG_ERR, "npyfs: %s: cannot start readahead workers (%s); reading without\n",
                  ctx->source, strerror_r(-ret, err, sizeof(err)));
+    notifier_start(ctx);
     fs_vfs_start(ctx->vfs); /* index=background: idle-priority indexing */
 }
 
@@ -72,6 +221,7 @@ static void fs_op_destroy(void *userdata)
     fs_vfs_stop(ctx->vfs);
     fs_ra_free(ctx->ra);
     ctx->ra = NULL;
+    notifier_stop(); /* last: the indexers and workers above may queue */
 }
 
 /* Undo the octal escapes (\040 and the like) of a mountinfo path, in place. */
@@ -275,46 +425,32 @@ static void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
     fuse_reply_err(req, 0);
 }
 
-/* Stored bytes: spliced from the archive's fd (libfuse falls back to a copy
- * if splice is not available). Before that: the archive must be unchanged
- * since mount (so the splice cannot come back short or with new bytes), and
- * the read that reaches the member's last byte first checks the whole
- * member's CRC-32, so a full read of a damaged stored member ends in EIO.
- * An fstat-to-splice window remains in which the archive could change.
- * Once the member has its chunk CRC table, reads are copied instead, from
- * whole chunks checked against it (fs_member_read_stored()). */
+/* Stored bytes (and passthrough files): read into a buffer, the archive
+ * checked unchanged after the read, then copied to the device
+ * (fs_member_read_stored(); checked against the chunk CRC table once the
+ * member has one). The copy is the price of that check: a splice from the
+ * archive's fd would hand its page-cache pages to the device, and a write
+ * after any check could still change the bytes served. The read that
+ * reaches the member's last byte first checks the whole member's CRC-32,
+ * so a full read of a damaged stored member ends in EIO. */
 static int read_stored(fuse_req_t req, struct fs_member *m, size_t size, uint64_t off)
 {
-    struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
     struct fs_archive *a = m->archive;
+    unsigned char *buf = NULL;
     uint64_t bad_from;
-    int ret = fs_archive_check(a);
+    size_t at = 0;
+    int64_t n = fs_member_damage(m, &bad_from);
 
-    if (ret == 0)
-        ret = fs_member_damage(m, &bad_from);
-    if (ret == 0 && off + size == m->size)
-        ret = fs_member_verify_stored(a, m);
-    if (ret < 0) {
-        fuse_reply_err(req, -ret);
-        return ret;
-    }
-    if (atomic_load(&m->crcs)) {
-        unsigned char *buf;
-        size_t at;
-        int64_t n = fs_member_read_stored(a, m, off, size, &buf, &at);
-
-        if (n < 0)
-            fuse_reply_err(req, (int)-n);
-        else
-            fuse_reply_buf(req, (const char *)buf + at, (size_t)n);
-        free(buf);
-        return n < 0 ? (int)n : 0;
-    }
-    bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-    bv.buf[0].fd = src_file_fd(a->src);
-    bv.buf[0].pos = (off_t)(m->data_offset + off);
-    fuse_reply_data(req, &bv, 0);
-    return 0;
+    if (n == 0 && off + size == m->size)
+        n = fs_member_verify_stored(a, m);
+    if (n == 0)
+        n = fs_member_read_stored(a, m, off, size, &buf, &at);
+    if (n < 0)
+        fuse_reply_err(req, (int)-n);
+    else
+        fuse_reply_buf(req, buf ? (const char *)buf + at : NULL, (size_t)n);
+    free(buf);
+    return n < 0 ? (int)n : 0;
 }
 
 /* Reply with the chunks covering [off, off + size) as an iovec straight

@@ -319,11 +319,15 @@ static void text_counters(struct out *o, const struct cache_stats *cs, uint64_t 
          "cache evictions     %" PRIu64 "\n"
          "cache held          %" PRIu64 " (%s of %s, %" PRIu64 " chunks)\n"
          "archives opened     %" PRIu64 "\n"
-         "readahead chunks    %" PRIu64 " (decoded ahead of readers)\n",
+         "readahead chunks    %" PRIu64 " (decoded ahead of readers)\n"
+         "parked decoders     %u (at most %d)\n"
+         "pages dropped       %" PRIu64 " (files whose kernel-cached pages were dropped: "
+         "damage found, or the archive changed)\n",
          (uint64_t)atomic_load(&fs_counters.reads), (uint64_t)atomic_load(&fs_counters.read_errors),
          served, h1, cs->inserted_bytes, h2, cs->hits, cs->misses, cs->evicted, cs->bytes, h3, h4,
          cs->chunks, (uint64_t)atomic_load(&fs_counters.archives_opened),
-         (uint64_t)atomic_load(&fs_counters.readahead_chunks));
+         (uint64_t)atomic_load(&fs_counters.readahead_chunks), fs_parked_count(),
+         FS_PARKED_TOTAL, (uint64_t)atomic_load(&fs_counters.pages_dropped));
 }
 
 static void json_counters(struct out *o, const struct cache_stats *cs, uint64_t capacity)
@@ -333,12 +337,14 @@ static void json_counters(struct out *o, const struct cache_stats *cs, uint64_t 
          ",\"bytes_decompressed\":%" PRIu64 ",\"cache\":{\"hits\":%" PRIu64
          ",\"misses\":%" PRIu64 ",\"evictions\":%" PRIu64 ",\"bytes\":%" PRIu64
          ",\"chunks\":%" PRIu64 ",\"capacity\":%" PRIu64 "},\"archives_opened\":%" PRIu64
-         ",\"readahead_chunks\":%" PRIu64 ",\"archives\":[",
+         ",\"readahead_chunks\":%" PRIu64 ",\"parked_decoders\":%u"
+         ",\"parked_decoders_max\":%d,\"pages_dropped\":%" PRIu64 ",\"archives\":[",
          (uint64_t)atomic_load(&fs_counters.reads), (uint64_t)atomic_load(&fs_counters.read_errors),
          (uint64_t)atomic_load(&fs_counters.bytes_served), cs->inserted_bytes, cs->hits,
          cs->misses, cs->evicted, cs->bytes, cs->chunks, capacity,
          (uint64_t)atomic_load(&fs_counters.archives_opened),
-         (uint64_t)atomic_load(&fs_counters.readahead_chunks));
+         (uint64_t)atomic_load(&fs_counters.readahead_chunks), fs_parked_count(),
+         FS_PARKED_TOTAL, (uint64_t)atomic_load(&fs_counters.pages_dropped));
 }
 
 /* Contract in fs.h. */

@@ -495,6 +495,7 @@ static int cmp_child(const void *a, const void *b, void *arg)
 }
 
 static int open_tree(struct fs_vfs *v, struct vfs_unit *u);
+static uint64_t global_ino(struct fs_vfs *v, const struct vfs_unit *u, uint64_t local);
 
 /* The root of several sources (or of one .npy.gz) carries the newest mtime
  * of what it holds. */
@@ -639,6 +640,12 @@ static int open_tree(struct fs_vfs *v, struct vfs_unit *u)
         if (ret == 0 && u->tree.count > LOCAL_MASK)
             ret = -EFBIG;
     }
+    /* each member learns its inode (the notifier names its pages by it) */
+    for (size_t i = 0; ret == 0 && i < u->tree.count; i++)
+        if (u->tree.nodes[i].member)
+            atomic_store(&u->tree.nodes[i].member->ino, global_ino(v, u, i + 1));
+    if (ret == 0 && u->kind != UNIT_ZIP)
+        atomic_store(&u->a->members[0].ino, u->node);
     if (ret == 0 && u->kind != UNIT_PLAIN)
         ret = fs_indexer_new(u->a, v->opts, &u->indexer);
     return ret;
