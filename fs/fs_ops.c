@@ -183,8 +183,6 @@ static void notifier_stop(void)
     pthread_mutex_unlock(&notifier.lock);
 }
 
-/* Attributes of ino, owned by the user who mounted. */
-
 /* Attributes of ino, owner and permissions included (fs_vfs_getattr()). */
 static int fill_attr(struct fs_ctx *ctx, uint64_t ino, struct stat *st)
 {
