@@ -1174,7 +1174,8 @@ static int cmd_unmount(int argc, char **argv)
     }
     find_holders(mnt, who, sizeof(who));
     if (!who[0] && !strstr(err, "busy")) {
-        fprintf(stderr, "npyfs: %s: unmount failed: %s\n", arg, err[0] ? err : "fusermount3 failed");
+        fprintf(stderr, "npyfs: %s: unmount failed: %s\n", arg,
+                err[0] ? err : "fusermount3 failed");
         free(mnt);
         return 1;
     }
