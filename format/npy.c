@@ -1013,6 +1013,405 @@ static int read_header(const struct lit_parser *p, const struct lit *root, struc
     return compute_sizes(h);
 }
 
+/* ---- The dtype as JSON for np.dtype() (npy_dtype_json) ---- */
+
+/* Growing output text, NUL-terminated; failed sticks once memory ran out. */
+struct jbuf {
+    char *p;
+    size_t len, cap;
+    bool failed;
+};
+
+static void jb_put(struct jbuf *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->cap - b->len <= n) {
+        size_t cap = b->cap ? b->cap : 64;
+        char *q;
+        while (cap - b->len <= n && cap <= SIZE_MAX / 2)
+            cap *= 2;
+        q = cap - b->len > n ? realloc(b->p, cap) : NULL;
+        if (!q) {
+            b->failed = true;
+            return;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void jb_str(struct jbuf *b, const char *s)
+{
+    jb_put(b, s, strlen(s));
+}
+
+static void jb_u64(struct jbuf *b, uint64_t v)
+{
+    char t[24];
+    jb_put(b, t, (size_t)snprintf(t, sizeof(t), "%" PRIu64, v));
+}
+
+/* Append src's text to b (a list's next items). */
+static void jb_cat(struct jbuf *b, const struct jbuf *src)
+{
+    if (src->failed)
+        b->failed = true;
+    else if (src->len)
+        jb_put(b, src->p, src->len);
+}
+
+/* One code point inside a JSON string: printable ASCII as is, the rest as
+ * \uXXXX (a surrogate pair above U+FFFF), so the text stays ASCII. */
+static void jb_cp(struct jbuf *b, uint32_t cp)
+{
+    char t[16];
+
+    if (cp == '"' || cp == '\\') {
+        t[0] = '\\';
+        t[1] = (char)cp;
+        jb_put(b, t, 2);
+    } else if (cp >= 0x20 && cp < 0x7f) {
+        t[0] = (char)cp;
+        jb_put(b, t, 1);
+    } else if (cp > 0xFFFF) {
+        cp -= 0x10000;
+        jb_put(b, t, (size_t)snprintf(t, sizeof(t), "\\u%04x\\u%04x", 0xD800 + (cp >> 10),
+                                      0xDC00 + (cp & 0x3FF)));
+    } else {
+        jb_put(b, t, (size_t)snprintf(t, sizeof(t), "\\u%04x", cp));
+    }
+}
+
+/* One UTF-8 sequence at s[*i] as Python's strict decoder reads it (no
+ * overlong forms, no surrogates, at most U+10FFFF). Returns 0 or -EINVAL. */
+static int utf8_next(const unsigned char *s, size_t n, size_t *i, uint32_t *cp)
+{
+    unsigned char c = s[*i];
+    size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+    uint32_t v = c & (0x7F >> len);
+    static const uint32_t min[5] = {0, 0, 0x80, 0x800, 0x10000};
+
+    if (c < 0xC2 || c > 0xF4 || n - *i < len)
+        return -EINVAL;
+    for (size_t k = 1; k < len; k++) {
+        if ((s[*i + k] & 0xC0) != 0x80)
+            return -EINVAL;
+        v = v << 6 | (s[*i + k] & 0x3F);
+    }
+    if (v < min[len] || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
+        return -EINVAL;
+    *i += len;
+    *cp = v;
+    return 0;
+}
+
+struct jctx {
+    const struct lit_parser *p;
+    bool utf8; /* version 3: the header is UTF-8; versions 1 and 2: latin-1 */
+};
+
+/* A string node's value as JSON string content (no quotes), decoded as
+ * numpy decodes the header, then as Python reads the literal. */
+static int jb_lit_str(struct jbuf *b, const struct jctx *c, const struct lit *l)
+{
+    const unsigned char *s = c->p->s + l->u.str.beg;
+    size_t n = l->u.str.end - l->u.str.beg, i = 0;
+
+    while (i < n) {
+        uint32_t cp;
+        if (s[i] == '\\' && !(l->flags & LIT_F_RAW)) {
+            i++;
+            if (read_escape(s, n, &i, &cp) < 0)
+                return -EINVAL;
+            if (cp == NO_CHAR)
+                continue;
+        } else if (s[i] < 0x80 || !c->utf8) {
+            cp = s[i++];
+        } else if (utf8_next(s, n, &i, &cp) < 0) {
+            return -EINVAL;
+        }
+        jb_cp(b, cp);
+    }
+    return 0;
+}
+
+/* A void type string ('|V4', 'V'), or a subarray of one: what numpy takes
+ * for padding in a field named ''. */
+static bool lit_is_void(const struct jctx *c, const struct lit *l)
+{
+    unsigned char t[TYPESTR_MAX];
+    int64_t n;
+
+    while (l && l->type == LIT_TUPLE && l->count == 2)
+        l = lit_child(c->p, l, 0);
+    n = lit_str(c->p, l, t, sizeof(t));
+    size_t k = n > 1 && memchr("<>|=", t[0], 4) ? 1 : 0;
+
+    return n > 0 && (size_t)n > k && t[k] == 'V';
+}
+
+/* A shape node's dimensions appended to dims[*nd]: an int n is (n,); 1 is
+ * refused, numpy reading it as no shape today and as (1,) in the future. */
+static int shape_dims(const struct jctx *c, const struct lit *s, uint64_t *dims, int *nd)
+{
+    if (lit_is_count(s)) {
+        if (s->u.num == 1 || *nd >= NPY_MAX_DIMS)
+            return -EINVAL;
+        dims[(*nd)++] = s->u.num;
+        return 0;
+    }
+    if (!s || (s->type != LIT_TUPLE && s->type != LIT_LIST))
+        return -EINVAL;
+    for (const struct lit *d = lit_get(c->p, s->first); d; d = lit_get(c->p, d->next)) {
+        if (!lit_is_count(d) || *nd >= NPY_MAX_DIMS)
+            return -EINVAL;
+        dims[(*nd)++] = d->u.num;
+    }
+    return 0;
+}
+
+static int jb_struct(struct jbuf *out, const struct jctx *c, const struct lit *l, uint64_t *size,
+                     bool *sized);
+
+/*
+ * The format of type l given the field's own shape outer (NULL: none) as
+ * JSON: a type string, "(2, 3)<f8", or a struct's object. *size gets its
+ * bytes per item when *sized (an object is 8 bytes on LP64).
+ */
+static int jb_format(struct jbuf *b, const struct jctx *c, const struct lit *l,
+                     const struct lit *outer, uint64_t *size, bool *sized)
+{
+    const struct lit *shapes[LIT_MAX_DEPTH + 2];
+    unsigned char t[TYPESTR_MAX];
+    uint64_t dims[NPY_MAX_DIMS], length = 0;
+    struct dsize d = {0};
+    int ns = 0, nd = 0, ret;
+    int64_t tn;
+    bool zero = false;
+
+    *sized = false;
+    if (outer)
+        shapes[ns++] = outer;
+    while (l->type == LIT_TUPLE && l->count == 2 && ns < LIT_MAX_DEPTH + 2) { /* (base, shape) */
+        shapes[ns++] = lit_child(c->p, l, 1);
+        l = lit_child(c->p, l, 0);
+    }
+    if (l->type == LIT_LIST) {
+        for (int k = 0; k < ns; k++) /* a struct subarray: JSON cannot say it */
+            if ((shapes[k]->type != LIT_TUPLE && shapes[k]->type != LIT_LIST) ||
+                shapes[k]->count != 0)
+                return -EINVAL;
+        return jb_struct(b, c, l, size, sized);
+    }
+    tn = lit_str(c->p, l, t, sizeof(t));
+    if (tn <= 0)
+        return -EINVAL;
+    typestr_size(t, (size_t)tn, &d);
+    for (int k = 0; k < ns; k++) {
+        if (k == ns - 1 && d.known && d.unsized && lit_is_count(shapes[k])) {
+            /* ('S', 5): a length, written into the type string: S5 */
+            if (tn > 2 || shapes[k]->u.num == 0)
+                return -EINVAL;
+            length = shapes[k]->u.num;
+            d.unsized = false;
+            if (__builtin_mul_overflow(length, d.charsize, &d.size))
+                return -EINVAL;
+            continue;
+        }
+        ret = shape_dims(c, shapes[k], dims, &nd);
+        if (ret)
+            return ret;
+    }
+    jb_str(b, "\"");
+    if (nd) {
+        jb_str(b, "(");
+        for (int k = 0; k < nd; k++) {
+            jb_str(b, k ? ", " : "");
+            jb_u64(b, dims[k]);
+        }
+        jb_str(b, nd == 1 ? ",)" : ")");
+    }
+    ret = jb_lit_str(b, c, l);
+    if (length)
+        jb_u64(b, length);
+    jb_str(b, "\"");
+    if (d.object)
+        set_fixed(&d, 8);
+    if (ret || !d.known || d.unsized)
+        return ret;
+    *size = d.size;
+    for (int k = 0; k < nd; k++)
+        if (size_mul_dim(size, &zero, dims[k]))
+            return 0; /* too big to place: unsized */
+    if (zero)
+        *size = 0;
+    *sized = true;
+    return 0;
+}
+
+/*
+ * A struct as np.dtype's dict: names, formats, titles if any, offsets and
+ * itemsize if it has padding fields (np.load drops them and keeps the
+ * others' offsets). *size: its itemsize, when *sized.
+ */
+static int jb_struct(struct jbuf *out, const struct jctx *c, const struct lit *l, uint64_t *size,
+                     bool *sized)
+{
+    struct jbuf names = {0}, formats = {0}, titles = {0}, offsets = {0};
+    bool known = true, padded = false, titled = false, first = true;
+    uint64_t off = 0;
+    int ret = 0;
+
+    for (const struct lit *f = lit_get(c->p, l->first); f && !ret; f = lit_get(c->p, f->next)) {
+        const struct lit *name, *title = NULL, *type;
+        struct jbuf fmt = {0};
+        uint64_t fsize = 0;
+        bool fsized;
+        unsigned char one[1];
+
+        if ((f->type != LIT_TUPLE && f->type != LIT_LIST) || f->count < 2 || f->count > 3) {
+            ret = -EINVAL;
+            break;
+        }
+        name = lit_child(c->p, f, 0);
+        type = lit_child(c->p, f, 1);
+        if ((name->type == LIT_TUPLE || name->type == LIT_LIST) && name->count == 2) {
+            title = lit_child(c->p, name, 0);
+            name = lit_child(c->p, name, 1);
+            if (title->type != LIT_STR) {
+                ret = -EINVAL;
+                break;
+            }
+        }
+        if (name->type != LIT_STR) {
+            ret = -EINVAL;
+            break;
+        }
+        ret = jb_format(&fmt, c, type, f->count == 3 ? lit_child(c->p, f, 2) : NULL, &fsize,
+                        &fsized);
+        if (ret == 0 && !title && lit_str(c->p, name, one, 0) == 0 && lit_is_void(c, type)) {
+            padded = true; /* ('', '|V4'): padding, left out */
+        } else if (ret == 0) {
+            jb_str(&names, first ? "\"" : ", \"");
+            ret = jb_lit_str(&names, c, name);
+            jb_str(&names, "\"");
+            jb_str(&formats, first ? "" : ", ");
+            jb_cat(&formats, &fmt);
+            jb_str(&titles, first ? "" : ", ");
+            if (title) {
+                titled = true;
+                jb_str(&titles, "\"");
+                if (ret == 0)
+                    ret = jb_lit_str(&titles, c, title);
+                jb_str(&titles, "\"");
+            } else {
+                jb_str(&titles, "null");
+            }
+            jb_str(&offsets, first ? "" : ", ");
+            jb_u64(&offsets, off);
+            first = false;
+        }
+        free(fmt.p);
+        if (!fsized || size_add(&off, fsize))
+            known = false;
+    }
+    if (ret == 0 && padded && !known)
+        ret = -EINVAL; /* offsets need the size of every field before them */
+    if (ret == 0) {
+        jb_str(out, "{\"names\": [");
+        jb_cat(out, &names);
+        jb_str(out, "], \"formats\": [");
+        jb_cat(out, &formats);
+        jb_str(out, "]");
+        if (titled) {
+            jb_str(out, ", \"titles\": [");
+            jb_cat(out, &titles);
+            jb_str(out, "]");
+        }
+        if (padded) {
+            jb_str(out, ", \"offsets\": [");
+            jb_cat(out, &offsets);
+            jb_str(out, "], \"itemsize\": ");
+            jb_u64(out, off);
+        }
+        jb_str(out, "}");
+    }
+    *size = off;
+    *sized = known;
+    free(names.p);
+    free(formats.p);
+    free(titles.p);
+    free(offsets.p);
+    return ret;
+}
+
+/* Parse h's descr text alone into p (the caller frees p->nodes). */
+static int descr_parse(const struct npy_header *h, struct lit_parser *p, uint32_t *root)
+{
+    *p = (struct lit_parser){0};
+    if (!h->descr)
+        return -EINVAL;
+    p->s = (const unsigned char *)h->descr;
+    p->len = (uint32_t)strlen(h->descr); /* part of a header: <= NPY_HEADER_MAX */
+    return lit_parse(p, root);
+}
+
+/* Contract in npy.h. */
+int npy_dtype_json(const struct npy_header *h, char **out)
+{
+    struct lit_parser p;
+    struct jbuf b = {0};
+    struct jctx c = {.p = &p, .utf8 = h->major >= 3};
+    uint32_t root;
+    uint64_t size;
+    bool sized;
+    int ret = descr_parse(h, &p, &root);
+
+    *out = NULL;
+    if (ret == 0)
+        ret = jb_format(&b, &c, &p.nodes[root], NULL, &size, &sized);
+    free(p.nodes);
+    if (ret == 0 && b.failed)
+        ret = -ENOMEM;
+    if (ret) {
+        free(b.p);
+        return ret == -ENOMEM ? ret : -EINVAL;
+    }
+    *out = b.p;
+    return (int)b.len;
+}
+
+/* Contract in npy.h. */
+int npy_dtype_string(const struct npy_header *h, char **out, size_t *len)
+{
+    struct lit_parser p;
+    uint32_t root;
+    int64_t n = -EINVAL;
+    int ret = descr_parse(h, &p, &root);
+
+    *out = NULL;
+    if (ret == 0 && p.nodes[root].type == LIT_STR) {
+        const struct lit *l = &p.nodes[root];
+        n = str_decode(p.s + l->u.str.beg, l->u.str.end - l->u.str.beg, l->flags & LIT_F_RAW,
+                       NULL, 0);
+        *out = n >= 0 ? malloc((size_t)n + 1) : NULL;
+        if (*out) {
+            str_decode(p.s + l->u.str.beg, l->u.str.end - l->u.str.beg, l->flags & LIT_F_RAW,
+                       (unsigned char *)*out, (size_t)n);
+            (*out)[n] = '\0';
+            *len = (size_t)n;
+        } else if (n >= 0) {
+            n = -ENOMEM;
+        }
+    }
+    free(p.nodes);
+    return n < 0 ? (int)n : 0;
+}
+
 /* ---- Public API ---- */
 
 /* Contract in npy.h. */

@@ -65,6 +65,31 @@ int npy_parse(const unsigned char *buf, size_t len, struct npy_header *h);
 void npy_header_destroy(struct npy_header *h);
 
 /*
+ * The dtype of h's descr as JSON text that np.dtype() accepts after
+ * json.loads() (`npyfs ls --json`): a type string as a JSON string, "<f8";
+ * a structured descr as np.dtype's dict form, {"names": [...], "formats":
+ * [...]}, because JSON has no tuples and np.dtype() refuses fields given as
+ * lists. It adds "titles" when a field has a title, and "offsets" and
+ * "itemsize" when the descr has padding fields ('', '|V4'), which it leaves
+ * out as np.load does. A format is a type string, "(2, 3)<f8" for a subarray
+ * field, or such an object for a nested struct. The text is ASCII (other
+ * characters as \uXXXX; the header decoded as numpy decodes it: latin-1 for
+ * versions 1 and 2, UTF-8 for 3). Returns its length with *out a new
+ * NUL-terminated string (the caller frees it); -EINVAL for a descr with no
+ * such form (a subarray of a struct) or one np.load refuses, -ENOMEM.
+ * *out is NULL on error.
+ */
+int npy_dtype_json(const struct npy_header *h, char **out);
+
+/*
+ * When h's descr is a single string ('<f8'), its value ("<f8", escapes
+ * decoded, other bytes as they are) as a new string *out of *len bytes plus
+ * a NUL (the caller frees it). Returns 0, -EINVAL when the descr is not one
+ * string (a struct, a tuple), -ENOMEM.
+ */
+int npy_dtype_string(const struct npy_header *h, char **out, size_t *len);
+
+/*
  * Format the shape as Python prints it: "()", "(5,)", "(2, 3)". Writes at
  * most size bytes including the NUL; returns the length it needed (like
  * snprintf).

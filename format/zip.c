@@ -484,6 +484,40 @@ int zip_archive_open(struct src *s, struct zip_archive **out)
 }
 
 /* Contract in zip.h. */
+int zip_end_info(struct src *s, struct zip_end_info *out)
+{
+    uint64_t base = s->size > EOCD_SEARCH ? s->size - EOCD_SEARCH : 0;
+    size_t len = (size_t)(s->size - base), i;
+    unsigned char *tail;
+    int ret = 0;
+
+    memset(out, 0, sizeof(*out));
+    out->local_header = read_sig(s, 0, LFH_SIG) == 0;
+    if (len < EOCD_LEN)
+        return 0;
+    tail = malloc(len);
+    if (!tail)
+        return -ENOMEM;
+    ret = src_read_exact(s, tail, len, base);
+    for (i = len - EOCD_LEN + 1; ret == 0 && i-- > 0;) {
+        struct cd_loc cd = {.size = get_le32(tail + i + 12), .offset = get_le32(tail + i + 16)};
+        uint64_t rec;
+
+        if (get_le32(tail + i) != EOCD_SIG)
+            continue;
+        if (base + i >= Z64_LOC_LEN && read_sig(s, base + i - Z64_LOC_LEN, Z64_LOC_SIG) == 0)
+            zip_read_zip64_eocd(s, base + i - Z64_LOC_LEN, &cd, &rec); /* else: 32-bit values */
+        out->eocd = true;
+        out->cd_start = cd.offset;
+        if (__builtin_add_overflow(cd.offset, cd.size, &out->cd_end))
+            out->cd_end = UINT64_MAX;
+        break;
+    }
+    free(tail);
+    return ret;
+}
+
+/* Contract in zip.h. */
 void zip_free(struct zip_archive *z)
 {
     size_t i;

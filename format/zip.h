@@ -60,6 +60,20 @@ int zip_archive_open(struct src *s, struct zip_archive **out);
 /* Accepts NULL. */
 void zip_free(struct zip_archive *z);
 
+/* What the end of a source says about it as a zip, for the message when
+ * zip_archive_open() refused it: a source cut short loses its end of
+ * central directory record (EOCD), or keeps one that places the directory
+ * past its end. */
+struct zip_end_info {
+    bool local_header; /* it starts with a local file header (PK\3\4) */
+    bool eocd;         /* an EOCD record lies in its last 65557 bytes (the last one) */
+    uint64_t cd_start; /* eocd: where that record (or its ZIP64 record) places */
+    uint64_t cd_end;   /* the directory, as stated (cd_end saturates at UINT64_MAX) */
+};
+
+/* Fill *out for the source s. Returns 0 or a negative errno from reading. */
+int zip_end_info(struct src *s, struct zip_end_info *out);
+
 /* Static name of a method: "stored", "deflate", "bzip2", "lzma", "zstd",
  * "deflate64", ... or "method N" formatted into buf (size >= 16). */
 const char *zip_method_name(uint16_t method, char *buf, size_t size);

@@ -1,8 +1,10 @@
 /*
- * `npyfs ls [--json] SOURCE`: one row per member with what the .npy header
- * says (dtype, shape, order) and what the archive says (sizes, method). Only
- * the first bytes of each member are decompressed, to read its header.
- * --json prints the same as one JSON array; names are not always UTF-8, so
+ * `npyfs ls [--json] SOURCE...`: one row per member of each archive with
+ * what the .npy header says (dtype, shape, order) and what the archive says
+ * (sizes, method). Only the first bytes of each member are decompressed, to
+ * read its header. The table is tab-separated, or aligned when stdout is a
+ * terminal (then every row is held until the widths are known); --json
+ * prints the same as one JSON array; names are not always UTF-8, so
  * fs_json_string() escapes the bytes that are not (see fs.h).
  *
  * Every byte that comes from an archive (names, the descr text, anything)
@@ -52,60 +54,6 @@ size_t fs_text_string(char *out, size_t size, const char *s, size_t len, bool ke
     if (size)
         out[pos < size ? pos : size - 1] = '\0';
     return pos;
-}
-
-/* Print len bytes of s escaped by fs_text_string(). */
-static void print_text(const char *s, size_t len)
-{
-    char chunk[4 * 256 + 1];
-
-    for (size_t i = 0; i < len; i += 256) {
-        size_t n = len - i < 256 ? len - i : 256;
-        fwrite(chunk, 1, fs_text_string(chunk, sizeof(chunk), s + i, n, false), stdout);
-    }
-}
-
-/* Fill h from the member's first bytes; false if it is not a sizeable .npy. */
-static bool peek_header(struct fs_archive *a, struct fs_member *m, unsigned char *buf,
-                        struct npy_header *h)
-{
-    uint64_t doff;
-    int64_t n;
-
-    if (m->is_dir || m->unsupported)
-        return false;
-    n = fs_member_peek(a, m, buf, NPY_PREFIX_LEN);
-    if (n < 0 || npy_prefix(buf, (size_t)n, &doff) < 0 || doff > NPY_HEADER_MAX + NPY_PREFIX_LEN)
-        return false;
-    n = fs_member_peek(a, m, buf, (size_t)doff);
-    return n >= 0 && npy_parse(buf, (size_t)n, h) == 0;
-}
-
-static void print_row(struct fs_archive *a, struct fs_member *m, unsigned char *buf)
-{
-    struct npy_header h = {0};
-    char shape[1024];
-
-    print_text(m->name, m->name_len);
-    if (peek_header(a, m, buf, &h)) {
-        npy_format_shape(&h, shape, sizeof(shape));
-        putchar('\t');
-        print_text(h.descr, strlen(h.descr));
-        putchar('\t');
-        print_text(shape, strlen(shape));
-        printf("\t%s", h.fortran_order ? "F" : "C");
-    } else {
-        printf("\t-\t-\t-");
-    }
-    printf("\t%llu\t%llu\t", (unsigned long long)m->size, (unsigned long long)m->stored_size);
-    print_text(m->method, strlen(m->method));
-    if (m->unsupported) {
-        fputs(" (unsupported: ", stdout);
-        print_text(m->why, strlen(m->why));
-        putchar(')');
-    }
-    putchar('\n');
-    npy_header_destroy(&h);
 }
 
 /* Length of the valid UTF-8 sequence at s[0..n), or 0 if it is not one
@@ -197,23 +145,159 @@ static void print_json_string(const char *s, size_t len)
     free(tmp);
 }
 
-/* One member as a JSON object; fields in the man page (ls --json). */
-static void print_json_row(struct fs_archive *a, struct fs_member *m, unsigned char *buf,
-                           bool first)
+/* Columns of the table; ARCHIVE only with archive_column. */
+enum { COL_ARCHIVE, COL_NAME, COL_DTYPE, COL_SHAPE, COL_ORDER, COL_SIZE, COL_STORED, COL_METHOD,
+       LS_COLS };
+
+static const char *const col_title[LS_COLS] = {"ARCHIVE", "NAME", "DTYPE", "SHAPE", "ORDER",
+                                               "SIZE",    "STORED", "METHOD"};
+
+struct fs_ls {
+    bool json, aligned, archive_column;
+    bool started;         /* the titles (or the JSON array's '[') are out */
+    size_t rows;          /* member rows so far */
+    char **cells;         /* aligned: owned, LS_COLS per row, the titles' row first */
+    size_t ncells, cap;
+    size_t width[LS_COLS]; /* aligned: the widest cell of each column */
+    unsigned char *buf;   /* owned: room for a member's whole .npy header */
+};
+
+/* Fill h from the member's first bytes; false if it is not a sizeable .npy. */
+static bool peek_header(struct fs_archive *a, struct fs_member *m, unsigned char *buf,
+                        struct npy_header *h)
+{
+    uint64_t doff;
+    int64_t n;
+
+    if (m->is_dir || m->unsupported)
+        return false;
+    n = fs_member_peek(a, m, buf, NPY_PREFIX_LEN);
+    if (n < 0 || npy_prefix(buf, (size_t)n, &doff) < 0 || doff > NPY_HEADER_MAX + NPY_PREFIX_LEN)
+        return false;
+    n = fs_member_peek(a, m, buf, (size_t)doff);
+    return n >= 0 && npy_parse(buf, (size_t)n, h) == 0;
+}
+
+/* s[0..len) escaped by fs_text_string() in a new string; NULL: no memory. */
+static char *text_cell(const char *s, size_t len)
+{
+    size_t n = fs_text_string(NULL, 0, s, len, false);
+    char *out = malloc(n + 1);
+
+    if (out)
+        fs_text_string(out, n + 1, s, len, false);
+    return out;
+}
+
+static int print_failed(void)
+{
+    fprintf(stderr, "npyfs: writing the listing: %s\n", strerror(errno));
+    return -EIO;
+}
+
+/* One row of cells (owned by the caller): printed at once (tab-separated),
+ * or kept for fs_ls_flush() (aligned; then the cells are taken). */
+static int put_row(struct fs_ls *l, char **cell)
+{
+    bool first = true;
+
+    if (l->aligned) {
+        if (fs_grow(&l->cells, &l->cap, l->ncells + LS_COLS - 1, sizeof(*l->cells), 8 * LS_COLS) <
+            0)
+            return -ENOMEM;
+        for (int c = 0; c < LS_COLS; c++) {
+            size_t w = strlen(cell[c]);
+            if (w > l->width[c])
+                l->width[c] = w;
+            l->cells[l->ncells++] = cell[c];
+            cell[c] = NULL;
+        }
+        return 0;
+    }
+    for (int c = l->archive_column ? 0 : 1; c < LS_COLS; c++, first = false) {
+        if (!first)
+            putchar('\t');
+        fputs(cell[c], stdout);
+    }
+    putchar('\n');
+    return ferror(stdout) ? print_failed() : 0;
+}
+
+/* The table row of member m of a. */
+static int table_row(struct fs_ls *l, struct fs_archive *a, struct fs_member *m)
 {
     struct npy_header h = {0};
+    char *cell[LS_COLS] = {0}, shape[1024], num[24], *dtype = NULL, *method = NULL;
+    size_t dlen = 0;
+    int ret = -ENOMEM;
 
-    fputs(first ? "\n  {\"name\": " : ",\n  {\"name\": ", stdout);
+    cell[COL_ARCHIVE] = text_cell(a->path, strlen(a->path));
+    cell[COL_NAME] = text_cell(m->name, m->name_len);
+    if (peek_header(a, m, l->buf, &h)) {
+        npy_format_shape(&h, shape, sizeof(shape));
+        /* a type string as is (<f8), a struct as the header's descr */
+        if (npy_dtype_string(&h, &dtype, &dlen) == 0)
+            cell[COL_DTYPE] = text_cell(dtype, dlen);
+        else
+            cell[COL_DTYPE] = text_cell(h.descr, strlen(h.descr));
+        cell[COL_SHAPE] = text_cell(shape, strlen(shape));
+        cell[COL_ORDER] = strdup(h.fortran_order ? "F" : "C");
+    } else {
+        cell[COL_DTYPE] = strdup("-");
+        cell[COL_SHAPE] = strdup("-");
+        cell[COL_ORDER] = strdup("-");
+    }
+    snprintf(num, sizeof(num), "%" PRIu64, m->size);
+    cell[COL_SIZE] = strdup(num);
+    snprintf(num, sizeof(num), "%" PRIu64, m->stored_size);
+    cell[COL_STORED] = strdup(num);
+    if (m->unsupported) {
+        if (asprintf(&method, "%s (unsupported: %s)", m->method, m->why ? m->why : "") < 0)
+            method = NULL;
+    } else {
+        method = strdup(m->method);
+    }
+    cell[COL_METHOD] = method ? text_cell(method, strlen(method)) : NULL;
+    for (int c = 0; c < LS_COLS; c++)
+        if (!cell[c])
+            goto out_free;
+    ret = put_row(l, cell);
+out_free:
+    for (int c = 0; c < LS_COLS; c++)
+        free(cell[c]);
+    free(method);
+    free(dtype);
+    npy_header_destroy(&h);
+    return ret;
+}
+
+/* Member m of a as a JSON object; fields in the man page (ls --json). */
+static int json_row(struct fs_ls *l, struct fs_archive *a, struct fs_member *m)
+{
+    struct npy_header h = {0};
+    char *dtype = NULL;
+    int ret = 0;
+
+    fputs(l->rows ? ",\n  {\"archive\": " : "\n  {\"archive\": ", stdout);
+    print_json_string(a->path, strlen(a->path));
+    fputs(", \"name\": ", stdout);
     print_json_string(m->name, m->name_len);
-    if (peek_header(a, m, buf, &h)) {
-        fputs(", \"dtype\": ", stdout);
+    if (peek_header(a, m, l->buf, &h)) {
+        /* a value np.dtype() takes; null when JSON cannot say it (descr can) */
+        int n = npy_dtype_json(&h, &dtype);
+        if (n == -ENOMEM) {
+            ret = -ENOMEM;
+            goto out;
+        }
+        printf(", \"dtype\": %s, \"descr\": ", n >= 0 ? dtype : "null");
         print_json_string(h.descr, strlen(h.descr));
         fputs(", \"shape\": [", stdout);
         for (int i = 0; i < h.ndim; i++)
             printf("%s%" PRIu64, i ? ", " : "", h.shape[i]);
         printf("], \"fortran_order\": %s", h.fortran_order ? "true" : "false");
     } else {
-        fputs(", \"dtype\": null, \"shape\": null, \"fortran_order\": null", stdout);
+        fputs(", \"dtype\": null, \"descr\": null, \"shape\": null, \"fortran_order\": null",
+              stdout);
     }
     printf(", \"size\": %" PRIu64 ", \"stored_size\": %" PRIu64 ", \"method\": ", m->size,
            m->stored_size);
@@ -224,32 +308,108 @@ static void print_json_row(struct fs_archive *a, struct fs_member *m, unsigned c
     else
         fputs("null", stdout);
     putchar('}');
+    if (ferror(stdout))
+        ret = print_failed();
+out:
+    free(dtype);
     npy_header_destroy(&h);
+    return ret;
 }
 
 /* Contract in fs.h. */
-int fs_ls_main(struct fs_archive *a, bool json)
+int fs_ls_new(bool json, bool aligned, bool archive_column, struct fs_ls **out)
 {
-    unsigned char *buf = malloc(NPY_HEADER_MAX + NPY_PREFIX_LEN);
+    struct fs_ls *l = calloc(1, sizeof(*l));
+    int ret = -ENOMEM;
 
-    if (!buf) {
-        fputs("npyfs: out of memory\n", stderr);
-        return 1;
-    }
-    if (json) {
+    *out = NULL;
+    if (!l)
+        return -ENOMEM;
+    l->json = json;
+    l->aligned = aligned && !json;
+    l->archive_column = archive_column;
+    l->buf = malloc(NPY_HEADER_MAX + NPY_PREFIX_LEN);
+    if (!l->buf)
+        goto out_free;
+    *out = l;
+    return 0;
+out_free:
+    fs_ls_free(l);
+    return ret;
+}
+
+/* The start of the listing, printed with the first archive: nothing at
+ * all if no archive could be opened. */
+static int ls_start(struct fs_ls *l)
+{
+    char *title[LS_COLS] = {0};
+    int ret = -ENOMEM;
+
+    l->started = true;
+    if (l->json) {
         putchar('[');
-        for (size_t i = 0; i < a->count; i++)
-            print_json_row(a, &a->members[i], buf, i == 0);
-        fputs(a->count ? "\n]\n" : "]\n", stdout);
-    } else {
-        printf("NAME\tDTYPE\tSHAPE\tORDER\tSIZE\tSTORED\tMETHOD\n");
-        for (size_t i = 0; i < a->count; i++)
-            print_row(a, &a->members[i], buf);
+        return 0;
     }
-    free(buf);
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "npyfs: writing the listing: %s\n", strerror(errno));
-        return 1;
+    for (int c = 0; c < LS_COLS; c++)
+        if (!(title[c] = strdup(col_title[c])))
+            goto out_free;
+    ret = put_row(l, title);
+out_free:
+    for (int c = 0; c < LS_COLS; c++)
+        free(title[c]);
+    return ret;
+}
+
+/* Contract in fs.h. */
+int fs_ls_add(struct fs_ls *l, struct fs_archive *a)
+{
+    if (!l->started) {
+        int ret = ls_start(l);
+        if (ret < 0)
+            return ret;
+    }
+    for (size_t i = 0; i < a->count; i++) {
+        int ret = l->json ? json_row(l, a, &a->members[i]) : table_row(l, a, &a->members[i]);
+        if (ret < 0)
+            return ret;
+        l->rows++;
     }
     return 0;
+}
+
+/* Contract in fs.h. */
+int fs_ls_flush(struct fs_ls *l)
+{
+    if (l->json && l->started)
+        fputs(l->rows ? "\n]\n" : "]\n", stdout);
+    for (size_t r = 0; l->aligned && r < l->ncells / LS_COLS; r++) {
+        char **row = l->cells + r * LS_COLS;
+        int last = LS_COLS - 1;
+
+        for (int c = l->archive_column ? 0 : 1; c <= last; c++) {
+            int w = (int)l->width[c];
+            if (c == last)
+                fputs(row[c], stdout);
+            else if (c == COL_SIZE || c == COL_STORED) /* numbers to the right */
+                printf("%*s  ", w, row[c]);
+            else
+                printf("%-*s  ", w, row[c]);
+        }
+        putchar('\n');
+    }
+    if (fflush(stdout) != 0 || ferror(stdout))
+        return print_failed();
+    return 0;
+}
+
+/* Contract in fs.h. */
+void fs_ls_free(struct fs_ls *l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->ncells; i++)
+        free(l->cells[i]);
+    free(l->cells);
+    free(l->buf);
+    free(l);
 }

@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #include "fs.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -27,13 +28,27 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <syslog.h>
 #include <unistd.h>
 #include <zlib.h>
 
+#include "dfx_store.h"
 #include "npy.h"
+#include "source.h"
+#include "zip.h"
+
+#ifdef NPYFS_HAVE_ISAL
+#include <isa-l.h>
+#define STR_(x) #x
+#define STR(x) STR_(x)
+#define ISAL_TEXT                                                                                \
+    "ISA-L " STR(ISAL_MAJOR_VERSION) "." STR(ISAL_MINOR_VERSION) "." STR(ISAL_PATCH_VERSION)
+#else
+#define ISAL_TEXT "without ISA-L"
+#endif
 
 struct mount_args {
     const char *source;       /* the first source (fsname, messages) */
@@ -49,11 +64,11 @@ struct mount_args {
 static const char usage_text[] =
     "usage: npyfs mount [-f] [-d] [-o OPT[,OPT...]] SOURCE... MOUNTPOINT\n"
     "       npyfs SOURCE MOUNTPOINT [-o OPT[,OPT...]]   (the form mount.fuse3 uses)\n"
-    "       npyfs unmount MOUNTPOINT\n"
-    "       npyfs ls [--json] SOURCE\n"
+    "       npyfs unmount [-z|--lazy] MOUNTPOINT\n"
+    "       npyfs ls [--json] SOURCE...\n"
     "       npyfs index [-o OPT[,OPT...]] SOURCE...\n"
     "       npyfs stats [--json] MOUNTPOINT\n"
-    "       npyfs --help | --version\n"
+    "       npyfs --help | --version | COMMAND --help\n"
     "\n"
     "Mount NumPy .npz archives and gzipped .npy files (.npy.gz) read-only, showing\n"
     "every array as a plain .npy file that np.load(..., mmap_mode='r') can map.\n"
@@ -62,9 +77,12 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  mount    mount in the background; returns once the mount answers\n"
-    "  unmount  unmount (fusermount3 -u, lazily if the mount is busy)\n"
+    "  unmount  unmount an npyfs mount (nothing else); a busy one only with\n"
+    "           -z (--lazy): detach now, the daemon exits once files are closed\n"
     "  ls       one row per member: name, dtype, shape, order, sizes, method;\n"
-    "           --json: one JSON array of objects instead\n"
+    "           a directory SOURCE: every .npz and .npy.gz below it; with more\n"
+    "           than one archive an ARCHIVE column first; aligned on a terminal,\n"
+    "           tab-separated otherwise; --json: one JSON array of objects\n"
     "  index    build and save the index and chunk checksums of every member\n"
     "           ahead of time, checking each CRC on the way; a directory SOURCE:\n"
     "           every .npz and .npy.gz below it (takes index_dir= and spacing=)\n"
@@ -76,13 +94,14 @@ static const char usage_text[] =
     "  -d                 foreground with FUSE debug output\n"
     "\n"
     "-o options (mount; the same in /etc/fstab):\n"
-    "  cache_size=SIZE    decompressed data the daemon may hold (default 256M)\n"
+    "  cache_size=SIZE    decompressed data the daemon may hold (default 256M,\n"
+    "                     at least 128K: one chunk)\n"
     "  spacing=SIZE       distance between index access points (default 1M, at\n"
     "                     least 64K; smaller: faster random reads, more memory)\n"
     "  threads=N          readahead workers decoding ahead of sequential\n"
     "                     readers (default: online cores; 0: none; at most 256)\n"
     "  readahead=SIZE     kernel readahead per file, set when root (default 512K;\n"
-    "                     0: leave the kernel's; at most 1G)\n"
+    "                     0: leave the kernel's; else from 4K to 1G)\n"
     "  index_dir=DIR      where saved indexes go (default $XDG_CACHE_HOME/npyfs,\n"
     "                     else ~/.cache/npyfs)\n"
     "  index=MODE         background (default): build missing indexes at idle\n"
@@ -90,9 +109,14 @@ static const char usage_text[] =
     "  verify=MODE        lazy (default): serve at once, checking each chunk once\n"
     "                     the member's checksums exist; strict: a member's first\n"
     "                     open waits for a full pass that checks all of it\n"
-    "  OPT                any other option goes to libfuse: allow_other, ro,\n"
-    "                     nodev, nosuid, noexec, noatime, ... (always read-only)\n"
-    "SIZE takes a K, M, G or T suffix (powers of 1024).\n"
+    "  OPT                passed to libfuse: allow_other, allow_root, auto_unmount,\n"
+    "                     ro, nodev, dev, nosuid, suid, noexec, exec, noatime,\n"
+    "                     atime, sync, async, dirsync, max_read=SIZE, fsname=,\n"
+    "                     user=, context=, fscontext=, defcontext=, rootcontext=,\n"
+    "                     default_permissions, debug (always read-only); any\n"
+    "                     other option is an error\n"
+    "SIZE is bytes, or takes a K, M, G or T suffix (powers of 1024; KiB, MiB,\n"
+    "GiB, TiB too; 1GB is refused as ambiguous).\n"
     "\n"
     "Metadata without Python: getfattr -d FILE shows user.npy.dtype, .shape and\n"
     ".fortran_order, user.npyfs.method and .stored_size.\n"
@@ -112,11 +136,13 @@ static void die_usage(const char *fmt, ...)
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fputs("\n(see npyfs --help)\n", stderr);
+    fputs(" (see npyfs --help)\n", stderr);
     exit(1);
 }
 
-/* "512K", "256M", "1G", "4096" -> bytes. Returns 0 or -EINVAL. */
+/* "512K", "256M", "1G", "1GiB", "4096" (bytes) -> bytes; K, M, G and T are
+ * powers of 1024. Returns 0 or -EINVAL. "1GB" exits with a message: people
+ * read GB as 10^9 and as 2^30, so it is refused rather than guessed. */
 static int parse_size(const char *s, uint64_t *out)
 {
     char *end;
@@ -135,10 +161,13 @@ static int parse_size(const char *s, uint64_t *out)
     case 'g': case 'G': shift = 30; end++; break;
     case 't': case 'T': shift = 40; end++; break;
     }
-    if (*end == 'i' && shift)
-        end++;
-    if ((*end == 'b' || *end == 'B') && shift)
-        end++;
+    if (shift && (end[0] == 'b' || end[0] == 'B') && !end[1]) {
+        fprintf(stderr, "npyfs: ambiguous size %s: write %.*s or %.*siB (sizes are powers of "
+                "1024)\n", s, (int)(end - s), s, (int)(end - s), s);
+        exit(1);
+    }
+    if (shift && end[0] == 'i' && end[1] == 'B')
+        end += 2;
     if (*end || (shift && v > (UINT64_MAX >> shift)))
         return -EINVAL;
     *out = (uint64_t)v << shift;
@@ -185,6 +214,110 @@ static void append_opt(char **list, const char *opt, size_t len)
     *list = s;
 }
 
+/* The options passed on to libfuse and the kernel (README, Options: "passed
+ * to libfuse"); a name ending in '=' takes a value. Any other option that is
+ * not ours is refused, with the nearest known name suggested. Not here:
+ * subtype= (npyfs sets it: `stats` and `unmount` find their mounts by it),
+ * blkdev and blksize= (block-device FUSE), rw (refused: read-only). */
+static const char *const fuse_opt_names[] = {
+    "allow_other", "allow_root", "auto_unmount", "default_permissions", "debug", "ro",
+    "nodev", "dev", "nosuid", "suid", "noexec", "exec", "noatime", "atime", "sync", "async",
+    "dirsync", "max_read=", "fsname=", "user=", "context=", "fscontext=", "defcontext=",
+    "rootcontext=", NULL};
+
+static bool fuse_opt_known(const char *opt, size_t len)
+{
+    for (int i = 0; fuse_opt_names[i]; i++) {
+        size_t n = strlen(fuse_opt_names[i]);
+        if (fuse_opt_names[i][n - 1] == '=' ? len >= n && strncmp(opt, fuse_opt_names[i], n) == 0
+                                             : len == n && strncmp(opt, fuse_opt_names[i], n) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The edit distance between a[0..n) and b[0..m) (insertions, deletions,
+ * substitutions and swaps of neighbours count 1 each), up to 31 bytes. */
+static unsigned edit_distance(const char *a, size_t n, const char *b, size_t m)
+{
+    unsigned d[32][32];
+
+    if (n > 31 || m > 31)
+        return UINT_MAX;
+    for (size_t i = 0; i <= n; i++)
+        d[i][0] = (unsigned)i;
+    for (size_t j = 0; j <= m; j++)
+        d[0][j] = (unsigned)j;
+    for (size_t i = 1; i <= n; i++) {
+        for (size_t j = 1; j <= m; j++) {
+            unsigned best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < best)
+                best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best)
+                best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
+        }
+    }
+    return d[n][m];
+}
+
+/* Consider the option name cand[0..m) for the unknown name[0..n). */
+static void consider(const char *name, size_t n, const char *cand, size_t m, char *best,
+                     size_t size, unsigned *best_d)
+{
+    unsigned d = edit_distance(name, n, cand, m);
+    unsigned limit = m <= 4 ? 1 : m <= 8 ? 2 : 3;
+
+    if (d <= limit && d < *best_d && m < size) {
+        *best_d = d;
+        memcpy(best, cand, m);
+        best[m] = '\0';
+    }
+}
+
+/* The known option name nearest to name[0..n) into best (empty if none is
+ * near): ours, read from the help text's "  NAME=VALUE" lines (the list
+ * test_system.py keeps in step with the man page and README), and
+ * libfuse's. */
+static void nearest_opt(const char *name, size_t n, char *best, size_t size)
+{
+    unsigned best_d = UINT_MAX;
+
+    best[0] = '\0';
+    for (const char *line = usage_text; line; line = strchr(line, '\n')) {
+        size_t m;
+        line += *line == '\n';
+        if (line[0] != ' ' || line[1] != ' ' || line[2] < 'a' || line[2] > 'z')
+            continue;
+        m = strspn(line + 2, "abcdefghijklmnopqrstuvwxyz_");
+        if (line[2 + m] == '=')
+            consider(name, n, line + 2, m, best, size, &best_d);
+    }
+    for (int i = 0; fuse_opt_names[i]; i++)
+        consider(name, n, fuse_opt_names[i], strcspn(fuse_opt_names[i], "="), best, size,
+                 &best_d);
+}
+
+/* An -o option that is neither ours nor libfuse's: say which, and the
+ * nearest known name, then exit 1. */
+static void die_unknown_opt(const char *opt)
+{
+    char near[64];
+
+    nearest_opt(opt, strcspn(opt, "="), near, sizeof(near));
+    if (strcmp(near, opt) == 0) /* a known name without its value */
+        fprintf(stderr, "npyfs: -o %s needs a value (%s=...; npyfs mount --help)\n", opt, opt);
+    else if (near[0])
+        fprintf(stderr, "npyfs: unknown option -o %s (did you mean %s?)\n", opt, near);
+    else
+        fprintf(stderr, "npyfs: unknown option -o %s (npyfs mount --help lists the options)\n",
+                opt);
+    exit(1);
+}
+
 /* Split one -o list into our options and libfuse's. */
 static void parse_opts(struct mount_args *ma, const char *list)
 {
@@ -201,14 +334,19 @@ static void parse_opts(struct mount_args *ma, const char *list)
         if (strncmp(opt, "cache_size=", 11) == 0) {
             if (parse_size(opt + 11, &ma->opts.cache_size) < 0)
                 die_usage("bad value in -o %s: expected a size such as 512M", opt);
+            if (ma->opts.cache_size < FS_CHUNK_SIZE)
+                die_usage("bad value in -o %s: the cache holds at least one %uK chunk: "
+                          "give at least cache_size=%uK", opt, FS_CHUNK_SIZE >> 10,
+                          FS_CHUNK_SIZE >> 10);
         } else if (strncmp(opt, "threads=", 8) == 0) {
             if (parse_threads(opt + 8, &ma->opts.threads) < 0)
                 die_usage("bad value in -o %s: expected a number of threads from 0 to %u", opt,
                           FS_THREADS_MAX);
         } else if (strncmp(opt, "readahead=", 10) == 0) {
             if (parse_size(opt + 10, &ma->opts.readahead) < 0 ||
-                ma->opts.readahead > (1ull << 30))
-                die_usage("bad value in -o %s: expected a size of at most 1G", opt);
+                ma->opts.readahead > (1ull << 30) ||
+                (ma->opts.readahead && ma->opts.readahead < 4096))
+                die_usage("bad value in -o %s: expected 0 or a size from 4K to at most 1G", opt);
         } else if (strncmp(opt, "index_dir=", 10) == 0) {
             if (!opt[10])
                 die_usage("bad value in -o %s: expected a directory", opt);
@@ -235,19 +373,63 @@ static void parse_opts(struct mount_args *ma, const char *list)
                           DFX_MIN_SPACING >> 10);
         } else if (strcmp(opt, "rw") == 0) {
             die_usage("npyfs mounts are read-only; -o rw is not supported");
-        } else if (len) {
+        } else if (len && fuse_opt_known(opt, len)) {
             /* libfuse takes max_read= too, but wants init to agree with it */
             if (strncmp(opt, "max_read=", 9) == 0 &&
                 (parse_size(opt + 9, &ma->opts.max_read) < 0 || ma->opts.max_read < 4096 ||
                  ma->opts.max_read > UINT32_MAX))
                 die_usage("bad value in -o %s: expected a size of at least 4K", opt);
             append_opt(&ma->fuse_opts, opt, len);
+        } else if (len) {
+            die_unknown_opt(opt);
         }
         free(opt);
         p += len;
         if (*p == ',')
             p++;
     }
+}
+
+/* p as an absolute path for /proc/mounts and stats, symlinks not resolved
+ * (the name the user gave): the current directory put before a relative
+ * path, "." components and repeated slashes dropped ("" stays "", an
+ * error later). Owned by the caller; NULL: out of memory. */
+static char *absolute_source(const char *p)
+{
+    char *cwd = NULL, *joined, *out, *o;
+    const char *q;
+
+    if (!p[0])
+        return strdup("");
+    if (p[0] != '/') {
+        cwd = getcwd(NULL, 0);
+        if (!cwd) /* unreachable directory: keep p as given */
+            return strdup(p);
+    }
+    if (asprintf(&joined, "%s/%s", cwd ? cwd : "", p) < 0) {
+        free(cwd);
+        return NULL;
+    }
+    free(cwd);
+    out = o = joined; /* compacted in place: the output never outruns the input */
+    for (q = joined; *q;) {
+        size_t n;
+        while (*q == '/')
+            q++;
+        n = strcspn(q, "/");
+        if (n == 0 || (n == 1 && q[0] == '.')) {
+            q += n;
+            continue;
+        }
+        *o++ = '/';
+        memmove(o, q, n);
+        o += n;
+        q += n;
+    }
+    if (o == out)
+        *o++ = '/';
+    *o = '\0';
+    return out;
 }
 
 static void parse_mount_args(int argc, char **argv, struct mount_args *ma)
@@ -283,18 +465,65 @@ static void parse_mount_args(int argc, char **argv, struct mount_args *ma)
     }
     if (npos < 2)
         die_usage("mount needs SOURCE and MOUNTPOINT");
+    /* absolute, as /proc/mounts (the fsname) and stats show them */
+    for (int i = 0; i < npos - 1; i++)
+        if (!(pos[i] = absolute_source(pos[i]))) {
+            fputs("npyfs: out of memory\n", stderr);
+            exit(1);
+        }
     ma->sources = pos;
     ma->nsources = npos - 1;
     ma->source = pos[0];
     ma->mountpoint = pos[npos - 1];
 }
 
-/* For messages on stderr, from this single thread. */
-static const char *describe_open_error(int err)
+/* One line on stderr for a source that would not open. A file refused as
+ * not a zip gets what it is instead, when that can be told: a plain .npy
+ * (already mappable) or a zip cut short (with the sizes that show it). */
+static void report_open_error(const char *path, int err)
 {
-    static char buf[128];
+    unsigned char magic[NPY_MAGIC_LEN] = {0}, sig[4];
+    struct zip_end_info z;
+    struct src *s;
+    char buf[128];
+    unsigned long long size;
 
-    return fs_open_problem(err, buf, sizeof(buf));
+    if ((err != -EINVAL && err != -EIO) || src_file_open(path, &s) < 0)
+        goto generic;
+    size = (unsigned long long)s->size;
+    src_pread(s, magic, sizeof(magic), 0);
+    if (memcmp(magic, NPY_MAGIC, NPY_MAGIC_LEN) == 0) {
+        fprintf(stderr, "npyfs: %s: a plain .npy file, not an archive: it is already mappable "
+                "with np.load(path, mmap_mode='r'); to show it in a mount, mount a directory "
+                "holding it (passed through as is)\n", path);
+        src_free(s);
+        return;
+    }
+    if ((magic[0] == 0x1f && magic[1] == 0x8b) || zip_end_info(s, &z) < 0) {
+        src_free(s);
+        goto generic;
+    }
+    if (z.eocd && z.cd_end > s->size) {
+        fprintf(stderr, "npyfs: %s: truncated or not a zip: its end record places the zip "
+                "directory at bytes %llu to %llu, past the end of the file (%llu bytes)\n", path,
+                (unsigned long long)z.cd_start, (unsigned long long)z.cd_end, size);
+    } else if (!z.eocd && z.local_header) {
+        fprintf(stderr, "npyfs: %s: truncated or not a zip: it starts like one, but its last "
+                "%llu bytes hold no end of central directory record, which ends every zip "
+                "(file of %llu bytes)\n", path, size < 65557 ? size : 65557ull, size);
+    } else if (z.eocd && z.cd_end > z.cd_start &&
+               (src_read_exact(s, sig, 4, z.cd_start) < 0 || memcmp(sig, "PK\1\2", 4) != 0)) {
+        fprintf(stderr, "npyfs: %s: truncated or not a zip: no zip directory at byte %llu, "
+                "where its end record places it (file of %llu bytes)\n", path,
+                (unsigned long long)z.cd_start, size);
+    } else {
+        src_free(s);
+        goto generic;
+    }
+    src_free(s);
+    return;
+generic:
+    fprintf(stderr, "npyfs: %s: %s\n", path, fs_open_problem(err, buf, sizeof(buf)));
 }
 
 static struct fs_archive *open_source(const char *path, uint64_t spacing)
@@ -303,21 +532,45 @@ static struct fs_archive *open_source(const char *path, uint64_t spacing)
     int ret = fs_archive_open(path, spacing, &a);
 
     if (ret < 0) {
-        fprintf(stderr, "npyfs: %s: %s\n", path, describe_open_error(ret));
+        report_open_error(path, ret);
         exit(1);
     }
     return a;
 }
 
-static bool is_mounted(const char *path);
+static int mount_type(const char *path, char *type, size_t size);
 static char *absolute_mountpoint(const char *mnt);
 static void check_fuse_available(void);
+static bool check_fuse_permission(void);
+
+static int probe_mount(const char *mnt);
 
 static void check_mountpoint(const char *mnt)
 {
     struct stat st;
-    char *abs;
+    struct dirent *e;
+    char *abs = absolute_mountpoint(mnt), type[64];
+    size_t entries = 0;
+    int found;
+    DIR *d;
 
+    /* the mount table first: a dead FUSE mount may fail a stat, or answer
+     * it from attributes the kernel still holds */
+    found = abs ? mount_type(abs, type, sizeof(type)) : 0;
+    if (found != 0) { /* -1, the table unreadable: leave no doubt either */
+        if (found > 0 && strncmp(type, "fuse", 4) == 0 && probe_mount(abs) == -ENOTCONN) {
+            if (strcmp(type, "fuse.npyfs") == 0)
+                fprintf(stderr, "npyfs: %s: the previous npyfs mount there is dead: run npyfs "
+                        "unmount %s\n", mnt, mnt);
+            else
+                fprintf(stderr, "npyfs: %s: a dead FUSE mount (%s) is there: unmount it first "
+                        "(fusermount3 -u %s)\n", mnt, type, mnt);
+        } else {
+            fprintf(stderr, "npyfs: %s: something is already mounted there\n", mnt);
+        }
+        exit(1);
+    }
+    free(abs);
     if (stat(mnt, &st) < 0) {
         fprintf(stderr, "npyfs: %s: mount point %s\n", mnt,
                 errno == ENOENT ? "does not exist" : strerror(errno));
@@ -327,12 +580,17 @@ static void check_mountpoint(const char *mnt)
         fprintf(stderr, "npyfs: %s: mount point is not a directory\n", mnt);
         exit(1);
     }
-    abs = absolute_mountpoint(mnt);
-    if (abs && is_mounted(abs)) {
-        fprintf(stderr, "npyfs: %s: something is already mounted there\n", mnt);
-        exit(1);
-    }
-    free(abs);
+    /* Like mount(8), and fusermount3 since fuse 3, allow a directory that is
+     * not empty, but say what it means. */
+    d = opendir(mnt);
+    while (d && (e = readdir(d)))
+        entries += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    if (d)
+        closedir(d);
+    if (entries)
+        fprintf(stderr, "npyfs: warning: mount point %s is not empty: its %zu %s hidden "
+                "while npyfs is mounted there\n", mnt, entries,
+                entries == 1 ? "entry stays" : "entries stay");
 }
 
 static void syslog_log(enum fuse_log_level level, const char *fmt, va_list ap)
@@ -539,7 +797,7 @@ static struct fs_source *prepare_sources(const struct mount_args *ma)
         if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
             if (has_suffix(p, ".npz") || has_suffix(p, ".npz/") || has_suffix(p, ".npy.gz") ||
                 has_suffix(p, ".npy.gz/")) {
-                fprintf(stderr, "npyfs: %s: %s\n", p, describe_open_error(-EISDIR));
+                report_open_error(p, -EISDIR);
                 exit(1);
             }
             if (access(p, R_OK | X_OK) != 0) {
@@ -590,6 +848,19 @@ static int cmd_mount(int argc, char **argv)
     ctx.source = ma.source;
     ctx.mountpoint = realpath(ma.mountpoint, NULL); /* NULL: readahead stays the kernel's */
     srcs = prepare_sources(&ma);
+    if (!check_fuse_permission()) {
+        for (int i = 0; i < ma.nsources; i++) {
+            fs_archive_free(srcs[i].archive);
+            free((char *)srcs[i].name);
+            free((char *)ma.sources[i]);
+        }
+        free(srcs);
+        free(ma.sources);
+        free(ma.opts.index_dir);
+        free(ctx.mountpoint);
+        free(ma.fuse_opts);
+        return 1;
+    }
     ctx.uid = getuid();
     ctx.gid = getgid();
     ret = fs_vfs_new(srcs, (size_t)ma.nsources, &ctx.opts, &ctx.vfs, &bad);
@@ -628,6 +899,8 @@ static int cmd_mount(int argc, char **argv)
     for (int i = 0; i < ma.nsources; i++)
         free((char *)srcs[i].name);
     free(srcs);
+    for (int i = 0; i < ma.nsources; i++)
+        free((char *)ma.sources[i]);
     free(ma.sources);
     free(ma.opts.index_dir);
     free(ctx.mountpoint);
@@ -669,28 +942,162 @@ static int mount_type(const char *path, char *type, size_t size)
     return found;
 }
 
-/* Is path a mount point? If the mount table cannot be read, say yes and
- * let fusermount3 decide. */
-static bool is_mounted(const char *path)
+/* Run fusermount3 FLAGS -- MNT; its stderr (in the C locale) goes into
+ * err (NUL-terminated, cut at size). Returns its exit status, -1 if it could
+ * not run. */
+static int run_fusermount(const char *flags, const char *mnt, char *err, size_t size)
 {
-    char type[64];
+    int pipefd[2], status;
+    size_t used = 0;
+    ssize_t n;
+    pid_t pid;
 
-    return mount_type(path, type, sizeof(type)) != 0;
+    err[0] = '\0';
+    if (pipe2(pipefd, O_CLOEXEC) < 0)
+        return -1;
+    pid = fork();
+    if (pid == 0) {
+        dup2(pipefd[1], 2);
+        setenv("LC_ALL", "C", 1);
+        execlp("fusermount3", "fusermount3", flags, "--", mnt, (char *)NULL);
+        fprintf(stderr, "cannot run fusermount3: %s", strerror(errno));
+        _exit(127);
+    }
+    close(pipefd[1]);
+    while (pid > 0 && (n = read(pipefd[0], err + used, size - 1 - used)) != 0) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            break;
+        used += (size_t)n;
+        if (used == size - 1) { /* full: drain the rest */
+            char sink[256];
+            while (read(pipefd[0], sink, sizeof(sink)) > 0) {
+            }
+            break;
+        }
+    }
+    close(pipefd[0]);
+    err[used] = '\0';
+    err[strcspn(err, "\n")] = '\0';
+    if (pid < 0 || waitpid(pid, &status, 0) < 0)
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-static int run_fusermount(const char *flags, const char *mnt)
+/* Does the FUSE mount on mnt answer? statfs always reaches the daemon.
+ * Run in a child, so a daemon that hangs costs at most a few seconds.
+ * Returns 0 (answers), -ENOTCONN (its daemon is gone), -ETIMEDOUT (no
+ * answer in time), or another negative errno. */
+static int probe_mount(const char *mnt)
 {
     pid_t pid = fork();
     int status;
 
     if (pid == 0) {
-        execlp("fusermount3", "fusermount3", flags, "--", mnt, (char *)NULL);
-        fprintf(stderr, "npyfs: cannot run fusermount3: %s\n", strerror(errno));
-        _exit(127);
+        struct statfs sf;
+        _exit(statfs(mnt, &sf) == 0 ? 0 : errno > 0 && errno < 255 ? errno : 254);
     }
-    if (pid < 0 || waitpid(pid, &status, 0) < 0)
-        return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (pid < 0)
+        return -errno;
+    for (int i = 0; i < 500; i++) { /* 5 s */
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(status) ? -WEXITSTATUS(status) : -EIO;
+        if (r < 0)
+            return -errno;
+        usleep(10000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -ETIMEDOUT;
+}
+
+/* Does link (a path read from /proc) lie at or under dir? */
+static bool path_under(const char *link, const char *dir)
+{
+    size_t n = strlen(dir);
+
+    return strncmp(link, dir, n) == 0 && (link[n] == '\0' || link[n] == '/' ||
+                                          strcmp(dir, "/") == 0);
+}
+
+/* Does process pid hold something under dir: its working or root
+ * directory, an open file, a mapping? Only what /proc lets us see. */
+static bool holds(const char *pid, const char *dir)
+{
+    static const char *const links[] = {"cwd", "root"};
+    char path[64], target[PATH_MAX], line[PATH_MAX + 128];
+    bool found = false;
+    struct dirent *e;
+    ssize_t n;
+    DIR *d;
+    FILE *f;
+
+    for (int i = 0; i < 2 && !found; i++) {
+        snprintf(path, sizeof(path), "/proc/%.20s/%s", pid, links[i]);
+        n = readlink(path, target, sizeof(target) - 1);
+        found = n > 0 && (target[n] = '\0', path_under(target, dir));
+    }
+    snprintf(path, sizeof(path), "/proc/%.20s/fd", pid);
+    d = found ? NULL : opendir(path);
+    while (d && !found && (e = readdir(d))) {
+        char fd[PATH_MAX];
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(fd, sizeof(fd), "%s/%s", path, e->d_name);
+        n = readlink(fd, target, sizeof(target) - 1);
+        found = n > 0 && (target[n] = '\0', path_under(target, dir));
+    }
+    if (d)
+        closedir(d);
+    snprintf(path, sizeof(path), "/proc/%.20s/maps", pid);
+    f = found ? NULL : fopen(path, "re");
+    while (f && !found && fgets(line, sizeof(line), f)) {
+        char *file = strchr(line, '/');
+        if (file) {
+            file[strcspn(file, "\n")] = '\0';
+            found = path_under(file, dir);
+        }
+    }
+    if (f)
+        fclose(f);
+    return found;
+}
+
+/* Who keeps dir busy, for the message: "process 1234 (python3)" and how
+ * many others, into buf; empty if none can be seen (other users' processes
+ * are hidden from a user other than root). */
+static void find_holders(const char *dir, char *buf, size_t size)
+{
+    DIR *proc = opendir("/proc");
+    struct dirent *e;
+    char first[64] = "", comm[32], path[64];
+    int count = 0;
+    FILE *f;
+
+    buf[0] = '\0';
+    while (proc && (e = readdir(proc))) {
+        if (e->d_name[0] < '1' || e->d_name[0] > '9' || atoi(e->d_name) == getpid() ||
+            !holds(e->d_name, dir))
+            continue;
+        if (count++ == 0) {
+            snprintf(path, sizeof(path), "/proc/%.20s/comm", e->d_name);
+            f = fopen(path, "re");
+            if (!f || !fgets(comm, sizeof(comm), f))
+                strcpy(comm, "?");
+            if (f)
+                fclose(f);
+            comm[strcspn(comm, "\n")] = '\0';
+            snprintf(first, sizeof(first), "%.16s (%.20s)", e->d_name, comm);
+        }
+    }
+    if (proc)
+        closedir(proc);
+    if (count == 1)
+        snprintf(buf, size, "process %s has files open under it", first);
+    else if (count > 1)
+        snprintf(buf, size, "process %s and %d more have files open under it", first, count - 1);
 }
 
 /* The absolute path of mnt without touching mnt itself, which may be a
@@ -720,31 +1127,83 @@ static char *absolute_mountpoint(const char *mnt)
     return out;
 }
 
+/* npyfs unmount [-z|--lazy] MOUNTPOINT: only an npyfs mount; a busy one
+ * only lazily, when asked; one whose daemon is gone is cleaned up. */
 static int cmd_unmount(int argc, char **argv)
 {
-    char *mnt;
-    int ret;
+    const char *arg = NULL;
+    char type[64], err[512], who[160], *mnt;
+    bool lazy = false, dead;
+    int ret, probe;
 
-    if (argc != 1)
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "-z") == 0 || strcmp(argv[i], "--lazy") == 0)
+            lazy = true;
+        else if (argv[i][0] == '-' && argv[i][1])
+            die_usage("unknown unmount flag %s", argv[i]);
+        else if (arg)
+            die_usage("unmount takes one MOUNTPOINT");
+        else
+            arg = argv[i];
+    }
+    if (!arg)
         die_usage("unmount needs MOUNTPOINT");
-    mnt = absolute_mountpoint(argv[0]);
+    mnt = absolute_mountpoint(arg);
     if (!mnt) {
-        fprintf(stderr, "npyfs: %s: %s\n", argv[0], strerror(errno));
+        fprintf(stderr, "npyfs: %s: %s\n", arg, strerror(errno));
         return 1;
     }
-    if (!is_mounted(mnt)) {
-        fprintf(stderr, "npyfs: %s: not mounted\n", argv[0]);
+    ret = mount_type(mnt, type, sizeof(type));
+    if (ret == 0) {
+        fprintf(stderr, "npyfs: %s: not mounted\n", arg);
         free(mnt);
         return 1;
     }
-    ret = run_fusermount("-u", mnt);
-    if (ret != 0) /* busy, or the daemon is gone: detach lazily */
-        ret = run_fusermount("-uz", mnt);
-    free(mnt);
-    if (ret != 0) {
-        fprintf(stderr, "npyfs: %s: unmount failed\n", argv[0]);
+    if (ret > 0 && strcmp(type, "fuse.npyfs") != 0) {
+        fprintf(stderr, "npyfs: %s: not an npyfs mount (it is %s); npyfs unmount leaves it "
+                "alone\n", arg, type);
+        free(mnt);
         return 1;
     }
+    probe = probe_mount(mnt);
+    dead = probe == -ENOTCONN;
+    ret = run_fusermount("-u", mnt, err, sizeof(err));
+    if (ret == 0) {
+        if (dead)
+            fprintf(stderr, "npyfs: %s: the daemon of this mount was gone; unmounted it\n", arg);
+        free(mnt);
+        return 0;
+    }
+    find_holders(mnt, who, sizeof(who));
+    if (!who[0] && !strstr(err, "busy")) {
+        fprintf(stderr, "npyfs: %s: unmount failed: %s\n", arg,
+                err[0] ? err : "fusermount3 failed");
+        free(mnt);
+        return 1;
+    }
+    if (!who[0])
+        snprintf(who, sizeof(who), "a process has files open under it (fuser -vm %s shows "
+                 "which)", mnt);
+    if (!lazy && !dead) {
+        fprintf(stderr, "npyfs: %s: target is busy: %s; close them and try again, or detach "
+                "it lazily with npyfs unmount -z %s\n", arg, who, arg);
+        free(mnt);
+        return 1;
+    }
+    ret = run_fusermount("-uz", mnt, err, sizeof(err));
+    if (ret != 0) {
+        fprintf(stderr, "npyfs: %s: lazy unmount failed: %s\n", arg,
+                err[0] ? err : "fusermount3 failed");
+        free(mnt);
+        return 1;
+    }
+    if (dead)
+        fprintf(stderr, "npyfs: %s: the daemon of this mount was gone and %s: detached it "
+                "lazily\n", arg, who);
+    else
+        fprintf(stderr, "npyfs: %s: was busy (%s): detached it lazily; the daemon exits once "
+                "the last of them is closed\n", arg, who);
+    free(mnt);
     return 0;
 }
 
@@ -771,20 +1230,6 @@ static const char *json_and_operand(const char *cmd, const char *what, int argc,
     return operand;
 }
 
-/* npyfs ls [--json] SOURCE */
-static int cmd_ls(int argc, char **argv)
-{
-    struct fs_archive *a;
-    bool json;
-    const char *source = json_and_operand("ls", "SOURCE", argc, argv, &json);
-    int ret;
-
-    a = open_source(source, DFX_DEFAULT_SPACING);
-    ret = fs_ls_main(a, json);
-    fs_archive_free(a);
-    return ret;
-}
-
 /* An archive by its file name, as a directory mount sees it (README,
  * Sources): NAME.npz or NAME.npy.gz, case-sensitive, NAME not empty. */
 static bool archive_name(const char *name)
@@ -795,53 +1240,208 @@ static bool archive_name(const char *name)
            (n > 7 && strcmp(name + n - 7, ".npy.gz") == 0);
 }
 
-/* The state of index_tree()'s walk: nftw() passes no argument through. */
-static struct {
-    const struct fs_opts *opts;
-    size_t found;
-    int status;
-} tree_walk;
+/* The archives below a directory SOURCE, for index and ls: every regular
+ * file named as an archive, symlinks not followed (a link's target inside
+ * the tree is found where it lies), sorted by path. */
+struct archive_list {
+    char **paths; /* owned, each owned */
+    size_t count, cap;
+    int status;   /* 1 once a directory could not be read (said on stderr) */
+};
 
-static int index_visit(const char *path, const struct stat *st, int type, struct FTW *ftw)
+/* The list being filled: nftw() passes no argument through (CLI only). */
+static struct archive_list *walk_list;
+
+static int walk_visit(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
-    struct fs_archive *a;
-    int ret;
+    char *copy;
 
     if (type == FTW_DNR) {
         fprintf(stderr, "npyfs: %s: cannot read the directory\n", path);
-        tree_walk.status = 1;
+        walk_list->status = 1;
         return 0;
     }
     if (type != FTW_F || !S_ISREG(st->st_mode) || !archive_name(path + ftw->base))
         return 0;
-    tree_walk.found++;
-    ret = fs_archive_open(path, tree_walk.opts->spacing, &a);
-    if (ret < 0) {
-        fprintf(stderr, "npyfs: %s: %s\n", path, describe_open_error(ret));
-        tree_walk.status = 1;
-        return 0;
+    if (fs_grow(&walk_list->paths, &walk_list->cap, walk_list->count,
+                sizeof(*walk_list->paths), 64) < 0 || !(copy = strdup(path))) {
+        errno = ENOMEM;
+        return -1; /* stops the walk */
     }
-    if (fs_index_main(a, tree_walk.opts) != 0)
-        tree_walk.status = 1;
-    fs_archive_free(a);
+    walk_list->paths[walk_list->count++] = copy;
     return 0;
 }
 
-/* npyfs index DIR: every .npz and .npy.gz below dir, symlinks not followed
- * (a link's target inside the tree is indexed where it lies, and saved
- * indexes are keyed by the file, not its name). Returns an exit status. */
-static int index_tree(const char *dir, const struct fs_opts *opts)
+static int compare_paths(const void *a, const void *b)
 {
-    tree_walk.opts = opts;
-    tree_walk.found = 0;
-    tree_walk.status = 0;
-    if (nftw(dir, index_visit, 32, FTW_PHYS) != 0) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Fill l (zeroed) with the archives below dir; says on stderr when there
+ * is none. Returns 0, or 1 after a message: the walk failed (dir
+ * unreadable, out of memory) or some directory in it could not be read. */
+static int collect_archives(const char *dir, struct archive_list *l)
+{
+    walk_list = l;
+    if (nftw(dir, walk_visit, 32, FTW_PHYS) != 0) {
         fprintf(stderr, "npyfs: %s: %s\n", dir, strerror(errno));
         return 1;
     }
-    if (tree_walk.found == 0)
+    walk_list = NULL;
+    if (l->count == 0)
         fprintf(stderr, "npyfs: %s: no .npz or .npy.gz files in it\n", dir);
-    return tree_walk.status;
+    if (l->count > 1)
+        qsort(l->paths, l->count, sizeof(*l->paths), compare_paths);
+    return l->status;
+}
+
+static void archive_list_destroy(struct archive_list *l)
+{
+    for (size_t i = 0; i < l->count; i++)
+        free(l->paths[i]);
+    free(l->paths);
+}
+
+/* List one archive into l. Returns 0, 1 after a message (it would not
+ * open), -EIO (stdout failed: stop). */
+static int ls_one(struct fs_ls *l, const char *path)
+{
+    struct fs_archive *a;
+    int ret = fs_archive_open(path, DFX_DEFAULT_SPACING, &a);
+
+    if (ret < 0) {
+        report_open_error(path, ret);
+        return 1;
+    }
+    ret = fs_ls_add(l, a);
+    fs_archive_free(a);
+    if (ret == -ENOMEM) {
+        fprintf(stderr, "npyfs: %s: out of memory\n", path);
+        return 1;
+    }
+    return ret;
+}
+
+/* npyfs ls [--json] SOURCE...: every member of each archive named, and of
+ * every archive below each directory, in one listing; with more than one
+ * archive possible (several SOURCEs, a directory) the table starts with an
+ * ARCHIVE column. A source that fails is one line on stderr and exit 1;
+ * the others are still listed. */
+static int cmd_ls(int argc, char **argv)
+{
+    const char **src = calloc((size_t)argc + 1, sizeof(*src));
+    bool json = false, several;
+    struct fs_ls *l = NULL;
+    int nsrc = 0, status = 0, ret = 0;
+    struct stat st;
+
+    if (!src) {
+        fputs("npyfs: out of memory\n", stderr);
+        return 1;
+    }
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0)
+            json = true;
+        else if (argv[i][0] == '-' && argv[i][1])
+            die_usage("unknown ls flag %s", argv[i]);
+        else
+            src[nsrc++] = argv[i];
+    }
+    if (nsrc == 0)
+        die_usage("ls needs SOURCE");
+    several = nsrc > 1;
+    for (int i = 0; i < nsrc && !several; i++)
+        several = stat(src[i], &st) == 0 && S_ISDIR(st.st_mode);
+    if (fs_ls_new(json, !json && isatty(STDOUT_FILENO), several, &l) < 0) {
+        fputs("npyfs: out of memory\n", stderr);
+        free(src);
+        return 1;
+    }
+    for (int i = 0; i < nsrc && ret >= 0; i++) {
+        struct archive_list found = {0};
+
+        if (stat(src[i], &st) == 0 && S_ISDIR(st.st_mode)) {
+            status |= collect_archives(src[i], &found);
+            for (size_t k = 0; k < found.count && ret >= 0; k++)
+                status |= ret = ls_one(l, found.paths[k]);
+            archive_list_destroy(&found);
+        } else {
+            status |= ret = ls_one(l, src[i]);
+        }
+    }
+    if (ret < 0 || fs_ls_flush(l) < 0)
+        status = 1;
+    fs_ls_free(l);
+    free(src);
+    return status ? 1 : 0;
+}
+
+/* npyfs index DIR: every archive below dir, in path order. Returns an exit
+ * status. */
+static int index_tree(const char *dir, const struct fs_opts *opts)
+{
+    struct archive_list found = {0};
+    int status = collect_archives(dir, &found);
+
+    for (size_t i = 0; i < found.count; i++) {
+        struct fs_archive *a;
+        int ret = fs_archive_open(found.paths[i], opts->spacing, &a);
+
+        if (ret < 0) {
+            report_open_error(found.paths[i], ret);
+            status = 1;
+            continue;
+        }
+        if (fs_index_main(a, opts) != 0)
+            status = 1;
+        fs_archive_free(a);
+    }
+    archive_list_destroy(&found);
+    return status;
+}
+
+/* The -o options npyfs index takes; a new one that applies to indexing
+ * goes here too (and in index_help). */
+static const char *const index_opt_names[] = {"index_dir=", "spacing=", NULL};
+
+/* Is name (without '=') an option of npyfs index? */
+static bool index_opt(const char *name)
+{
+    size_t n = strlen(name);
+
+    for (int i = 0; n && index_opt_names[i]; i++)
+        if (strncmp(index_opt_names[i], name, n) == 0 && index_opt_names[i][n] == '=')
+            return true;
+    return false;
+}
+
+/* Refuse, naming it, an option of list that index does not take: a mount
+ * option (known to the mount, or passed to libfuse), or an unknown one. */
+static void check_index_opts(const char *list)
+{
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ","), name = strcspn(p, "=,");
+        bool ok = len == 0;
+        char near[64];
+
+        for (int i = 0; !ok && index_opt_names[i]; i++) /* "spacing" alone: parse_opts says */
+            ok = name && strncmp(p, index_opt_names[i], name) == 0 &&
+                 index_opt_names[i][name] == '=';
+        if (!ok) {
+            nearest_opt(p, name, near, sizeof(near));
+            if (strlen(near) == name && strncmp(p, near, name) == 0)
+                fprintf(stderr, "npyfs: -o %.*s applies to a mount, not to npyfs index (which "
+                        "takes -o index_dir=DIR and -o spacing=SIZE)\n", (int)len, p);
+            else if (index_opt(near))
+                fprintf(stderr, "npyfs: unknown option -o %.*s (did you mean %s?)\n", (int)len,
+                        p, near);
+            else
+                fprintf(stderr, "npyfs: unknown option -o %.*s (npyfs index takes -o "
+                        "index_dir=DIR and -o spacing=SIZE)\n", (int)len, p);
+            exit(1);
+        }
+        p += len + (p[len] == ',');
+    }
 }
 
 /* npyfs index [-o OPT,...] SOURCE...: one line per failing source. */
@@ -856,15 +1456,15 @@ static int cmd_index(int argc, char **argv)
         if (strcmp(argv[i], "-o") == 0) {
             if (++i == argc)
                 die_usage("-o needs an option list");
+            check_index_opts(argv[i]);
             parse_opts(&ma, argv[i]);
         } else if (strncmp(argv[i], "-o", 2) == 0) {
+            check_index_opts(argv[i] + 2);
             parse_opts(&ma, argv[i] + 2);
         } else if (argv[i][0] == '-' && argv[i][1]) {
             die_usage("unknown index flag %s", argv[i]);
         }
     }
-    if (ma.fuse_opts)
-        die_usage("index takes only -o index_dir= and -o spacing=, not %s", ma.fuse_opts);
     for (int i = 0; i < argc; i++) {
         struct fs_archive *a;
         int ret;
@@ -883,7 +1483,7 @@ static int cmd_index(int argc, char **argv)
         }
         ret = fs_archive_open(argv[i], ma.opts.spacing, &a);
         if (ret < 0) {
-            fprintf(stderr, "npyfs: %s: %s\n", argv[i], describe_open_error(ret));
+            report_open_error(argv[i], ret);
             status = 1;
             continue;
         }
@@ -930,6 +1530,26 @@ static void check_fuse_available(void)
               "as a user other than root (Debian package fuse3)\n", stderr);
         exit(1);
     }
+}
+
+/* A user other than root mounts through fusermount3, which opens /dev/fuse
+ * as that user: say which permission is missing (then false), after the
+ * sources were checked (their errors come first). */
+static bool check_fuse_permission(void)
+{
+    struct stat st;
+    bool r, w;
+
+    if (geteuid() == 0 || access("/dev/fuse", R_OK | W_OK) == 0 || stat("/dev/fuse", &st) < 0)
+        return true;
+    r = access("/dev/fuse", R_OK) == 0;
+    w = access("/dev/fuse", W_OK) == 0;
+    fprintf(stderr, "npyfs: /dev/fuse: no %s permission for you (uid %u): it is mode %04o, "
+            "owner uid %u, group gid %u; a user other than root needs read and write "
+            "permission on it (usually mode 0666) or must mount as root\n",
+            r ? "write" : w ? "read" : "read and write", (unsigned)getuid(),
+            (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid, (unsigned)st.st_gid);
+    return false;
 }
 
 /* Options mount(8) and mount.fuse3 pass that mean nothing to a read-only
@@ -1059,6 +1679,90 @@ static int cmd_stats(int argc, char **argv)
     return fflush(stdout) == 0 ? 0 : 1;
 }
 
+/* What `npyfs COMMAND --help` prints before any section of usage_text. */
+static const struct {
+    const char *cmd, *text;
+    const char *from, *to; /* then usage_text from "from" up to "to" (NULL: none) */
+} command_helps[] = {
+    {"mount",
+     "usage: npyfs mount [-f] [-d] [-o OPT[,OPT...]] SOURCE... MOUNTPOINT\n"
+     "       npyfs SOURCE MOUNTPOINT [-o OPT[,OPT...]]   (the form mount.fuse3 uses)\n"
+     "\n"
+     "Mount the SOURCEs read-only on MOUNTPOINT: an archive (.npz, .npy.gz) shows\n"
+     "its arrays as .npy files; a directory shows its tree, each archive as a\n"
+     "directory; several SOURCEs appear side by side. Runs in the background and\n"
+     "returns once the mount answers. A MOUNTPOINT that is not empty works, with\n"
+     "a warning: its files stay hidden while mounted.\n"
+     "\n",
+     "mount flags:", "Exit status:"},
+    {"unmount",
+     "usage: npyfs unmount [-z|--lazy] MOUNTPOINT\n"
+     "\n"
+     "Unmount the npyfs mount on MOUNTPOINT; anything else mounted there is left\n"
+     "alone (exit 1). A busy mount (a process has files open or mapped under it)\n"
+     "stays mounted (exit 1, naming a process that holds it), unless -z (--lazy):\n"
+     "then it is detached at once, and the daemon exits when the last file is\n"
+     "closed. A mount whose daemon is gone is cleaned up, and said so.\n",
+     NULL, NULL},
+    {"ls",
+     "usage: npyfs ls [--json] SOURCE...\n"
+     "\n"
+     "One row per member of each archive: name, dtype (a type string such as\n"
+     "<f8, or a structured dtype's descr), shape, order (C/F), size, stored size,\n"
+     "method. A directory SOURCE lists every .npz and .npy.gz below it (symlinks\n"
+     "not followed; other files are not listed). With several SOURCEs or a\n"
+     "directory, the table starts with an ARCHIVE column. Aligned columns on a\n"
+     "terminal, tab-separated otherwise.\n"
+     "  --json, -j   one JSON array of objects, each with its \"archive\" and a\n"
+     "               \"dtype\" that np.dtype() accepts (see npyfs(1))\n",
+     NULL, NULL},
+    {"index",
+     "usage: npyfs index [-o OPT[,OPT...]] SOURCE...\n"
+     "\n"
+     "Build and save the index and chunk checksums of every member ahead of time,\n"
+     "checking each member's CRC-32 on the way. A directory SOURCE: every .npz\n"
+     "and .npy.gz below it (symlinks not followed).\n"
+     "  -o index_dir=DIR   where saved indexes go (as for mount)\n"
+     "  -o spacing=SIZE    distance between access points (as for mount)\n"
+     "Mount-only options are refused.\n",
+     NULL, NULL},
+    {"stats",
+     "usage: npyfs stats [--json] MOUNTPOINT\n"
+     "\n"
+     "The live counters of the npyfs mount on MOUNTPOINT: reads, bytes served and\n"
+     "decompressed, cache hits, misses and evictions, and per member its index\n"
+     "coverage and state.\n"
+     "  --json, -j   the same as one JSON object\n",
+     NULL, NULL},
+};
+
+/* `npyfs COMMAND ... --help` (or -h anywhere after COMMAND): print its
+ * usage to stdout and return true. */
+static bool command_help(const char *cmd, int argc, char **argv)
+{
+    bool asked = false;
+    size_t i, n = sizeof(command_helps) / sizeof(command_helps[0]);
+
+    for (int k = 0; k < argc && !asked; k++)
+        asked = strcmp(argv[k], "--help") == 0 || strcmp(argv[k], "-h") == 0;
+    if (!asked)
+        return false;
+    if (strcmp(cmd, "umount") == 0)
+        cmd = "unmount";
+    for (i = 0; i < n && strcmp(command_helps[i].cmd, cmd) != 0; i++) {
+    }
+    if (i == n)
+        return false;
+    fputs(command_helps[i].text, stdout);
+    if (command_helps[i].from) {
+        const char *from = strstr(usage_text, command_helps[i].from);
+        const char *to = from ? strstr(from, command_helps[i].to) : NULL;
+        if (from && to)
+            fwrite(from, 1, (size_t)(to - from), stdout);
+    }
+    return true;
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd = argc > 1 ? argv[1] : "";
@@ -1068,10 +1772,12 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0) {
-        printf("npyfs %s (libfuse %s, zlib %s)\n", NPYFS_VERSION, fuse_pkgversion(),
-               zlibVersion());
+        printf("npyfs %s (libfuse %s, zlib %s, %s; index files: format version %d)\n",
+               NPYFS_VERSION, fuse_pkgversion(), zlibVersion(), ISAL_TEXT, DFX_STORE_VERSION);
         return 0;
     }
+    if (command_help(cmd, argc - 2, argv + 2))
+        return fflush(stdout) == 0 ? 0 : 1;
     if (strcmp(cmd, "mount") == 0)
         return cmd_mount(argc - 2, argv + 2);
     if (strcmp(cmd, "unmount") == 0 || strcmp(cmd, "umount") == 0)

@@ -34,7 +34,8 @@
 
 struct fs_meta {
     bool is_npy;    /* false: no parseable .npy header, only user.npyfs.* */
-    char *dtype;    /* owned: the descr as in the header, escaped: '<f8' */
+    char *dtype;    /* owned, escaped: a type string as is (<f8), a struct as the
+                     * header's descr ([('a', '<i4')]) */
     char *shape;    /* owned: like numpy's repr of the tuple, e.g. (1000, 3) */
     bool fortran_order;
 };
@@ -80,7 +81,8 @@ static int meta_build(struct fs_archive *a, struct fs_member *m, struct fs_meta 
     uint64_t doff;
     int64_t n;
     int ret = 0, len;
-    size_t dlen;
+    size_t dlen, tlen = 0;
+    char *type = NULL;
 
     *out = NULL;
     meta = calloc(1, sizeof(*meta));
@@ -108,12 +110,23 @@ static int meta_build(struct fs_archive *a, struct fs_member *m, struct fs_meta 
     if (npy_parse(buf, (size_t)n, &h) < 0)
         goto out_done;
     len = npy_format_shape(&h, NULL, 0);
-    /* bytes outside printable ASCII as \xHH: the value stays a Python literal
-     * (a control byte can only sit inside a string in it) */
-    dlen = fs_text_string(NULL, 0, h.descr, strlen(h.descr), true);
-    meta->dtype = malloc(dlen + 1);
-    if (meta->dtype)
-        fs_text_string(meta->dtype, dlen + 1, h.descr, strlen(h.descr), true);
+    ret = npy_dtype_string(&h, &type, &tlen);
+    if (ret == 0) {
+        /* a type string as is, <f8, escaped like `ls` (\\, \xHH) */
+        dlen = fs_text_string(NULL, 0, type, tlen, false);
+        meta->dtype = malloc(dlen + 1);
+        if (meta->dtype)
+            fs_text_string(meta->dtype, dlen + 1, type, tlen, false);
+    } else if (ret == -EINVAL) {
+        /* a struct as the header's descr, bytes outside printable ASCII as
+         * \xHH: the value stays a Python literal (a control byte can only
+         * sit inside a string in it) */
+        dlen = fs_text_string(NULL, 0, h.descr, strlen(h.descr), true);
+        meta->dtype = malloc(dlen + 1);
+        if (meta->dtype)
+            fs_text_string(meta->dtype, dlen + 1, h.descr, strlen(h.descr), true);
+    }
+    ret = 0;
     meta->shape = malloc((size_t)len + 1);
     if (!meta->dtype || !meta->shape) {
         ret = -ENOMEM;
@@ -125,11 +138,13 @@ static int meta_build(struct fs_archive *a, struct fs_member *m, struct fs_meta 
 out_done:
     npy_header_destroy(&h);
     free(buf);
+    free(type);
     *out = meta;
     return 0;
 out_free:
     npy_header_destroy(&h);
     free(buf);
+    free(type);
     fs_meta_free(meta);
     return ret;
 }

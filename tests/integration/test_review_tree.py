@@ -28,6 +28,7 @@ sources and the text npyfs prints, each reproduced on a real mount.
   checks only its own mounts; without it, pytest's defaults.
 """
 
+import ast
 import errno
 import gzip
 import json
@@ -528,7 +529,10 @@ def test_ls_escapes_archive_bytes(tmp_path, npyfs_bin):
     _no_raw_controls(r.stdout, allowed=b"\n")
     got = json.loads(r.stdout)
     assert os.fsencode(got[0]["name"]) == EVIL_NAME
-    assert os.fsencode(got[0]["dtype"]) == EVIL_DESCR
+    assert os.fsencode(got[0]["descr"]) == EVIL_DESCR
+    # dtype: what np.dtype takes, the field name decoded as numpy decodes v1
+    assert np.dtype(got[0]["dtype"]) == np.lib.format.descr_to_dtype(
+        ast.literal_eval(EVIL_DESCR.decode("latin-1")))
     assert got[0]["shape"] == [2]
     assert os.fsencode(got[1]["name"]) == b"plain.npy"
 

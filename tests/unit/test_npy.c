@@ -1363,6 +1363,130 @@ static void test_destroy(void)
     npy_header_destroy(&h); /* destroyed twice: still fine */
 }
 
+/* ---- the dtype for programs: npy_dtype_json, npy_dtype_string ---- */
+
+/* JSON that np.dtype(json.loads(...)) turns into the dtype np.load builds
+ * from the descr (checked against numpy 1.24 by test_usability.py; here the
+ * exact text). NULL: no such JSON (-EINVAL). */
+static const struct {
+    const char *descr, *json;
+} json_cases[] = {
+    {"'<f8'", "\"<f8\""},
+    {"'|b1'", "\"|b1\""},
+    {"'<M8[ns]'", "\"<M8[ns]\""},
+    {"\"<U4\"", "\"<U4\""},
+    {"'\\x3cf8'", "\"<f8\""},                        /* escapes decoded */
+    {"[('a', '<i4'), ('b', '<f8')]",
+     "{\"names\": [\"a\", \"b\"], \"formats\": [\"<i4\", \"<f8\"]}"},
+    {"[('a', '<f8', (2, 3)), ('b', '|S2', (4,)), ('c', '<i2', 5)]",
+     "{\"names\": [\"a\", \"b\", \"c\"], \"formats\": [\"(2, 3)<f8\", \"(4,)|S2\", \"(5,)<i2\"]}"},
+    {"[('s', 'S', 5), ('u', '<U', 3)]",
+     "{\"names\": [\"s\", \"u\"], \"formats\": [\"S5\", \"<U3\"]}"},
+    {"[('a', ('<f8', (2,)), (3,))]", "{\"names\": [\"a\"], \"formats\": [\"(3, 2)<f8\"]}"},
+    {"[('a', '|u1'), ('', '|V7'), ('b', '<f8'), ('', '|V4')]",
+     "{\"names\": [\"a\", \"b\"], \"formats\": [\"|u1\", \"<f8\"], \"offsets\": [0, 8], "
+     "\"itemsize\": 20}"},
+    {"[(('Title', 'a'), '<i4'), ('b', '<f4')]",
+     "{\"names\": [\"a\", \"b\"], \"formats\": [\"<i4\", \"<f4\"], \"titles\": [\"Title\", null]}"},
+    {"[('p', [('x', '<i2'), ('', '|V2'), ('y', '>f4')]), ('q', '|O')]",
+     "{\"names\": [\"p\", \"q\"], \"formats\": [{\"names\": [\"x\", \"y\"], \"formats\": "
+     "[\"<i2\", \">f4\"], \"offsets\": [0, 4], \"itemsize\": 8}, \"|O\"]}"},
+    {"[('q\"uo\\\\te\\x01\\xe9', '<i4')]",                /* JSON escapes; latin-1 */
+     "{\"names\": [\"q\\\"uo\\\\te\\u0001\\u00e9\"], \"formats\": [\"<i4\"]}"},
+    {"[('\\u20ac\\U0001f600', '<i4')]",
+     "{\"names\": [\"\\u20ac\\ud83d\\ude00\"], \"formats\": [\"<i4\"]}"},
+    {"('<f4', (3,))", "\"(3,)<f4\""},
+    {"[]", "{\"names\": [], \"formats\": []}"},
+    {"[('s', [('x', '<i2')], (2,))]", NULL},             /* a subarray of a struct */
+    {"[('a', '<f8', 1)]", NULL},                        /* numpy: deprecated, changing */
+    {"[('a', '<f8', (-1,))]", NULL},
+    {"[('', '|V4'), ('b', 'O')]", "{\"names\": [\"b\"], \"formats\": [\"O\"], \"offsets\": [4], "
+                                  "\"itemsize\": 12}"},
+    {"[('', '|V4'), ('b', 'bogus')]", NULL},             /* offsets need every size */
+    {"[('a',)]", NULL},
+    {"[(1, '<i4')]", NULL},
+    {"{'a': '<i4'}", NULL},
+};
+
+static void test_dtype_json(void)
+{
+    for (size_t i = 0; i < sizeof(json_cases) / sizeof(json_cases[0]); i++) {
+        char *text = numpy_text(json_cases[i].descr, "(3,)");
+        struct npy_header h;
+        char *json = (char *)1;
+
+        CHECK_EQ(parse_text(text, &h), 0);
+        int n = npy_dtype_json(&h, &json);
+        if (json_cases[i].json) {
+            if (n < 0 || strcmp(json, json_cases[i].json) != 0)
+                fprintf(stderr, "dtype json of %s: %d %s\n", json_cases[i].descr, n,
+                        n < 0 ? "" : json);
+            CHECK(n >= 0 && strcmp(json, json_cases[i].json) == 0);
+            CHECK_EQ(n, strlen(json_cases[i].json));
+        } else {
+            if (n != -EINVAL)
+                fprintf(stderr, "dtype json of %s: %d %s\n", json_cases[i].descr, n,
+                        n < 0 ? "" : json);
+            CHECK_EQ(n, -EINVAL);
+            CHECK(json == NULL);
+        }
+        free(json);
+        npy_header_destroy(&h);
+        free(text);
+    }
+    /* a version 3 header is UTF-8: raw bytes are characters, and bad UTF-8
+     * (which numpy cannot decode) has no JSON */
+    static const char v3[] = "{'descr': [('\xc3\xa9\xf0\x9f\x98\x80', '<i4')], "
+                             "'fortran_order': False, 'shape': (3,), }\n";
+    static const char v3_bad[] = "{'descr': [('\xc3(', '<i4')], "
+                                 "'fortran_order': False, 'shape': (3,), }\n";
+    struct npy_header h;
+    char *json;
+    CHECK_EQ(parse_text_n(3, v3, strlen(v3), &h), 0);
+    CHECK(npy_dtype_json(&h, &json) > 0 &&
+          strcmp(json, "{\"names\": [\"\\u00e9\\ud83d\\ude00\"], \"formats\": [\"<i4\"]}") == 0);
+    free(json);
+    npy_header_destroy(&h);
+    CHECK_EQ(parse_text_n(3, v3_bad, strlen(v3_bad), &h), 0);
+    CHECK_EQ(npy_dtype_json(&h, &json), -EINVAL);
+    npy_header_destroy(&h);
+    /* the same bytes in a version 1 header are latin-1 */
+    CHECK_EQ(parse_text_n(1, v3_bad, strlen(v3_bad), &h), 0);
+    CHECK(npy_dtype_json(&h, &json) > 0 &&
+          strcmp(json, "{\"names\": [\"\\u00c3(\"], \"formats\": [\"<i4\"]}") == 0);
+    free(json);
+    npy_header_destroy(&h);
+}
+
+static void test_dtype_string(void)
+{
+    struct npy_header h;
+    char *text, *out;
+    size_t len = 0;
+
+    text = numpy_text("'<M8[ns]'", "()");
+    CHECK_EQ(parse_text(text, &h), 0);
+    CHECK_EQ(npy_dtype_string(&h, &out, &len), 0);
+    CHECK(len == 7 && strcmp(out, "<M8[ns]") == 0);
+    free(out);
+    npy_header_destroy(&h);
+    free(text);
+    text = numpy_text("'a\\x00b\\n'", "()"); /* escapes decoded; a NUL kept, len says */
+    CHECK_EQ(parse_text(text, &h), 0);
+    CHECK_EQ(npy_dtype_string(&h, &out, &len), 0);
+    CHECK(len == 4 && memcmp(out, "a\0b\n", 5) == 0);
+    free(out);
+    npy_header_destroy(&h);
+    free(text);
+    text = numpy_text("[('a', '<i4')]", "()");
+    CHECK_EQ(parse_text(text, &h), 0);
+    out = (char *)1;
+    CHECK_EQ(npy_dtype_string(&h, &out, &len), -EINVAL);
+    CHECK(out == NULL);
+    npy_header_destroy(&h);
+    free(text);
+}
+
 /* ---- hostile bytes: every mutation must end in 0 or a clean errno ---- */
 
 static void test_mutations(void)
@@ -1392,6 +1516,24 @@ static void test_mutations(void)
                     fprintf(stderr, "mutation %s[%zu] = %u: descr kept\n", c->name, pos, subst[s]);
                     bad++;
                 }
+                if (ret == 0) { /* what a parsed hostile header gives ls and xattrs */
+                    char *json, *str;
+                    size_t len;
+                    int n = npy_dtype_json(&h, &json);
+                    if (n != -EINVAL && (n < 0 || strlen(json) != (size_t)n)) {
+                        fprintf(stderr, "mutation %s[%zu] = %u: json %d\n", c->name, pos,
+                                subst[s], n);
+                        bad++;
+                    }
+                    for (int k = 0; n > 0 && k < n; k++)
+                        if ((unsigned char)json[k] < 0x20 || (unsigned char)json[k] > 0x7e)
+                            bad++; /* always printable ASCII */
+                    free(n >= 0 ? json : NULL);
+                    n = npy_dtype_string(&h, &str, &len);
+                    if (n != 0 && n != -EINVAL)
+                        bad++;
+                    free(n == 0 ? str : NULL);
+                }
                 npy_header_destroy(&h);
                 runs++;
             }
@@ -1416,6 +1558,8 @@ int main(void)
     test_v2_big_struct();
     test_limits();
     test_format_shape();
+    test_dtype_json();
+    test_dtype_string();
     test_destroy();
     test_mutations();
     return check_exit("test_npy");
