@@ -607,4 +607,4 @@ MUTATE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
 # bandwidth caps, and mounts of URLs, for the remote-source tests: defined in
 # remote_servers.py (which the benchmark imports too).
 from remote_servers import (fault_server, http_server, netns, remote,  # noqa: E402,F401
-                            remote_mount, s3_server, sigv4_server)
+                            remote_module, remote_mount, s3_server, sigv4_server)

@@ -52,7 +52,6 @@ close(), the namespaces last.
 
 import contextlib
 import ctypes
-import hashlib
 import json
 import os
 import secrets
@@ -201,31 +200,42 @@ def free_port(netns=None):
     return netns.call(pick) if netns else pick()
 
 
-def _connectable(port, netns):
-    def probe():
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
-                return True
-        except OSError:
-            return False
-    return netns.call(probe) if netns else probe()
+def _listening_ports(pid):
+    """Ports pid itself listens on (TCP, IPv4), in its own namespace: a
+    LISTEN socket in /proc/PID/net/tcp whose inode is one of pid's fds. So
+    another program that took the port meanwhile is never mistaken for
+    ours."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        with open(f"/proc/{pid}/net/tcp") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return set()
+    ports = set()
+    for line in lines:
+        w = line.split()
+        if len(w) > 9 and w[3] == "0A" and w[9] in inodes:
+            ports.add(int(w[1].split(":")[1], 16))
+    return ports
 
 
-def wait_listening(child, ports, netns=None, timeout=START_TIMEOUT):
-    """Wait until every port accepts a connection; False if the child died or
-    the time ran out."""
+def wait_listening(child, ports, timeout=START_TIMEOUT):
+    """Wait until the child listens on every port; False if it died or the
+    time ran out."""
     deadline = time.monotonic() + timeout
-    pending = list(ports)
-    while pending:
+    while True:
         if not child.alive():
             return False
-        if _connectable(pending[0], netns):
-            pending.pop(0)
-            continue
+        if set(ports) <= _listening_ports(child.pid):
+            return True
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
-    return True
 
 
 def quote_key(name):
@@ -500,7 +510,7 @@ http {{
             self.child = Child([NGINX, "-c", conf, "-e", self.dir / "error.log"],
                                self.dir / "nginx.stderr", netns=self.netns)
             ports = [self.port] + ([self.tls_port] if self.tls else [])
-            if wait_listening(self.child, ports, self.netns):
+            if wait_listening(self.child, ports):
                 return
             self.child.stop()
         err = ""
@@ -654,7 +664,7 @@ class S3rver(_Counted):
             for b in self.buckets:
                 argv += ["--configure-bucket", b]
             self.child = Child(argv, self.dir / "s3rver.log", netns=self.netns, env=env)
-            if wait_listening(self.child, [self.port], self.netns):
+            if wait_listening(self.child, [self.port]):
                 return
             self.child.stop()
         raise ServerError(f"s3rver did not start; log:\n{self.child.tail()}")
@@ -1164,6 +1174,19 @@ if pytest is not None:
         if problems:
             pytest.fail("remote server teardown problems:\n" + "\n".join(problems))
 
+    @pytest.fixture(scope="module")
+    def remote_module(tmp_path_factory):
+        """Like `remote`, for servers shared by the tests of one module (s3rver
+        takes about a second to start). Tests that change a server (faults,
+        replaced objects, shaping) should use `remote` instead."""
+        ss = ServerSet(tmp_path_factory.mktemp("remote_module"))
+        try:
+            yield _Failing(ss)
+        finally:
+            problems = ss.close()
+        if problems:
+            pytest.fail("remote server teardown problems:\n" + "\n".join(problems))
+
     class _Failing:
         """ServerSet whose start errors fail the test (with the reason)."""
 
@@ -1213,12 +1236,14 @@ if pytest is not None:
         return remote.netns()
 
     @pytest.fixture
-    def remote_mount(npyfs_bin, tmp_path):
+    def remote_mount(npyfs_bin, tmp_path, remote):
         """remote_mount(source, *opts, env=None, netns=None, name=None) ->
         mount point Path, like `mount` but: sources are kept as strings (URLs
         survive), env (a dict) replaces the daemon's AWS_* environment (see
-        clean_env), and netns runs the daemon in that namespace (with
-        nsenter, so the mount is visible here). Unmounted after the test."""
+        clean_env: no AWS_* from this machine, the AWS config files pointed
+        at nothing unless env names them), and netns runs the daemon in that
+        namespace (with nsenter, so the mount is visible here). Unmounted
+        after the test, before the servers stop (it depends on `remote`)."""
         import conftest
         m = _RemoteMounter(conftest, npyfs_bin, tmp_path / "rmounts")
         yield m
