@@ -117,6 +117,7 @@ static int zip_member_setup(struct fs_archive *a, struct fs_member *m, const str
     st.usize = z->usize;
     st.crc = z->crc32;
     st.check_crc = true;
+    st.budget = &fs_window_budget;
     return dfx_index_new(&st, a->spacing, &m->ix);
 }
 
@@ -300,6 +301,7 @@ static int open_gzip(struct fs_archive *a)
     st.end = a->src->size;
     st.framing = DFX_GZIP;
     st.usize = UINT64_MAX;
+    st.budget = &fs_window_budget;
     ret = dfx_index_new(&st, a->spacing, &m->ix);
     if (ret < 0)
         return ret;
