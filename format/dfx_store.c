@@ -914,7 +914,7 @@ static int parse_table(const struct file *f, uint32_t want, struct dfx_crcs **ou
 
 /* Contract in dfx_store.h. */
 int dfx_store_load(struct dfx_store_dir *d, const struct dfx_store_key *k, struct dfx_index *ix,
-                   uint32_t chunk, struct dfx_crcs **crcs)
+                   uint32_t chunk, const struct dfx_crcs *have, struct dfx_crcs **crcs)
 {
     struct file f = {.fd = -1};
     struct dfx_xpoint *pts = NULL;
@@ -937,6 +937,10 @@ int dfx_store_load(struct dfx_store_dir *d, const struct dfx_store_key *k, struc
         ret = -EBADMSG; /* a stored member's file is its table */
     if (ret == 0 && gzip && !t)
         ret = -ESTALE; /* not written by this version: dfx_store_finish() */
+    if (ret == 0 && have &&
+        (!t || t->size != have->size || t->chunk != have->chunk ||
+         memcmp(t->crc, have->crc, (size_t)have->count * sizeof(have->crc[0])) != 0))
+        ret = -ESTALE; /* built from other content than the caller reads */
     if (ret == 0 && ix)
         ret = parse_points(&f, &pts);
     if (ret == 0 && ix && !(l = malloc(sizeof(*l))))

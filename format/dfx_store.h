@@ -187,11 +187,14 @@ int dfx_store_save(struct dfx_store_dir *d, const struct dfx_store_key *key,
  * (dfx_index_import(): safe while readers run), which must have the spacing
  * the file was built with; the index keeps the file open and reads windows
  * from it on demand. ix NULL: a stored member's file (no points; its size
- * must be key->stored_size). crcs not NULL: *crcs gets the file's table
- * (owned, free()), or NULL if it has none (ix NULL or a gzip stream: a file
- * without one is refused); a table of another chunk size than chunk is
- * -ESTALE. Nothing is taken over on failure. */
+ * must be key->stored_size). have not NULL: the member's table as the caller
+ * built it from the content it reads; a file whose table differs (or that
+ * has none) was built from other content: -ESTALE. crcs not NULL: *crcs
+ * gets the file's table (owned, free()), or NULL if it has none (ix NULL or
+ * a gzip stream: a file without one is refused); a table of another chunk
+ * size than chunk is -ESTALE. Nothing is taken over on failure. */
 int dfx_store_load(struct dfx_store_dir *d, const struct dfx_store_key *key,
-                   struct dfx_index *ix, uint32_t chunk, struct dfx_crcs **crcs);
+                   struct dfx_index *ix, uint32_t chunk, const struct dfx_crcs *have,
+                   struct dfx_crcs **crcs);
 
 #endif

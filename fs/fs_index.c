@@ -180,7 +180,9 @@ static bool load_saved(struct fs_indexer *x, struct fs_member *m)
     if (!x->dir)
         return false;
     member_key(x, m, &k);
-    ret = dfx_store_load(x->dir, &k, m->ix, FS_CHUNK_SIZE, &t);
+    /* A table m has already (a gzip file sized by a full pass at open) must
+     * be the file's: otherwise the file describes other content. */
+    ret = dfx_store_load(x->dir, &k, m->ix, FS_CHUNK_SIZE, atomic_load(&m->crcs), &t);
     if (ret == 0 && t)
         fs_member_set_crcs(m, t);
     if (ret == -ENOENT || ret == -EBUSY)

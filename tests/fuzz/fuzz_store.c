@@ -220,7 +220,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     if (dfx_index_new(&g_st, DFX_MIN_SPACING, &ix) < 0)
         return 0;
-    if (dfx_store_load(g_dir, &g_key, ix, CHUNK, &t) == 0) {
+    if (dfx_store_load(g_dir, &g_key, ix, CHUNK, NULL, &t) == 0) {
         if (t && (t->size != DATA_LEN || t->chunk != CHUNK ||
                   t->count != (DATA_LEN + CHUNK - 1) / CHUNK))
             __builtin_trap(); /* a loaded table that does not fit the stream */

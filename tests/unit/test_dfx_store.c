@@ -310,7 +310,7 @@ static int try_load(struct fixture *f, bool *untouched)
 
     if (dfx_index_new(&f->st, SPACING, &ix) < 0)
         return -999;
-    ret = dfx_store_load(sdir, &f->key, ix, CHUNK, &t);
+    ret = dfx_store_load(sdir, &f->key, ix, CHUNK, NULL, &t);
     *untouched = dfx_index_points(ix) == 1 && dfx_index_total(ix) == UINT64_MAX && !t;
     free(t);
     dfx_index_free(ix);
@@ -366,7 +366,7 @@ static void check_round_trip(size_t len, int kind, enum dfx_framing framing, boo
 
     CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
     count_reset(f.src);
-    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, &got), 0);
+    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, &got), 0);
     CHECK_EQ(f.src->preads, 0); /* loading never touches the archive */
     CHECK(same_points(built, ix));
     CHECK(same_table(table, got));
@@ -390,16 +390,27 @@ static void check_round_trip(size_t len, int kind, enum dfx_framing framing, boo
     CHECK_EQ(random_extracts(ix, &f, s, 60), 0);
     /* a second load replaces the points of the first (its file stays open
      * for readers that may still use it) */
-    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, &got), 0);
+    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, &got), 0);
     CHECK(same_table(table, got));
     free(got);
     got = NULL;
     CHECK(same_points(built, ix));
     CHECK_EQ(random_extracts(ix, &f, s, 20), 0);
     dfx_index_free(ix);
+    /* the table the caller built itself from what it reads must be the
+     * file's, else the file is for other content */
+    CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
+    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, table, NULL), 0);
+    dfx_index_free(ix);
+    table->crc[table->count - 1] ^= 1;
+    CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
+    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, table, &got), -ESTALE);
+    CHECK(got == NULL && dfx_index_points(ix) == 1);
+    table->crc[table->count - 1] ^= 1;
+    dfx_index_free(ix);
     /* a table of another chunk size is stale: the file is rebuilt */
     CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
-    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK / 2, &got), -ESTALE);
+    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK / 2, NULL, &got), -ESTALE);
     CHECK(got == NULL && dfx_index_points(ix) == 1);
     dfx_index_free(ix);
     if (framing == DFX_RAW) {
@@ -408,7 +419,7 @@ static void check_round_trip(size_t len, int kind, enum dfx_framing framing, boo
         CHECK_EQ(dfx_store_save(sdir, &f.key, built, NULL), 0);
         CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
         got = (void *)1;
-        CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, &got), 0);
+        CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, &got), 0);
         CHECK(got == NULL);
         dfx_index_free(ix);
     } else {
@@ -454,7 +465,7 @@ static void check_concurrent(uint64_t *s)
         w[i] = (struct worker){ix, &f, rnd(s) | 1, 0};
         pthread_create(&t[i], NULL, worker_main, &w[i]);
         if (i == THREADS / 2) /* replaces whatever the workers recorded so far */
-            CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL), 0);
+            CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, NULL), 0);
     }
     for (int i = 0; i < THREADS; i++) {
         pthread_join(t[i], NULL);
@@ -505,7 +516,7 @@ static void check_stale(uint64_t *s)
     }
     f.key = k;
     CHECK_EQ(dfx_index_new(&f.st, SPACING * 2, &ix), 0);
-    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL), -ESTALE); /* other spacing */
+    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, NULL), -ESTALE); /* other spacing */
     dfx_index_free(ix);
     CHECK_EQ(try_load(&f, &untouched), 0);
     free(p1);
@@ -702,15 +713,15 @@ static void check_stored(uint64_t *s)
     CHECK_EQ(dfx_store_save(sdir, &f.key, NULL, other), -EINVAL); /* size != stored */
     free(other);
     CHECK_EQ(dfx_store_save(sdir, &f.key, NULL, table), 0);
-    CHECK_EQ(dfx_store_load(sdir, &f.key, NULL, CHUNK, &got), 0);
+    CHECK_EQ(dfx_store_load(sdir, &f.key, NULL, CHUNK, NULL, &got), 0);
     CHECK(same_table(table, got));
     free(got);
     got = NULL;
-    CHECK_EQ(dfx_store_load(sdir, &f.key, NULL, CHUNK * 2, &got), -ESTALE);
+    CHECK_EQ(dfx_store_load(sdir, &f.key, NULL, CHUNK * 2, NULL, &got), -ESTALE);
     CHECK(got == NULL);
     /* not a deflate member's file: no points to load (spacing 0: stale) */
     CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
-    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, &got), -ESTALE);
+    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, &got), -ESTALE);
     CHECK(got == NULL && dfx_index_points(ix) == 1);
     dfx_index_free(ix);
     /* every flipped byte is refused */
@@ -721,7 +732,7 @@ static void check_stored(uint64_t *s)
         memcpy(p, orig, len);
         p[at] ^= (unsigned char)(1u << (rnd(s) % 8));
         spit(path, p, len);
-        accepted += dfx_store_load(sdir, &f.key, NULL, CHUNK, &got) == 0;
+        accepted += dfx_store_load(sdir, &f.key, NULL, CHUNK, NULL, &got) == 0;
         free(got);
         got = NULL;
     }
@@ -732,7 +743,7 @@ static void check_stored(uint64_t *s)
         struct dfx_index *built = built_index(&f, false);
         f.key.stored_size = f.clen;
         CHECK(built && dfx_store_save(sdir, &f.key, built, NULL) == 0);
-        CHECK_EQ(dfx_store_load(sdir, &f.key, NULL, CHUNK, &got), -ESTALE);
+        CHECK_EQ(dfx_store_load(sdir, &f.key, NULL, CHUNK, NULL, &got), -ESTALE);
         dfx_index_free(built);
     }
     free(p);
@@ -991,14 +1002,14 @@ static void check_dir_swapped(uint64_t *s)
     CHECK(exists_in(moved, &f));
     CHECK(!exists_in(other, &f));
     CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
-    CHECK(d && dfx_store_load(d, &f.key, ix, CHUNK, &t) == 0);
+    CHECK(d && dfx_store_load(d, &f.key, ix, CHUNK, NULL, &t) == 0);
     CHECK_EQ(random_extracts(ix, &f, s, 5), 0);
     dfx_index_free(ix);
     /* a mode that changes after the check is caught at the next use */
     chmod(moved, 0770);
     CHECK(d && dfx_store_save(d, &f.key, built, NULL) == -EPERM);
     CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
-    CHECK(d && dfx_store_load(d, &f.key, ix, CHUNK, &t) == -EPERM);
+    CHECK(d && dfx_store_load(d, &f.key, ix, CHUNK, NULL, &t) == -EPERM);
     CHECK_EQ(dfx_index_points(ix), 1);
     dfx_index_free(ix);
     chmod(moved, 0700);
@@ -1035,7 +1046,7 @@ static void check_file_changed_while_loaded(uint64_t *s)
 
         spit(path, orig, len);
         CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
-        CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL), 0);
+        CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, NULL), 0);
         dfx_index_memory(ix, &usable0, &wb);
         CHECK(usable0 > 10);
         CHECK_EQ(wb, 0); /* windows stay in the file */
@@ -1113,7 +1124,7 @@ static void check_streaming_writer(uint64_t *s)
         else
             CHECK_EQ(dfx_store_finish(w, twin, table), 0);
         CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
-        CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, &got), framing ? -ENOENT : 0);
+        CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, &got), framing ? -ENOENT : 0);
         if (!framing) {
             CHECK(same_table(table, got));
             CHECK(same_points(twin, ix));
@@ -1181,7 +1192,7 @@ static void check_load_releases_windows(uint64_t *s)
     dfx_index_memory(ix, &usable, &wb);
     CHECK(wb > 0 && usable > 10);
     CHECK_EQ(atomic_load(&budget.used), wb);
-    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL), 0);
+    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, NULL), 0);
     dfx_index_memory(ix, &usable, &wb);
     CHECK_EQ(wb, 0);
     CHECK_EQ(atomic_load(&budget.used), 0);
