@@ -160,7 +160,7 @@ static const char *load_problem(int err)
 {
     switch (err) {
     case -ESTALE:
-        return "is stale (another archive, archive version, spacing or format)";
+        return "is stale (another archive, archive version or content, spacing or format)";
     case -EBADMSG:
         return "is damaged";
     default:
