@@ -116,7 +116,9 @@ int dfx_isal_inflate(struct dfx_isal *d, unsigned char **next_in, unsigned int *
  * call ends inside the next block header it meets, where the decoder stands
  * on the boundary. Headers that fit in one piece (fixed-Huffman blocks,
  * some short dynamic ones) are passed over: the boundary reported is the
- * first one ISA-L stops at, usually the first past want. Each boundary is
+ * first one ISA-L stops at, usually the first past want (or past the ~32
+ * KiB of output ISA-L decodes ahead into its own buffer when the caller's
+ * is short, which it cannot be stopped inside). Each boundary is
  * checked before it is reported, unless dfx_isal_set_verify() turned that
  * off: a second decoder started there from the input bytes and the window
  * must produce the same DFX_ISAL_VERIFY_LEN bytes (or the same rest of the
