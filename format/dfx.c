@@ -16,11 +16,21 @@
  * in, whichever point a reader started from and however many readers race.
  * A reader that loses such a race just drops its candidate point.
  *
- * A window is kept raw, or zlib-compressed (an index builder's choice, or
- * points imported from a saved index, possibly borrowed from its mapping:
- * dfx_internal.h, dfx_store.c); point_history() inflates it for a reader.
- * Importing swaps the whole point array under the lock while the index has
- * only point 0, so readers never see a half-imported index.
+ * Windows (where they live: dfx_internal.h). A reader never keeps a pointer
+ * to a window it does not own: it copies what it needs under the lock (the
+ * raw bytes, the compressed bytes, or where the window is in the fetch
+ * source) and inflates or fetches without it, into its own buffer. So a
+ * window can be freed at any time: dropped by thinning (below), or replaced
+ * by importing (which swaps the whole point array under the lock; readers
+ * never see a half-imported index). A fetch source that importing replaces
+ * is kept until dfx_index_free(), since a reader may still read from it.
+ *
+ * Budget: windows recorded into memory are charged to the stream's struct
+ * dfx_budget. The index keeps memory windows only at points whose array
+ * position is a multiple of 2^thin; when a charge does not fit, thin goes up
+ * by one (dropping every other kept window, so the usable spacing doubles)
+ * until it fits, or until the index has no memory window left, and then the
+ * new point is kept without one. Positions stay; only windows go.
  *
  * GZIP framing is walked here, not by zlib: each member's deflate data is a
  * raw stream; at its end we check the trailer and reset for the next member.
@@ -70,20 +80,34 @@
 #define DFX_DT_LAST 64      /* the current block is the final one */
 #define DFX_DT_BOUNDARY 128 /* stopped right after an end-of-block code */
 
+/* Where a point's window is (dfx_internal.h). */
+enum wkind {
+    W_NONE, /* window_len == 0: no history needed */
+    W_RAW,  /* mem: window_len raw bytes, charged to the budget */
+    W_ZIP,  /* mem: zlen zlib bytes, charged to the budget */
+    W_FILE, /* zlen zlib bytes at woff in the index's fetch source */
+    W_SUNK, /* written to the sink (woff, zlen): not readable here */
+    W_LOST, /* dropped: no reader starts here */
+};
+
 struct dfx_point {
     uint64_t out;          /* uncompressed offset of this point */
     uint64_t in;           /* compressed offset of the first whole byte */
     uint64_t member_out;   /* output offset where this point's member starts (RAW: 0) */
     int bits;              /* 0-7 bits taken from byte in-1 */
     uint32_t window_len;   /* <= DFX_WINDOW_SIZE; shorter near a member start */
-    /* The history is kept raw (window) or zlib-compressed (zwin, zlen bytes),
-     * never both; immutable once appended. window is owned; zwin is owned
-     * unless zborrowed (then it lives in memory the index's release() frees).
-     * Both are freed by dfx_index_free(). */
-    unsigned char *window;
-    unsigned char *zwin;
-    uint32_t zlen;
-    bool zborrowed;
+    enum wkind kind;
+    unsigned char *mem;    /* W_RAW, W_ZIP: owned, freed when the window goes */
+    uint64_t woff;         /* W_FILE, W_SUNK */
+    uint32_t zlen;         /* W_ZIP, W_FILE, W_SUNK */
+    uint32_t wcrc;         /* W_FILE, W_SUNK: CRC-32 of the raw window */
+};
+
+/* A fetch source (dfx_internal.h) as the index keeps it: the current one,
+ * or replaced ones (kept until dfx_index_free()). */
+struct fetch_src {
+    struct dfx_fetch f;
+    struct fetch_src *next; /* in the retired list */
 };
 
 struct dfx_index {
@@ -91,7 +115,7 @@ struct dfx_index {
     uint64_t spacing;     /* immutable */
     bool isal;            /* immutable: readers behind the frontier decode with ISA-L */
     /* Leaf lock: nothing else is taken while it is held, and it is never held
-     * while inflating or reading the source. */
+     * while inflating or reading the source or a fetch source. */
     pthread_mutex_t lock;
     struct dfx_point *pts; /* protected by lock: npts used, sorted by out */
     size_t npts, cap;      /* protected by lock */
@@ -99,10 +123,12 @@ struct dfx_index {
     int error;             /* protected by lock: first damage, or 0 */
     uint64_t bad_from;     /* protected by lock: UINT64_MAX while undamaged */
     bool zip_windows;      /* protected by lock: compress windows of new points */
-    /* Frees the memory borrowed points live in (dfx_index_import()); called
-     * by dfx_index_free(). Set once under lock, before the points appear. */
-    void (*release)(void *);
-    void *release_arg;
+    bool has_sink;         /* protected by lock: new windows go to sink */
+    struct dfx_sink sink;  /* protected by lock */
+    unsigned thin;         /* protected by lock: memory windows only at i % 2^thin == 0 */
+    uint64_t mem_bytes;    /* protected by lock: bytes of W_RAW/W_ZIP windows (charged) */
+    struct fetch_src *fetch;   /* protected by lock: where W_FILE windows are, or NULL */
+    struct fetch_src *retired; /* protected by lock: replaced sources, released at free */
 };
 
 struct dfx_reader {
@@ -112,8 +138,8 @@ struct dfx_reader {
     z_stream zs;
     bool zs_live;
     /* Owned ISA-L decoder while behind the frontier, else NULL (zlib
-     * decodes). It outputs no byte at or past isal_stop, the frontier when
-     * last looked: there zlib takes over (isal_at_stop()). */
+     * decodes). It outputs no byte at or past isal_stop, the last usable
+     * point when last looked: there zlib takes over (isal_at_stop()). */
     struct dfx_isal *isal;
     uint64_t isal_stop;
     unsigned char *inbuf;   /* owned, DFX_INBUF_SIZE bytes */
@@ -127,6 +153,16 @@ struct dfx_reader {
     bool at_end;            /* the whole stream has been decoded */
     int err;                /* sticky errno that made the reader unusable */
     unsigned char *scratch; /* owned, DFX_SCRATCH_SIZE, allocated by the first skip */
+    unsigned char *hist;    /* owned, DFX_WINDOW_SIZE: a point's history while the
+                             * engine takes it, or a window being recorded */
+};
+
+/* A point copied under the lock with what it takes to get its history
+ * without the lock (grab_locked(), grab_history()). */
+struct grab {
+    struct dfx_point p;    /* copy: p.mem is not ours */
+    unsigned char *z;      /* W_ZIP: owned copy of the compressed bytes */
+    struct fetch_src *src; /* W_FILE: the source (lives until dfx_index_free()) */
 };
 
 static uint64_t sat_add(uint64_t a, uint64_t b)
@@ -149,11 +185,57 @@ static int zlib_errno(int zret)
     }
 }
 
-static void point_free(struct dfx_point *p)
+static bool usable(const struct dfx_point *p)
 {
-    free(p->window);
-    if (!p->zborrowed)
-        free(p->zwin);
+    return p->kind == W_NONE || p->kind == W_RAW || p->kind == W_ZIP || p->kind == W_FILE;
+}
+
+/* Bytes a memory window costs against the budget (0 for other kinds). */
+static uint64_t mem_cost(const struct dfx_point *p)
+{
+    return p->kind == W_RAW ? p->window_len : p->kind == W_ZIP ? p->zlen : 0;
+}
+
+static bool budget_take(struct dfx_budget *b, uint64_t n)
+{
+    uint64_t cur;
+
+    if (!b)
+        return true;
+    cur = atomic_load(&b->used);
+    do {
+        if (n > b->limit || cur > b->limit - n)
+            return false;
+    } while (!atomic_compare_exchange_weak(&b->used, &cur, cur + n));
+    return true;
+}
+
+static void budget_give(struct dfx_budget *b, uint64_t n)
+{
+    if (b && n)
+        atomic_fetch_sub(&b->used, n);
+}
+
+/* Drop p's memory window (freed, given back to the budget): the point stays,
+ * without a usable window. Caller holds the lock. */
+static void drop_mem_locked(struct dfx_index *ix, struct dfx_point *p)
+{
+    uint64_t cost = mem_cost(p);
+
+    ix->mem_bytes -= cost;
+    budget_give(ix->st.budget, cost);
+    free(p->mem);
+    p->mem = NULL;
+    p->kind = W_LOST;
+}
+
+/* Free the memory windows of a point array that leaves the index (charges
+ * given back by the caller, who knows their sum). */
+static void points_free(struct dfx_point *pts, size_t n)
+{
+    for (size_t i = 0; pts && i < n; i++)
+        free(pts[i].mem);
+    free(pts);
 }
 
 /* Largest i with pts[i].out <= off; pts[0].out == 0. Caller holds the lock. */
@@ -171,10 +253,50 @@ static size_t find_point_locked(const struct dfx_index *ix, uint64_t off)
     return lo;
 }
 
+/* Raise thin until that drops at least one memory window (top of the
+ * file). Returns false if the index has none left to drop. Caller holds the
+ * lock. */
+static bool thin_locked(struct dfx_index *ix)
+{
+    while (ix->mem_bytes > 0 && ix->thin < 62) {
+        uint64_t step = (uint64_t)1 << ++ix->thin, freed = 0;
+
+        for (size_t i = 1; i < ix->npts; i++) {
+            struct dfx_point *q = &ix->pts[i];
+            if (i % step != 0 && (q->kind == W_RAW || q->kind == W_ZIP)) {
+                freed += mem_cost(q);
+                drop_mem_locked(ix, q);
+            }
+        }
+        if (freed)
+            return true;
+    }
+    return false;
+}
+
+/* May point i keep a memory window of cost bytes? Charges the budget if
+ * so, thinning the index's own windows to make room. Caller holds the
+ * lock. */
+static bool charge_locked(struct dfx_index *ix, size_t i, uint64_t cost)
+{
+    for (;;) {
+        if (i % ((uint64_t)1 << ix->thin) != 0)
+            return false;
+        if (budget_take(ix->st.budget, cost)) {
+            ix->mem_bytes += cost;
+            return true;
+        }
+        if (!thin_locked(ix))
+            return false;
+    }
+}
+
 /* Append p if it lies at least spacing past the last point; this is the only
- * rule needed to keep points sorted (see the top of the file). Returns true
- * if the index took ownership of p->window. Caller holds the lock. */
-static bool append_point_locked(struct dfx_index *ix, const struct dfx_point *p)
+ * rule needed to keep points sorted (see the top of the file). A memory
+ * window that the budget refuses is not kept: the point goes in as W_LOST.
+ * Returns true if the index took ownership of p->mem. Caller holds the
+ * lock. */
+static bool append_point_locked(struct dfx_index *ix, struct dfx_point *p)
 {
     const struct dfx_point *last = &ix->pts[ix->npts - 1];
 
@@ -188,8 +310,26 @@ static bool append_point_locked(struct dfx_index *ix, const struct dfx_point *p)
         ix->pts = pts;
         ix->cap = cap;
     }
+    if (mem_cost(p) && !charge_locked(ix, ix->npts, mem_cost(p))) {
+        struct dfx_point lost = *p;
+        lost.kind = W_LOST;
+        lost.mem = NULL;
+        ix->pts[ix->npts++] = lost;
+        return false; /* the caller frees p->mem */
+    }
     ix->pts[ix->npts++] = *p;
     return true;
+}
+
+/* Position of the last point a reader can start from (point 0 always
+ * can). Caller holds the lock. */
+static size_t last_usable_locked(const struct dfx_index *ix)
+{
+    size_t i = ix->npts - 1;
+
+    while (i > 0 && !usable(&ix->pts[i]))
+        i--;
+    return i;
 }
 
 /* Record damage found by a reader; returns the errno to hand back (-EIO). */
@@ -248,7 +388,7 @@ int dfx_index_new(const struct dfx_stream *st, uint64_t spacing, struct dfx_inde
     ix->spacing = spacing < DFX_MIN_SPACING ? DFX_MIN_SPACING : spacing;
     ix->isal = dfx_isal_enabled(st->decoder);
     ix->cap = DFX_INITIAL_POINTS;
-    ix->npts = 1; /* point 0: out 0, no bits, no history */
+    ix->npts = 1; /* point 0: out 0, no bits, no history (W_NONE) */
     ix->pts[0].in = in;
     ix->total = UINT64_MAX;
     ix->bad_from = UINT64_MAX;
@@ -265,13 +405,22 @@ out_free_ix:
 /* Contract in dfx.h. */
 void dfx_index_free(struct dfx_index *ix)
 {
+    struct fetch_src *f;
+
     if (!ix)
         return;
-    for (size_t i = 0; i < ix->npts; i++)
-        point_free(&ix->pts[i]);
-    free(ix->pts);
-    if (ix->release)
-        ix->release(ix->release_arg);
+    budget_give(ix->st.budget, ix->mem_bytes);
+    points_free(ix->pts, ix->npts);
+    if (ix->fetch) {
+        ix->fetch->next = ix->retired;
+        ix->retired = ix->fetch;
+    }
+    while ((f = ix->retired)) {
+        ix->retired = f->next;
+        if (f->f.release)
+            f->f.release(f->f.ctx);
+        free(f);
+    }
     pthread_mutex_destroy(&ix->lock);
     free(ix);
 }
@@ -370,7 +519,8 @@ static int refill(struct dfx_reader *r)
 }
 
 /* Put the reader's engine (ISA-L if r->isal, else a fresh or reset zlib)
- * on p's bit position and history; the input is positioned separately. */
+ * on p's bit position and its history, which is in r->hist; the input is
+ * positioned separately. */
 static int prime_engine(struct dfx_reader *r, const struct dfx_point *p)
 {
     unsigned char byte = 0;
@@ -382,24 +532,23 @@ static int prime_engine(struct dfx_reader *r, const struct dfx_point *p)
             return ret;
     }
     if (r->isal)
-        return dfx_isal_start(r->isal, p->bits, byte, p->window, p->window_len);
+        return dfx_isal_start(r->isal, p->bits, byte, r->hist, p->window_len);
     if (p->bits) {
         ret = inflatePrime(&r->zs, p->bits, byte >> (8 - p->bits));
         if (ret != Z_OK)
             return zlib_errno(ret);
     }
     if (p->window_len) {
-        ret = inflateSetDictionary(&r->zs, p->window, p->window_len);
+        ret = inflateSetDictionary(&r->zs, r->hist, p->window_len);
         if (ret != Z_OK)
             return zlib_errno(ret);
     }
     return 0;
 }
 
-/* Position a fresh decoder at point p (a copy taken under the lock). p's
- * window is read without the lock: it is immutable once appended and lives
- * until dfx_index_free(), which no live reader may race with. A point behind
- * the frontier (r->isal_stop) gets ISA-L if the index uses it. */
+/* Position a fresh decoder at point p (a copy taken under the lock), whose
+ * history grab_history() put in r->hist. A point behind r->isal_stop gets
+ * ISA-L if the index uses it. */
 static int start_at_point(struct dfx_reader *r, const struct dfx_point *p)
 {
     const struct dfx_stream *st = &r->ix->st;
@@ -424,33 +573,81 @@ static int start_at_point(struct dfx_reader *r, const struct dfx_point *p)
     return 0;
 }
 
-/* Make p (a copy taken under the lock) carry its raw history for
- * start_at_point(): a compressed window is inflated into *tmp, which the
- * caller frees once the decoder has taken the dictionary. */
-static int point_history(struct dfx_point *p, unsigned char **tmp)
+/* Copy point i, and what it takes to get its history without the lock, into
+ * g: a raw window goes into hist (DFX_WINDOW_SIZE bytes) right away. The
+ * point must be usable. Caller holds the lock. 0 or -ENOMEM. */
+static int grab_locked(struct dfx_index *ix, size_t i, struct grab *g, unsigned char *hist)
 {
-    int ret;
+    const struct dfx_point *p = &ix->pts[i];
 
-    *tmp = NULL;
-    if (!p->zwin)
-        return 0;
-    *tmp = malloc(DFX_WINDOW_SIZE);
-    if (!*tmp)
-        return -ENOMEM;
-    ret = dfx_window_inflate(p->zwin, p->zlen, *tmp, p->window_len);
-    if (ret < 0)
-        return ret;
-    p->window = *tmp;
-    p->zwin = NULL;
+    g->p = *p;
+    g->z = NULL;
+    g->src = NULL;
+    if (p->kind == W_RAW) {
+        memcpy(hist, p->mem, p->window_len);
+    } else if (p->kind == W_ZIP) {
+        g->z = malloc(p->zlen);
+        if (!g->z)
+            return -ENOMEM;
+        memcpy(g->z, p->mem, p->zlen);
+    } else if (p->kind == W_FILE) {
+        g->src = ix->fetch;
+    }
     return 0;
+}
+
+/* The history of a grabbed point into hist, without the lock: inflate a
+ * compressed copy, or fetch the window and inflate it (zlib checks its
+ * Adler-32 and length). 0, -EIO (the window is not what it should be: a
+ * fetch source that changed), -ENOMEM. Frees what g owns. */
+static int grab_history(struct grab *g, unsigned char *hist)
+{
+    unsigned char *z = g->z;
+    int ret = 0;
+
+    g->z = NULL;
+    if (g->p.kind == W_FILE) {
+        z = malloc(g->p.zlen);
+        if (!z)
+            return -ENOMEM;
+        ret = g->src->f.read(g->src->f.ctx, z, g->p.zlen, g->p.woff);
+        if (ret < 0 && ret != -ENOMEM)
+            ret = -EIO;
+    }
+    if (ret == 0 && z)
+        ret = dfx_window_inflate(z, g->p.zlen, hist, g->p.window_len);
+    /* A file's window must be the one saved for this point, not just any
+     * window that inflates. */
+    if (ret == 0 && g->p.kind == W_FILE &&
+        dfx_isal_crc32(0, hist, g->p.window_len) != g->p.wcrc)
+        ret = -EIO;
+    free(z);
+    return ret;
+}
+
+/* A grabbed point's window turned out bad: drop it from the index (if the
+ * point is still there with that window), so no reader tries it again. */
+static void drop_grabbed(struct dfx_index *ix, const struct grab *g)
+{
+    struct dfx_point *p;
+
+    pthread_mutex_lock(&ix->lock);
+    p = &ix->pts[find_point_locked(ix, g->p.out)];
+    if (p->out == g->p.out && p->kind == g->p.kind &&
+        (p->kind == W_FILE ? ix->fetch == g->src : p->mem == g->p.mem)) {
+        if (p->kind == W_FILE)
+            p->kind = W_LOST;
+        else
+            drop_mem_locked(ix, p);
+    }
+    pthread_mutex_unlock(&ix->lock);
 }
 
 /* Contract in dfx.h. */
 int dfx_reader_new(struct dfx_index *ix, uint64_t off, struct dfx_reader **out)
 {
     struct dfx_reader *r;
-    struct dfx_point p;
-    unsigned char *hist = NULL;
+    struct grab g;
     int ret;
 
     *out = NULL;
@@ -459,7 +656,8 @@ int dfx_reader_new(struct dfx_index *ix, uint64_t off, struct dfx_reader **out)
         return -ENOMEM;
     r->ix = ix;
     r->inbuf = malloc(DFX_INBUF_SIZE);
-    if (!r->inbuf) {
+    r->hist = malloc(DFX_WINDOW_SIZE);
+    if (!r->inbuf || !r->hist) {
         ret = -ENOMEM;
         goto out_free;
     }
@@ -470,24 +668,30 @@ int dfx_reader_new(struct dfx_index *ix, uint64_t off, struct dfx_reader **out)
     }
     r->zs_live = true;
 
-    pthread_mutex_lock(&ix->lock);
-    p = ix->pts[find_point_locked(ix, off)];
-    r->next_point = sat_add(ix->pts[ix->npts - 1].out, ix->spacing);
-    r->isal_stop = ix->pts[ix->npts - 1].out;
-    pthread_mutex_unlock(&ix->lock);
+    /* The nearest usable point at or before off. A window that does not
+     * come back right (a saved index file changed since it was loaded) is
+     * dropped, and the point before it tried: the index is a cache. Point 0
+     * needs no window, so this ends. */
+    for (;;) {
+        size_t i;
 
-    ret = point_history(&p, &hist);
-    if (ret == -EIO) {
-        /* A saved window that no longer inflates: the index is a cache, so
-         * start over from point 0 (which needs no history) instead. */
         pthread_mutex_lock(&ix->lock);
-        p = ix->pts[0];
+        i = find_point_locked(ix, off);
+        while (!usable(&ix->pts[i]))
+            i--;
+        ret = grab_locked(ix, i, &g, r->hist);
+        r->next_point = sat_add(ix->pts[ix->npts - 1].out, ix->spacing);
+        r->isal_stop = ix->pts[last_usable_locked(ix)].out;
         pthread_mutex_unlock(&ix->lock);
-        ret = 0;
+        if (ret == 0)
+            ret = grab_history(&g, r->hist);
+        if (ret != -EIO)
+            break;
+        drop_grabbed(ix, &g);
+        off = g.p.out - 1; /* > 0: point 0 never fails */
     }
     if (ret == 0)
-        ret = start_at_point(r, &p);
-    free(hist);
+        ret = start_at_point(r, &g.p);
     if (ret < 0)
         goto out_free;
     *out = r;
@@ -514,61 +718,61 @@ void dfx_reader_free(struct dfx_reader *r)
     dfx_isal_free(r->isal);
     free(r->inbuf);
     free(r->scratch);
+    free(r->hist);
     free(r);
 }
 
-/* Swap p's raw window for a compressed one if the index asks for that
- * (dfx_index_compress_windows()). Done before taking the lock. */
-static void maybe_compress_window(struct dfx_index *ix, struct dfx_point *p)
-{
-    bool on;
-
-    pthread_mutex_lock(&ix->lock);
-    on = ix->zip_windows;
-    pthread_mutex_unlock(&ix->lock);
-    if (!on || !p->window || dfx_window_deflate(p->window, p->window_len, &p->zwin, &p->zlen) < 0)
-        return;
-    free(p->window);
-    p->window = NULL;
-}
-
 /* Called after every inflate(Z_BLOCK) that returned Z_OK. A failure to record
- * a point is not an error: the index is a cache. */
+ * a point is not an error: the index is a cache. The window is taken into
+ * r->hist, then sent to the index's sink, or kept in memory (compressed if
+ * the index asks for that) within the budget (append_point_locked()). */
 static void maybe_add_point(struct dfx_reader *r)
 {
     struct dfx_index *ix = r->ix;
     int dt = r->zs.data_type;
     struct dfx_point p = {0};
+    struct dfx_sink sink;
+    bool zip, has_sink, kept;
     uInt wlen = 0;
 
     /* The boundary after the final block is no place to restart. */
     if (!(dt & DFX_DT_BOUNDARY) || (dt & DFX_DT_LAST) || r->pos < r->next_point)
         return;
-    p.window = malloc(DFX_WINDOW_SIZE);
-    if (!p.window)
+    if (inflateGetDictionary(&r->zs, r->hist, &wlen) != Z_OK)
         return;
-    if (inflateGetDictionary(&r->zs, p.window, &wlen) != Z_OK) {
-        free(p.window);
-        return;
-    }
-    if (wlen == 0) {
-        free(p.window); /* right at a member start: no history needed */
-        p.window = NULL;
-    }
     p.out = r->pos;
     p.in = in_pos(r);
     p.bits = dt & DFX_DT_BITS;
     p.member_out = r->member_out;
     p.window_len = wlen;
-    maybe_compress_window(ix, &p);
+    pthread_mutex_lock(&ix->lock);
+    zip = ix->zip_windows;
+    has_sink = ix->has_sink;
+    sink = ix->sink;
+    pthread_mutex_unlock(&ix->lock);
+    if (wlen == 0) {
+        p.kind = W_NONE; /* right at a member start: no history needed */
+    } else if (has_sink && sink.put(sink.ctx, r->hist, wlen, &p.woff, &p.zlen) == 0) {
+        p.kind = W_SUNK;
+        p.wcrc = dfx_isal_crc32(0, r->hist, wlen);
+    } else if (zip) {
+        if (dfx_window_deflate(r->hist, wlen, &p.mem, &p.zlen) < 0)
+            return;
+        p.kind = W_ZIP;
+    } else {
+        p.mem = malloc(wlen);
+        if (!p.mem)
+            return;
+        memcpy(p.mem, r->hist, wlen);
+        p.kind = W_RAW;
+    }
 
     pthread_mutex_lock(&ix->lock);
-    if (append_point_locked(ix, &p))
-        p.window = p.zwin = NULL;
+    kept = append_point_locked(ix, &p);
     r->next_point = sat_add(ix->pts[ix->npts - 1].out, ix->spacing);
     pthread_mutex_unlock(&ix->lock);
-    free(p.window);
-    free(p.zwin);
+    if (!kept)
+        free(p.mem);
 }
 
 /* The stream is over: publish the total size. */
@@ -621,15 +825,16 @@ static int raw_end(struct dfx_reader *r)
 static int reset_engine(struct dfx_reader *r)
 {
     struct dfx_index *ix = r->ix;
-    uint64_t frontier;
+    uint64_t stop, frontier;
     int ret;
 
     if (r->isal) {
         pthread_mutex_lock(&ix->lock);
+        stop = ix->pts[last_usable_locked(ix)].out;
         frontier = ix->pts[ix->npts - 1].out;
         pthread_mutex_unlock(&ix->lock);
-        if (frontier > r->pos) {
-            r->isal_stop = frontier;
+        if (stop > r->pos) {
+            r->isal_stop = stop;
             return dfx_isal_start(r->isal, 0, 0, NULL, 0);
         }
         dfx_isal_free(r->isal);
@@ -712,7 +917,7 @@ static void took_output(struct dfx_reader *r, const unsigned char *buf, size_t m
     r->pos += made;
 }
 
-/* Hand an ISA-L reader over to zlib at point p (raw window), where its
+/* Hand an ISA-L reader over to zlib at point p (history in r->hist), where its
  * output stands: p->out == r->pos, in the current member. zlib restarts
  * from p's own bit position and history; position, member and CRC go on. */
 static int switch_to_zlib(struct dfx_reader *r, const struct dfx_point *p)
@@ -733,39 +938,49 @@ static int switch_to_zlib(struct dfx_reader *r, const struct dfx_point *p)
 }
 
 /* An ISA-L reader's output reached isal_stop. Then either the index grew
- * meanwhile (decode on to its new last point), or zlib takes over at the
- * last point, which lies right here. Here r->pos > r->member_out (an ISA-L
- * reader standing at a member start has switched in reset_engine()
- * already), so a point here with our member_out is in our member. One with
- * a later member_out sits at that member's start, where our member's output
- * ends: ISA-L decodes our member's end (no more output) and reset_engine()
- * switches at that start. So does any other case (a saved window that no
- * longer inflates): ISA-L decodes on, recording nothing, until a member
- * start or the end. */
+ * meanwhile (decode on to its new last usable point), or zlib takes over at
+ * the last usable point, which lies right here. Here r->pos > r->member_out
+ * (an ISA-L reader standing at a member start has switched in
+ * reset_engine() already), so a point here with our member_out is in our
+ * member. One with a later member_out sits at that member's start, where
+ * our member's output ends: ISA-L decodes our member's end (no more output)
+ * and reset_engine() switches at that start. So does any other case (the
+ * point's window was dropped meanwhile, or a saved window no longer
+ * inflates): ISA-L decodes on, recording nothing, until a member start or
+ * the end. */
 static int isal_at_stop(struct dfx_reader *r)
 {
     struct dfx_index *ix = r->ix;
-    struct dfx_point p;
-    unsigned char *hist = NULL;
-    int ret = -EIO;
+    struct grab g;
+    uint64_t next;
+    int ret = -ENOENT;
 
     pthread_mutex_lock(&ix->lock);
-    p = ix->pts[ix->npts - 1];
-    pthread_mutex_unlock(&ix->lock);
-    if (p.out > r->pos) {
-        r->isal_stop = p.out;
+    next = sat_add(ix->pts[ix->npts - 1].out, ix->spacing);
+    g.p = ix->pts[last_usable_locked(ix)];
+    if (g.p.out > r->pos) {
+        r->isal_stop = g.p.out;
+        pthread_mutex_unlock(&ix->lock);
         return 0;
     }
-    if (p.out == r->pos && p.member_out == r->member_out)
-        ret = point_history(&p, &hist);
-    if (ret == 0)
-        ret = switch_to_zlib(r, &p);
-    else if (ret == -EIO) {
-        r->isal_stop = UINT64_MAX;
-        ret = 0;
+    if (g.p.out == r->pos && g.p.member_out == r->member_out)
+        ret = grab_locked(ix, last_usable_locked(ix), &g, r->hist);
+    pthread_mutex_unlock(&ix->lock);
+    if (ret == 0) {
+        ret = grab_history(&g, r->hist);
+        if (ret == -EIO)
+            drop_grabbed(ix, &g);
     }
-    free(hist);
-    return ret;
+    if (ret == 0) {
+        ret = switch_to_zlib(r, &g.p);
+        if (next > r->next_point)
+            r->next_point = next; /* points without a window lie past p */
+        return ret;
+    }
+    if (ret == -ENOMEM)
+        return ret;
+    r->isal_stop = UINT64_MAX;
+    return 0;
 }
 
 /* step() for an ISA-L reader: the same contract, but output stops at
@@ -1017,6 +1232,43 @@ void dfx_index_set_damage(struct dfx_index *ix, int err, uint64_t from)
 }
 
 /* Contract in dfx_internal.h. */
+void dfx_index_set_sink(struct dfx_index *ix, const struct dfx_sink *sink)
+{
+    pthread_mutex_lock(&ix->lock);
+    for (size_t i = 0; i < ix->npts; i++)
+        if (ix->pts[i].kind == W_SUNK)
+            ix->pts[i].kind = W_LOST;
+    ix->has_sink = sink != NULL;
+    if (sink)
+        ix->sink = *sink;
+    pthread_mutex_unlock(&ix->lock);
+}
+
+/* Contract in dfx_internal.h. */
+void *dfx_index_sink_ctx(struct dfx_index *ix)
+{
+    void *ctx;
+
+    pthread_mutex_lock(&ix->lock);
+    ctx = ix->has_sink ? ix->sink.ctx : NULL;
+    pthread_mutex_unlock(&ix->lock);
+    return ctx;
+}
+
+/* Contract in dfx_internal.h. */
+void dfx_index_memory(struct dfx_index *ix, size_t *nusable, uint64_t *window_bytes)
+{
+    size_t n = 0;
+
+    pthread_mutex_lock(&ix->lock);
+    for (size_t i = 0; i < ix->npts; i++)
+        n += usable(&ix->pts[i]);
+    *window_bytes = ix->mem_bytes;
+    pthread_mutex_unlock(&ix->lock);
+    *nusable = n;
+}
+
+/* Contract in dfx_internal.h. */
 int dfx_index_export(struct dfx_index *ix, struct dfx_xpoint **pts, size_t *n, uint64_t *total)
 {
     struct dfx_xpoint *x = NULL;
@@ -1033,9 +1285,13 @@ int dfx_index_export(struct dfx_index *ix, struct dfx_xpoint **pts, size_t *n, u
         ret = -ENOMEM;
     for (size_t i = 0; ret == 0 && i < ix->npts; i++) {
         const struct dfx_point *p = &ix->pts[i];
+        bool sunk = p->kind == W_SUNK;
+
         x[i] = (struct dfx_xpoint){.out = p->out, .in = p->in, .member_out = p->member_out,
                                    .bits = p->bits, .window_len = p->window_len,
-                                   .window = p->window, .zwin = p->zwin, .zlen = p->zlen};
+                                   .woff = sunk ? p->woff : 0, .zlen = sunk ? p->zlen : 0,
+                                   .wcrc = sunk ? p->wcrc : 0, .sunk = sunk,
+                                   .usable = usable(p)};
     }
     if (ret == 0) {
         *n = ix->npts;
@@ -1046,20 +1302,40 @@ int dfx_index_export(struct dfx_index *ix, struct dfx_xpoint **pts, size_t *n, u
     return ret;
 }
 
+/* Contract in dfx_internal.h. */
+int dfx_index_window(struct dfx_index *ix, uint64_t out, unsigned char *buf, uint32_t *len)
+{
+    struct dfx_point *p;
+    struct grab g;
+    int ret = -ENOENT;
+
+    *len = 0;
+    pthread_mutex_lock(&ix->lock);
+    p = &ix->pts[find_point_locked(ix, out)];
+    if (p->out == out && usable(p))
+        ret = grab_locked(ix, (size_t)(p - ix->pts), &g, buf);
+    pthread_mutex_unlock(&ix->lock);
+    if (ret < 0)
+        return ret;
+    ret = grab_history(&g, buf);
+    if (ret == -EIO)
+        drop_grabbed(ix, &g);
+    if (ret == 0)
+        *len = g.p.window_len;
+    return ret;
+}
+
 /* One imported point against the one before it (NULL for point 0, which
  * must be the index's own point 0 at first_in). */
 static bool import_point_ok(const struct dfx_index *ix, const struct dfx_xpoint *x,
-                            const struct dfx_xpoint *prev, uint64_t first_in, uint64_t total,
-                            enum dfx_import_mode mode)
+                            const struct dfx_xpoint *prev, uint64_t first_in, uint64_t total)
 {
     const struct dfx_stream *st = &ix->st;
-    bool has_raw = x->window != NULL, has_z = x->zwin != NULL;
 
     if (x->bits < 0 || x->bits > 7 || x->window_len > DFX_WINDOW_SIZE)
         return false;
-    if (x->window_len ? has_raw == has_z : has_raw || has_z)
-        return false;
-    if ((has_z && x->zlen == 0) || (mode == DFX_IMPORT_BORROW && has_raw))
+    if ((x->window_len == 0) != (x->zlen == 0) ||
+        (x->window_len == 0 && (x->woff || x->wcrc)))
         return false;
     if (!prev)
         return x->out == 0 && x->in == first_in && x->bits == 0 && x->window_len == 0 &&
@@ -1076,7 +1352,7 @@ static bool import_point_ok(const struct dfx_index *ix, const struct dfx_xpoint 
 }
 
 static int import_check(struct dfx_index *ix, const struct dfx_xpoint *pts, size_t n,
-                        uint64_t total, enum dfx_import_mode mode)
+                        uint64_t total, const struct dfx_fetch *fetch)
 {
     uint64_t first_in;
 
@@ -1087,80 +1363,129 @@ static int import_check(struct dfx_index *ix, const struct dfx_xpoint *pts, size
     pthread_mutex_lock(&ix->lock);
     first_in = ix->pts[0].in; /* point 0 never changes */
     pthread_mutex_unlock(&ix->lock);
-    for (size_t i = 0; i < n; i++)
-        if (!import_point_ok(ix, &pts[i], i ? &pts[i - 1] : NULL, first_in, total, mode))
+    for (size_t i = 0; i < n; i++) {
+        if (!import_point_ok(ix, &pts[i], i ? &pts[i - 1] : NULL, first_in, total))
             return -EINVAL;
+        if (pts[i].window_len && (!fetch || !fetch->read))
+            return -EINVAL;
+    }
     return 0;
 }
 
-/* Owned copies of imported windows (COPY) or borrowed pointers (BORROW). */
-static int import_window(struct dfx_point *p, const struct dfx_xpoint *x,
-                         enum dfx_import_mode mode)
+/*
+ * Put the point array np (n points, their memory windows worth mem bytes
+ * already charged, at thinning level thin) in place of the index's own,
+ * with src as its fetch source (NULL: none), and total if known. Readers
+ * hold copies, never pointers into the array, so this is safe while they
+ * run. Returns 0, or -EBUSY (a different total: nothing changes, and the
+ * caller keeps np and src).
+ */
+static int replace_points(struct dfx_index *ix, struct dfx_point *np, size_t n, uint64_t mem,
+                          unsigned thin, uint64_t total, struct fetch_src *src)
 {
-    if (mode == DFX_IMPORT_BORROW) {
-        p->zwin = (unsigned char *)x->zwin; /* never written through */
-        p->zborrowed = p->zwin != NULL;
-        return 0;
+    struct dfx_point *old;
+    size_t oldn;
+
+    pthread_mutex_lock(&ix->lock);
+    if (ix->total != UINT64_MAX && total != UINT64_MAX && ix->total != total) {
+        pthread_mutex_unlock(&ix->lock);
+        return -EBUSY;
     }
-    if (x->window) {
-        p->window = malloc(x->window_len);
-        if (!p->window)
-            return -ENOMEM;
-        memcpy(p->window, x->window, x->window_len);
-    } else if (x->zwin) {
-        p->zwin = malloc(x->zlen);
-        if (!p->zwin)
-            return -ENOMEM;
-        memcpy(p->zwin, x->zwin, x->zlen);
+    old = ix->pts;
+    oldn = ix->npts;
+    budget_give(ix->st.budget, ix->mem_bytes);
+    ix->pts = np;
+    ix->npts = ix->cap = n;
+    ix->mem_bytes = mem;
+    ix->thin = thin;
+    if (total != UINT64_MAX)
+        ix->total = total;
+    if (ix->fetch) {
+        ix->fetch->next = ix->retired; /* a reader may still read from it */
+        ix->retired = ix->fetch;
     }
+    ix->fetch = src;
+    pthread_mutex_unlock(&ix->lock);
+    points_free(old, oldn);
     return 0;
 }
 
 /* Contract in dfx_internal.h. */
 int dfx_index_import(struct dfx_index *ix, const struct dfx_xpoint *pts, size_t n,
-                     uint64_t total, enum dfx_import_mode mode, void (*release)(void *),
-                     void *arg)
+                     uint64_t total, const struct dfx_fetch *fetch)
 {
-    struct dfx_point *np, *old = NULL;
-    int ret = import_check(ix, pts, n, total, mode);
+    struct fetch_src *src = NULL;
+    struct dfx_point *np;
+    int ret = import_check(ix, pts, n, total, fetch);
 
     if (ret < 0)
         return ret;
     np = calloc(n, sizeof(*np));
-    if (!np)
-        return -ENOMEM;
-    for (size_t i = 0; ret == 0 && i < n; i++) {
-        np[i].out = pts[i].out;
-        np[i].in = pts[i].in;
-        np[i].member_out = pts[i].member_out;
-        np[i].bits = pts[i].bits;
-        np[i].window_len = pts[i].window_len;
-        np[i].zlen = pts[i].zlen;
-        ret = import_window(&np[i], &pts[i], mode);
-    }
-    pthread_mutex_lock(&ix->lock);
-    if (ret == 0 && (ix->npts != 1 || ix->release ||
-                     (ix->total != UINT64_MAX && total != UINT64_MAX && ix->total != total)))
-        ret = -EBUSY;
-    if (ret == 0) {
-        /* Readers hold copies of points, never pointers into the array. */
-        old = ix->pts;
-        ix->pts = np;
-        ix->npts = ix->cap = n;
-        if (total != UINT64_MAX)
-            ix->total = total;
-        ix->release = release;
-        ix->release_arg = arg;
-    }
-    pthread_mutex_unlock(&ix->lock);
-    if (ret < 0) {
-        for (size_t i = 0; i < n; i++)
-            point_free(&np[i]);
+    if (fetch && !(src = calloc(1, sizeof(*src)))) {
         free(np);
-        return ret;
+        return -ENOMEM;
     }
-    free(old); /* only point 0, which owns no window */
-    return 0;
+    if (!np) {
+        free(src);
+        return -ENOMEM;
+    }
+    if (src)
+        src->f = *fetch;
+    for (size_t i = 0; i < n; i++)
+        np[i] = (struct dfx_point){.out = pts[i].out, .in = pts[i].in,
+                                   .member_out = pts[i].member_out, .bits = pts[i].bits,
+                                   .window_len = pts[i].window_len,
+                                   .kind = pts[i].window_len ? W_FILE : W_NONE,
+                                   .woff = pts[i].woff, .zlen = pts[i].zlen,
+                                   .wcrc = pts[i].wcrc};
+    ret = replace_points(ix, np, n, 0, 0, total, src);
+    if (ret < 0) {
+        free(np);
+        free(src);
+    }
+    return ret;
+}
+
+/* Contract in dfx_internal.h. */
+int dfx_index_adopt(struct dfx_index *ix, struct dfx_index *from)
+{
+    const struct dfx_stream *a = &ix->st, *b = &from->st;
+    struct dfx_point *np = NULL;
+    uint64_t total = UINT64_MAX, mem = 0;
+    unsigned thin = 0;
+    size_t n = 0;
+    int ret = 0;
+
+    if (a->src != b->src || a->start != b->start || a->end != b->end ||
+        a->framing != b->framing || a->budget != b->budget)
+        ret = -EINVAL;
+    pthread_mutex_lock(&from->lock);
+    if (ret == 0 && (from->error || from->fetch))
+        ret = -EINVAL;
+    else if (ret == 0 && from->total == UINT64_MAX)
+        ret = -EAGAIN;
+    if (ret == 0) {
+        np = from->pts;
+        n = from->npts;
+        mem = from->mem_bytes;
+        thin = from->thin;
+        total = from->total;
+        from->pts = NULL; /* the charges go with the points */
+        from->npts = 0;
+        from->mem_bytes = 0;
+    }
+    pthread_mutex_unlock(&from->lock);
+    for (size_t i = 0; i < n; i++)
+        if (np[i].kind == W_SUNK)
+            np[i].kind = W_LOST; /* its window is in no file ix can read */
+    if (ret == 0)
+        ret = replace_points(ix, np, n, mem, thin, total, NULL);
+    if (ret < 0 && np) {
+        budget_give(b->budget, mem);
+        points_free(np, n);
+    }
+    dfx_index_free(from);
+    return ret;
 }
 
 /* Contract in dfx.h. */
@@ -1173,7 +1498,8 @@ size_t dfx_index_points_from(struct dfx_index *ix, uint64_t off, uint64_t *outs,
     if (ix->pts[i].out < off)
         i++;
     for (; i < ix->npts && n < max; i++)
-        outs[n++] = ix->pts[i].out;
+        if (usable(&ix->pts[i]))
+            outs[n++] = ix->pts[i].out;
     pthread_mutex_unlock(&ix->lock);
     return n;
 }

@@ -13,9 +13,14 @@
  *
  * Engines: behind the frontier a reader decodes with ISA-L if the index uses
  * it (enum dfx_decoder; ISA-L cannot stop at block boundaries, so it records
- * no points). It stops exactly at the frontier's output offset, and zlib
- * takes over from that point's bit position and window (at a gzip member
- * start if the point is one) to go on recording. Only the speed differs.
+ * no points). It stops exactly at the output offset of the last point that
+ * has a window (the frontier, unless that point's window was dropped), and
+ * zlib takes over from that point's bit position and window (at a gzip
+ * member start if the point is one) to go on recording. Only the speed
+ * differs.
+ *
+ * Memory: see struct dfx_budget. A reader holds about 200 KiB of its own
+ * (input buffer, zlib or ISA-L state, one window), whatever the stream.
  *
  * Framing: DFX_RAW is a single raw deflate stream (a zip member); DFX_GZIP is
  * a gzip file of one or more members, whose headers and trailers are walked
@@ -30,6 +35,7 @@
 #ifndef NPYFS_FORMAT_DFX_H
 #define NPYFS_FORMAT_DFX_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -37,9 +43,10 @@
 #include "source.h"
 
 #define DFX_WINDOW_SIZE 32768
-/* Default distance between access points. Each point costs a 32 KiB window in
- * memory, so 1 MiB spacing costs ~3% of the uncompressed size; a random read
- * decodes up to `spacing` bytes before reaching its offset. */
+/* Default distance between access points. A point recorded by a reader keeps
+ * a 32 KiB window in memory (within the stream's budget, below), so 1 MiB
+ * spacing costs ~3% of the uncompressed size until the budget is reached; a
+ * random read decodes up to `spacing` bytes before reaching its offset. */
 #define DFX_DEFAULT_SPACING (1u << 20)
 #define DFX_MIN_SPACING (64u << 10)
 
@@ -55,6 +62,23 @@ enum dfx_decoder {
     DFX_DECODER_AUTO = 0, /* NPYFS_DECODER=zlib|isal from the environment, else ISA-L */
     DFX_DECODER_ZLIB = 1,
     DFX_DECODER_ISAL = 2, /* ISA-L if npyfs was built with it (NPYFS_ISAL), else zlib */
+};
+
+/*
+ * A bound on the memory of the windows that readers record, shared by any
+ * number of indexes (typically every index of a mount). used counts the
+ * bytes of windows held in memory by all of them; limit is set before the
+ * first index uses the budget and never changes. When recording a window
+ * would take used past limit, the recording index thins its own windows:
+ * it drops the windows of every other point it keeps (its usable spacing
+ * doubles, so random reads decode further), and if it has none left to drop
+ * it keeps the new point without a window (readers start from an earlier
+ * point). Windows of points loaded from an index file are not in memory
+ * and not counted. Only atomics: no lock.
+ */
+struct dfx_budget {
+    atomic_uint_least64_t used; /* bytes of windows held in memory */
+    uint64_t limit;
 };
 
 struct dfx_stream {
@@ -76,6 +100,7 @@ struct dfx_stream {
     uint32_t crc;
     bool check_crc;
     enum dfx_decoder decoder; /* read once, by dfx_index_new() */
+    struct dfx_budget *budget; /* borrowed, outlives the index; NULL: no bound */
 };
 
 struct dfx_index;
@@ -101,8 +126,10 @@ uint64_t dfx_index_total(struct dfx_index *ix);
 /* 0, or the negative errno of the first damage any reader found. */
 int dfx_index_error(struct dfx_index *ix);
 
-/* A reader positioned at the nearest access point at or before off (so
- * dfx_reader_pos() <= off). Readers are independent; each owns its decoder. */
+/* A reader positioned at the nearest access point at or before off that has
+ * a usable window (so dfx_reader_pos() <= off): a window that cannot be
+ * fetched or no longer inflates makes it start from an earlier point, never
+ * from wrong history. Readers are independent; each owns its decoder. */
 int dfx_reader_new(struct dfx_index *ix, uint64_t off, struct dfx_reader **out);
 
 /* Current output offset: the offset of the next byte dfx_reader_read() gives. */
@@ -123,9 +150,10 @@ void dfx_reader_free(struct dfx_reader *r);
  * Returns the count (short only at end of stream) or a negative errno. */
 int64_t dfx_extract(struct dfx_index *ix, uint64_t off, void *buf, size_t len);
 
-/* Output offsets of up to max access points at or after off, in increasing
- * order, into outs. Returns how many were written. Thread-safe: a snapshot;
- * points appended later are not seen. */
+/* Output offsets of up to max access points at or after off that a reader
+ * can start from (points whose window was dropped are left out), in
+ * increasing order, into outs. Returns how many were written. Thread-safe:
+ * a snapshot; points appended later are not seen. */
 size_t dfx_index_points_from(struct dfx_index *ix, uint64_t off, uint64_t *outs, size_t max);
 
 #endif

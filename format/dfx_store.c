@@ -1,15 +1,19 @@
 /*
  * Persisted deflate indexes. Contract and file layout in dfx_store.h.
  *
- * Saving exports the points of a complete index (dfx_internal.h), compresses
- * any raw window, and writes header, name, point table, windows, the chunk
- * CRC table and the trailing CRC-32 through one writer that checksums as it
- * goes. Loading
- * keeps the whole file in a blob (a read-only mapping, or a heap copy for
- * small files so that an archive of many members does not use a mapping
- * each), checks it from the outside in (lengths, key, checksum, then every
- * point), and hands the index pointers to the compressed windows inside the
- * blob; the index frees the blob when it is freed.
+ * Writing goes through one writer (struct dfx_store_writer) that appends
+ * at a running offset with pwrite and keeps the CRC-32 of everything after
+ * the header and name as it goes: windows (sunk by an index builder as
+ * points are recorded, or copied out of a complete index at the end), then
+ * the point table, the chunk CRC table; then the header and name are
+ * written at offset 0 and their CRC-32 combined with the rest's
+ * (crc32_combine) for the trailing checksum.
+ *
+ * Loading reads the header, checks it, then streams the whole file once in
+ * bounded pieces (STORE_PIECE), checksumming it and copying out only the
+ * name, the point table and the chunk table; the points are checked and
+ * imported with a fetch source that preads windows from the file, which
+ * stays open for as long as the index lives.
  */
 #define _GNU_SOURCE
 #include "dfx_store.h"
@@ -21,8 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -32,15 +36,16 @@
 
 #define STORE_MAGIC "NPYFSIDX"
 #define STORE_MAGIC_LEN 8
-#define STORE_HEADER_LEN 128
+#define STORE_HEADER_LEN 136
 #define STORE_POINT_LEN 48
 #define STORE_CRC_LEN 4
 #define STORE_TABLE_HEAD 16
-/* Files up to this size are read into the heap instead of mapped: a mapping
- * per member would run into vm.max_map_count for archives of many members. */
-#define STORE_MMAP_MIN (1u << 20)
+/* Bytes read per pread while loading, and the buffer for writing tables. */
+#define STORE_PIECE (64u << 10)
 /* zlib level for windows: 1 is ~3x faster than 6 and only a little larger. */
 #define STORE_ZLEVEL 1
+/* "%016llx%08x.dfx" and a temporary name's suffix. */
+#define STORE_NAME_MAX 64
 
 /* Header field offsets. */
 #define H_VERSION 8
@@ -49,17 +54,20 @@
 #define H_SPACING 24
 #define H_TOTAL 32
 #define H_NPTS 40
-#define H_DEV 48
-#define H_INO 56
-#define H_SIZE 64
-#define H_MTIME_SEC 72
-#define H_MTIME_NSEC 80
-#define H_CRC 84
-#define H_STORED 88
-#define H_NAME_LEN 96
-#define H_POINTS_OFF 104
-#define H_WINDOWS_OFF 112
-#define H_TABLE_OFF 120
+#define H_WINDOWS_OFF 48
+#define H_POINTS_OFF 56
+#define H_TABLE_OFF 64
+#define H_KEY 72 /* the key, to the end of the header */
+#define H_DEV 72
+#define H_INO 80
+#define H_SIZE 88
+#define H_MTIME_SEC 96
+#define H_MTIME_NSEC 104
+#define H_CRC 108
+#define H_STORED 112
+#define H_ISIZE 120
+#define H_ZERO 124
+#define H_NAME_LEN 128
 
 /* Chunk table field offsets (from H_TABLE_OFF). */
 #define T_CHUNK 0
@@ -74,6 +82,7 @@
 #define P_ZLEN 32
 #define P_WLEN 36
 #define P_BITS 40
+#define P_WCRC 44 /* bytes 41-43 are zero */
 
 static atomic_uint tmp_counter;
 
@@ -191,7 +200,7 @@ uint32_t dfx_crcs_whole(const struct dfx_crcs *t)
 
 /* ---------------------------------------------------------------- keys --- */
 
-/* The key's numbers in header order (H_DEV .. H_NAME_LEN). */
+/* The key's fields in header order (H_KEY to the end of the header). */
 static void key_fields(const struct dfx_store_key *k, unsigned char *h)
 {
     put_le64(h + H_DEV, k->dev);
@@ -201,6 +210,8 @@ static void key_fields(const struct dfx_store_key *k, unsigned char *h)
     put_le32(h + H_MTIME_NSEC, k->mtime_nsec);
     put_le32(h + H_CRC, k->crc);
     put_le64(h + H_STORED, k->stored_size);
+    put_le32(h + H_ISIZE, k->isize);
+    put_le32(h + H_ZERO, 0);
     put_le64(h + H_NAME_LEN, k->name_len);
 }
 
@@ -211,26 +222,27 @@ static uint64_t fnv1a(uint64_t h, const unsigned char *p, size_t n)
     return h;
 }
 
-/* Contract in dfx_store.h. */
-int dfx_store_path(const char *dir, const struct dfx_store_key *k, char **out)
+/* The file's name in the directory (a hash of the whole key). */
+static void store_name(const struct dfx_store_key *k, char name[STORE_NAME_MAX])
 {
     unsigned char h[STORE_HEADER_LEN] = {0};
     uint64_t hash;
     uint32_t crc;
 
     key_fields(k, h);
-    hash = fnv1a(0xcbf29ce484222325ull, h + H_DEV, H_NAME_LEN + 8 - H_DEV);
+    hash = fnv1a(0xcbf29ce484222325ull, h + H_KEY, STORE_HEADER_LEN - H_KEY);
     hash = fnv1a(hash, (const unsigned char *)k->name, k->name_len);
-    crc = (uint32_t)crc32(crc32(0, h + H_DEV, H_NAME_LEN + 8 - H_DEV),
+    crc = (uint32_t)crc32(crc32(0, h + H_KEY, STORE_HEADER_LEN - H_KEY),
                           (const unsigned char *)k->name, (uInt)k->name_len);
-    if (asprintf(out, "%s/%016llx%08x.dfx", dir, (unsigned long long)hash, crc) < 0) {
-        *out = NULL;
-        return -ENOMEM;
-    }
-    return 0;
+    snprintf(name, STORE_NAME_MAX, "%016llx%08x.dfx", (unsigned long long)hash, crc);
 }
 
 /* ----------------------------------------------------------- directory --- */
+
+struct dfx_store_dir {
+    int fd;     /* O_RDONLY|O_DIRECTORY, checked by check_dir_fd() */
+    char *path; /* owned: as given, for messages */
+};
 
 /* Contract in dfx_store.h. */
 int dfx_store_default_dir(char **out)
@@ -275,7 +287,8 @@ static int mkdir_parents(const char *dir)
     return ret;
 }
 
-/* Is the open directory fd one the user may keep indexes in? */
+/* Is the open directory fd one the user may keep indexes in: a directory
+ * of the user's that nobody else can write to? */
 static int check_dir_fd(int fd)
 {
     struct stat st;
@@ -284,120 +297,263 @@ static int check_dir_fd(int fd)
         return -errno;
     if (!S_ISDIR(st.st_mode))
         return -ENOTDIR;
-    if (st.st_uid != geteuid() || (st.st_mode & S_IWOTH))
+    if (st.st_uid != geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH)))
         return -EPERM;
     return 0;
 }
 
-/* Contract in dfx_store.h. */
-int dfx_store_prepare_dir(const char *dir)
+/* Open path as a directory, following a symlink as its last component only
+ * if the link is the user's or root's (dfx_store.h). The directory itself is
+ * checked by the caller, through the descriptor. */
+static int open_dir(const char *path)
 {
-    int ret = mkdir_parents(dir), fd;
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 
+    if (fd >= 0 || (errno != ELOOP && errno != ENOTDIR))
+        return fd >= 0 ? fd : -errno;
+    if (lstat(path, &st) < 0)
+        return -errno;
+    if (!S_ISLNK(st.st_mode))
+        return -ENOTDIR;
+    if (st.st_uid != geteuid() && st.st_uid != 0)
+        return -EPERM;
+    fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    return fd >= 0 ? fd : -errno;
+}
+
+/* Contract in dfx_store.h. */
+int dfx_store_dir_open(const char *path, struct dfx_store_dir **out)
+{
+    struct dfx_store_dir *d;
+    int ret = mkdir_parents(path), fd;
+
+    *out = NULL;
     if (ret < 0)
         return ret;
-    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    fd = open_dir(path);
     if (fd < 0)
-        return -errno;
+        return fd;
     ret = check_dir_fd(fd);
     if (ret == 0 && faccessat(fd, ".", W_OK | X_OK, AT_EACCESS) < 0)
         ret = -errno;
-    close(fd);
-    return ret;
+    d = ret == 0 ? calloc(1, sizeof(*d)) : NULL;
+    if (ret == 0 && (!d || !(d->path = strdup(path)))) {
+        free(d);
+        ret = -ENOMEM;
+    }
+    if (ret < 0) {
+        close(fd);
+        return ret;
+    }
+    d->fd = fd;
+    *out = d;
+    return 0;
 }
 
-/* --------------------------------------------------------------- save --- */
+/* Contract in dfx_store.h. */
+void dfx_store_dir_close(struct dfx_store_dir *d)
+{
+    if (!d)
+        return;
+    close(d->fd);
+    free(d->path);
+    free(d);
+}
 
-/* Sequential writes that keep a running CRC-32 of everything written. */
-struct writer {
+/* Contract in dfx_store.h. */
+const char *dfx_store_dir_path(const struct dfx_store_dir *d)
+{
+    return d->path;
+}
+
+/* Contract in dfx_store.h. */
+int dfx_store_path(const struct dfx_store_dir *d, const struct dfx_store_key *k, char **out)
+{
+    char name[STORE_NAME_MAX];
+
+    store_name(k, name);
+    if (asprintf(out, "%s/%s", d->path, name) < 0) {
+        *out = NULL;
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+/* -------------------------------------------------------------- writer --- */
+
+struct dfx_store_writer {
+    struct dfx_store_dir *dir;      /* borrowed */
+    const struct dfx_store_key *key; /* borrowed */
+    uint64_t spacing;
+    char name[STORE_NAME_MAX];      /* final name in dir */
+    char tmp[STORE_NAME_MAX + 32];  /* temporary name in dir */
     int fd;
-    uLong crc;
+    uint64_t start; /* offset of the first window: header + padded name */
+    uint64_t off;   /* where the next byte goes */
+    uLong crc;      /* CRC-32 of the bytes [start, off) */
+    int err;        /* first write error: the file is not finished */
 };
 
-static int write_all(struct writer *w, const void *buf, size_t len)
+/* Append len bytes at w->off. */
+static int append(struct dfx_store_writer *w, const void *buf, size_t len)
 {
     const unsigned char *p = buf;
 
-    w->crc = crc32(w->crc, p, (uInt)len);
+    if (w->err)
+        return w->err;
+    w->crc = crc32_z(w->crc, p, len);
     while (len) {
-        ssize_t n = write(w->fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
+        ssize_t n = pwrite(w->fd, p, len, (off_t)w->off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            w->err = n < 0 ? -errno : -EIO;
+            return w->err;
         }
         p += n;
         len -= (size_t)n;
+        w->off += (uint64_t)n;
     }
     return 0;
 }
 
-/* Every window of pts in compressed form: zw[i] points to pts[i].zwin or to
- * an owned copy (own[i] set) made here. */
-struct zwindows {
-    const unsigned char **zw;
-    uint32_t *zlen;
-    bool *own;
-    size_t n;
-};
-
-static void zwindows_destroy(struct zwindows *z)
+/* Compress a window and append it: where it went in *woff and *zlen. The
+ * point record also holds the raw window's CRC-32 (its caller's job). */
+static int append_window(struct dfx_store_writer *w, const unsigned char *raw, uint32_t len,
+                         uint64_t *woff, uint32_t *zlen)
 {
-    for (size_t i = 0; z->own && i < z->n; i++)
-        if (z->own[i])
-            free((void *)z->zw[i]);
-    free(z->zw);
-    free(z->zlen);
-    free(z->own);
+    unsigned char *z;
+    int ret = dfx_window_deflate(raw, len, &z, zlen);
+
+    if (ret < 0)
+        return ret;
+    *woff = w->off;
+    ret = append(w, z, *zlen);
+    free(z);
+    return ret;
 }
 
-static int zwindows_init(struct zwindows *z, const struct dfx_xpoint *pts, size_t n)
+static int sink_put(void *ctx, const unsigned char *raw, uint32_t len, uint64_t *woff,
+                    uint32_t *zlen)
 {
-    z->n = n;
-    z->zw = calloc(n, sizeof(*z->zw));
-    z->zlen = calloc(n, sizeof(*z->zlen));
-    z->own = calloc(n, sizeof(*z->own));
-    if (!z->zw || !z->zlen || !z->own)
+    return append_window(ctx, raw, len, woff, zlen);
+}
+
+/* Contract in dfx_store.h. */
+void dfx_store_sink(struct dfx_store_writer *w, struct dfx_sink *out)
+{
+    out->put = sink_put;
+    out->ctx = w;
+}
+
+static atomic_uint tmp_counter;
+
+/* Contract in dfx_store.h. */
+int dfx_store_begin(struct dfx_store_dir *d, const struct dfx_store_key *k, uint64_t spacing,
+                    struct dfx_store_writer **out)
+{
+    struct dfx_store_writer *w = calloc(1, sizeof(*w));
+    int ret;
+
+    *out = NULL;
+    if (!w)
         return -ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char *c;
-        int ret;
-
-        if (!pts[i].window) {
-            z->zw[i] = pts[i].zwin;
-            z->zlen[i] = pts[i].zwin ? pts[i].zlen : 0;
-            continue;
-        }
-        ret = dfx_window_deflate(pts[i].window, pts[i].window_len, &c, &z->zlen[i]);
-        if (ret < 0)
-            return ret;
-        z->zw[i] = c;
-        z->own[i] = true;
+    w->dir = d;
+    w->key = k;
+    w->spacing = spacing;
+    w->fd = -1;
+    w->start = w->off = STORE_HEADER_LEN + pad8(k->name_len);
+    w->crc = crc32(0, Z_NULL, 0);
+    store_name(k, w->name);
+    ret = check_dir_fd(d->fd); /* its mode may have changed since it was opened */
+    for (int tries = 0; ret == 0 && w->fd < 0 && tries < 16; tries++) {
+        snprintf(w->tmp, sizeof(w->tmp), "%s.%d.%u.tmp", w->name, (int)getpid(),
+                 atomic_fetch_add(&tmp_counter, 1));
+        w->fd = openat(d->fd, w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                       0600);
+        if (w->fd < 0 && errno != EEXIST)
+            ret = -errno;
     }
+    if (ret == 0 && w->fd < 0)
+        ret = -EEXIST;
+    if (ret < 0) {
+        free(w);
+        return ret;
+    }
+    *out = w;
     return 0;
 }
 
-static void fill_header(unsigned char *h, const struct dfx_store_key *k, uint64_t spacing,
-                        uint64_t total, size_t n, uint64_t table_off, uint64_t file_len)
+/* Contract in dfx_store.h. */
+void dfx_store_abort(struct dfx_store_writer *w)
 {
-    uint64_t points_off = STORE_HEADER_LEN + pad8(k->name_len);
+    if (!w)
+        return;
+    close(w->fd);
+    unlinkat(w->dir->fd, w->tmp, 0);
+    free(w);
+}
 
-    memset(h, 0, STORE_HEADER_LEN);
-    memcpy(h, STORE_MAGIC, STORE_MAGIC_LEN);
-    put_le32(h + H_VERSION, DFX_STORE_VERSION);
-    put_le32(h + H_HEADER_LEN, STORE_HEADER_LEN);
-    put_le64(h + H_FILE_LEN, file_len);
-    put_le64(h + H_SPACING, spacing);
-    put_le64(h + H_TOTAL, total);
-    put_le64(h + H_NPTS, n);
-    key_fields(k, h);
-    put_le64(h + H_POINTS_OFF, points_off);
-    put_le64(h + H_WINDOWS_OFF, points_off + (uint64_t)n * STORE_POINT_LEN);
-    put_le64(h + H_TABLE_OFF, table_off);
+/* Give every point of pts a window in the file (sunk here already, or
+ * copied out of ix now), or leave it out: *kept gets the points to write. */
+static int windows_for(struct dfx_store_writer *w, struct dfx_index *ix, struct dfx_xpoint *pts,
+                       size_t n, size_t *kept)
+{
+    unsigned char *raw = malloc(DFX_WINDOW_SIZE);
+    bool ours = ix && dfx_index_sink_ctx(ix) == w; /* sunk windows are in this file */
+    int ret = raw ? 0 : -ENOMEM;
+
+    *kept = 0;
+    for (size_t i = 0; ret == 0 && i < n; i++) {
+        struct dfx_xpoint *x = &pts[i];
+        uint32_t len;
+
+        if (x->sunk && !ours)
+            continue; /* in some other file */
+        if (x->window_len && !x->sunk) {
+            int got = x->usable ? dfx_index_window(ix, x->out, raw, &len) : -ENOENT;
+            if (got == -ENOENT || got == -EIO || (got == 0 && len != x->window_len))
+                continue; /* no window to save: the file has no such point */
+            ret = got < 0 ? got : append_window(w, raw, len, &x->woff, &x->zlen);
+            x->wcrc = dfx_crcs_of(raw, len);
+        }
+        if (ret == 0)
+            pts[(*kept)++] = *x;
+    }
+    free(raw);
+    return ret;
+}
+
+static int write_points(struct dfx_store_writer *w, const struct dfx_xpoint *pts, size_t n)
+{
+    unsigned char buf[STORE_PIECE];
+    size_t used = 0;
+    int ret = 0;
+
+    for (size_t i = 0; ret == 0 && i < n; i++) {
+        unsigned char *rec = buf + used;
+
+        memset(rec, 0, STORE_POINT_LEN);
+        put_le64(rec + P_OUT, pts[i].out);
+        put_le64(rec + P_IN, pts[i].in);
+        put_le64(rec + P_MEMBER_OUT, pts[i].member_out);
+        put_le64(rec + P_ZOFF, pts[i].window_len ? pts[i].woff : 0);
+        put_le32(rec + P_ZLEN, pts[i].window_len ? pts[i].zlen : 0);
+        put_le32(rec + P_WLEN, pts[i].window_len);
+        rec[P_BITS] = (unsigned char)pts[i].bits;
+        put_le32(rec + P_WCRC, pts[i].window_len ? pts[i].wcrc : 0);
+        used += STORE_POINT_LEN;
+        if (used + STORE_POINT_LEN > sizeof(buf) || i + 1 == n) {
+            ret = append(w, buf, used);
+            used = 0;
+        }
+    }
+    return ret;
 }
 
 /* The chunk table: its head, then the CRCs little-endian. */
-static int write_table(struct writer *w, const struct dfx_crcs *t)
+static int write_table(struct dfx_store_writer *w, const struct dfx_crcs *t)
 {
     unsigned char head[STORE_TABLE_HEAD] = {0}, buf[4096];
     uint64_t count = t ? t->count : 0;
@@ -405,294 +561,315 @@ static int write_table(struct writer *w, const struct dfx_crcs *t)
 
     put_le32(head + T_CHUNK, t ? t->chunk : 0);
     put_le64(head + T_COUNT, count);
-    ret = write_all(w, head, sizeof(head));
+    ret = append(w, head, sizeof(head));
     for (uint64_t i = 0; ret == 0 && i < count;) {
         size_t n = 0;
         for (; n + 4 <= sizeof(buf) && i < count; n += 4, i++)
             put_le32(buf + n, t->crc[i]);
-        ret = write_all(w, buf, n);
+        ret = append(w, buf, n);
     }
     return ret;
 }
 
-/* Write the whole file to fd. */
-static int write_index(int fd, const struct dfx_store_key *k, uint64_t spacing,
-                       uint64_t total, const struct dfx_xpoint *pts, const struct zwindows *z,
-                       const struct dfx_crcs *t)
+/* Header and name at offset 0, then the trailing checksum: the CRC-32 of
+ * header and name combined with that of everything after them. */
+static int write_head(struct dfx_store_writer *w, uint64_t total, size_t n, uint64_t points_off,
+                      uint64_t table_off)
 {
-    struct writer w = {fd, crc32(0, Z_NULL, 0)};
-    uint64_t wstart = STORE_HEADER_LEN + pad8(k->name_len) + (uint64_t)z->n * STORE_POINT_LEN;
-    uint64_t woff = wstart, table_off, file_len;
-    unsigned char h[STORE_HEADER_LEN], rec[STORE_POINT_LEN], pad[8] = {0}, tail[STORE_CRC_LEN];
-    int ret;
+    const struct dfx_store_key *k = w->key;
+    unsigned char h[STORE_HEADER_LEN] = {0}, pad[8] = {0}, tail[STORE_CRC_LEN];
+    uint64_t file_len = w->off + STORE_CRC_LEN;
+    uLong crc;
+    struct iovec iov[3] = {{h, sizeof(h)},
+                           {(void *)k->name, k->name_len},
+                           {pad, (size_t)(pad8(k->name_len) - k->name_len)}};
+    ssize_t want = (ssize_t)(w->start), got;
 
-    for (size_t i = 0; i < z->n; i++)
-        woff += z->zlen[i];
-    table_off = woff;
-    file_len = table_off + STORE_TABLE_HEAD + (t ? t->count * 4 : 0) + STORE_CRC_LEN;
-    fill_header(h, k, spacing, total, z->n, table_off, file_len);
-    ret = write_all(&w, h, sizeof(h));
-    if (ret == 0 && k->name_len)
-        ret = write_all(&w, k->name, k->name_len);
-    if (ret == 0)
-        ret = write_all(&w, pad, (size_t)(pad8(k->name_len) - k->name_len));
-    woff = wstart;
-    for (size_t i = 0; ret == 0 && i < z->n; i++) {
-        memset(rec, 0, sizeof(rec));
-        put_le64(rec + P_OUT, pts[i].out);
-        put_le64(rec + P_IN, pts[i].in);
-        put_le64(rec + P_MEMBER_OUT, pts[i].member_out);
-        put_le64(rec + P_ZOFF, z->zlen[i] ? woff : 0);
-        put_le32(rec + P_ZLEN, z->zlen[i]);
-        put_le32(rec + P_WLEN, pts[i].window_len);
-        rec[P_BITS] = (unsigned char)pts[i].bits;
-        woff += z->zlen[i];
-        ret = write_all(&w, rec, sizeof(rec));
-    }
-    for (size_t i = 0; ret == 0 && i < z->n; i++)
-        if (z->zlen[i])
-            ret = write_all(&w, z->zw[i], z->zlen[i]);
-    if (ret == 0)
-        ret = write_table(&w, t);
-    if (ret == 0) {
-        put_le32(tail, (uint32_t)w.crc);
-        ret = write_all(&w, tail, sizeof(tail));
-    }
-    if (ret == 0 && fsync(fd) < 0)
-        ret = -errno;
-    return ret;
+    memcpy(h, STORE_MAGIC, STORE_MAGIC_LEN);
+    put_le32(h + H_VERSION, DFX_STORE_VERSION);
+    put_le32(h + H_HEADER_LEN, STORE_HEADER_LEN);
+    put_le64(h + H_FILE_LEN, file_len);
+    put_le64(h + H_SPACING, w->spacing);
+    put_le64(h + H_TOTAL, total);
+    put_le64(h + H_NPTS, n);
+    put_le64(h + H_WINDOWS_OFF, w->start);
+    put_le64(h + H_POINTS_OFF, points_off);
+    put_le64(h + H_TABLE_OFF, table_off);
+    key_fields(k, h);
+    crc = crc32(0, h, sizeof(h));
+    crc = crc32_z(crc, (const unsigned char *)k->name, k->name_len);
+    crc = crc32_z(crc, pad, iov[2].iov_len);
+    crc = crc32_combine(crc, w->crc, (z_off_t)(w->off - w->start));
+    got = pwritev(w->fd, iov, 3, 0);
+    if (got != want)
+        return got < 0 ? -errno : -EIO;
+    put_le32(tail, (uint32_t)crc);
+    return append(w, tail, sizeof(tail));
 }
 
-/* Create a fresh temporary file next to final (never following a link or
- * reusing a name), write the index, and rename it over final. */
-static int write_atomically(const char *final, const struct dfx_store_key *k,
-                            uint64_t spacing, uint64_t total, const struct dfx_xpoint *pts,
-                            const struct zwindows *z, const struct dfx_crcs *t)
+/* Contract in dfx_store.h. */
+int dfx_store_finish(struct dfx_store_writer *w, struct dfx_index *ix,
+                     const struct dfx_crcs *crcs)
 {
-    char *tmp = NULL;
-    int fd = -1, ret;
+    struct dfx_xpoint *pts = NULL;
+    uint64_t total = 0, points_off, table_off;
+    size_t n = 0, kept = 0;
+    int ret = w->err;
 
-    for (int tries = 0; fd < 0 && tries < 16; tries++) {
-        free(tmp);
-        if (asprintf(&tmp, "%s.%d.%u.tmp", final, (int)getpid(),
-                     atomic_fetch_add(&tmp_counter, 1)) < 0)
-            return -ENOMEM;
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (fd < 0 && errno != EEXIST) {
-            ret = -errno;
-            free(tmp);
-            return ret;
-        }
-    }
-    if (fd < 0) {
-        free(tmp);
-        return -EEXIST;
-    }
-    ret = write_index(fd, k, spacing, total, pts, z, t);
-    if (close(fd) < 0 && ret == 0)
+    if (ret == 0 && !ix && (!crcs || crcs->size != w->key->stored_size))
+        ret = -EINVAL;
+    if (ret == 0 && ix && !crcs && dfx_index_stream(ix)->framing == DFX_GZIP)
+        ret = -EINVAL; /* a gzip member's file always has a table */
+    if (ret == 0 && ix)
+        ret = dfx_index_export(ix, &pts, &n, &total);
+    if (ret == 0 && !ix)
+        total = crcs->size;
+    if (ret == 0 && crcs && crcs->size != total)
+        ret = -EINVAL;
+    if (ret == 0)
+        ret = windows_for(w, ix, pts, n, &kept);
+    points_off = w->off;
+    if (ret == 0)
+        ret = write_points(w, pts, kept);
+    table_off = w->off;
+    if (ret == 0)
+        ret = write_table(w, crcs);
+    if (ret == 0)
+        ret = write_head(w, total, kept, points_off, table_off);
+    if (ret == 0 && fsync(w->fd) < 0)
         ret = -errno;
-    if (ret == 0 && rename(tmp, final) < 0)
+    free(pts);
+    if (close(w->fd) < 0 && ret == 0)
+        ret = -errno;
+    w->fd = -1;
+    if (ret == 0 && renameat(w->dir->fd, w->tmp, w->dir->fd, w->name) < 0)
+        ret = -errno;
+    if (ret == 0 && fsync(w->dir->fd) < 0) /* make the rename itself durable */
         ret = -errno;
     if (ret < 0)
-        unlink(tmp);
-    free(tmp);
+        unlinkat(w->dir->fd, w->tmp, 0);
+    free(w);
     return ret;
 }
 
 /* Contract in dfx_store.h. */
-int dfx_store_save(const char *dir, const struct dfx_store_key *k, struct dfx_index *ix,
+int dfx_store_save(struct dfx_store_dir *d, const struct dfx_store_key *k, struct dfx_index *ix,
                    const struct dfx_crcs *crcs)
 {
-    struct zwindows z = {0};
-    struct dfx_xpoint *pts = NULL;
-    char *final = NULL;
-    uint64_t total;
-    size_t n = 0;
-    int dfd, ret;
+    struct dfx_store_writer *w;
+    int ret = ix ? dfx_index_error(ix) : 0;
 
-    if (!ix && (!crcs || crcs->size != k->stored_size))
-        return -EINVAL;
-    ret = ix ? dfx_index_export(ix, &pts, &n, &total) : 0;
+    /* Refuse early what finish would refuse, before creating a file. */
+    if (ret == 0 && ix && dfx_index_total(ix) == UINT64_MAX)
+        ret = -EAGAIN;
     if (ret < 0)
         return ret;
-    if (!ix)
-        total = crcs->size;
-    if (crcs && crcs->size != total) {
-        ret = -EINVAL;
-        goto out_free_pts;
-    }
-    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0) {
-        ret = -errno;
-        goto out_free_pts;
-    }
-    ret = check_dir_fd(dfd);
-    if (ret == 0)
-        ret = dfx_store_path(dir, k, &final);
-    if (ret == 0)
-        ret = zwindows_init(&z, pts, n);
-    if (ret == 0)
-        ret = write_atomically(final, k, ix ? dfx_index_spacing(ix) : 0, total, pts, &z, crcs);
-    if (ret == 0 && fsync(dfd) < 0) /* make the rename itself durable */
-        ret = -errno;
-    zwindows_destroy(&z);
-    free(final);
-    close(dfd);
-out_free_pts:
-    free(pts);
-    return ret;
+    ret = dfx_store_begin(d, k, ix ? dfx_index_spacing(ix) : 0, &w);
+    return ret < 0 ? ret : dfx_store_finish(w, ix, crcs);
 }
 
 /* --------------------------------------------------------------- load --- */
 
-/* The loaded file: mapped, or copied into the heap. Owned by the index it
- * was imported into (blob_release), else freed by the loader. */
-struct blob {
-    unsigned char *p;
-    size_t len;
-    bool mapped;
+/* The fetch source of a loaded index: its file, kept open. */
+struct loaded {
+    int fd;
 };
 
-static void blob_release(void *arg)
+static int loaded_read(void *ctx, unsigned char *buf, uint32_t len, uint64_t off)
 {
-    struct blob *b = arg;
+    struct loaded *l = ctx;
 
-    if (!b)
-        return;
-    if (b->mapped)
-        munmap(b->p, b->len);
-    else
-        free(b->p);
-    free(b);
-}
-
-static int blob_read(int fd, size_t len, struct blob *b)
-{
-    b->len = len;
-    if (len >= STORE_MMAP_MIN) {
-        void *p = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (p == MAP_FAILED)
-            return -errno;
-        b->p = p;
-        b->mapped = true;
-        return 0;
-    }
-    b->p = malloc(len);
-    if (!b->p)
-        return -ENOMEM;
-    for (size_t done = 0; done < len;) {
-        ssize_t n = pread(fd, b->p + done, len - done, (off_t)done);
+    for (uint32_t done = 0; done < len;) {
+        ssize_t n = pread(l->fd, buf + done, len - done, (off_t)(off + done));
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
-            return n < 0 ? -errno : -EBADMSG; /* shrank under us */
-        done += (size_t)n;
+            return -EIO; /* an error, or the file shrank since it was loaded */
+        done += (uint32_t)n;
     }
     return 0;
 }
 
-/* Open the file for key and read it into a new blob. */
-static int blob_open(const char *dir, const struct dfx_store_key *k, struct blob **out)
+static void loaded_release(void *ctx)
 {
-    struct blob *b;
-    struct stat st;
-    char *path;
-    int fd, ret;
+    struct loaded *l = ctx;
 
-    *out = NULL;
-    ret = dfx_store_path(dir, k, &path);
+    close(l->fd);
+    free(l);
+}
+
+/* What the loader keeps of a file: its header, and the parts it copies out
+ * while checksumming the whole file. */
+struct file {
+    int fd;
+    uint64_t len;
+    unsigned char h[STORE_HEADER_LEN];
+    unsigned char *name, *points, *table; /* owned copies */
+    uint64_t npts, windows_off, points_off, table_off;
+};
+
+static void file_destroy(struct file *f)
+{
+    free(f->name);
+    free(f->points);
+    free(f->table);
+}
+
+/* Exactly len bytes at off. A short read is a file that shrank: damaged. */
+static int read_at(int fd, void *buf, size_t len, uint64_t off)
+{
+    unsigned char *p = buf;
+
+    while (len) {
+        ssize_t n = pread(fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : -EBADMSG;
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+/* Open the file for key (never following a link) and check it is one of
+ * ours: a regular file of the user's, at least a header and a checksum
+ * long. */
+static int file_open(struct dfx_store_dir *d, const struct dfx_store_key *k, struct file *f)
+{
+    char name[STORE_NAME_MAX];
+    struct stat st;
+    int ret = check_dir_fd(d->fd);
+
     if (ret < 0)
         return ret;
+    store_name(k, name);
     /* O_NONBLOCK: a FIFO planted in the directory opens at once (and is
-     * refused below) instead of blocking the opener for good; the directory
-     * is ours, so nothing else but a regular file is expected there. */
-    fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    ret = fd < 0 ? -errno : 0;
-    free(path);
-    if (ret == -ELOOP)
-        ret = -EBADMSG; /* a symlink planted in our directory: never follow */
-    if (ret < 0)
-        return ret;
-    if (fstat(fd, &st) < 0)
+     * refused below) instead of blocking the opener for good. */
+    f->fd = openat(d->fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (f->fd < 0)
+        return errno == ELOOP ? -EBADMSG : -errno; /* a planted symlink: never followed */
+    if (fstat(f->fd, &st) < 0)
         ret = -errno;
     else if (!S_ISREG(st.st_mode) || st.st_uid != geteuid())
         ret = -EBADMSG;
-    else if (st.st_size < STORE_HEADER_LEN + STORE_CRC_LEN || (uint64_t)st.st_size > SIZE_MAX)
+    else if (st.st_size < STORE_HEADER_LEN + STORE_CRC_LEN)
         ret = -EBADMSG;
-    b = ret == 0 ? calloc(1, sizeof(*b)) : NULL;
-    if (ret == 0 && !b)
-        ret = -ENOMEM;
-    if (ret == 0)
-        ret = blob_read(fd, (size_t)st.st_size, b);
-    close(fd);
+    f->len = (uint64_t)st.st_size;
     if (ret < 0) {
-        blob_release(b);
-        return ret;
+        close(f->fd);
+        f->fd = -1;
     }
-    *out = b;
-    return 0;
+    return ret;
 }
 
-/* Magic, version, lengths, key and spacing, then the checksum. */
-static int check_header(const struct blob *b, const struct dfx_store_key *k, uint64_t spacing)
+/* Magic, version, lengths, key and spacing, and where the parts are. */
+static int check_header(struct file *f, const struct dfx_store_key *k, uint64_t spacing,
+                        bool want_points)
 {
-    const unsigned char *h = b->p;
+    const unsigned char *h = f->h;
     unsigned char want[STORE_HEADER_LEN] = {0};
+    uint64_t end = f->len - STORE_CRC_LEN;
+    int ret = read_at(f->fd, f->h, STORE_HEADER_LEN, 0);
 
+    if (ret < 0)
+        return ret;
     if (memcmp(h, STORE_MAGIC, STORE_MAGIC_LEN) != 0)
         return -EBADMSG;
     if (get_le32(h + H_VERSION) != DFX_STORE_VERSION)
         return -ESTALE;
-    if (get_le32(h + H_HEADER_LEN) != STORE_HEADER_LEN || get_le64(h + H_FILE_LEN) != b->len)
+    if (get_le32(h + H_HEADER_LEN) != STORE_HEADER_LEN || get_le64(h + H_FILE_LEN) != f->len)
         return -EBADMSG;
     key_fields(k, want);
-    if (memcmp(h + H_DEV, want + H_DEV, H_NAME_LEN + 8 - H_DEV) != 0 ||
+    if (memcmp(h + H_KEY, want + H_KEY, STORE_HEADER_LEN - H_KEY) != 0 ||
         get_le64(h + H_SPACING) != spacing)
         return -ESTALE;
-    if (b->len - STORE_HEADER_LEN - STORE_CRC_LEN < k->name_len ||
-        memcmp(h + STORE_HEADER_LEN, k->name, k->name_len) != 0)
-        return -ESTALE;
-    if (get_le32(b->p + b->len - STORE_CRC_LEN) !=
-        (uint32_t)crc32_z(0, b->p, b->len - STORE_CRC_LEN))
+    f->npts = get_le64(h + H_NPTS);
+    f->windows_off = get_le64(h + H_WINDOWS_OFF);
+    f->points_off = get_le64(h + H_POINTS_OFF);
+    f->table_off = get_le64(h + H_TABLE_OFF);
+    if (k->name_len > end - STORE_HEADER_LEN ||
+        f->windows_off != STORE_HEADER_LEN + pad8(k->name_len) ||
+        f->windows_off > f->points_off || f->points_off > end || (f->npts == 0) == want_points ||
+        f->npts > (end - f->points_off) / STORE_POINT_LEN ||
+        f->table_off != f->points_off + f->npts * STORE_POINT_LEN ||
+        end - f->table_off < STORE_TABLE_HEAD)
         return -EBADMSG;
     return 0;
 }
 
-/* The point table as dfx_xpoints into the blob, each window range checked:
- * windows lie between the point table and the chunk table. want_points:
- * a deflate member's file (at least point 0), else a stored member's (none). */
-static int parse_points(const struct blob *b, const struct dfx_store_key *k, bool want_points,
-                        struct dfx_xpoint **out, size_t *n)
+/* Copy the part of piece [at, at + n) that falls in [from, from + len)
+ * into dst. */
+static void copy_part(unsigned char *dst, uint64_t from, uint64_t len, const unsigned char *piece,
+                      uint64_t at, size_t n)
 {
-    const unsigned char *h = b->p;
-    uint64_t npts = get_le64(h + H_NPTS), poff = get_le64(h + H_POINTS_OFF);
-    uint64_t woff = get_le64(h + H_WINDOWS_OFF), wend = get_le64(h + H_TABLE_OFF);
-    struct dfx_xpoint *x;
+    uint64_t lo = at > from ? at : from, hi = at + n < from + len ? at + n : from + len;
+
+    if (lo < hi)
+        memcpy(dst + (lo - from), piece + (lo - at), (size_t)(hi - lo));
+}
+
+/* Read the whole file once, in pieces: check its checksum and the name's
+ * padding, and copy out the name, the point table and the chunk table. */
+static int stream_file(struct file *f, const struct dfx_store_key *k)
+{
+    uint64_t end = f->len - STORE_CRC_LEN, tlen = end - f->table_off;
+    unsigned char *piece = malloc(STORE_PIECE), tail[STORE_CRC_LEN];
+    uLong crc = crc32(0, Z_NULL, 0);
+    int ret = 0;
+
+    f->name = malloc(k->name_len + 1);
+    f->points = malloc((size_t)(f->npts * STORE_POINT_LEN) + 1);
+    f->table = malloc((size_t)tlen);
+    if (!piece || !f->name || !f->points || !f->table)
+        ret = -ENOMEM;
+    for (uint64_t at = 0; ret == 0 && at < end;) {
+        size_t n = end - at < STORE_PIECE ? (size_t)(end - at) : STORE_PIECE;
+
+        ret = read_at(f->fd, piece, n, at);
+        if (ret < 0)
+            break;
+        crc = crc32_z(crc, piece, n);
+        copy_part(f->name, STORE_HEADER_LEN, k->name_len, piece, at, n);
+        copy_part(f->points, f->points_off, f->npts * STORE_POINT_LEN, piece, at, n);
+        copy_part(f->table, f->table_off, tlen, piece, at, n);
+        for (uint64_t i = STORE_HEADER_LEN + k->name_len; i < f->windows_off; i++)
+            if (i >= at && i < at + n && piece[i - at]) /* the name's zero padding */
+                ret = -EBADMSG;
+        at += n;
+    }
+    if (ret == 0)
+        ret = read_at(f->fd, tail, sizeof(tail), end);
+    if (ret == 0 && get_le32(tail) != (uint32_t)crc)
+        ret = -EBADMSG;
+    if (ret == 0 && memcmp(f->name, k->name, k->name_len) != 0)
+        ret = -ESTALE;
+    free(piece);
+    return ret;
+}
+
+/* The point table as dfx_xpoints, each window range checked: windows lie
+ * between the name and the point table. */
+static int parse_points(const struct file *f, struct dfx_xpoint **out)
+{
+    struct dfx_xpoint *x = calloc((size_t)f->npts, sizeof(*x));
 
     *out = NULL;
-    *n = 0;
-    if (wend > b->len - STORE_CRC_LEN || poff != STORE_HEADER_LEN + pad8(k->name_len) ||
-        poff > wend || (npts == 0) == want_points || npts > (wend - poff) / STORE_POINT_LEN ||
-        woff != poff + npts * STORE_POINT_LEN)
-        return -EBADMSG;
-    for (uint64_t i = STORE_HEADER_LEN + k->name_len; i < poff; i++)
-        if (b->p[i])
-            return -EBADMSG;
-    if (npts == 0)
-        return 0;
-    x = calloc((size_t)npts, sizeof(*x));
     if (!x)
         return -ENOMEM;
-    for (size_t i = 0; i < npts; i++) {
-        const unsigned char *r = b->p + poff + i * STORE_POINT_LEN;
+    for (size_t i = 0; i < f->npts; i++) {
+        const unsigned char *r = f->points + i * STORE_POINT_LEN;
         uint64_t zoff = get_le64(r + P_ZOFF);
         uint32_t zlen = get_le32(r + P_ZLEN), wlen = get_le32(r + P_WLEN);
         bool pad_ok = true;
 
-        for (int j = P_BITS + 1; j < STORE_POINT_LEN; j++)
+        for (int j = P_BITS + 1; j < P_WCRC; j++)
             pad_ok = pad_ok && r[j] == 0;
         if (!pad_ok || r[P_BITS] > 7 || wlen > DFX_WINDOW_SIZE || (zlen == 0) != (wlen == 0) ||
-            (zlen && (zoff < woff || zoff > wend || wend - zoff < zlen)) || (!zlen && zoff)) {
+            (zlen && (zoff < f->windows_off || zoff > f->points_off ||
+                      f->points_off - zoff < zlen)) ||
+            (!zlen && (zoff || get_le32(r + P_WCRC)))) {
             free(x);
             return -EBADMSG;
         }
@@ -701,37 +878,31 @@ static int parse_points(const struct blob *b, const struct dfx_store_key *k, boo
         x[i].member_out = get_le64(r + P_MEMBER_OUT);
         x[i].bits = r[P_BITS];
         x[i].window_len = wlen;
-        x[i].zwin = zlen ? b->p + zoff : NULL;
+        x[i].woff = zoff;
         x[i].zlen = zlen;
+        x[i].wcrc = get_le32(r + P_WCRC);
     }
     *out = x;
-    *n = (size_t)npts;
     return 0;
 }
 
-/* The chunk table (from H_TABLE_OFF to the trailing CRC) into *out, or
- * NULL if the file has none. want: the chunk size the caller uses. */
-static int parse_table(const struct blob *b, uint32_t want, struct dfx_crcs **out)
+/* The chunk table into *out, or NULL if the file has none. want: the chunk
+ * size the caller uses. */
+static int parse_table(const struct file *f, uint32_t want, struct dfx_crcs **out)
 {
-    uint64_t toff = get_le64(b->p + H_TABLE_OFF), total = get_le64(b->p + H_TOTAL);
-    uint64_t end = b->len - STORE_CRC_LEN, count;
-    const unsigned char *t;
-    uint32_t chunk;
+    uint64_t total = get_le64(f->h + H_TOTAL), tlen = f->len - STORE_CRC_LEN - f->table_off;
+    const unsigned char *t = f->table;
+    uint32_t chunk = get_le32(t + T_CHUNK);
+    uint64_t count = get_le64(t + T_COUNT);
     int ret;
 
     *out = NULL;
-    if (toff > end || end - toff < STORE_TABLE_HEAD)
-        return -EBADMSG;
-    t = b->p + toff;
-    chunk = get_le32(t + T_CHUNK);
-    count = get_le64(t + T_COUNT);
     if (get_le32(t + T_ZERO) != 0)
         return -EBADMSG;
     if (chunk == 0)
-        return count == 0 && end - toff == STORE_TABLE_HEAD ? 0 : -EBADMSG;
+        return count == 0 && tlen == STORE_TABLE_HEAD ? 0 : -EBADMSG;
     if (total == UINT64_MAX || count != total / chunk + (total % chunk != 0) ||
-        count > (end - toff - STORE_TABLE_HEAD) / 4 ||
-        end - toff - STORE_TABLE_HEAD != count * 4)
+        count > (tlen - STORE_TABLE_HEAD) / 4 || tlen - STORE_TABLE_HEAD != count * 4)
         return -EBADMSG;
     if (chunk != want)
         return -ESTALE; /* built by an npyfs with another chunk size */
@@ -744,39 +915,55 @@ static int parse_table(const struct blob *b, uint32_t want, struct dfx_crcs **ou
 }
 
 /* Contract in dfx_store.h. */
-int dfx_store_load(const char *dir, const struct dfx_store_key *k, struct dfx_index *ix,
-                   uint32_t chunk, struct dfx_crcs **crcs)
+int dfx_store_load(struct dfx_store_dir *d, const struct dfx_store_key *k, struct dfx_index *ix,
+                   uint32_t chunk, const struct dfx_crcs *have, struct dfx_crcs **crcs)
 {
+    struct file f = {.fd = -1};
     struct dfx_xpoint *pts = NULL;
     struct dfx_crcs *t = NULL;
-    struct blob *b;
-    size_t n = 0;
+    struct loaded *l = NULL;
+    bool gzip = ix && dfx_index_stream(ix)->framing == DFX_GZIP;
     int ret;
 
     if (crcs)
         *crcs = NULL;
-    if (ix && dfx_index_points(ix) != 1)
-        return -EBUSY; /* before touching the file: it would not be used */
-    ret = blob_open(dir, k, &b);
+    ret = file_open(d, k, &f);
     if (ret < 0)
         return ret;
-    ret = check_header(b, k, ix ? dfx_index_spacing(ix) : 0);
+    ret = check_header(&f, k, ix ? dfx_index_spacing(ix) : 0, ix != NULL);
     if (ret == 0)
-        ret = parse_points(b, k, ix != NULL, &pts, &n);
-    if (ret == 0 && (crcs || !ix))
-        ret = parse_table(b, chunk, &t);
-    if (ret == 0 && !ix && (!t || get_le64(b->p + H_TOTAL) != k->stored_size))
+        ret = stream_file(&f, k);
+    if (ret == 0)
+        ret = parse_table(&f, chunk, &t);
+    if (ret == 0 && !ix && (!t || get_le64(f.h + H_TOTAL) != k->stored_size))
         ret = -EBADMSG; /* a stored member's file is its table */
+    if (ret == 0 && gzip && !t)
+        ret = -ESTALE; /* not written by this version: dfx_store_finish() */
+    if (ret == 0 && have &&
+        (!t || t->size != have->size || t->chunk != have->chunk ||
+         memcmp(t->crc, have->crc, (size_t)have->count * sizeof(have->crc[0])) != 0))
+        ret = -ESTALE; /* built from other content than the caller reads */
     if (ret == 0 && ix)
-        ret = dfx_index_import(ix, pts, n, get_le64(b->p + H_TOTAL), DFX_IMPORT_BORROW,
-                               blob_release, b);
-    else if (ret == 0)
-        blob_release(b); /* the table was copied out */
+        ret = parse_points(&f, &pts);
+    if (ret == 0 && ix && !(l = malloc(sizeof(*l))))
+        ret = -ENOMEM;
+    if (ret == 0 && ix) {
+        struct dfx_fetch fetch = {loaded_read, loaded_release, l};
+
+        l->fd = f.fd;
+        ret = dfx_index_import(ix, pts, (size_t)f.npts, get_le64(f.h + H_TOTAL), &fetch);
+        if (ret == 0)
+            f.fd = -1; /* the index owns it now */
+        else
+            free(l);
+        if (ret == -EINVAL)
+            ret = -EBADMSG; /* points out of order or outside the stream */
+    }
     free(pts);
-    if (ret == -EINVAL)
-        ret = -EBADMSG; /* points out of order or outside the stream */
+    if (f.fd >= 0)
+        close(f.fd);
+    file_destroy(&f);
     if (ret < 0) {
-        blob_release(b);
         free(t);
         return ret;
     }

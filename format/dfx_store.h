@@ -4,44 +4,71 @@
  * `npyfs index`) has fully indexed before, without decompressing anything.
  *
  * A file is keyed by the archive's identity (device, inode, size, mtime with
- * nanoseconds) plus the member's name, CRC-32 and stored size, and by the
+ * nanoseconds) plus the member's name, CRC-32 and stored size (for a gzip
+ * file: the CRC-32 and ISIZE of its last member's trailer), and by the
  * spacing it was built with. Its name is a hash of that key, but the whole
  * key is stored inside and compared on load: the name alone is never
  * trusted. The layout (little-endian, version DFX_STORE_VERSION):
  *
- *   header   128 bytes: magic "NPYFSIDX", version, header length, file
- *            length, spacing, total output size, point count, the key's
- *            numbers, name length, point table, window and
- *            chunk table offsets
+ *   header   136 bytes: magic "NPYFSIDX", version (u32), header length
+ *            (u32), file length, spacing, total output size, point count,
+ *            window, point table and chunk table offsets (u64 each), then
+ *            the key: device, inode, archive size, mtime seconds (u64
+ *            each), mtime nanoseconds, CRC-32 (u32 each), stored size
+ *            (u64), ISIZE (u32), 4 zeros, name length (u64)
  *   name     name_len bytes, zero-padded to a multiple of 8
+ *   windows  each point's history, zlib-compressed, back to back (in the
+ *            order they were written, which need not be point order)
  *   points   48 bytes each: out, in, member_out, window offset (u64 each),
- *            compressed length, raw length (u32 each), bits (u8), 7 zeros
- *   windows  each point's 32 KiB history, zlib-compressed, back to back
+ *            compressed length, raw length (u32 each), bits (u8), 3 zeros,
+ *            CRC-32 of the raw window (u32; 0 for a point without one)
  *   table    the member's chunk CRC table (struct dfx_crcs): chunk size
  *            (u32, 0: no table), 4 zeros, count (u64), count CRC-32s (u32)
  *   crc      CRC-32 of every byte before it
  *
- * A stored member's file has no points (spacing 0) and always a table.
+ * The windows come before the point table so that a file can be written in
+ * one pass while the points are recorded (struct dfx_store_writer): each
+ * window is compressed and appended as its point is recorded, and the point
+ * table, chunk table, header and checksum are written at the end.
  *
- * Loading maps the file read-only (small files are read into memory) and
- * validates all of it (magic, version, lengths against the file size,
- * offsets, key, checksum, point order); the windows stay compressed in the
- * mapping and are inflated only when a reader starts at their point. A file
+ * A stored member's file has no points (spacing 0) and always a table. A
+ * gzip member's file always has a table too: the key holds only the last
+ * member's trailer, which cannot tell a rewrite of an earlier member, so a
+ * gzip file's points are only used together with the checksums that catch
+ * one. (A zip member's key holds its CRC-32 from the central directory.)
+ *
+ * Loading reads the file with pread (never a mapping, so another program
+ * truncating it cannot fault the caller) in bounded pieces, once: it checks
+ * magic, version, lengths, key, the checksum of the whole file and every
+ * point, and keeps in memory only the point positions and the chunk table.
+ * The file stays open (one descriptor per loaded index, closed when the
+ * index is freed) and a window is read and inflated only when a reader
+ * starts at its point; one that no longer reads back (the file was
+ * truncated or overwritten since) is dropped, and the reader starts from an
+ * earlier point: the file is a cache, never trusted over the stream (a
+ * window must inflate, zlib checking its Adler-32, and match the CRC-32 its
+ * point recorded, so even a valid window of another point is refused). A file
  * that fails any check is reported, never used: the caller rebuilds it.
  *
- * Files are written atomically: a temporary file created O_EXCL|O_NOFOLLOW
- * with mode 0600 in the same directory, fsync, rename over the final name,
- * fsync of the directory. The directory must be owned by the user and not
- * writable by others.
+ * The directory is opened once (struct dfx_store_dir) and checked through
+ * that descriptor: a directory owned by the user, not writable by group or
+ * others, and writable by the user. Every later access (load, save, the
+ * temporary file, renaming, the directory fsync) is relative to the
+ * descriptor, so swapping the directory for a symlink afterwards changes
+ * nothing. Files are written atomically: a temporary file created
+ * O_EXCL|O_NOFOLLOW with mode 0600 in the directory, fsync, rename over the
+ * final name, fsync of the directory.
  *
  * Errors: -ENOENT no index file; -ESTALE the file is for another archive,
- * member, version of the archive, spacing or chunk size, or of another
- * format version; -EBADMSG it is damaged (truncated, bad checksum, bad
- * structure); -EBUSY the index already has points of its own; -EAGAIN
- * (save) the index is not complete; -EINVAL (save) a table that does not
- * fit the output; -EPERM the directory is not the user's or is writable
- * by others; other negative errnos from the file system. All functions are
- * thread-safe.
+ * member, version of the archive, spacing or chunk size, of another format
+ * version, or a gzip member's file without a table; -EBADMSG it is damaged
+ * (truncated, bad checksum, bad structure, not a regular file of the
+ * user's); -EBUSY the index knows another output size; -EAGAIN (save) the
+ * index is not complete; -EINVAL (save) a table that does not fit the
+ * output, or none for a gzip member; -EPERM the directory is not the
+ * user's or is writable by group or others; other negative errnos from the
+ * file system. All functions are thread-safe, except that one writer is
+ * used by one thread at a time.
  */
 #ifndef NPYFS_FORMAT_DFX_STORE_H
 #define NPYFS_FORMAT_DFX_STORE_H
@@ -51,8 +78,11 @@
 
 #include "dfx.h"
 
-/* 2: the chunk CRC table. Files of another version are stale (rebuilt). */
-#define DFX_STORE_VERSION 2
+struct dfx_sink; /* dfx_internal.h */
+
+/* 2: the chunk CRC table. 3: the gzip trailer in the key, windows before
+ * the point table. Files of another version are stale (rebuilt). */
+#define DFX_STORE_VERSION 3
 
 /*
  * A member's chunk CRC table: crc[i] is the CRC-32 of uncompressed bytes
@@ -89,41 +119,82 @@ struct dfx_store_key {
     uint32_t mtime_nsec;
     const char *name; /* borrowed: member name (need not be NUL-terminated) */
     size_t name_len;
-    uint32_t crc;          /* member CRC-32 from the zip directory (gzip: 0) */
+    /* zip: the member's CRC-32 from the central directory, isize 0; gzip:
+     * the CRC-32 and ISIZE of the last member's trailer (the file's last 8
+     * bytes), read when the archive was opened */
+    uint32_t crc;
+    uint32_t isize;
     uint64_t stored_size;  /* compressed bytes of the member */
 };
+
+/* An opened, checked index directory. */
+struct dfx_store_dir;
 
 /* The default index directory: $XDG_CACHE_HOME/npyfs if that is an absolute
  * path, else $HOME/.cache/npyfs. *out is owned (free()). 0, -ENOENT (neither
  * variable set) or -ENOMEM. Does not touch the file system. */
 int dfx_store_default_dir(char **out);
 
-/* Create dir (and missing parents) with mode 0700, then check it is a
- * directory owned by the user, not writable by others, and writable by us.
- * 0, -EPERM, -ENOTDIR, -EACCES, or another errno. */
-int dfx_store_prepare_dir(const char *dir);
+/* Create path (and missing parents) with mode 0700, open it once and check
+ * through the descriptor that it is a directory owned by the user, not
+ * writable by group or others, and writable by us. A symlink as the last
+ * component is followed only if the link itself belongs to the user (or
+ * root): the user's own choice, never one planted by someone else. 0 and
+ * *out (free with dfx_store_dir_close()), or -EPERM, -ENOTDIR, -EACCES,
+ * -ENOMEM, or another errno. */
+int dfx_store_dir_open(const char *path, struct dfx_store_dir **out);
 
-/* The index file path for key inside dir (owned, free()). 0 or -ENOMEM. */
-int dfx_store_path(const char *dir, const struct dfx_store_key *key, char **out);
+/* Accepts NULL. No load or save may be running on it. */
+void dfx_store_dir_close(struct dfx_store_dir *d);
 
-/* Save for key the points of a complete index (see dfx_index_export()) and,
- * if crcs is not NULL, the chunk CRC table of the same output (-EINVAL if
- * its size differs). ix NULL: a stored member's file, the table only (crcs
- * required, its size the member's). Raw windows are compressed on the way.
- * Returns 0 or a negative errno; nothing is left behind on failure. Readers
- * may run meanwhile. */
-int dfx_store_save(const char *dir, const struct dfx_store_key *key, struct dfx_index *ix,
-                   const struct dfx_crcs *crcs);
+/* The path the directory was opened as, for messages. */
+const char *dfx_store_dir_path(const struct dfx_store_dir *d);
 
-/* Load the saved file for key. ix not NULL: its points go into ix, which
- * must hold only point 0 and have the spacing the file was built with; on
- * success the index borrows the file's mapping (freed with the index). ix
- * NULL: a stored member's file (no points; its size must be
- * key->stored_size). crcs not NULL: *crcs gets the file's table (owned,
- * free()), or NULL if it has none (ix NULL: a file without one is -EBADMSG);
- * a table of another chunk size than chunk is -ESTALE. Nothing is taken
- * over on failure. Readers may run meanwhile. */
-int dfx_store_load(const char *dir, const struct dfx_store_key *key, struct dfx_index *ix,
-                   uint32_t chunk, struct dfx_crcs **crcs);
+/* The index file's path for key inside d, for messages (owned, free()).
+ * 0 or -ENOMEM. */
+int dfx_store_path(const struct dfx_store_dir *d, const struct dfx_store_key *key, char **out);
+
+/*
+ * An index file being written (see the top of the file). dfx_store_begin()
+ * creates the temporary file for key in d (d and key->name must outlive the
+ * writer); dfx_store_sink() gives the struct dfx_sink that appends windows
+ * to it, for dfx_index_set_sink() on the index whose points it will hold;
+ * dfx_store_finish() writes the rest for the points of ix (complete; each
+ * point's window was sunk into this writer, or ix gives it through
+ * dfx_index_window(), else the point is left out) and the table crcs, and
+ * renames the file into place; dfx_store_abort() removes it. Both free the
+ * writer. ix NULL: a stored member's file (crcs required, its size the
+ * member's). A gzip member's file requires crcs (-EINVAL). Returns 0 or a
+ * negative errno; nothing is left behind on failure.
+ */
+struct dfx_store_writer;
+int dfx_store_begin(struct dfx_store_dir *d, const struct dfx_store_key *key, uint64_t spacing,
+                    struct dfx_store_writer **out);
+void dfx_store_sink(struct dfx_store_writer *w, struct dfx_sink *out);
+int dfx_store_finish(struct dfx_store_writer *w, struct dfx_index *ix,
+                     const struct dfx_crcs *crcs);
+void dfx_store_abort(struct dfx_store_writer *w);
+
+/* Begin and finish in one: save for key the points of a complete index
+ * (their windows copied out of it, compressed) and, if crcs is not NULL,
+ * the chunk CRC table of the same output (-EINVAL if its size differs).
+ * ix NULL: a stored member's file, the table only. Readers may run
+ * meanwhile. */
+int dfx_store_save(struct dfx_store_dir *d, const struct dfx_store_key *key,
+                   struct dfx_index *ix, const struct dfx_crcs *crcs);
+
+/* Load the saved file for key. ix not NULL: its points replace those of ix
+ * (dfx_index_import(): safe while readers run), which must have the spacing
+ * the file was built with; the index keeps the file open and reads windows
+ * from it on demand. ix NULL: a stored member's file (no points; its size
+ * must be key->stored_size). have not NULL: the member's table as the caller
+ * built it from the content it reads; a file whose table differs (or that
+ * has none) was built from other content: -ESTALE. crcs not NULL: *crcs
+ * gets the file's table (owned, free()), or NULL if it has none (ix NULL or
+ * a gzip stream: a file without one is refused); a table of another chunk
+ * size than chunk is -ESTALE. Nothing is taken over on failure. */
+int dfx_store_load(struct dfx_store_dir *d, const struct dfx_store_key *key,
+                   struct dfx_index *ix, uint32_t chunk, const struct dfx_crcs *have,
+                   struct dfx_crcs **crcs);
 
 #endif

@@ -171,14 +171,15 @@ int gz_read_trailer(struct src *s, uint64_t off, uint32_t *crc, uint32_t *isize)
 /* Contract in gz.h. */
 int gz_last_isize(struct src *s, uint32_t *isize)
 {
-    unsigned char b[4];
-    int ret;
+    uint32_t crc;
 
+    return gz_last_trailer(s, &crc, isize);
+}
+
+/* Contract in gz.h. */
+int gz_last_trailer(struct src *s, uint32_t *crc, uint32_t *isize)
+{
     if (s->size < GZ_MIN_MEMBER)
         return -EIO;
-    ret = src_read_exact(s, b, sizeof(b), s->size - 4);
-    if (ret < 0)
-        return ret;
-    *isize = get_le32(b);
-    return 0;
+    return gz_read_trailer(s, s->size - GZ_TRAILER_LEN, crc, isize);
 }

@@ -34,4 +34,10 @@ int gz_read_trailer(struct src *s, uint64_t off, uint32_t *crc, uint32_t *isize)
  * source is shorter than a minimal gzip member (18 bytes). */
 int gz_last_isize(struct src *s, uint32_t *isize);
 
+/* The last member's trailer as it stands at the end of the source: CRC-32
+ * and ISIZE, the last 8 bytes (zero padding after the last member is read
+ * as is: these are the file's last bytes, not a checked trailer). -EIO as
+ * for gz_last_isize(). */
+int gz_last_trailer(struct src *s, uint32_t *crc, uint32_t *isize);
+
 #endif

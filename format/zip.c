@@ -374,6 +374,16 @@ static void zip_check_member(struct zip_member *m)
         set_unsupported(m, -EOPNOTSUPP, why);
         return;
     }
+    /* A file's size is an off_t: a ZIP64 usize past INT64_MAX could be
+     * listed but never served (st_size, read offsets). The other 64-bit
+     * fields are bounded by the source, which is an off_t too: csize and
+     * data_offset + csize by the data check in zip_read_local() (with
+     * overflow checks), lho by its read, the directory's count, size and
+     * offset by zip_locate_cd() and zip_archive_open(). */
+    if (m->usize > INT64_MAX) {
+        set_unsupported(m, -EOPNOTSUPP, "uncompressed size too large");
+        return;
+    }
     if (m->method == ZIP_METHOD_STORED && m->csize != m->usize)
         set_unsupported(m, -EIO, "stored sizes differ");
 }

@@ -39,9 +39,12 @@ struct zip_member {
     uint64_t lho;         /* offset of the local file header */
     uint64_t data_offset; /* first byte of the member's data; valid when !unsupported */
     bool is_dir;          /* name ends in '/' */
-    /* 0 when npyfs can serve the member; otherwise -EOPNOTSUPP (encrypted or a
-     * method other than stored/deflate) or -EIO (local header missing,
-     * damaged, or data running past the end of the archive). See why. */
+    /* 0 when npyfs can serve the member; otherwise -EOPNOTSUPP (encrypted, a
+     * method other than stored/deflate, or an uncompressed size past
+     * INT64_MAX, which no file size can hold) or -EIO (local header missing,
+     * damaged, or data running past the end of the archive). See why. So a
+     * servable member has usize, csize, data_offset and data_offset + csize
+     * all <= INT64_MAX. */
     int unsupported;
     const char *why;      /* static text for unsupported, e.g. "encrypted"; NULL if 0 */
 };

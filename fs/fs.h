@@ -48,6 +48,9 @@
  * still spliced, a 1 MiB reply no longer fit libfuse's splice pipe and fell
  * back to a copy (slower than 128 KiB). */
 #define FS_DEFAULT_READAHEAD (512ull << 10)
+/* Default -o index_mem=: the most memory the access-point windows that
+ * reads record may take, mount-wide (fs_window_budget). */
+#define FS_DEFAULT_INDEX_MEM (64ull << 20)
 
 /* Room for one more element in the array at *(T **)arrp, which holds count
  * of *cap elements of size bytes: doubles the capacity (from first) when
@@ -358,6 +361,7 @@ struct fs_opts {
     unsigned threads;   /* readahead workers (0: none); default online cores */
     uint64_t readahead; /* kernel readahead per file in bytes; 0: the kernel's */
     uint64_t max_read;  /* -o max_read= (also given to libfuse), or 0 */
+    uint64_t index_mem; /* -o index_mem=: fs_window_budget's limit */
 };
 
 struct fuse_session;
@@ -601,6 +605,13 @@ struct fs_counters {
                                           * drop (damage found, or the archive changed) */
 };
 extern struct fs_counters fs_counters;
+/* fs_stats.c: the budget of every dfx index of the process (dfx.h, struct
+ * dfx_budget; set as dfx_stream.budget by fs_member.c): the windows that
+ * reads record, and the twin of an indexing pass without an index
+ * directory, stay within limit bytes. limit is FS_DEFAULT_INDEX_MEM unless
+ * the mount sets -o index_mem= (before any archive is opened). Shown by
+ * `npyfs stats`. */
+extern struct dfx_budget fs_window_budget;
 /* True in readahead worker threads (fs_readahead.c), so the decode can count
  * their chunks in fs_counters.readahead_chunks. */
 extern _Thread_local bool fs_is_readahead_worker;

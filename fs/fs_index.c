@@ -15,12 +15,21 @@
  * in the member.
  *
  * Building (background thread, `npyfs index`, the first open under
- * verify=strict): a full pass over a twin index of the member's stream,
- * with windows kept compressed, so the member's live index is not filled
- * with raw windows meanwhile; a stored member's pass preads it. The table is
- * published, the twin is saved, then the saved file is loaded into the live
- * index (mapped, not in RAM). Damage the pass finds is copied into the live
- * index, so reads fail with EIO. One pass per member at a time (passing[]).
+ * verify=strict): a full pass over a twin index of the member's stream; a
+ * stored member's pass preads it. With an index directory, the twin sends
+ * each window to the index file being written as its point is recorded
+ * (dfx_store_begin(), a sink), so it holds only point positions; the table
+ * is published, the file finished, then loaded into the live index (whose
+ * windows then stay in the file until a reader needs one, and whose own
+ * windows recorded by reads are released). Without a directory, the twin
+ * keeps its windows compressed in memory, within the mount's window budget
+ * (fs_window_budget), and hands them to the live index at the end. Damage
+ * the pass finds is copied into the live index, so reads fail with EIO. One
+ * pass per member at a time (passing[]).
+ *
+ * The key of a gzip member holds its last trailer, read when the indexer
+ * is set up (as the archive is opened); a gzip member's file is saved and
+ * loaded only with its chunk table (dfx_store.h says why).
  */
 #define _GNU_SOURCE
 #include "fs.h"
@@ -40,6 +49,7 @@
 
 #include "dfx_internal.h"
 #include "dfx_store.h"
+#include "gz.h"
 
 /* Output decoded per read of an indexing pass; the stop flag is checked
  * between reads, so this bounds how long unmount waits for the thread. */
@@ -55,7 +65,8 @@ enum { ST_NEW, ST_LOADING, ST_DONE };
 
 struct fs_indexer {
     struct fs_archive *a;     /* borrowed: outlives the indexer */
-    char *dir;                /* owned: index directory, NULL without persistence */
+    struct dfx_store_dir *dir; /* owned: index directory, NULL without persistence */
+    uint32_t gz_crc, gz_isize; /* immutable: a gzip file's last trailer (key) */
     enum fs_index_mode mode;  /* immutable */
     pthread_mutex_t lock;     /* never held while loading or decoding; only a dfx
                                * index's own lock is taken under it */
@@ -108,9 +119,20 @@ static bool damaged(struct fs_member *m)
  * many archives (indexers) it has. */
 static atomic_bool said_unusable, said_cannot_save;
 
-static void member_key(const struct fs_archive *a, const struct fs_member *m,
+/* A gzip file's last trailer for its members' keys; read as the archive is
+ * opened (the indexer is set up then), so the key describes the content the
+ * mount reads. Zeros if it cannot be read (the archive would not open). */
+static void read_trailer(struct fs_indexer *x)
+{
+    if (x->a->kind == FS_SRC_GZIP &&
+        gz_last_trailer(x->a->src, &x->gz_crc, &x->gz_isize) < 0)
+        x->gz_crc = x->gz_isize = 0;
+}
+
+static void member_key(const struct fs_indexer *x, const struct fs_member *m,
                        struct dfx_store_key *k)
 {
+    const struct fs_archive *a = x->a;
     const struct dfx_stream *st = m->ix ? dfx_index_stream(m->ix) : NULL;
 
     memset(k, 0, sizeof(*k));
@@ -121,7 +143,12 @@ static void member_key(const struct fs_archive *a, const struct fs_member *m,
     k->mtime_nsec = (uint32_t)a->st.st_mtim.tv_nsec;
     k->name = m->name;
     k->name_len = m->name_len;
-    k->crc = !st ? m->crc32 : st->framing == DFX_RAW ? st->crc : 0;
+    if (st && st->framing == DFX_GZIP) {
+        k->crc = x->gz_crc;
+        k->isize = x->gz_isize;
+    } else {
+        k->crc = st ? st->crc : m->crc32;
+    }
     k->stored_size = m->stored_size;
 }
 
@@ -133,7 +160,7 @@ static const char *load_problem(int err)
 {
     switch (err) {
     case -ESTALE:
-        return "is stale (another archive, archive version or spacing)";
+        return "is stale (another archive, archive version or content, spacing or format)";
     case -EBADMSG:
         return "is damaged";
     default:
@@ -143,28 +170,31 @@ static const char *load_problem(int err)
 
 /* Try the saved file for m; true if its points are now in m->ix (a stored
  * member: its table in m). A table in the file is published in m. */
-static bool load_saved(struct fs_archive *a, const char *dir, struct fs_member *m)
+static bool load_saved(struct fs_indexer *x, struct fs_member *m)
 {
     struct dfx_store_key k;
     struct dfx_crcs *t = NULL;
     char *path = NULL;
     int ret;
 
-    if (!dir)
+    if (!x->dir)
         return false;
-    member_key(a, m, &k);
-    ret = dfx_store_load(dir, &k, m->ix, FS_CHUNK_SIZE, &t);
+    member_key(x, m, &k);
+    /* A table m has already (a gzip file sized by a full pass at open) must
+     * be the file's: otherwise the file describes other content. */
+    ret = dfx_store_load(x->dir, &k, m->ix, FS_CHUNK_SIZE, atomic_load(&m->crcs), &t);
     if (ret == 0 && t)
         fs_member_set_crcs(m, t);
     if (ret == -ENOENT || ret == -EBUSY)
         return false;
-    dfx_store_path(dir, &k, &path);
+    dfx_store_path(x->dir, &k, &path);
     if (ret == 0)
-        fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index loaded from %s\n", a->path,
-                 m->name, path ? path : dir);
+        fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index loaded from %s\n", x->a->path,
+                 m->name, path ? path : dfx_store_dir_path(x->dir));
     else
         fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index %s %s (%s); rebuilding\n",
-                 a->path, m->name, path ? path : dir, load_problem(ret), ERRSTR(ret));
+                 x->a->path, m->name, path ? path : dfx_store_dir_path(x->dir),
+                 load_problem(ret), ERRSTR(ret));
     free(path);
     return ret == 0;
 }
@@ -188,7 +218,7 @@ void fs_indexer_use(struct fs_indexer *x, struct fs_member *m)
     x->state[i] = ST_LOADING;
     pthread_mutex_unlock(&x->lock);
 
-    ok = load_saved(x->a, x->dir, m);
+    ok = load_saved(x, m);
 
     pthread_mutex_lock(&x->lock);
     x->state[i] = ST_DONE;
@@ -253,15 +283,17 @@ static void idle_priority(void)
 }
 
 /*
- * One full pass over m's stream into a new twin index whose windows are
- * kept compressed, building the chunk CRC table of its output on the way.
- * Returns 0 with the complete twin in *out and the table in *crcs (owned),
- * which the reader's checks at the end (CRC-32, sizes) vouch for;
- * -ECANCELED if stop was raised; or the error (damage is also recorded in
- * m->ix).
+ * One full pass over m's stream into a new twin index, building the chunk
+ * CRC table of its output on the way. The twin's windows go to w (an index
+ * file being written) if there is one, else stay in memory compressed,
+ * within the mount's window budget. Returns 0 with the complete twin in
+ * *out and the table in *crcs (owned), which the reader's checks at the end
+ * (CRC-32, sizes) vouch for; -ECANCELED if stop was raised; or the error
+ * (damage is also recorded in m->ix).
  */
 static int build_twin(struct fs_archive *a, struct fs_member *m, atomic_bool *stop,
-                      struct progress *pr, struct dfx_index **out, struct dfx_crcs **crcs)
+                      struct progress *pr, struct dfx_store_writer *w, struct dfx_index **out,
+                      struct dfx_crcs **crcs)
 {
     struct dfx_index *ix;
     struct dfx_reader *r = NULL;
@@ -284,7 +316,14 @@ static int build_twin(struct fs_archive *a, struct fs_member *m, atomic_bool *st
     ret = dfx_index_new(dfx_index_stream(m->ix), a->spacing, &ix);
     if (ret < 0)
         goto out_free_buf;
-    dfx_index_compress_windows(ix, true);
+    if (w) {
+        struct dfx_sink sink;
+
+        dfx_store_sink(w, &sink);
+        dfx_index_set_sink(ix, &sink);
+    } else {
+        dfx_index_compress_windows(ix, true);
+    }
     ret = dfx_reader_new(ix, 0, &r);
     while (ret == 0) {
         if (stop && atomic_load(stop)) {
@@ -334,19 +373,6 @@ out_free_buf:
     return ret;
 }
 
-/* Put the points of a complete twin into m's live index (copies). */
-static void adopt_twin(struct fs_member *m, struct dfx_index *twin)
-{
-    struct dfx_xpoint *pts;
-    uint64_t total;
-    size_t n;
-
-    if (dfx_index_export(twin, &pts, &n, &total) < 0)
-        return;
-    dfx_index_import(m->ix, pts, n, total, DFX_IMPORT_COPY, NULL, NULL);
-    free(pts);
-}
-
 static void log_damage(struct fs_archive *a, struct fs_member *m, int err)
 {
     if (atomic_load(&a->changed))
@@ -357,27 +383,34 @@ static void log_damage(struct fs_archive *a, struct fs_member *m, int err)
              "pass); its reads fail with EIO\n", a->path, m->name, ERRSTR(err));
 }
 
-/* Save ix (NULL for a stored member) and m's chunk CRC table, if it has
- * one, into the indexer's directory; logs the outcome (a failure once per
- * mount: a full or broken directory fails every save the same way). */
-static int save(struct fs_indexer *x, struct fs_member *m, struct dfx_index *ix)
+/* Log the outcome of saving m's file (a failure once per mount: a full or
+ * broken directory fails every save the same way). Returns ret. */
+static int log_save(struct fs_indexer *x, struct fs_member *m, const struct dfx_store_key *k,
+                    int ret)
 {
-    struct dfx_store_key k;
+    const char *dir = dfx_store_dir_path(x->dir);
     char *path = NULL;
-    int ret;
 
-    member_key(x->a, m, &k);
-    ret = dfx_store_save(x->dir, &k, ix, atomic_load(&m->crcs));
-    dfx_store_path(x->dir, &k, &path);
+    dfx_store_path(x->dir, k, &path);
     if (ret == 0)
         fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index saved to %s\n", x->a->path,
-                 m->name, path ? path : x->dir);
+                 m->name, path ? path : dir);
     else if (!atomic_exchange(&said_cannot_save, true))
         fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': cannot save index to %s: %s "
                  "(further save failures of this mount are not logged)\n",
-                 x->a->path, m->name, path ? path : x->dir, ERRSTR(ret));
+                 x->a->path, m->name, path ? path : dir, ERRSTR(ret));
     free(path);
     return ret;
+}
+
+/* Save ix (NULL for a stored member; its windows are copied out of it) and
+ * m's chunk CRC table, if it has one, into the indexer's directory. */
+static int save(struct fs_indexer *x, struct fs_member *m, struct dfx_index *ix)
+{
+    struct dfx_store_key k;
+
+    member_key(x, m, &k);
+    return log_save(x, m, &k, dfx_store_save(x->dir, &k, ix, atomic_load(&m->crcs)));
 }
 
 static int saved_as(int save_ret)
@@ -389,13 +422,16 @@ static int saved_as(int save_ret)
  * The full pass over m (see the top of the file): builds and publishes its
  * chunk CRC table, checking its CRC-32; saves its file if it is worth one
  * and there is a directory (*saved: 1 saved, 0 not tried, or the save's
- * negative errno); a deflate member's live index gets the
- * twin's points (from the saved file, or copied). Damage is recorded in m.
- * The caller keeps other passes over m away. Returns 0 or the error.
+ * negative errno); a deflate member's live index gets the twin's points
+ * (from the saved file, or moved over with their windows). Damage is
+ * recorded in m. The caller keeps other passes over m away. Returns 0 or
+ * the error.
  */
 static int run_pass(struct fs_indexer *x, struct fs_member *m, atomic_bool *stop,
                     struct progress *pr, int *saved)
 {
+    struct dfx_store_writer *w = NULL;
+    struct dfx_store_key k;
     struct dfx_index *twin;
     struct dfx_crcs *t;
     bool worth = x->dir && worth_saving(x->a, m);
@@ -412,21 +448,28 @@ static int run_pass(struct fs_indexer *x, struct fs_member *m, atomic_bool *stop
             *saved = saved_as(save(x, m, NULL));
         return ret;
     }
-    ret = build_twin(x->a, m, stop, pr, &twin, &t);
-    if (ret < 0)
+    if (worth) {
+        member_key(x, m, &k);
+        ret = dfx_store_begin(x->dir, &k, dfx_index_spacing(m->ix), &w);
+        if (ret < 0)
+            *saved = log_save(x, m, &k, ret); /* the pass goes on without a file */
+    }
+    ret = build_twin(x->a, m, stop, pr, w, &twin, &t);
+    if (ret < 0) {
+        dfx_store_abort(w);
         return ret;
+    }
     fs_member_set_crcs(m, t); /* from now on reads are checked */
-    if (worth)
-        *saved = saved_as(save(x, m, twin));
-    if (*saved == 1) {
-        dfx_index_free(twin);
-        /* Map the file rather than keep the twin's windows in RAM. If reads
-         * grew m->ix meanwhile, the load is refused and m->ix stays as is. */
-        load_saved(x->a, x->dir, m);
+    if (w) {
+        *saved = saved_as(log_save(x, m, &k, dfx_store_finish(w, twin, atomic_load(&m->crcs))));
+        dfx_index_free(twin); /* its windows are in the file (or lost with it) */
+        /* The live index takes the file's points, and drops the windows
+         * reads recorded: from now on windows cost no memory. */
+        if (*saved == 1)
+            load_saved(x, m);
         return 0;
     }
-    adopt_twin(m, twin);
-    dfx_index_free(twin);
+    dfx_index_adopt(m->ix, twin); /* frees twin */
     return 0;
 }
 
@@ -535,10 +578,75 @@ static void *background_main(void *arg)
 
 /* ------------------------------------------------------------- indexer --- */
 
+/* The index directory is opened once per process and shared by the
+ * indexers of every archive (a mount may open thousands): a directory of
+ * another path (not in a daemon, whose indexers share its options) gets
+ * its own. */
+static pthread_mutex_t dir_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct dfx_store_dir *dir_shared; /* protected by dir_lock */
+static size_t dir_users;                 /* protected by dir_lock */
+
+/* The opened directory at path: 0, or dfx_store_dir_open()'s error. */
+static int dir_get(const char *path, struct dfx_store_dir **out)
+{
+    int ret = 0;
+
+    pthread_mutex_lock(&dir_lock);
+    if (dir_shared && strcmp(dfx_store_dir_path(dir_shared), path) == 0) {
+        dir_users++;
+        *out = dir_shared;
+    } else {
+        ret = dfx_store_dir_open(path, out);
+        if (ret == 0 && !dir_shared) {
+            dir_shared = *out;
+            dir_users = 1;
+        }
+    }
+    pthread_mutex_unlock(&dir_lock);
+    return ret;
+}
+
+static void dir_put(struct dfx_store_dir *d)
+{
+    if (!d)
+        return;
+    pthread_mutex_lock(&dir_lock);
+    if (d == dir_shared && --dir_users == 0)
+        dir_shared = NULL;
+    else if (d == dir_shared)
+        d = NULL; /* still used */
+    pthread_mutex_unlock(&dir_lock);
+    dfx_store_dir_close(d);
+}
+
+/* The index directory for a, or NULL; *why gets the error and *path the
+ * path tried (owned, NULL if none could be named). */
+static struct dfx_store_dir *index_dir(const struct fs_opts *opts, int *why, char **path)
+{
+    struct dfx_store_dir *d = NULL;
+    int ret = 0;
+
+    *path = NULL;
+    if (opts->index_dir && !(*path = strdup(opts->index_dir)))
+        ret = -ENOMEM;
+    else if (!opts->index_dir)
+        ret = dfx_store_default_dir(path);
+    if (ret == 0)
+        ret = dir_get(*path, &d);
+    *why = ret;
+    return d;
+}
+
+static const char *dir_problem(int err)
+{
+    return err == -EPERM ? "not owned by you, or writable by group or others" : strerror(-err);
+}
+
 /* Contract in fs.h. */
 int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_indexer **out)
 {
     struct fs_indexer *x;
+    char *path;
     int ret;
 
     *out = NULL;
@@ -552,25 +660,17 @@ int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_i
     x->passing = calloc(a->count ? a->count : 1, sizeof(*x->passing));
     if (!x->state || !x->on_disk || !x->passing)
         goto out_nomem;
-    if (opts->index_dir) {
-        x->dir = strdup(opts->index_dir);
-        ret = x->dir ? 0 : -ENOMEM;
-    } else {
-        ret = dfx_store_default_dir(&x->dir);
-    }
-    if (ret == -ENOMEM)
+    x->dir = index_dir(opts, &ret, &path);
+    if (ret == -ENOMEM) {
+        free(path);
         goto out_nomem;
-    if (ret == 0)
-        ret = dfx_store_prepare_dir(x->dir);
-    if (ret < 0) {
-        if (!atomic_exchange(&said_unusable, true))
-            fuse_log(FUSE_LOG_WARNING, "npyfs: %s: index directory %s is not usable (%s); "
-                     "indexes will not be saved or loaded\n", a->path,
-                     x->dir ? x->dir : "(none: no HOME)",
-                     ret == -EPERM ? "not owned by you, or writable by others" : ERRSTR(ret));
-        free(x->dir);
-        x->dir = NULL;
     }
+    if (ret < 0 && !atomic_exchange(&said_unusable, true))
+        fuse_log(FUSE_LOG_WARNING, "npyfs: %s: index directory %s is not usable (%s); "
+                 "indexes will not be saved or loaded\n", a->path,
+                 path ? path : "(none: no HOME)", dir_problem(ret));
+    free(path);
+    read_trailer(x);
     pthread_mutex_init(&x->lock, NULL);
     pthread_cond_init(&x->loaded, NULL);
     *out = x;
@@ -630,10 +730,12 @@ void fs_indexer_stop(struct fs_indexer *x)
         x->on_disk[i] = true; /* once */
         pthread_mutex_unlock(&x->lock);
         /* grown by reads to the end (or sized by a full pass at open); with
-         * the chunk CRC table if a pass built one; not from an archive that
-         * changed (its points may hold new bytes) */
+         * the chunk CRC table if a pass built one, which a gzip member's
+         * file needs (dfx_store.h); not from an archive that changed (its
+         * points may hold new bytes) */
         if (!on_disk && dfx_index_total(m->ix) != UINT64_MAX && !dfx_index_error(m->ix) &&
-            (dfx_index_points(m->ix) > 1 || has_table(m)) && fs_archive_check(x->a) == 0)
+            (dfx_index_points(m->ix) > 1 || has_table(m)) &&
+            (has_table(m) || x->a->kind != FS_SRC_GZIP) && fs_archive_check(x->a) == 0)
             save(x, m, m->ix);
     }
 }
@@ -649,7 +751,7 @@ void fs_indexer_free(struct fs_indexer *x)
     free(x->state);
     free(x->on_disk);
     free(x->passing);
-    free(x->dir);
+    dir_put(x->dir);
     free(x);
 }
 
@@ -675,7 +777,7 @@ static int index_member(struct fs_indexer *x, struct fs_member *m, struct progre
     bool worth = worth_saving(x->a, m);
     int ret, saved;
 
-    if (worth && load_saved(x->a, x->dir, m) && has_table(m)) {
+    if (worth && load_saved(x, m) && has_table(m)) {
         pr->done += m->size;
         return 0;
     }
@@ -704,25 +806,21 @@ static void print_member_error(const struct fs_archive *a, const struct fs_membe
 }
 
 /* The index directory for `npyfs index`; prints why when there is none. */
-static char *index_dir_for(const struct fs_archive *a, const struct fs_opts *opts)
+static struct dfx_store_dir *index_dir_for(const struct fs_archive *a,
+                                           const struct fs_opts *opts)
 {
-    char *dir = NULL;
-    int ret = opts->index_dir ? 0 : dfx_store_default_dir(&dir);
+    char *path;
+    int ret;
+    struct dfx_store_dir *d = index_dir(opts, &ret, &path);
 
-    if (ret == 0 && opts->index_dir && !(dir = strdup(opts->index_dir)))
-        ret = -ENOMEM;
-    if (ret == 0)
-        ret = dfx_store_prepare_dir(dir);
-    if (ret == 0)
-        return dir;
-    if (ret == -ENOENT && !dir)
+    if (ret == -ENOENT && !path)
         fprintf(stderr, "npyfs: %s: no index directory: set HOME or XDG_CACHE_HOME, or give "
                 "-o index_dir=DIR\n", a->path);
-    else
-        fprintf(stderr, "npyfs: %s: index directory %s: %s\n", a->path, dir ? dir : "",
-                ret == -EPERM ? "not owned by you, or writable by others" : strerror(-ret));
-    free(dir);
-    return NULL;
+    else if (ret < 0)
+        fprintf(stderr, "npyfs: %s: index directory %s: %s\n", a->path, path ? path : "",
+                dir_problem(ret));
+    free(path);
+    return d;
 }
 
 /* `npyfs index` reports by itself; the daemon's log lines stay silent. */
@@ -744,6 +842,7 @@ int fs_index_main(struct fs_archive *a, const struct fs_opts *opts)
     x.dir = index_dir_for(a, opts);
     if (!x.dir)
         return 1;
+    read_trailer(&x);
     for (size_t i = 0; i < a->count; i++)
         if (worth_indexing(a, &a->members[i]))
             pr.total += a->members[i].size;
@@ -770,7 +869,7 @@ int fs_index_main(struct fs_archive *a, const struct fs_opts *opts)
         fprintf(stderr, " (%.1f s)\n", seconds_since(&pr.start));
     }
     if (first_bad)
-        print_member_error(a, first_bad, first_err, x.dir, nbad);
-    free(x.dir);
+        print_member_error(a, first_bad, first_err, dfx_store_dir_path(x.dir), nbad);
+    dir_put(x.dir);
     return first_bad ? 1 : 0;
 }

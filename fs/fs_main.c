@@ -106,6 +106,9 @@ static const char usage_text[] =
     "                     else ~/.cache/npyfs)\n"
     "  index=MODE         background (default): build missing indexes at idle\n"
     "                     priority after mounting; lazy: only as reads go\n"
+    "  index_mem=SIZE     memory for the index windows that reads record, for\n"
+    "                     the whole mount (default 64M; beyond it, fewer points\n"
+    "                     keep a window: random reads decode further)\n"
     "  verify=MODE        lazy (default): serve at once, checking each chunk once\n"
     "                     the member's checksums exist; strict: a member's first\n"
     "                     open waits for a full pass that checks all of it\n"
@@ -352,6 +355,9 @@ static void parse_opts(struct mount_args *ma, const char *list)
                 die_usage("bad value in -o %s: expected a directory", opt);
             free(ma->opts.index_dir);
             ma->opts.index_dir = strdup(opt + 10);
+        } else if (strncmp(opt, "index_mem=", 10) == 0) {
+            if (parse_size(opt + 10, &ma->opts.index_mem) < 0)
+                die_usage("bad value in -o %s: expected a size such as 64M", opt);
         } else if (strncmp(opt, "index=", 6) == 0) {
             if (strcmp(opt + 6, "background") == 0)
                 ma->opts.index_mode = FS_INDEX_BACKGROUND;
@@ -445,6 +451,7 @@ static void parse_mount_args(int argc, char **argv, struct mount_args *ma)
     ma->opts.spacing = DFX_DEFAULT_SPACING;
     ma->opts.threads = default_threads();
     ma->opts.readahead = FS_DEFAULT_READAHEAD;
+    ma->opts.index_mem = FS_DEFAULT_INDEX_MEM;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-f") == 0) {
@@ -844,6 +851,7 @@ static int cmd_mount(int argc, char **argv)
     check_mountpoint(ma.mountpoint);
     check_fuse_available();
     raise_nofile();
+    fs_window_budget.limit = ma.opts.index_mem; /* before any archive opens */
     ctx.opts = ma.opts;
     ctx.source = ma.source;
     ctx.mountpoint = realpath(ma.mountpoint, NULL); /* NULL: readahead stays the kernel's */

@@ -173,14 +173,13 @@ static void member_destroy(struct fs_member *m)
     free(m->name);
 }
 
+/* Fill in m, which member_init() has set up (so it owns its name and
+ * locks, and is destroyed with the archive whatever this returns). */
 static int zip_member_setup(struct fs_archive *a, struct fs_member *m, const struct zip_member *z)
 {
     struct dfx_stream st = {0};
-    int ret = member_init(m, z->name, z->name_len);
     char buf[24];
 
-    if (ret < 0)
-        return ret;
     snprintf(m->method, sizeof(m->method), "%s", zip_method_name(z->method, buf, sizeof(buf)));
     m->size = z->usize;
     m->crc32 = z->crc32;
@@ -201,9 +200,12 @@ static int zip_member_setup(struct fs_archive *a, struct fs_member *m, const str
     st.usize = z->usize;
     st.crc = z->crc32;
     st.check_crc = true;
+    st.budget = &fs_window_budget;
     return dfx_index_new(&st, a->spacing, &m->ix);
 }
 
+/* A member counts in a->count from the moment it owns anything, so that
+ * fs_archive_free() destroys a partly set up one too. */
 static int open_zip(struct fs_archive *a)
 {
     struct zip_archive *z;
@@ -216,11 +218,12 @@ static int open_zip(struct fs_archive *a)
         zip_free(z);
         return -ENOMEM;
     }
-    for (size_t i = 0; i < z->count; i++) {
-        ret = zip_member_setup(a, &a->members[i], &z->members[i]);
+    for (size_t i = 0; ret == 0 && i < z->count; i++) {
+        ret = member_init(&a->members[i], z->members[i].name, z->members[i].name_len);
         if (ret < 0)
             break;
         a->count++;
+        ret = zip_member_setup(a, &a->members[i], &z->members[i]);
     }
     zip_free(z);
     return ret;
@@ -381,6 +384,7 @@ static int open_gzip(struct fs_archive *a)
     st.end = a->src->size;
     st.framing = DFX_GZIP;
     st.usize = UINT64_MAX;
+    st.budget = &fs_window_budget;
     ret = dfx_index_new(&st, a->spacing, &m->ix);
     if (ret < 0)
         return ret;

@@ -22,6 +22,7 @@
 #include <string.h>
 
 struct fs_counters fs_counters;
+struct dfx_budget fs_window_budget = {.limit = FS_DEFAULT_INDEX_MEM};
 
 /* Bytes kept free for the closing lines (omitted count, JSON brackets). */
 #define TAIL_RESERVE 128
@@ -322,12 +323,14 @@ static void text_counters(struct out *o, const struct cache_stats *cs, uint64_t 
          "readahead chunks    %" PRIu64 " (decoded ahead of readers)\n"
          "parked decoders     %u (at most %d)\n"
          "pages dropped       %" PRIu64 " (files whose kernel-cached pages were dropped: "
-         "damage found, or the archive changed)\n",
+         "damage found, or the archive changed)\n"
+         "index windows in memory: %" PRIu64 " bytes (limit %" PRIu64 ")\n",
          (uint64_t)atomic_load(&fs_counters.reads), (uint64_t)atomic_load(&fs_counters.read_errors),
          served, h1, cs->inserted_bytes, h2, cs->hits, cs->misses, cs->evicted, cs->bytes, h3, h4,
          cs->chunks, (uint64_t)atomic_load(&fs_counters.archives_opened),
          (uint64_t)atomic_load(&fs_counters.readahead_chunks), fs_parked_count(),
-         FS_PARKED_TOTAL, (uint64_t)atomic_load(&fs_counters.pages_dropped));
+         FS_PARKED_TOTAL, (uint64_t)atomic_load(&fs_counters.pages_dropped),
+         (uint64_t)atomic_load(&fs_window_budget.used), fs_window_budget.limit);
 }
 
 static void json_counters(struct out *o, const struct cache_stats *cs, uint64_t capacity)
@@ -338,13 +341,15 @@ static void json_counters(struct out *o, const struct cache_stats *cs, uint64_t 
          ",\"misses\":%" PRIu64 ",\"evictions\":%" PRIu64 ",\"bytes\":%" PRIu64
          ",\"chunks\":%" PRIu64 ",\"capacity\":%" PRIu64 "},\"archives_opened\":%" PRIu64
          ",\"readahead_chunks\":%" PRIu64 ",\"parked_decoders\":%u"
-         ",\"parked_decoders_max\":%d,\"pages_dropped\":%" PRIu64 ",\"archives\":[",
+         ",\"parked_decoders_max\":%d,\"pages_dropped\":%" PRIu64
+         ",\"index_windows\":{\"bytes\":%" PRIu64 ",\"limit\":%" PRIu64 "},\"archives\":[",
          (uint64_t)atomic_load(&fs_counters.reads), (uint64_t)atomic_load(&fs_counters.read_errors),
          (uint64_t)atomic_load(&fs_counters.bytes_served), cs->inserted_bytes, cs->hits,
          cs->misses, cs->evicted, cs->bytes, cs->chunks, capacity,
          (uint64_t)atomic_load(&fs_counters.archives_opened),
          (uint64_t)atomic_load(&fs_counters.readahead_chunks), fs_parked_count(),
-         FS_PARKED_TOTAL, (uint64_t)atomic_load(&fs_counters.pages_dropped));
+         FS_PARKED_TOTAL, (uint64_t)atomic_load(&fs_counters.pages_dropped),
+         (uint64_t)atomic_load(&fs_window_budget.used), fs_window_budget.limit);
 }
 
 /* Contract in fs.h. */

@@ -39,6 +39,7 @@ static struct src *g_src;
 static struct dfx_stream g_st;
 static struct dfx_store_key g_key;
 static char g_dir[] = "/tmp/npyfs_fuzz_store.XXXXXX";
+static struct dfx_store_dir *g_sdir;
 static char *g_path;
 
 static void die(const char *what)
@@ -133,7 +134,7 @@ static void write_seed(const char *out)
     dfx_reader_free(r);
     if (n < 0 || total != DATA_LEN)
         die("full pass");
-    if (dfx_store_save(g_dir, &g_key, ix, t) < 0)
+    if (dfx_store_save(g_sdir, &g_key, ix, t) < 0)
         die("dfx_store_save");
     free(t);
     points = dfx_index_points(ix);
@@ -191,7 +192,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (!mkdtemp(g_dir))
         die("mkdtemp");
     atexit(cleanup);
-    if (dfx_store_prepare_dir(g_dir) < 0 || dfx_store_path(g_dir, &g_key, &g_path) < 0)
+    if (dfx_store_dir_open(g_dir, &g_sdir) < 0 || dfx_store_path(g_sdir, &g_key, &g_path) < 0)
         die("index directory");
     if (seed_out)
         write_seed(seed_out);
@@ -220,7 +221,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     if (dfx_index_new(&g_st, DFX_MIN_SPACING, &ix) < 0)
         return 0;
-    if (dfx_store_load(g_dir, &g_key, ix, CHUNK, &t) == 0) {
+    if (dfx_store_load(g_sdir, &g_key, ix, CHUNK, NULL, &t) == 0) {
         if (t && (t->size != DATA_LEN || t->chunk != CHUNK ||
                   t->count != (DATA_LEN + CHUNK - 1) / CHUNK))
             __builtin_trap(); /* a loaded table that does not fit the stream */

@@ -1123,12 +1123,18 @@ static bool same_points(struct dfx_index *a, struct dfx_index *b)
     bool same = dfx_index_export(a, &xa, &na, &ta) == 0 &&
                 dfx_index_export(b, &xb, &nb, &tb) == 0 && na == nb && ta == tb;
 
+    static unsigned char wa[DFX_WINDOW_SIZE], wb[DFX_WINDOW_SIZE];
+
     for (size_t i = 0; same && i < na; i++) {
         const struct dfx_xpoint *p = &xa[i], *q = &xb[i];
+        uint32_t la = 0, lb = 0;
+
         same = p->out == q->out && p->in == q->in && p->bits == q->bits &&
                p->member_out == q->member_out && p->window_len == q->window_len &&
-               (!p->window_len ||
-                (p->window && q->window && !memcmp(p->window, q->window, p->window_len)));
+               p->usable && q->usable &&
+               dfx_index_window(a, p->out, wa, &la) == 0 &&
+               dfx_index_window(b, q->out, wb, &lb) == 0 && la == p->window_len &&
+               lb == la && !memcmp(wa, wb, la);
     }
     free(xa);
     free(xb);
@@ -1550,6 +1556,149 @@ static void check_far_read_all(const struct dataset *ds, uint64_t *s)
         }
 }
 
+/* ---- the window budget ---- */
+
+#define BUDGET_LEN ((32u << 20) + 777)
+#define BUDGET_LIMIT (1u << 20) /* 32 raw windows */
+
+struct budget_worker {
+    struct dfx_index *ix;
+    const unsigned char *data;
+    struct dfx_budget *b;
+    uint64_t seed;
+    int bad;
+    uint64_t most; /* most window bytes seen in use */
+};
+
+static void *budget_worker_main(void *arg)
+{
+    struct budget_worker *w = arg;
+    static _Thread_local unsigned char buf[70000];
+
+    for (int i = 0; i < 25; i++) {
+        uint64_t off = rnd_below(&w->seed, BUDGET_LEN), used;
+        w->bad += extract_ok(w->ix, w->data, BUDGET_LEN, off, 1 + rnd_below(&w->seed, 70000),
+                             buf) < 0;
+        used = atomic_load(&w->b->used);
+        w->most = used > w->most ? used : w->most;
+    }
+    return NULL;
+}
+
+/* A long, very compressible stream read with a small budget: window memory
+ * never goes past it (it would reach 16 MiB without one), the index thins
+ * its windows evenly instead (usable points every few spacings), and every
+ * read stays exact, also while threads read at random and the index grows
+ * and thins under them. Two indexes share one budget. A budget of 0 keeps
+ * no window at all, and reads are still exact. */
+static void check_window_budget(uint64_t *s)
+{
+    static unsigned char buf[1 << 20];
+    static const char *words[] = {"alpha ", "beta ", "gamma ", "delta ", "window ", "budget "};
+    struct dfx_budget b = {.limit = BUDGET_LIMIT};
+    unsigned char *data = malloc(BUDGET_LEN), *z = malloc(bound(BUDGET_LEN));
+    struct dfx_stream st = {0};
+    struct dfx_index *ix, *ix2;
+    struct dfx_reader *r;
+    uint64_t most = 0, pts[4096], gap = 0;
+    size_t zlen, usable, n;
+    uint64_t wb;
+    int bad = 0;
+
+    for (size_t i = 0; data && i < BUDGET_LEN;) {
+        const char *w = words[rnd_below(s, 6)];
+        for (size_t j = 0; w[j] && i < BUDGET_LEN; j++)
+            data[i++] = (unsigned char)w[j];
+        if (i < BUDGET_LEN && rnd_below(s, 8) == 0)
+            data[i++] = (unsigned char)('0' + rnd_below(s, 10));
+    }
+    zlen = data && z ? zdeflate(data, BUDGET_LEN, 1, -15, 0, NULL, z, bound(BUDGET_LEN)) : 0;
+    CHECK(zlen > 0);
+    if (!zlen)
+        goto out;
+    CHECK(src_mem_new(z, zlen, &st.src) == 0);
+    st.end = zlen;
+    st.framing = DFX_RAW;
+    st.usize = BUDGET_LEN;
+    st.budget = &b;
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(index_new(&st, SPACING, &ix2), 0);
+    /* one sequential pass, checked as it goes */
+    CHECK_EQ(dfx_reader_new(ix, 0, &r), 0);
+    for (size_t at = 0;;) {
+        int64_t got = dfx_reader_read(r, buf, sizeof(buf));
+        if (got <= 0) {
+            CHECK_EQ(got, 0);
+            CHECK_EQ(at, BUDGET_LEN);
+            break;
+        }
+        bad += memcmp(buf, data + at, (size_t)got) != 0;
+        at += (size_t)got;
+        dfx_index_memory(ix, &usable, &wb);
+        most = wb > most ? wb : most;
+        CHECK(atomic_load(&b.used) <= BUDGET_LIMIT);
+    }
+    dfx_reader_free(r);
+    CHECK_EQ(bad, 0);
+    CHECK(most <= BUDGET_LIMIT);
+    CHECK(most > BUDGET_LIMIT / 2); /* it used the budget */
+    if (verbose)
+        fprintf(stderr, "budget: %zu points, zlen %zu\n", dfx_index_points(ix), zlen);
+    CHECK(dfx_index_points(ix) > 150); /* every point was recorded ... */
+    dfx_index_memory(ix, &usable, &wb);
+    CHECK(usable >= 8 && usable <= BUDGET_LIMIT / DFX_WINDOW_SIZE + 1); /* ... few kept */
+    /* evenly: no gap between usable points much wider than the average */
+    n = dfx_index_points_from(ix, 0, pts, 4096);
+    for (size_t i = 1; i < n; i++)
+        gap = pts[i] - pts[i - 1] > gap ? pts[i] - pts[i - 1] : gap;
+    gap = BUDGET_LEN - pts[n - 1] > gap ? BUDGET_LEN - pts[n - 1] : gap;
+    CHECK(gap <= 4 * (uint64_t)BUDGET_LEN / usable);
+    for (int i = 0; i < 40; i++)
+        bad += extract_ok(ix, data, BUDGET_LEN, rnd_below(s, BUDGET_LEN),
+                          1 + rnd_below(s, 100000), buf) < 0;
+    CHECK_EQ(bad, 0);
+    CHECK(atomic_load(&b.used) <= BUDGET_LIMIT);
+
+    /* threads on a second index sharing the budget: it grows and thins
+     * while they read */
+    {
+        struct budget_worker w[4];
+        pthread_t t[4];
+
+        for (int i = 0; i < 4; i++) {
+            w[i] = (struct budget_worker){ix2, data, &b, rnd(s) | 1, 0, 0};
+            pthread_create(&t[i], NULL, budget_worker_main, &w[i]);
+        }
+        for (int i = 0; i < 4; i++) {
+            pthread_join(t[i], NULL);
+            bad += w[i].bad;
+            CHECK(w[i].most <= BUDGET_LIMIT);
+        }
+        CHECK_EQ(bad, 0);
+    }
+    dfx_index_free(ix2);
+    dfx_index_memory(ix, &usable, &wb);
+    CHECK_EQ(atomic_load(&b.used), wb); /* ix2 gave its share back */
+    dfx_index_free(ix);
+    CHECK_EQ(atomic_load(&b.used), 0);
+
+    /* no budget at all: no window kept, reads still exact */
+    b.limit = 0;
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+    for (int i = 0; i < 4; i++)
+        bad += extract_ok(ix, data, BUDGET_LEN, BUDGET_LEN - 1 - rnd_below(s, 1 << 20), 5000,
+                          buf) < 0;
+    CHECK_EQ(bad, 0);
+    dfx_index_memory(ix, &usable, &wb);
+    CHECK(usable == 1 && wb == 0 && dfx_index_points(ix) > 150);
+    CHECK_EQ(atomic_load(&b.used), 0);
+    dfx_index_free(ix);
+    src_free(st.src);
+out:
+    free(data);
+    free(z);
+}
+
 int main(int argc, char **argv)
 {
     static struct dataset ds[4] = {{"random", NULL, DATA_LEN},
@@ -1609,6 +1758,7 @@ int main(int argc, char **argv)
         check_gzip_member_headers(&ds[3], &s);
         check_gzip_usize(&ds[1], &s);
         check_api_edges(&ds[1], &s);
+        check_window_budget(&s);
     }
     enc_cache_free();
     for (int i = 0; i < 4; i++)

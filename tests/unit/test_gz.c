@@ -325,6 +325,10 @@ static void test_trailer_and_isize(void)
     src_mem_new(gz, n1 + n2, &s);
     CHECK_EQ(gz_last_isize(s, &isize), 0);
     CHECK_EQ(isize, 3000); /* the last member's size, not the sum */
+    crc = isize = 0;
+    CHECK_EQ(gz_last_trailer(s, &crc, &isize), 0); /* CRC-32 and ISIZE of the last member */
+    CHECK_EQ(crc, crc32(0, data, 3000));
+    CHECK_EQ(isize, 3000);
     CHECK_EQ(gz_read_trailer(s, n1 - 8, &crc, &isize), 0);
     CHECK_EQ(isize, 1000);
     CHECK_EQ(crc, crc32(0, data, 1000));
@@ -339,13 +343,18 @@ static void test_trailer_and_isize(void)
     /* ISIZE is the last 4 bytes, read as little-endian; < 18 bytes is -EIO. */
     memset(buf, 0, sizeof(buf));
     memcpy(buf + 14, "\xef\xbe\xad\xde", 4);
+    memcpy(buf + 10, "\x78\x56\x34\x12", 4);
     for (size_t len = 0; len < 18; len++) {
         src_mem_new(buf, len, &s);
         CHECK_EQ(gz_last_isize(s, &isize), -EIO);
+        CHECK_EQ(gz_last_trailer(s, &crc, &isize), -EIO);
         src_free(s);
     }
     src_mem_new(buf, 18, &s);
     CHECK_EQ(gz_last_isize(s, &isize), 0);
+    CHECK_EQ(isize, 0xdeadbeefu);
+    CHECK_EQ(gz_last_trailer(s, &crc, &isize), 0);
+    CHECK_EQ(crc, 0x12345678u);
     CHECK_EQ(isize, 0xdeadbeefu);
     src_free(s);
 }

@@ -9,6 +9,8 @@
  */
 #define _GNU_SOURCE
 #include "check.h"
+#include "dfx.h"
+#include "fs.h"
 #include "source.h"
 #include "zip.h"
 
@@ -684,6 +686,50 @@ static void test_zip64_lho_past_eof(void)
         CHECK_EQ(z->members[0].unsupported, -EIO);
         CHECK(z->members[0].why != NULL);
         CHECK(member_is(p, len, &z->members[1], payload_b, sizeof(payload_b)));
+    }
+    zip_free(z);
+    free(p);
+}
+
+/* ZIP64 sizes past INT64_MAX cannot be a file's size: such a member is
+ * listed as unsupported at open (it used to open and fail every lookup),
+ * the others still open; INT64_MAX itself is a size like any other. */
+static void test_zip64_huge_usize(void)
+{
+    static const uint64_t sizes[] = {(1ull << 63), UINT64_MAX, (uint64_t)INT64_MAX};
+    struct tmem m[4];
+    struct tarc a = {.zip64 = 1};
+    struct zip_archive *z;
+    size_t len;
+    unsigned char *p;
+
+    for (int i = 0; i < 3; i++)
+        m[i] = (struct tmem){.name = i == 0 ? "h0.npy" : i == 1 ? "h1.npy" : "h2.npy",
+                             .data = payload_a,
+                             .len = sizeof(payload_a),
+                             .method = 8,
+                             .lfh = LFH_NUMPY,
+                             .cd64 = CD64_USIZE,
+                             .fake_usize = sizes[i]};
+    m[3] = (struct tmem){.name = "ok.npy", .data = payload_b, .len = sizeof(payload_b),
+                         .lfh = LFH_NUMPY};
+    p = build(m, 4, &a, &len);
+    CHECK_EQ(open_mem(p, len, &z), 0);
+    if (z) {
+        CHECK_EQ(z->count, 4);
+        CHECK_EQ(z->members[0].usize, 1ull << 63);
+        CHECK_EQ(z->members[0].unsupported, -EOPNOTSUPP);
+        CHECK(z->members[0].why && strstr(z->members[0].why, "too large"));
+        CHECK_EQ(z->members[1].unsupported, -EOPNOTSUPP);
+        CHECK_EQ(z->members[2].unsupported, 0);
+        CHECK(z->members[2].usize == (uint64_t)INT64_MAX);
+        CHECK_EQ(z->members[3].unsupported, 0);
+        CHECK(member_is(p, len, &z->members[3], payload_b, sizeof(payload_b)));
+        /* every servable member's numbers fit an off_t */
+        for (size_t i = 0; i < z->count; i++)
+            if (!z->members[i].unsupported)
+                CHECK(z->members[i].usize <= INT64_MAX && z->members[i].csize <= INT64_MAX &&
+                      z->members[i].data_offset + z->members[i].csize <= len);
     }
     zip_free(z);
     free(p);
@@ -1435,6 +1481,63 @@ static void test_infozip(void)
         fprintf(stderr, "test_zip: could not remove %s\n", dir);
 }
 
+/* ---- the daemon's archive opening under injected failures --------------
+ *
+ * test_zip is linked with -Wl,--wrap=dfx_index_new: every call the daemon's
+ * code (fs/) makes goes through here, and fail_index_new_at = n makes the
+ * n-th call from now on fail with -ENOMEM. */
+int __real_dfx_index_new(const struct dfx_stream *st, uint64_t spacing, struct dfx_index **out);
+int __wrap_dfx_index_new(const struct dfx_stream *st, uint64_t spacing, struct dfx_index **out);
+static int fail_index_new_at;
+
+int __wrap_dfx_index_new(const struct dfx_stream *st, uint64_t spacing, struct dfx_index **out)
+{
+    if (fail_index_new_at > 0 && --fail_index_new_at == 0) {
+        *out = NULL;
+        return -ENOMEM;
+    }
+    return __real_dfx_index_new(st, spacing, out);
+}
+
+/* An archive whose member setup fails part way (dfx_index_new() of its
+ * second or third deflate member) fails to open and frees every member
+ * set up so far, the failing one included (it used to keep that member's
+ * name: a leak LeakSanitizer reports at exit in the ASan build). */
+static void test_open_fails_midway(void)
+{
+    struct tmem m[4] = {
+        {.name = "s.npy", .data = payload_b, .len = sizeof(payload_b), .lfh = LFH_PLAIN},
+        {.name = "d1.npy", .data = payload_a, .len = sizeof(payload_a), .method = 8},
+        {.name = "d2.npy", .data = payload_b, .len = sizeof(payload_b), .method = 8},
+        {.name = "d3.npy", .data = payload_a, .len = sizeof(payload_a), .method = 8},
+    };
+    char dir[] = "/tmp/test_zip_open.XXXXXX", path[64];
+    struct fs_archive *a = NULL;
+    size_t len;
+    unsigned char *p = build(m, 4, NULL, &len);
+
+    if (!mkdtemp(dir) || !write_file(dir, "a.npz", p, len)) {
+        CHECK(!"temporary archive");
+        free(p);
+        return;
+    }
+    snprintf(path, sizeof(path), "%s/a.npz", dir);
+    CHECK_EQ(fs_archive_open(path, DFX_DEFAULT_SPACING, &a), 0);
+    CHECK(a && a->count == 4 && a->members[1].ix && a->members[3].ix && !a->members[0].ix);
+    fs_archive_free(a);
+    for (int at = 1; at <= 3; at++) {
+        a = (struct fs_archive *)1;
+        fail_index_new_at = at;
+        CHECK_EQ(fs_archive_open(path, DFX_DEFAULT_SPACING, &a), -ENOMEM);
+        CHECK(a == NULL);
+        CHECK_EQ(fail_index_new_at, 0); /* the failure was reached */
+    }
+    fail_index_new_at = 0;
+    unlink(path);
+    rmdir(dir);
+    free(p);
+}
+
 int main(void)
 {
     init_payloads();
@@ -1446,6 +1549,7 @@ int main(void)
     test_zip64();
     test_zip64_lho_past_eof();
     test_zip64_extra_short();
+    test_zip64_huge_usize();
     test_comment_with_eocd_signature();
     test_prepended();
     test_empty();
@@ -1459,5 +1563,6 @@ int main(void)
     test_file_source();
     test_libzip();
     test_infozip();
+    test_open_fails_midway();
     return check_exit("test_zip");
 }
