@@ -48,6 +48,22 @@ the namespace, with its qdisc and iptables rule.
 
 ServerSet starts any of these under one directory and stops all of them on
 close(), the namespaces last.
+
+Fixtures (registered by conftest.py):
+  remote          a ServerSet for the test: remote.nginx(tls=, root=, netns=),
+                  remote.s3rver(buckets=, netns=), remote.testserver(sigv4=,
+                  token=, netns=, port=), remote.netns(); start errors fail the
+                  test, netns() skips without root
+  remote_module   the same, shared by one test module
+  http_server     remote.nginx()            s3_server     remote.s3rver()
+  fault_server    remote.testserver()       sigv4_server  remote.testserver(sigv4=True)
+  netns           remote.netns()
+  remote_mount    remote_mount(source(s), *opts, env=, netns=, name=) -> mount
+                  point; URLs kept as strings, env for the daemon (AWS_*),
+                  the daemon in netns (nsenter), unmounted before the servers stop
+A server in a namespace is reachable only from inside it: talk to it with
+netns.call(fn) (S3rver's botocore calls already do), run programs with
+netns.argv(cmd), mount with remote_mount(..., netns=ns).
 """
 
 import contextlib

@@ -260,6 +260,18 @@ def test_sigv4_server_checks_signatures(sigv4_server):
     assert env["AWS_SECRET_ACCESS_KEY"] == "S3RVER" and env["AWS_ENDPOINT_URL"] == srv.endpoint
 
 
+def test_sigv4_server_session_token(remote):
+    srv = remote.testserver(sigv4=True, token="TOKEN/with+odd=chars")
+    srv.put("t.bin", b"token data", bucket="bucket")
+    assert srv.env()["AWS_SESSION_TOKEN"] == "TOKEN/with+odd=chars"
+    ok = botocore_client(srv.endpoint, token="TOKEN/with+odd=chars")
+    assert ok.get_object(Bucket="bucket", Key="t.bin")["Body"].read() == b"token data"
+    for token in (None, "other"):
+        with pytest.raises(Exception) as e:
+            botocore_client(srv.endpoint, token=token).get_object(Bucket="bucket", Key="t.bin")
+        assert "InvalidToken" in str(e.value) or "403" in str(e.value)
+
+
 # -------------------------------------------------------------- namespace ---
 
 def _rtt_min(port, n=5):
