@@ -968,6 +968,7 @@ class Netns:
         why = netns_supported()
         if why:
             raise ServerError(why)
+        _reap_stale_namespaces(prefix)
         self.name = f"{prefix}-{os.getpid()}-{secrets.token_hex(3)}"
         self.path = f"/run/netns/{self.name}"
         self.dir = Path(workdir) if workdir else None
@@ -1087,6 +1088,16 @@ class Netns:
         if r.returncode != 0:
             problems.append(f"ip netns del {self.name}: {r.stderr.decode(errors='replace')}")
         return problems
+
+
+def _reap_stale_namespaces(prefix):
+    """Delete namespaces this module made in a run that died without its
+    teardown (named PREFIX-PID-XXXXXX, PID no longer running)."""
+    for name in netns_names():
+        parts = name.split("-")
+        if (len(parts) == 3 and parts[0] == prefix and parts[1].isdigit()
+                and len(parts[2]) == 6 and not os.path.exists(f"/proc/{parts[1]}")):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
 
 
 def netns_names():
