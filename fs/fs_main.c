@@ -67,7 +67,8 @@ static const char usage_text[] =
     "           --json: one JSON array of objects instead\n"
     "  index    build and save the index and chunk checksums of every member\n"
     "           ahead of time, checking each CRC on the way; a directory SOURCE:\n"
-    "           every .npz and .npy.gz below it (takes index_dir= and spacing=)\n"
+    "           every .npz and .npy.gz below it (takes index_dir=, spacing= and\n"
+    "           max_ratio=)\n"
     "  stats    a mount's live counters: bytes served and decompressed, cache\n"
     "           hits and misses, index coverage per member (--json: as JSON)\n"
     "\n"
@@ -87,9 +88,22 @@ static const char usage_text[] =
     "                     else ~/.cache/npyfs)\n"
     "  index=MODE         background (default): build missing indexes at idle\n"
     "                     priority after mounting; lazy: only as reads go\n"
-    "  verify=MODE        lazy (default): serve at once, checking each chunk once\n"
-    "                     the member's checksums exist; strict: a member's first\n"
-    "                     open waits for a full pass that checks all of it\n"
+    "  verify=MODE        auto (default): a member of at most verify_max bytes is\n"
+    "                     checked in full before its first read is answered (its\n"
+    "                     first open waits for that pass), a bigger one is served\n"
+    "                     at once; strict: every member is checked first; lazy:\n"
+    "                     every member is served at once. Once a member's chunk\n"
+    "                     checksums exist (that pass, the background indexer, or\n"
+    "                     a saved index), every chunk read is checked\n"
+    "  verify_max=SIZE    the largest member verify=auto checks before serving\n"
+    "                     it (default 128M)\n"
+    "  max_ratio=N        a .npy.gz that must be sized by a full pass (several\n"
+    "                     gzip members, ISIZE disagreeing with the .npy header,\n"
+    "                     content that is not a sizeable .npy) is refused once it\n"
+    "                     expands more than N times its size (default 100;\n"
+    "                     0: no limit): it then reads as EIO (a SOURCE named on\n"
+    "                     the command line: a mount error). Other files are not\n"
+    "                     affected\n"
     "  OPT                any other option goes to libfuse: allow_other, ro,\n"
     "                     nodev, nosuid, noexec, noatime, ... (always read-only)\n"
     "SIZE takes a K, M, G or T suffix (powers of 1024).\n"
@@ -142,6 +156,22 @@ static int parse_size(const char *s, uint64_t *out)
     if (*end || (shift && v > (UINT64_MAX >> shift)))
         return -EINVAL;
     *out = (uint64_t)v << shift;
+    return 0;
+}
+
+/* A decimal count, no suffix. Returns 0 or -EINVAL. */
+static int parse_count(const char *s, uint64_t *out)
+{
+    char *end;
+    unsigned long long v;
+
+    if (*s < '0' || *s > '9')
+        return -EINVAL;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno || *end)
+        return -EINVAL;
+    *out = v;
     return 0;
 }
 
@@ -222,12 +252,20 @@ static void parse_opts(struct mount_args *ma, const char *list)
             else
                 die_usage("bad value in -o %s: expected background or lazy", opt);
         } else if (strncmp(opt, "verify=", 7) == 0) {
-            if (strcmp(opt + 7, "lazy") == 0)
+            if (strcmp(opt + 7, "auto") == 0)
+                ma->opts.verify = FS_VERIFY_AUTO;
+            else if (strcmp(opt + 7, "lazy") == 0)
                 ma->opts.verify = FS_VERIFY_LAZY;
             else if (strcmp(opt + 7, "strict") == 0)
                 ma->opts.verify = FS_VERIFY_STRICT;
             else
-                die_usage("bad value in -o %s: expected lazy or strict", opt);
+                die_usage("bad value in -o %s: expected auto, strict or lazy", opt);
+        } else if (strncmp(opt, "verify_max=", 11) == 0) {
+            if (parse_size(opt + 11, &ma->opts.verify_max) < 0)
+                die_usage("bad value in -o %s: expected a size such as 128M", opt);
+        } else if (strncmp(opt, "max_ratio=", 10) == 0) {
+            if (parse_count(opt + 10, &ma->opts.max_ratio) < 0)
+                die_usage("bad value in -o %s: expected a whole number (0: no limit)", opt);
         } else if (strncmp(opt, "spacing=", 8) == 0) {
             if (parse_size(opt + 8, &ma->opts.spacing) < 0 ||
                 ma->opts.spacing < DFX_MIN_SPACING)
@@ -263,6 +301,9 @@ static void parse_mount_args(int argc, char **argv, struct mount_args *ma)
     ma->opts.spacing = DFX_DEFAULT_SPACING;
     ma->opts.threads = default_threads();
     ma->opts.readahead = FS_DEFAULT_READAHEAD;
+    ma->opts.verify = FS_VERIFY_AUTO;
+    ma->opts.verify_max = FS_DEFAULT_VERIFY_MAX;
+    ma->opts.max_ratio = FS_DEFAULT_MAX_RATIO;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-f") == 0) {
@@ -289,21 +330,25 @@ static void parse_mount_args(int argc, char **argv, struct mount_args *ma)
     ma->mountpoint = pos[npos - 1];
 }
 
-/* For messages on stderr, from this single thread. */
-static const char *describe_open_error(int err)
+/* For messages on stderr, from this single thread; max_ratio: the limit the
+ * open had (struct fs_open_limits). */
+static const char *describe_open_error(int err, uint64_t max_ratio)
 {
-    static char buf[128];
+    static char buf[192];
 
-    return fs_open_problem(err, buf, sizeof(buf));
+    return fs_open_problem(err, max_ratio, buf, sizeof(buf));
 }
 
-static struct fs_archive *open_source(const char *path, uint64_t spacing)
+/* Open an archive named on the command line, within max_ratio (0: no
+ * limit); exits with one line on failure. */
+static struct fs_archive *open_source(const char *path, uint64_t spacing, uint64_t max_ratio)
 {
+    struct fs_open_limits lim = {.max_ratio = max_ratio};
     struct fs_archive *a;
-    int ret = fs_archive_open(path, spacing, &a);
+    int ret = fs_archive_open(path, spacing, &lim, &a);
 
     if (ret < 0) {
-        fprintf(stderr, "npyfs: %s: %s\n", path, describe_open_error(ret));
+        fprintf(stderr, "npyfs: %s: %s\n", path, describe_open_error(ret, max_ratio));
         exit(1);
     }
     return a;
@@ -538,7 +583,7 @@ static struct fs_source *prepare_sources(const struct mount_args *ma)
         if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
             if (has_suffix(p, ".npz") || has_suffix(p, ".npz/") || has_suffix(p, ".npy.gz") ||
                 has_suffix(p, ".npy.gz/")) {
-                fprintf(stderr, "npyfs: %s: %s\n", p, describe_open_error(-EISDIR));
+                fprintf(stderr, "npyfs: %s: %s\n", p, describe_open_error(-EISDIR, 0));
                 exit(1);
             }
             if (access(p, R_OK | X_OK) != 0) {
@@ -548,7 +593,7 @@ static struct fs_source *prepare_sources(const struct mount_args *ma)
             }
             names[i] = dir_name(p);
         } else {
-            s[i].archive = open_source(p, ma->opts.spacing);
+            s[i].archive = open_source(p, ma->opts.spacing, ma->opts.max_ratio);
             names[i] = s[i].archive->kind == FS_SRC_GZIP ? strdup(s[i].archive->members[0].name)
                                                           : dir_name(p);
         }
@@ -591,14 +636,14 @@ static int cmd_mount(int argc, char **argv)
     srcs = prepare_sources(&ma);
     ctx.uid = getuid();
     ctx.gid = getgid();
-    ret = fs_vfs_new(srcs, (size_t)ma.nsources, &ctx.opts, &ctx.vfs, &bad);
+    if (cache_new(ma.opts.cache_size, FS_CHUNK_SIZE, &ctx.cache) < 0) {
+        fprintf(stderr, "npyfs: %s: out of memory\n", ma.source);
+        return 1;
+    }
+    ret = fs_vfs_new(srcs, (size_t)ma.nsources, &ctx.opts, ctx.cache, &ctx.vfs, &bad);
     if (ret < 0) {
         fprintf(stderr, "npyfs: %s: %s\n", srcs[bad].path,
                 ret == -EFBIG ? "too many files to mount" : strerror(-ret));
-        return 1;
-    }
-    if (cache_new(ma.opts.cache_size, FS_CHUNK_SIZE, &ctx.cache) < 0) {
-        fprintf(stderr, "npyfs: %s: out of memory\n", ma.source);
         return 1;
     }
     se = new_session(&ma, &ctx);
@@ -621,8 +666,8 @@ static int cmd_mount(int argc, char **argv)
         ret = daemon_child(se, ma.mountpoint, pipefd[1]);
     }
     fuse_session_destroy(se);
-    cache_free(ctx.cache);
-    fs_vfs_free(ctx.vfs); /* indexers stopped by the FUSE destroy handler */
+    fs_vfs_free(ctx.vfs); /* indexers and the pool stopped by the FUSE destroy handler */
+    cache_free(ctx.cache); /* after the vfs: its passes may feed the cache */
     for (int i = 0; i < ma.nsources; i++)
         free((char *)srcs[i].name);
     free(srcs);
@@ -777,7 +822,7 @@ static int cmd_ls(int argc, char **argv)
     const char *source = json_and_operand("ls", "SOURCE", argc, argv, &json);
     int ret;
 
-    a = open_source(source, DFX_DEFAULT_SPACING);
+    a = open_source(source, DFX_DEFAULT_SPACING, 0); /* asked for by name: no limit */
     ret = fs_ls_main(a, json);
     fs_archive_free(a);
     return ret;
@@ -802,6 +847,7 @@ static struct {
 
 static int index_visit(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
+    struct fs_open_limits lim = {0};
     struct fs_archive *a;
     int ret;
 
@@ -813,9 +859,10 @@ static int index_visit(const char *path, const struct stat *st, int type, struct
     if (type != FTW_F || !S_ISREG(st->st_mode) || !archive_name(path + ftw->base))
         return 0;
     tree_walk.found++;
-    ret = fs_archive_open(path, tree_walk.opts->spacing, &a);
+    lim.max_ratio = tree_walk.opts->max_ratio;
+    ret = fs_archive_open(path, tree_walk.opts->spacing, &lim, &a);
     if (ret < 0) {
-        fprintf(stderr, "npyfs: %s: %s\n", path, describe_open_error(ret));
+        fprintf(stderr, "npyfs: %s: %s\n", path, describe_open_error(ret, lim.max_ratio));
         tree_walk.status = 1;
         return 0;
     }
@@ -850,6 +897,7 @@ static int cmd_index(int argc, char **argv)
     int nsrc = 0, status = 0;
 
     ma.opts.spacing = DFX_DEFAULT_SPACING;
+    ma.opts.max_ratio = FS_DEFAULT_MAX_RATIO;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "-o") == 0) {
             if (++i == argc)
@@ -862,8 +910,10 @@ static int cmd_index(int argc, char **argv)
         }
     }
     if (ma.fuse_opts)
-        die_usage("index takes only -o index_dir= and -o spacing=, not %s", ma.fuse_opts);
+        die_usage("index takes only -o index_dir=, spacing= and max_ratio=, not %s",
+                  ma.fuse_opts);
     for (int i = 0; i < argc; i++) {
+        struct fs_open_limits lim = {.max_ratio = ma.opts.max_ratio};
         struct fs_archive *a;
         int ret;
 
@@ -879,9 +929,10 @@ static int cmd_index(int argc, char **argv)
                 status = 1;
             continue;
         }
-        ret = fs_archive_open(argv[i], ma.opts.spacing, &a);
+        ret = fs_archive_open(argv[i], ma.opts.spacing, &lim, &a);
         if (ret < 0) {
-            fprintf(stderr, "npyfs: %s: %s\n", argv[i], describe_open_error(ret));
+            fprintf(stderr, "npyfs: %s: %s\n", argv[i],
+                    describe_open_error(ret, lim.max_ratio));
             status = 1;
             continue;
         }
