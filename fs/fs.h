@@ -133,8 +133,8 @@ struct fs_archive {
  * full pass (below) can cost more than reading its directory or header. */
 struct fs_open_limits {
     uint64_t max_ratio;      /* -o max_ratio=: the full pass stops with -E2BIG once
-                              * its output exceeds max_ratio x the file's size;
-                              * 0: no limit */
+                              * its output exceeds max_ratio x the file's size
+                              * (and FS_SIZING_FLOOR); 0: no limit */
     const atomic_bool *stop; /* checked between reads of the full pass (-ECANCELED
                               * once raised); NULL: none */
 };
@@ -301,6 +301,8 @@ enum fs_verify_mode { FS_VERIFY_AUTO, FS_VERIFY_LAZY, FS_VERIFY_STRICT };
  * 300 MB/s on one core here, so checking a 128 MiB member before its first
  * read costs about 0.4 s. */
 #define FS_DEFAULT_MAX_RATIO 100
+/* Output a sizing pass may always decode, whatever max_ratio (a few ms). */
+#define FS_SIZING_FLOOR (1ull << 20)
 #define FS_DEFAULT_VERIFY_MAX (128ull << 20)
 
 /* Mount-wide options and state. */

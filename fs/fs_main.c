@@ -259,7 +259,7 @@ static void parse_opts(struct mount_args *ma, const char *list)
             else if (strcmp(opt + 7, "strict") == 0)
                 ma->opts.verify = FS_VERIFY_STRICT;
             else
-                die_usage("bad value in -o %s: expected auto, strict or lazy", opt);
+                die_usage("bad value in -o %s: expected auto, lazy or strict", opt);
         } else if (strncmp(opt, "verify_max=", 11) == 0) {
             if (parse_size(opt + 11, &ma->opts.verify_max) < 0)
                 die_usage("bad value in -o %s: expected a size such as 128M", opt);

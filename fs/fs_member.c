@@ -179,7 +179,8 @@ static void grow_feed(struct grow_crcs *g, const unsigned char *p, size_t len)
 }
 
 /* The most output a sizing pass over a file of size compressed bytes may
- * decode (lim->max_ratio x size), or 0 for no limit (none given, or the
+ * decode: lim->max_ratio x size, but never less than FS_SIZING_FLOOR (a tiny
+ * file of repetitive text is no threat); 0 for no limit (none given, or the
  * product does not fit). */
 static uint64_t pass_budget(const struct fs_open_limits *lim, uint64_t size)
 {
@@ -187,7 +188,7 @@ static uint64_t pass_budget(const struct fs_open_limits *lim, uint64_t size)
 
     if (!lim || !lim->max_ratio || __builtin_mul_overflow(lim->max_ratio, size, &budget))
         return 0;
-    return budget;
+    return budget < FS_SIZING_FLOOR ? FS_SIZING_FLOOR : budget;
 }
 
 /* Decode to the end of the stream and return the total output size,
