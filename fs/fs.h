@@ -406,8 +406,9 @@ int fs_vfs_attr_ready(struct fs_vfs *v, uint64_t ino, uint32_t *need);
  * yet shows its file's size (see fs_vfs_attr_ready()). */
 int fs_vfs_getattr(struct fs_vfs *v, uint64_t ino, struct stat *st);
 
-/* A directory being listed: opendir fills it (opening an archive directory),
- * fs_vfs_dirent() gives its children 0..count-1 in name order. */
+/* A directory being listed: opendir fills it (an archive directory needs its
+ * unit open: FS_WAIT), fs_vfs_dirent() gives its children 0..count-1 in name
+ * order. */
 struct fs_dir {
     uint64_t ino, parent; /* the directory's inode and its parent's */
     size_t count;         /* children */
@@ -418,8 +419,8 @@ int fs_vfs_opendir(struct fs_vfs *v, uint64_t ino, struct fs_dir *d, uint32_t *n
 void fs_vfs_dirent(struct fs_vfs *v, const struct fs_dir *d, size_t i, const char **name,
                    uint64_t *ino, bool *is_dir);
 
-/* The archive, member and indexer behind a file (opening it if needed).
- * -EISDIR for a directory. */
+/* The archive, member and indexer behind a file (its unit must be open:
+ * FS_WAIT). -EISDIR for a directory. */
 struct fs_file {
     struct fs_archive *a;
     struct fs_member *m;
