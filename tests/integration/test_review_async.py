@@ -95,7 +95,7 @@ def stats_text(npyfs_bin, mnt):
 
 
 def in_fuse_request(pid):
-    """Is process pid asleep waiting for a FUSE answer?"""
+    """Is process (or "self/task/TID") pid asleep waiting for a FUSE answer?"""
     try:
         return "request_wait_answer" in Path(f"/proc/{pid}/wchan").read_text()
     except OSError:
@@ -158,23 +158,29 @@ def _gz(data):
 # ----------------------------------------------- 1: sizing off the handlers ---
 
 def test_sizing_holds_nothing_else(tmp_path, mount, zero_member):
-    """While the stat of a .npy.gz sized by a 2 GiB full pass is in progress,
-    the other entries of the same directory answer stats and reads: they all
-    finish before it. With max_ratio=0 the big one is then sized exactly."""
+    """While the stat of a .npy.gz sized by a full pass (4 GiB of zeros in 4
+    gzip members, 4 MB) is in progress, the other entries of the same
+    directory answer stats and reads: they all finish before it. With
+    max_ratio=0 the big one is then sized exactly."""
     src = tmp_path / "src"
     arr = small_tree(src)
-    zeros_gz(src / "big.npy.gz", zero_member, 2)
+    zeros_gz(src / "big.npy.gz", zero_member, 4)
     mnt = mount(src, "max_ratio=0")
 
     done = {}
 
     def big_stat():
+        done["tid"] = threading.get_native_id()
         st = os.stat(mnt / "big.npy")
         done["big"] = time.monotonic()
         return st.st_size
 
     t = threading.Thread(target=lambda: done.setdefault("size", big_stat()), daemon=True)
     t.start()
+    deadline = time.monotonic() + 30  # until its request is with the daemon
+    while time.monotonic() < deadline and not (
+            "tid" in done and in_fuse_request(f"self/task/{done['tid']}")):
+        time.sleep(0.01)
 
     def others():
         assert os.stat(mnt / "small.npy").st_size == len(npy_bytes(arr))
@@ -189,12 +195,12 @@ def test_sizing_holds_nothing_else(tmp_path, mount, zero_member):
     t.join(300)
     assert not t.is_alive(), "the stat of the big file never finished"
     assert done["others"] < done["big"], "the other entries waited for the sizing"
-    assert done["size"] == 2 * GIB
+    assert done["size"] == 4 * GIB
 
     def tail():
         fd = os.open(mnt / "big.npy", os.O_RDONLY)
         try:
-            return os.pread(fd, 1 << 20, 2 * GIB - (1 << 20)), os.pread(fd, 10, 2 * GIB)
+            return os.pread(fd, 1 << 20, 4 * GIB - (1 << 20)), os.pread(fd, 10, 4 * GIB)
         finally:
             os.close(fd)
     last, past = guarded(tail, timeout=120)
@@ -365,7 +371,7 @@ def test_default_never_serves_a_damaged_small_member(tmp_path, mount, damage_mas
     result = {}
     t = threading.Thread(target=lambda: result.setdefault("r", early()), daemon=True)
     t.start()
-    mount(src, f"index_dir={tmp_path / 'idx'}", name="m")
+    assert mount(src, f"index_dir={tmp_path / 'idx'}", name="m") == mnt
     t.join(120)
     assert not t.is_alive(), "the reader hung"
     err, got = result["r"]
