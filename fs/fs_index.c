@@ -337,8 +337,8 @@ static int build_twin(struct fs_archive *a, struct fs_member *m, atomic_bool *st
     ret = dfx_crcs_new(m->size, FS_CHUNK_SIZE, &t);
     if (ret < 0)
         return ret == -EINVAL ? -EIO : ret;
-    buf = malloc(PASS_READ);
-    if (!buf) {
+    buf = feed ? NULL : malloc(PASS_READ); /* a feeding pass decodes into cache chunks */
+    if (!feed && !buf) {
         free(t);
         return -ENOMEM;
     }
@@ -653,9 +653,12 @@ int fs_indexer_await(struct fs_indexer *x, struct fs_member *m, struct fs_waiter
     p->job.cancel = pass_job_cancel;
     p->x = x;
     p->i = i;
-    ret = fs_defer_submit(x->defer, &p->job);
+    /* A member of one chunk: its pass is the very decode its first read
+     * would do in a request thread anyway, and a hop to the pool would cost
+     * more than the pass (a .npz of many small arrays). */
+    ret = m->size <= FS_CHUNK_SIZE ? -EAGAIN : fs_defer_submit(x->defer, &p->job);
     if (ret == -EAGAIN)
-        pass_job_run(&p->job); /* no pool: here, as before the pool */
+        pass_job_run(&p->job); /* here, as before the pool */
     else if (ret < 0)
         pass_job_cancel(&p->job);
     return 0;
