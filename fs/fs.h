@@ -37,8 +37,9 @@
  * quarter of it, fs_readahead.c: 8 MiB, two segments for each of up to 3
  * workers at the default spacing) and the chunks decoded on the way to a
  * random read. Small also means fast: once full, the cache recycles its
- * buffers, while a fresh buffer costs a page fault per 4 KiB (256M made a
- * cold pass over a 320 MB member about 15% slower, every buffer fresh). */
+ * buffers, while a fresh buffer costs a page fault per 4 KiB (256M made the
+ * cold passes over a 320 MB member 10 to 20% slower: 80% of their buffers
+ * were fresh). */
 #define FS_DEFAULT_CACHE_SIZE (32ull << 20)
 /* Decoders parked per member for sequential readers to continue from. */
 #define FS_PARKED_MAX 4
@@ -52,7 +53,7 @@
  * kernel's 128 KiB for FUSE. It is also the size of the read-around the
  * kernel asks for on an mmap page fault, all of which is decoded before the
  * faulting page is released: a random element read through mmap decodes
- * about spacing/2 + readahead + 64 KiB. 256K against 512K: a third less
+ * about spacing/2 + readahead + 64 KiB. 256K against 512K: a fifth less
  * decoding per mmap fault (835 against 1064 KiB at the default spacing),
  * no cost to deflate passes (the readahead workers decode ahead of
  * sequential readers whatever the size of the kernel's requests), a few
