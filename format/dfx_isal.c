@@ -15,6 +15,38 @@
  *   the deflate data. The bits still buffered then are the final byte's
  *   padding (< 8) plus whole read-ahead bytes: read_in_length / 8 of them
  *   belong to whatever follows (a gzip trailer).
+ *
+ * Marking (dfx_isal_inflate_mark()) rests on how isal_inflate() reads a block
+ * header (read_header_stateful() in ISA-L's igzip_inflate.c, the same from
+ * 2.2x to 2.31): when the input runs out inside a header it puts the bit
+ * buffer back as it was at the header's start (read_in, read_in_length), keeps
+ * the header bytes it was given in tmp_in_buffer (tmp_in_size), takes all the
+ * input and returns with block_state ISAL_BLOCK_HDR. The decoder then stands
+ * on the boundary before that header: it has taken every byte up to our input
+ * offset `in`, so the boundary's bit offset is
+ *
+ *     8 * in - 8 * tmp_in_size - read_in_length.
+ *
+ * The same holds with block_state ISAL_BLOCK_NEW_HDR (a call that ended right
+ * after an end-of-block code; tmp_in_size is 0 then). Either way, output still
+ * waiting in tmp_out_buffer (tmp_out_valid > tmp_out_processed) belongs
+ * before the boundary, so we only take one when all output is out.
+ *
+ * To make ISA-L end a call inside a header, the input is fed in pieces of
+ * `step` bytes once the output passes want: a dynamic header (40-120 bytes)
+ * longer than a piece plus ISA-L's 8-byte read-ahead cannot be read in one
+ * call. In a stored block, type0_block_len says how many bytes are left, so
+ * exactly those are fed and the next header has no input at all. Between
+ * searches, the input goes in whole.
+ *
+ * The window is the output's last 32 KiB, which we keep ourselves (hist)
+ * from 32 KiB before want on: the caller's buffers may be gone by then, and
+ * ISA-L's own copy is an internal detail. The input's last bytes (tail) are
+ * kept too, so that a boundary can be checked from the bytes alone: a second
+ * ISA-L decoder (v) started at the mark with the window must agree with the
+ * main one on the next DFX_ISAL_VERIFY_LEN bytes of output. Both decoders
+ * read the same bytes, so only a wrong bit offset or window can make them
+ * disagree.
  */
 #include "dfx_isal.h"
 
@@ -46,29 +78,112 @@ bool dfx_isal_enabled(enum dfx_decoder d)
 
 #ifdef NPYFS_HAVE_ISAL
 
+/* Input bytes kept for checking a boundary: more than ISA-L can hold when
+ * it stops in a header (8 bytes read ahead + ISAL_DEF_MAX_HDR_SIZE) + 1. */
+#define TAIL_SIZE 1024u
+#define HIST_SIZE DFX_WINDOW_SIZE
+
+/* What marking needs, allocated by the first dfx_isal_inflate_mark(). */
+struct mark_state {
+    /* Output [hist_end - hist_len, hist_end), a ring: byte at offset o is at
+     * hist[o % HIST_SIZE]. hist_from_origin: it starts at an origin without
+     * history, so a shorter window is whole. */
+    unsigned char hist[HIST_SIZE];
+    uint64_t hist_end;
+    uint32_t hist_len;
+    bool hist_from_origin;
+    /* Input [tail_end - tail_len, tail_end), linear in tail[0, tail_len). */
+    unsigned char tail[2 * TAIL_SIZE];
+    uint64_t tail_end;
+    uint32_t tail_len;
+    /* The search: for which want, input stepped so far, given up. */
+    uint64_t want;
+    uint64_t stepped;
+    bool gave_up;
+    /* The last boundary found (pm, its window win); pending while checked. */
+    struct dfx_isal_mark pm;
+    bool have_pm, pending;
+    unsigned char win[HIST_SIZE];
+    /* The check: v decodes from pm (input offset v_in next) into vbuf;
+     * the main output after pm.out goes to mbuf. */
+    struct inflate_state v;
+    uint64_t v_in;
+    uint32_t vlen;
+    bool vend, vfail;
+    unsigned char vbuf[DFX_ISAL_VERIFY_LEN];
+    unsigned char mbuf[DFX_ISAL_VERIFY_LEN];
+};
+
 struct dfx_isal {
     struct inflate_state st; /* ~87 KiB: two windows of output plus Huffman tables */
+    /* Offsets from dfx_isal_start_at()'s origin: next output byte, next input
+     * byte ISA-L has not taken. */
+    uint64_t out, in;
+    uint64_t origin_out, origin_in;
+    uint32_t origin_wlen;
+    int origin_bits;
+    unsigned char origin_prev;
+    /* Tuning, kept across starts. */
+    unsigned int step;
+    bool verify;
+    int skew;
+    bool broken; /* a check failed: never mark again */
+    struct dfx_isal_stats stats;
+    struct mark_state *m; /* owned, NULL until marking starts */
 };
 
 /* Contract in dfx_isal.h. */
 int dfx_isal_new(struct dfx_isal **out)
 {
-    *out = malloc(sizeof(**out));
+    *out = calloc(1, sizeof(**out));
     if (!*out)
         return -ENOMEM;
     isal_inflate_init(&(*out)->st);
+    (*out)->step = DFX_ISAL_STEP;
+    (*out)->verify = true;
     return 0;
 }
 
 /* Contract in dfx_isal.h. */
 void dfx_isal_free(struct dfx_isal *d)
 {
+    if (d)
+        free(d->m);
     free(d);
+}
+
+/* Forget the rings and any boundary: they belong to the old position. */
+static void mark_reset(struct dfx_isal *d)
+{
+    struct mark_state *m = d->m;
+
+    if (!m)
+        return;
+    m->hist_end = d->out;
+    m->hist_len = 0;
+    m->hist_from_origin = d->out == d->origin_out && d->origin_wlen == 0;
+    m->tail_end = d->in;
+    m->tail_len = 0;
+    if (d->in == d->origin_in && d->origin_bits) {
+        m->tail[0] = d->origin_prev;
+        m->tail_len = 1;
+    }
+    m->want = UINT64_MAX;
+    m->stepped = 0;
+    m->gave_up = false;
+    m->have_pm = m->pending = false;
 }
 
 /* Contract in dfx_isal.h. */
 int dfx_isal_start(struct dfx_isal *d, int bits, unsigned char prev, const unsigned char *window,
                    uint32_t window_len)
+{
+    return dfx_isal_start_at(d, 0, 0, bits, prev, window, window_len);
+}
+
+/* Contract in dfx_isal.h. */
+int dfx_isal_start_at(struct dfx_isal *d, uint64_t out, uint64_t in, int bits, unsigned char prev,
+                      const unsigned char *window, uint32_t window_len)
 {
     struct inflate_state *st = &d->st;
 
@@ -82,7 +197,38 @@ int dfx_isal_start(struct dfx_isal *d, int bits, unsigned char prev, const unsig
         return -EINVAL;
     st->read_in = bits ? (uint64_t)(prev >> (8 - bits)) : 0;
     st->read_in_length = bits;
+    d->out = d->origin_out = out;
+    d->in = d->origin_in = in;
+    d->origin_wlen = window_len;
+    d->origin_bits = bits;
+    d->origin_prev = prev;
+    mark_reset(d);
     return 0;
+}
+
+/* One isal_inflate() call on st from *next_in/avail_in into
+ * *next_out/avail_out (advanced), with d's offsets kept. Returns ISA-L's
+ * code; *took and *made: input taken, output made. */
+static int call(struct dfx_isal *d, struct inflate_state *st, unsigned char **next_in,
+                unsigned int avail_in, unsigned char **next_out, unsigned int avail_out,
+                size_t *took, size_t *made)
+{
+    int ret;
+
+    st->next_in = *next_in;
+    st->avail_in = avail_in;
+    st->next_out = *next_out;
+    st->avail_out = avail_out;
+    ret = isal_inflate(st);
+    *took = (size_t)(st->next_in - *next_in);
+    *made = (size_t)(st->next_out - *next_out);
+    *next_in = st->next_in;
+    *next_out = st->next_out;
+    if (st == &d->st) {
+        d->in += *took;
+        d->out += *made;
+    }
+    return ret;
 }
 
 /* Contract in dfx_isal.h. */
@@ -90,23 +236,450 @@ int dfx_isal_inflate(struct dfx_isal *d, unsigned char **next_in, unsigned int *
                      unsigned char **next_out, unsigned int *avail_out)
 {
     struct inflate_state *st = &d->st;
+    size_t took, made;
     int ret;
 
-    st->next_in = *next_in;
-    st->avail_in = *avail_in;
-    st->next_out = *next_out;
-    st->avail_out = *avail_out;
-    ret = isal_inflate(st);
-    *next_in = st->next_in;
-    *avail_in = st->avail_in;
-    *next_out = st->next_out;
-    *avail_out = st->avail_out;
+    ret = call(d, st, next_in, *avail_in, next_out, *avail_out, &took, &made);
+    *avail_in -= (unsigned int)took;
+    *avail_out -= (unsigned int)made;
     /* isal_inflate() folds ISAL_END_INPUT and ISAL_OUT_OVERFLOW into
      * ISAL_DECOMP_OK; what is left is damage: ISAL_INVALID_BLOCK, _SYMBOL,
      * _LOOKBACK (and, in modes we don't use, wrapper and checksum errors). */
     if (ret != ISAL_DECOMP_OK)
         return -EIO;
     return st->block_state == ISAL_BLOCK_FINISH ? DFX_ISAL_END : 0;
+}
+
+/* The marking buffers, allocated once per decoder. */
+static int mark_state(struct dfx_isal *d)
+{
+    if (d->m)
+        return 0;
+    d->m = malloc(sizeof(*d->m));
+    if (!d->m)
+        return -ENOMEM;
+    mark_reset(d);
+    return 0;
+}
+
+/* Keep the last TAIL_SIZE bytes of the n input bytes at p (offset at). */
+static void tail_add(struct mark_state *m, uint64_t at, const unsigned char *p, size_t n)
+{
+    if (!n)
+        return;
+    if (at != m->tail_end)
+        m->tail_len = 0;
+    m->tail_end = at + n;
+    if (n >= TAIL_SIZE) {
+        memcpy(m->tail, p + n - TAIL_SIZE, TAIL_SIZE);
+        m->tail_len = TAIL_SIZE;
+        return;
+    }
+    if (m->tail_len + n > sizeof(m->tail)) {
+        uint32_t drop = m->tail_len + (uint32_t)n - TAIL_SIZE;
+
+        memmove(m->tail, m->tail + drop, m->tail_len - drop);
+        m->tail_len -= drop;
+    }
+    memcpy(m->tail + m->tail_len, p, n);
+    m->tail_len += (uint32_t)n;
+}
+
+/* Append the n output bytes at p (offset at) to the history ring. */
+static void hist_add(struct dfx_isal *d, uint64_t at, const unsigned char *p, size_t n)
+{
+    struct mark_state *m = d->m;
+    size_t idx, first;
+
+    if (!n)
+        return;
+    if (at != m->hist_end) {
+        m->hist_len = 0;
+        m->hist_from_origin = at == d->origin_out && d->origin_wlen == 0;
+    }
+    if (n > HIST_SIZE) {
+        p += n - HIST_SIZE;
+        at += n - HIST_SIZE;
+        n -= n - HIST_SIZE;
+    }
+    idx = (size_t)(at % HIST_SIZE);
+    first = n < HIST_SIZE - idx ? n : HIST_SIZE - idx;
+    memcpy(m->hist + idx, p, first);
+    memcpy(m->hist, p + first, n - first);
+    m->hist_end = at + n;
+    m->hist_len = m->hist_len + n > HIST_SIZE ? HIST_SIZE : m->hist_len + (uint32_t)n;
+}
+
+/* The first output offset at which a boundary can be taken for want: the
+ * history ring must hold the whole window by then. */
+static uint64_t search_from(const struct dfx_isal *d, uint64_t want)
+{
+    const struct mark_state *m = d->m;
+    uint64_t start = d->out; /* where the ring's contiguous run starts, or will */
+
+    if (m->hist_end == d->out) {
+        if (m->hist_from_origin)
+            return want;
+        start = m->hist_end - m->hist_len;
+    }
+    return want > start + HIST_SIZE ? want : start + HIST_SIZE;
+}
+
+/* Input to offer ISA-L in one call while looking for a boundary. */
+static unsigned int step_size(const struct dfx_isal *d, unsigned int avail)
+{
+    const struct inflate_state *st = &d->st;
+    unsigned int n = d->step;
+
+    /* In a stored block: exactly its remaining bytes (those ISA-L holds in
+     * its bit buffer come first), so the next header gets no input. */
+    if (st->block_state == ISAL_BLOCK_TYPE0 &&
+        st->type0_block_len > st->read_in_length / 8)
+        n = (unsigned int)(st->type0_block_len - st->read_in_length / 8);
+    return n < avail ? n : avail;
+}
+
+/* If the decoder stands on a block boundary, make it d->m->pm (and its
+ * window m->win). See the comment at the top of the file. */
+static bool take_boundary(struct dfx_isal *d)
+{
+    const struct inflate_state *st = &d->st;
+    struct mark_state *m = d->m;
+    uint64_t held, bitpos, need, start;
+
+    if (st->block_state != ISAL_BLOCK_NEW_HDR && st->block_state != ISAL_BLOCK_HDR)
+        return false;
+    if (st->tmp_out_valid != st->tmp_out_processed || st->write_overflow_len ||
+        st->copy_overflow_length || st->read_in_length < 0 || st->tmp_in_size < 0)
+        return false;
+    /* Bits taken from the input but not yet used. */
+    held = 8 * (uint64_t)st->tmp_in_size + (uint64_t)st->read_in_length;
+    if (held > 8 * (d->in - d->origin_in) + (uint64_t)d->origin_bits)
+        return false;
+    bitpos = 8 * d->in - held + (uint64_t)(int64_t)d->skew;
+    m->pm.out = d->out;
+    m->pm.in = (bitpos + 7) / 8;
+    m->pm.bits = (int)(8 * m->pm.in - bitpos);
+    /* The check needs the input from the byte holding the boundary on. */
+    need = d->in - m->pm.in + (m->pm.bits ? 1 : 0);
+    if (d->verify && (m->pm.in > d->in || m->tail_end != d->in || need > m->tail_len))
+        return false;
+    /* The window: the ring must hold it whole. */
+    if (m->hist_end != d->out ||
+        (m->hist_len < HIST_SIZE && !(m->hist_from_origin && m->hist_len == d->out - d->origin_out)))
+        return false;
+    m->pm.window_len = m->hist_len;
+    start = (m->hist_end - m->hist_len) % HIST_SIZE;
+    if (start + m->hist_len <= HIST_SIZE) {
+        memcpy(m->win, m->hist + start, m->hist_len);
+    } else {
+        memcpy(m->win, m->hist + start, HIST_SIZE - start);
+        memcpy(m->win + (HIST_SIZE - start), m->hist, m->hist_len - (HIST_SIZE - start));
+    }
+    return true;
+}
+
+/* Decode n input bytes at p with the checking decoder, up to
+ * DFX_ISAL_VERIFY_LEN bytes of output. */
+static void v_decode(struct mark_state *m, const unsigned char *p, size_t n)
+{
+    struct inflate_state *v = &m->v;
+
+    while (n && m->vlen < DFX_ISAL_VERIFY_LEN && !m->vend && !m->vfail) {
+        size_t took, made;
+        int ret;
+
+        v->next_in = (uint8_t *)p;
+        v->avail_in = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+        v->next_out = m->vbuf + m->vlen;
+        v->avail_out = DFX_ISAL_VERIFY_LEN - m->vlen;
+        ret = isal_inflate(v);
+        took = (size_t)(v->next_in - p);
+        made = (size_t)(v->next_out - (m->vbuf + m->vlen));
+        p += took;
+        n -= took;
+        m->v_in += took;
+        m->vlen += (uint32_t)made;
+        if (ret != ISAL_DECOMP_OK)
+            m->vfail = true;
+        else if (v->block_state == ISAL_BLOCK_FINISH)
+            m->vend = true;
+        else if (!took && !made)
+            break;
+    }
+}
+
+/* Feed the checking decoder what input it can get: kept bytes first, then
+ * the caller's next_in/avail_in (which start at offset d->in). False if it
+ * needs bytes that are gone. */
+static bool v_feed(struct dfx_isal *d, const unsigned char *next_in, unsigned int avail_in)
+{
+    struct mark_state *m = d->m;
+
+    if (m->vlen == DFX_ISAL_VERIFY_LEN || m->vend || m->vfail)
+        return true; /* it has all it needs */
+    if (m->v_in < d->in) {
+        uint64_t back = d->in - m->v_in;
+
+        if (m->tail_end != d->in || back > m->tail_len)
+            return false;
+        v_decode(m, m->tail + (m->tail_len - back), (size_t)back);
+    }
+    if (m->v_in >= d->in && m->v_in - d->in < avail_in)
+        v_decode(m, next_in + (m->v_in - d->in), (size_t)(avail_in - (m->v_in - d->in)));
+    return true;
+}
+
+/* Start the checking decoder at m->pm, as a reader would start there. */
+static void v_start(struct dfx_isal *d)
+{
+    struct mark_state *m = d->m;
+    struct inflate_state *v = &m->v;
+
+    isal_inflate_init(v);
+    v->crc_flag = ISAL_DEFLATE;
+    m->vlen = 0;
+    m->vend = m->vfail = false;
+    m->v_in = m->pm.in;
+    if (m->pm.window_len &&
+        isal_inflate_set_dict(v, m->win, m->pm.window_len) != ISAL_DECOMP_OK)
+        m->vfail = true;
+    if (m->pm.bits) {
+        /* take_boundary() made sure the tail holds byte pm.in - 1. */
+        unsigned char prev = m->tail[m->tail_len - (d->in - (m->pm.in - 1))];
+
+        v->read_in = (uint64_t)(prev >> (8 - m->pm.bits));
+        v->read_in_length = m->pm.bits;
+    }
+}
+
+/* Keep the main decoder's output past the pending boundary, up to
+ * DFX_ISAL_VERIFY_LEN bytes: the n bytes at p start at offset at. */
+static void main_add(struct mark_state *m, uint64_t at, const unsigned char *p, size_t n)
+{
+    uint64_t have = at - m->pm.out;
+
+    if (have >= DFX_ISAL_VERIFY_LEN)
+        return;
+    if (n > DFX_ISAL_VERIFY_LEN - have)
+        n = (size_t)(DFX_ISAL_VERIFY_LEN - have);
+    memcpy(m->mbuf + have, p, n);
+}
+
+/* Has the pending boundary passed its check? 1 yes, -1 no (the two
+ * decoders disagree), 0 not yet. end: the main decoder is at the end. */
+static int verdict(const struct dfx_isal *d, bool end)
+{
+    const struct mark_state *m = d->m;
+    uint64_t after = d->out - m->pm.out;
+    uint32_t have = after < DFX_ISAL_VERIFY_LEN ? (uint32_t)after : DFX_ISAL_VERIFY_LEN;
+    uint32_t common = have < m->vlen ? have : m->vlen;
+
+    if (m->vfail || memcmp(m->mbuf, m->vbuf, common) != 0)
+        return -1;
+    if (m->vend) {
+        if (after > m->vlen)
+            return -1;
+        return end ? (after == m->vlen ? 1 : -1) : 0;
+    }
+    if (end && m->vlen > after)
+        return -1;
+    return have == DFX_ISAL_VERIFY_LEN && m->vlen == DFX_ISAL_VERIFY_LEN ? 1 : 0;
+}
+
+/* After each call with a boundary pending: settle it if we can. Returns
+ * the result bits to add. */
+static int settle(struct dfx_isal *d, bool end, const unsigned char *next_in,
+                  unsigned int avail_in, struct dfx_isal_mark *mark)
+{
+    struct mark_state *m = d->m;
+    int v = 0;
+
+    if (!v_feed(d, next_in, avail_in)) {
+        m->pending = false;
+        d->stats.unchecked++;
+        return 0;
+    }
+    v = verdict(d, end);
+    if (v > 0) {
+        m->pending = false;
+        m->have_pm = true;
+        m->gave_up = true; /* found: no more for this want */
+        *mark = m->pm;
+        d->stats.marks++;
+        return DFX_ISAL_MARK;
+    }
+    if (v < 0) {
+        m->pending = false;
+        d->broken = true;
+        d->stats.rejected++;
+        memset(mark, 0, sizeof(*mark));
+        mark->out = d->out;
+        return DFX_ISAL_NOMARK;
+    }
+    if (end) {
+        m->pending = false;
+        d->stats.unchecked++;
+    }
+    return 0;
+}
+
+/* Contract in dfx_isal.h. */
+int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned int *avail_in,
+                          unsigned char **next_out, unsigned int *avail_out, uint64_t want,
+                          struct dfx_isal_mark *mark)
+{
+    struct inflate_state *st = &d->st;
+    struct mark_state *m;
+    int flags = 0, ret;
+
+    ret = mark_state(d);
+    if (ret < 0)
+        return ret;
+    m = d->m;
+    m->have_pm = false;
+    /* dfx_isal_inflate() calls since the last time: the rings have holes. */
+    if (m->tail_end != d->in && m->pending) {
+        m->pending = false;
+        d->stats.unchecked++;
+    }
+    if (want != m->want) {
+        m->want = want;
+        m->stepped = 0;
+        m->gave_up = false;
+    }
+    while (!flags) {
+        unsigned char *in0 = *next_in, *out0 = *next_out;
+        unsigned int give = *avail_in, room = *avail_out;
+        bool search = !m->pending && !m->gave_up && !d->broken;
+        bool slow = false, end;
+        uint64_t from = 0, lo = 0;
+        enum isal_block_state state0 = st->block_state;
+        size_t took, made;
+
+        if (st->block_state == ISAL_BLOCK_FINISH)
+            return flags | DFX_ISAL_END;
+        if (!room)
+            break;
+        /* The checker reads the caller's input before we take it. */
+        if (m->pending && !v_feed(d, *next_in, *avail_in)) {
+            m->pending = false;
+            d->stats.unchecked++;
+        }
+        /* While a boundary is checked, stop DFX_ISAL_VERIFY_LEN bytes past
+         * it: the mark is returned there, and the next search may need the
+         * output that follows. */
+        if (m->pending && d->out - m->pm.out < DFX_ISAL_VERIFY_LEN &&
+            DFX_ISAL_VERIFY_LEN - (d->out - m->pm.out) < room)
+            room = (unsigned int)(DFX_ISAL_VERIFY_LEN - (d->out - m->pm.out));
+        if (search) {
+            /* Output stops at from, where the small steps begin. (ISA-L
+             * still decodes up to ~32 KiB ahead into its own buffer when
+             * ours is short, taking the input for it: the search really
+             * starts up to that much later.) The tail of every call that
+             * ends past lo goes to the ring, which makes it whole by from,
+             * whatever the calls' sizes. */
+            from = search_from(d, want);
+            lo = from > 2 * HIST_SIZE ? from - 2 * HIST_SIZE : 0;
+            if (d->out < from) {
+                if (from - d->out < room)
+                    room = (unsigned int)(from - d->out);
+            } else {
+                slow = true;
+                give = step_size(d, give);
+            }
+            /* Stopped in a header with output still held back (ISA-L
+             * decodes ahead into its own buffer when ours is short): let
+             * it hand that out without new input, which would carry it
+             * past the boundary. */
+            if ((st->block_state == ISAL_BLOCK_HDR || st->block_state == ISAL_BLOCK_NEW_HDR) &&
+                st->tmp_out_valid != st->tmp_out_processed)
+                give = 0;
+        }
+        ret = call(d, st, next_in, give, next_out, room, &took, &made);
+        *avail_in -= (unsigned int)took;
+        *avail_out -= (unsigned int)made;
+        tail_add(m, d->in - took, in0, took);
+        if (search && d->out > lo)
+            hist_add(d, d->out - made, out0, made);
+        if (m->pending)
+            main_add(m, d->out - made, out0, made);
+        if (slow) {
+            d->stats.step_calls++;
+            d->stats.step_bytes += took;
+            if (state0 != ISAL_BLOCK_TYPE0)
+                m->stepped += took; /* a stored block's end is sure to come */
+        }
+        if (ret != ISAL_DECOMP_OK) {
+            m->pending = false;
+            return -EIO;
+        }
+        end = st->block_state == ISAL_BLOCK_FINISH;
+        if (m->pending) {
+            flags |= settle(d, end, *next_in, *avail_in, mark);
+        } else if (search && d->out >= from && !end && take_boundary(d)) {
+            if (d->verify) {
+                v_start(d);
+                m->pending = true;
+                flags |= settle(d, end, *next_in, *avail_in, mark);
+            } else {
+                m->have_pm = true;
+                m->gave_up = true;
+                *mark = m->pm;
+                d->stats.marks++;
+                flags |= DFX_ISAL_MARK;
+            }
+        } else if (slow && m->stepped >= DFX_ISAL_SEARCH_MAX) {
+            /* The headers here may be shorter than a step: try smaller
+             * steps next time (more calls, but a fruitless search costs
+             * the same DFX_ISAL_SEARCH_MAX bytes). */
+            if (d->step > DFX_ISAL_STEP_MIN)
+                d->step /= 2;
+            m->gave_up = true;
+            d->stats.gave_up++;
+            memset(mark, 0, sizeof(*mark));
+            mark->out = d->out;
+            flags |= DFX_ISAL_NOMARK;
+        }
+        if (end)
+            flags |= DFX_ISAL_END;
+        if (!took && !made && st->block_state == state0)
+            break; /* needs input (or, with input left, the data is bad) */
+    }
+    return flags;
+}
+
+/* Contract in dfx_isal.h. */
+uint32_t dfx_isal_mark_window(const struct dfx_isal *d, unsigned char *buf)
+{
+    if (!d->m || !d->m->have_pm)
+        return 0;
+    memcpy(buf, d->m->win, d->m->pm.window_len);
+    return d->m->pm.window_len;
+}
+
+/* Contract in dfx_isal.h. */
+void dfx_isal_set_verify(struct dfx_isal *d, bool on)
+{
+    d->verify = on;
+}
+
+/* Contract in dfx_isal.h. */
+void dfx_isal_set_step(struct dfx_isal *d, unsigned int step)
+{
+    d->step = step ? step : DFX_ISAL_STEP;
+}
+
+/* Contract in dfx_isal.h. */
+void dfx_isal_test_skew(struct dfx_isal *d, int skew)
+{
+    d->skew = skew;
+}
+
+/* Contract in dfx_isal.h. */
+void dfx_isal_get_stats(const struct dfx_isal *d, struct dfx_isal_stats *out)
+{
+    *out = d->stats;
 }
 
 /* Contract in dfx_isal.h. */
@@ -151,6 +724,49 @@ int dfx_isal_inflate(struct dfx_isal *d, unsigned char **next_in, unsigned int *
 {
     (void)d, (void)next_in, (void)avail_in, (void)next_out, (void)avail_out;
     return -EOPNOTSUPP;
+}
+
+int dfx_isal_start_at(struct dfx_isal *d, uint64_t out, uint64_t in, int bits, unsigned char prev,
+                      const unsigned char *window, uint32_t window_len)
+{
+    (void)d, (void)out, (void)in, (void)bits, (void)prev, (void)window, (void)window_len;
+    return -EOPNOTSUPP;
+}
+
+int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned int *avail_in,
+                          unsigned char **next_out, unsigned int *avail_out, uint64_t want,
+                          struct dfx_isal_mark *mark)
+{
+    (void)d, (void)next_in, (void)avail_in, (void)next_out, (void)avail_out, (void)want,
+        (void)mark;
+    return -EOPNOTSUPP;
+}
+
+uint32_t dfx_isal_mark_window(const struct dfx_isal *d, unsigned char *buf)
+{
+    (void)d, (void)buf;
+    return 0;
+}
+
+void dfx_isal_set_verify(struct dfx_isal *d, bool on)
+{
+    (void)d, (void)on;
+}
+
+void dfx_isal_set_step(struct dfx_isal *d, unsigned int step)
+{
+    (void)d, (void)step;
+}
+
+void dfx_isal_test_skew(struct dfx_isal *d, int skew)
+{
+    (void)d, (void)skew;
+}
+
+void dfx_isal_get_stats(const struct dfx_isal *d, struct dfx_isal_stats *out)
+{
+    (void)d;
+    memset(out, 0, sizeof(*out));
 }
 
 unsigned int dfx_isal_unused(const struct dfx_isal *d)

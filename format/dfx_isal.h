@@ -4,9 +4,10 @@
  * says exactly where the deflate stream ended, so a gzip trailer can follow.
  * Internal to format/; dfx.c is the only user.
  *
- * ISA-L decodes about twice as fast as zlib but cannot stop at block
- * boundaries the way inflate(Z_BLOCK) does, so it cannot record access points:
- * dfx.c decodes with it only behind the index frontier.
+ * ISA-L decodes about twice as fast as zlib but has no inflate(Z_BLOCK): it
+ * never stops at a block boundary by itself. dfx_isal_inflate_mark() makes it
+ * stop at one anyway (how: dfx_isal.c), so that a reader past the index
+ * frontier can record access points at ISA-L speed.
  *
  * Built without ISA-L (NPYFS_HAVE_ISAL undefined), dfx_isal_enabled() is
  * false, dfx_isal_new() fails with -EOPNOTSUPP, and dfx_isal_crc32() is
@@ -27,6 +28,46 @@
 /* dfx_isal_inflate(): the final block of the stream has been decoded and all
  * its output handed out. */
 #define DFX_ISAL_END 1
+/* dfx_isal_inflate_mark() result bits, besides DFX_ISAL_END: */
+#define DFX_ISAL_MARK 2   /* *mark holds a new, checked block boundary */
+#define DFX_ISAL_NOMARK 4 /* gave up looking for one past this want (see there) */
+
+/* A block boundary found by dfx_isal_inflate_mark(): the triple an access
+ * point needs besides its window. Offsets count from the origin given to
+ * dfx_isal_start_at(). A fresh decoder (zlib with inflatePrime(), or
+ * dfx_isal_start_at()) given the top `bits` bits of input byte in-1, the
+ * bytes from `in` on and the window_len bytes of output before `out`
+ * (dfx_isal_mark_window()) produces exactly the output from `out` on. */
+struct dfx_isal_mark {
+    uint64_t out;        /* output offset of the boundary */
+    uint64_t in;         /* input offset of the first whole byte after it */
+    int bits;            /* 0-7 bits of the boundary taken from byte in-1 */
+    uint32_t window_len; /* <= DFX_WINDOW_SIZE: shorter only near an origin without history */
+};
+
+/* Counters of one decoder's marking, for benchmarks and logs. */
+struct dfx_isal_stats {
+    uint64_t marks;      /* DFX_ISAL_MARK results */
+    uint64_t gave_up;    /* DFX_ISAL_NOMARK results after a fruitless search */
+    uint64_t rejected;   /* boundaries whose check failed (each one stops marking) */
+    uint64_t unchecked;  /* boundaries dropped because the stream ended before the check could */
+    uint64_t step_calls; /* ISA-L calls made with the input cut short */
+    uint64_t step_bytes; /* input bytes fed in those calls */
+};
+
+/* Input bytes per ISA-L call while looking for a boundary: fewer than any
+ * dynamic header zlib writes for real data (40-120 bytes measured) minus the
+ * up to 8 bytes ISA-L reads ahead, so such a header never fits in one call;
+ * each call costs ~1 us (ISA-L shifts its 32 KiB history on every return). */
+#define DFX_ISAL_STEP 64
+/* After each fruitless search the step halves, down to this: ISA-L reads up
+ * to 8 bytes ahead, so it stops in any header longer than 24 bytes. */
+#define DFX_ISAL_STEP_MIN 16
+/* Input searched past want before giving up (DFX_ISAL_NOMARK): about two of
+ * zlib's largest Huffman blocks, or ~1000 calls. */
+#define DFX_ISAL_SEARCH_MAX (64u << 10)
+/* Output compared when checking a boundary. */
+#define DFX_ISAL_VERIFY_LEN 4096u
 
 struct dfx_isal;
 
@@ -46,9 +87,18 @@ void dfx_isal_free(struct dfx_isal *d);
  * before the first input byte are still unread: they are the top bits of
  * prev. window (window_len <= DFX_WINDOW_SIZE bytes, borrowed for this call
  * only: it is copied) is the output before the boundary. Any earlier state
- * is dropped. 0, or -EINVAL for bad arguments. */
+ * is dropped, except the tuning (dfx_isal_set_*()) and whether marking
+ * broke. Same as dfx_isal_start_at(d, 0, 0, ...). 0, or -EINVAL for bad
+ * arguments. */
 int dfx_isal_start(struct dfx_isal *d, int bits, unsigned char prev, const unsigned char *window,
                    uint32_t window_len);
+
+/* dfx_isal_start(), and the boundary's own offsets: out (its output offset)
+ * and in (the offset of the first whole input byte; prev is byte in-1), from
+ * which dfx_isal_inflate_mark() counts. Input must then be fed contiguously
+ * from in on. Same results. */
+int dfx_isal_start_at(struct dfx_isal *d, uint64_t out, uint64_t in, int bits, unsigned char prev,
+                      const unsigned char *window, uint32_t window_len);
 
 /* Decode from next_in/avail_in into next_out/avail_out (*avail_out > 0),
  * advancing all four. ISA-L keeps input it has read ahead in a bit buffer, so
@@ -59,6 +109,63 @@ int dfx_isal_start(struct dfx_isal *d, int bits, unsigned char prev, const unsig
  * distance). Output made before an error has been written and counted. */
 int dfx_isal_inflate(struct dfx_isal *d, unsigned char **next_in, unsigned int *avail_in,
                      unsigned char **next_out, unsigned int *avail_out);
+
+/* dfx_isal_inflate() that also finds a block boundary at or past output
+ * offset want and reports it. Between boundaries it runs at ISA-L's full
+ * speed; from about want on it feeds ISA-L input in small pieces, so that a
+ * call ends inside the next block header it meets, where the decoder stands
+ * on the boundary. Headers that fit in one piece (fixed-Huffman blocks,
+ * some short dynamic ones) are passed over: the boundary reported is the
+ * first one ISA-L stops at, usually the first past want (or past the ~32
+ * KiB of output ISA-L decodes ahead into its own buffer when the caller's
+ * is short, which it cannot be stopped inside). Each boundary is
+ * checked before it is reported, unless dfx_isal_set_verify() turned that
+ * off: a second decoder started there from the input bytes and the window
+ * must produce the same DFX_ISAL_VERIFY_LEN bytes (or the same rest of the
+ * stream) as this one; so a call may return the mark a few KiB of output
+ * after mark->out.
+ *
+ * Returns a negative errno (-EIO as dfx_isal_inflate(), -ENOMEM for the
+ * marking buffers, about 170 KiB taken on the first call), or a mask:
+ * - DFX_ISAL_MARK: *mark is a checked boundary, mark->out >= want, and
+ *   dfx_isal_mark_window() gives its window. The next call needs a new want
+ *   (past mark->out) to look for another one.
+ * - DFX_ISAL_NOMARK: no boundary was found within DFX_ISAL_SEARCH_MAX input
+ *   bytes past want, or a check failed (then this decoder never marks
+ *   again: dfx_isal_stats.rejected). mark->out is the output offset reached.
+ *   Decoding goes on as dfx_isal_inflate() until a new want.
+ * - DFX_ISAL_END: as dfx_isal_inflate(). Can come with DFX_ISAL_MARK.
+ * - 0: output full or more input needed, as dfx_isal_inflate().
+ * The call returns as soon as a mark or nomark is set; mark is written only
+ * with those bits. Calls may mix with dfx_isal_inflate(), at the price of
+ * missing a boundary within 32 KiB of the switch. */
+int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned int *avail_in,
+                          unsigned char **next_out, unsigned int *avail_out, uint64_t want,
+                          struct dfx_isal_mark *mark);
+
+/* After DFX_ISAL_MARK, until the next dfx_isal_inflate_mark() or start:
+ * copy the mark's window (mark.window_len bytes) into buf, which has room
+ * for DFX_WINDOW_SIZE. Returns the length copied (0 if there is no mark). */
+uint32_t dfx_isal_mark_window(const struct dfx_isal *d, unsigned char *buf);
+
+/* Check every boundary before reporting it (default on). Off, a boundary is
+ * reported as soon as the decoder stands on it; the bit arithmetic is then
+ * trusted as tested (tests/unit/test_dfx_isal.c) for the ISA-L it was built
+ * against. For benchmarks and tests. */
+void dfx_isal_set_verify(struct dfx_isal *d, bool on);
+
+/* Input bytes per ISA-L call while looking for a boundary (default
+ * DFX_ISAL_STEP; 0 means the default; it halves after each DFX_ISAL_NOMARK
+ * for a fruitless search, down to DFX_ISAL_STEP_MIN). For benchmarks and
+ * tests. */
+void dfx_isal_set_step(struct dfx_isal *d, unsigned int step);
+
+/* Tests only: report every boundary skew bits off, so tests can show that
+ * the check rejects a wrong one. 0 (the default) turns it off. */
+void dfx_isal_test_skew(struct dfx_isal *d, int skew);
+
+/* Copy d's counters (all zero without ISA-L). */
+void dfx_isal_get_stats(const struct dfx_isal *d, struct dfx_isal_stats *out);
 
 /* After DFX_ISAL_END: how many whole bytes before *next_in the decoder took
  * but the stream did not use (the padding bits of its last byte excepted).

@@ -600,3 +600,11 @@ OPEN_WRITE_ERRNOS = {errno.EROFS}
 #   operations the filesystem refuses (e.g. link, chmod on a non-owner).
 #   ENOSYS (handler missing) is NOT accepted: the daemon should say EROFS.
 MUTATE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+# ------------------------------------------------------ remote sources ---
+# Servers (nginx, s3rver, testserver.py), network namespaces with delay and
+# bandwidth caps, and mounts of URLs, for the remote-source tests: defined in
+# remote_servers.py (which the benchmark imports too).
+from remote_servers import (fault_server, http_server, netns, remote,  # noqa: E402,F401
+                            remote_module, remote_mount, s3_server, sigv4_server)

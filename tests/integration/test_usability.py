@@ -636,8 +636,8 @@ def test_install_deps_sets():
 
 
 def test_build_without_libzip(tmp_path):
-    """libzip missing (pkg-config sees only fuse3): npyfs configures, and
-    ctest reports the zip unit test skipped, saying why."""
+    """libzip missing (pkg-config sees only fuse3 and libcurl, both required):
+    npyfs configures, and ctest reports the zip unit test skipped, saying why."""
     if shutil.which("cmake") is None or shutil.which("pkg-config") is None:
         pytest.skip("cmake or pkg-config missing")
     fuse_pc = run(["pkg-config", "--variable=pcfiledir", "fuse3"], timeout=30)
@@ -646,6 +646,10 @@ def test_build_without_libzip(tmp_path):
     pcdir = tmp_path / "pc"
     pcdir.mkdir()
     (pcdir / "fuse3.pc").symlink_to(Path(fuse_pc.stdout.decode().strip()) / "fuse3.pc")
+    curl_pc = run(["pkg-config", "--variable=pcfiledir", "libcurl"], timeout=30)
+    if curl_pc.returncode != 0:
+        pytest.skip("libcurl.pc not found")
+    (pcdir / "libcurl.pc").symlink_to(Path(curl_pc.stdout.decode().strip()) / "libcurl.pc")
     env = dict(os.environ, PKG_CONFIG_LIBDIR=str(pcdir), PKG_CONFIG_PATH="")
     build = tmp_path / "build"
     r = run(["cmake", "-S", ROOT, "-B", build], timeout=300, env=env)
