@@ -290,7 +290,7 @@ def _big_member(tmp_path, name="big.npz", n=3 << 20):
 
 def test_stats_counters_move(npyfs_bin, tmp_path, mount):
     src, arr = _big_member(tmp_path)
-    mnt = mount(src, "index=lazy", "spacing=64K")
+    mnt = mount(src, "index=lazy", "spacing=64K", "verify=lazy")
     before = json.loads(_stats(npyfs_bin, mnt, "--json"))
     data = guarded(read_all, mnt / "big.npy", timeout=60)
     assert data == npy_bytes(arr)
@@ -322,7 +322,7 @@ def test_stats_counters_move(npyfs_bin, tmp_path, mount):
 
 def test_stats_partial_coverage(npyfs_bin, tmp_path, mount):
     src, arr = _big_member(tmp_path)
-    mnt = mount(src, "index=lazy", "spacing=64K", "threads=0")
+    mnt = mount(src, "index=lazy", "spacing=64K", "threads=0", "verify=lazy")
 
     def read_head():
         with open(mnt / "big.npy", "rb") as f:
