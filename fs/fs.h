@@ -33,7 +33,15 @@
  * and the cache evicts. A random read decodes from an access point to the end
  * of the chunk holding its offset, so this adds to random-read latency. */
 #define FS_CHUNK_SIZE (128u << 10)
-#define FS_DEFAULT_CACHE_SIZE (256ull << 20)
+/* Default -o cache_size=. The kernel page cache keeps what was served, so
+ * the chunk cache needs room for what readahead decodes ahead of readers (a
+ * quarter of it, fs_readahead.c: 8 MiB, two segments for each of up to 3
+ * workers at the default spacing) and the chunks decoded on the way to a
+ * random read. Small also means fast: once full, the cache recycles its
+ * buffers, while a fresh buffer costs a page fault per 4 KiB (256M made the
+ * cold passes over a 320 MB member 10 to 20% slower: 80% of their buffers
+ * were fresh). */
+#define FS_DEFAULT_CACHE_SIZE (32ull << 20)
 /* Decoders parked per member for sequential readers to continue from. */
 #define FS_PARKED_MAX 4
 /* Decoders parked in the whole mount (about 100 KiB each: z_stream state,
@@ -43,12 +51,16 @@
 /* Most readahead workers -o threads= accepts. */
 #define FS_THREADS_MAX 256
 /* Default kernel readahead per file (-o readahead=), in place of the
- * kernel's 128 KiB for FUSE: a sequential reader then keeps larger READs in
- * flight, which halved the time of a cold pass over a stored member and cut
- * a deflate one by a third. Not 1 MiB: measured when stored reads were
- * still spliced, a 1 MiB reply no longer fit libfuse's splice pipe and fell
- * back to a copy (slower than 128 KiB). */
-#define FS_DEFAULT_READAHEAD (512ull << 10)
+ * kernel's 128 KiB for FUSE. It is also the size of the read-around the
+ * kernel asks for on an mmap page fault, all of which is decoded before the
+ * faulting page is released: a random element read through mmap decodes
+ * about spacing/2 + readahead + 64 KiB. 256K against 512K: a fifth less
+ * decoding per mmap fault (835 against 1064 KiB at the default spacing),
+ * no cost to deflate passes (the readahead workers decode ahead of
+ * sequential readers whatever the size of the kernel's requests), a few
+ * percent on stored ones. 128K decodes 710 KiB, but a stored member's cold
+ * pass (one pread per READ) was about 20% slower. */
+#define FS_DEFAULT_READAHEAD (256ull << 10)
 /* Default -o index_mem=: the most memory the access-point windows that
  * reads record may take, mount-wide (fs_window_budget). */
 #define FS_DEFAULT_INDEX_MEM (64ull << 20)
