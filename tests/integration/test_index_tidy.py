@@ -19,7 +19,6 @@ import os
 import pty
 import re
 import select
-import shutil
 import signal
 import struct
 import subprocess
@@ -88,6 +87,14 @@ def poll(fn, what, timeout=POLL_TIMEOUT):
             return got
         time.sleep(0.02)
     pytest.fail(f"timed out waiting for {what}")
+
+
+def wait_log(mount, mnt, pattern):
+    """The daemon's log once pattern is in it."""
+    def found():
+        log = mount.mount_of(mnt).stderr()
+        return log if re.search(pattern, log) else None
+    return poll(found, f"{pattern!r} in the daemon's log")
 
 
 def on_tty(cmd, timeout=120):
@@ -429,10 +436,11 @@ def test_daemon_never_prunes_its_open_or_new_files(npyfs_bin, mount, tmp_path):
     read_member(mnt, "a.npz/x.npy", arr_a)
     names_before = set(index_files(idx))
     read_member(mnt, "b.npz/x.npy", arr_b)
+    # the open waits for b's pass, not for its file: wait for the save
+    log = wait_log(mount, mnt, r"b\.npz: member 'x\.npy': index saved to")
     left = set(index_files(idx))
     new = left - names_before
     assert len(new) == 1, (left, names_before)
-    log = mount.mount_of(mnt).stderr()
     loaded = re.search(r"member 'x\.npy': index loaded from (\S+)", log).group(1)
     assert Path(loaded) in left  # open in the daemon: kept
     assert len(left) == 2        # old.npz's went
