@@ -130,8 +130,8 @@ static void coverage(struct fs_member *m, uint64_t *indexed, size_t *points, boo
 }
 
 /* The full pass over m running now: bytes checked (*done), bytes per
- * second so far (*rate, 0 before a second's worth is known), seconds to
- * go (*eta, -1 if unknown). False if no pass runs. */
+ * second so far (*rate; 0 in its first 50 ms, too short to tell), seconds
+ * to go (*eta, -1 while the rate is unknown). False if no pass runs. */
 static bool pass_progress(const struct out *o, struct fs_member *m, uint64_t *done,
                           uint64_t *rate, int64_t *eta)
 {
@@ -219,7 +219,6 @@ static void text_member(struct out *o, const struct fs_archive *a, struct fs_mem
     size_t points;
     bool complete;
     int dmg = member_damage(m, &bad_from);
-
     uint64_t done, rate;
     int64_t eta;
     bool passing = pass_progress(o, m, &done, &rate, &eta);
