@@ -41,8 +41,10 @@
 #include <stdint.h>
 
 #include "source.h"
+#include "window.h"
 
-#define DFX_WINDOW_SIZE 32768
+/* The history an access point keeps (window.h). */
+#define DFX_WINDOW_SIZE WINDOW_SIZE
 /* Default distance between access points. A point recorded by a reader keeps
  * a 32 KiB window in memory (within the stream's budget, below), so 1 MiB
  * spacing costs ~3% of the uncompressed size until the budget is reached; a

@@ -156,11 +156,4 @@ int dfx_index_damage(struct dfx_index *ix, uint64_t *bad_from);
  * stream): reads at or past from fail with err (negative). */
 void dfx_index_set_damage(struct dfx_index *ix, int err, uint64_t from);
 
-/* Window codec (dfx_store.c). dfx_window_deflate: *z is owned by the caller
- * (free()); 0 or -ENOMEM/-EINVAL. dfx_window_inflate: exactly len raw bytes
- * out of zlen zlib bytes, checked by zlib's Adler-32; 0 or -EIO. */
-int dfx_window_deflate(const unsigned char *raw, uint32_t len, unsigned char **z,
-                       uint32_t *zlen);
-int dfx_window_inflate(const unsigned char *z, uint32_t zlen, unsigned char *raw, uint32_t len);
-
 #endif

@@ -1,10 +1,10 @@
 /*
  * Persisted indexes for a mount, and `npyfs index` (contract in fs.h; the
- * file format is format/dfx_store.h's).
+ * files are format/dfx_store.h's, kept in fs/indexdir.h's directory).
  *
  * A member is worth indexing if it has a CRC-32 to check: every deflate
  * member, and the stored members of a zip. Its first full pass checks that
- * CRC and builds the member's chunk CRC table (dfx_store.h), against which
+ * CRC and builds the member's chunk CRC table (dfx_crcs.h), against which
  * every later decode or stored read is checked (fs_member.c). A member
  * bigger than one chunk also gets a saved file: its access points (a stored
  * member has none) and its table. Each such member moves through three
@@ -18,7 +18,7 @@
  * verify=strict): a full pass over a twin index of the member's stream; a
  * stored member's pass preads it. With an index directory, the twin sends
  * each window to the index file being written as its point is recorded
- * (dfx_store_begin(), a sink), so it holds only point positions; the table
+ * (indexdir_begin(), a sink), so it holds only point positions; the table
  * is published, the file finished, then loaded into the live index (whose
  * windows then stay in the file until a reader needs one, and whose own
  * windows recorded by reads are released). Without a directory, the twin
@@ -74,6 +74,7 @@
 #include "dfx_internal.h"
 #include "dfx_store.h"
 #include "gz.h"
+#include "indexdir.h"
 
 /* A mount may open many archives, each with its own indexer: their
  * background passes run one at a time, in the order they get pass_lock.
@@ -101,7 +102,7 @@ enum { ST_NEW, ST_LOADING, ST_DONE };
 
 struct fs_indexer {
     struct fs_archive *a;     /* borrowed: outlives the indexer */
-    struct dfx_store_dir *dir; /* owned: index directory, NULL without persistence */
+    struct indexdir *dir; /* owned: index directory, NULL without persistence */
     char *source_path;        /* owned, immutable: the archive's absolute path for
                                * the files' record, or NULL */
     uint32_t gz_crc, gz_isize; /* immutable: a gzip file's last trailer (key) */
@@ -245,24 +246,24 @@ static bool load_file(struct fs_indexer *x, struct fs_member *m, uint64_t *spaci
     member_key(x, m, &k);
     /* A table m has already (a gzip file sized by a full pass at open) must
      * be the file's: otherwise the file describes other content. */
-    ret = dfx_store_load(x->dir, &k, m->ix, FS_CHUNK_SIZE, atomic_load(&m->crcs), &t, &built);
+    ret = indexdir_load(x->dir, &k, m->ix, FS_CHUNK_SIZE, atomic_load(&m->crcs), &t, &built);
     if (ret == 0 && t)
         fs_member_set_crcs(m, t);
     if (ret == 0 && spacing)
         *spacing = built;
     if (ret == -ENOENT || ret == -EBUSY)
         return false;
-    dfx_store_path(x->dir, &k, &path);
+    indexdir_file_path(x->dir, &k, &path);
     if (ret == 0)
         fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index loaded from %s\n", x->a->path,
-                 m->name, path ? path : dfx_store_dir_path(x->dir));
+                 m->name, path ? path : indexdir_path(x->dir));
     if (ret == 0 && m->ix && built != dfx_index_spacing(m->ix))
         fuse_log(FUSE_LOG_DEBUG, "npyfs: %s: member '%s': the saved index was built with "
                  "spacing %" PRIu64 "K, this mount's is %" PRIu64 "K: used as it is\n",
                  x->a->path, m->name, built >> 10, dfx_index_spacing(m->ix) >> 10);
     else if (ret < 0)
         fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index %s %s (%s); rebuilding\n",
-                 x->a->path, m->name, path ? path : dfx_store_dir_path(x->dir),
+                 x->a->path, m->name, path ? path : indexdir_path(x->dir),
                  load_problem(ret), ERRSTR(ret));
     free(path);
     return ret == 0;
@@ -399,7 +400,7 @@ static int64_t feed_step(struct cache *c, struct fs_member *m, struct dfx_reader
  * raised; or the error (damage is also recorded in m->ix).
  */
 static int build_twin(struct fs_archive *a, struct fs_member *m, atomic_bool *stop,
-                      struct progress *pr, struct dfx_store_writer *w, struct cache *feed,
+                      struct progress *pr, struct indexdir_writer *w, struct cache *feed,
                       bool raw_windows, struct dfx_index **out, struct dfx_crcs **crcs)
 {
     struct dfx_index *ix;
@@ -426,7 +427,7 @@ static int build_twin(struct fs_archive *a, struct fs_member *m, atomic_bool *st
     if (w && !raw_windows) {
         struct dfx_sink sink;
 
-        dfx_store_sink(w, &sink);
+        indexdir_sink(w, &sink);
         dfx_index_set_sink(ix, &sink);
     } else {
         dfx_index_compress_windows(ix, !raw_windows);
@@ -498,15 +499,15 @@ static void log_damage(struct fs_archive *a, struct fs_member *m, int err)
 
 /* Log what the saves pruned to keep the index directory within its size
  * cap (-o index_max=), if anything. */
-static void log_pruned(struct dfx_store_dir *d)
+static void log_pruned(struct indexdir *d)
 {
     uint64_t files, bytes;
 
-    dfx_store_dir_take_pruned(d, &files, &bytes);
+    indexdir_take_pruned(d, &files, &bytes);
     if (files)
         fuse_log(FUSE_LOG_INFO, "npyfs: index directory %s: removed %" PRIu64 " least recently "
                  "used index file%s (%" PRIu64 " bytes) to stay within index_max\n",
-                 dfx_store_dir_path(d), files, files == 1 ? "" : "s", bytes);
+                 indexdir_path(d), files, files == 1 ? "" : "s", bytes);
 }
 
 /* Log the outcome of saving m's file (a failure once per mount: a full or
@@ -514,10 +515,10 @@ static void log_pruned(struct dfx_store_dir *d)
 static int log_save(struct fs_indexer *x, struct fs_member *m, const struct dfx_store_key *k,
                     int ret)
 {
-    const char *dir = dfx_store_dir_path(x->dir);
+    const char *dir = indexdir_path(x->dir);
     char *path = NULL;
 
-    dfx_store_path(x->dir, k, &path);
+    indexdir_file_path(x->dir, k, &path);
     if (ret == 0)
         fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index saved to %s\n", x->a->path,
                  m->name, path ? path : dir);
@@ -538,7 +539,7 @@ static int save(struct fs_indexer *x, struct fs_member *m, struct dfx_index *ix)
     struct dfx_store_key k;
 
     member_key(x, m, &k);
-    return log_save(x, m, &k, dfx_store_save(x->dir, &k, ix, atomic_load(&m->crcs)));
+    return log_save(x, m, &k, indexdir_save(x->dir, &k, ix, atomic_load(&m->crcs)));
 }
 
 static int saved_as(int save_ret)
@@ -571,7 +572,7 @@ static void publish(struct fs_indexer *x, struct fs_member *m);
 static int run_pass(struct fs_indexer *x, struct fs_member *m, const struct pass_how *how,
                     int *saved)
 {
-    struct dfx_store_writer *w = NULL;
+    struct indexdir_writer *w = NULL;
     struct dfx_store_key k;
     struct dfx_index *twin;
     struct dfx_crcs *t;
@@ -593,19 +594,19 @@ static int run_pass(struct fs_indexer *x, struct fs_member *m, const struct pass
     }
     if (worth) {
         member_key(x, m, &k);
-        ret = dfx_store_begin(x->dir, &k, dfx_index_spacing(m->ix), &w);
+        ret = indexdir_begin(x->dir, &k, dfx_index_spacing(m->ix), &w);
         if (ret < 0)
             *saved = log_save(x, m, &k, ret); /* the pass goes on without a file */
     }
     ret = build_twin(x->a, m, how->stop, how->pr, w, how->feed, how->raw_windows, &twin, &t);
     if (ret < 0) {
-        dfx_store_abort(w);
+        indexdir_abort(w);
         return ret;
     }
     fs_member_set_crcs(m, t); /* from now on reads are checked */
     publish(x, m); /* the opens waiting need only the table */
     if (w) {
-        *saved = saved_as(log_save(x, m, &k, dfx_store_finish(w, twin, atomic_load(&m->crcs))));
+        *saved = saved_as(log_save(x, m, &k, indexdir_finish(w, twin, atomic_load(&m->crcs))));
         dfx_index_free(twin); /* its windows are in the file (or lost with it) */
         /* The live index takes the file's points, and drops the windows
          * reads recorded: from now on windows cost no memory. */
@@ -823,20 +824,20 @@ static void *background_main(void *arg)
  * another path (not in a daemon, whose indexers share its options) gets
  * its own. */
 static pthread_mutex_t dir_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct dfx_store_dir *dir_shared; /* protected by dir_lock */
+static struct indexdir *dir_shared; /* protected by dir_lock */
 static size_t dir_users;                 /* protected by dir_lock */
 
-/* The opened directory at path: 0, or dfx_store_dir_open()'s error. */
-static int dir_get(const char *path, struct dfx_store_dir **out)
+/* The opened directory at path: 0, or indexdir_open()'s error. */
+static int dir_get(const char *path, struct indexdir **out)
 {
     int ret = 0;
 
     pthread_mutex_lock(&dir_lock);
-    if (dir_shared && strcmp(dfx_store_dir_path(dir_shared), path) == 0) {
+    if (dir_shared && strcmp(indexdir_path(dir_shared), path) == 0) {
         dir_users++;
         *out = dir_shared;
     } else {
-        ret = dfx_store_dir_open(path, out);
+        ret = indexdir_open(path, out);
         if (ret == 0 && !dir_shared) {
             dir_shared = *out;
             dir_users = 1;
@@ -846,7 +847,7 @@ static int dir_get(const char *path, struct dfx_store_dir **out)
     return ret;
 }
 
-static void dir_put(struct dfx_store_dir *d)
+static void dir_put(struct indexdir *d)
 {
     if (!d)
         return;
@@ -856,25 +857,25 @@ static void dir_put(struct dfx_store_dir *d)
     else if (d == dir_shared)
         d = NULL; /* still used */
     pthread_mutex_unlock(&dir_lock);
-    dfx_store_dir_close(d);
+    indexdir_close(d);
 }
 
 /* The index directory for a, or NULL; *why gets the error and *path the
  * path tried (owned, NULL if none could be named). */
-static struct dfx_store_dir *index_dir(const struct fs_opts *opts, int *why, char **path)
+static struct indexdir *index_dir(const struct fs_opts *opts, int *why, char **path)
 {
-    struct dfx_store_dir *d = NULL;
+    struct indexdir *d = NULL;
     int ret = 0;
 
     *path = NULL;
     if (opts->index_dir && !(*path = strdup(opts->index_dir)))
         ret = -ENOMEM;
     else if (!opts->index_dir)
-        ret = dfx_store_default_dir(path);
+        ret = indexdir_default_dir(path);
     if (ret == 0)
         ret = dir_get(*path, &d);
     if (d)
-        dfx_store_dir_set_max(d, opts->index_max);
+        indexdir_set_max(d, opts->index_max);
     *why = ret;
     return d;
 }
@@ -1078,12 +1079,12 @@ static void print_dir_error(const char *label, const char *path, int err)
 }
 
 /* The index directory for `npyfs index`; prints why when there is none. */
-static struct dfx_store_dir *index_dir_for(const struct fs_archive *a,
+static struct indexdir *index_dir_for(const struct fs_archive *a,
                                            const struct fs_opts *opts)
 {
     char *path, *label = NULL;
     int ret;
-    struct dfx_store_dir *d = index_dir(opts, &ret, &path);
+    struct indexdir *d = index_dir(opts, &ret, &path);
 
     if (!d && asprintf(&label, "%s: ", a->path) < 0)
         label = NULL;
@@ -1160,7 +1161,7 @@ int fs_index_main(struct fs_archive *a, const struct fs_opts *opts)
     if (pr.tty)
         print_outcome(&pr, members, already);
     if (first_bad)
-        print_member_error(a, first_bad, first_err, dfx_store_dir_path(x.dir), nbad);
+        print_member_error(a, first_bad, first_err, indexdir_path(x.dir), nbad);
     free(x.source_path);
     dir_put(x.dir);
     return first_bad ? 1 : 0;
@@ -1207,7 +1208,7 @@ static void duration(char *buf, size_t len, int64_t secs)
              secs / units[i].secs == 1 ? "" : "s");
 }
 
-static void print_pruned(const struct dfx_prune_file *f, void *arg)
+static void print_pruned(const struct indexdir_prune_file *f, void *arg)
 {
     const struct prune_report *r = arg;
     char size[32], cap[32], idle[48];
@@ -1219,14 +1220,14 @@ static void print_pruned(const struct dfx_prune_file *f, void *arg)
     duration(idle, sizeof(idle), f->idle_secs);
     printf("removed %s/%s (%s): ", r->dir, f->name, size);
     switch (f->why) {
-    case DFX_PRUNE_GONE:
+    case INDEXDIR_PRUNE_GONE:
         printf("its archive %s no longer exists (member '%s')\n", p, mb);
         break;
-    case DFX_PRUNE_CHANGED:
+    case INDEXDIR_PRUNE_CHANGED:
         printf("%s is no longer the archive it was built for: replaced or modified since "
                "(member '%s')\n", p, mb);
         break;
-    case DFX_PRUNE_UNUSED:
+    case INDEXDIR_PRUNE_UNUSED:
         if (path)
             printf("not used for %s, and its archive %s cannot be checked (member '%s')\n",
                    idle, p, mb);
@@ -1234,17 +1235,17 @@ static void print_pruned(const struct dfx_prune_file *f, void *arg)
             printf("not used for %s, and it does not record its archive (member '%s')\n",
                    idle, mb);
         break;
-    case DFX_PRUNE_FORMAT:
+    case INDEXDIR_PRUNE_FORMAT:
         printf("index file format version %u, from an older npyfs (this one reads version "
                "%d)\n", f->version, DFX_STORE_VERSION);
         break;
-    case DFX_PRUNE_DAMAGED:
+    case INDEXDIR_PRUNE_DAMAGED:
         printf("damaged (its header does not hold together)\n");
         break;
-    case DFX_PRUNE_TEMP:
+    case INDEXDIR_PRUNE_TEMP:
         printf("a temporary file left by a save that did not finish (%s old)\n", idle);
         break;
-    case DFX_PRUNE_SIZE:
+    case INDEXDIR_PRUNE_SIZE:
         human_u64(cap, sizeof(cap), r->max);
         printf("least recently used (last used %s ago), to keep the directory within "
                "index_max=%s (%s, member '%s')\n", idle, cap, p, mb);
@@ -1257,14 +1258,15 @@ static void print_pruned(const struct dfx_prune_file *f, void *arg)
 /* Contract in fs.h. */
 int fs_index_prune(const struct fs_opts *opts)
 {
-    struct dfx_prune_opts o = {.sources = true, .unused_secs = FS_PRUNE_UNUSED_DAYS * 86400,
-                               .max = opts->index_max};
-    struct dfx_prune_result res;
+    struct indexdir_prune_opts o = {.sources = true,
+                                    .unused_secs = FS_PRUNE_UNUSED_DAYS * 86400,
+                                    .max = opts->index_max};
+    struct indexdir_prune_result res;
     struct prune_report r = {.max = opts->index_max};
     char freed[32], kept[32];
     char *path;
     int ret;
-    struct dfx_store_dir *d = index_dir(opts, &ret, &path);
+    struct indexdir *d = index_dir(opts, &ret, &path);
 
     if (!d) {
         print_dir_error("", path, ret);
@@ -1272,8 +1274,8 @@ int fs_index_prune(const struct fs_opts *opts)
         return 1;
     }
     free(path);
-    r.dir = dfx_store_dir_path(d);
-    ret = dfx_store_prune(d, &o, print_pruned, &r, &res);
+    r.dir = indexdir_path(d);
+    ret = indexdir_prune(d, &o, print_pruned, &r, &res);
     if (ret < 0) {
         fprintf(stderr, "npyfs: index directory %s: cannot list it: %s\n", r.dir,
                 strerror(-ret));

@@ -38,6 +38,7 @@
 #include "dfx_store.h"
 #include "npy.h"
 #include "source.h"
+#include "src_file.h"
 #include "zip.h"
 
 #ifdef NPYFS_HAVE_ISAL
