@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CH ((uint64_t)FS_CHUNK_SIZE)
@@ -41,6 +42,16 @@
 
 static atomic_uint_least64_t dec_new, dec_read, dec_skip;
 
+/* A gate for the decodes of marked threads: a gated thread's reads wait
+ * while it is closed (with its decode in progress, listed as busy), and a
+ * watched thread's decoder starts and reads are counted apart. */
+static _Thread_local bool gated, watched;
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static bool gate_closed;        /* protected by gate_lock */
+static unsigned gate_waiting;   /* protected by gate_lock: gated threads held */
+static uint64_t watched_new, watched_read; /* protected by gate_lock */
+
 int __real_dfx_reader_new(struct dfx_index *ix, uint64_t off, struct dfx_reader **out);
 int64_t __real_dfx_reader_read(struct dfx_reader *r, void *buf, size_t len);
 int __real_dfx_reader_skip(struct dfx_reader *r, uint64_t n);
@@ -51,13 +62,31 @@ int __wrap_dfx_reader_new(struct dfx_index *ix, uint64_t off, struct dfx_reader 
 
     if (ret == 0)
         atomic_fetch_add(&dec_new, 1);
+    if (watched) {
+        pthread_mutex_lock(&gate_lock);
+        watched_new++;
+        pthread_cond_broadcast(&gate_cond);
+        pthread_mutex_unlock(&gate_lock);
+    }
     return ret;
 }
 
 int64_t __wrap_dfx_reader_read(struct dfx_reader *r, void *buf, size_t len)
 {
-    int64_t n = __real_dfx_reader_read(r, buf, len);
+    int64_t n;
 
+    if (gated || watched) {
+        pthread_mutex_lock(&gate_lock);
+        if (watched)
+            watched_read += len;
+        gate_waiting += gated;
+        pthread_cond_broadcast(&gate_cond);
+        while (gated && gate_closed)
+            pthread_cond_wait(&gate_cond, &gate_lock);
+        gate_waiting -= gated;
+        pthread_mutex_unlock(&gate_lock);
+    }
+    n = __real_dfx_reader_read(r, buf, len);
     if (n > 0)
         atomic_fetch_add(&dec_read, (uint64_t)n);
     return n;
@@ -812,6 +841,198 @@ static void test_continue(void)
     fs_archive_free(a);
 }
 
+enum op { OP_CHUNK, OP_PRODUCE, OP_CONTINUE };
+
+/* One call of fs/ in a thread of its own, gated or watched. */
+struct call {
+    pthread_t t;
+    bool gated, watched;
+    enum op op;
+    struct fs_archive *a;
+    struct fs_member *m;
+    struct cache *c;
+    uint64_t point, first, last; /* OP_CHUNK: chunk first */
+    const unsigned char *want;
+    int ret;
+    bool right; /* OP_CHUNK: the bytes were the member's */
+};
+
+static void *call_main(void *arg)
+{
+    struct call *k = arg;
+    struct cache_chunk *ch;
+
+    gated = k->gated;
+    watched = k->watched;
+    switch (k->op) {
+    case OP_CHUNK:
+        k->ret = fs_member_chunk(k->a, k->m, k->c, k->first, &ch);
+        if (k->ret == 0) {
+            k->right = memcmp(ch->data, k->want + k->first * CH, ch->len) == 0;
+            cache_put(k->c, ch);
+        }
+        break;
+    case OP_PRODUCE:
+        k->ret = fs_member_produce(k->a, k->m, k->c, k->point, k->first, k->last);
+        break;
+    case OP_CONTINUE:
+        k->ret = fs_member_continue(k->a, k->m, k->c, k->first, k->last, NULL, NULL);
+        break;
+    }
+    return NULL;
+}
+
+static void gate_close(void)
+{
+    pthread_mutex_lock(&gate_lock);
+    gate_closed = true;
+    watched_new = watched_read = 0;
+    pthread_mutex_unlock(&gate_lock);
+}
+
+static void gate_open(void)
+{
+    pthread_mutex_lock(&gate_lock);
+    gate_closed = false;
+    pthread_cond_broadcast(&gate_cond);
+    pthread_mutex_unlock(&gate_lock);
+}
+
+/* Wait until a gated thread is held at the gate (deadline: a hang). */
+static bool gate_holds_one(void)
+{
+    struct timespec end;
+    bool ok;
+
+    clock_gettime(CLOCK_REALTIME, &end);
+    end.tv_sec += 60;
+    pthread_mutex_lock(&gate_lock);
+    while (!(ok = gate_waiting > 0))
+        if (pthread_cond_timedwait(&gate_cond, &gate_lock, &end) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(&gate_lock);
+    return ok;
+}
+
+/* Give the watched threads a moment to start decoding, which they must not
+ * do while the gated decode runs: with correct code they wait for it and
+ * the moment runs out (the time bounds only how soon a wrong decode would
+ * show, never the outcome of a correct run). */
+static void let_watched_run(void)
+{
+    struct timespec end;
+
+    clock_gettime(CLOCK_REALTIME, &end);
+    end.tv_nsec += 200 * 1000000L;
+    if (end.tv_nsec >= 1000000000L) {
+        end.tv_sec++;
+        end.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&gate_lock);
+    while (watched_new == 0 && watched_read == 0)
+        if (pthread_cond_timedwait(&gate_cond, &gate_lock, &end) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(&gate_lock);
+}
+
+static void start(struct call *k)
+{
+    if (pthread_create(&k->t, NULL, call_main, k) != 0)
+        exit(2);
+}
+
+/* Readers that need a chunk being decoded wait for that decode instead of
+ * starting their own: a readahead worker's segment (fs_member_produce()),
+ * a continued decoder (fs_member_continue(): also the chunk just after its
+ * range, whose decoder it then parks for the reader), and another reader's
+ * decode of the chunk before (whose parked decoder the reader then takes).
+ * The decode in progress is held at a gate while the readers arrive. */
+static void test_readers_wait_for_decodes(void)
+{
+    static uint64_t pts[MAXSEG], first[MAXSEG], last[MAXSEG];
+    struct fs_archive *a = open_archive(zpath);
+    struct cache *c = new_cache(BIG_CACHE);
+    struct call w, r1, r2;
+    struct fs_member *m;
+    size_t n;
+
+    if (!a) {
+        cache_free(c);
+        return;
+    }
+    m = &a->members[M_MANY];
+    fs_member_opened(m);
+
+    /* another reader's decode: chunk 0 held, chunk 1 wanted */
+    gate_close();
+    w = (struct call){.gated = true, .op = OP_CHUNK, .a = a, .m = m, .c = c, .first = 0,
+                      .want = zdata[M_MANY]};
+    r1 = (struct call){.watched = true, .op = OP_CHUNK, .a = a, .m = m, .c = c, .first = 1,
+                       .want = zdata[M_MANY]};
+    start(&w);
+    CHECK(gate_holds_one());
+    start(&r1);
+    let_watched_run();
+    CHECK_EQ(watched_new + watched_read, 0);
+    gate_open();
+    pthread_join(w.t, NULL);
+    pthread_join(r1.t, NULL);
+    CHECK(w.ret == 0 && w.right && r1.ret == 0 && r1.right);
+    CHECK_EQ(watched_new, 0); /* it took the parked decoder */
+    CHECK_EQ(watched_read, CH);
+
+    /* a continued decoder: chunks 2-5 held at chunk 2; chunks 4 and 6 wanted */
+    gate_close();
+    w = (struct call){.gated = true, .op = OP_CONTINUE, .a = a, .m = m, .c = c, .first = 2,
+                      .last = 5};
+    r1 = (struct call){.watched = true, .op = OP_CHUNK, .a = a, .m = m, .c = c, .first = 4,
+                       .want = zdata[M_MANY]};
+    r2 = (struct call){.watched = true, .op = OP_CHUNK, .a = a, .m = m, .c = c, .first = 6,
+                       .want = zdata[M_MANY]};
+    start(&w);
+    CHECK(gate_holds_one());
+    start(&r1);
+    start(&r2);
+    let_watched_run();
+    CHECK_EQ(watched_new + watched_read, 0);
+    gate_open();
+    pthread_join(w.t, NULL);
+    pthread_join(r1.t, NULL);
+    pthread_join(r2.t, NULL);
+    CHECK_EQ(w.ret, 0);
+    CHECK(r1.ret == 0 && r1.right && r2.ret == 0 && r2.right);
+    CHECK_EQ(watched_new, 0);
+    CHECK_EQ(watched_read, CH); /* chunk 6 only, with the decoder parked at its start */
+    fs_member_closed(m);
+
+    /* a readahead segment: held at its first chunk; its last chunk wanted */
+    CHECK_EQ(read_all_sequential(a, m, c, zdata[M_MANY], 3), 0); /* complete index */
+    cache_free(c);
+    c = new_cache(BIG_CACHE);
+    n = segments(m, pts, first, last, MAXSEG);
+    CHECK(n > 4 && last[3] > first[3]);
+    if (n > 4) {
+        gate_close();
+        w = (struct call){.gated = true, .op = OP_PRODUCE, .a = a, .m = m, .c = c,
+                          .point = pts[3], .first = first[3], .last = last[3]};
+        r1 = (struct call){.watched = true, .op = OP_CHUNK, .a = a, .m = m, .c = c,
+                           .first = last[3], .want = zdata[M_MANY]};
+        start(&w);
+        CHECK(gate_holds_one());
+        start(&r1);
+        let_watched_run();
+        CHECK_EQ(watched_new + watched_read, 0);
+        gate_open();
+        pthread_join(w.t, NULL);
+        pthread_join(r1.t, NULL);
+        CHECK_EQ(w.ret, 0);
+        CHECK(r1.ret == 0 && r1.right);
+        CHECK_EQ(watched_new + watched_read, 0); /* served from the cache */
+    }
+    cache_free(c);
+    fs_archive_free(a);
+}
+
 /* A copy of member d of the archive at path, with byte `at` of its deflate
  * data changed by f, written as dir/name. */
 static char *damaged_copy(const char *name, const struct ft_member *d, uint64_t at,
@@ -1485,6 +1706,7 @@ int main(void)
     test_mixed_readers();
     test_produce();
     test_continue();
+    test_readers_wait_for_decodes();
     test_damage();
     test_crc_table_mismatch();
     test_crc_table_rewritten();
