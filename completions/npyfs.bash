@@ -5,10 +5,10 @@
 
 # The -o options: npyfs's own (in step with `npyfs --help`, which
 # tests/integration/test_usability.py checks) and those passed to libfuse.
-_npyfs_mount_opts="cache_size= spacing= threads= readahead= index_dir= index= index_mem= verify=
+_npyfs_mount_opts="cache_size= spacing= threads= readahead= index_dir= index= index_mem= verify= verify_max= max_ratio=
 allow_other allow_root auto_unmount default_permissions ro nodev dev nosuid suid
 noexec exec noatime atime sync async dirsync max_read= fsname= user="
-_npyfs_index_opts="index_dir= spacing="
+_npyfs_index_opts="index_dir= spacing= max_ratio="
 
 # The directories an npyfs mount is on (/proc/mounts escapes a space as \040).
 _npyfs_mounts()

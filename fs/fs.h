@@ -32,7 +32,15 @@
  * and the cache evicts. A random read decodes from an access point to the end
  * of the chunk holding its offset, so this adds to random-read latency. */
 #define FS_CHUNK_SIZE (128u << 10)
-#define FS_DEFAULT_CACHE_SIZE (256ull << 20)
+/* Default -o cache_size=. The kernel page cache keeps what was served, so
+ * the chunk cache needs room for what readahead decodes ahead of readers (a
+ * quarter of it, fs_readahead.c: 8 MiB, two segments for each of up to 3
+ * workers at the default spacing) and the chunks decoded on the way to a
+ * random read. Small also means fast: once full, the cache recycles its
+ * buffers, while a fresh buffer costs a page fault per 4 KiB (256M made the
+ * cold passes over a 320 MB member 10 to 20% slower: 80% of their buffers
+ * were fresh). */
+#define FS_DEFAULT_CACHE_SIZE (32ull << 20)
 /* Decoders parked per member for sequential readers to continue from. */
 #define FS_PARKED_MAX 4
 /* Decoders parked in the whole mount (about 100 KiB each: z_stream state,
@@ -42,12 +50,16 @@
 /* Most readahead workers -o threads= accepts. */
 #define FS_THREADS_MAX 256
 /* Default kernel readahead per file (-o readahead=), in place of the
- * kernel's 128 KiB for FUSE: a sequential reader then keeps larger READs in
- * flight, which halved the time of a cold pass over a stored member and cut
- * a deflate one by a third. Not 1 MiB: measured when stored reads were
- * still spliced, a 1 MiB reply no longer fit libfuse's splice pipe and fell
- * back to a copy (slower than 128 KiB). */
-#define FS_DEFAULT_READAHEAD (512ull << 10)
+ * kernel's 128 KiB for FUSE. It is also the size of the read-around the
+ * kernel asks for on an mmap page fault, all of which is decoded before the
+ * faulting page is released: a random element read through mmap decodes
+ * about spacing/2 + readahead + 64 KiB. 256K against 512K: a fifth less
+ * decoding per mmap fault (835 against 1064 KiB at the default spacing),
+ * no cost to deflate passes (the readahead workers decode ahead of
+ * sequential readers whatever the size of the kernel's requests), a few
+ * percent on stored ones. 128K decodes 710 KiB, but a stored member's cold
+ * pass (one pread per READ) was about 20% slower. */
+#define FS_DEFAULT_READAHEAD (256ull << 10)
 /* Default -o index_mem=: the most memory the access-point windows that
  * reads record may take, mount-wide (fs_window_budget). */
 #define FS_DEFAULT_INDEX_MEM (64ull << 20)
@@ -91,6 +103,7 @@ struct fs_parked {
 struct dfx_crcs; /* a chunk CRC table, format/dfx_store.h */
 struct fs_meta; /* a member's parsed .npy header strings, private to fs_xattr.c */
 struct fs_ra;
+struct fs_defer; /* the opener pool, fs_defer.c (below) */
 
 struct fs_member {
     char *name;          /* owned: path inside the archive, as stored (NUL-terminated) */
@@ -125,6 +138,7 @@ struct fs_member {
     bool inval_queued;
     struct fs_member *inval_next;
     atomic_bool logged;   /* one log line per damaged member */
+    atomic_bool said_unverified; /* logged once: served before its full check */
     uint32_t crc32;       /* immutable: CRC-32 from the zip directory (stored members) */
     atomic_bool verified; /* FS_STORED: its CRC-32 was checked and matched */
     atomic_int stored_damage; /* FS_STORED: 0, or the errno every read gets */
@@ -163,15 +177,27 @@ struct fs_archive {
     atomic_int_least64_t ctime_ns;
 };
 
+/* Bounds on the work of opening an archive: only a gzip file sized by a
+ * full pass (below) can cost more than reading its directory or header. */
+struct fs_open_limits {
+    uint64_t max_ratio;      /* -o max_ratio=: the full pass stops with -E2BIG once
+                              * its output exceeds max_ratio x the file's size
+                              * (and FS_SIZING_FLOOR); 0: no limit */
+    const atomic_bool *stop; /* checked between reads of the full pass (-ECANCELED
+                              * once raised); NULL: none */
+};
+
 /* Open and parse a source (zip or gzip, told apart by magic). Nothing of the
  * payload is decompressed, except for a gzip file whose content is not a
  * parseable .npy or whose ISIZE disagrees with its header (multi-member):
- * then one full pass finds the exact size (and fills the index on the way).
- * Returns 0, or a negative errno with *out NULL: -EINVAL not a zip or gzip
- * file, -EIO damaged or truncated, -ENODEV not a regular file (a FIFO,
- * socket or device: checked before it is opened, so it never blocks), others
- * from open() (src_file_open()). */
-int fs_archive_open(const char *path, uint64_t spacing, struct fs_archive **out);
+ * then one full pass finds the exact size (and fills the index on the way),
+ * within lim (NULL: no limit). Returns 0, or a negative errno with *out
+ * NULL: -EINVAL not a zip or gzip file, -EIO damaged or truncated, -E2BIG
+ * the full pass went past lim->max_ratio, -ECANCELED lim->stop was raised,
+ * -ENODEV not a regular file (a FIFO, socket or device: checked before it is
+ * opened, so it never blocks), others from open() (src_file_open()). */
+int fs_archive_open(const char *path, uint64_t spacing, const struct fs_open_limits *lim,
+                    struct fs_archive **out);
 
 /* The same for a file found by walking a directory source: it is opened as
  * rel beneath the directory dirfd and never outside it (symlinks included:
@@ -179,11 +205,12 @@ int fs_archive_open(const char *path, uint64_t spacing, struct fs_archive **out)
  * symlink since the walk). path, the same file's full path, names it in
  * messages. */
 int fs_archive_open_beneath(int dirfd, const char *rel, const char *path, uint64_t spacing,
-                            struct fs_archive **out);
+                            const struct fs_open_limits *lim, struct fs_archive **out);
 
 /* What an error of fs_archive_open() means, for a person: a static text, or
+ * a text made in buf (-E2BIG names max_ratio, the limit the open had), or
  * strerror_r() into buf. */
-const char *fs_open_problem(int err, char *buf, size_t len);
+const char *fs_open_problem(int err, uint64_t max_ratio, char *buf, size_t len);
 void fs_archive_free(struct fs_archive *a);
 
 /* Open a regular file, rel beneath dirfd as in fs_archive_open_beneath(),
@@ -346,10 +373,19 @@ uint64_t fs_tree_lookup(struct fs_tree *t, uint64_t dir, const char *name);
  * or only as reads go. */
 enum fs_index_mode { FS_INDEX_BACKGROUND, FS_INDEX_LAZY };
 
-/* -o verify=: serve members at once, checking chunks once a member's chunk
- * CRC table exists; or serve a member only once it has one (its first open
- * waits for a full pass over it). */
-enum fs_verify_mode { FS_VERIFY_LAZY, FS_VERIFY_STRICT };
+/* -o verify=: auto serves a member of at most verify_max bytes only once it
+ * has its chunk CRC table (its first open waits for a full pass over it) and
+ * a bigger one at once; strict does the former for every member; lazy the
+ * latter (chunks are checked once a member's table exists). */
+enum fs_verify_mode { FS_VERIFY_AUTO, FS_VERIFY_LAZY, FS_VERIFY_STRICT };
+
+/* Defaults of -o max_ratio= and -o verify_max=. A full pass decodes about
+ * 300 MB/s on one core here, so checking a 128 MiB member before its first
+ * read costs about 0.4 s. */
+#define FS_DEFAULT_MAX_RATIO 100
+/* Output a sizing pass may always decode, whatever max_ratio (a few ms). */
+#define FS_SIZING_FLOOR (1ull << 20)
+#define FS_DEFAULT_VERIFY_MAX (128ull << 20)
 
 /* Mount-wide options and state. */
 struct fs_opts {
@@ -358,6 +394,8 @@ struct fs_opts {
     char *index_dir;               /* owned: -o index_dir=, or NULL for the default */
     enum fs_index_mode index_mode; /* -o index= */
     enum fs_verify_mode verify;    /* -o verify= */
+    uint64_t verify_max;           /* -o verify_max=, bytes (verify=auto) */
+    uint64_t max_ratio;            /* -o max_ratio= (struct fs_open_limits); 0: none */
     unsigned threads;   /* readahead workers (0: none); default online cores */
     uint64_t readahead; /* kernel readahead per file in bytes; 0: the kernel's */
     uint64_t max_read;  /* -o max_read= (also given to libfuse), or 0 */
@@ -405,29 +443,51 @@ struct fs_source {
 /* Build the namespace of n sources. One source: its content at the root;
  * several: each at the root under its name (names must differ). Walks the
  * directories (errors below the top are logged and the entry skipped) and
- * sets up the indexers of the opened archives. opts must outlive the vfs.
- * Returns 0, or a negative errno with *out NULL and *bad the index of the
- * source at fault (-ENOMEM, a directory's opendir() error, -EFBIG more
- * entries than inode numbers). */
-int fs_vfs_new(struct fs_source *srcs, size_t n, const struct fs_opts *opts,
+ * sets up the indexers of the opened archives. opts and cache (the chunk
+ * cache, which full passes run for a waiting open may fill; NULL: none)
+ * must outlive the vfs. Returns 0, or a negative errno with *out NULL and
+ * *bad the index of the source at fault (-ENOMEM, a directory's opendir()
+ * error, -EFBIG more entries than inode numbers). */
+int fs_vfs_new(struct fs_source *srcs, size_t n, const struct fs_opts *opts, struct cache *cache,
                struct fs_vfs **out, size_t *bad);
 /* Accepts NULL; stops the indexers first if needed. */
 void fs_vfs_free(struct fs_vfs *v);
 
-/* FUSE init: start the background indexers of the archives opened so far
- * (archives opened later start theirs at once). FUSE destroy: stop and join
- * every indexer; none starts afterwards. */
+/* FUSE init: start the opener pool (struct fs_defer) and the background
+ * indexers of the archives opened so far (archives opened later start theirs
+ * at once). FUSE destroy: raise the stop flag that sizing and verification
+ * passes check between reads (they end with -ECANCELED), answer every request
+ * still waiting (fs_waiter woken with -ECANCELED), join the pool, then stop
+ * and join every indexer; none starts afterwards. */
 void fs_vfs_start(struct fs_vfs *v);
 void fs_vfs_stop(struct fs_vfs *v);
+
+/* Returned (positive) by a call that cannot answer yet: the request must
+ * wait for something slow (a unit to be opened, a full pass over a member),
+ * which the caller queues it on (fs_vfs_await(), fs_indexer_await()) so
+ * that no handler thread waits. */
+#define FS_WAIT 1
 
 /* Every handler below is thread-safe; they return 0 or a negative errno:
  * -ENOENT no such inode or name, -ENOTDIR, -EISDIR, -EIO an archive or
  * file that cannot be opened (logged once), -ENOMEM / -EMFILE (not
- * remembered: the next call tries again). */
+ * remembered: the next call tries again). Those that need a unit open
+ * return FS_WAIT instead of opening it, with *need the unit to wait for
+ * (fs_vfs_await()); a unit already open costs nothing more (one atomic
+ * load). */
 
-/* The child of dir called name. Opens an .npy.gz (its size is needed) and
- * an archive looked into, never a directory's archives by themselves. */
-int fs_vfs_lookup(struct fs_vfs *v, uint64_t dir, const char *name, uint64_t *ino);
+/* The child of dir called name. Needs an archive looked into open, never a
+ * directory's archives by themselves, nor an .npy.gz: the kernel sends the
+ * lookups of one directory one at a time, so a lookup that waited for a file
+ * to be sized would hold up its neighbours. -EIO for an .npy.gz known not to
+ * open. */
+int fs_vfs_lookup(struct fs_vfs *v, uint64_t dir, const char *name, uint64_t *ino,
+                  uint32_t *need);
+
+/* Are ino's attributes final? 0 yes; FS_WAIT: an .npy.gz not opened yet,
+ * whose size is known only once it is (*need, for fs_vfs_await()); -EIO: one
+ * that cannot be opened. Thread-safe, cheap (one atomic load). */
+int fs_vfs_attr_ready(struct fs_vfs *v, uint64_t ino, uint32_t *need);
 
 /* Attributes. Owner, group and permission bits are the source's at mount
  * (its stat, set-user-ID and set-group-ID dropped): a walked directory's
@@ -435,29 +495,42 @@ int fs_vfs_lookup(struct fs_vfs *v, uint64_t dir, const char *name, uint64_t *in
  * archive shown as a directory, and the directories inside it, the
  * archive's with x added wherever r is; its members exactly the archive's.
  * The root of several sources, or of one .npy.gz, is 0555 and the mounting
- * user's. Opens nothing. */
+ * user's. Opens nothing: an .npy.gz not opened yet shows its file's size
+ * (see fs_vfs_attr_ready()). */
 int fs_vfs_getattr(struct fs_vfs *v, uint64_t ino, struct stat *st);
 
-/* A directory being listed: opendir fills it (opening an archive directory),
- * fs_vfs_dirent() gives its children 0..count-1 in name order. */
+/* A directory being listed: opendir fills it (an archive directory needs its
+ * unit open: FS_WAIT), fs_vfs_dirent() gives its children 0..count-1 in name
+ * order. */
 struct fs_dir {
     uint64_t ino, parent; /* the directory's inode and its parent's */
     size_t count;         /* children */
     const void *node;     /* private to fs_vfs.c: the directory's node */
     const void *unit;     /* private: its unit, NULL in the outer tree */
 };
-int fs_vfs_opendir(struct fs_vfs *v, uint64_t ino, struct fs_dir *d);
+int fs_vfs_opendir(struct fs_vfs *v, uint64_t ino, struct fs_dir *d, uint32_t *need);
 void fs_vfs_dirent(struct fs_vfs *v, const struct fs_dir *d, size_t i, const char **name,
                    uint64_t *ino, bool *is_dir);
 
-/* The archive, member and indexer behind a file (opening it if needed).
- * -EISDIR for a directory. */
+/* The archive, member and indexer behind a file (its unit must be open:
+ * FS_WAIT). -EISDIR for a directory. */
 struct fs_file {
     struct fs_archive *a;
     struct fs_member *m;
     struct fs_indexer *indexer; /* may be NULL */
 };
-int fs_vfs_file(struct fs_vfs *v, uint64_t ino, struct fs_file *f);
+int fs_vfs_file(struct fs_vfs *v, uint64_t ino, struct fs_file *f, uint32_t *need);
+
+struct fs_waiter;
+/* Queue w until unit need (from FS_WAIT above) has been opened or has
+ * failed, starting its open in the opener pool if none is running (the first
+ * waiter starts it; later ones only queue). Returns 0: queued, and w->wake()
+ * is called once, maybe from another thread, maybe before this returns (do
+ * not touch w after 0): with 0, ask again (the unit is open, or failed for
+ * good and the call now gives -EIO), or with a negative errno to answer (a
+ * transient error of the open, -ECANCELED at unmount). 1: not queued, the
+ * unit no longer waits to be opened: ask again now. Thread-safe. */
+int fs_vfs_await(struct fs_vfs *v, uint32_t need, struct fs_waiter *w);
 
 /* statfs: bytes of every member of the opened archives, and inodes known. */
 void fs_vfs_totals(struct fs_vfs *v, uint64_t *bytes, uint64_t *files);
@@ -474,8 +547,12 @@ struct fs_indexer;
 
 /* Set up persistence for a mount (before any fork): prepares the index
  * directory; if it cannot be used, says so once in the log and goes on
- * without. Returns 0 or -ENOMEM. a and opts must outlive the indexer. */
-int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_indexer **out);
+ * without. Full passes an open waits for run in the pool defer (NULL: in the
+ * caller's thread) and, for a member that fits a quarter of cache (may be
+ * NULL), insert its chunks there as they decode. Returns 0 or -ENOMEM. a,
+ * opts, defer and cache must outlive the indexer. */
+int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_defer *defer,
+                   struct cache *cache, struct fs_indexer **out);
 
 /* Start the background thread (index=background), from the serving process
  * (FUSE init): threads do not survive fork. Accepts NULL. */
@@ -493,19 +570,88 @@ void fs_indexer_free(struct fs_indexer *x);
  * openers of m wait for that load. Thread-safe; accepts NULL x. */
 void fs_indexer_use(struct fs_indexer *x, struct fs_member *m);
 
-/* -o verify=strict, at every open of m: returns 0 at once if m has its
- * chunk CRC table (or needs none); otherwise runs the full pass over m that
- * builds it (checking the member's CRC-32, and saving the index when the
- * index directory is usable), or waits for the pass already running for m.
- * Returns 0, or -EIO if m is damaged (every later call too), -ENOMEM.
- * Thread-safe; accepts NULL x (returns 0). */
-int fs_indexer_verify(struct fs_indexer *x, struct fs_member *m);
+/* At every open of m (after fs_indexer_use()): may it be served now? Under
+ * verify=strict, and verify=auto for a member of at most verify_max bytes,
+ * only once it has its chunk CRC table: returns 0 if it has one (or needs
+ * none), -EIO if m is damaged (every later call too), or FS_WAIT: the open
+ * must wait for a full pass over m (fs_indexer_await()). Under verify=lazy,
+ * and verify=auto above verify_max, returns 0; the latter logs once per
+ * member that it is served before its full check. Thread-safe; accepts NULL
+ * x (returns 0). */
+int fs_indexer_ready(struct fs_indexer *x, struct fs_member *m);
+
+/* Queue w until the full pass over m that builds its table has ended: the
+ * pass already running (the background indexer's, or another open's), or
+ * one started now in the pool, which builds the table (checking the member's
+ * CRC-32, and saving the index when the index directory is usable). Returns
+ * 0: queued, and w->wake() is called once, maybe from another thread, maybe
+ * before this returns (do not touch w after 0): with 0, ask
+ * fs_indexer_ready() again, or a negative errno to answer (-ENOMEM,
+ * -ECANCELED at unmount). 1: not queued, m has its table or is damaged now:
+ * ask again now. Thread-safe. */
+int fs_indexer_await(struct fs_indexer *x, struct fs_member *m, struct fs_waiter *w);
+
+/* FUSE destroy, before the pool is joined: raise the stop flag of every pass
+ * over x's members (background or pool), so they end promptly. Accepts NULL. */
+void fs_indexer_cancel(struct fs_indexer *x);
 
 /* `npyfs index` for one opened source: build and save the index of every
  * deflate member (checking each CRC on the way), with a progress line when
  * stderr is a terminal. Prints one line per failing source. Returns an
  * exit status. */
 int fs_index_main(struct fs_archive *a, const struct fs_opts *opts);
+
+/*
+ * The opener pool (fs_defer.c): a few threads that do the slow work a FUSE
+ * handler must not wait for (opening a unit, which may size a gzip file by a
+ * full pass or touch a slow file system; a full verification pass an open
+ * waits for). libfuse lets a handler return without replying and reply later
+ * from another thread: a request that needs such work is queued as an
+ * fs_waiter on it, and the work wakes its waiters when done. Started at FUSE
+ * init and joined at destroy, in the serving process (threads do not survive
+ * fork). No FUSE in here.
+ */
+struct fs_defer;
+
+/* A request waiting for some work. Owned by whoever queued it; the work
+ * calls wake() exactly once, after unlinking it (next is the list link of the
+ * work it waits on). */
+struct fs_waiter {
+    struct fs_waiter *next;
+    void (*wake)(struct fs_waiter *w, int err);
+};
+
+/* A job for the pool. Embedded in its owner's struct; run() or, if the pool
+ * stops before it ran, cancel() is called exactly once, in a pool thread or
+ * in fs_defer_stop()'s caller; either must wake the job's waiters. */
+struct fs_job {
+    struct fs_job *next; /* queue link, private to fs_defer.c */
+    void (*run)(struct fs_job *j);
+    void (*cancel)(struct fs_job *j);
+};
+
+/* A pool of threads workers, not started. Returns 0 or -ENOMEM. */
+int fs_defer_new(unsigned threads, struct fs_defer **out);
+/* Start the workers (FUSE init). If none can start, submissions are refused
+ * with -EAGAIN and callers do the work themselves. Accepts NULL. */
+void fs_defer_start(struct fs_defer *d);
+/* Refuse further jobs (-ECANCELED), cancel() the queued ones, join the
+ * workers (running jobs must end promptly: they check their stop flags).
+ * Accepts NULL; idempotent. */
+void fs_defer_stop(struct fs_defer *d);
+/* Accepts NULL; stops first. */
+void fs_defer_free(struct fs_defer *d);
+/* Queue j for a worker. Returns 0, -EAGAIN (no workers: not started, or
+ * none could start) or -ECANCELED (stopping): then j is not queued. Accepts
+ * NULL d (-EAGAIN). Thread-safe. */
+int fs_defer_submit(struct fs_defer *d, struct fs_job *j);
+/* Call wake(w, err) for each waiter of list: here if the caller is a pool
+ * worker or the pool cannot take the job, else in a worker (so a thread at
+ * idle priority, such as the background indexer, never answers requests).
+ * Accepts NULL d and an empty list. Thread-safe. */
+void fs_defer_wake(struct fs_defer *d, struct fs_waiter *list, int err);
+/* Opener threads per mount. */
+#define FS_DEFER_THREADS 4
 
 /* The FUSE low-level operations (fs_ops.c). */
 struct fuse_lowlevel_ops;

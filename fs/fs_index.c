@@ -30,6 +30,20 @@
  * The key of a gzip member holds its last trailer, read when the indexer
  * is set up (as the archive is opened); a gzip member's file is saved and
  * loaded only with its chunk table (dfx_store.h says why).
+ *
+ * An open that must wait for a pass (verify=strict, or verify=auto up to
+ * verify_max) does not wait in its handler thread: it queues its request
+ * on the member (waiting[], fs_indexer_await()) and returns. The first one
+ * starts the pass as a job of the opener pool unless one runs already (the
+ * background thread's, say); the pass wakes every waiter of that member as
+ * soon as the table is published (publish()), before the file is finished,
+ * and its end wakes any left (pass_end()). A pass run for an open keeps its
+ * twin's windows raw (compressing them would slow the pass the open waits
+ * for; they are compressed as the file is finished) and feeds the chunk
+ * cache when the member fits a quarter of it: nobody can read the member
+ * before its pass ends (every open waits), a failing pass condemns all of
+ * it (and drops what it inserted), so the reads that follow a good pass are
+ * cache hits instead of a second decode.
  */
 #define _GNU_SOURCE
 #include "fs.h"
@@ -51,9 +65,21 @@
 #include "dfx_store.h"
 #include "gz.h"
 
+/* A mount may open many archives, each with its own indexer: their
+ * background passes run one at a time, in the order they get pass_lock.
+ * A waiting thread also wakes when its stop flag is raised (see
+ * fs_indexer_cancel()). */
+static pthread_mutex_t pass_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pass_free = PTHREAD_COND_INITIALIZER; /* pass_busy cleared or a stop */
+static bool pass_busy;                                        /* protected by pass_lock */
+
 /* Output decoded per read of an indexing pass; the stop flag is checked
  * between reads, so this bounds how long unmount waits for the thread. */
 #define PASS_READ (1u << 20)
+/* A pass an open waits for keeps its twin's windows raw (compressing one
+ * costs about 0.9 ms per spacing of output) for members up to this size:
+ * 32 MiB of windows at most, for the length of the pass. */
+#define RAW_WINDOWS_MAX (1ull << 30)
 /* The progress line is rewritten at most this often (seconds). */
 #define PROGRESS_EVERY 0.25
 /* ioprio_set(2): the calling thread, idle class. */
@@ -75,6 +101,11 @@ struct fs_indexer {
     unsigned char *state;     /* per member, protected by lock */
     bool *on_disk;            /* per member, protected by lock: saved or loaded */
     bool *passing;            /* per member, protected by lock: a full pass runs */
+    struct fs_waiter **waiting; /* per member, protected by lock: opens waiting for
+                                 * the pass (only while passing) */
+    const struct fs_opts *opts; /* borrowed; NULL for `npyfs index` */
+    struct fs_defer *defer;   /* borrowed: the pool passes for opens run in, or NULL */
+    struct cache *cache;      /* borrowed: fed by those passes, or NULL */
     pthread_t thread;
     bool running;             /* the thread was started and not yet joined */
     atomic_bool stop;         /* set by fs_indexer_stop(): the thread ends */
@@ -282,18 +313,51 @@ static void idle_priority(void)
     syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT);
 }
 
+/* One step of a pass that feeds the cache c: decode the chunk of m at pos (a
+ * chunk boundary) into a new cache chunk, add it to t, and insert it under
+ * m. Returns the bytes decoded (0 at the end of m), -EIO if the stream ends
+ * inside the chunk, or another negative errno. */
+static int64_t feed_step(struct cache *c, struct fs_member *m, struct dfx_reader *r,
+                         struct dfx_crcs *t, uint64_t pos)
+{
+    size_t want = m->size - pos < FS_CHUNK_SIZE ? (size_t)(m->size - pos) : FS_CHUNK_SIZE;
+    struct cache_chunk *ch;
+    int64_t n;
+    int ret;
+
+    if (want == 0)
+        return 0;
+    ret = cache_chunk_new(c, &ch);
+    if (ret < 0)
+        return ret;
+    n = dfx_reader_read(r, ch->data, want);
+    if (n == (int64_t)want) {
+        dfx_crcs_feed(t, pos, ch->data, want);
+        ch->len = want;
+        cache_insert(c, m->id, pos / FS_CHUNK_SIZE, ch);
+    } else if (n >= 0) {
+        n = -EIO;
+    }
+    cache_put(c, ch);
+    return n;
+}
+
 /*
  * One full pass over m's stream into a new twin index, building the chunk
  * CRC table of its output on the way. The twin's windows go to w (an index
- * file being written) if there is one, else stay in memory compressed,
- * within the mount's window budget. Returns 0 with the complete twin in
- * *out and the table in *crcs (owned), which the reader's checks at the end
- * (CRC-32, sizes) vouch for; -ECANCELED if stop was raised; or the error
- * (damage is also recorded in m->ix).
+ * file being written) if there is one and raw_windows is false; otherwise
+ * they stay in the twin, raw (raw_windows: faster; about 3% of the output
+ * in RAM until the file is finished, which compresses them) or compressed
+ * within the mount's window budget. With feed, every chunk goes into that
+ * cache as it decodes (see the top of the file: only for a member no reader
+ * can have open yet); a pass that fails drops them. Returns 0 with the
+ * complete twin in *out and the table in *crcs (owned), which the reader's
+ * checks at the end (CRC-32, sizes) vouch for; -ECANCELED if stop was
+ * raised; or the error (damage is also recorded in m->ix).
  */
 static int build_twin(struct fs_archive *a, struct fs_member *m, atomic_bool *stop,
-                      struct progress *pr, struct dfx_store_writer *w, struct dfx_index **out,
-                      struct dfx_crcs **crcs)
+                      struct progress *pr, struct dfx_store_writer *w, struct cache *feed,
+                      bool raw_windows, struct dfx_index **out, struct dfx_crcs **crcs)
 {
     struct dfx_index *ix;
     struct dfx_reader *r = NULL;
@@ -308,21 +372,21 @@ static int build_twin(struct fs_archive *a, struct fs_member *m, atomic_bool *st
     ret = dfx_crcs_new(m->size, FS_CHUNK_SIZE, &t);
     if (ret < 0)
         return ret == -EINVAL ? -EIO : ret;
-    buf = malloc(PASS_READ);
-    if (!buf) {
+    buf = feed ? NULL : malloc(PASS_READ); /* a feeding pass decodes into cache chunks */
+    if (!feed && !buf) {
         free(t);
         return -ENOMEM;
     }
     ret = dfx_index_new(dfx_index_stream(m->ix), a->spacing, &ix);
     if (ret < 0)
         goto out_free_buf;
-    if (w) {
+    if (w && !raw_windows) {
         struct dfx_sink sink;
 
         dfx_store_sink(w, &sink);
         dfx_index_set_sink(ix, &sink);
     } else {
-        dfx_index_compress_windows(ix, true);
+        dfx_index_compress_windows(ix, !raw_windows);
     }
     ret = dfx_reader_new(ix, 0, &r);
     while (ret == 0) {
@@ -330,12 +394,13 @@ static int build_twin(struct fs_archive *a, struct fs_member *m, atomic_bool *st
             ret = -ECANCELED;
             break;
         }
-        n = dfx_reader_read(r, buf, PASS_READ);
+        n = feed ? feed_step(feed, m, r, t, pos) : dfx_reader_read(r, buf, PASS_READ);
         if (n <= 0) {
             ret = (int)n;
             break;
         }
-        dfx_crcs_feed(t, pos, buf, (size_t)n);
+        if (!feed)
+            dfx_crcs_feed(t, pos, buf, (size_t)n);
         pos += (uint64_t)n;
         if (pr) {
             pr->done += (uint64_t)n;
@@ -361,6 +426,8 @@ static int build_twin(struct fs_archive *a, struct fs_member *m, atomic_bool *st
     if (ret == 0 && dfx_index_total(ix) != m->size)
         ret = -EIO; /* cannot happen for a checked stream; never save it */
     if (ret < 0) {
+        if (feed)
+            cache_drop_owner(feed, m->id); /* unchecked: never to be served */
         dfx_index_free(ix);
         goto out_free_buf;
     }
@@ -418,17 +485,30 @@ static int saved_as(int save_ret)
     return save_ret == 0 ? 1 : save_ret;
 }
 
+/* How a pass runs: its stop flag (may be NULL), the progress of `npyfs
+ * index` (may be NULL), the cache to feed (may be NULL), and whether the
+ * twin keeps raw windows (see build_twin()). */
+struct pass_how {
+    atomic_bool *stop;
+    struct progress *pr;
+    struct cache *feed;
+    bool raw_windows;
+};
+
+static void publish(struct fs_indexer *x, struct fs_member *m);
+
 /*
  * The full pass over m (see the top of the file): builds and publishes its
- * chunk CRC table, checking its CRC-32; saves its file if it is worth one
+ * chunk CRC table, checking its CRC-32 (and wakes the opens waiting for it
+ * at once: they need only the table); saves its file if it is worth one
  * and there is a directory (*saved: 1 saved, 0 not tried, or the save's
  * negative errno); a deflate member's live index gets the twin's points
  * (from the saved file, or moved over with their windows). Damage is
- * recorded in m. The caller keeps other passes over m away. Returns 0 or
- * the error.
+ * recorded in m. The caller keeps other passes over m away. A deflate member's chunks go into how->feed as they decode
+ * (build_twin()), if not NULL. Returns 0 (m has its table) or the error.
  */
-static int run_pass(struct fs_indexer *x, struct fs_member *m, atomic_bool *stop,
-                    struct progress *pr, int *saved)
+static int run_pass(struct fs_indexer *x, struct fs_member *m, const struct pass_how *how,
+                    int *saved)
 {
     struct dfx_store_writer *w = NULL;
     struct dfx_store_key k;
@@ -439,11 +519,13 @@ static int run_pass(struct fs_indexer *x, struct fs_member *m, atomic_bool *stop
 
     *saved = 0;
     if (m->kind == FS_STORED) {
-        ret = fs_member_scan_stored(x->a, m, stop);
-        if (pr) {
-            pr->done += m->size;
-            progress_show(pr, false);
+        ret = fs_member_scan_stored(x->a, m, how->stop);
+        if (how->pr) {
+            how->pr->done += m->size;
+            progress_show(how->pr, false);
         }
+        if (ret == 0)
+            publish(x, m);
         if (ret == 0 && worth)
             *saved = saved_as(save(x, m, NULL));
         return ret;
@@ -454,12 +536,13 @@ static int run_pass(struct fs_indexer *x, struct fs_member *m, atomic_bool *stop
         if (ret < 0)
             *saved = log_save(x, m, &k, ret); /* the pass goes on without a file */
     }
-    ret = build_twin(x->a, m, stop, pr, w, &twin, &t);
+    ret = build_twin(x->a, m, how->stop, how->pr, w, how->feed, how->raw_windows, &twin, &t);
     if (ret < 0) {
         dfx_store_abort(w);
         return ret;
     }
     fs_member_set_crcs(m, t); /* from now on reads are checked */
+    publish(x, m); /* the opens waiting need only the table */
     if (w) {
         *saved = saved_as(log_save(x, m, &k, dfx_store_finish(w, twin, atomic_load(&m->crcs))));
         dfx_index_free(twin); /* its windows are in the file (or lost with it) */
@@ -485,19 +568,48 @@ static bool pass_begin(struct fs_indexer *x, size_t i)
     return ok;
 }
 
-static void pass_end(struct fs_indexer *x, size_t i, bool saved)
+/* The pass over m has published its table: wake the opens waiting for it
+ * (they need no more), before the index is saved. Not for `npyfs index`. */
+static void publish(struct fs_indexer *x, struct fs_member *m)
 {
+    size_t i = (size_t)(m - x->a->members);
+    struct fs_waiter *list;
+
+    if (!x->waiting)
+        return;
+    pthread_mutex_lock(&x->lock);
+    list = x->waiting[i];
+    x->waiting[i] = NULL;
+    pthread_mutex_unlock(&x->lock);
+    fs_defer_wake(x->defer, list, 0);
+}
+
+/* The pass over member i has ended with ret (logged by the caller): wake
+ * the opens waiting for it, to ask again if m now has its table (or is
+ * damaged, which they then get), or with the error, which a later open
+ * retries: -ECANCELED, -ENOMEM, else -EIO. */
+static void pass_end(struct fs_indexer *x, size_t i, bool saved, int ret)
+{
+    struct fs_member *m = &x->a->members[i];
+    struct fs_waiter *list;
+    int err = ret == -ECANCELED || ret == -ENOMEM ? ret : -EIO;
+
+    if (has_table(m) || damaged(m))
+        err = 0;
     pthread_mutex_lock(&x->lock);
     x->passing[i] = false;
     if (saved)
         x->on_disk[i] = true; /* the file is there: nothing to save at unmount */
+    list = x->waiting[i];
+    x->waiting[i] = NULL;
     pthread_cond_broadcast(&x->loaded);
     pthread_mutex_unlock(&x->lock);
+    fs_defer_wake(x->defer, list, err);
 }
 
 /* Background work for member i: load, or build (checking it), save and
  * load. A member whose file has no table (saved at an unmount) gets a pass
- * too. A pass already running for it (a strict open's) is left alone. */
+ * too. A pass already running for it (an open's) is left alone. */
 static void background_member(struct fs_indexer *x, size_t i)
 {
     struct fs_member *m = &x->a->members[i];
@@ -506,51 +618,118 @@ static void background_member(struct fs_indexer *x, size_t i)
     fs_indexer_use(x, m);
     if (has_table(m) || damaged(m) || !pass_begin(x, i))
         return;
-    ret = run_pass(x, m, &x->stop, NULL, &saved);
-    pass_end(x, i, saved == 1);
+    ret = run_pass(x, m, &(struct pass_how){.stop = &x->stop}, &saved);
     if (ret < 0 && ret != -ECANCELED && ret != -ENOMEM)
         log_damage(x->a, m, ret);
+    pass_end(x, i, saved == 1, ret);
+}
+
+/* A pass run in the pool for the opens waiting on member i. */
+struct pass_job {
+    struct fs_job job; /* first */
+    struct fs_indexer *x;
+    size_t i;
+};
+
+static void pass_job_run(struct fs_job *j)
+{
+    struct pass_job *p = (struct pass_job *)j;
+    struct fs_indexer *x = p->x;
+    struct fs_member *m = &x->a->members[p->i];
+    bool fits = x->cache && x->opts && m->size <= x->opts->cache_size / 4;
+    struct pass_how how = {.stop = &x->stop, .feed = fits ? x->cache : NULL,
+                           .raw_windows = m->size <= RAW_WINDOWS_MAX};
+    int ret, saved = 0;
+
+    ret = atomic_load(&x->stop) ? -ECANCELED : run_pass(x, m, &how, &saved);
+    if (ret < 0 && ret != -ECANCELED && ret != -ENOMEM)
+        log_damage(x->a, m, ret);
+    pass_end(x, p->i, saved == 1, ret);
+    free(p);
+}
+
+static void pass_job_cancel(struct fs_job *j)
+{
+    struct pass_job *p = (struct pass_job *)j;
+
+    pass_end(p->x, p->i, false, -ECANCELED);
+    free(p);
 }
 
 /* Contract in fs.h. */
-int fs_indexer_verify(struct fs_indexer *x, struct fs_member *m)
+int fs_indexer_ready(struct fs_indexer *x, struct fs_member *m)
 {
-    size_t i;
-    int ret, saved;
+    const struct fs_opts *o = x ? x->opts : NULL;
 
-    if (!x || !worth_indexing(x->a, m) || has_table(m))
+    if (!o || !worth_indexing(x->a, m) || has_table(m))
         return 0;
-    fs_indexer_use(x, m); /* a saved table, if there is one */
-    i = (size_t)(m - x->a->members);
-    pthread_mutex_lock(&x->lock);
-    for (;;) {
-        ret = has_table(m) ? 0 : damaged(m) ? -EIO : 1;
-        if (ret <= 0 || !x->passing[i])
-            break;
-        pthread_cond_wait(&x->loaded, &x->lock);
+    if (o->verify == FS_VERIFY_LAZY)
+        return 0;
+    if (o->verify == FS_VERIFY_AUTO && m->size > o->verify_max) {
+        if (!atomic_exchange(&m->said_unverified, true))
+            fuse_log(FUSE_LOG_WARNING, "npyfs: %s: member '%s' (%llu bytes, above "
+                     "verify_max=%llu) is served before its full check: until %s, a "
+                     "damaged byte that still decodes would be read as data (npyfs stats "
+                     "shows it as unverified)\n", x->a->path, m->name,
+                     (unsigned long long)m->size, (unsigned long long)o->verify_max,
+                     x->mode == FS_INDEX_BACKGROUND ? "the background pass has checked it"
+                                                    : "a full pass has checked it");
+        return 0;
     }
-    if (ret == 1)
-        x->passing[i] = true;
-    pthread_mutex_unlock(&x->lock);
-    if (ret <= 0)
-        return ret;
-
-    ret = run_pass(x, m, NULL, NULL, &saved);
-    pass_end(x, i, saved == 1);
-    if (ret < 0 && ret != -ENOMEM) {
-        log_damage(x->a, m, ret);
-        ret = -EIO;
-    }
-    return ret;
+    return damaged(m) ? -EIO : FS_WAIT;
 }
 
-/* A mount may open many archives, each with its own indexer: their
- * background passes run one at a time, in the order they get pass_lock.
- * A waiting thread also wakes when its stop flag is raised (see
- * fs_indexer_stop()). */
-static pthread_mutex_t pass_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t pass_free = PTHREAD_COND_INITIALIZER; /* pass_busy cleared or a stop */
-static bool pass_busy;                                        /* protected by pass_lock */
+/* Contract in fs.h. */
+int fs_indexer_await(struct fs_indexer *x, struct fs_member *m, struct fs_waiter *w)
+{
+    size_t i = (size_t)(m - x->a->members);
+    struct pass_job *p;
+    bool start;
+    int ret;
+
+    pthread_mutex_lock(&x->lock);
+    if (has_table(m) || damaged(m)) {
+        pthread_mutex_unlock(&x->lock);
+        return 1;
+    }
+    w->next = x->waiting[i];
+    x->waiting[i] = w;
+    start = !x->passing[i];
+    x->passing[i] = true;
+    pthread_mutex_unlock(&x->lock);
+    if (!start)
+        return 0;
+    p = malloc(sizeof(*p));
+    if (!p) {
+        pass_end(x, i, false, -ENOMEM);
+        return 0;
+    }
+    p->job.run = pass_job_run;
+    p->job.cancel = pass_job_cancel;
+    p->x = x;
+    p->i = i;
+    /* A member of one chunk: its pass is the very decode its first read
+     * would do in a request thread anyway, and a hop to the pool would cost
+     * more than the pass (a .npz of many small arrays). */
+    ret = m->size <= FS_CHUNK_SIZE ? -EAGAIN : fs_defer_submit(x->defer, &p->job);
+    if (ret == -EAGAIN)
+        pass_job_run(&p->job); /* here, as before the pool */
+    else if (ret < 0)
+        pass_job_cancel(&p->job);
+    return 0;
+}
+
+/* Contract in fs.h. */
+void fs_indexer_cancel(struct fs_indexer *x)
+{
+    if (!x)
+        return;
+    atomic_store(&x->stop, true);
+    pthread_mutex_lock(&pass_lock); /* wake the thread if it waits for its turn */
+    pthread_cond_broadcast(&pass_free);
+    pthread_mutex_unlock(&pass_lock);
+}
+
 
 static void *background_main(void *arg)
 {
@@ -643,7 +822,8 @@ static const char *dir_problem(int err)
 }
 
 /* Contract in fs.h. */
-int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_indexer **out)
+int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_defer *defer,
+                   struct cache *cache, struct fs_indexer **out)
 {
     struct fs_indexer *x;
     char *path;
@@ -655,10 +835,14 @@ int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_i
         return -ENOMEM;
     x->a = a;
     x->mode = opts->index_mode;
+    x->opts = opts;
+    x->defer = defer;
+    x->cache = cache;
     x->state = calloc(a->count ? a->count : 1, sizeof(*x->state));
     x->on_disk = calloc(a->count ? a->count : 1, sizeof(*x->on_disk));
     x->passing = calloc(a->count ? a->count : 1, sizeof(*x->passing));
-    if (!x->state || !x->on_disk || !x->passing)
+    x->waiting = calloc(a->count ? a->count : 1, sizeof(*x->waiting));
+    if (!x->state || !x->on_disk || !x->passing || !x->waiting)
         goto out_nomem;
     x->dir = index_dir(opts, &ret, &path);
     if (ret == -ENOMEM) {
@@ -680,6 +864,7 @@ out_nomem:
     free(x->state);
     free(x->on_disk);
     free(x->passing);
+    free(x->waiting);
     free(x);
     return -ENOMEM;
 }
@@ -711,10 +896,7 @@ void fs_indexer_stop(struct fs_indexer *x)
     if (!x)
         return;
     if (x->running) {
-        atomic_store(&x->stop, true);
-        pthread_mutex_lock(&pass_lock); /* wake it if it waits for its turn */
-        pthread_cond_broadcast(&pass_free);
-        pthread_mutex_unlock(&pass_lock);
+        fs_indexer_cancel(x);
         pthread_join(x->thread, NULL);
         x->running = false;
     }
@@ -751,6 +933,7 @@ void fs_indexer_free(struct fs_indexer *x)
     free(x->state);
     free(x->on_disk);
     free(x->passing);
+    free(x->waiting);
     dir_put(x->dir);
     free(x);
 }
@@ -786,7 +969,7 @@ static int index_member(struct fs_indexer *x, struct fs_member *m, struct progre
         pr->done += m->size;
         return worth ? save(x, m, m->ix) : 0;
     }
-    ret = run_pass(x, m, NULL, pr, &saved);
+    ret = run_pass(x, m, &(struct pass_how){.pr = pr}, &saved);
     return ret < 0 ? ret : saved < 0 ? saved : 0;
 }
 

@@ -85,7 +85,8 @@ static const char usage_text[] =
     "           tab-separated otherwise; --json: one JSON array of objects\n"
     "  index    build and save the index and chunk checksums of every member\n"
     "           ahead of time, checking each CRC on the way; a directory SOURCE:\n"
-    "           every .npz and .npy.gz below it (takes index_dir= and spacing=)\n"
+    "           every .npz and .npy.gz below it (takes index_dir=, spacing= and\n"
+    "           max_ratio=)\n"
     "  stats    a mount's live counters: bytes served and decompressed, cache\n"
     "           hits and misses, index coverage per member (--json: as JSON)\n"
     "\n"
@@ -94,13 +95,13 @@ static const char usage_text[] =
     "  -d                 foreground with FUSE debug output\n"
     "\n"
     "-o options (mount; the same in /etc/fstab):\n"
-    "  cache_size=SIZE    decompressed data the daemon may hold (default 256M,\n"
+    "  cache_size=SIZE    decompressed data the daemon may hold (default 32M,\n"
     "                     at least 128K: one chunk)\n"
     "  spacing=SIZE       distance between index access points (default 1M, at\n"
     "                     least 64K; smaller: faster random reads, more memory)\n"
     "  threads=N          readahead workers decoding ahead of sequential\n"
     "                     readers (default: online cores; 0: none; at most 256)\n"
-    "  readahead=SIZE     kernel readahead per file, set when root (default 512K;\n"
+    "  readahead=SIZE     kernel readahead per file, set when root (default 256K;\n"
     "                     0: leave the kernel's; else from 4K to 1G)\n"
     "  index_dir=DIR      where saved indexes go (default $XDG_CACHE_HOME/npyfs,\n"
     "                     else ~/.cache/npyfs)\n"
@@ -109,9 +110,22 @@ static const char usage_text[] =
     "  index_mem=SIZE     memory for the index windows that reads record, for\n"
     "                     the whole mount (default 64M; beyond it, fewer points\n"
     "                     keep a window: random reads decode further)\n"
-    "  verify=MODE        lazy (default): serve at once, checking each chunk once\n"
-    "                     the member's checksums exist; strict: a member's first\n"
-    "                     open waits for a full pass that checks all of it\n"
+    "  verify=MODE        auto (default): a member of at most verify_max bytes is\n"
+    "                     checked in full before its first read is answered (its\n"
+    "                     first open waits for that pass), a bigger one is served\n"
+    "                     at once; strict: every member is checked first; lazy:\n"
+    "                     every member is served at once. Once a member's chunk\n"
+    "                     checksums exist (that pass, the background indexer, or\n"
+    "                     a saved index), every chunk read is checked\n"
+    "  verify_max=SIZE    the largest member verify=auto checks before serving\n"
+    "                     it (default 128M)\n"
+    "  max_ratio=N        a .npy.gz that must be sized by a full pass (several\n"
+    "                     gzip members, ISIZE disagreeing with the .npy header,\n"
+    "                     content that is not a sizeable .npy) is refused once it\n"
+    "                     expands more than N times its size (default 100;\n"
+    "                     0: no limit): it then reads as EIO (a SOURCE named on\n"
+    "                     the command line: a mount error). Other files are not\n"
+    "                     affected\n"
     "  OPT                passed to libfuse: allow_other, allow_root, auto_unmount,\n"
     "                     ro, nodev, dev, nosuid, suid, noexec, exec, noatime,\n"
     "                     atime, sync, async, dirsync, max_read=SIZE, fsname=,\n"
@@ -174,6 +188,22 @@ static int parse_size(const char *s, uint64_t *out)
     if (*end || (shift && v > (UINT64_MAX >> shift)))
         return -EINVAL;
     *out = (uint64_t)v << shift;
+    return 0;
+}
+
+/* A decimal count, no suffix. Returns 0 or -EINVAL. */
+static int parse_count(const char *s, uint64_t *out)
+{
+    char *end;
+    unsigned long long v;
+
+    if (*s < '0' || *s > '9')
+        return -EINVAL;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno || *end)
+        return -EINVAL;
+    *out = v;
     return 0;
 }
 
@@ -366,12 +396,20 @@ static void parse_opts(struct mount_args *ma, const char *list)
             else
                 die_usage("bad value in -o %s: expected background or lazy", opt);
         } else if (strncmp(opt, "verify=", 7) == 0) {
-            if (strcmp(opt + 7, "lazy") == 0)
+            if (strcmp(opt + 7, "auto") == 0)
+                ma->opts.verify = FS_VERIFY_AUTO;
+            else if (strcmp(opt + 7, "lazy") == 0)
                 ma->opts.verify = FS_VERIFY_LAZY;
             else if (strcmp(opt + 7, "strict") == 0)
                 ma->opts.verify = FS_VERIFY_STRICT;
             else
-                die_usage("bad value in -o %s: expected lazy or strict", opt);
+                die_usage("bad value in -o %s: expected auto, lazy or strict", opt);
+        } else if (strncmp(opt, "verify_max=", 11) == 0) {
+            if (parse_size(opt + 11, &ma->opts.verify_max) < 0)
+                die_usage("bad value in -o %s: expected a size such as 128M", opt);
+        } else if (strncmp(opt, "max_ratio=", 10) == 0) {
+            if (parse_count(opt + 10, &ma->opts.max_ratio) < 0)
+                die_usage("bad value in -o %s: expected a whole number (0: no limit)", opt);
         } else if (strncmp(opt, "spacing=", 8) == 0) {
             if (parse_size(opt + 8, &ma->opts.spacing) < 0 ||
                 ma->opts.spacing < DFX_MIN_SPACING)
@@ -452,6 +490,9 @@ static void parse_mount_args(int argc, char **argv, struct mount_args *ma)
     ma->opts.threads = default_threads();
     ma->opts.readahead = FS_DEFAULT_READAHEAD;
     ma->opts.index_mem = FS_DEFAULT_INDEX_MEM;
+    ma->opts.verify = FS_VERIFY_AUTO;
+    ma->opts.verify_max = FS_DEFAULT_VERIFY_MAX;
+    ma->opts.max_ratio = FS_DEFAULT_MAX_RATIO;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-f") == 0) {
@@ -484,10 +525,10 @@ static void parse_mount_args(int argc, char **argv, struct mount_args *ma)
     ma->mountpoint = pos[npos - 1];
 }
 
-/* One line on stderr for a source that would not open. A file refused as
- * not a zip gets what it is instead, when that can be told: a plain .npy
+/* One line on stderr for a source that would not open (max_ratio: the limit
+ * the open had, struct fs_open_limits). A file refused as not a zip gets what it is instead, when that can be told: a plain .npy
  * (already mappable) or a zip cut short (with the sizes that show it). */
-static void report_open_error(const char *path, int err)
+static void report_open_error(const char *path, int err, uint64_t max_ratio)
 {
     unsigned char magic[NPY_MAGIC_LEN] = {0}, sig[4];
     struct zip_end_info z;
@@ -530,16 +571,19 @@ static void report_open_error(const char *path, int err)
     src_free(s);
     return;
 generic:
-    fprintf(stderr, "npyfs: %s: %s\n", path, fs_open_problem(err, buf, sizeof(buf)));
+    fprintf(stderr, "npyfs: %s: %s\n", path, fs_open_problem(err, max_ratio, buf, sizeof(buf)));
 }
 
-static struct fs_archive *open_source(const char *path, uint64_t spacing)
+/* Open an archive named on the command line, within max_ratio (0: no
+ * limit); exits with one line on failure. */
+static struct fs_archive *open_source(const char *path, uint64_t spacing, uint64_t max_ratio)
 {
+    struct fs_open_limits lim = {.max_ratio = max_ratio};
     struct fs_archive *a;
-    int ret = fs_archive_open(path, spacing, &a);
+    int ret = fs_archive_open(path, spacing, &lim, &a);
 
     if (ret < 0) {
-        report_open_error(path, ret);
+        report_open_error(path, ret, max_ratio);
         exit(1);
     }
     return a;
@@ -804,7 +848,7 @@ static struct fs_source *prepare_sources(const struct mount_args *ma)
         if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
             if (has_suffix(p, ".npz") || has_suffix(p, ".npz/") || has_suffix(p, ".npy.gz") ||
                 has_suffix(p, ".npy.gz/")) {
-                report_open_error(p, -EISDIR);
+                report_open_error(p, -EISDIR, 0);
                 exit(1);
             }
             if (access(p, R_OK | X_OK) != 0) {
@@ -814,7 +858,7 @@ static struct fs_source *prepare_sources(const struct mount_args *ma)
             }
             names[i] = dir_name(p);
         } else {
-            s[i].archive = open_source(p, ma->opts.spacing);
+            s[i].archive = open_source(p, ma->opts.spacing, ma->opts.max_ratio);
             names[i] = s[i].archive->kind == FS_SRC_GZIP ? strdup(s[i].archive->members[0].name)
                                                           : dir_name(p);
         }
@@ -871,14 +915,14 @@ static int cmd_mount(int argc, char **argv)
     }
     ctx.uid = getuid();
     ctx.gid = getgid();
-    ret = fs_vfs_new(srcs, (size_t)ma.nsources, &ctx.opts, &ctx.vfs, &bad);
+    if (cache_new(ma.opts.cache_size, FS_CHUNK_SIZE, &ctx.cache) < 0) {
+        fprintf(stderr, "npyfs: %s: out of memory\n", ma.source);
+        return 1;
+    }
+    ret = fs_vfs_new(srcs, (size_t)ma.nsources, &ctx.opts, ctx.cache, &ctx.vfs, &bad);
     if (ret < 0) {
         fprintf(stderr, "npyfs: %s: %s\n", srcs[bad].path,
                 ret == -EFBIG ? "too many files to mount" : strerror(-ret));
-        return 1;
-    }
-    if (cache_new(ma.opts.cache_size, FS_CHUNK_SIZE, &ctx.cache) < 0) {
-        fprintf(stderr, "npyfs: %s: out of memory\n", ma.source);
         return 1;
     }
     se = new_session(&ma, &ctx);
@@ -902,8 +946,8 @@ static int cmd_mount(int argc, char **argv)
         ret = daemon_child(se, ma.mountpoint, pipefd[1]);
     }
     fuse_session_destroy(se);
-    cache_free(ctx.cache);
-    fs_vfs_free(ctx.vfs); /* indexers stopped by the FUSE destroy handler */
+    fs_vfs_free(ctx.vfs); /* indexers and the pool stopped by the FUSE destroy handler */
+    cache_free(ctx.cache); /* after the vfs: its passes may feed the cache */
     for (int i = 0; i < ma.nsources; i++)
         free((char *)srcs[i].name);
     free(srcs);
@@ -1315,10 +1359,10 @@ static void archive_list_destroy(struct archive_list *l)
 static int ls_one(struct fs_ls *l, const char *path)
 {
     struct fs_archive *a;
-    int ret = fs_archive_open(path, DFX_DEFAULT_SPACING, &a);
+    int ret = fs_archive_open(path, DFX_DEFAULT_SPACING, NULL, &a); /* asked for by name: no limit */
 
     if (ret < 0) {
-        report_open_error(path, ret);
+        report_open_error(path, ret, 0);
         return 1;
     }
     ret = fs_ls_add(l, a);
@@ -1391,12 +1435,14 @@ static int index_tree(const char *dir, const struct fs_opts *opts)
     struct archive_list found = {0};
     int status = collect_archives(dir, &found);
 
+    struct fs_open_limits lim = {.max_ratio = opts->max_ratio};
+
     for (size_t i = 0; i < found.count; i++) {
         struct fs_archive *a;
-        int ret = fs_archive_open(found.paths[i], opts->spacing, &a);
+        int ret = fs_archive_open(found.paths[i], opts->spacing, &lim, &a);
 
         if (ret < 0) {
-            report_open_error(found.paths[i], ret);
+            report_open_error(found.paths[i], ret, lim.max_ratio);
             status = 1;
             continue;
         }
@@ -1410,7 +1456,7 @@ static int index_tree(const char *dir, const struct fs_opts *opts)
 
 /* The -o options npyfs index takes; a new one that applies to indexing
  * goes here too (and in index_help). */
-static const char *const index_opt_names[] = {"index_dir=", "spacing=", NULL};
+static const char *const index_opt_names[] = {"index_dir=", "spacing=", "max_ratio=", NULL};
 
 /* Is name (without '=') an option of npyfs index? */
 static bool index_opt(const char *name)
@@ -1460,6 +1506,7 @@ static int cmd_index(int argc, char **argv)
     int nsrc = 0, status = 0;
 
     ma.opts.spacing = DFX_DEFAULT_SPACING;
+    ma.opts.max_ratio = FS_DEFAULT_MAX_RATIO;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "-o") == 0) {
             if (++i == argc)
@@ -1474,6 +1521,7 @@ static int cmd_index(int argc, char **argv)
         }
     }
     for (int i = 0; i < argc; i++) {
+        struct fs_open_limits lim = {.max_ratio = ma.opts.max_ratio};
         struct fs_archive *a;
         int ret;
 
@@ -1489,9 +1537,9 @@ static int cmd_index(int argc, char **argv)
                 status = 1;
             continue;
         }
-        ret = fs_archive_open(argv[i], ma.opts.spacing, &a);
+        ret = fs_archive_open(argv[i], ma.opts.spacing, &lim, &a);
         if (ret < 0) {
-            report_open_error(argv[i], ret);
+            report_open_error(argv[i], ret, lim.max_ratio);
             status = 1;
             continue;
         }

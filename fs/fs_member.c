@@ -264,17 +264,42 @@ static void grow_feed(struct grow_crcs *g, const unsigned char *p, size_t len)
     }
 }
 
+/* The most output a sizing pass over a file of size compressed bytes may
+ * decode: lim->max_ratio x size, but never less than FS_SIZING_FLOOR (a tiny
+ * file of repetitive text is no threat); 0 for no limit (none given, or the
+ * product does not fit). */
+static uint64_t pass_budget(const struct fs_open_limits *lim, uint64_t size)
+{
+    uint64_t budget;
+
+    if (!lim || !lim->max_ratio || __builtin_mul_overflow(lim->max_ratio, size, &budget))
+        return 0;
+    return budget < FS_SIZING_FLOOR ? FS_SIZING_FLOOR : budget;
+}
+
 /* Decode to the end of the stream and return the total output size,
- * feeding every byte to g. */
-static int64_t full_pass(struct dfx_reader *r, struct grow_crcs *g)
+ * feeding every byte to g. Stops with -E2BIG once the output exceeds budget
+ * (0: none), or -ECANCELED once *stop is raised (checked between reads of
+ * PASS_BUF bytes). */
+static int64_t full_pass(struct dfx_reader *r, struct grow_crcs *g, uint64_t budget,
+                         const atomic_bool *stop)
 {
     unsigned char *buf = malloc(PASS_BUF);
     int64_t n;
 
     if (!buf)
         return -ENOMEM;
-    while ((n = dfx_reader_read(r, buf, PASS_BUF)) > 0)
+    while ((n = dfx_reader_read(r, buf, PASS_BUF)) > 0) {
         grow_feed(g, buf, (size_t)n);
+        if (budget && dfx_reader_pos(r) > budget) {
+            n = -E2BIG;
+            break;
+        }
+        if (stop && atomic_load(stop)) {
+            n = -ECANCELED;
+            break;
+        }
+    }
     free(buf);
     return n < 0 ? n : (int64_t)dfx_reader_pos(r);
 }
@@ -301,11 +326,17 @@ static struct dfx_crcs *grow_table(struct grow_crcs *g, uint64_t size)
  * The exact size of a gzip stream's output without decompressing its payload
  * when possible: the .npy header gives header + itemsize * prod(shape), which
  * must agree with ISIZE (size mod 2^32 of the last member). Otherwise (not a
- * sizeable .npy, or several members) one full pass counts the bytes; it also
- * fills the index and builds the chunk CRC table (*crcs) on the way, so the
- * work is not lost: that pass checked every member's trailer.
+ * sizeable .npy, or several members) one full pass counts the bytes, within
+ * lim (see full_pass()); it also fills the index and builds the chunk CRC
+ * table (*crcs) on the way, so the work is not lost: that pass checked every
+ * member's trailer.
+ *
+ * Every length here comes from the file: the prefix read may be short (a
+ * tiny stream), and a version-1 header's HEADER_LEN may be 0 or 1, so the
+ * data offset can lie inside the NPY_PREFIX_LEN bytes already read.
  */
-static int64_t gzip_size(struct src *s, struct dfx_index *ix, bool *full, struct dfx_crcs **crcs)
+static int64_t gzip_size(struct src *s, struct dfx_index *ix, const struct fs_open_limits *lim,
+                         bool *full, struct dfx_crcs **crcs)
 {
     unsigned char *hdr = NULL;
     struct npy_header h = {0};
@@ -329,7 +360,8 @@ static int64_t gzip_size(struct src *s, struct dfx_index *ix, bool *full, struct
         goto out;
     }
     if (npy_prefix(hdr, (size_t)n, &doff) == 0 && doff <= NPY_HEADER_MAX + NPY_PREFIX_LEN) {
-        m = dfx_reader_read(r, hdr + n, doff - (uint64_t)n);
+        if (doff > (uint64_t)n)
+            m = dfx_reader_read(r, hdr + n, (size_t)(doff - (uint64_t)n));
         if (m < 0) {
             ret = m;
             goto out;
@@ -341,7 +373,7 @@ static int64_t gzip_size(struct src *s, struct dfx_index *ix, bool *full, struct
         }
     }
     grow_feed(&g, hdr, (size_t)(n + m));
-    ret = full_pass(r, &g);
+    ret = full_pass(r, &g, pass_budget(lim, s->size), lim ? lim->stop : NULL);
     *full = true;
     if (ret >= 0)
         *crcs = grow_table(&g, (uint64_t)ret);
@@ -353,7 +385,7 @@ out:
     return ret;
 }
 
-static int open_gzip(struct fs_archive *a)
+static int open_gzip(struct fs_archive *a, const struct fs_open_limits *lim)
 {
     struct dfx_stream st = {0};
     struct dfx_crcs *crcs = NULL;
@@ -388,7 +420,7 @@ static int open_gzip(struct fs_archive *a)
     ret = dfx_index_new(&st, a->spacing, &m->ix);
     if (ret < 0)
         return ret;
-    size = gzip_size(a->src, m->ix, &full, &crcs);
+    size = gzip_size(a->src, m->ix, lim, &full, &crcs);
     if (size < 0)
         return (int)size;
     m->size = (uint64_t)size;
@@ -440,9 +472,17 @@ out_free:
 }
 
 /* Contract in fs.h. */
-const char *fs_open_problem(int err, char *buf, size_t len)
+const char *fs_open_problem(int err, uint64_t max_ratio, char *buf, size_t len)
 {
     switch (err) {
+    case -E2BIG:
+        snprintf(buf, len,
+                 "refused: expands more than %llux its size when sized by a full pass "
+                 "(-o max_ratio=%llu; raise it, or 0 for no limit)",
+                 (unsigned long long)max_ratio, (unsigned long long)max_ratio);
+        return buf;
+    case -ECANCELED:
+        return "not opened: the mount is stopping";
     case -EINVAL:
         return "not a zip (.npz) or gzip (.npy.gz) file, or its directory is malformed";
     case -EIO:
@@ -461,14 +501,15 @@ const char *fs_open_problem(int err, char *buf, size_t len)
 }
 
 /* Contract in fs.h. */
-int fs_archive_open(const char *path, uint64_t spacing, struct fs_archive **out)
+int fs_archive_open(const char *path, uint64_t spacing, const struct fs_open_limits *lim,
+                    struct fs_archive **out)
 {
-    return fs_archive_open_beneath(-1, NULL, path, spacing, out);
+    return fs_archive_open_beneath(-1, NULL, path, spacing, lim, out);
 }
 
 /* Contract in fs.h. */
 int fs_archive_open_beneath(int dirfd, const char *rel, const char *path, uint64_t spacing,
-                            struct fs_archive **out)
+                            const struct fs_open_limits *lim, struct fs_archive **out)
 {
     struct fs_archive *a;
     unsigned char magic[2] = {0};
@@ -480,7 +521,7 @@ int fs_archive_open_beneath(int dirfd, const char *rel, const char *path, uint64
     src_pread(a->src, magic, sizeof(magic), 0);
     if (magic[0] == 0x1f && magic[1] == 0x8b) {
         a->kind = FS_SRC_GZIP;
-        ret = open_gzip(a);
+        ret = open_gzip(a, lim);
     } else {
         a->kind = FS_SRC_ZIP;
         ret = open_zip(a);

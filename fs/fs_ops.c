@@ -8,6 +8,17 @@
  * entries get long timeouts and files are opened with keep_cache: the
  * kernel page cache is the first level of caching.
  *
+ * Requests never wait in a handler thread for slow work. A request that
+ * needs a unit opened (fs_vfs.c) or a member checked by a full pass first
+ * (verify=, fs_index.c) is copied into a struct pending, queued on that work
+ * as an fs_waiter, and the handler returns without replying; when the work
+ * ends, the request runs again (in a pool thread) and replies. The same
+ * run_op() serves the first attempt and every later one, so a retry behaves
+ * exactly like a request that found the work done. A queued request can be
+ * interrupted (the kernel's INTERRUPT, when the caller got a signal): it is
+ * answered EINTR at once, so a killed `ls` does not hang on a file being
+ * sized, and its pending record is freed when the work wakes it.
+ *
  * Data replies: a deflate read goes out as an iovec pointing into the
  * cached chunks; a stored read is read into a buffer with pread, the
  * archive checked unchanged (fs_archive_check()), then sent. Not spliced:
@@ -25,6 +36,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,6 +210,12 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
     /* Reads of one file may run in parallel: our handlers are thread-safe. */
     if (conn->capable & FUSE_CAP_ASYNC_READ)
         conn->want |= FUSE_CAP_ASYNC_READ;
+    /* So may lookups and listings in one directory. (libfuse 3.14 does not
+     * pass this on to the kernel, which then sends them one at a time per
+     * directory: that is why a lookup never waits for a unit to be opened,
+     * and the getattr that follows does; see try_lookup().) */
+    if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+        conn->want |= FUSE_CAP_PARALLEL_DIROPS;
     /* -o max_read= went to libfuse too, which wants init to say the same */
     if (ctx->opts.max_read)
         conn->max_read = (unsigned)ctx->opts.max_read;
@@ -288,80 +306,126 @@ static void tune_readahead(struct fs_ctx *ctx)
         fuse_log(FUSE_LOG_DEBUG, "npyfs: cannot set %s\n", path);
 }
 
-static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
-    struct fs_ctx *ctx = ctx_of(req);
-    struct fuse_entry_param e;
-    uint64_t ino;
-    int ret = fs_vfs_lookup(ctx->vfs, parent, name, &ino);
+/* ----------------------------------------------------- requests that wait --- */
 
+/* The requests that may have to wait for a unit or a pass. */
+enum op_kind {
+    OP_LOOKUP, OP_GETATTR, OP_OPENDIR, OP_READDIR, OP_OPEN, OP_GETXATTR, OP_LISTXATTR
+};
+
+/* One request's arguments: the handler's, or a pending request's copy. */
+struct op {
+    enum op_kind kind;
+    fuse_ino_t ino;            /* OP_LOOKUP: the parent */
+    const char *name;          /* OP_LOOKUP, OP_GETXATTR */
+    struct fuse_file_info *fi; /* OP_OPENDIR, OP_READDIR, OP_OPEN */
+    size_t size;               /* OP_READDIR, OP_GETXATTR, OP_LISTXATTR */
+    off_t off;                 /* OP_READDIR */
+};
+
+/* What an attempt that returned FS_WAIT waits for. */
+struct wait_for {
+    bool pass;              /* the full pass over m (x's), else unit's open */
+    uint32_t unit;
+    struct fs_indexer *x;
+    struct fs_member *m;
+};
+
+/* A lookup never waits for an .npy.gz to be opened (the kernel sends the
+ * lookups of a directory one at a time: one waiting for a file to be sized
+ * would hold up all its neighbours). Until it is open, the entry goes out
+ * with attributes that expire at once, so the kernel asks getattr, which
+ * waits, before it uses them (stat, read, lseek). */
+static int try_lookup(fuse_req_t req, struct fs_ctx *ctx, const struct op *op,
+                      struct wait_for *wf)
+{
+    struct fuse_entry_param e;
+    uint32_t unsized;
+    uint64_t ino;
+    int ret = fs_vfs_lookup(ctx->vfs, op->ino, op->name, &ino, &wf->unit), ready = 0;
+
+    if (ret == FS_WAIT)
+        return FS_WAIT;
     memset(&e, 0, sizeof(e));
     if (ret == 0)
+        ret = ready = fs_vfs_attr_ready(ctx->vfs, ino, &unsized);
+    if (ret >= 0)
         ret = fill_attr(ctx, ino, &e.attr);
     if (ret < 0) {
         fuse_reply_err(req, -ret);
-        return;
+        return 0;
     }
     e.ino = ino;
-    e.attr_timeout = ATTR_TIMEOUT;
+    e.attr_timeout = ready == FS_WAIT ? 0.0 : ATTR_TIMEOUT;
     e.entry_timeout = ATTR_TIMEOUT;
     fuse_reply_entry(req, &e);
+    return 0;
 }
 
-static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+/* The attributes of an .npy.gz wait for it to be opened (sized). */
+static int try_getattr(fuse_req_t req, struct fs_ctx *ctx, const struct op *op,
+                       struct wait_for *wf)
 {
     struct stat st;
-    int ret = fill_attr(ctx_of(req), ino, &st);
+    int ret = fs_vfs_attr_ready(ctx->vfs, op->ino, &wf->unit);
 
-    (void)fi;
+    if (ret == FS_WAIT)
+        return FS_WAIT;
+    if (ret == 0)
+        ret = fill_attr(ctx, op->ino, &st);
     if (ret < 0)
         fuse_reply_err(req, -ret);
     else
         fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+    return 0;
 }
 
-static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static int try_opendir(fuse_req_t req, struct fs_ctx *ctx, const struct op *op,
+                       struct wait_for *wf)
 {
     struct fs_dir d;
-    int ret = fs_vfs_opendir(ctx_of(req)->vfs, ino, &d); /* opens an archive directory */
+    int ret = fs_vfs_opendir(ctx->vfs, op->ino, &d, &wf->unit); /* an archive directory's unit */
 
+    if (ret == FS_WAIT)
+        return FS_WAIT;
     if (ret < 0)
         fuse_reply_err(req, -ret);
-    else if ((fi->flags & O_ACCMODE) != O_RDONLY)
+    else if ((op->fi->flags & O_ACCMODE) != O_RDONLY)
         fuse_reply_err(req, EROFS);
     else
-        fuse_reply_open(req, fi);
+        fuse_reply_open(req, op->fi);
+    return 0;
 }
 
 /* Entries are ".", "..", then the children in order; the offset of an entry
  * is its position + 1. */
-static void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-                          struct fuse_file_info *fi)
+static int try_readdir(fuse_req_t req, struct fs_ctx *ctx, const struct op *op,
+                       struct wait_for *wf)
 {
-    struct fs_ctx *ctx = ctx_of(req);
     struct fs_dir d;
     char *buf;
-    size_t used = 0;
-    int ret = fs_vfs_opendir(ctx->vfs, ino, &d);
+    size_t used = 0, size = op->size;
+    int ret = fs_vfs_opendir(ctx->vfs, op->ino, &d, &wf->unit);
 
-    (void)fi;
+    if (ret == FS_WAIT)
+        return FS_WAIT;
     if (ret < 0) {
         fuse_reply_err(req, -ret);
-        return;
+        return 0;
     }
     buf = malloc(size);
     if (!buf) {
         fuse_reply_err(req, ENOMEM);
-        return;
+        return 0;
     }
-    for (size_t i = (size_t)off; i < d.count + 2; i++) {
+    for (size_t i = (size_t)op->off; i < d.count + 2; i++) {
         struct stat st = {0};
         const char *name;
         size_t len;
 
         if (i < 2) {
             name = i == 0 ? "." : "..";
-            st.st_ino = i == 0 ? ino : d.parent;
+            st.st_ino = i == 0 ? op->ino : d.parent;
             st.st_mode = S_IFDIR;
         } else {
             uint64_t cino;
@@ -378,42 +442,371 @@ static void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
     }
     fuse_reply_buf(req, buf, used);
     free(buf);
+    return 0;
 }
 
-static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static int try_open(fuse_req_t req, struct fs_ctx *ctx, const struct op *op, struct wait_for *wf)
 {
-    struct fs_ctx *ctx = ctx_of(req);
+    struct fuse_file_info *fi = op->fi;
     struct fs_file f;
     int ret;
 
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
         fuse_reply_err(req, EROFS);
-        return;
+        return 0;
     }
-    ret = fs_vfs_file(ctx->vfs, ino, &f); /* opens a passthrough file */
+    ret = fs_vfs_file(ctx->vfs, op->ino, &f, &wf->unit); /* a passthrough file's unit */
+    if (ret == FS_WAIT)
+        return FS_WAIT;
     if (ret < 0) {
         fuse_reply_err(req, -ret);
-        return;
+        return 0;
     }
     if (f.m->unsupported) {
         if (!atomic_exchange(&f.m->logged, true))
             fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s' cannot be read: %s\n",
                      f.a->path, f.m->name, f.m->why);
         fuse_reply_err(req, -f.m->unsupported);
-        return;
+        return 0;
     }
     tune_readahead(ctx);
     fs_indexer_use(f.indexer, f.m); /* first open: load a saved index */
-    /* verify=strict: serve a member only once a full pass has checked it */
-    ret = ctx->opts.verify == FS_VERIFY_STRICT ? fs_indexer_verify(f.indexer, f.m) : 0;
+    /* verify=strict, or auto up to verify_max: serve a member only once a
+     * full pass has checked it */
+    ret = fs_indexer_ready(f.indexer, f.m);
+    if (ret == FS_WAIT) {
+        wf->pass = true;
+        wf->x = f.indexer;
+        wf->m = f.m;
+        return FS_WAIT;
+    }
     if (ret < 0) {
         fuse_reply_err(req, -ret);
-        return;
+        return 0;
     }
     fi->keep_cache = 1;
     fi->fh = (uintptr_t)f.m; /* members live until unmount: read and release use it */
     fs_member_opened(f.m);
     fuse_reply_open(req, fi);
+    return 0;
+}
+
+/* The (archive, member) whose xattrs ino has: a file's, or (NULL, NULL) for
+ * the mount root. Returns 0, -ENODATA (another directory: none), FS_WAIT
+ * (*need, as fs_vfs_file()), or the error opening the file. */
+static int xattr_target(struct fs_ctx *ctx, fuse_ino_t ino, struct fs_file *f, uint32_t *need)
+{
+    int ret;
+
+    if (ino == FUSE_ROOT_ID) {
+        memset(f, 0, sizeof(*f));
+        return 0;
+    }
+    ret = fs_vfs_file(ctx->vfs, ino, f, need);
+    return ret == -EISDIR ? -ENODATA : ret;
+}
+
+/* Reply to getxattr/listxattr: size 0 asks for the length; ret is a length
+ * or a negative errno from fs_xattr_*(). */
+static void reply_xattr(fuse_req_t req, size_t size, long ret, const char *buf)
+{
+    if (ret < 0)
+        fuse_reply_err(req, (int)-ret);
+    else if (size == 0)
+        fuse_reply_xattr(req, (size_t)ret);
+    else
+        fuse_reply_buf(req, buf, (size_t)ret);
+}
+
+static int try_getxattr(fuse_req_t req, struct fs_ctx *ctx, const struct op *op,
+                        struct wait_for *wf)
+{
+    struct fs_file f;
+    char *buf = NULL;
+    long ret;
+
+    /* ls -l asks every file for security.* and system.* names: answer
+     * without opening a passthrough file for it */
+    if (strncmp(op->name, "user.", 5) != 0) {
+        fuse_reply_err(req, ENODATA);
+        return 0;
+    }
+    ret = xattr_target(ctx, op->ino, &f, &wf->unit);
+    if (ret == FS_WAIT)
+        return FS_WAIT;
+    if (ret == 0 && op->size && !(buf = malloc(op->size)))
+        ret = -ENOMEM;
+    if (ret == 0)
+        ret = fs_xattr_get(ctx, f.a, f.m, op->name, buf, op->size);
+    reply_xattr(req, op->size, ret, buf);
+    free(buf);
+    return 0;
+}
+
+static int try_listxattr(fuse_req_t req, struct fs_ctx *ctx, const struct op *op,
+                         struct wait_for *wf)
+{
+    struct fs_file f;
+    char *buf = NULL;
+    long ret = xattr_target(ctx, op->ino, &f, &wf->unit);
+
+    if (ret == FS_WAIT)
+        return FS_WAIT;
+    if (ret == -ENODATA)
+        ret = 0; /* a directory other than the root: an empty list */
+    else if (ret == 0 && op->size && !(buf = malloc(op->size)))
+        ret = -ENOMEM;
+    else if (ret == 0)
+        ret = fs_xattr_list(ctx, f.a, f.m, buf, op->size);
+    reply_xattr(req, op->size, ret, buf);
+    free(buf);
+    return 0;
+}
+
+/* Try to answer op: 0 once replied, or FS_WAIT (nothing replied) with *wf
+ * what it must wait for. */
+static int run_op(fuse_req_t req, struct fs_ctx *ctx, const struct op *op, struct wait_for *wf)
+{
+    memset(wf, 0, sizeof(*wf));
+    switch (op->kind) {
+    case OP_LOOKUP:
+        return try_lookup(req, ctx, op, wf);
+    case OP_GETATTR:
+        return try_getattr(req, ctx, op, wf);
+    case OP_OPENDIR:
+        return try_opendir(req, ctx, op, wf);
+    case OP_READDIR:
+        return try_readdir(req, ctx, op, wf);
+    case OP_OPEN:
+        return try_open(req, ctx, op, wf);
+    case OP_GETXATTR:
+        return try_getxattr(req, ctx, op, wf);
+    case OP_LISTXATTR:
+        return try_listxattr(req, ctx, op, wf);
+    }
+    fuse_reply_err(req, ENOSYS);
+    return 0;
+}
+
+/*
+ * A request waiting for a unit or a pass: its own copy of the arguments
+ * (the handler's point into libfuse's buffer, reused once it returns).
+ *
+ * Interrupts: while it waits, libfuse may call pending_interrupted() from
+ * another thread (holding the request's own lock, with a reference that
+ * keeps it alive through a reply). Whoever moves state away from WAITING
+ * under lock answers the request: the callback (EINTR), or the side that
+ * claims it to run it again or answer it (pending_claim(), which then
+ * unregisters the callback; libfuse makes that wait for a callback in
+ * progress). A callback libfuse makes from inside fuse_req_interrupt_func()
+ * itself (the request was interrupted already) must not reply: the reply
+ * would free the request under that function's lock; it only sets early.
+ */
+enum pending_state { PENDING_WAITING, PENDING_CLAIMED, PENDING_ANSWERED };
+
+struct pending {
+    struct fs_waiter w; /* first: the waiter queued on the unit or pass */
+    fuse_req_t req;
+    struct fs_ctx *ctx;
+    struct op op;               /* name and fi point into this record */
+    struct fuse_file_info fi;
+    pthread_mutex_t lock;
+    enum pending_state state;   /* protected by lock */
+    bool early;                 /* written by the registering thread only */
+    char name[];
+};
+
+/* The pending request this thread is registering an interrupt callback for. */
+static _Thread_local struct pending *registering;
+
+static void pending_wake(struct fs_waiter *w, int err);
+
+static struct pending *pending_new(fuse_req_t req, struct fs_ctx *ctx, const struct op *op)
+{
+    size_t len = op->name ? strlen(op->name) + 1 : 0;
+    struct pending *p = malloc(sizeof(*p) + len);
+
+    if (!p)
+        return NULL;
+    memset(p, 0, sizeof(*p));
+    p->w.wake = pending_wake;
+    p->req = req;
+    p->ctx = ctx;
+    p->op = *op;
+    if (op->name) {
+        memcpy(p->name, op->name, len);
+        p->op.name = p->name;
+    }
+    if (op->fi) {
+        p->fi = *op->fi;
+        p->op.fi = &p->fi;
+    }
+    pthread_mutex_init(&p->lock, NULL);
+    p->state = PENDING_CLAIMED;
+    return p;
+}
+
+static void pending_free(struct pending *p)
+{
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+static void pending_interrupted(fuse_req_t req, void *data)
+{
+    struct pending *p = data;
+    bool answer;
+
+    if (registering == p) {
+        p->early = true;
+        return;
+    }
+    pthread_mutex_lock(&p->lock);
+    answer = p->state == PENDING_WAITING;
+    if (answer)
+        p->state = PENDING_ANSWERED;
+    pthread_mutex_unlock(&p->lock);
+    if (answer)
+        fuse_reply_err(req, EINTR);
+}
+
+/* Take p to answer it or run it again: false if an interrupt answered it
+ * already (then only free it). After true no interrupt callback runs for p. */
+static bool pending_claim(struct pending *p)
+{
+    bool ok;
+
+    pthread_mutex_lock(&p->lock);
+    ok = p->state != PENDING_ANSWERED;
+    if (ok)
+        p->state = PENDING_CLAIMED;
+    pthread_mutex_unlock(&p->lock);
+    if (ok)
+        fuse_req_interrupt_func(p->req, NULL, NULL);
+    return ok;
+}
+
+/* The reply for a wait that ended in err: at unmount (-ECANCELED), EINTR. */
+static int wait_errno(int err)
+{
+    return err == -ECANCELED ? EINTR : -err;
+}
+
+/* Queue p (claimed) on what wf says, or run it again at once if that is no
+ * longer needed. Answers p, now or when it is woken, and frees it. */
+static void pending_wait(struct pending *p, struct wait_for *wf)
+{
+    for (;;) {
+        int ret;
+
+        pthread_mutex_lock(&p->lock);
+        p->state = PENDING_WAITING;
+        pthread_mutex_unlock(&p->lock);
+        p->early = false;
+        registering = p;
+        fuse_req_interrupt_func(p->req, pending_interrupted, p);
+        registering = NULL;
+        if (p->early) {
+            if (pending_claim(p))
+                fuse_reply_err(p->req, EINTR);
+            pending_free(p);
+            return;
+        }
+        ret = wf->pass ? fs_indexer_await(wf->x, wf->m, &p->w)
+                       : fs_vfs_await(p->ctx->vfs, wf->unit, &p->w);
+        if (ret == 0)
+            return; /* queued: pending_wake() answers it (maybe already did) */
+        if (!pending_claim(p)) {
+            pending_free(p);
+            return;
+        }
+        if (ret < 0) {
+            fuse_reply_err(p->req, wait_errno(ret));
+            pending_free(p);
+            return;
+        }
+        if (run_op(p->req, p->ctx, &p->op, wf) != FS_WAIT) {
+            pending_free(p);
+            return;
+        }
+    }
+}
+
+/* The unit or pass p waited for is done (err 0: run it again), or failed. */
+static void pending_wake(struct fs_waiter *w, int err)
+{
+    struct pending *p = (struct pending *)w;
+    struct wait_for wf;
+
+    if (!pending_claim(p)) {
+        pending_free(p);
+        return;
+    }
+    if (err == 0 && fuse_req_interrupted(p->req))
+        err = -EINTR;
+    if (err < 0) {
+        fuse_reply_err(p->req, wait_errno(err));
+        pending_free(p);
+        return;
+    }
+    if (run_op(p->req, p->ctx, &p->op, &wf) == FS_WAIT)
+        pending_wait(p, &wf);
+    else
+        pending_free(p);
+}
+
+/* Answer op now, or queue it on what it waits for. */
+static void dispatch(fuse_req_t req, const struct op *op)
+{
+    struct fs_ctx *ctx = ctx_of(req);
+    struct wait_for wf;
+    struct pending *p;
+
+    if (run_op(req, ctx, op, &wf) != FS_WAIT)
+        return;
+    p = pending_new(req, ctx, op);
+    if (!p) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    pending_wait(p, &wf);
+}
+
+static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct op op = {.kind = OP_LOOKUP, .ino = parent, .name = name};
+
+    dispatch(req, &op);
+}
+
+static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct op op = {.kind = OP_GETATTR, .ino = ino};
+
+    (void)fi;
+    dispatch(req, &op);
+}
+
+static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct op op = {.kind = OP_OPENDIR, .ino = ino, .fi = fi};
+
+    dispatch(req, &op);
+}
+
+static void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                          struct fuse_file_info *fi)
+{
+    struct op op = {.kind = OP_READDIR, .ino = ino, .fi = fi, .size = size, .off = off};
+
+    dispatch(req, &op);
+}
+
+static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct op op = {.kind = OP_OPEN, .ino = ino, .fi = fi};
+
+    dispatch(req, &op);
 }
 
 static void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -538,70 +931,18 @@ static void fs_op_access(fuse_req_t req, fuse_ino_t ino, int mask)
     fuse_reply_err(req, (mask & W_OK) ? EROFS : 0);
 }
 
-/* The (archive, member) whose xattrs ino has: a file's, or (NULL, NULL) for
- * the mount root. Returns 0, -ENODATA (another directory: none), or the
- * error opening the file. */
-static int xattr_target(struct fs_ctx *ctx, fuse_ino_t ino, struct fs_file *f)
-{
-    int ret;
-
-    if (ino == FUSE_ROOT_ID) {
-        memset(f, 0, sizeof(*f));
-        return 0;
-    }
-    ret = fs_vfs_file(ctx->vfs, ino, f);
-    return ret == -EISDIR ? -ENODATA : ret;
-}
-
-/* Reply to getxattr/listxattr: size 0 asks for the length; ret is a length
- * or a negative errno from fs_xattr_*(). */
-static void reply_xattr(fuse_req_t req, size_t size, long ret, const char *buf)
-{
-    if (ret < 0)
-        fuse_reply_err(req, (int)-ret);
-    else if (size == 0)
-        fuse_reply_xattr(req, (size_t)ret);
-    else
-        fuse_reply_buf(req, buf, (size_t)ret);
-}
-
 static void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
-    struct fs_ctx *ctx = ctx_of(req);
-    struct fs_file f;
-    char *buf = NULL;
-    long ret;
+    struct op op = {.kind = OP_GETXATTR, .ino = ino, .name = name, .size = size};
 
-    /* ls -l asks every file for security.* and system.* names: answer
-     * without opening a passthrough file for it */
-    if (strncmp(name, "user.", 5) != 0) {
-        fuse_reply_err(req, ENODATA);
-        return;
-    }
-    ret = xattr_target(ctx, ino, &f);
-    if (ret == 0 && size && !(buf = malloc(size)))
-        ret = -ENOMEM;
-    if (ret == 0)
-        ret = fs_xattr_get(ctx, f.a, f.m, name, buf, size);
-    reply_xattr(req, size, ret, buf);
-    free(buf);
+    dispatch(req, &op);
 }
 
 static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-    struct fs_ctx *ctx = ctx_of(req);
-    struct fs_file f;
-    char *buf = NULL;
-    long ret = xattr_target(ctx, ino, &f);
+    struct op op = {.kind = OP_LISTXATTR, .ino = ino, .size = size};
 
-    if (ret == -ENODATA)
-        ret = 0; /* a directory other than the root: an empty list */
-    else if (ret == 0 && size && !(buf = malloc(size)))
-        ret = -ENOMEM;
-    else if (ret == 0)
-        ret = fs_xattr_list(ctx, f.a, f.m, buf, size);
-    reply_xattr(req, size, ret, buf);
-    free(buf);
+    dispatch(req, &op);
 }
 
 const struct fuse_lowlevel_ops fs_ops = {

@@ -33,6 +33,7 @@ struct dfx_budget fs_window_budget = {.limit = FS_DEFAULT_INDEX_MEM};
 #define ROW_MAX (6 * 4096 + 512)
 
 struct out {
+    const struct fs_opts *opts; /* borrowed: the mount's (verify=) */
     char *buf;          /* borrowed: the caller's buffer */
     size_t size, len;
     bool json;
@@ -42,6 +43,7 @@ struct out {
     size_t nmembers;    /* members emitted in the current archive */
     uint64_t spacing;   /* the current archive's access point spacing */
     uint64_t omitted;   /* members not listed */
+    uint64_t unverified; /* members served before their full check (counted first) */
     int name_width;     /* text: width of the MEMBER column */
     char row[ROW_MAX];
 };
@@ -126,6 +128,25 @@ static bool crc_checked(struct fs_member *m)
     return atomic_load(&m->verified) || atomic_load(&m->crcs) != NULL;
 }
 
+/* Is m served before a full pass has checked it? It has a CRC to check (a
+ * deflate member, a zip's stored member) that has not been checked yet, and
+ * the mount's verify= does not make its open wait for that check. */
+static bool unverified(const struct fs_opts *o, const struct fs_archive *a, struct fs_member *m)
+{
+    if (m->unsupported || m->is_dir || m->size == 0 || crc_checked(m))
+        return false;
+    if (m->kind != FS_DEFLATE && a->kind != FS_SRC_ZIP)
+        return false; /* a passthrough file: nothing to check it against */
+    switch (o->verify) {
+    case FS_VERIFY_STRICT:
+        return false;
+    case FS_VERIFY_AUTO:
+        return m->size > o->verify_max;
+    default:
+        return true;
+    }
+}
+
 static const char *errtext(int err, char *buf, size_t size)
 {
     return strerror_r(err, buf, size);
@@ -146,7 +167,7 @@ static int member_damage(struct fs_member *m, uint64_t *bad_from)
     return err;
 }
 
-static void text_member(struct out *o, struct fs_member *m)
+static void text_member(struct out *o, const struct fs_archive *a, struct fs_member *m)
 {
     char name[4 * NAME_SHOWN_MAX + 8], idx[48], state[160], ebuf[96];
     uint64_t indexed, bad_from;
@@ -172,6 +193,8 @@ static void text_member(struct out *o, struct fs_member *m)
                  errtext(-dmg, ebuf, sizeof(ebuf)));
     else if (crc_checked(m))
         snprintf(state, sizeof(state), "ok, crc checked");
+    else if (unverified(o->opts, a, m))
+        snprintf(state, sizeof(state), "unverified (served before its full check)");
     else
         snprintf(state, sizeof(state), "ok");
     if (!putf(o, false, "  %-*s  %-8s %14" PRIu64 " %14" PRIu64 "  %-18s %s\n", o->name_width,
@@ -200,7 +223,7 @@ static bool json_str(struct out *o, const char *s, size_t len, bool tail)
     return ok;
 }
 
-static void json_member(struct out *o, struct fs_member *m)
+static void json_member(struct out *o, const struct fs_archive *a, struct fs_member *m)
 {
     size_t mark = o->len, points;
     uint64_t indexed, bad_from;
@@ -214,9 +237,10 @@ static void json_member(struct out *o, struct fs_member *m)
          putf(o, false,
               ",\"method\":\"%s\",\"size\":%" PRIu64 ",\"stored_size\":%" PRIu64
               ",\"indexed_bytes\":%" PRIu64 ",\"index_points\":%zu,\"index_complete\":%s"
-              ",\"crc_checked\":%s,\"unsupported\":",
+              ",\"crc_checked\":%s,\"unverified\":%s,\"unsupported\":",
               m->method, m->size, m->stored_size, indexed, points, complete ? "true" : "false",
-              crc_checked(m) ? "true" : "false") &&
+              crc_checked(m) ? "true" : "false",
+              unverified(o->opts, a, m) ? "true" : "false") &&
          (m->unsupported ? json_str(o, m->why ? m->why : "", m->why ? strlen(m->why) : 0, false)
                          : putf(o, false, "null")) &&
          (dmg ? putf(o, false, ",\"damage\":{\"from\":%" PRIu64 ",\"error\":\"%s\"}}", bad_from,
@@ -278,9 +302,9 @@ static void emit_archive(struct fs_archive *a, void *arg)
         if (o->full)
             o->omitted++;
         else if (o->json)
-            json_member(o, &a->members[i]);
+            json_member(o, a, &a->members[i]);
         else
-            text_member(o, &a->members[i]);
+            text_member(o, a, &a->members[i]);
     }
     if (o->json) {
         put(o, "]}", 2, true);
@@ -288,7 +312,8 @@ static void emit_archive(struct fs_archive *a, void *arg)
     }
 }
 
-/* First pass of the text form: the MEMBER column's width. */
+/* First pass: the MEMBER column's width (text form), and the count of
+ * unverified members. */
 static void measure_archive(struct fs_archive *a, void *arg)
 {
     struct out *o = arg;
@@ -298,6 +323,8 @@ static void measure_archive(struct fs_archive *a, void *arg)
         int w = (int)show_name(a->members[i].name, a->members[i].name_len, name);
         if (w > o->name_width)
             o->name_width = w;
+        if (unverified(o->opts, a, &a->members[i]))
+            o->unverified++;
     }
 }
 
@@ -324,13 +351,14 @@ static void text_counters(struct out *o, const struct cache_stats *cs, uint64_t 
          "parked decoders     %u (at most %d)\n"
          "pages dropped       %" PRIu64 " (files whose kernel-cached pages were dropped: "
          "damage found, or the archive changed)\n"
-         "index windows in memory: %" PRIu64 " bytes (limit %" PRIu64 ")\n",
+         "index windows in memory: %" PRIu64 " bytes (limit %" PRIu64 ")\n"
+         "unverified members  %" PRIu64 " (served before their full check)\n",
          (uint64_t)atomic_load(&fs_counters.reads), (uint64_t)atomic_load(&fs_counters.read_errors),
          served, h1, cs->inserted_bytes, h2, cs->hits, cs->misses, cs->evicted, cs->bytes, h3, h4,
          cs->chunks, (uint64_t)atomic_load(&fs_counters.archives_opened),
          (uint64_t)atomic_load(&fs_counters.readahead_chunks), fs_parked_count(),
          FS_PARKED_TOTAL, (uint64_t)atomic_load(&fs_counters.pages_dropped),
-         (uint64_t)atomic_load(&fs_window_budget.used), fs_window_budget.limit);
+         (uint64_t)atomic_load(&fs_window_budget.used), fs_window_budget.limit, o->unverified);
 }
 
 static void json_counters(struct out *o, const struct cache_stats *cs, uint64_t capacity)
@@ -342,14 +370,15 @@ static void json_counters(struct out *o, const struct cache_stats *cs, uint64_t 
          ",\"chunks\":%" PRIu64 ",\"capacity\":%" PRIu64 "},\"archives_opened\":%" PRIu64
          ",\"readahead_chunks\":%" PRIu64 ",\"parked_decoders\":%u"
          ",\"parked_decoders_max\":%d,\"pages_dropped\":%" PRIu64
-         ",\"index_windows\":{\"bytes\":%" PRIu64 ",\"limit\":%" PRIu64 "},\"archives\":[",
+         ",\"index_windows\":{\"bytes\":%" PRIu64 ",\"limit\":%" PRIu64 "},\"unverified_members\":%" PRIu64
+         ",\"archives\":[",
          (uint64_t)atomic_load(&fs_counters.reads), (uint64_t)atomic_load(&fs_counters.read_errors),
          (uint64_t)atomic_load(&fs_counters.bytes_served), cs->inserted_bytes, cs->hits,
          cs->misses, cs->evicted, cs->bytes, cs->chunks, capacity,
          (uint64_t)atomic_load(&fs_counters.archives_opened),
          (uint64_t)atomic_load(&fs_counters.readahead_chunks), fs_parked_count(),
          FS_PARKED_TOTAL, (uint64_t)atomic_load(&fs_counters.pages_dropped),
-         (uint64_t)atomic_load(&fs_window_budget.used), fs_window_budget.limit);
+         (uint64_t)atomic_load(&fs_window_budget.used), fs_window_budget.limit, o->unverified);
 }
 
 /* Contract in fs.h. */
@@ -364,20 +393,20 @@ size_t fs_stats_format(struct fs_ctx *ctx, bool json, char *buf, size_t size)
     o = calloc(1, sizeof(*o));
     if (!o)
         return 0;
+    o->opts = &ctx->opts;
     o->buf = buf;
     o->size = size;
     o->json = json;
     o->name_width = 6; /* "MEMBER" */
     if (ctx->cache)
         cache_get_stats(ctx->cache, &cs);
-    if (json) {
+    fs_vfs_foreach(ctx, measure_archive, o);
+    if (o->name_width > NAME_SHOWN_MAX + 3)
+        o->name_width = NAME_SHOWN_MAX + 3;
+    if (json)
         json_counters(o, &cs, ctx->opts.cache_size);
-    } else {
+    else
         text_counters(o, &cs, ctx->opts.cache_size);
-        fs_vfs_foreach(ctx, measure_archive, o);
-        if (o->name_width > NAME_SHOWN_MAX + 3)
-            o->name_width = NAME_SHOWN_MAX + 3;
-    }
     fs_vfs_foreach(ctx, emit_archive, o);
     if (json)
         putf(o, true, "],\"members_omitted\":%" PRIu64 "}\n", o->omitted);

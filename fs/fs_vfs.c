@@ -15,12 +15,21 @@
  * is the unit's node in the outer tree. A single archive source is the
  * root node itself, so the mount looks as it did before directory mounts.
  *
- * Locking: u->lock serializes the open of unit u (held while the archive is
- * parsed, which for a gzip file sized by a full pass can take a while; only
- * users of that unit wait). The result is published with a release store to
- * u->state and read with acquire loads, so handlers that find a unit open
- * take no lock. v->lock guards started/stopped, and is taken inside u->lock
- * when a lazily opened archive starts its background indexer.
+ * Opening: a handler that needs a unit not open yet does not open it (the
+ * open may size a gzip file by a full pass, or wait on a slow file system):
+ * it gets FS_WAIT and queues the request on the unit (fs_vfs_await()). The
+ * first waiter starts the unit's open job in the opener pool (fs_defer.c);
+ * the job opens the archive with no lock held, publishes the result, and
+ * wakes the waiters, which ask again and now find the unit open (or failed:
+ * -EIO). So no handler thread ever waits for an open.
+ *
+ * Locking: u->lock guards u's waiter list and whether its open job is
+ * queued or running (at most one is); it is never held while opening. The
+ * result is published with a release store to u->state (under u->lock, so
+ * that no waiter is queued after the wake-up) and read with acquire loads,
+ * so handlers that find a unit open take no lock. v->lock guards
+ * started/stopped; the open job takes it (with no other lock) to start a
+ * lazily opened archive's background indexer.
  */
 #define _GNU_SOURCE
 #include "fs.h"
@@ -82,9 +91,13 @@ struct vfs_unit {
     mode_t perm;           /* immutable: the file's permission bits at mount (perm_of()) */
     uid_t uid;             /* immutable: the file's owner at mount */
     gid_t gid;             /* immutable: the file's group at mount */
-    pthread_mutex_t lock;  /* serializes the open */
+    pthread_mutex_t lock;  /* guards waiters and opening */
     atomic_int state;      /* UNIT_NEW, UNIT_OPEN, or a negative errno (permanent) */
-    /* Written under lock before state becomes UNIT_OPEN, immutable after: */
+    struct fs_waiter *waiters; /* protected by lock: requests waiting for the open */
+    bool opening;          /* protected by lock: its open job is queued or running */
+    struct fs_job job;     /* the open job (one at a time), with its vfs: */
+    struct fs_vfs *vfs;
+    /* Written by the open job before state becomes UNIT_OPEN, immutable after: */
     struct fs_archive *a;       /* owned */
     struct fs_tree tree;        /* UNIT_ZIP: the members by path */
     struct fs_indexer *indexer; /* owned; NULL for passthrough files */
@@ -96,7 +109,10 @@ struct fs_vfs {
     struct vfs_unit *units; /* owned, immutable after fs_vfs_new() except as marked */
     size_t nunits, ucap;
     const struct fs_opts *opts; /* borrowed */
-    pthread_mutex_t lock;       /* leaf after a unit lock */
+    struct cache *cache;        /* borrowed: the chunk cache, or NULL */
+    struct fs_defer *defer;     /* owned: the opener pool */
+    atomic_bool stop;           /* raised by fs_vfs_stop(): sizing passes end */
+    pthread_mutex_t lock;       /* a leaf */
     bool started, stopped;      /* protected by lock: FUSE init and destroy have run */
     bool locks_ready;           /* the units' mutexes were initialized */
     int *roots;                 /* owned: fds of the walked directory sources, open
@@ -496,6 +512,8 @@ static int cmp_child(const void *a, const void *b, void *arg)
 
 static int open_tree(struct fs_vfs *v, struct vfs_unit *u);
 static uint64_t global_ino(struct fs_vfs *v, const struct vfs_unit *u, uint64_t local);
+static void open_job_run(struct fs_job *j);
+static void open_job_cancel(struct fs_job *j);
 
 /* The root of several sources (or of one .npy.gz) carries the newest mtime
  * of what it holds. */
@@ -553,8 +571,8 @@ static int add_source(struct fs_vfs *v, struct fs_source *s, uint64_t parent, bo
 }
 
 /* Contract in fs.h. */
-int fs_vfs_new(struct fs_source *srcs, size_t n, const struct fs_opts *opts, struct fs_vfs **out,
-               size_t *bad)
+int fs_vfs_new(struct fs_source *srcs, size_t n, const struct fs_opts *opts, struct cache *cache,
+               struct fs_vfs **out, size_t *bad)
 {
     struct fs_vfs *v;
     uint64_t root;
@@ -565,8 +583,11 @@ int fs_vfs_new(struct fs_source *srcs, size_t n, const struct fs_opts *opts, str
     v = calloc(1, sizeof(*v));
     if (!v)
         ret = -ENOMEM;
-    else
+    else {
         v->opts = opts;
+        v->cache = cache;
+        ret = fs_defer_new(FS_DEFER_THREADS, &v->defer);
+    }
     if (ret == 0)
         ret = new_node(v, 0, "", VN_DIR, &root);
     if (ret == 0) { /* synthesized, unless a single source replaces it */
@@ -591,8 +612,12 @@ int fs_vfs_new(struct fs_source *srcs, size_t n, const struct fs_opts *opts, str
         if (v->nodes[i].nchildren > 1)
             qsort_r(v->nodes[i].children, v->nodes[i].nchildren, sizeof(uint64_t), cmp_child, v);
     pthread_mutex_init(&v->lock, NULL);
-    for (size_t i = 0; i < v->nunits; i++)
+    for (size_t i = 0; i < v->nunits; i++) {
         pthread_mutex_init(&v->units[i].lock, NULL);
+        v->units[i].vfs = v;
+        v->units[i].job.run = open_job_run;
+        v->units[i].job.cancel = open_job_cancel;
+    }
     v->locks_ready = true;
     *out = v;
     return 0;
@@ -603,6 +628,7 @@ void fs_vfs_free(struct fs_vfs *v)
 {
     if (!v)
         return;
+    fs_defer_free(v->defer); /* no open job runs from here on */
     for (size_t i = 0; i < v->nunits; i++) {
         struct vfs_unit *u = &v->units[i];
 
@@ -647,27 +673,31 @@ static int open_tree(struct fs_vfs *v, struct vfs_unit *u)
     if (ret == 0 && u->kind != UNIT_ZIP)
         atomic_store(&u->a->members[0].ino, u->node);
     if (ret == 0 && u->kind != UNIT_PLAIN)
-        ret = fs_indexer_new(u->a, v->opts, &u->indexer);
+        ret = fs_indexer_new(u->a, v->opts, v->defer, v->cache, &u->indexer);
     return ret;
 }
 
-/* Worth trying again later rather than failing the unit for good. */
+/* Worth trying again later rather than failing the unit for good (-ECANCELED:
+ * the mount is stopping). */
 static bool transient(int err)
 {
-    return err == -ENOMEM || err == -EMFILE || err == -ENFILE || err == -EINTR || err == -EAGAIN;
+    return err == -ENOMEM || err == -EMFILE || err == -ENFILE || err == -EINTR || err == -EAGAIN ||
+           err == -ECANCELED;
 }
 
-/* Open unit u (u->lock held). Returns UNIT_OPEN or a negative errno. */
+/* Open unit u (its open job, the only one: no lock held). Returns UNIT_OPEN
+ * or a negative errno. */
 static int open_unit(struct fs_vfs *v, struct vfs_unit *u)
 {
     const char *name = vnode(v, u->node)->name;
-    char buf[64];
+    struct fs_open_limits lim = {.max_ratio = v->opts->max_ratio, .stop = &v->stop};
+    char buf[192];
     int ret;
 
     if (u->kind == UNIT_PLAIN)
         ret = fs_archive_open_plain(u->rootfd, u->rel, u->path, name, v->opts->spacing, &u->a);
     else
-        ret = fs_archive_open_beneath(u->rootfd, u->rel, u->path, v->opts->spacing, &u->a);
+        ret = fs_archive_open_beneath(u->rootfd, u->rel, u->path, v->opts->spacing, &lim, &u->a);
     if (ret == 0 && u->a->kind != (u->kind == UNIT_ZIP    ? FS_SRC_ZIP
                                    : u->kind == UNIT_GZIP ? FS_SRC_GZIP
                                                           : FS_SRC_PLAIN))
@@ -677,7 +707,7 @@ static int open_unit(struct fs_vfs *v, struct vfs_unit *u)
     if (ret < 0) {
         if (!transient(ret))
             fuse_log(FUSE_LOG_ERR, "npyfs: %s: cannot open: %s; it reads as EIO\n", u->path,
-                     fs_open_problem(ret, buf, sizeof(buf)));
+                     fs_open_problem(ret, v->opts->max_ratio, buf, sizeof(buf)));
         fs_indexer_free(u->indexer);
         u->indexer = NULL;
         fs_tree_destroy(&u->tree);
@@ -705,25 +735,20 @@ static int open_unit(struct fs_vfs *v, struct vfs_unit *u)
     return UNIT_OPEN;
 }
 
-/* Make sure unit u is open. Returns 0, -EIO (it cannot be opened; logged
- * once), or a transient errno (not remembered). */
-static int unit_get(struct fs_vfs *v, struct vfs_unit *u)
+/* Is unit u open? Returns 0, FS_WAIT (it has not been opened yet: *need is
+ * its index, for fs_vfs_await()), or -EIO (it cannot be opened; logged
+ * once). The fast path: one acquire load. */
+static int unit_get(struct fs_vfs *v, struct vfs_unit *u, uint32_t *need)
 {
     int s = atomic_load_explicit(&u->state, memory_order_acquire);
 
-    if (s == UNIT_NEW) {
-        pthread_mutex_lock(&u->lock);
-        s = atomic_load_explicit(&u->state, memory_order_relaxed);
-        if (s == UNIT_NEW) {
-            s = open_unit(v, u);
-            if (s == UNIT_OPEN || !transient(s))
-                atomic_store_explicit(&u->state, s, memory_order_release);
-        }
-        pthread_mutex_unlock(&u->lock);
-    }
     if (s == UNIT_OPEN)
         return 0;
-    return transient(s) ? s : -EIO;
+    if (s == UNIT_NEW) {
+        *need = (uint32_t)(u - v->units);
+        return FS_WAIT;
+    }
+    return -EIO;
 }
 
 static bool unit_is_open(struct vfs_unit *u)
@@ -731,9 +756,68 @@ static bool unit_is_open(struct vfs_unit *u)
     return atomic_load_explicit(&u->state, memory_order_acquire) == UNIT_OPEN;
 }
 
+/* The end of u's open job, with its result s: publish it (a transient error
+ * leaves u to be opened again by the next request) and wake the waiters,
+ * with 0 to ask again, or the transient errno. */
+static void open_done(struct fs_vfs *v, struct vfs_unit *u, int s)
+{
+    struct fs_waiter *list;
+
+    pthread_mutex_lock(&u->lock);
+    if (s == UNIT_OPEN || !transient(s))
+        atomic_store_explicit(&u->state, s, memory_order_release);
+    list = u->waiters;
+    u->waiters = NULL;
+    u->opening = false;
+    pthread_mutex_unlock(&u->lock);
+    fs_defer_wake(v->defer, list, s == UNIT_OPEN || !transient(s) ? 0 : s);
+}
+
+static void open_job_run(struct fs_job *j)
+{
+    struct vfs_unit *u = (struct vfs_unit *)((char *)j - offsetof(struct vfs_unit, job));
+
+    open_done(u->vfs, u, atomic_load(&u->vfs->stop) ? -ECANCELED : open_unit(u->vfs, u));
+}
+
+static void open_job_cancel(struct fs_job *j)
+{
+    struct vfs_unit *u = (struct vfs_unit *)((char *)j - offsetof(struct vfs_unit, job));
+
+    open_done(u->vfs, u, -ECANCELED);
+}
+
+/* Contract in fs.h. */
+int fs_vfs_await(struct fs_vfs *v, uint32_t need, struct fs_waiter *w)
+{
+    struct vfs_unit *u = &v->units[need];
+    bool start;
+    int ret;
+
+    pthread_mutex_lock(&u->lock);
+    if (atomic_load_explicit(&u->state, memory_order_relaxed) != UNIT_NEW) {
+        pthread_mutex_unlock(&u->lock);
+        return 1;
+    }
+    w->next = u->waiters;
+    u->waiters = w;
+    start = !u->opening;
+    u->opening = true;
+    pthread_mutex_unlock(&u->lock);
+    if (!start)
+        return 0;
+    ret = fs_defer_submit(v->defer, &u->job);
+    if (ret == -EAGAIN)
+        open_job_run(&u->job); /* no pool: open it here, as before the pool */
+    else if (ret < 0)
+        open_job_cancel(&u->job);
+    return 0;
+}
+
 /* Contract in fs.h. */
 void fs_vfs_start(struct fs_vfs *v)
 {
+    fs_defer_start(v->defer);
     pthread_mutex_lock(&v->lock);
     v->started = true;
     for (size_t i = 0; i < v->nunits; i++)
@@ -748,7 +832,15 @@ void fs_vfs_stop(struct fs_vfs *v)
     pthread_mutex_lock(&v->lock);
     v->stopped = true;
     pthread_mutex_unlock(&v->lock);
-    /* A unit opened meanwhile and not yet published: fs_vfs_free() joins it. */
+    /* First every stop flag, so that the jobs in hand end promptly, then the
+     * pool (answering the queued requests), then the indexers, whose saves
+     * must not race a pass in the pool. A unit whose open job ends meanwhile
+     * is published before the pool is joined, so the last loop sees it. */
+    atomic_store(&v->stop, true);
+    for (size_t i = 0; i < v->nunits; i++)
+        if (unit_is_open(&v->units[i]))
+            fs_indexer_cancel(v->units[i].indexer);
+    fs_defer_stop(v->defer);
     for (size_t i = 0; i < v->nunits; i++)
         if (unit_is_open(&v->units[i]))
             fs_indexer_stop(v->units[i].indexer);
@@ -792,8 +884,9 @@ static uint64_t global_ino(struct fs_vfs *v, const struct vfs_unit *u, uint64_t 
     return ((uint64_t)(u - v->units) + 1) << UNIT_SHIFT | local;
 }
 
-/* Fill d for the directory r; opens an archive directory. */
-static int dir_of(struct fs_vfs *v, uint64_t ino, struct vref *r, struct fs_dir *d)
+/* Fill d for the directory r; needs an archive directory open (FS_WAIT). */
+static int dir_of(struct fs_vfs *v, uint64_t ino, struct vref *r, struct fs_dir *d,
+                  uint32_t *need)
 {
     struct fs_node *tn = r->tn;
     int ret;
@@ -809,8 +902,8 @@ static int dir_of(struct fs_vfs *v, uint64_t ino, struct vref *r, struct fs_dir 
     if (r->vn && r->vn->type == VN_FILE)
         return -ENOTDIR;
     if (r->vn) { /* VN_ARCHIVE: its tree's root */
-        ret = unit_get(v, r->u);
-        if (ret < 0)
+        ret = unit_get(v, r->u, need);
+        if (ret != 0)
             return ret;
         tn = fs_tree_node(&r->u->tree, 1);
         d->parent = r->vn->parent;
@@ -826,12 +919,12 @@ static int dir_of(struct fs_vfs *v, uint64_t ino, struct vref *r, struct fs_dir 
 }
 
 /* Contract in fs.h. */
-int fs_vfs_opendir(struct fs_vfs *v, uint64_t ino, struct fs_dir *d)
+int fs_vfs_opendir(struct fs_vfs *v, uint64_t ino, struct fs_dir *d, uint32_t *need)
 {
     struct vref r;
     int ret = resolve(v, ino, &r);
 
-    return ret < 0 ? ret : dir_of(v, ino, &r, d);
+    return ret < 0 ? ret : dir_of(v, ino, &r, d, need);
 }
 
 /* Contract in fs.h. */
@@ -857,7 +950,8 @@ void fs_vfs_dirent(struct fs_vfs *v, const struct fs_dir *d, size_t i, const cha
 }
 
 /* Contract in fs.h. */
-int fs_vfs_lookup(struct fs_vfs *v, uint64_t dir, const char *name, uint64_t *ino)
+int fs_vfs_lookup(struct fs_vfs *v, uint64_t dir, const char *name, uint64_t *ino,
+                  uint32_t *need)
 {
     struct fs_dir d;
     struct vref r;
@@ -866,8 +960,8 @@ int fs_vfs_lookup(struct fs_vfs *v, uint64_t dir, const char *name, uint64_t *in
 
     *ino = 0;
     if (ret == 0)
-        ret = dir_of(v, dir, &r, &d);
-    if (ret < 0)
+        ret = dir_of(v, dir, &r, &d, need);
+    if (ret != 0)
         return ret;
     if (d.unit) {
         struct vfs_unit *u = (struct vfs_unit *)d.unit;
@@ -886,12 +980,11 @@ int fs_vfs_lookup(struct fs_vfs *v, uint64_t dir, const char *name, uint64_t *in
         int cmp = strcmp(name, cn->name);
 
         if (cmp == 0) {
-            /* an .npy.gz: its exact size needs the archive */
-            if (cn->type == VN_FILE && v->units[cn->unit].kind == UNIT_GZIP) {
-                ret = unit_get(v, &v->units[cn->unit]);
-                if (ret < 0)
-                    return ret;
-            }
+            /* an .npy.gz that cannot be opened: as if it could not be sized
+             * (its size is not needed here: see fs_vfs_attr_ready()) */
+            if (cn->type == VN_FILE && v->units[cn->unit].kind == UNIT_GZIP &&
+                atomic_load_explicit(&v->units[cn->unit].state, memory_order_acquire) < 0)
+                return -EIO;
             *ino = c;
             return 0;
         }
@@ -969,7 +1062,17 @@ int fs_vfs_getattr(struct fs_vfs *v, uint64_t ino, struct stat *st)
 }
 
 /* Contract in fs.h. */
-int fs_vfs_file(struct fs_vfs *v, uint64_t ino, struct fs_file *f)
+int fs_vfs_attr_ready(struct fs_vfs *v, uint64_t ino, uint32_t *need)
+{
+    struct vfs_node *n = ino >> UNIT_SHIFT ? NULL : vnode(v, ino);
+
+    if (!n || n->type != VN_FILE || v->units[n->unit].kind != UNIT_GZIP)
+        return 0;
+    return unit_get(v, &v->units[n->unit], need);
+}
+
+/* Contract in fs.h. */
+int fs_vfs_file(struct fs_vfs *v, uint64_t ino, struct fs_file *f, uint32_t *need)
 {
     struct vref r;
     int ret = resolve(v, ino, &r);
@@ -981,8 +1084,8 @@ int fs_vfs_file(struct fs_vfs *v, uint64_t ino, struct fs_file *f)
         return -EISDIR;
     if (r.tn && r.tn->is_dir)
         return -EISDIR;
-    ret = unit_get(v, r.u);
-    if (ret < 0)
+    ret = unit_get(v, r.u, need);
+    if (ret != 0)
         return ret;
     f->a = r.u->a;
     f->m = r.tn ? r.tn->member : &r.u->a->members[0];

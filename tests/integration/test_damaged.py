@@ -137,8 +137,10 @@ def test_corrupt_deflate_member(tmp_path, mount):
     src.write_bytes(bytes(raw))
     # index=lazy: a background indexing pass would find the damage first and,
     # on a CRC mismatch, rightly refuse the whole member (test_index.py covers
-    # that); here the first reader meets the damage itself.
-    mnt = mount(src, "index=lazy")
+    # that); verify=lazy: the default would check this small member before its
+    # first read (test_review_async.py covers that); here the first reader
+    # meets the damage itself.
+    mnt = mount(src, "index=lazy", "verify=lazy")
     got, err = guarded(_partial_read, mnt / "a.npy", timeout=60)
     assert err is not None, "corrupt member read to the end without an error"
     assert err.errno == errno.EIO, err

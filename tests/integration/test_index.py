@@ -238,7 +238,7 @@ def test_touch_invalidates(npyfs_bin, mount, tmp_path, archive):
     assert npyfs_index(npyfs_bin, "-o", f"index_dir={idx}", src).returncode == 0
     st = src.stat()
     os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # one nanosecond
-    mnt = mount(src, f"index_dir={idx}", "index=lazy")
+    mnt = mount(src, f"index_dir={idx}", "index=lazy", "verify=lazy")
     check_arrays(mnt, arrays)
     log = unmount(mount, mnt)
     assert "index loaded from" not in log, log
@@ -260,7 +260,7 @@ def test_index_damaged_archive(npyfs_bin, mount, tmp_path, archive):
     assert len(lines) == 1 and "big.npy" in lines[0] and "damaged" in lines[0], lines
     assert len(index_files(idx)) == 1  # ints.npy is fine
 
-    mnt = mount(bad, f"index_dir={tmp_path / 'idx2'}")
+    mnt = mount(bad, f"index_dir={tmp_path / 'idx2'}", "verify=lazy")
     wait_for_log(mount, mnt, r"index saved to", count=1)
     wait_for_log(mount, mnt, r"big.npy' is damaged", count=1)
 

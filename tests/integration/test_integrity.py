@@ -191,6 +191,10 @@ def test_strict_undamaged(mount, tmp_path, archive):
     mnt = mount(src, f"index_dir={idx}", "spacing=64K", "index=lazy", "verify=strict")
     for name, arr in arrays.items():
         assert guarded(read_all, mnt / f"{name}.npy") == npy_bytes(arr)
+    # the pass answers the open once its table exists, and saves after that
+    deadline = time.monotonic() + 60
+    while daemon_log(mount, mnt).count("index saved to") < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert daemon_log(mount, mnt).count("index saved to") == 3
     mnt = mount(src, f"index_dir={idx}", "spacing=64K", "index=lazy", "verify=strict",
                 name="again")

@@ -364,7 +364,8 @@ def test_crc_mismatch_drops_cached_pages(mount, tmp_path):
     raw[at] ^= 0x01
     src.write_bytes(bytes(raw))
 
-    mnt = mount(src, "index=lazy", "threads=0", f"index_dir={tmp_path / 'idx'}")
+    # verify=lazy: the damage must be found after pages were served
+    mnt = mount(src, "index=lazy", "verify=lazy", "threads=0", f"index_dir={tmp_path / 'idx'}")
     path = mnt / "m.npy"
     got, err = guarded(sequential, path)
     assert err == errno.EIO, (len(got), err)   # the CRC-32 at the end
@@ -399,7 +400,8 @@ def test_changed_archive_drops_cached_pages(indexed, npyfs_bin, mount, tmp_path)
     if indexed:
         r = run([npyfs_bin, "index", "-o", f"index_dir={idx}", src], timeout=300)
         assert r.returncode == 0, r.stderr
-    mnt = mount(src, "index=lazy", f"index_dir={idx}")
+    # verify=lazy: pages must be served before the change is found
+    mnt = mount(src, "index=lazy", "verify=lazy", f"index_dir={idx}")
     a = mnt / "a.npy"
     got, err = guarded(sequential, a)
     assert err is None and got == npy_bytes(arrays["a"])

@@ -756,7 +756,7 @@ def test_bash_completion(npyfs_bin, tmp_path, data_npz, mount):
     assert _complete("mount", "-o", "ro,thr") == ["ro,threads="]
     assert _complete("mount", "-o", "index=") == ["index=background", "index=lazy"]
     assert _complete("mount", "-") == ["-f", "-d", "-o", "--help"]
-    assert _complete("index", "-o", "") == ["index_dir=", "spacing="]
+    assert _complete("index", "-o", "") == ["index_dir=", "spacing=", "max_ratio="]
     assert _complete("unmount", "-") == ["-z", "--lazy", "--help"]
     assert _complete("ls", "--j") == ["--json"]
     # every option --help names is offered after mount -o

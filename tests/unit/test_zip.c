@@ -1522,13 +1522,13 @@ static void test_open_fails_midway(void)
         return;
     }
     snprintf(path, sizeof(path), "%s/a.npz", dir);
-    CHECK_EQ(fs_archive_open(path, DFX_DEFAULT_SPACING, &a), 0);
+    CHECK_EQ(fs_archive_open(path, DFX_DEFAULT_SPACING, NULL, &a), 0);
     CHECK(a && a->count == 4 && a->members[1].ix && a->members[3].ix && !a->members[0].ix);
     fs_archive_free(a);
     for (int at = 1; at <= 3; at++) {
         a = (struct fs_archive *)1;
         fail_index_new_at = at;
-        CHECK_EQ(fs_archive_open(path, DFX_DEFAULT_SPACING, &a), -ENOMEM);
+        CHECK_EQ(fs_archive_open(path, DFX_DEFAULT_SPACING, NULL, &a), -ENOMEM);
         CHECK(a == NULL);
         CHECK_EQ(fail_index_new_at, 0); /* the failure was reached */
     }
