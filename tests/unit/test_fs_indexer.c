@@ -41,29 +41,72 @@ static struct ft_member zm[M_COUNT];
 static unsigned char *zdata[M_COUNT];
 
 /* ---- the calls that set up and check a member ---------------------------
- * In one place: the full pass an open waits for is about to move to a pool
- * (a "wait" answer and a queue), and these helpers will wait for it. */
+ * In one place, as the daemon makes them: an indexer per opened archive; an
+ * open under verify=strict asks fs_indexer_ready() and, told to wait, waits
+ * for the full pass (fs_indexer_await()) and asks again. Without a pool
+ * the pass runs in the thread that starts it, to its end (its save
+ * included); with the opener pool (pool, where a test sets it), waiting
+ * opens are answered once the table exists, and the pass ends later, which
+ * fs_defer_stop() waits for. */
+
+static struct fs_defer *pool; /* NULL but in test_concurrent_opens() */
 
 static struct fs_indexer *indexer_new(struct fs_archive *a)
 {
     struct fs_indexer *x = NULL;
 
-    CHECK_EQ(fs_indexer_new(a, &opts, &x), 0);
+    CHECK_EQ(fs_indexer_new(a, &opts, pool, NULL, &x), 0);
     return x;
 }
 
-/* The full pass that builds m's table (and saves its index), as an open
- * under verify=strict runs it. */
+struct waiter {
+    struct fs_waiter w; /* first: the pool hands this back */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool woken;
+    int err;
+};
+
+static void wake(struct fs_waiter *fw, int err)
+{
+    struct waiter *w = (struct waiter *)fw;
+
+    pthread_mutex_lock(&w->lock);
+    w->woken = true;
+    w->err = err;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* May m be served under verify=strict? Runs (or waits for) the full pass
+ * that builds its table and saves its index: 0, or -EIO (damaged). */
 static int verify(struct fs_indexer *x, struct fs_member *m)
 {
-    return fs_indexer_verify(x, m);
+    int ret;
+
+    while ((ret = fs_indexer_ready(x, m)) == FS_WAIT) {
+        struct waiter w = {.w.wake = wake, .lock = PTHREAD_MUTEX_INITIALIZER,
+                           .cond = PTHREAD_COND_INITIALIZER};
+
+        if (fs_indexer_await(x, m, &w.w) == 0) {
+            pthread_mutex_lock(&w.lock);
+            while (!w.woken)
+                pthread_cond_wait(&w.cond, &w.lock);
+            pthread_mutex_unlock(&w.lock);
+        }
+        pthread_mutex_destroy(&w.lock);
+        pthread_cond_destroy(&w.cond);
+        if (w.err < 0)
+            return w.err;
+    }
+    return ret;
 }
 
 static struct fs_archive *open_archive(const char *path)
 {
     struct fs_archive *a = NULL;
 
-    CHECK_EQ(fs_archive_open(path, SPACING, &a), 0);
+    CHECK_EQ(fs_archive_open(path, SPACING, NULL, &a), 0);
     return a;
 }
 
@@ -528,9 +571,20 @@ static void *opener(void *arg)
     return NULL;
 }
 
-/* Many first opens of one member at once (strict verification): one load,
- * one pass, every open answered when the table exists; a damaged member
- * fails all of them, and every later one. */
+/* A mount's opener pool, running. */
+static struct fs_defer *pool_start(void)
+{
+    struct fs_defer *d = NULL;
+
+    if (fs_defer_new(FS_DEFER_THREADS, &d) < 0)
+        exit(2);
+    fs_defer_start(d);
+    return d;
+}
+
+/* Many first opens of one member at once (strict verification), the passes
+ * in the opener pool: one load, one pass, every open answered when the
+ * table exists; a damaged member fails all of them, and every later one. */
 static void test_concurrent_opens(void)
 {
     char *path = write_npz("conc.npz");
@@ -541,11 +595,13 @@ static void test_concurrent_opens(void)
     size_t len;
     unsigned char *p;
     char *bad = ft_path(top, "conc-bad.npz");
+    int files0 = index_files(NULL, 0);
 
+    ft_barrier_init(&bar, 6);
     if (!a)
         goto out;
+    pool = pool_start();
     x = indexer_new(a);
-    ft_barrier_init(&bar, 6);
     for (int i = 0; i < 6; i++) {
         o[i] = (struct opener){.x = x, .m = &a->members[i % 2 ? M_S : M_D], .bar = &bar};
         pthread_create(&o[i].t, NULL, opener, &o[i]);
@@ -556,6 +612,9 @@ static void test_concurrent_opens(void)
     }
     CHECK(has_table(&a->members[M_D]));
     CHECK(has_table(&a->members[M_S]));
+    fs_defer_free(pool); /* joins the passes, which saved the files */
+    pool = NULL;
+    CHECK_EQ(index_files(NULL, 0), files0 + 2);
     fs_indexer_free(x);
     fs_archive_free(a);
     x = NULL;
@@ -567,7 +626,8 @@ static void test_concurrent_opens(void)
     free(p);
     a = open_archive(bad);
     if (!a)
-        goto out_bar;
+        goto out;
+    pool = pool_start();
     x = indexer_new(a);
     ft_log_clear();
     for (int i = 0; i < 6; i++) {
@@ -582,9 +642,10 @@ static void test_concurrent_opens(void)
     CHECK(!has_table(&a->members[M_D]));
     CHECK(ft_log_has("member 'd.npy'"));
     CHECK_EQ(verify(x, &a->members[M_S]), 0); /* the other member is fine */
-out_bar:
-    ft_barrier_destroy(&bar);
+    fs_defer_free(pool);
+    pool = NULL;
 out:
+    ft_barrier_destroy(&bar);
     fs_indexer_free(x);
     fs_archive_free(a);
     unlink(path);
@@ -603,7 +664,7 @@ static void test_background_stop(void)
     struct fs_indexer *x = NULL;
 
     bg.index_mode = FS_INDEX_BACKGROUND;
-    if (a && fs_indexer_new(a, &bg, &x) == 0) {
+    if (a && fs_indexer_new(a, &bg, pool, NULL, &x) == 0) {
         fs_indexer_start(x);
         fs_indexer_stop(x);
         fs_indexer_stop(x); /* again: nothing */

@@ -166,7 +166,7 @@ static void make_archive(void)
 static struct fs_archive *open_archive(const char *path)
 {
     struct fs_archive *a = NULL;
-    int ret = fs_archive_open(path, SPACING, &a);
+    int ret = fs_archive_open(path, SPACING, NULL, &a);
 
     CHECK_EQ(ret, 0);
     return ret == 0 ? a : NULL;

@@ -250,7 +250,7 @@ static struct fs_archive *open_archive(void)
 {
     struct fs_archive *a = NULL;
 
-    CHECK_EQ(fs_archive_open(zpath, SPACING, &a), 0);
+    CHECK_EQ(fs_archive_open(zpath, SPACING, NULL, &a), 0);
     return a;
 }
 
