@@ -1693,6 +1693,51 @@ static void test_gzip(void)
     free(all);
 }
 
+/* What an open costs is bounded: a gzip file sized by a full pass stops
+ * with -E2BIG past max_ratio x its size (never below FS_SIZING_FLOOR), or
+ * -ECANCELED once the stop flag is raised; one sized from its .npy header
+ * decodes nothing, whatever the limit. A FIFO is refused without being
+ * opened (it would block). */
+static void test_open_limits(void)
+{
+    size_t n1, n2 = 2 * MiB;
+    unsigned char *npy = ft_npy(3 * MiB, true, 51, &n1), *more = ft_data(n2, true, 52);
+    const unsigned char *two[2] = {npy, more}, *one[1] = {npy};
+    size_t l_two[2] = {n1, n2}, l_one[1] = {n1};
+    char *p2 = ft_path(dir, "limits2.npy.gz"), *p1 = ft_path(dir, "limits1.npy.gz");
+    char *fifo = ft_path(dir, "fifo.npz");
+    atomic_bool stop = false;
+    struct fs_open_limits tight = {.max_ratio = 1}, roomy = {.max_ratio = 1000, .stop = &stop};
+    struct fs_archive *a = NULL;
+    struct stat st;
+
+    if (ft_write_gzip(p2, two, l_two, 2) < 0 || ft_write_gzip(p1, one, l_one, 1) < 0 ||
+        mkfifo(fifo, 0644) < 0)
+        exit(2);
+    CHECK_EQ(stat(p2, &st), 0);
+    CHECK(n1 + n2 > FS_SIZING_FLOOR && n1 + n2 > (uint64_t)st.st_size);
+    CHECK_EQ(fs_archive_open(p2, SPACING, &tight, &a), -E2BIG);
+    CHECK(a == NULL);
+    CHECK_EQ(fs_archive_open(p2, SPACING, &roomy, &a), 0);
+    CHECK(a && a->members[0].size == n1 + n2);
+    fs_archive_free(a);
+    atomic_store(&stop, true);
+    CHECK_EQ(fs_archive_open(p2, SPACING, &roomy, &a), -ECANCELED);
+    CHECK(a == NULL);
+    CHECK_EQ(fs_archive_open(p1, SPACING, &tight, &a), 0); /* sized from the header */
+    CHECK(a && a->members[0].size == n1);
+    fs_archive_free(a);
+    CHECK_EQ(fs_archive_open(fifo, SPACING, NULL, &a), -ENODEV);
+    unlink(p1);
+    unlink(p2);
+    unlink(fifo);
+    free(p1);
+    free(p2);
+    free(fifo);
+    free(npy);
+    free(more);
+}
+
 int main(void)
 {
     ft_log_capture();
@@ -1714,6 +1759,7 @@ int main(void)
     test_stored();
     test_peek();
     test_gzip();
+    test_open_limits();
 
     CHECK_EQ(fs_parked_count(), 0); /* every member closed: nothing parked */
     ft_members_free(zm, M_COUNT);
