@@ -1033,8 +1033,8 @@ static void test_readers_wait_for_decodes(void)
     fs_archive_free(a);
 }
 
-/* A copy of member d of the archive at path, with byte `at` of its deflate
- * data changed by f, written as dir/name. */
+/* A copy of the test archive, with byte `at` of member d's deflate data
+ * changed by f, written as dir/name (returned, to free). */
 static char *damaged_copy(const char *name, const struct ft_member *d, uint64_t at,
                           unsigned char (*f)(unsigned char))
 {
@@ -1111,8 +1111,9 @@ static void *shuffled_reader(void *arg)
     return NULL;
 }
 
-/* Read every chunk of m from 4 threads in random orders; returns the
- * failures other than EIO and wrong bytes (both must be 0). */
+/* Read every chunk of m from 4 threads in random orders: *wrong gets the
+ * chunks served with bytes that are not the member's, *other the failures
+ * other than EIO (both must be 0), *eio the reads that failed with EIO. */
 static void read_shuffled(struct fs_archive *a, struct fs_member *m, struct cache *c,
                           const unsigned char *want, int *wrong, int *other, int *eio)
 {
