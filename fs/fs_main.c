@@ -67,6 +67,7 @@ static const char usage_text[] =
     "       npyfs unmount [-z|--lazy] MOUNTPOINT\n"
     "       npyfs ls [--json] SOURCE...\n"
     "       npyfs index [-o OPT[,OPT...]] SOURCE...\n"
+    "       npyfs index --prune [-o OPT[,OPT...]] [SOURCE...]\n"
     "       npyfs stats [--json] MOUNTPOINT\n"
     "       npyfs --help | --version | COMMAND --help\n"
     "\n"
@@ -85,10 +86,13 @@ static const char usage_text[] =
     "           tab-separated otherwise; --json: one JSON array of objects\n"
     "  index    build and save the index and chunk checksums of every member\n"
     "           ahead of time, checking each CRC on the way; a directory SOURCE:\n"
-    "           every .npz and .npy.gz below it (takes index_dir=, spacing= and\n"
-    "           max_ratio=)\n"
+    "           every .npz and .npy.gz below it (takes index_dir=, index_max=,\n"
+    "           spacing= and max_ratio=); --prune: remove the index files of\n"
+    "           archives that are gone or changed, and keep the directory within\n"
+    "           index_max\n"
     "  stats    a mount's live counters: bytes served and decompressed, cache\n"
-    "           hits and misses, index coverage per member (--json: as JSON)\n"
+    "           hits and misses, index coverage per member, the indexing pass's\n"
+    "           progress (--json: as JSON)\n"
     "\n"
     "mount flags:\n"
     "  -f                 stay in the foreground and log to stderr\n"
@@ -104,7 +108,11 @@ static const char usage_text[] =
     "  readahead=SIZE     kernel readahead per file, set when root (default 256K;\n"
     "                     0: leave the kernel's; else from 4K to 1G)\n"
     "  index_dir=DIR      where saved indexes go (default $XDG_CACHE_HOME/npyfs,\n"
-    "                     else ~/.cache/npyfs)\n"
+    "                     else ~/.cache/npyfs; without HOME, the password\n"
+    "                     database's home, else /var/cache/npyfs for root)\n"
+    "  index_max=SIZE     size cap of the index directory: a save removes the\n"
+    "                     least recently used files beyond it (default 4G;\n"
+    "                     0: no cap)\n"
     "  index=MODE         background (default): build missing indexes at idle\n"
     "                     priority after mounting; lazy: only as reads go\n"
     "  index_mem=SIZE     memory for the index windows that reads record, for\n"
@@ -385,6 +393,9 @@ static void parse_opts(struct mount_args *ma, const char *list)
                 die_usage("bad value in -o %s: expected a directory", opt);
             free(ma->opts.index_dir);
             ma->opts.index_dir = strdup(opt + 10);
+        } else if (strncmp(opt, "index_max=", 10) == 0) {
+            if (parse_size(opt + 10, &ma->opts.index_max) < 0)
+                die_usage("bad value in -o %s: expected a size such as 4G (0: no cap)", opt);
         } else if (strncmp(opt, "index_mem=", 10) == 0) {
             if (parse_size(opt + 10, &ma->opts.index_mem) < 0)
                 die_usage("bad value in -o %s: expected a size such as 64M", opt);
@@ -415,6 +426,7 @@ static void parse_opts(struct mount_args *ma, const char *list)
                 ma->opts.spacing < DFX_MIN_SPACING)
                 die_usage("bad value in -o %s: expected a size of at least %uK", opt,
                           DFX_MIN_SPACING >> 10);
+            ma->opts.spacing_given = true;
         } else if (strcmp(opt, "rw") == 0) {
             die_usage("npyfs mounts are read-only; -o rw is not supported");
         } else if (len && fuse_opt_known(opt, len)) {
@@ -490,6 +502,7 @@ static void parse_mount_args(int argc, char **argv, struct mount_args *ma)
     ma->opts.threads = default_threads();
     ma->opts.readahead = FS_DEFAULT_READAHEAD;
     ma->opts.index_mem = FS_DEFAULT_INDEX_MEM;
+    ma->opts.index_max = FS_DEFAULT_INDEX_MAX;
     ma->opts.verify = FS_VERIFY_AUTO;
     ma->opts.verify_max = FS_DEFAULT_VERIFY_MAX;
     ma->opts.max_ratio = FS_DEFAULT_MAX_RATIO;
@@ -1455,8 +1468,12 @@ static int index_tree(const char *dir, const struct fs_opts *opts)
 }
 
 /* The -o options npyfs index takes; a new one that applies to indexing
- * goes here too (and in index_help). */
-static const char *const index_opt_names[] = {"index_dir=", "spacing=", "max_ratio=", NULL};
+ * goes here too (and in INDEX_OPTS_TEXT, the index command's help, and
+ * _npyfs_index_opts in completions/npyfs.bash). */
+static const char *const index_opt_names[] = {"index_dir=", "index_max=", "spacing=",
+                                              "max_ratio=", NULL};
+#define INDEX_OPTS_TEXT                                                                          \
+    "-o index_dir=DIR, -o index_max=SIZE, -o spacing=SIZE and -o max_ratio=N"
 
 /* Is name (without '=') an option of npyfs index? */
 static bool index_opt(const char *name)
@@ -1485,30 +1502,35 @@ static void check_index_opts(const char *list)
             nearest_opt(p, name, near, sizeof(near));
             if (strlen(near) == name && strncmp(p, near, name) == 0)
                 fprintf(stderr, "npyfs: -o %.*s applies to a mount, not to npyfs index (which "
-                        "takes -o index_dir=DIR and -o spacing=SIZE)\n", (int)len, p);
+                        "takes " INDEX_OPTS_TEXT ")\n", (int)len, p);
             else if (index_opt(near))
                 fprintf(stderr, "npyfs: unknown option -o %.*s (did you mean %s?)\n", (int)len,
                         p, near);
             else
-                fprintf(stderr, "npyfs: unknown option -o %.*s (npyfs index takes -o "
-                        "index_dir=DIR and -o spacing=SIZE)\n", (int)len, p);
+                fprintf(stderr, "npyfs: unknown option -o %.*s (npyfs index takes "
+                        INDEX_OPTS_TEXT ")\n", (int)len, p);
             exit(1);
         }
         p += len + (p[len] == ',');
     }
 }
 
-/* npyfs index [-o OPT,...] SOURCE...: one line per failing source. */
+/* npyfs index [--prune] [-o OPT,...] SOURCE...: one line per failing
+ * source; --prune first prunes the index directory (SOURCEs optional). */
 static int cmd_index(int argc, char **argv)
 {
     struct mount_args ma = {0};
     struct stat st;
     int nsrc = 0, status = 0;
+    bool prune = false;
 
     ma.opts.spacing = DFX_DEFAULT_SPACING;
+    ma.opts.index_max = FS_DEFAULT_INDEX_MAX;
     ma.opts.max_ratio = FS_DEFAULT_MAX_RATIO;
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "-o") == 0) {
+        if (strcmp(argv[i], "--prune") == 0) {
+            prune = true;
+        } else if (strcmp(argv[i], "-o") == 0) {
             if (++i == argc)
                 die_usage("-o needs an option list");
             check_index_opts(argv[i]);
@@ -1531,7 +1553,8 @@ static int cmd_index(int argc, char **argv)
         }
         if (argv[i][0] == '-' && argv[i][1])
             continue;
-        nsrc++;
+        if (nsrc++ == 0 && prune && fs_index_prune(&ma.opts) != 0)
+            status = 1;
         if (stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode)) {
             if (index_tree(argv[i], &ma.opts) != 0)
                 status = 1;
@@ -1547,8 +1570,10 @@ static int cmd_index(int argc, char **argv)
             status = 1;
         fs_archive_free(a);
     }
-    if (nsrc == 0)
-        die_usage("index needs at least one SOURCE");
+    if (nsrc == 0 && prune && fs_index_prune(&ma.opts) != 0)
+        status = 1;
+    if (nsrc == 0 && !prune)
+        die_usage("index needs at least one SOURCE (or --prune)");
     free(ma.opts.index_dir);
     return status;
 }
@@ -1774,20 +1799,32 @@ static const struct {
      NULL, NULL},
     {"index",
      "usage: npyfs index [-o OPT[,OPT...]] SOURCE...\n"
+     "       npyfs index --prune [-o OPT[,OPT...]] [SOURCE...]\n"
      "\n"
      "Build and save the index and chunk checksums of every member ahead of time,\n"
      "checking each member's CRC-32 on the way. A directory SOURCE: every .npz\n"
-     "and .npy.gz below it (symlinks not followed).\n"
+     "and .npy.gz below it (symlinks not followed). On a terminal: a progress\n"
+     "line, or \"already indexed\" when every member has a valid index file.\n"
      "  -o index_dir=DIR   where saved indexes go (as for mount)\n"
-     "  -o spacing=SIZE    distance between access points (as for mount)\n"
+     "  -o index_max=SIZE  size cap of the index directory (as for mount)\n"
+     "  -o spacing=SIZE    distance between access points (as for mount); an\n"
+     "                     index file built with another spacing is rebuilt\n"
+     "  -o max_ratio=N     the most a .npy.gz sized by a full pass may expand\n"
+     "                     (as for mount)\n"
+     "  --prune            first remove the index files of archives that no\n"
+     "                     longer exist or changed, those unused for 30 days\n"
+     "                     whose archive cannot be checked, those of older npyfs\n"
+     "                     versions, then the least recently used beyond\n"
+     "                     index_max; prints each file removed and the space freed\n"
      "Mount-only options are refused.\n",
      NULL, NULL},
     {"stats",
      "usage: npyfs stats [--json] MOUNTPOINT\n"
      "\n"
      "The live counters of the npyfs mount on MOUNTPOINT: reads, bytes served and\n"
-     "decompressed, cache hits, misses and evictions, and per member its index\n"
-     "coverage and state.\n"
+     "decompressed, cache hits, misses and evictions; how far indexing is (members\n"
+     "indexed of those known, bytes to go, archives not opened yet); and per\n"
+     "member its index coverage and state, and the indexing pass's progress.\n"
      "  --json, -j   the same as one JSON object\n",
      NULL, NULL},
 };

@@ -1120,3 +1120,24 @@ void fs_vfs_foreach(struct fs_ctx *ctx, void (*fn)(struct fs_archive *a, void *a
         if (unit_is_open(&v->units[i]) && v->units[i].kind != UNIT_PLAIN)
             fn(v->units[i].a, arg);
 }
+
+/* Contract in fs.h. */
+void fs_vfs_units(struct fs_vfs *v, struct fs_vfs_units *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (size_t i = 0; v && i < v->nunits; i++) {
+        struct vfs_unit *u = &v->units[i];
+        int s = atomic_load_explicit(&u->state, memory_order_acquire);
+
+        if (u->kind == UNIT_PLAIN)
+            continue; /* passthrough files: nothing to index */
+        if (s == UNIT_OPEN) {
+            out->opened++;
+        } else if (s < 0) {
+            out->failed++;
+        } else {
+            out->unopened++;
+            out->unopened_bytes += u->size;
+        }
+    }
+}
