@@ -654,6 +654,127 @@ out:
     free(path);
 }
 
+/* A file built with another spacing is used as it is: its points are
+ * valid whatever spacing the mount would build with. */
+static void test_other_spacing(void)
+{
+    char *path = write_npz("spacing.npz");
+    struct fs_archive *a = open_archive(path), *b = NULL;
+    struct fs_indexer *x = NULL;
+    struct fs_member *d;
+
+    if (!a)
+        goto out;
+    x = indexer_new(a);
+    CHECK_EQ(verify(x, &a->members[M_D]), 0);
+    fs_indexer_free(x);
+    x = NULL;
+    CHECK_EQ(fs_archive_open(path, 4 * SPACING, NULL, &b), 0);
+    if (!b)
+        goto out;
+    x = indexer_new(b);
+    d = &b->members[M_D];
+    fs_indexer_use(x, d);
+    CHECK(has_table(d));
+    CHECK(dfx_index_points(d->ix) > d->size / (4 * SPACING) + 1); /* the file's points */
+    CHECK(chunks_to_read(b, d, (d->size - 1) / CH, zdata[M_D]) <= (long)(SPACING / CH) + 2);
+out:
+    fs_indexer_free(x);
+    fs_archive_free(a);
+    fs_archive_free(b);
+    unlink(path);
+    free(path);
+}
+
+/* bytes of the index files in dir */
+static uint64_t dir_bytes(const char *dir, int *count)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    uint64_t bytes = 0;
+
+    *count = 0;
+    while (d && (de = readdir(d))) {
+        struct stat st;
+        char *f;
+
+        if (de->d_name[0] == '.' || strstr(de->d_name, ".tmp"))
+            continue;
+        f = ft_path(dir, de->d_name);
+        if (stat(f, &st) == 0) {
+            bytes += (uint64_t)st.st_size;
+            ++*count;
+        }
+        free(f);
+    }
+    if (d)
+        closedir(d);
+    return bytes;
+}
+
+/* -o index_max=: saves keep the index directory within its size cap by
+ * removing the least recently used files, never the one just saved nor
+ * one in use. With a cap of one and a half files, each save leaves only
+ * itself (the archives before it are closed: their files not in use). */
+static void test_index_max(void)
+{
+    struct fs_opts saved = opts;
+    char *dir = ft_path(top, "capped"), *paths[4], name[32];
+    struct fs_archive *keep = NULL, *a;
+    struct fs_indexer *keeper = NULL, *x;
+    uint64_t one = 0, bytes;
+    int count;
+
+    opts.index_dir = dir;
+    for (int i = 0; i < 4; i++) {
+        snprintf(name, sizeof(name), "cap%d.npz", i);
+        paths[i] = write_npz(name);
+    }
+    /* an indexer that keeps the directory open across the mounts below */
+    keep = open_archive(paths[3]);
+    if (keep)
+        keeper = indexer_new(keep);
+    ft_log_clear();
+    for (int i = 0; i < 3; i++) {
+        a = open_archive(paths[i]);
+        if (!a)
+            continue;
+        x = indexer_new(a);
+        CHECK_EQ(verify(x, &a->members[M_D]), 0);
+        fs_indexer_free(x);
+        fs_archive_free(a);
+        bytes = dir_bytes(dir, &count);
+        if (i == 0) {
+            one = bytes;
+            opts.index_max = one * 3 / 2; /* the next indexer sets it */
+            CHECK_EQ(count, 1);
+        } else {
+            CHECK_EQ(count, 1);
+            CHECK(bytes <= opts.index_max);
+        }
+    }
+    CHECK(ft_log_has("least recently used index file"));
+    /* the last one saved loads; the first one's file is gone */
+    for (int i = 0; i < 3; i += 2) {
+        a = open_archive(paths[i]);
+        if (!a)
+            continue;
+        x = indexer_new(a);
+        fs_indexer_use(x, &a->members[M_D]);
+        CHECK_EQ(has_table(&a->members[M_D]), i == 2);
+        fs_indexer_free(x);
+        fs_archive_free(a);
+    }
+    fs_indexer_free(keeper);
+    fs_archive_free(keep);
+    for (int i = 0; i < 4; i++) {
+        unlink(paths[i]);
+        free(paths[i]);
+    }
+    opts = saved;
+    free(dir);
+}
+
 /* index=background: started and stopped at once (an unmount right after the
  * mount): the thread is joined, whatever it had done; nothing leaks. */
 static void test_background_stop(void)
@@ -702,6 +823,8 @@ int main(void)
     test_lazy_unmount_save();
     test_gzip();
     test_concurrent_opens();
+    test_other_spacing();
+    test_index_max();
     test_background_stop();
 
     for (int i = 0; i < M_COUNT; i++)
