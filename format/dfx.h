@@ -1,5 +1,7 @@
 /*
- * Deflate index: random access into a DEFLATE stream (the zran technique).
+ * Deflate index: random access into a DEFLATE stream (the zran technique;
+ * the facts it rests on: docs/FORMATS.md section 4, "DEFLATE streams and access
+ * points").
  *
  * An index holds access points (uncompressed offset, compressed bit position,
  * the 32 KiB of output before it) roughly every `spacing` bytes of output.

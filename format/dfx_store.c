@@ -1,6 +1,6 @@
 /*
  * Index files: the codec. Contract in dfx_store.h; the layout in
- * docs/FORMATS.md ("npyfs index files"), and as offsets below.
+ * docs/FORMATS.md section 6 ("npyfs index files"), and as offsets below.
  *
  * Writing goes through one writer (struct dfx_store_writer) that appends
  * at a running offset through its write callback and keeps the CRC-32 of

@@ -11,8 +11,8 @@
  * made durable, found and pruned is the index directory's policy
  * (fs/indexdir.h).
  *
- * The layout (version DFX_STORE_VERSION) is docs/FORMATS.md, section
- * "npyfs index files". In short: a 144-byte header (magic "NPYFSIDX",
+ * The layout (version DFX_STORE_VERSION) is docs/FORMATS.md section 6, "npyfs
+ * index files". In short: a 144-byte header (magic "NPYFSIDX",
  * version, lengths, offsets, and the key), the member's name and the
  * archive's path (each zero-padded to a multiple of 8), the windows
  * (zlib-compressed, window.h), the point table (48 bytes a point), the

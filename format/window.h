@@ -1,6 +1,7 @@
 /*
  * Deflate history windows: the size of the history a DEFLATE decoder needs
- * to resume inside a stream (RFC 1951's largest back-reference distance),
+ * to resume inside a stream (RFC 1951's largest back-reference distance;
+ * docs/FORMATS.md section 4, "DEFLATE streams and access points"),
  * and the codec that keeps such a window zlib-compressed in memory or in an
  * index file.
  *

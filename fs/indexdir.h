@@ -1,7 +1,7 @@
 /*
  * The index directory: where saved deflate indexes live, one file per
  * archive member (what a file holds, and how it is checked when loaded:
- * format/dfx_store.h; its layout: docs/FORMATS.md, "npyfs index files").
+ * format/dfx_store.h; its layout: docs/FORMATS.md section 6, "npyfs index files").
  * This module is the policy around those files: which directory, how it is
  * opened and checked, how a file is written durably, found, loaded, and
  * when files are removed.
