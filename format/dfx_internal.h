@@ -1,8 +1,10 @@
 /*
- * dfx internals shared with dfx_store.c (persisted indexes), the indexer
- * (fs/fs_index.c) and the unit tests: moving the access points of an index
- * in and out, where their windows live, the damage state, and the codec for
- * compressed 32 KiB windows. Everything else goes through dfx.h.
+ * dfx internals shared with dfx_store.c (index files), the indexer
+ * (fs/fs_index.c), the index directory (fs/indexdir.c: the spacing), the
+ * member reader (fs/fs_member.c) and the unit tests: moving the access points
+ * of an index in and out, where their windows live, and the damage state.
+ * Everything else goes through dfx.h. (The codec for compressed 32 KiB
+ * windows is window.h.)
  *
  * Where a point's window (its 32 KiB of history) lives:
  * - nowhere: the point needs none (point 0, a gzip member start);

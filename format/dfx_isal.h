@@ -2,7 +2,8 @@
  * ISA-L inflate for dfx.c: a raw deflate decoder that can start at an access
  * point (a block boundary at any bit, with up to 32 KiB of history) and that
  * says exactly where the deflate stream ended, so a gzip trailer can follow.
- * Internal to format/; dfx.c is the only user.
+ * Internal to format/: dfx.c decodes with it, dfx_crcs.c takes its CRC-32
+ * (and the benchmarks in scripts/ measure it).
  *
  * ISA-L decodes about twice as fast as zlib but has no inflate(Z_BLOCK): it
  * never stops at a block boundary by itself. dfx_isal_inflate_mark() makes it
