@@ -260,7 +260,6 @@ int indexdir_file_path(const struct indexdir *d, const struct dfx_store_key *k, 
 
 struct indexdir_writer {
     struct indexdir *dir;              /* borrowed */
-    const struct dfx_store_key *key;   /* borrowed */
     struct dfx_store_writer *w;        /* owned: the codec's writer on fd */
     char name[DFX_STORE_NAME_MAX];     /* final name in dir */
     char tmp[TEMP_NAME_MAX];           /* temporary name in dir */
@@ -291,18 +290,17 @@ int indexdir_begin(struct indexdir *d, const struct dfx_store_key *k, uint64_t s
                    struct indexdir_writer **out)
 {
     struct indexdir_writer *w = calloc(1, sizeof(*w));
-    struct dfx_store_out sink_out;
+    struct dfx_store_out out_cb;
     int ret;
 
     *out = NULL;
     if (!w)
         return -ENOMEM;
     w->dir = d;
-    w->key = k;
     w->fd = -1;
     dfx_store_name(k, w->name);
-    sink_out = (struct dfx_store_out){fd_write, w};
-    ret = dfx_store_writer_new(k, spacing, &sink_out, &w->w);
+    out_cb = (struct dfx_store_out){fd_write, w};
+    ret = dfx_store_writer_new(k, spacing, &out_cb, &w->w);
     if (ret == 0)
         ret = check_dir_fd(d->fd); /* its mode may have changed since it was opened */
     for (int tries = 0; ret == 0 && w->fd < 0 && tries < 16; tries++) {
