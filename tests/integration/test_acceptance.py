@@ -1,0 +1,197 @@
+"""Acceptance: what a new user tried from the README, the man page and
+issues 9 and 11, where npyfs did not do what they say (local sources only).
+
+- `-o max_read=SIZE` takes a size as every SIZE does (`64K`), not only a
+  bare number of bytes: the kernel takes bytes, so npyfs passes them on.
+- A size given as `1GB` is refused with the option named (`-o
+  index_max=1GB`), as every other bad value is, for mount and for index.
+- A mount point reached through a symlink (or written `DIR/.`): `npyfs
+  stats` and `npyfs unmount` find the mount, a second `npyfs mount` there is
+  refused as already mounted instead of stacking a second mount, and a dead
+  daemon's mount is cleaned up through the link.
+- A busy mount held by a process's working directory says so (not "files
+  open"), with the fix that applies.
+- `ls --json` always prints one JSON array: `[]` for a directory without
+  archives (exit 0) and when no source could be read (exit 1), so
+  `npyfs.ls()` of such a directory returns [].
+- Bash completion: `verify=` offers `auto` (the default) too, a file name
+  with a space stays one word, a mount point with a space is quoted, and
+  the SELinux `context=` options libfuse takes are offered.
+- The uninstall target leaves none of the bytecode Python wrote for the
+  installed module.
+- The Python helper's warning at a lazy detach names what held the mount,
+  without npyfs unmount's advice to try again or to detach (already done).
+- `npyfs stats` rounds the ETA of a running pass up: "0 s" only when
+  nothing is left.
+- README and man page say what a read error through a memory map is
+  (SIGBUS, which numpy cannot catch), that `-o verify=strict` keeps damaged
+  members from being mapped, and where the daemon's log is.
+"""
+
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import (cleanup_background, guarded, in_child, mounted_fuse, npy_bytes,
+                      pids_for_mountpoint, read_all, run)
+
+ROOT = Path(__file__).resolve().parents[2]
+ARR = np.arange(60000, dtype="<f8").reshape(20000, 3)
+SMALL = np.arange(7, dtype=">i2")
+
+
+@pytest.fixture
+def data_npz(tmp_path):
+    p = tmp_path / "a.npz"
+    np.savez_compressed(p, u=ARR, v=SMALL)
+    return p
+
+
+def _err(r):
+    return r.stderr.decode(errors="replace").strip()
+
+
+def _mount_count(mnt):
+    target = os.path.realpath(str(mnt)).encode()
+    n = 0
+    with open("/proc/self/mounts", "rb") as f:
+        for line in f:
+            point = line.split(b" ")[1].replace(b"\\040", b" ")
+            n += point == target
+    return n
+
+
+def _unmount_all(mnt):
+    """Every mount stacked on mnt (a test that failed may have made two)."""
+    for _ in range(4):
+        if not mounted_fuse(mnt):
+            return
+        cleanup_background(mnt)
+        if mounted_fuse(mnt):
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True,
+                           timeout=15)
+
+
+# ------------------------------------------------------ options ---------
+
+def test_max_read_takes_a_size_suffix(data_npz, mount):
+    """README, Options: max_read=SIZE; SIZE takes a K suffix. npyfs passed
+    "max_read=64K" to the kernel as it came, and the mount failed with
+    "fuse: mount failed: Invalid argument"."""
+    mnt = mount(data_npz, "max_read=64K")
+    with open("/proc/self/mounts") as f:
+        opts = [ln.split()[3] for ln in f if ln.split()[1] == str(mnt)]
+    assert opts and "max_read=65536" in opts[-1].split(","), opts
+    assert guarded(read_all, mnt / "u.npy", timeout=60) == npy_bytes(ARR)
+
+
+@pytest.mark.parametrize("cmd,opts,named", [
+    ("mount", "cache_size=64M,index_max=1GB", "-o index_max=1GB"),
+    ("mount", "readahead=1mb", "-o readahead=1mb"),
+    ("index", "spacing=1MB", "-o spacing=1MB"),
+])
+def test_ambiguous_size_names_its_option(npyfs_bin, data_npz, tmp_path, cmd, opts, named):
+    """README: on any error mount prints one line naming the file or the
+    option; a size like 1GB is refused as ambiguous. The line named only
+    the value ("ambiguous size 1GB"), not which option it was given to."""
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    args = [npyfs_bin, cmd, "-o", opts, data_npz] + ([mnt] if cmd == "mount" else [])
+    r = run(args, timeout=30)
+    try:
+        err = _err(r)
+        assert r.returncode == 1, err
+        assert len(err.splitlines()) == 1 and named in err, err
+        assert "ambiguous" in err and "iB" in err, err
+    finally:
+        _unmount_all(mnt)
+    assert not mounted_fuse(mnt)
+
+
+# ---------------------------------------------- mount points ------------
+
+def test_mount_point_through_a_symlink(npyfs_bin, data_npz, tmp_path):
+    """mount follows a symlinked MOUNTPOINT (as mount(8) does); stats and
+    unmount did not ("not a mount point", "not mounted"), and a second
+    mount through the link stacked a second mount where README says
+    "already mounted" is an error."""
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to("real")
+    try:
+        r = run([npyfs_bin, "mount", data_npz, link], timeout=60)
+        assert r.returncode == 0, _err(r)
+        assert mounted_fuse(real)
+        st = run([npyfs_bin, "stats", "--json", link], timeout=30)
+        assert st.returncode == 0, _err(st)
+        assert json.loads(st.stdout)["archives_opened"] == 1
+        again = run([npyfs_bin, "mount", data_npz, link], timeout=60)
+        assert again.returncode == 1 and "already mounted" in _err(again), _err(again)
+        assert _mount_count(real) == 1
+        r = run([npyfs_bin, "unmount", f"{link}/."], timeout=60)
+        assert r.returncode == 0, _err(r)
+        assert not mounted_fuse(real)
+    finally:
+        _unmount_all(real)
+
+
+def test_dead_mount_through_a_symlink(npyfs_bin, data_npz, tmp_path):
+    """A mount whose daemon died, named through a symlink: stats says the
+    daemon is gone, unmount cleans it up (nothing stats the dead mount)."""
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    p = subprocess.Popen([str(npyfs_bin), "mount", "-f", str(data_npz), str(real)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not mounted_fuse(real):
+            assert p.poll() is None and time.monotonic() < deadline, "mount not live"
+            time.sleep(0.05)
+        p.kill()
+        p.wait(timeout=15)
+        st = run([npyfs_bin, "stats", link], timeout=30)
+        assert st.returncode == 1 and "daemon of this mount is gone" in _err(st), _err(st)
+        r = run([npyfs_bin, "unmount", f"{link}/"], timeout=60)
+        assert r.returncode == 0 and "was gone" in _err(r), _err(r)
+        assert not mounted_fuse(real)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        _unmount_all(real)
+
+
+def test_busy_by_working_directory_says_so(npyfs_bin, data_npz, mount):
+    """A shell whose working directory is in the mount keeps it busy; the
+    line said the process "has files open under it" and to close them."""
+    mnt = mount(data_npz)
+    holder = subprocess.Popen(["sleep", "60"], cwd=mnt)
+    try:
+        r = run([npyfs_bin, "unmount", mnt], timeout=60)
+        err = _err(r)
+        assert r.returncode == 1, err
+        assert f"process {holder.pid} (sleep) has its working directory under it" in err, err
+        assert "leave that directory and try again" in err and "unmount -z" in err, err
+        assert mounted_fuse(mnt)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
