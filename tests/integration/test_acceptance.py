@@ -195,3 +195,28 @@ def test_busy_by_working_directory_says_so(npyfs_bin, data_npz, mount):
         holder.wait()
 
 
+# ------------------------------------------------------ npyfs ls --------
+
+def test_ls_json_is_always_an_array(npyfs_bin, tmp_path):
+    """README: ls --json prints one JSON array. With no archive to list it
+    printed nothing at all, which json.loads cannot read (exit 0 for an
+    empty directory), and npyfs.ls() of that directory raised."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no archives here\n")
+    r = run([npyfs_bin, "ls", "--json", empty], timeout=30)
+    assert r.returncode == 0, _err(r)
+    assert json.loads(r.stdout) == []
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 cut short")
+    r = run([npyfs_bin, "ls", "--json", bad], timeout=30)
+    assert r.returncode == 1 and "truncated or not a zip" in _err(r), _err(r)
+    assert json.loads(r.stdout) == []
+    sys.path.insert(0, str(ROOT / "python"))
+    try:
+        import npyfs
+        assert npyfs.ls(empty, npyfs_bin=npyfs_bin) == []
+    finally:
+        sys.path.remove(str(ROOT / "python"))
+
+
