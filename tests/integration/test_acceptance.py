@@ -220,3 +220,55 @@ def test_ls_json_is_always_an_array(npyfs_bin, tmp_path):
         sys.path.remove(str(ROOT / "python"))
 
 
+# ------------------------------------------------------ completion ------
+
+def _complete(*words, cwd=None):
+    """(COMPREPLY, the compopt calls) of _npyfs for the words typed so far,
+    from completions/npyfs.bash in a plain bash; compopt is recorded, since
+    outside a real completion it cannot run."""
+    script = (f"source {ROOT / 'completions' / 'npyfs.bash'}\n"
+              "exec 3>&2\n"
+              "compopt() { printf 'compopt %s\\n' \"$*\" >&3; }\n"
+              "COMP_WORDS=(\"$@\"); COMP_CWORD=$((${#COMP_WORDS[@]} - 1))\n"
+              "_npyfs\n"
+              "printf '%s\\n' \"${COMPREPLY[@]}\"\n")
+    r = run(["bash", "--norc", "-c", script, "bash", "npyfs", *words], timeout=30, cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    return ([ln for ln in r.stdout.decode().splitlines() if ln],
+            r.stderr.decode().splitlines())
+
+
+def test_bash_completion_values_and_spaces(npyfs_bin, tmp_path, data_npz):
+    if shutil.which("bash") is None:
+        pytest.skip("bash missing")
+    # every verify mode, the default included
+    assert _complete("mount", "-o", "verify=")[0] == ["verify=auto", "verify=lazy",
+                                                     "verify=strict"]
+    assert _complete("mount", "-o", "ro,verify=a")[0] == ["ro,verify=auto"]
+    # libfuse's SELinux options, listed in --help, are offered too
+    h = run([npyfs_bin, "mount", "--help"], timeout=10).stdout.decode()
+    for opt in ("context=", "fscontext=", "defcontext=", "rootcontext="):
+        assert opt in h
+        assert opt in _complete("mount", "-o", "")[0], opt
+    # a file name with a space is one word, which readline quotes
+    d = tmp_path / "dir with space"
+    d.mkdir()
+    shutil.copy(data_npz, d / "run 1.npz")
+    words, opts = _complete("ls", "dir w", cwd=tmp_path)
+    assert words == ["dir with space"], words
+    assert "compopt -o filenames" in opts, opts
+    words, _ = _complete("mount", "dir with space/r", cwd=tmp_path)
+    assert words == ["dir with space/run 1.npz"], words
+    # a mount point with a space comes back quoted, as one word
+    mnt = tmp_path / "mnt sp"
+    mnt.mkdir()
+    try:
+        r = run([npyfs_bin, "mount", data_npz, mnt], timeout=60)
+        assert r.returncode == 0, _err(r)
+        words, _ = _complete("unmount", str(mnt)[:-2])
+        assert str(mnt).replace(" ", "\\ ") in words, words
+        assert str(mnt) not in words, words
+    finally:
+        _unmount_all(mnt)
+
+
