@@ -272,3 +272,31 @@ def test_bash_completion_values_and_spaces(npyfs_bin, tmp_path, data_npz):
         _unmount_all(mnt)
 
 
+# ------------------------------------------------------ install ---------
+
+def test_uninstall_removes_python_bytecode(npyfs_bin, tmp_path):
+    """README, Install: the uninstall target removes what install put in
+    place; importing the installed module (as root, or any user owning the
+    prefix) writes __pycache__/npyfs.cpython-3X.pyc beside it, which was
+    left behind."""
+    build = Path(npyfs_bin).resolve().parent
+    if not (build / "CMakeCache.txt").exists() or shutil.which("cmake") is None:
+        pytest.skip(f"{build} is not a CMake build directory")
+    prefix = tmp_path / "prefix"
+    r = run(["cmake", "--install", build, "--prefix", prefix], timeout=120)
+    assert r.returncode == 0, _err(r)
+    (module,) = prefix.glob("lib/python3*/dist-packages/npyfs.py")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = str(module.parent)
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    for flags in ([], ["-O"]):
+        r = run([python, *flags, "-c", "import npyfs; print(npyfs.__file__)"], timeout=60,
+                env=env)
+        assert r.returncode == 0 and str(module) in r.stdout.decode(), _err(r)
+    assert len(list(module.parent.glob("__pycache__/npyfs.*.pyc"))) == 2
+    r = run(["cmake", "--build", build, "--target", "uninstall"], timeout=120)
+    assert r.returncode == 0, r.stdout.decode() + _err(r)
+    left = [p for p in prefix.rglob("*") if not p.is_dir()]
+    assert left == [], left
+
+
