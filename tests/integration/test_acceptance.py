@@ -300,3 +300,40 @@ def test_uninstall_removes_python_bytecode(npyfs_bin, tmp_path):
     assert left == [], left
 
 
+# ------------------------------------------------------ python helper ---
+
+def test_helper_warning_has_no_cli_advice(npyfs_bin, tmp_path, monkeypatch, data_npz):
+    """The RuntimeWarning of a lazy detach quoted npyfs unmount's whole line,
+    "...; close them and try again, or detach it lazily with npyfs unmount
+    -z DIR", right before saying it was detached lazily."""
+    sys.path.insert(0, str(ROOT / "python"))
+    import npyfs
+    sys.path.remove(str(ROOT / "python"))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("NPYFS_BIN", str(npyfs_bin))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+
+    def body():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with npyfs.mounted(data_npz) as d:
+                a = np.load(d / "u.npy", mmap_mode="r")
+            same = np.array_equal(a, ARR)
+            del a
+        return str(d), same, [str(w.message) for w in caught
+                              if w.category is RuntimeWarning]
+
+    d, same, msgs = in_child(body, timeout=120)
+    assert same and len(msgs) == 1, msgs
+    msg = msgs[0]
+    assert "detached lazily" in msg and "has files open under it" in msg, msg
+    assert "try again" not in msg and "unmount -z" not in msg, msg
+    assert f"({d}:" not in msg, msg      # the mount point is said once
+    deadline = time.monotonic() + 15
+    while pids_for_mountpoint(d) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pids_for_mountpoint(d)
+    assert not mounted_fuse(d)
+
+
