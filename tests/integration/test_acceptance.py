@@ -337,3 +337,36 @@ def test_helper_warning_has_no_cli_advice(npyfs_bin, tmp_path, monkeypatch, data
     assert not mounted_fuse(d)
 
 
+# ------------------------------------------------------ stats -----------
+
+def test_stats_eta_rounds_up(npyfs_bin, tmp_path, mount):
+    """The ETA of a running pass was the seconds to go rounded down: "ETA 0
+    s" for the whole last second, while most of a fast pass was still to go.
+    Every sample of a running pass must give ceil(bytes to go / rate)."""
+    src = tmp_path / "big.npz"
+    rng = np.random.default_rng(7)
+    a = rng.integers(0, 40, size=40_000_000, dtype=np.int32)
+    with zipfile.ZipFile(src, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        with z.open("a.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array(f, a)
+    del a
+    mnt = mount(src, "verify=lazy", "index=background")
+    samples = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        r = run([npyfs_bin, "stats", "--json", mnt], timeout=30)
+        assert r.returncode == 0, _err(r)
+        st = json.loads(r.stdout)
+        members = [m for ar in st["archives"] for m in ar["members"]]
+        p = members[0]["pass"]
+        if p is not None and p["rate"] > 0 and p["done"] < p["size"]:
+            samples.append(p)
+        if st["indexing"]["members_indexed"] == 1:
+            break
+    if not samples:
+        pytest.skip("the pass ended before stats saw it running")
+    for p in samples:
+        assert p["eta_seconds"] == math.ceil((p["size"] - p["done"]) / p["rate"]), p
+        assert p["eta_seconds"] >= 1, p
+
+
