@@ -370,3 +370,25 @@ def test_stats_eta_rounds_up(npyfs_bin, tmp_path, mount):
         assert p["eta_seconds"] >= 1, p
 
 
+# ------------------------------------------------------ docs ------------
+
+def _man_text():
+    if shutil.which("groff") is None:
+        pytest.skip("groff missing")
+    r = run(["groff", "-man", "-Tutf8", "-P", "-cbou", ROOT / "docs" / "npyfs.1"], timeout=30,
+            env={**os.environ, "LC_ALL": "C.UTF-8"})
+    assert r.returncode == 0, _err(r)
+    return re.sub(r"[\u2010\u2212]", "-", re.sub(r"\s+", " ", r.stdout.decode()))
+
+
+def test_docs_say_what_a_mapped_read_error_is():
+    """Issue 11, point 4: README and man page explain that a read error
+    through a memory map arrives as SIGBUS (numpy cannot turn it into an
+    exception), how to find the daemon's log (journalctl -t npyfs, or -f),
+    and that -o verify=strict is the way to never map a damaged member."""
+    readme = re.sub(r"\s+", " ", (ROOT / "README.md").read_text())
+    man = _man_text()
+    for text in (readme, man):
+        assert "SIGBUS" in text and "numpy cannot turn it into an exception" in text
+        assert "journalctl -t npyfs" in text
+        assert re.search(r"never map a damaged member, mount with \W*-o verify=strict", text)
