@@ -1005,14 +1005,20 @@ static int cmd_mount(int argc, char **argv)
 }
 
 /* The type of the last (visible) mount on path in /proc/self/mounts, into
- * type. Paths there escape space, tab, newline and backslash as octal.
- * Returns 1, 0 if path is not a mount point, -1 if the table is unreadable. */
-static int mount_type(const char *path, char *type, size_t size)
+ * type, and if uid is not NULL its user_id= option in *uid (a FUSE mount's
+ * owner; -1 without one) and whether it has allow_other in *others. Paths
+ * there escape space, tab, newline and backslash as octal. Returns 1, 0 if
+ * path is not a mount point, -1 if the table is unreadable. */
+static int mount_entry(const char *path, char *type, size_t size, long *uid, bool *others)
 {
     FILE *f = fopen("/proc/self/mounts", "re");
     char line[PATH_MAX * 2], dir[PATH_MAX * 2];
     int found = 0;
 
+    if (uid) {
+        *uid = -1;
+        *others = false;
+    }
     if (!f)
         return -1;
     while (fgets(line, sizeof(line), f)) {
@@ -1033,9 +1039,19 @@ static int mount_type(const char *path, char *type, size_t size)
         t = p + 1;
         snprintf(type, size, "%.*s", (int)strcspn(t, " "), t);
         found = 1; /* keep going: the last mount on a path is the visible one */
+        if (uid) {
+            const char *o = strstr(t, ",user_id=");
+            *uid = o ? strtol(o + 9, NULL, 10) : -1;
+            *others = strstr(t, ",allow_other") != NULL;
+        }
     }
     fclose(f);
     return found;
+}
+
+static int mount_type(const char *path, char *type, size_t size)
+{
+    return mount_entry(path, type, size, NULL, NULL);
 }
 
 /* Run fusermount3 FLAGS -- MNT; its stderr (in the C locale) goes into
@@ -1290,6 +1306,8 @@ static int cmd_unmount(int argc, char **argv)
     const char *arg = NULL;
     char type[64], err[512], who[PATH_MAX + 160], *mnt;
     const char *fix = "close them";
+    bool others;
+    long owner;
     bool lazy = false, dead;
     int ret, probe;
 
@@ -1319,6 +1337,14 @@ static int cmd_unmount(int argc, char **argv)
     if (ret > 0 && strcmp(type, "fuse.npyfs") != 0) {
         fprintf(stderr, "npyfs: %s: not an npyfs mount (it is %s); npyfs unmount leaves it "
                 "alone\n", arg, type);
+        free(mnt);
+        return 1;
+    }
+    /* fusermount3 would say "entry ... not found in /etc/mtab" */
+    if (ret > 0 && getuid() != 0 && mount_entry(mnt, type, sizeof(type), &owner, &others) > 0 &&
+        owner >= 0 && owner != (long)getuid()) {
+        fprintf(stderr, "npyfs: %s: mounted by another user (uid %ld): only that user or "
+                "root can unmount it\n", arg, owner);
         free(mnt);
         return 1;
     }
@@ -1806,11 +1832,13 @@ static int cmd_stats(int argc, char **argv)
     char type[64], *abs, *buf;
     bool json;
     const char *mnt = json_and_operand("stats", "MOUNTPOINT", argc, argv, &json);
+    bool others;
+    long owner;
     ssize_t n;
     struct stat st;
 
     abs = absolute_mountpoint(mnt);
-    if (!abs || mount_type(abs, type, sizeof(type)) <= 0) {
+    if (!abs || mount_entry(abs, type, sizeof(type), &owner, &others) <= 0) {
         if (lstat(mnt, &st) < 0)
             fprintf(stderr, "npyfs: %s: %s\n", mnt,
                     errno == ENOENT ? "no such directory" : strerror(errno));
@@ -1840,6 +1868,10 @@ static int cmd_stats(int argc, char **argv)
         else if (err == ENODATA || err == ENOTSUP)
             fprintf(stderr, "npyfs: %s: this npyfs daemon does not report stats (mounted by an "
                     "older npyfs?)\n", mnt);
+        else if (err == EACCES && owner >= 0 && owner != (long)getuid() && !others)
+            fprintf(stderr, "npyfs: %s: %s: mounted by another user (uid %ld) without -o "
+                    "allow_other, so only that user can see into it\n", mnt, strerror(err),
+                    owner);
         else
             fprintf(stderr, "npyfs: %s: %s\n", mnt, strerror(err));
         free(buf);

@@ -11,6 +11,8 @@ issues 9 and 11, where npyfs did not do what they say (local sources only).
   daemon's mount is cleaned up through the link.
 - A busy mount held by a process's working directory says so (not "files
   open"), with the fix that applies.
+- Another user's mount: unmount and stats say whose it is (unmount quoted
+  fusermount3's "entry ... not found in /etc/mtab").
 - `ls --json` always prints one JSON array: `[]` for a directory without
   archives (exit 0) and when no source could be read (exit 1), so
   `npyfs.ls()` of such a directory returns [].
@@ -193,6 +195,35 @@ def test_busy_by_working_directory_says_so(npyfs_bin, data_npz, mount):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_another_users_mount(npyfs_bin, data_npz, shared_dir):
+    """A user other than root names root's mount (no allow_other): unmount
+    said "unmount failed: fusermount3: entry for DIR not found in
+    /etc/mtab", stats a bare "Permission denied"; both now say whose mount
+    it is. The mount stays."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv")
+    binary = shared_dir / "npyfs"
+    shutil.copy(npyfs_bin, binary)
+    binary.chmod(0o755)
+    mnt = shared_dir / "m"
+    mnt.mkdir()
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    try:
+        r = run([npyfs_bin, "mount", data_npz, mnt], timeout=60)
+        assert r.returncode == 0, _err(r)
+        r = run([*nobody, binary, "unmount", mnt], timeout=60)
+        assert r.returncode == 1, _err(r)
+        assert _err(r) == (f"npyfs: {mnt}: mounted by another user (uid 0): only that user "
+                           "or root can unmount it"), _err(r)
+        assert mounted_fuse(mnt)
+        r = run([*nobody, binary, "stats", mnt], timeout=60)
+        assert r.returncode == 1, _err(r)
+        assert "mounted by another user (uid 0) without -o allow_other" in _err(r), _err(r)
+        assert len(_err(r).splitlines()) == 1
+    finally:
+        _unmount_all(mnt)
 
 
 # ------------------------------------------------------ npyfs ls --------
