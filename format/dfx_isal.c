@@ -339,6 +339,23 @@ static unsigned int step_size(const struct dfx_isal *d, unsigned int avail)
     return n < avail ? n : avail;
 }
 
+/* Input to offer ISA-L for a call that must end room bytes of output
+ * short of where a search starts. Given all of it, ISA-L would decode up to
+ * ~32 KiB past the room into its own buffer (it does when ours is short),
+ * passing over the boundaries there: offer about the input that room takes
+ * at the stream's rate so far, and a little more. Too little only costs
+ * another call. */
+static unsigned int approach_input(const struct dfx_isal *d, unsigned int room, unsigned int avail)
+{
+    uint64_t in = d->in - d->origin_in, out = d->out - d->origin_out, n;
+
+    if (out < HIST_SIZE)
+        return avail; /* no rate to go by yet */
+    n = (uint64_t)room * in / out;
+    n += n / 8 + 64;
+    return n < avail ? (unsigned int)n : avail;
+}
+
 /* If the decoder stands on a block boundary, make it d->m->pm (and its
  * window m->win). See the comment at the top of the file. */
 static bool take_boundary(struct dfx_isal *d)
@@ -582,8 +599,10 @@ int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned 
             from = search_from(d, want);
             lo = from > 2 * HIST_SIZE ? from - 2 * HIST_SIZE : 0;
             if (d->out < from) {
-                if (from - d->out < room)
+                if (from - d->out < room) {
                     room = (unsigned int)(from - d->out);
+                    give = approach_input(d, room, give);
+                }
             } else {
                 slow = true;
                 give = step_size(d, give);
@@ -668,6 +687,12 @@ void dfx_isal_set_verify(struct dfx_isal *d, bool on)
 void dfx_isal_set_step(struct dfx_isal *d, unsigned int step)
 {
     d->step = step ? step : DFX_ISAL_STEP;
+}
+
+/* Contract in dfx_isal.h. */
+unsigned int dfx_isal_get_step(const struct dfx_isal *d)
+{
+    return d->step;
 }
 
 /* Contract in dfx_isal.h. */
@@ -756,6 +781,12 @@ void dfx_isal_set_verify(struct dfx_isal *d, bool on)
 void dfx_isal_set_step(struct dfx_isal *d, unsigned int step)
 {
     (void)d, (void)step;
+}
+
+unsigned int dfx_isal_get_step(const struct dfx_isal *d)
+{
+    (void)d;
+    return DFX_ISAL_STEP;
 }
 
 void dfx_isal_test_skew(struct dfx_isal *d, int skew)

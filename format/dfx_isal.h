@@ -160,6 +160,10 @@ void dfx_isal_set_verify(struct dfx_isal *d, bool on);
  * tests. */
 void dfx_isal_set_step(struct dfx_isal *d, unsigned int step);
 
+/* The step now in use: what dfx_isal_set_step() set, halved by each
+ * fruitless search since (DFX_ISAL_STEP without ISA-L). */
+unsigned int dfx_isal_get_step(const struct dfx_isal *d);
+
 /* Tests only: report every boundary skew bits off, so tests can show that
  * the check rejects a wrong one. 0 (the default) turns it off. */
 void dfx_isal_test_skew(struct dfx_isal *d, int skew);
