@@ -33,11 +33,25 @@
  * before the boundary, so we only take one when all output is out.
  *
  * To make ISA-L end a call inside a header, the input is fed in pieces of
- * `step` bytes once the output passes want: a dynamic header (40-120 bytes)
+ * `step` bytes once the output passes want: a dynamic header (35-120 bytes)
  * longer than a piece plus ISA-L's 8-byte read-ahead cannot be read in one
  * call. In a stored block, type0_block_len says how many bytes are left, so
  * exactly those are fed and the next header has no input at all. Between
  * searches, the input goes in whole.
+ *
+ * isal_inflate() first decodes into its own buffer (tmp_out_buffer) while
+ * that holds less than 64 KiB, copies what it can out, and on return shifts
+ * the buffer so it keeps 32 KiB of history once the output it has handed
+ * out reaches that: a 32 KiB memmove per call, which made tiny steps cost
+ * ~1 us each. So a step inside a block offers no room for output (one byte
+ * when nothing waits yet, as a zero-room call with nothing waiting would
+ * decode straight into our buffer): the output piles up in ISA-L's buffer,
+ * which stops shifting, and comes out in one go at the next header (where
+ * it belongs before the boundary) or once HOLD bytes wait.
+ *
+ * A step that passes over a whole header (shorter than the step) shows as
+ * new decoding tables mid-block (table_sig()); when that happens about as
+ * often as steps stop in a header, the step halves.
  *
  * The window is the output's last 32 KiB, which we keep ourselves (hist)
  * from 32 KiB before want on: the caller's buffers may be gone by then, and
@@ -78,6 +92,9 @@ bool dfx_isal_enabled(enum dfx_decoder d)
 
 #ifdef NPYFS_HAVE_ISAL
 
+/* Output a step may leave in ISA-L's own buffer (tmp_out_buffer, 64 KiB
+ * plus a little: 32 KiB of history and up to 32 KiB more). */
+#define HOLD (16u << 10)
 /* Input bytes kept for checking a boundary: more than ISA-L can hold when
  * it stops in a header (8 bytes read ahead + ISAL_DEF_MAX_HDR_SIZE) + 1. */
 #define TAIL_SIZE 1024u
@@ -128,6 +145,8 @@ struct dfx_isal {
     bool verify;
     int skew;
     bool broken; /* a check failed: never mark again */
+    /* Headers steps passed over, and marks, since the step last changed. */
+    unsigned passed_run, marks_run;
     struct dfx_isal_stats stats;
     struct mark_state *m; /* owned, NULL until marking starts */
 };
@@ -356,6 +375,30 @@ static unsigned int approach_input(const struct dfx_isal *d, unsigned int room, 
     return n < avail ? (unsigned int)n : avail;
 }
 
+/* A few entries of the current block's literal/length decoding table: it is
+ * rebuilt for every block, so a step after which this changed (and that
+ * ended inside a block) passed over a whole header. Equal tables in two
+ * blocks in a row go unnoticed, which only costs a search more steps. */
+static uint32_t table_sig(const struct inflate_state *st)
+{
+    const uint32_t *t = st->lit_huff_code.short_code_lookup;
+    const size_t n = sizeof(st->lit_huff_code.short_code_lookup) / sizeof(*t);
+
+    return t[0] ^ (t[n / 7] * 3u) ^ (t[n / 3] * 5u) ^ (t[n / 2] * 7u) ^ (t[n - 1] * 11u);
+}
+
+/* A step passed over a header: if that happens about as often as steps
+ * stop in one, this stream's headers are short for the step, and halving
+ * it costs less than searching on through whole blocks. */
+static void passed_header(struct dfx_isal *d)
+{
+    d->stats.passed++;
+    if (++d->passed_run >= 2 && 2 * d->passed_run > d->marks_run && d->step > DFX_ISAL_STEP_MIN) {
+        d->step /= 2;
+        d->passed_run = d->marks_run = 0;
+    }
+}
+
 /* If the decoder stands on a block boundary, make it d->m->pm (and its
  * window m->win). See the comment at the top of the file. */
 static bool take_boundary(struct dfx_isal *d)
@@ -524,6 +567,7 @@ static int settle(struct dfx_isal *d, bool end, const unsigned char *next_in,
         m->gave_up = true; /* found: no more for this want */
         *mark = m->pm;
         d->stats.marks++;
+        d->marks_run++;
         return DFX_ISAL_MARK;
     }
     if (v < 0) {
@@ -572,6 +616,7 @@ int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned 
         bool slow = false, end;
         uint64_t from = 0, lo = 0;
         enum isal_block_state state0 = st->block_state;
+        uint32_t sig0 = 0;
         size_t took, made;
 
         if (st->block_state == ISAL_BLOCK_FINISH)
@@ -614,11 +659,24 @@ int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned 
             if ((st->block_state == ISAL_BLOCK_HDR || st->block_state == ISAL_BLOCK_NEW_HDR) &&
                 st->tmp_out_valid != st->tmp_out_processed)
                 give = 0;
+            /* Inside a block, a step hands out at most one byte: ISA-L
+             * keeps the rest in its own buffer, which then comes out in one
+             * go at the next header or once HOLD bytes wait (see the top of
+             * the file). */
+            else if (slow && give > 0 &&
+                     (st->block_state == ISAL_BLOCK_CODED || st->block_state == ISAL_BLOCK_TYPE0) &&
+                     (uint32_t)(st->tmp_out_valid - st->tmp_out_processed) < HOLD)
+                room = st->tmp_out_valid != st->tmp_out_processed ? 0 : 1;
         }
+        if (slow && state0 == ISAL_BLOCK_CODED)
+            sig0 = table_sig(st);
         ret = call(d, st, next_in, give, next_out, room, &took, &made);
         *avail_in -= (unsigned int)took;
         *avail_out -= (unsigned int)made;
         tail_add(m, d->in - took, in0, took);
+        if (slow && state0 == ISAL_BLOCK_CODED && st->block_state == ISAL_BLOCK_CODED &&
+            table_sig(st) != sig0)
+            passed_header(d);
         if (search && d->out > lo)
             hist_add(d, d->out - made, out0, made);
         if (m->pending)
@@ -646,6 +704,7 @@ int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned 
                 m->gave_up = true;
                 *mark = m->pm;
                 d->stats.marks++;
+                d->marks_run++;
                 flags |= DFX_ISAL_MARK;
             }
         } else if (slow && m->stepped >= DFX_ISAL_SEARCH_MAX) {
@@ -654,6 +713,7 @@ int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned 
              * the same DFX_ISAL_SEARCH_MAX bytes). */
             if (d->step > DFX_ISAL_STEP_MIN)
                 d->step /= 2;
+            d->passed_run = d->marks_run = 0;
             m->gave_up = true;
             d->stats.gave_up++;
             memset(mark, 0, sizeof(*mark));
@@ -687,6 +747,7 @@ void dfx_isal_set_verify(struct dfx_isal *d, bool on)
 void dfx_isal_set_step(struct dfx_isal *d, unsigned int step)
 {
     d->step = step ? step : DFX_ISAL_STEP;
+    d->passed_run = d->marks_run = 0;
 }
 
 /* Contract in dfx_isal.h. */

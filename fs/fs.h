@@ -111,6 +111,10 @@ struct fs_member {
      * while inflating. */
     pthread_mutex_t lock;
     pthread_cond_t idle; /* broadcast when a decode in progress ends */
+    /* readers waiting for a chunk in fs_member_chunk(), each on its own
+     * condition (fs_member.c): woken with idle, and one by one as a
+     * pipelined decode inserts the chunk each one waits for */
+    struct fs_waiter *waiters;
     /* parked decoders: the slots are protected by the parked lock, which is
      * taken with lock held (or by a parker of another member, to drop one) */
     struct fs_parked parked[FS_PARKED_MAX];
