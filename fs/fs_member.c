@@ -57,6 +57,10 @@
 /* A waiting reader whose chunk lies this close after a decode in progress
  * waits for that decoder instead of starting its own. */
 #define BUSY_REACH (4 * (uint64_t)FS_CHUNK_SIZE)
+/* Chunks a reader about to wait for a decoder makes ready for it (memory
+ * touched, so the decoder takes no page faults on them): enough to stay
+ * ahead of a decoder that readers keep waiting for. */
+#define FS_PREPARE_CHUNKS 8
 /* Output read per call while sizing a gzip stream by a full pass. */
 #define PASS_BUF (1u << 20)
 
@@ -811,7 +815,7 @@ int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, 
     struct fs_waiter w = {.target = target};
     struct dfx_reader *r = NULL;
     struct fs_waiter **pp;
-    bool waiting = false;
+    bool waiting = false, prepared = false;
     struct fs_busy busy;
     int ret = 0;
 
@@ -835,6 +839,16 @@ int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, 
             r = take_parked(a, m, target);
             if (r || !busy_near(m, target))
                 break;
+        }
+        if (!waiting && !prepared) {
+            /* About to wait for a decoder: make fresh chunks ready for it
+             * meanwhile (their page faults would otherwise be its work),
+             * then look again. */
+            prepared = true;
+            pthread_mutex_unlock(&m->lock);
+            cache_prepare(c, FS_PREPARE_CHUNKS);
+            pthread_mutex_lock(&m->lock);
+            continue;
         }
         if (!waiting) {
             pthread_cond_init(&w.cv, NULL);
