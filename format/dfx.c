@@ -25,8 +25,8 @@
  * check fails, the index stops marking (mark_off) and the reader goes on
  * with zlib: it restarts zlib at the last place it knows in its member (its
  * restart point rp: where it started, its member's start, its last mark, or
- * a later point of the index in the same member) and decodes silently up to
- * where ISA-L stood. Later readers of that index decode with ISA-L up to the
+ * a later point of the index in the same member) and decodes up to where
+ * ISA-L stood, dropping that output but recording points on the way. Later readers of that index decode with ISA-L up to the
  * last usable point (isal_stop) and hand over to zlib there, as with every
  * point recorded by zlib.
  *
@@ -1150,35 +1150,39 @@ static bool mark_failed(struct dfx_reader *r)
     return off;
 }
 
-/* zlib, primed at point q, decodes and drops the output from q->out up to
- * target (output already handed out and folded into the CRC). */
+/* zlib, primed at point q, decodes the output from q->out up to target once
+ * more (it was handed out and folded into the CRC already: dropped here),
+ * recording points at the block boundaries it passes, where ISA-L found
+ * none. */
 static int zlib_catch_up(struct dfx_reader *r, const struct dfx_point *q, uint64_t target)
 {
-    uint64_t at = q->out;
-    int ret;
+    int ret = 0;
 
     if (!r->scratch && !(r->scratch = malloc(DFX_SCRATCH_SIZE)))
         return -ENOMEM;
-    while (at < target) {
-        size_t want = target - at < DFX_SCRATCH_SIZE ? (size_t)(target - at) : DFX_SCRATCH_SIZE;
+    r->pos = q->out;
+    while (ret == 0 && r->pos < target) {
+        size_t want = target - r->pos < DFX_SCRATCH_SIZE ? (size_t)(target - r->pos)
+                                                         : DFX_SCRATCH_SIZE;
+        int zret;
 
-        if (r->zs.avail_in == 0) {
-            ret = refill(r);
-            if (ret < 0)
-                return ret;
-        }
+        if (r->zs.avail_in == 0 && (ret = refill(r)) < 0)
+            break;
         r->zs.next_out = r->scratch;
         r->zs.avail_out = (uInt)want;
-        ret = inflate(&r->zs, Z_NO_FLUSH);
-        at += want - r->zs.avail_out;
-        if (ret == Z_OK || (ret == Z_STREAM_END && at == target))
-            continue; /* at a stream end the next step() sees it again */
-        if (ret == Z_MEM_ERROR)
-            return -ENOMEM;
-        /* zlib refuses what ISA-L took, or the stream ends before */
-        return damage(r, r->pos);
+        zret = inflate(&r->zs, Z_BLOCK);
+        r->pos += want - r->zs.avail_out;
+        if (zret == Z_OK)
+            maybe_add_point(r);
+        else if (zret == Z_STREAM_END && r->pos == target)
+            break; /* at a stream end the next step() sees it again */
+        else if (zret == Z_MEM_ERROR)
+            ret = -ENOMEM;
+        else /* zlib refuses what ISA-L took, or the stream ends before */
+            ret = damage(r, target);
     }
-    return 0;
+    r->pos = target;
+    return ret;
 }
 
 /* The index stopped marking: hand a marking reader over to zlib where its
@@ -1225,10 +1229,8 @@ static int fall_back(struct dfx_reader *r)
     if (ret < 0)
         return ret;
     seek_input(r, q.in);
-    ret = zlib_catch_up(r, &q, r->pos);
-    if (next > r->next_point)
-        r->next_point = next;
-    return ret;
+    r->next_point = next;
+    return zlib_catch_up(r, &q, r->pos);
 }
 
 /* step() for a marking ISA-L reader: the same contract. Far from next_point
