@@ -1103,7 +1103,8 @@ static int step_isal(struct dfx_reader *r)
 }
 
 /* Push next_point to one spacing past the index's last point, which other
- * readers may have moved since this one last looked. */
+ * readers may have moved since this one last looked; past the end of the
+ * stream (once known) there is nothing to record. */
 static void refresh_next_point(struct dfx_reader *r)
 {
     struct dfx_index *ix = r->ix;
@@ -1111,6 +1112,8 @@ static void refresh_next_point(struct dfx_reader *r)
 
     pthread_mutex_lock(&ix->lock);
     next = sat_add(ix->pts[ix->npts - 1].out, ix->spacing);
+    if (ix->total != UINT64_MAX && next >= ix->total)
+        next = UINT64_MAX;
     pthread_mutex_unlock(&ix->lock);
     if (next > r->next_point)
         r->next_point = next;

@@ -123,7 +123,7 @@ struct mark_state {
     unsigned char win[HIST_SIZE];
     /* The check: v decodes from pm (input offset v_in next) into vbuf;
      * the main output after pm.out goes to mbuf. */
-    struct inflate_state v;
+    struct inflate_state *v; /* owned while a boundary is pending, else NULL */
     uint64_t v_in;
     uint32_t vlen;
     bool vend, vfail;
@@ -132,7 +132,7 @@ struct mark_state {
 };
 
 struct dfx_isal {
-    struct inflate_state st; /* ~87 KiB: two windows of output plus Huffman tables */
+    struct inflate_state st; /* first: ~87 KiB: two windows of output plus Huffman tables */
     /* Offsets from dfx_isal_start_at()'s origin: next output byte, next input
      * byte ISA-L has not taken. */
     uint64_t out, in;
@@ -154,9 +154,13 @@ struct dfx_isal {
 /* Contract in dfx_isal.h. */
 int dfx_isal_new(struct dfx_isal **out)
 {
-    *out = calloc(1, sizeof(**out));
+    /* ISA-L's state is ~87 KiB, mostly buffers that need no zeroing (a
+     * reader is made for every random read): only our own fields are
+     * cleared, and isal_inflate_init() sets ISA-L's. */
+    *out = malloc(sizeof(**out));
     if (!*out)
         return -ENOMEM;
+    memset((char *)*out + sizeof((*out)->st), 0, sizeof(**out) - sizeof((*out)->st));
     isal_inflate_init(&(*out)->st);
     (*out)->step = DFX_ISAL_STEP;
     (*out)->verify = true;
@@ -166,9 +170,20 @@ int dfx_isal_new(struct dfx_isal **out)
 /* Contract in dfx_isal.h. */
 void dfx_isal_free(struct dfx_isal *d)
 {
+    if (d && d->m)
+        free(d->m->v);
     if (d)
         free(d->m);
     free(d);
+}
+
+/* No boundary is being checked any more: the checker goes (~87 KiB, so a
+ * reader between marks keeps only the rings). */
+static void unpend(struct mark_state *m)
+{
+    m->pending = false;
+    free(m->v);
+    m->v = NULL;
 }
 
 /* Forget the rings and any boundary: they belong to the old position. */
@@ -190,7 +205,8 @@ static void mark_reset(struct dfx_isal *d)
     m->want = UINT64_MAX;
     m->stepped = 0;
     m->gave_up = false;
-    m->have_pm = m->pending = false;
+    m->have_pm = false;
+    unpend(m);
 }
 
 /* Contract in dfx_isal.h. */
@@ -277,6 +293,7 @@ static int mark_state(struct dfx_isal *d)
     d->m = malloc(sizeof(*d->m));
     if (!d->m)
         return -ENOMEM;
+    d->m->v = NULL;
     mark_reset(d);
     return 0;
 }
@@ -443,7 +460,7 @@ static bool take_boundary(struct dfx_isal *d)
  * DFX_ISAL_VERIFY_LEN bytes of output. */
 static void v_decode(struct mark_state *m, const unsigned char *p, size_t n)
 {
-    struct inflate_state *v = &m->v;
+    struct inflate_state *v = m->v;
 
     while (n && m->vlen < DFX_ISAL_VERIFY_LEN && !m->vend && !m->vfail) {
         size_t took, made;
@@ -490,12 +507,17 @@ static bool v_feed(struct dfx_isal *d, const unsigned char *next_in, unsigned in
     return true;
 }
 
-/* Start the checking decoder at m->pm, as a reader would start there. */
-static void v_start(struct dfx_isal *d)
+/* Start the checking decoder at m->pm, as a reader would start there, and
+ * make the boundary pending. False if there is no memory for it. */
+static bool v_start(struct dfx_isal *d)
 {
     struct mark_state *m = d->m;
-    struct inflate_state *v = &m->v;
+    struct inflate_state *v = malloc(sizeof(*v));
 
+    if (!v)
+        return false;
+    m->v = v;
+    m->pending = true;
     isal_inflate_init(v);
     v->crc_flag = ISAL_DEFLATE;
     m->vlen = 0;
@@ -511,6 +533,7 @@ static void v_start(struct dfx_isal *d)
         v->read_in = (uint64_t)(prev >> (8 - m->pm.bits));
         v->read_in_length = m->pm.bits;
     }
+    return true;
 }
 
 /* Keep the main decoder's output past the pending boundary, up to
@@ -556,13 +579,13 @@ static int settle(struct dfx_isal *d, bool end, const unsigned char *next_in,
     int v = 0;
 
     if (!v_feed(d, next_in, avail_in)) {
-        m->pending = false;
+        unpend(m);
         d->stats.unchecked++;
         return 0;
     }
     v = verdict(d, end);
     if (v > 0) {
-        m->pending = false;
+        unpend(m);
         m->have_pm = true;
         m->gave_up = true; /* found: no more for this want */
         *mark = m->pm;
@@ -571,7 +594,7 @@ static int settle(struct dfx_isal *d, bool end, const unsigned char *next_in,
         return DFX_ISAL_MARK;
     }
     if (v < 0) {
-        m->pending = false;
+        unpend(m);
         d->broken = true;
         d->stats.rejected++;
         memset(mark, 0, sizeof(*mark));
@@ -579,7 +602,7 @@ static int settle(struct dfx_isal *d, bool end, const unsigned char *next_in,
         return DFX_ISAL_NOMARK;
     }
     if (end) {
-        m->pending = false;
+        unpend(m);
         d->stats.unchecked++;
     }
     return 0;
@@ -601,7 +624,7 @@ int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned 
     m->have_pm = false;
     /* dfx_isal_inflate() calls since the last time: the rings have holes. */
     if (m->tail_end != d->in && m->pending) {
-        m->pending = false;
+        unpend(m);
         d->stats.unchecked++;
     }
     if (want != m->want) {
@@ -625,7 +648,7 @@ int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned 
             break;
         /* The checker reads the caller's input before we take it. */
         if (m->pending && !v_feed(d, *next_in, *avail_in)) {
-            m->pending = false;
+            unpend(m);
             d->stats.unchecked++;
         }
         /* While a boundary is checked, stop DFX_ISAL_VERIFY_LEN bytes past
@@ -688,7 +711,7 @@ int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned 
                 m->stepped += took; /* a stored block's end is sure to come */
         }
         if (ret != ISAL_DECOMP_OK) {
-            m->pending = false;
+            unpend(m);
             return -EIO;
         }
         end = st->block_state == ISAL_BLOCK_FINISH;
@@ -696,9 +719,10 @@ int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned 
             flags |= settle(d, end, *next_in, *avail_in, mark);
         } else if (search && d->out >= from && !end && take_boundary(d)) {
             if (d->verify) {
-                v_start(d);
-                m->pending = true;
-                flags |= settle(d, end, *next_in, *avail_in, mark);
+                if (v_start(d))
+                    flags |= settle(d, end, *next_in, *avail_in, mark);
+                else
+                    d->stats.unchecked++;
             } else {
                 m->have_pm = true;
                 m->gave_up = true;

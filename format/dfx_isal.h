@@ -133,7 +133,9 @@ int dfx_isal_inflate(struct dfx_isal *d, unsigned char **next_in, unsigned int *
  * after mark->out.
  *
  * Returns a negative errno (-EIO as dfx_isal_inflate(), -ENOMEM for the
- * marking buffers, about 170 KiB taken on the first call), or a mask:
+ * marking buffers, about 75 KiB taken on the first call; the checking
+ * decoder's 87 KiB are taken only while a boundary is checked, and without
+ * them the boundary is dropped as unchecked), or a mask:
  * - DFX_ISAL_MARK: *mark is a checked boundary, mark->out >= want, and
  *   dfx_isal_mark_window() gives its window. The next call needs a new want
  *   (past mark->out) to look for another one.
