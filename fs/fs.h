@@ -35,9 +35,10 @@
 #define FS_DEFAULT_CACHE_SIZE (256ull << 20)
 /* Decoders parked per member for sequential readers to continue from. */
 #define FS_PARKED_MAX 4
-/* Decoders parked in the whole mount (about 100 KiB each: z_stream state,
- * 32 KiB window, 64 KiB input buffer, ISA-L state): parking one more drops
- * the least recently parked, whichever member holds it. */
+/* Decoders parked in the whole mount (about 200 KiB each: z_stream state,
+ * 32 KiB window, 64 KiB input buffer, ISA-L state; 110 KiB more once one
+ * has recorded points with ISA-L, dfx.h): parking one more drops the least
+ * recently parked, whichever member holds it. */
 #define FS_PARKED_TOTAL 64
 /* Most readahead workers -o threads= accepts. */
 #define FS_THREADS_MAX 256
