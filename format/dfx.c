@@ -1192,7 +1192,7 @@ static int zlib_catch_up(struct dfx_reader *r, const struct dfx_point *q, uint64
  * output stands. zlib restarts at the reader's restart point, or at a later
  * usable point of the index in the same member (after rp, inside the
  * member's output, at or before pos: see the top of the file), and decodes
- * silently up to pos. Position, member and CRC go on. */
+ * up to pos again (zlib_catch_up()). Position, member and CRC go on. */
 static int fall_back(struct dfx_reader *r)
 {
     struct dfx_index *ix = r->ix;
