@@ -8,13 +8,27 @@
  * before it) and up to 32 KiB of output before it, the only history a later
  * block can refer to. Point 0 is the start of the stream.
  *
- * Readers decode with their own z_stream, without the index lock. When a
+ * Readers decode with their own decoder, without the index lock. When a
  * reader stands on a block boundary at least `spacing` bytes past the last
  * point, it appends a point. Decoding is deterministic, so every reader
- * passes through the same block boundaries: appending only past the current
- * last point (re-checked under the lock) keeps the array sorted by out and by
- * in, whichever point a reader started from and however many readers race.
+ * passes through the same block boundaries (whichever of them it stops at):
+ * appending only past the current last point (re-checked under the lock)
+ * keeps the array sorted by out and by in, whichever point a reader started
+ * from, whichever engine found the boundary, and however many readers race.
  * A reader that loses such a race just drops its candidate point.
+ *
+ * Engines (dfx.h). zlib stops at every block boundary by itself
+ * (inflate(Z_BLOCK)). A marking ISA-L reader asks dfx_isal_inflate_mark()
+ * for a boundary at or past next_point, runs plain dfx_isal_inflate() while
+ * far from it (no marking state at all), and appends what it finds. When a
+ * search finds nothing (DFX_ISAL_NOMARK) DFX_MARK_TRIES times in a row, or a
+ * check fails, the index stops marking (mark_off) and the reader goes on
+ * with zlib: it restarts zlib at the last place it knows in its member (its
+ * restart point rp: where it started, its member's start, its last mark, or
+ * a later point of the index in the same member) and decodes up to where
+ * ISA-L stood, dropping that output but recording points on the way. Later readers of that index decode with ISA-L up to the
+ * last usable point (isal_stop) and hand over to zlib there, as with every
+ * point recorded by zlib.
  *
  * Windows (where they live: dfx_internal.h). A reader never keeps a pointer
  * to a window it does not own: it copies what it needs under the lock (the
@@ -72,6 +86,14 @@
 #define DFX_INITIAL_POINTS 16
 /* Raw deflate, 32 KiB window: gzip framing is parsed by gz.c. */
 #define DFX_WBITS_RAW (-15)
+/* Fruitless searches for a boundary in a row (by any reader of an index)
+ * after which ISA-L stops marking on that stream: about 3 x 64 KiB of input
+ * decoded in small steps, with each step half the last. */
+#define DFX_MARK_TRIES 3
+/* A marking reader calls plain dfx_isal_inflate() while its output is at
+ * least this far before next_point: marking needs the output from 64 KiB
+ * before it on, and one call makes up to a chunk (128 KiB) of it. */
+#define DFX_MARK_REACH (256u << 10)
 /* Shortest gzip member worth looking for after a trailer (header + trailer);
  * anything shorter after the last member is treated as padding. */
 #define DFX_GZ_MIN_MEMBER 18
@@ -113,7 +135,7 @@ struct fetch_src {
 struct dfx_index {
     struct dfx_stream st; /* immutable after dfx_index_new() */
     uint64_t spacing;     /* immutable */
-    bool isal;            /* immutable: readers behind the frontier decode with ISA-L */
+    bool isal;            /* immutable: readers decode with ISA-L */
     /* Leaf lock: nothing else is taken while it is held, and it is never held
      * while inflating or reading the source or a fetch source. */
     pthread_mutex_t lock;
@@ -129,6 +151,9 @@ struct dfx_index {
     uint64_t mem_bytes;    /* protected by lock: bytes of W_RAW/W_ZIP windows (charged) */
     struct fetch_src *fetch;   /* protected by lock: where W_FILE windows are, or NULL */
     struct fetch_src *retired; /* protected by lock: replaced sources, released at free */
+    unsigned mark_fails;   /* protected by lock: fruitless searches for a boundary in a row */
+    unsigned mark_step;    /* protected by lock: smallest step a search came down to, or 0 */
+    bool mark_off;         /* protected by lock: ISA-L no longer records points here */
 };
 
 struct dfx_reader {
@@ -137,11 +162,17 @@ struct dfx_reader {
      * are the input cursor for either engine. */
     z_stream zs;
     bool zs_live;
-    /* Owned ISA-L decoder while behind the frontier, else NULL (zlib
-     * decodes). It outputs no byte at or past isal_stop, the last usable
-     * point when last looked: there zlib takes over (isal_at_stop()). */
+    /* Owned ISA-L decoder, or NULL (zlib decodes). Marking, it records
+     * points itself (step_mark()); else it outputs no byte at or past
+     * isal_stop, the last usable point when last looked: there zlib takes
+     * over (isal_at_stop()). */
     struct dfx_isal *isal;
+    bool marking;
     uint64_t isal_stop;
+    /* Marking: where zlib can restart in the current member (fall_back()),
+     * with its window (rp.window_len bytes) in rwin. rp.kind is unused. */
+    struct dfx_point rp;
+    unsigned char *rwin; /* owned, DFX_WINDOW_SIZE, or NULL while not marking */
     unsigned char *inbuf;   /* owned, DFX_INBUF_SIZE bytes */
     uint64_t buf_off;       /* source offset of inbuf[0] */
     size_t buf_len;         /* bytes of inbuf filled from the source */
@@ -152,6 +183,10 @@ struct dfx_reader {
     uint64_t next_point;    /* don't try to append a point before this offset */
     bool at_end;            /* the whole stream has been decoded */
     int err;                /* sticky errno that made the reader unusable */
+    /* Damage ISA-L found after handing out output in the same call: that
+     * output precedes the damage (bad_from is at its end), so the step
+     * succeeds and the next one fails with this (see defer_damage()). */
+    int deferred;
     unsigned char *scratch; /* owned, DFX_SCRATCH_SIZE, allocated by the first skip */
     unsigned char *hist;    /* owned, DFX_WINDOW_SIZE: a point's history while the
                              * engine takes it, or a window being recorded */
@@ -548,7 +583,7 @@ static int prime_engine(struct dfx_reader *r, const struct dfx_point *p)
             return ret;
     }
     if (r->isal)
-        return dfx_isal_start(r->isal, p->bits, byte, r->hist, p->window_len);
+        return dfx_isal_start_at(r->isal, p->out, p->in, p->bits, byte, r->hist, p->window_len);
     if (p->bits) {
         ret = inflatePrime(&r->zs, p->bits, byte >> (8 - p->bits));
         if (ret != Z_OK)
@@ -562,22 +597,39 @@ static int prime_engine(struct dfx_reader *r, const struct dfx_point *p)
     return 0;
 }
 
+/* A marking reader's restart point becomes p, whose window is in r->hist:
+ * the buffers change places, so nothing is copied. */
+static void keep_restart(struct dfx_reader *r, const struct dfx_point *p)
+{
+    unsigned char *w = r->rwin;
+
+    r->rp = *p;
+    r->rp.mem = NULL;
+    r->rwin = r->hist;
+    r->hist = w;
+}
+
 /* Position a fresh decoder at point p (a copy taken under the lock), whose
- * history grab_history() put in r->hist. A point behind r->isal_stop gets
- * ISA-L if the index uses it. */
-static int start_at_point(struct dfx_reader *r, const struct dfx_point *p)
+ * history grab_history() put in r->hist. ISA-L decodes if the index uses it,
+ * marking or (behind r->isal_stop) not. */
+static int start_at_point(struct dfx_reader *r, const struct dfx_point *p, unsigned step)
 {
     const struct dfx_stream *st = &r->ix->st;
     int ret;
 
-    if (r->ix->isal && p->out < r->isal_stop) {
-        ret = dfx_isal_new(&r->isal);
-        if (ret < 0)
-            return ret;
-    }
+    if (!r->ix->isal || (!r->marking && p->out >= r->isal_stop))
+        r->marking = false;
+    else if ((ret = dfx_isal_new(&r->isal)) < 0)
+        return ret;
+    else
+        dfx_isal_set_step(r->isal, step);
+    if (r->marking && !(r->rwin = malloc(DFX_WINDOW_SIZE)))
+        return -ENOMEM;
     ret = prime_engine(r, p);
     if (ret < 0)
         return ret;
+    if (r->marking)
+        keep_restart(r, p);
     seek_input(r, p->in);
     r->pos = p->out;
     r->member_out = p->member_out;
@@ -663,6 +715,7 @@ static void drop_grabbed(struct dfx_index *ix, const struct grab *g)
 int dfx_reader_new(struct dfx_index *ix, uint64_t off, struct dfx_reader **out)
 {
     struct dfx_reader *r;
+    unsigned step = 0;
     struct grab g;
     int ret;
 
@@ -697,7 +750,9 @@ int dfx_reader_new(struct dfx_index *ix, uint64_t off, struct dfx_reader **out)
             i--;
         ret = grab_locked(ix, i, &g, r->hist);
         r->next_point = sat_add(ix->pts[ix->npts - 1].out, ix->spacing);
-        r->isal_stop = ix->pts[last_usable_locked(ix)].out;
+        r->marking = ix->isal && !ix->mark_off;
+        step = ix->mark_step;
+        r->isal_stop = r->marking ? UINT64_MAX : ix->pts[last_usable_locked(ix)].out;
         pthread_mutex_unlock(&ix->lock);
         if (ret == 0)
             ret = grab_history(&g, r->hist);
@@ -707,7 +762,7 @@ int dfx_reader_new(struct dfx_index *ix, uint64_t off, struct dfx_reader **out)
         off = g.p.out - 1; /* > 0: point 0 never fails */
     }
     if (ret == 0)
-        ret = start_at_point(r, &g.p);
+        ret = start_at_point(r, &g.p, step);
     if (ret < 0)
         goto out_free;
     *out = r;
@@ -735,20 +790,67 @@ void dfx_reader_free(struct dfx_reader *r)
     free(r->inbuf);
     free(r->scratch);
     free(r->hist);
+    free(r->rwin);
     free(r);
 }
 
-/* Called after every inflate(Z_BLOCK) that returned Z_OK. A failure to record
- * a point is not an error: the index is a cache. The window is taken into
- * r->hist, then sent to the index's sink, or kept in memory (compressed if
- * the index asks for that) within the budget (append_point_locked()). */
-static void maybe_add_point(struct dfx_reader *r)
+/* Record the block boundary p (out, in, bits, member_out, window_len set),
+ * whose window is in r->hist, as a point if it lies far enough past the
+ * last one (append_point_locked()). A failure to record a point is not an
+ * error: the index is a cache. The window is sent to the index's sink, or
+ * kept in memory (compressed if the index asks for that) within the
+ * budget. */
+static void add_point(struct dfx_reader *r, struct dfx_point *p)
 {
     struct dfx_index *ix = r->ix;
+    uint32_t wlen = p->window_len;
+    struct dfx_sink sink;
+    bool zip, has_sink, kept, far;
+
+    p->mem = NULL;
+    pthread_mutex_lock(&ix->lock);
+    ix->mark_fails = 0; /* a boundary was found: searches do not keep failing */
+    far = p->out >= sat_add(ix->pts[ix->npts - 1].out, ix->spacing);
+    if (!far)
+        r->next_point = sat_add(ix->pts[ix->npts - 1].out, ix->spacing);
+    zip = ix->zip_windows;
+    has_sink = ix->has_sink;
+    sink = ix->sink;
+    pthread_mutex_unlock(&ix->lock);
+    if (!far)
+        return; /* another reader got there first: save the window's copy */
+    if (wlen == 0) {
+        p->kind = W_NONE; /* right at a member start: no history needed */
+    } else if (has_sink && sink.put(sink.ctx, r->hist, wlen, &p->woff, &p->zlen) == 0) {
+        p->kind = W_SUNK;
+        p->wcrc = dfx_isal_crc32(0, r->hist, wlen);
+    } else if (zip) {
+        if (window_deflate(r->hist, wlen, &p->mem, &p->zlen) < 0)
+            return;
+        p->kind = W_ZIP;
+    } else {
+        p->mem = malloc(wlen);
+        if (!p->mem)
+            return;
+        memcpy(p->mem, r->hist, wlen);
+        p->kind = W_RAW;
+    }
+
+    pthread_mutex_lock(&ix->lock);
+    kept = append_point_locked(ix, p);
+    r->next_point = sat_add(ix->pts[ix->npts - 1].out, ix->spacing);
+    pthread_mutex_unlock(&ix->lock);
+    if (!kept)
+        free(p->mem);
+    p->mem = NULL;
+}
+
+/* Called after every inflate(Z_BLOCK) that returned Z_OK: a boundary at or
+ * past next_point becomes a point, with the window zlib keeps. */
+static void maybe_add_point(struct dfx_reader *r)
+{
     int dt = r->zs.data_type;
     struct dfx_point p = {0};
-    struct dfx_sink sink;
-    bool zip, has_sink, kept;
     uInt wlen = 0;
 
     /* The boundary after the final block is no place to restart. */
@@ -761,34 +863,7 @@ static void maybe_add_point(struct dfx_reader *r)
     p.bits = dt & DFX_DT_BITS;
     p.member_out = r->member_out;
     p.window_len = wlen;
-    pthread_mutex_lock(&ix->lock);
-    zip = ix->zip_windows;
-    has_sink = ix->has_sink;
-    sink = ix->sink;
-    pthread_mutex_unlock(&ix->lock);
-    if (wlen == 0) {
-        p.kind = W_NONE; /* right at a member start: no history needed */
-    } else if (has_sink && sink.put(sink.ctx, r->hist, wlen, &p.woff, &p.zlen) == 0) {
-        p.kind = W_SUNK;
-        p.wcrc = dfx_isal_crc32(0, r->hist, wlen);
-    } else if (zip) {
-        if (window_deflate(r->hist, wlen, &p.mem, &p.zlen) < 0)
-            return;
-        p.kind = W_ZIP;
-    } else {
-        p.mem = malloc(wlen);
-        if (!p.mem)
-            return;
-        memcpy(p.mem, r->hist, wlen);
-        p.kind = W_RAW;
-    }
-
-    pthread_mutex_lock(&ix->lock);
-    kept = append_point_locked(ix, &p);
-    r->next_point = sat_add(ix->pts[ix->npts - 1].out, ix->spacing);
-    pthread_mutex_unlock(&ix->lock);
-    if (!kept)
-        free(p.mem);
+    add_point(r, &p);
 }
 
 /* The stream is over: publish the total size. */
@@ -836,22 +911,31 @@ static int raw_end(struct dfx_reader *r)
 }
 
 /* Ready the engine for a new raw stream (the next gzip member's deflate
- * data) that starts on a byte boundary with no history. An ISA-L reader that
- * has reached the frontier hands over to zlib here, where that is exact. */
-static int reset_engine(struct dfx_reader *r)
+ * data, from source offset data_off) that starts on a byte boundary with no
+ * history. A marking reader marks on unless the index stopped marking; a
+ * reader that does not mark and has reached the last usable point hands
+ * over to zlib here, where that is exact. */
+static int reset_engine(struct dfx_reader *r, uint64_t data_off)
 {
     struct dfx_index *ix = r->ix;
     uint64_t stop, frontier;
+    bool off;
     int ret;
 
     if (r->isal) {
         pthread_mutex_lock(&ix->lock);
         stop = ix->pts[last_usable_locked(ix)].out;
         frontier = ix->pts[ix->npts - 1].out;
+        off = ix->mark_off;
         pthread_mutex_unlock(&ix->lock);
+        if (r->marking && !off) {
+            r->rp = (struct dfx_point){.out = r->pos, .in = data_off, .member_out = r->pos};
+            return dfx_isal_start_at(r->isal, r->pos, data_off, 0, 0, NULL, 0);
+        }
+        r->marking = false;
         if (stop > r->pos) {
             r->isal_stop = stop;
-            return dfx_isal_start(r->isal, 0, 0, NULL, 0);
+            return dfx_isal_start_at(r->isal, r->pos, data_off, 0, 0, NULL, 0);
         }
         dfx_isal_free(r->isal);
         r->isal = NULL;
@@ -893,7 +977,7 @@ static int next_member(struct dfx_reader *r, uint64_t off)
         return damage(r, r->pos);
     if (ret < 0)
         return ret;
-    ret = reset_engine(r);
+    ret = reset_engine(r, data_off);
     if (ret < 0)
         return ret;
     seek_input(r, data_off);
@@ -927,9 +1011,8 @@ static int member_end(struct dfx_reader *r)
 /* Count output just decoded into buf, and fold it into the CRC. */
 static void took_output(struct dfx_reader *r, const unsigned char *buf, size_t made)
 {
-    if (r->crc_on)
-        r->crc = r->ix->isal ? dfx_isal_crc32((uint32_t)r->crc, buf, made)
-                             : crc32(r->crc, buf, (uInt)made);
+    if (r->crc_on) /* the same CRC as zlib's crc32(), faster with ISA-L built in */
+        r->crc = dfx_isal_crc32((uint32_t)r->crc, buf, made);
     r->pos += made;
 }
 
@@ -999,6 +1082,21 @@ static int isal_at_stop(struct dfx_reader *r)
     return 0;
 }
 
+/* ISA-L found invalid data after making `made` bytes in the same call (it
+ * decodes ahead of the output it hands out, so a request that ends just
+ * before a damaged block sees the error too). Those bytes come before the
+ * damage, which is recorded from their end: hand them out, and fail the
+ * next step, as zlib (which stops when the output is full) would. */
+static int defer_damage(struct dfx_reader *r, size_t made)
+{
+    int err = damage(r, r->pos);
+
+    if (!made)
+        return err;
+    r->deferred = err;
+    return 0;
+}
+
 /* step() for an ISA-L reader: the same contract, but output stops at
  * isal_stop, and no points are recorded. */
 static int step_isal(struct dfx_reader *r)
@@ -1034,7 +1132,205 @@ static int step_isal(struct dfx_reader *r)
     /* Nothing made although all input up to the stream end was offered:
      * truncated. With input left and room for output, ISA-L has no reason
      * to stop: treat that as damage too rather than spin. */
-    if (ret < 0 || (!made && (offered == 0 || r->zs.avail_in > 0)))
+    if (ret < 0)
+        return defer_damage(r, made);
+    if (!made && (offered == 0 || r->zs.avail_in > 0))
+        return damage(r, r->pos);
+    return 0;
+}
+
+/* Push next_point to one spacing past the index's last point, which other
+ * readers may have moved since this one last looked; past the end of the
+ * stream (once known) there is nothing to record. */
+static void refresh_next_point(struct dfx_reader *r)
+{
+    struct dfx_index *ix = r->ix;
+    uint64_t next;
+
+    pthread_mutex_lock(&ix->lock);
+    next = sat_add(ix->pts[ix->npts - 1].out, ix->spacing);
+    if (ix->total != UINT64_MAX && next >= ix->total)
+        next = UINT64_MAX;
+    pthread_mutex_unlock(&ix->lock);
+    if (next > r->next_point)
+        r->next_point = next;
+}
+
+/* A marking reader found a checked boundary: record it, and make it the
+ * reader's restart point (its window is in r->hist). */
+static void took_mark(struct dfx_reader *r, const struct dfx_isal_mark *mk)
+{
+    struct dfx_point p = {.out = mk->out, .in = mk->in, .bits = mk->bits,
+                          .member_out = r->member_out};
+
+    p.window_len = dfx_isal_mark_window(r->isal, r->hist);
+    add_point(r, &p);
+    keep_restart(r, &p);
+}
+
+/* A search for a boundary failed (DFX_ISAL_NOMARK). Returns true if the
+ * index stops marking: after DFX_MARK_TRIES fruitless searches in a row, or
+ * at once if a boundary failed its check (ISA-L does not behave as
+ * dfx_isal.c expects: never trust it again on this stream). */
+static bool mark_failed(struct dfx_reader *r)
+{
+    struct dfx_index *ix = r->ix;
+    struct dfx_isal_stats stats;
+    bool off;
+
+    dfx_isal_get_stats(r->isal, &stats);
+    pthread_mutex_lock(&ix->lock);
+    if (stats.rejected || ++ix->mark_fails >= DFX_MARK_TRIES)
+        ix->mark_off = true;
+    /* the next readers start searching with the smaller step */
+    if (!ix->mark_step || dfx_isal_get_step(r->isal) < ix->mark_step)
+        ix->mark_step = dfx_isal_get_step(r->isal);
+    off = ix->mark_off;
+    pthread_mutex_unlock(&ix->lock);
+    return off;
+}
+
+/* zlib, primed at point q, decodes the output from q->out up to target once
+ * more (it was handed out and folded into the CRC already: dropped here),
+ * recording points at the block boundaries it passes, where ISA-L found
+ * none. */
+static int zlib_catch_up(struct dfx_reader *r, const struct dfx_point *q, uint64_t target)
+{
+    int ret = 0;
+
+    if (!r->scratch && !(r->scratch = malloc(DFX_SCRATCH_SIZE)))
+        return -ENOMEM;
+    r->pos = q->out;
+    while (ret == 0 && r->pos < target) {
+        size_t want = target - r->pos < DFX_SCRATCH_SIZE ? (size_t)(target - r->pos)
+                                                         : DFX_SCRATCH_SIZE;
+        int zret;
+
+        if (r->zs.avail_in == 0 && (ret = refill(r)) < 0)
+            break;
+        r->zs.next_out = r->scratch;
+        r->zs.avail_out = (uInt)want;
+        zret = inflate(&r->zs, Z_BLOCK);
+        r->pos += want - r->zs.avail_out;
+        if (zret == Z_OK)
+            maybe_add_point(r);
+        else if (zret == Z_STREAM_END && r->pos == target)
+            break; /* at a stream end the next step() sees it again */
+        else if (zret == Z_MEM_ERROR)
+            ret = -ENOMEM;
+        else /* zlib refuses what ISA-L took, or the stream ends before */
+            ret = damage(r, target);
+    }
+    r->pos = target;
+    return ret;
+}
+
+/* The index stopped marking: hand a marking reader over to zlib where its
+ * output stands. zlib restarts at the reader's restart point, or at a later
+ * usable point of the index in the same member (after rp, inside the
+ * member's output, at or before pos: see the top of the file), and decodes
+ * up to pos again (zlib_catch_up()). Position, member and CRC go on. */
+static int fall_back(struct dfx_reader *r)
+{
+    struct dfx_index *ix = r->ix;
+    struct dfx_point q = r->rp;
+    const struct dfx_point *p;
+    struct grab g;
+    uint64_t next;
+    int ret = -ENOENT;
+
+    pthread_mutex_lock(&ix->lock);
+    next = sat_add(ix->pts[ix->npts - 1].out, ix->spacing);
+    p = &ix->pts[find_point_locked(ix, r->pos)];
+    while (p > ix->pts && !usable(p))
+        p--;
+    if (p->out > q.out && p->out > r->member_out && p->member_out == r->member_out)
+        ret = grab_locked(ix, (size_t)(p - ix->pts), &g, r->hist);
+    pthread_mutex_unlock(&ix->lock);
+    if (ret == 0) {
+        ret = grab_history(&g, r->hist);
+        if (ret == -EIO)
+            drop_grabbed(ix, &g);
+    }
+    if (ret == -ENOMEM)
+        return ret;
+    if (ret == 0)
+        q = g.p;
+    else
+        memcpy(r->hist, r->rwin, q.window_len);
+
+    dfx_isal_free(r->isal);
+    r->isal = NULL;
+    r->marking = false;
+    ret = inflateReset(&r->zs);
+    if (ret != Z_OK)
+        return zlib_errno(ret);
+    ret = prime_engine(r, &q);
+    if (ret < 0)
+        return ret;
+    seek_input(r, q.in);
+    r->next_point = next;
+    return zlib_catch_up(r, &q, r->pos);
+}
+
+/* step() for a marking ISA-L reader: the same contract. Far from next_point
+ * plain ISA-L runs; near it, dfx_isal_inflate_mark() looks for a boundary
+ * at or past it. */
+static int step_mark(struct dfx_reader *r)
+{
+    const struct dfx_stream *st = &r->ix->st;
+    unsigned char *before = r->zs.next_out;
+    unsigned int room = r->zs.avail_out, offered;
+    struct dfx_isal_mark mk;
+    bool off = false;
+    size_t made;
+    int ret;
+
+    if (r->zs.avail_in == 0) {
+        ret = refill(r);
+        if (ret < 0)
+            return ret;
+    }
+    offered = r->zs.avail_in;
+    if (sat_add(r->pos, DFX_MARK_REACH) >= r->next_point)
+        refresh_next_point(r);
+    if (sat_add(r->pos, DFX_MARK_REACH) < r->next_point)
+        ret = dfx_isal_inflate(r->isal, &r->zs.next_in, &r->zs.avail_in, &r->zs.next_out, &room);
+    else
+        ret = dfx_isal_inflate_mark(r->isal, &r->zs.next_in, &r->zs.avail_in, &r->zs.next_out,
+                                    &room, r->next_point, &mk);
+    made = (size_t)(r->zs.next_out - before);
+    r->zs.avail_out -= (unsigned int)made;
+    if (made)
+        took_output(r, before, made);
+    if (past_usize(r))
+        return size_damage(r);
+    if (ret == -ENOMEM)
+        return ret;
+    if (ret < 0)
+        return defer_damage(r, made);
+    if (ret & DFX_ISAL_MARK)
+        took_mark(r, &mk);
+    if (ret & DFX_ISAL_NOMARK) {
+        off = mark_failed(r);
+        r->next_point = r->pos; /* search again from here, in smaller steps */
+    }
+    if (ret & DFX_ISAL_END) /* a next member sees that marking stopped */
+        return st->framing == DFX_GZIP ? member_end(r) : raw_end(r);
+    if (off) {
+        /* fill() counts the output by zs.next_out, which the catch-up uses */
+        unsigned char *next_out = r->zs.next_out;
+        unsigned int avail_out = r->zs.avail_out;
+
+        ret = fall_back(r);
+        r->zs.next_out = next_out;
+        r->zs.avail_out = avail_out;
+        return ret;
+    }
+    /* Nothing made although all input up to the stream end was offered:
+     * truncated. With input left and room for output, ISA-L has no reason
+     * to stop: treat that as damage too rather than spin. */
+    if (ret == 0 && !made && (offered == 0 || r->zs.avail_in > 0))
         return damage(r, r->pos);
     return 0;
 }
@@ -1049,8 +1345,10 @@ static int step(struct dfx_reader *r)
     size_t made;
     int ret;
 
+    if (r->deferred)
+        return r->deferred;
     if (r->isal)
-        return step_isal(r);
+        return r->marking ? step_mark(r) : step_isal(r);
     if (r->zs.avail_in == 0) {
         ret = refill(r);
         if (ret < 0)
@@ -1221,6 +1519,26 @@ void dfx_index_compress_windows(struct dfx_index *ix, bool on)
 {
     pthread_mutex_lock(&ix->lock);
     ix->zip_windows = on;
+    pthread_mutex_unlock(&ix->lock);
+}
+
+/* Contract in dfx_internal.h. */
+bool dfx_index_marking(struct dfx_index *ix)
+{
+    bool on;
+
+    pthread_mutex_lock(&ix->lock);
+    on = ix->isal && !ix->mark_off;
+    pthread_mutex_unlock(&ix->lock);
+    return on;
+}
+
+/* Contract in dfx_internal.h. */
+void dfx_index_set_marking(struct dfx_index *ix, bool on)
+{
+    pthread_mutex_lock(&ix->lock);
+    ix->mark_off = !on;
+    ix->mark_fails = 0;
     pthread_mutex_unlock(&ix->lock);
 }
 

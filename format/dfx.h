@@ -13,16 +13,23 @@
  * thread at a time; any number of readers may work on one index at once.
  * The index is internally locked; no lock is held while inflating.
  *
- * Engines: behind the frontier a reader decodes with ISA-L if the index uses
- * it (enum dfx_decoder; ISA-L cannot stop at block boundaries, so it records
- * no points). It stops exactly at the output offset of the last point that
- * has a window (the frontier, unless that point's window was dropped), and
- * zlib takes over from that point's bit position and window (at a gzip
- * member start if the point is one) to go on recording. Only the speed
- * differs.
+ * Engines: with ISA-L (enum dfx_decoder), a reader decodes with ISA-L
+ * everywhere, and past the frontier it records points at block boundaries
+ * that ISA-L is made to stop at (dfx_isal_inflate_mark(), each one checked
+ * before it is kept). On a stream where that keeps failing (block headers
+ * too short for ISA-L to stop in, as in Z_FIXED streams) the index
+ * remembers it, and zlib's inflate(Z_BLOCK) records the points instead:
+ * a reader then decodes with ISA-L up to the last point that has a window
+ * and zlib takes over from that point's bit position and window (at a gzip
+ * member start if the point is one). With NPYFS_DECODER=zlib (or without
+ * ISA-L), zlib does all of it. Output and errors are the same either way;
+ * where the points fall may differ (any block boundary will do).
  *
  * Memory: see struct dfx_budget. A reader holds about 200 KiB of its own
- * (input buffer, zlib or ISA-L state, one window), whatever the stream.
+ * (input buffer, zlib or ISA-L state, one window), whatever the stream, and
+ * about 110 KiB more once it records points with ISA-L (the marking state
+ * and the window of the place zlib would restart from; 87 KiB more while it
+ * checks a point).
  *
  * Framing: DFX_RAW is a single raw deflate stream (a zip member); DFX_GZIP is
  * a gzip file of one or more members, whose headers and trailers are walked
@@ -59,9 +66,8 @@ enum dfx_framing {
     DFX_GZIP = 1, /* gzip members from start until end */
 };
 
-/* Which inflate engine readers use behind the index frontier. Past it, zlib
- * always decodes: only its inflate(Z_BLOCK) stops at block boundaries, where
- * new access points are recorded. Output and errors are the same either way. */
+/* Which inflate engine readers use, and which records access points (see
+ * Engines above). Output and errors are the same either way. */
 enum dfx_decoder {
     DFX_DECODER_AUTO = 0, /* NPYFS_DECODER=zlib|isal from the environment, else ISA-L */
     DFX_DECODER_ZLIB = 1,

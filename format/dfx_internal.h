@@ -146,6 +146,14 @@ void *dfx_index_sink_ctx(struct dfx_index *ix);
  * in memory (all charged to its budget). For tests and stats. Thread-safe. */
 void dfx_index_memory(struct dfx_index *ix, size_t *usable, uint64_t *window_bytes);
 
+/* Whether readers of ix record points with ISA-L (dfx.h, Engines): on for
+ * an index that decodes with ISA-L until searches for block boundaries
+ * keep failing on its stream; off for zlib. dfx_index_set_marking() turns
+ * it off (or back on, if the index decodes with ISA-L) for readers created
+ * from then on, for tests. Thread-safe. */
+bool dfx_index_marking(struct dfx_index *ix);
+void dfx_index_set_marking(struct dfx_index *ix, bool on);
+
 /* The stream the index reads (a copy of what dfx_index_new() got) and its
  * spacing. Immutable: no lock needed. */
 const struct dfx_stream *dfx_index_stream(const struct dfx_index *ix);

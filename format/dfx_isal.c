@@ -33,11 +33,25 @@
  * before the boundary, so we only take one when all output is out.
  *
  * To make ISA-L end a call inside a header, the input is fed in pieces of
- * `step` bytes once the output passes want: a dynamic header (40-120 bytes)
+ * `step` bytes once the output passes want: a dynamic header (35-120 bytes)
  * longer than a piece plus ISA-L's 8-byte read-ahead cannot be read in one
  * call. In a stored block, type0_block_len says how many bytes are left, so
  * exactly those are fed and the next header has no input at all. Between
  * searches, the input goes in whole.
+ *
+ * isal_inflate() first decodes into its own buffer (tmp_out_buffer) while
+ * that holds less than 64 KiB, copies what it can out, and on return shifts
+ * the buffer so it keeps 32 KiB of history once the output it has handed
+ * out reaches that: a 32 KiB memmove per call, which made tiny steps cost
+ * ~1 us each. So a step inside a block offers no room for output (one byte
+ * when nothing waits yet, as a zero-room call with nothing waiting would
+ * decode straight into our buffer): the output piles up in ISA-L's buffer,
+ * which stops shifting, and comes out in one go at the next header (where
+ * it belongs before the boundary) or once HOLD bytes wait.
+ *
+ * A step that passes over a whole header (shorter than the step) shows as
+ * new decoding tables mid-block (table_sig()); when that happens about as
+ * often as steps stop in a header, the step halves.
  *
  * The window is the output's last 32 KiB, which we keep ourselves (hist)
  * from 32 KiB before want on: the caller's buffers may be gone by then, and
@@ -72,6 +86,9 @@ bool dfx_isal_built(void)
 
 #ifdef NPYFS_HAVE_ISAL
 
+/* Output a step may leave in ISA-L's own buffer (tmp_out_buffer, 64 KiB
+ * plus a little: 32 KiB of history and up to 32 KiB more). */
+#define HOLD (16u << 10)
 /* Input bytes kept for checking a boundary: more than ISA-L can hold when
  * it stops in a header (8 bytes read ahead + ISAL_DEF_MAX_HDR_SIZE) + 1. */
 #define TAIL_SIZE 1024u
@@ -100,7 +117,7 @@ struct mark_state {
     unsigned char win[HIST_SIZE];
     /* The check: v decodes from pm (input offset v_in next) into vbuf;
      * the main output after pm.out goes to mbuf. */
-    struct inflate_state v;
+    struct inflate_state *v; /* owned while a boundary is pending, else NULL */
     uint64_t v_in;
     uint32_t vlen;
     bool vend, vfail;
@@ -109,7 +126,7 @@ struct mark_state {
 };
 
 struct dfx_isal {
-    struct inflate_state st; /* ~87 KiB: two windows of output plus Huffman tables */
+    struct inflate_state st; /* first: ~87 KiB: two windows of output plus Huffman tables */
     /* Offsets from dfx_isal_start_at()'s origin: next output byte, next input
      * byte ISA-L has not taken. */
     uint64_t out, in;
@@ -122,6 +139,8 @@ struct dfx_isal {
     bool verify;
     int skew;
     bool broken; /* a check failed: never mark again */
+    /* Headers steps passed over, and marks, since the step last changed. */
+    unsigned passed_run, marks_run;
     struct dfx_isal_stats stats;
     struct mark_state *m; /* owned, NULL until marking starts */
 };
@@ -129,9 +148,13 @@ struct dfx_isal {
 /* Contract in dfx_isal.h. */
 int dfx_isal_new(struct dfx_isal **out)
 {
-    *out = calloc(1, sizeof(**out));
+    /* ISA-L's state is ~87 KiB, mostly buffers that need no zeroing (a
+     * reader is made for every random read): only our own fields are
+     * cleared, and isal_inflate_init() sets ISA-L's. */
+    *out = malloc(sizeof(**out));
     if (!*out)
         return -ENOMEM;
+    memset((char *)*out + sizeof((*out)->st), 0, sizeof(**out) - sizeof((*out)->st));
     isal_inflate_init(&(*out)->st);
     (*out)->step = DFX_ISAL_STEP;
     (*out)->verify = true;
@@ -141,9 +164,20 @@ int dfx_isal_new(struct dfx_isal **out)
 /* Contract in dfx_isal.h. */
 void dfx_isal_free(struct dfx_isal *d)
 {
+    if (d && d->m)
+        free(d->m->v);
     if (d)
         free(d->m);
     free(d);
+}
+
+/* No boundary is being checked any more: the checker goes (~87 KiB, so a
+ * reader between marks keeps only the rings). */
+static void unpend(struct mark_state *m)
+{
+    m->pending = false;
+    free(m->v);
+    m->v = NULL;
 }
 
 /* Forget the rings and any boundary: they belong to the old position. */
@@ -165,7 +199,8 @@ static void mark_reset(struct dfx_isal *d)
     m->want = UINT64_MAX;
     m->stepped = 0;
     m->gave_up = false;
-    m->have_pm = m->pending = false;
+    m->have_pm = false;
+    unpend(m);
 }
 
 /* Contract in dfx_isal.h. */
@@ -252,6 +287,7 @@ static int mark_state(struct dfx_isal *d)
     d->m = malloc(sizeof(*d->m));
     if (!d->m)
         return -ENOMEM;
+    d->m->v = NULL;
     mark_reset(d);
     return 0;
 }
@@ -333,6 +369,47 @@ static unsigned int step_size(const struct dfx_isal *d, unsigned int avail)
     return n < avail ? n : avail;
 }
 
+/* Input to offer ISA-L for a call that must end room bytes of output
+ * short of where a search starts. Given all of it, ISA-L would decode up to
+ * ~32 KiB past the room into its own buffer (it does when ours is short),
+ * passing over the boundaries there: offer about the input that room takes
+ * at the stream's rate so far, and a little more. Too little only costs
+ * another call. */
+static unsigned int approach_input(const struct dfx_isal *d, unsigned int room, unsigned int avail)
+{
+    uint64_t in = d->in - d->origin_in, out = d->out - d->origin_out, n;
+
+    if (out < HIST_SIZE)
+        return avail; /* no rate to go by yet */
+    n = (uint64_t)room * in / out;
+    n += n / 8 + 64;
+    return n < avail ? (unsigned int)n : avail;
+}
+
+/* A few entries of the current block's literal/length decoding table: it is
+ * rebuilt for every block, so a step after which this changed (and that
+ * ended inside a block) passed over a whole header. Equal tables in two
+ * blocks in a row go unnoticed, which only costs a search more steps. */
+static uint32_t table_sig(const struct inflate_state *st)
+{
+    const uint32_t *t = st->lit_huff_code.short_code_lookup;
+    const size_t n = sizeof(st->lit_huff_code.short_code_lookup) / sizeof(*t);
+
+    return t[0] ^ (t[n / 7] * 3u) ^ (t[n / 3] * 5u) ^ (t[n / 2] * 7u) ^ (t[n - 1] * 11u);
+}
+
+/* A step passed over a header: if that happens about as often as steps
+ * stop in one, this stream's headers are short for the step, and halving
+ * it costs less than searching on through whole blocks. */
+static void passed_header(struct dfx_isal *d)
+{
+    d->stats.passed++;
+    if (++d->passed_run >= 2 && 2 * d->passed_run > d->marks_run && d->step > DFX_ISAL_STEP_MIN) {
+        d->step /= 2;
+        d->passed_run = d->marks_run = 0;
+    }
+}
+
 /* If the decoder stands on a block boundary, make it d->m->pm (and its
  * window m->win). See the comment at the top of the file. */
 static bool take_boundary(struct dfx_isal *d)
@@ -377,7 +454,7 @@ static bool take_boundary(struct dfx_isal *d)
  * DFX_ISAL_VERIFY_LEN bytes of output. */
 static void v_decode(struct mark_state *m, const unsigned char *p, size_t n)
 {
-    struct inflate_state *v = &m->v;
+    struct inflate_state *v = m->v;
 
     while (n && m->vlen < DFX_ISAL_VERIFY_LEN && !m->vend && !m->vfail) {
         size_t took, made;
@@ -424,12 +501,17 @@ static bool v_feed(struct dfx_isal *d, const unsigned char *next_in, unsigned in
     return true;
 }
 
-/* Start the checking decoder at m->pm, as a reader would start there. */
-static void v_start(struct dfx_isal *d)
+/* Start the checking decoder at m->pm, as a reader would start there, and
+ * make the boundary pending. False if there is no memory for it. */
+static bool v_start(struct dfx_isal *d)
 {
     struct mark_state *m = d->m;
-    struct inflate_state *v = &m->v;
+    struct inflate_state *v = malloc(sizeof(*v));
 
+    if (!v)
+        return false;
+    m->v = v;
+    m->pending = true;
     isal_inflate_init(v);
     v->crc_flag = ISAL_DEFLATE;
     m->vlen = 0;
@@ -445,6 +527,7 @@ static void v_start(struct dfx_isal *d)
         v->read_in = (uint64_t)(prev >> (8 - m->pm.bits));
         v->read_in_length = m->pm.bits;
     }
+    return true;
 }
 
 /* Keep the main decoder's output past the pending boundary, up to
@@ -490,21 +573,22 @@ static int settle(struct dfx_isal *d, bool end, const unsigned char *next_in,
     int v = 0;
 
     if (!v_feed(d, next_in, avail_in)) {
-        m->pending = false;
+        unpend(m);
         d->stats.unchecked++;
         return 0;
     }
     v = verdict(d, end);
     if (v > 0) {
-        m->pending = false;
+        unpend(m);
         m->have_pm = true;
         m->gave_up = true; /* found: no more for this want */
         *mark = m->pm;
         d->stats.marks++;
+        d->marks_run++;
         return DFX_ISAL_MARK;
     }
     if (v < 0) {
-        m->pending = false;
+        unpend(m);
         d->broken = true;
         d->stats.rejected++;
         memset(mark, 0, sizeof(*mark));
@@ -512,7 +596,7 @@ static int settle(struct dfx_isal *d, bool end, const unsigned char *next_in,
         return DFX_ISAL_NOMARK;
     }
     if (end) {
-        m->pending = false;
+        unpend(m);
         d->stats.unchecked++;
     }
     return 0;
@@ -534,7 +618,7 @@ int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned 
     m->have_pm = false;
     /* dfx_isal_inflate() calls since the last time: the rings have holes. */
     if (m->tail_end != d->in && m->pending) {
-        m->pending = false;
+        unpend(m);
         d->stats.unchecked++;
     }
     if (want != m->want) {
@@ -549,6 +633,7 @@ int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned 
         bool slow = false, end;
         uint64_t from = 0, lo = 0;
         enum isal_block_state state0 = st->block_state;
+        uint32_t sig0 = 0;
         size_t took, made;
 
         if (st->block_state == ISAL_BLOCK_FINISH)
@@ -557,7 +642,7 @@ int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned 
             break;
         /* The checker reads the caller's input before we take it. */
         if (m->pending && !v_feed(d, *next_in, *avail_in)) {
-            m->pending = false;
+            unpend(m);
             d->stats.unchecked++;
         }
         /* While a boundary is checked, stop DFX_ISAL_VERIFY_LEN bytes past
@@ -576,8 +661,10 @@ int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned 
             from = search_from(d, want);
             lo = from > 2 * HIST_SIZE ? from - 2 * HIST_SIZE : 0;
             if (d->out < from) {
-                if (from - d->out < room)
+                if (from - d->out < room) {
                     room = (unsigned int)(from - d->out);
+                    give = approach_input(d, room, give);
+                }
             } else {
                 slow = true;
                 give = step_size(d, give);
@@ -589,11 +676,24 @@ int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned 
             if ((st->block_state == ISAL_BLOCK_HDR || st->block_state == ISAL_BLOCK_NEW_HDR) &&
                 st->tmp_out_valid != st->tmp_out_processed)
                 give = 0;
+            /* Inside a block, a step hands out at most one byte: ISA-L
+             * keeps the rest in its own buffer, which then comes out in one
+             * go at the next header or once HOLD bytes wait (see the top of
+             * the file). */
+            else if (slow && give > 0 &&
+                     (st->block_state == ISAL_BLOCK_CODED || st->block_state == ISAL_BLOCK_TYPE0) &&
+                     (uint32_t)(st->tmp_out_valid - st->tmp_out_processed) < HOLD)
+                room = st->tmp_out_valid != st->tmp_out_processed ? 0 : 1;
         }
+        if (slow && state0 == ISAL_BLOCK_CODED)
+            sig0 = table_sig(st);
         ret = call(d, st, next_in, give, next_out, room, &took, &made);
         *avail_in -= (unsigned int)took;
         *avail_out -= (unsigned int)made;
         tail_add(m, d->in - took, in0, took);
+        if (slow && state0 == ISAL_BLOCK_CODED && st->block_state == ISAL_BLOCK_CODED &&
+            table_sig(st) != sig0)
+            passed_header(d);
         if (search && d->out > lo)
             hist_add(d, d->out - made, out0, made);
         if (m->pending)
@@ -605,7 +705,7 @@ int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned 
                 m->stepped += took; /* a stored block's end is sure to come */
         }
         if (ret != ISAL_DECOMP_OK) {
-            m->pending = false;
+            unpend(m);
             return -EIO;
         }
         end = st->block_state == ISAL_BLOCK_FINISH;
@@ -613,14 +713,16 @@ int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned 
             flags |= settle(d, end, *next_in, *avail_in, mark);
         } else if (search && d->out >= from && !end && take_boundary(d)) {
             if (d->verify) {
-                v_start(d);
-                m->pending = true;
-                flags |= settle(d, end, *next_in, *avail_in, mark);
+                if (v_start(d))
+                    flags |= settle(d, end, *next_in, *avail_in, mark);
+                else
+                    d->stats.unchecked++;
             } else {
                 m->have_pm = true;
                 m->gave_up = true;
                 *mark = m->pm;
                 d->stats.marks++;
+                d->marks_run++;
                 flags |= DFX_ISAL_MARK;
             }
         } else if (slow && m->stepped >= DFX_ISAL_SEARCH_MAX) {
@@ -629,6 +731,7 @@ int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned 
              * the same DFX_ISAL_SEARCH_MAX bytes). */
             if (d->step > DFX_ISAL_STEP_MIN)
                 d->step /= 2;
+            d->passed_run = d->marks_run = 0;
             m->gave_up = true;
             d->stats.gave_up++;
             memset(mark, 0, sizeof(*mark));
@@ -662,6 +765,13 @@ void dfx_isal_set_verify(struct dfx_isal *d, bool on)
 void dfx_isal_set_step(struct dfx_isal *d, unsigned int step)
 {
     d->step = step ? step : DFX_ISAL_STEP;
+    d->passed_run = d->marks_run = 0;
+}
+
+/* Contract in dfx_isal.h. */
+unsigned int dfx_isal_get_step(const struct dfx_isal *d)
+{
+    return d->step;
 }
 
 /* Contract in dfx_isal.h. */
@@ -750,6 +860,12 @@ void dfx_isal_set_verify(struct dfx_isal *d, bool on)
 void dfx_isal_set_step(struct dfx_isal *d, unsigned int step)
 {
     (void)d, (void)step;
+}
+
+unsigned int dfx_isal_get_step(const struct dfx_isal *d)
+{
+    (void)d;
+    return DFX_ISAL_STEP;
 }
 
 void dfx_isal_test_skew(struct dfx_isal *d, int skew)

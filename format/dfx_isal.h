@@ -52,17 +52,24 @@ struct dfx_isal_stats {
     uint64_t gave_up;    /* DFX_ISAL_NOMARK results after a fruitless search */
     uint64_t rejected;   /* boundaries whose check failed (each one stops marking) */
     uint64_t unchecked;  /* boundaries dropped because the stream ended before the check could */
+    uint64_t passed;     /* block headers a step passed over (shorter than the step) */
     uint64_t step_calls; /* ISA-L calls made with the input cut short */
     uint64_t step_bytes; /* input bytes fed in those calls */
 };
 
-/* Input bytes per ISA-L call while looking for a boundary: fewer than any
- * dynamic header zlib writes for real data (40-120 bytes measured) minus the
- * up to 8 bytes ISA-L reads ahead, so such a header never fits in one call;
- * each call costs ~1 us (ISA-L shifts its 32 KiB history on every return). */
-#define DFX_ISAL_STEP 64
-/* After each fruitless search the step halves, down to this: ISA-L reads up
- * to 8 bytes ahead, so it stops in any header longer than 24 bytes. */
+/* Input bytes per ISA-L call while looking for a boundary. A header fits in
+ * one call (and is passed over) only if the call's input starts before it
+ * and ends after it, so a header of L bytes is caught with odds of about
+ * L / step: dynamic headers zlib writes for real data are 35-120 bytes
+ * (numeric arrays: 80 on average; text with few distinct bytes: ~38). A
+ * step costs ~0.3 us: between headers it hands out no output, so ISA-L
+ * keeps what it decodes in its own buffer instead of shifting its 32 KiB
+ * history on every return. */
+#define DFX_ISAL_STEP 32
+/* After each fruitless search the step halves, down to this, and so it does
+ * when steps pass over headers (a new block's tables appear mid-step) about
+ * as often as they stop in one: ISA-L reads up to 8 bytes ahead, so it
+ * stops in any header longer than 24 bytes. */
 #define DFX_ISAL_STEP_MIN 16
 /* Input searched past want before giving up (DFX_ISAL_NOMARK): about two of
  * zlib's largest Huffman blocks, or ~1000 calls. */
@@ -125,7 +132,9 @@ int dfx_isal_inflate(struct dfx_isal *d, unsigned char **next_in, unsigned int *
  * after mark->out.
  *
  * Returns a negative errno (-EIO as dfx_isal_inflate(), -ENOMEM for the
- * marking buffers, about 170 KiB taken on the first call), or a mask:
+ * marking buffers, about 75 KiB taken on the first call; the checking
+ * decoder's 87 KiB are taken only while a boundary is checked, and without
+ * them the boundary is dropped as unchecked), or a mask:
  * - DFX_ISAL_MARK: *mark is a checked boundary, mark->out >= want, and
  *   dfx_isal_mark_window() gives its window. The next call needs a new want
  *   (past mark->out) to look for another one.
@@ -158,6 +167,10 @@ void dfx_isal_set_verify(struct dfx_isal *d, bool on);
  * for a fruitless search, down to DFX_ISAL_STEP_MIN). For benchmarks and
  * tests. */
 void dfx_isal_set_step(struct dfx_isal *d, unsigned int step);
+
+/* The step now in use: what dfx_isal_set_step() set, halved by each
+ * fruitless search since (DFX_ISAL_STEP without ISA-L). */
+unsigned int dfx_isal_get_step(const struct dfx_isal *d);
 
 /* Tests only: report every boundary skew bits off, so tests can show that
  * the check rejects a wrong one. 0 (the default) turns it off. */

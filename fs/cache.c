@@ -346,6 +346,38 @@ int cache_chunk_new(struct cache *c, struct cache_chunk **out)
     return 0;
 }
 
+/* Contract in cache.h. */
+unsigned cache_prepare(struct cache *c, unsigned n)
+{
+    unsigned added = 0;
+
+    while (added < n) {
+        struct chunk *p;
+        bool full;
+
+        pthread_mutex_lock(&c->spare_lock);
+        full = c->nspare >= n || c->nspare >= SPARE_MAX;
+        pthread_mutex_unlock(&c->spare_lock);
+        if (full)
+            break;
+        p = calloc(1, sizeof(*p));
+        if (p)
+            p->pub.data = malloc(c->chunk_size);
+        if (!p || !p->pub.data) {
+            free(p);
+            break;
+        }
+        /* every page now, by this thread, rather than by the decoder (a
+         * plain memset to 0 of fresh memory could be compiled into calloc,
+         * which skips the pages) */
+        for (size_t i = 0; i < c->chunk_size; i += 4096)
+            ((volatile unsigned char *)p->pub.data)[i] = 0;
+        chunk_release(c, p);
+        added++;
+    }
+    return added;
+}
+
 struct cache_chunk *cache_get(struct cache *c, uint64_t owner, uint64_t index)
 {
     uint64_t h = hash_key(owner, index);

@@ -50,6 +50,12 @@ size_t cache_chunk_size(const struct cache *c);
  * by the caller, to be filled and then inserted or put. */
 int cache_chunk_new(struct cache *c, struct cache_chunk **out);
 
+/* Make up to n chunks ready for cache_chunk_new() (at most as many as the
+ * cache keeps spare), their memory allocated and touched, so the decoder
+ * that takes them writes to pages that are already there: for a thread that
+ * would otherwise wait idle for that decoder. Returns how many it added. */
+unsigned cache_prepare(struct cache *c, unsigned n);
+
 /* The chunk stored under (owner, index) with a new reference for the caller,
  * or NULL (a miss). Marks it most recently used. */
 struct cache_chunk *cache_get(struct cache *c, uint64_t owner, uint64_t index);

@@ -44,9 +44,10 @@
 #define FS_DEFAULT_CACHE_SIZE (32ull << 20)
 /* Decoders parked per member for sequential readers to continue from. */
 #define FS_PARKED_MAX 4
-/* Decoders parked in the whole mount (about 100 KiB each: z_stream state,
- * 32 KiB window, 64 KiB input buffer, ISA-L state): parking one more drops
- * the least recently parked, whichever member holds it. */
+/* Decoders parked in the whole mount (about 200 KiB each: z_stream state,
+ * 32 KiB window, 64 KiB input buffer, ISA-L state; 110 KiB more once one
+ * has recorded points with ISA-L, dfx.h): parking one more drops the least
+ * recently parked, whichever member holds it. */
 #define FS_PARKED_TOTAL 64
 /* Most readahead workers -o threads= accepts. */
 #define FS_THREADS_MAX 256
@@ -101,6 +102,7 @@ enum fs_kind {
 };
 
 struct fs_busy; /* a decode in progress, private to fs_member.c */
+struct chunk_waiter; /* a reader waiting for one chunk, private to fs_member.c */
 
 /* A slot for one parked decoder of a member. Every field is protected by
  * the process-wide parked lock (fs_member.c), a leaf taken after a member's
@@ -134,6 +136,10 @@ struct fs_member {
      * while inflating. */
     pthread_mutex_t lock;
     pthread_cond_t idle; /* broadcast when a decode in progress ends */
+    /* readers waiting for a chunk in fs_member_chunk(), each on its own
+     * condition (fs_member.c): woken with idle, and one by one as a
+     * pipelined decode inserts the chunk each one waits for */
+    struct chunk_waiter *waiters;
     /* parked decoders: the slots are protected by the parked lock, which is
      * taken with lock held (or by a parker of another member, to drop one) */
     struct fs_parked parked[FS_PARKED_MAX];

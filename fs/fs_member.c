@@ -58,6 +58,10 @@
 /* A waiting reader whose chunk lies this close after a decode in progress
  * waits for that decoder instead of starting its own. */
 #define BUSY_REACH (4 * (uint64_t)FS_CHUNK_SIZE)
+/* Chunks a reader about to wait for a decoder makes ready for it (memory
+ * touched, so the decoder takes no page faults on them): enough to stay
+ * ahead of a decoder that readers keep waiting for. */
+#define FS_PREPARE_CHUNKS 8
 /* Output read per call while sizing a gzip stream by a full pass. */
 #define PASS_BUF (1u << 20)
 
@@ -67,6 +71,18 @@ struct fs_busy {
     bool pipelined;      /* ahead, continuing a parked decoder: from moves up as
                           * chunks are inserted, and the decoder is parked at to */
     struct fs_busy *next;
+};
+
+/* A reader waiting in fs_member_chunk() for the chunk at target (on m's
+ * waiters list, under m->lock). A pipelined decode wakes only the readers
+ * whose chunk it has inserted, not all of them for every chunk: with the
+ * kernel's readahead several reads of later chunks wait at once, and waking
+ * each for every chunk cost the decoding thread ~6% of its time (futex
+ * wake-ups), and the readers a context switch each. */
+struct chunk_waiter {
+    uint64_t target;
+    pthread_cond_t cv;
+    struct chunk_waiter *next;
 };
 
 static atomic_uint_fast64_t next_member_id = 1;
@@ -633,6 +649,17 @@ static bool busy_overlaps(struct fs_member *m, uint64_t from, uint64_t to)
     return false;
 }
 
+/* Wake the readers waiting for a chunk that starts below limit; UINT64_MAX:
+ * all of them (a decode ended, so any may go on). m->lock held. */
+static void wake(struct fs_member *m, uint64_t limit)
+{
+    for (struct chunk_waiter *w = m->waiters; w; w = w->next)
+        if (w->target < limit)
+            pthread_cond_signal(&w->cv);
+    if (limit == UINT64_MAX)
+        pthread_cond_broadcast(&m->idle);
+}
+
 static void busy_link(struct fs_member *m, struct fs_busy *busy, uint64_t from, uint64_t to,
                       bool ahead)
 {
@@ -692,7 +719,7 @@ static void end_decode(struct fs_member *m, struct fs_busy *busy, struct dfx_rea
     pthread_mutex_lock(&m->lock);
     busy_unlink(m, busy);
     drop = keep ? park(m, r) : r;
-    pthread_cond_broadcast(&m->idle);
+    wake(m, UINT64_MAX);
     pthread_mutex_unlock(&m->lock);
     dfx_reader_free(drop);
 }
@@ -827,7 +854,10 @@ int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, 
                     struct cache_chunk **out)
 {
     uint64_t target = idx * FS_CHUNK_SIZE;
+    struct chunk_waiter w = {.target = target};
     struct dfx_reader *r = NULL;
+    struct chunk_waiter **pp;
+    bool waiting = false, prepared = false;
     struct fs_busy busy;
     int ret = 0;
 
@@ -845,16 +875,40 @@ int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, 
     pthread_mutex_lock(&m->lock);
     for (;;) {
         *out = cache_get(c, m->id, idx);
-        if (*out) {
-            pthread_mutex_unlock(&m->lock);
-            return 0;
-        }
+        if (*out)
+            break;
         if (!busy_ahead(m, target)) {
             r = take_parked(a, m, target);
             if (r || !busy_near(m, target))
                 break;
         }
-        pthread_cond_wait(&m->idle, &m->lock);
+        if (!waiting && !prepared) {
+            /* About to wait for a decoder: make fresh chunks ready for it
+             * meanwhile (their page faults would otherwise be its work),
+             * then look again. */
+            prepared = true;
+            pthread_mutex_unlock(&m->lock);
+            cache_prepare(c, FS_PREPARE_CHUNKS);
+            pthread_mutex_lock(&m->lock);
+            continue;
+        }
+        if (!waiting) {
+            pthread_cond_init(&w.cv, NULL);
+            w.next = m->waiters;
+            m->waiters = &w;
+            waiting = true;
+        }
+        pthread_cond_wait(&w.cv, &m->lock);
+    }
+    if (waiting) {
+        for (pp = &m->waiters; *pp != &w; pp = &(*pp)->next)
+            ;
+        *pp = w.next;
+        pthread_cond_destroy(&w.cv);
+    }
+    if (*out) {
+        pthread_mutex_unlock(&m->lock);
+        return 0;
     }
     busy_link(m, &busy, r ? dfx_reader_pos(r) : target, target + FS_CHUNK_SIZE, false);
     pthread_mutex_unlock(&m->lock);
@@ -923,7 +977,7 @@ int fs_member_produce(struct fs_archive *a, struct fs_member *m, struct cache *c
 
     pthread_mutex_lock(&m->lock);
     busy_unlink(m, &busy);
-    pthread_cond_broadcast(&m->idle);
+    wake(m, UINT64_MAX);
     pthread_mutex_unlock(&m->lock);
     dfx_reader_free(r);
     return ret;
@@ -993,7 +1047,8 @@ int fs_member_continue(struct fs_archive *a, struct fs_member *m, struct cache *
             last = k - 1;
         if (last >= nchunks)
             last = nchunks - 1;
-        /* Wake the readers waiting for chunk k - 1 as soon as it is in, and
+        /* Wake the readers waiting for chunk k - 1 as soon as it is in (only
+         * them: readers of later chunks still wait for this decode), and
          * take on the chunks the reader now wants unless someone else
          * decodes there. */
         pthread_mutex_lock(&m->lock);
@@ -1004,7 +1059,7 @@ int fs_member_continue(struct fs_archive *a, struct fs_member *m, struct cache *
             else
                 busy.to = (last + 1) * FS_CHUNK_SIZE;
         }
-        pthread_cond_broadcast(&m->idle);
+        wake(m, busy.from);
         pthread_mutex_unlock(&m->lock);
     }
 

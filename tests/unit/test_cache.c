@@ -125,6 +125,31 @@ static void test_basics(void)
     cache_free(c);
 }
 
+/* cache_prepare() tops the spares up to n (bounded), cache_chunk_new()
+ * takes them, and a prepared chunk works like any other. */
+static void test_prepare(void)
+{
+    struct cache_chunk *ch[8];
+    struct cache *c;
+
+    CHECK_EQ(cache_new(16 * CS, CS, &c), 0);
+    CHECK_EQ(cache_prepare(c, 5), 5);
+    CHECK_EQ(cache_prepare(c, 5), 0); /* already there */
+    CHECK_EQ(cache_prepare(c, 7), 2);
+    for (int i = 0; i < 7; i++)
+        CHECK_EQ(cache_chunk_new(c, &ch[i]), 0);
+    CHECK_EQ(cache_prepare(c, 3), 3); /* the 7 were taken */
+    for (int i = 0; i < 7; i++) {
+        fill(ch[i], CS, 9, (uint64_t)i);
+        cache_insert(c, 9, (uint64_t)i, ch[i]);
+        cache_put(c, ch[i]);
+    }
+    for (int i = 0; i < 7; i++)
+        CHECK_EQ(present(c, 9, (uint64_t)i), 1);
+    CHECK(cache_prepare(c, 100000) <= 64); /* never more than the spares kept */
+    cache_free(c);                         /* frees the spares (ASan: no leak) */
+}
+
 static void test_short_last_chunk(void)
 {
     struct cache *c;
@@ -488,6 +513,7 @@ int main(void)
 {
     test_new_errors();
     test_basics();
+    test_prepare();
     test_short_last_chunk();
     test_duplicate_insert();
     test_lru_order();

@@ -9,20 +9,28 @@
  * wrong sizes and CRCs) that must always surface as -EIO, also for a read
  * that stops exactly at a known size (gzip with usize set).
  *
- * With ISA-L built in, all of that runs once per decoder (zlib, then ISA-L
- * behind the frontier), plus: both decoders byte-identical on every form,
- * an index extended across the ISA-L -> zlib hand-over equal to a zlib-only
- * one, starts at points with every bit offset 0-7, a hundred gzip member
- * ends crossed by ISA-L, a point at a member start, and the ISA-L wrapper
- * alone (exact stream end however input is fed, resuming, truncation).
+ * With ISA-L built in, all of that runs once per decoder mode: zlib alone;
+ * ISA-L recording its own points (marking); and ISA-L that does not mark
+ * (as after marking failed on a stream), so zlib records the points and
+ * ISA-L hands over to it at the last usable point. Plus: all modes
+ * byte-identical on every form, an index extended across the ISA-L -> zlib
+ * hand-over equal to a zlib-only one, every point ISA-L recorded usable by
+ * zlib too, starts at points with every bit offset 0-7, a hundred gzip
+ * member ends crossed by ISA-L, a point at a member start, the ISA-L
+ * wrapper alone (exact stream end however input is fed, resuming,
+ * truncation), marking on the stream kinds test_dfx_isal.c covers, marking
+ * that gives up mid-stream and hands over to zlib (CRC and trailers still
+ * checked), and threads growing one index from different points.
  *
  * Threads never use CHECK (its counters are plain ints): they count their own
  * failures and the main thread checks the totals.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "check.h"
@@ -40,27 +48,41 @@
 
 static int verbose;
 
-/* Every check that builds an index runs once per decoder: the engine that
- * readers use behind the frontier (zlib always extends the index). */
+/* Every check that builds an index runs once per decoder mode (dfx.h,
+ * Engines): zlib; ISA-L that records points itself (marking); ISA-L that
+ * does not, so zlib records them past the last point. */
+enum mode { M_ZLIB, M_ISAL, M_NOMARK };
 #ifdef NPYFS_HAVE_ISAL
-static const enum dfx_decoder decoders[] = {DFX_DECODER_ZLIB, DFX_DECODER_ISAL};
+static const enum mode decoders[] = {M_ZLIB, M_ISAL, M_NOMARK};
 #else
-static const enum dfx_decoder decoders[] = {DFX_DECODER_ZLIB};
+static const enum mode decoders[] = {M_ZLIB};
 #endif
 #define NDECODERS (sizeof(decoders) / sizeof(decoders[0]))
-static enum dfx_decoder decoder = DFX_DECODER_ZLIB; /* the one under test */
+static enum mode decoder = M_ZLIB; /* the one under test */
 
-static const char *decoder_name(enum dfx_decoder d)
+static const char *decoder_name(enum mode d)
 {
-    return d == DFX_DECODER_ISAL ? "isal" : "zlib";
+    return d == M_ISAL ? "isal" : d == M_NOMARK ? "isal-nomark" : "zlib";
+}
+
+/* Where points fall is the same for every reading order only when zlib
+ * records them (each at the first boundary past the spacing). ISA-L stops
+ * at the first boundary it can, which depends on the sizes of the reads. */
+static bool greedy_points(void)
+{
+    return decoder != M_ISAL;
 }
 
 static int index_new(const struct dfx_stream *st, uint64_t spacing, struct dfx_index **ix)
 {
     struct dfx_stream c = *st;
+    int ret;
 
-    c.decoder = decoder;
-    return dfx_index_new(&c, spacing, ix);
+    c.decoder = decoder == M_ZLIB ? DFX_DECODER_ZLIB : DFX_DECODER_ISAL;
+    ret = dfx_index_new(&c, spacing, ix);
+    if (ret == 0 && decoder == M_NOMARK)
+        dfx_index_set_marking(*ix, false);
+    return ret;
 }
 
 /* xorshift64*: deterministic, thread-local when each thread owns its state. */
@@ -502,9 +524,12 @@ static void check_backwards(const struct encoded *e, const struct dataset *ds, s
         bad += extract_ok(ix, ds->data, ds->len, off, sizeof(buf), buf) < 0;
     }
     CHECK_EQ(bad, 0);
-    /* Single-threaded, points are placed greedily, so any order of reads that
-     * reaches the end yields the same set as one forward pass. */
-    CHECK_EQ(dfx_index_points(ix), expect_pts);
+    /* Single-threaded, zlib places points greedily, so any order of reads
+     * that reaches the end yields the same set as one forward pass. */
+    if (greedy_points())
+        CHECK_EQ(dfx_index_points(ix), expect_pts);
+    else
+        CHECK(dfx_index_points(ix) > 1);
     CHECK_EQ(dfx_index_error(ix), 0);
     dfx_index_free(ix);
 }
@@ -581,7 +606,10 @@ static void check_combo(const struct encoded *ep, const struct dataset *ds, enum
     max_gap = check_point_layout(ix, ds->len, s, pts, &npts);
     check_random_reads(ix, ds, pts, npts, 400, s);
     CHECK_EQ(full_pass(ix, ds->data, ds->len, s), 0); /* an indexed pass changes nothing */
-    CHECK_EQ(dfx_index_points(ix), npts);
+    if (greedy_points())
+        CHECK_EQ(dfx_index_points(ix), npts);
+    else /* ISA-L may stop at a boundary it passed over before */
+        check_point_layout(ix, ds->len, s, pts, &npts);
     check_point_starts(ix, ds, dec);
     check_backwards(&e, ds, npts);
     if (verbose)
@@ -699,8 +727,8 @@ static bool damaged_with(const struct dfx_stream *st, const struct dataset *ds)
     return ok;
 }
 
-/* The pass from 0 on a fresh index decodes with zlib whatever the decoder;
- * the later extract starts behind the frontier the pass left. */
+/* The pass from 0 on a fresh index decodes with zlib or with marking
+ * ISA-L; the later extract starts behind the frontier the pass left. */
 static void expect_damaged(const struct dfx_stream *st, const struct dataset *ds, int *failed_ok)
 {
     bool ok = true;
@@ -712,10 +740,10 @@ static void expect_damaged(const struct dfx_stream *st, const struct dataset *ds
     *failed_ok += ok;
 }
 
-/* ISA-L only decodes behind the frontier, i.e. data that was good when the
- * points were recorded. So index the good stream, then flip a byte under it
- * (a memory source borrows the buffer): a pass from 0, by ISA-L up to the
- * last point, must fail. Returns 1 if it did. */
+/* Behind the frontier ISA-L decodes data that was good when the points were
+ * recorded. So index the good stream, then flip a byte under it (a memory
+ * source borrows the buffer): a pass from 0, by ISA-L up to the last point,
+ * must fail. Returns 1 if it did. */
 static int damaged_under_index(struct encoded *e, uint64_t at)
 {
     struct dfx_index *ix;
@@ -1162,22 +1190,55 @@ static unsigned char *extract_all(struct dfx_index *ix, const struct dataset *ds
     return buf;
 }
 
-/* zlib alone builds one index. The ISA-L index is built in two goes: up to
- * a third, then by a pass from 0 that decodes with ISA-L to the frontier and
- * hands over to zlib there. Both must end with the same points, and whole
- * extracts (ISA-L up to the last point) must be byte-identical. */
+/* Every point of a complete index ix (made in mode m) as a zlib reader
+ * starts there: its points move into a fresh zlib index of the same stream
+ * (dfx_index_adopt() frees ix), and a few KiB from each must be exact. */
+static int zlib_starts_at_points(struct dfx_index *ix, const struct dfx_stream *st,
+                                 const struct dataset *ds)
+{
+    static unsigned char buf[5000];
+    enum mode was = decoder;
+    struct dfx_xpoint *xp = NULL;
+    struct dfx_index *z;
+    size_t n = 0;
+    uint64_t total;
+    int bad = 0;
+
+    decoder = M_ZLIB;
+    bad += index_new(st, SPACING, &z) != 0;
+    decoder = was;
+    if (bad) {
+        dfx_index_free(ix);
+        return -1;
+    }
+    bad += dfx_index_adopt(z, ix) != 0;
+    bad += dfx_index_export(z, &xp, &n, &total) != 0;
+    for (size_t i = 0; i < n; i++)
+        bad += extract_ok(z, ds->data, ds->len, xp[i].out, sizeof(buf), buf) < 0;
+    free(xp);
+    dfx_index_free(z);
+    return bad ? -1 : (int)n;
+}
+
+/* The three modes on one form. zlib alone builds one index. The non-marking
+ * ISA-L index is built in two goes: up to a third, then by a pass from 0
+ * that decodes with ISA-L to the frontier and hands over to zlib there: both
+ * must end with the same points. The marking index's points must all be
+ * places where zlib can start too. Whole extracts (ISA-L up to the last
+ * point, or all the way) must be byte-identical. */
 static void check_decoders_agree(const struct encoded *e, const struct dataset *ds, uint64_t *s)
 {
     static unsigned char small[1000];
-    struct dfx_index *ix[2] = {NULL, NULL};
-    unsigned char *out[2] = {NULL, NULL};
+    struct dfx_index *ix[3] = {NULL, NULL, NULL};
+    unsigned char *out[3] = {NULL, NULL, NULL};
+    const enum mode modes[3] = {M_ZLIB, M_NOMARK, M_ISAL};
 
-    for (int d = 0; d < 2; d++) {
-        decoder = d ? DFX_DECODER_ISAL : DFX_DECODER_ZLIB;
+    for (int d = 0; d < 3; d++) {
+        decoder = modes[d];
         CHECK_EQ(index_new(&e->st, SPACING, &ix[d]), 0);
         if (!ix[d])
             goto out;
-        if (d)
+        if (modes[d] == M_NOMARK)
             CHECK_EQ(extract_ok(ix[d], ds->data, ds->len, ds->len / 3, sizeof(small), small), 0);
         CHECK_EQ(full_pass(ix[d], ds->data, ds->len, s), 0);
         out[d] = extract_all(ix[d], ds);
@@ -1185,8 +1246,11 @@ static void check_decoders_agree(const struct encoded *e, const struct dataset *
     }
     CHECK(same_points(ix[0], ix[1]));
     CHECK(out[0] && out[1] && memcmp(out[0], out[1], ds->len) == 0);
+    CHECK(out[0] && out[2] && memcmp(out[0], out[2], ds->len) == 0);
+    CHECK(zlib_starts_at_points(ix[2], &e->st, ds) > 1);
+    ix[2] = NULL;
 out:
-    for (int d = 0; d < 2; d++) {
+    for (int d = 0; d < 3; d++) {
         free(out[d]);
         dfx_index_free(ix[d]);
     }
@@ -1272,14 +1336,17 @@ static size_t gzip_flush_first(const unsigned char *data, size_t len, unsigned c
 
 /* Members A (100 000 zeros: one final block), E (empty), B (flush-first),
  * C. Reading 1000 bytes at 100 000 on a fresh index records exactly one
- * point, at B's start. An ISA-L pass from 0 then reaches that frontier at
- * A's end: it must still check A's trailer (with its read-ahead undone),
- * then E's, and hand over to zlib at a member start. */
+ * point with zlib, at B's start. An ISA-L pass from 0 then reaches that
+ * frontier at A's end: it must still check A's trailer (with its read-ahead
+ * undone), then E's, and hand over to zlib at a member start. Marking, the
+ * pass from 0 decodes every member with ISA-L and must check the same
+ * trailers. */
 static void check_point_at_member_start(const struct dataset *ds, uint64_t *s)
 {
     enum { ALEN = 100000, BLEN = 300000, CLEN = 200000 };
     size_t len = ALEN + BLEN + CLEN, cap = bound(len) + 200, n = 0, a_end, e_end;
     unsigned char *buf = malloc(cap), *data = malloc(len), small[1000];
+    struct dataset whole = {"members", data, len};
     struct dfx_stream st = {0};
     struct dfx_index *ix, *ref;
     int ok = 0;
@@ -1300,19 +1367,25 @@ static void check_point_at_member_start(const struct dataset *ds, uint64_t *s)
     st.framing = DFX_GZIP;
     st.usize = UINT64_MAX;
     st.end = n;
-    decoder = DFX_DECODER_ZLIB;
+    decoder = M_ZLIB;
     CHECK_EQ(index_new(&st, SPACING, &ref), 0);
     CHECK_EQ(full_pass(ref, data, len, s), 0);
     for (size_t d = 0; d < NDECODERS; d++) {
         decoder = decoders[d];
         CHECK_EQ(index_new(&st, SPACING, &ix), 0);
         CHECK_EQ(extract_ok(ix, data, len, ALEN, sizeof(small), small), 0);
-        CHECK_EQ(dfx_index_points(ix), 2);
-        CHECK_EQ(dfx_index_frontier(ix), ALEN);
+        if (greedy_points()) {
+            CHECK_EQ(dfx_index_points(ix), 2);
+            CHECK_EQ(dfx_index_frontier(ix), ALEN);
+        }
         CHECK_EQ(full_pass(ix, data, len, s), 0);
         CHECK_EQ(dfx_index_error(ix), 0);
-        CHECK(same_points(ix, ref));
-        dfx_index_free(ix);
+        if (greedy_points()) {
+            CHECK(same_points(ix, ref));
+            dfx_index_free(ix);
+        } else {
+            CHECK(zlib_starts_at_points(ix, &st, &whole) > 1); /* frees ix */
+        }
         /* The same pass over a damaged A or E trailer must fail. */
         size_t bad[] = {a_end - 8, a_end - 1, e_end - 8, e_end - 4};
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -1480,6 +1553,474 @@ static void check_isal_wrapper(const struct dataset *ds, int nds, uint64_t *s)
     dfx_isal_free(d);
     free(z);
     free(out);
+}
+#endif
+
+/* ---- ISA-L marking ---- */
+
+#ifdef NPYFS_HAVE_ISAL
+/* Word soup: few distinct bytes, so zlib writes short dynamic headers (~38
+ * bytes), which a step can pass over whole. */
+static void fill_text(unsigned char *p, size_t n, uint64_t *s)
+{
+    static const char *words[] = {"index ", "point ", "window ", "deflate ",
+                                  "npyfs ", "zran ",  "array ",  "mmap "};
+    for (size_t i = 0; i < n;) {
+        const char *w = words[rnd_below(s, 8)];
+        for (size_t j = 0; w[j] && i < n; j++)
+            p[i++] = (unsigned char)w[j];
+        if (i < n)
+            p[i++] = (unsigned char)('a' + rnd_below(s, 26));
+    }
+}
+
+/* zlib with a strategy, and a flush of the given kind every `every` bytes. */
+static size_t zdeflate_strategy(const unsigned char *data, size_t len, int level, int strategy,
+                                int flush, size_t every, unsigned char *out, size_t cap)
+{
+    z_stream zs;
+    size_t fed = 0, n;
+    int ret = Z_OK;
+
+    memset(&zs, 0, sizeof(zs));
+    if (deflateInit2(&zs, level, Z_DEFLATED, -15, 8, strategy) != Z_OK)
+        return 0;
+    if (level == 9)
+        deflateTune(&zs, 32, 258, 258, 256);
+    zs.next_out = out;
+    zs.avail_out = (uInt)cap;
+    do {
+        size_t chunk = every && every < len - fed ? every : len - fed;
+        zs.next_in = (unsigned char *)data + fed;
+        zs.avail_in = (uInt)chunk;
+        fed += chunk;
+        ret = deflate(&zs, fed == len ? Z_FINISH : every ? flush : Z_NO_FLUSH);
+    } while (fed < len && (ret == Z_OK || ret == Z_BUF_ERROR));
+    while (ret == Z_OK || ret == Z_BUF_ERROR)
+        ret = deflate(&zs, Z_FINISH);
+    n = zs.total_out;
+    deflateEnd(&zs);
+    return ret == Z_STREAM_END ? n : 0;
+}
+
+/* The exported points of a complete index obey the rules readers rely on:
+ * strictly increasing in out and in, at least the spacing apart, inside
+ * the stream. Returns the number of points, or 0 if a rule is broken. */
+static size_t points_sorted(struct dfx_index *ix, const struct dfx_stream *st, uint64_t spacing)
+{
+    struct dfx_xpoint *xp = NULL;
+    size_t n = 0;
+    uint64_t total;
+    bool ok = dfx_index_export(ix, &xp, &n, &total) == 0 && n >= 1 && xp[0].out == 0;
+
+    for (size_t i = 1; ok && i < n; i++)
+        ok = xp[i].out > xp[i - 1].out && xp[i].in > xp[i - 1].in &&
+             xp[i].out - xp[i - 1].out >= spacing && xp[i].in <= st->end &&
+             xp[i].member_out <= xp[i].out && xp[i].out < total && xp[i].bits >= 0 &&
+             xp[i].bits <= 7;
+    free(xp);
+    return ok ? n : 0;
+}
+
+/* Marking ISA-L over one raw stream (data: the original, z: the stream
+ * between junk): a first pass in uneven reads, then the points must be
+ * sorted, every read from anywhere exact, and every point a place where
+ * ISA-L and zlib both start exactly. Returns whether marking stayed on. */
+static bool check_marked_stream(const char *name, const unsigned char *data, size_t len,
+                                const unsigned char *z, size_t zlen, bool zip_windows, uint64_t *s)
+{
+    static unsigned char buf[200000];
+    size_t cap = RAW_PRE + zlen + RAW_POST, npts, bad = 0;
+    unsigned char *b = malloc(cap);
+    struct dataset ds = {name, (unsigned char *)data, len};
+    struct dfx_stream st = {0};
+    struct dfx_index *ix;
+    bool marking = false;
+
+    if (!b) {
+        CHECK(!"malloc");
+        return false;
+    }
+    memset(b, 0xa5, RAW_PRE);
+    memcpy(b + RAW_PRE, z, zlen);
+    memset(b + RAW_PRE + zlen, 0x5a, RAW_POST);
+    src_mem_new(b, cap, &st.src);
+    st.framing = DFX_RAW;
+    st.start = RAW_PRE;
+    st.end = RAW_PRE + zlen;
+    st.usize = len;
+    st.crc = (uint32_t)crc32(0, data, (uInt)len);
+    st.check_crc = true;
+    decoder = M_ISAL;
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+    if (!ix)
+        goto out;
+    dfx_index_compress_windows(ix, zip_windows);
+    CHECK_EQ(full_pass(ix, data, len, s), 0);
+    CHECK_EQ(dfx_index_total(ix), len);
+    CHECK_EQ(dfx_index_error(ix), 0);
+    marking = dfx_index_marking(ix);
+    npts = points_sorted(ix, &st, SPACING);
+    CHECK(npts > 0);
+    for (int i = 0; i < 60; i++) {
+        uint64_t off = rnd_below(s, len + 10);
+        size_t want = 1 + rnd_below(s, sizeof(buf));
+        bad += extract_ok(ix, data, len, off, want, buf) < 0;
+    }
+    CHECK_EQ(bad, 0);
+    if (len)
+        check_point_starts(ix, &ds, 1);
+    npts = dfx_index_points(ix); /* the reads since may have added some */
+    CHECK_EQ(zlib_starts_at_points(ix, &st, &ds), (int)npts); /* frees ix */
+    if (verbose)
+        printf("  marked %-26s %9zu -> %8zu bytes, %4zu points, marking %s\n", name, len, zlen,
+               npts, marking ? "on" : "off (zlib)");
+out:
+    src_free(st.src);
+    free(b);
+    return marking;
+}
+
+/* The stream kinds test_dfx_isal.c marks, through dfx.c: zlib levels and
+ * strategies, stored, fixed-Huffman and empty blocks, tiny and large
+ * outputs, gzip(1) and Python's zlib. Marking must stay on where blocks
+ * have dynamic headers, and fall back to zlib (still recording points)
+ * where every block is fixed-Huffman. */
+static void check_marking_streams(uint64_t *s)
+{
+    struct kind {
+        const char *name;
+        int fill; /* 0 random, 1 smooth, 2 zero runs, 3 text, 4 zeros */
+        size_t len;
+        int level, strategy, flush;
+        size_t every;
+        int expect; /* 1 marking stays on, 0 falls back to zlib, -1 either */
+    } kinds[] = {
+        {"smooth level 1", 1, 3u << 20, 1, Z_DEFAULT_STRATEGY, 0, 0, 1},
+        {"smooth level 6", 1, 3u << 20, 6, Z_DEFAULT_STRATEGY, 0, 0, 1},
+        {"smooth level 9", 1, 2u << 20, 9, Z_DEFAULT_STRATEGY, 0, 0, 1},
+        {"text level 1", 3, 2u << 20, 1, Z_DEFAULT_STRATEGY, 0, 0, -1},
+        {"text level 6", 3, 2u << 20, 6, Z_DEFAULT_STRATEGY, 0, 0, 1},
+        {"text filtered", 3, 1u << 20, 6, Z_FILTERED, 0, 0, 1},
+        {"smooth huffman-only", 1, 1u << 20, 6, Z_HUFFMAN_ONLY, 0, 0, 1},
+        {"text rle", 3, 1u << 20, 6, Z_RLE, 0, 0, -1},
+        {"text fixed", 3, 1u << 20, 6, Z_FIXED, 0, 0, 0},
+        {"smooth fixed", 1, 2u << 20, 6, Z_FIXED, 0, 0, 0},
+        {"random level 6 (stored)", 0, 1u << 20, 6, Z_DEFAULT_STRATEGY, 0, 0, 1},
+        {"random level 0", 0, 600000, 0, Z_DEFAULT_STRATEGY, 0, 0, 1},
+        {"text sync every 100", 3, 300000, 6, Z_DEFAULT_STRATEGY, Z_SYNC_FLUSH, 100, -1},
+        {"text sync every 5000", 3, 600000, 6, Z_DEFAULT_STRATEGY, Z_SYNC_FLUSH, 5000, -1},
+        {"smooth full every 3000", 1, 600000, 6, Z_DEFAULT_STRATEGY, Z_FULL_FLUSH, 3000, -1},
+        {"text partial every 7000", 3, 600000, 6, Z_DEFAULT_STRATEGY, Z_PARTIAL_FLUSH, 7000, -1},
+        {"text block every 4000", 3, 600000, 1, Z_DEFAULT_STRATEGY, Z_BLOCK, 4000, -1},
+        {"zeros sync every 64", 4, 100000, 6, Z_DEFAULT_STRATEGY, Z_SYNC_FLUSH, 64, -1},
+        {"zero runs level 9", 2, 4u << 20, 9, Z_DEFAULT_STRATEGY, 0, 0, -1},
+        {"zeros 10 MB level 9", 4, 10u << 20, 9, Z_DEFAULT_STRATEGY, 0, 0, -1},
+        {"empty", 3, 0, 6, Z_DEFAULT_STRATEGY, 0, 0, -1},
+        {"one byte", 3, 1, 6, Z_DEFAULT_STRATEGY, 0, 0, -1},
+        {"100 bytes", 1, 100, 6, Z_DEFAULT_STRATEGY, 0, 0, -1},
+    };
+    size_t maxlen = 10u << 20;
+    unsigned char *data = malloc(maxlen), *z = malloc(bound(maxlen));
+
+    for (size_t k = 0; data && z && k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+        const struct kind *c = &kinds[k];
+        size_t zlen;
+        bool on;
+
+        switch (c->fill) {
+        case 0: fill_random(data, c->len, s); break;
+        case 1: fill_smooth(data, c->len, s); break;
+        case 2: fill_zero_runs(data, c->len, s); break;
+        case 3: fill_text(data, c->len, s); break;
+        default: memset(data, 0, c->len);
+        }
+        zlen = zdeflate_strategy(data, c->len, c->level, c->strategy, c->flush, c->every, z,
+                                 bound(maxlen));
+        CHECK(zlen > 0);
+        on = check_marked_stream(c->name, data, c->len, z, zlen, k % 3 == 2, s);
+        if (c->expect >= 0 && on != (c->expect == 1))
+            fprintf(stderr, "  %s: marking %s, expected %s\n", c->name, on ? "on" : "off",
+                    c->expect ? "on" : "off");
+        if (c->expect >= 0)
+            CHECK_EQ(on, c->expect == 1);
+    }
+    /* other writers: gzip(1) (its deflate data) and Python's zlib */
+    static const char *tools[] = {"gzip -6 -c -n", "gzip -1 -c -n",
+                                  "/usr/bin/python3 -c \"import sys,zlib; c=zlib.compressobj(6, "
+                                  "zlib.DEFLATED, -15); sys.stdout.buffer.write(c.compress(sys."
+                                  "stdin.buffer.read()) + c.flush())\""};
+    for (size_t t = 0; data && z && t < sizeof(tools) / sizeof(tools[0]); t++) {
+        size_t len = 2u << 20, zlen = 0, off = 0;
+        char path[] = "/tmp/test_dfx_XXXXXX", cmd[600];
+        int fd = mkstemp(path);
+        FILE *f;
+
+        fill_smooth(data, len, s);
+        if (fd < 0 || write(fd, data, len) != (ssize_t)len) {
+            CHECK(!"temp file");
+            if (fd >= 0)
+                close(fd);
+            continue;
+        }
+        close(fd);
+        snprintf(cmd, sizeof(cmd), "%s < %s", tools[t], path);
+        f = popen(cmd, "r");
+        while (f && zlen < bound(maxlen) && (off = fread(z + zlen, 1, 65536, f)) > 0)
+            zlen += off;
+        if (f)
+            pclose(f);
+        unlink(path);
+        if (t < 2) { /* gzip(1): a 10-byte header with no name (-n), 8-byte trailer */
+            CHECK(zlen > 18 && z[0] == 0x1f && z[1] == 0x8b && z[3] == 0);
+            if (zlen <= 18)
+                continue;
+            memmove(z, z + 10, zlen - 18);
+            zlen -= 18;
+        }
+        CHECK(zlen > 0);
+        CHECK(check_marked_stream(tools[t], data, len, z, zlen, t == 1, s));
+    }
+    free(data);
+    free(z);
+}
+
+/* Sequential from off to the end in uneven reads, compared: 0 or -1. */
+static int seq_from(struct dfx_index *ix, const unsigned char *data, size_t len, uint64_t off,
+                    uint64_t *s, unsigned char *buf, size_t cap)
+{
+    struct dfx_reader *r;
+    uint64_t at;
+    int ret = dfx_reader_new(ix, off, &r) < 0 ? -1 : 0;
+
+    if (ret == 0 && dfx_reader_skip(r, off - dfx_reader_pos(r)) < 0)
+        ret = -1;
+    for (at = off; ret == 0 && at < len;) {
+        int64_t n = dfx_reader_read(r, buf, 1 + rnd_below(s, cap));
+        if (n <= 0 || at + (uint64_t)n > len || memcmp(buf, data + at, (size_t)n))
+            ret = -1;
+        else
+            at += (uint64_t)n;
+    }
+    if (ret == 0 && dfx_reader_read(r, buf, 1) != 0)
+        ret = -1;
+    dfx_reader_free(r);
+    return ret;
+}
+
+/* A stream on which marking fails (every block fixed-Huffman) hands over to
+ * zlib mid-stream: the bytes, the zip CRC, and a gzip member's CRC and ISIZE
+ * must come out right across the hand-over, whether zlib restarts at the
+ * reader's own start or at a later point of the index. */
+static void check_marking_fallback(uint64_t *s)
+{
+    static unsigned char buf[300000];
+    size_t len = 3u << 20, a = len / 6, b = len * 5 / 6, cap = bound(len) + 64, n1, n2, n3, zlen;
+    unsigned char *data = malloc(len), *z = malloc(cap);
+    struct dfx_stream st = {0};
+    struct dfx_index *ix, *ref;
+    size_t before, zlib_pts = 0;
+
+    if (!data || !z) {
+        CHECK(!"malloc");
+        goto out;
+    }
+    fill_text(data, len, s);
+    decoder = M_ISAL;
+
+    /* raw, every block fixed: a pass from 0 falls back and goes on with zlib */
+    zlen = zdeflate_strategy(data, len, 6, Z_FIXED, 0, 0, z, cap);
+    CHECK(zlen > 0);
+    src_mem_new(z, zlen, &st.src);
+    st.framing = DFX_RAW;
+    st.end = zlen;
+    st.usize = len;
+    st.crc = (uint32_t)crc32(0, data, (uInt)len);
+    st.check_crc = true;
+    decoder = M_ZLIB;
+    CHECK_EQ(index_new(&st, SPACING, &ref), 0);
+    CHECK_EQ(drain(ref), 0);
+    decoder = M_ISAL;
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+    CHECK(dfx_index_marking(ix));
+    CHECK_EQ(full_pass(ix, data, len, s), 0); /* the CRC is checked at the end */
+    CHECK(!dfx_index_marking(ix));
+    /* zlib went back to 0 and recorded every point a zlib pass does */
+    CHECK(points_sorted(ix, &st, SPACING) > 10);
+    CHECK(same_points(ix, ref));
+    CHECK_EQ(dfx_index_error(ix), 0);
+    dfx_index_free(ix);
+    dfx_index_free(ref);
+    /* zlib records points to the middle; then a marking pass from 0 falls
+     * back past them, restarting at the last one (not at 0) */
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+    dfx_index_set_marking(ix, false);
+    CHECK_EQ(extract_ok(ix, data, len, len / 3, 1000, buf), 0);
+    before = dfx_index_points(ix);
+    dfx_index_set_marking(ix, true);
+    CHECK_EQ(full_pass(ix, data, len, s), 0);
+    CHECK(!dfx_index_marking(ix));
+    CHECK(dfx_index_points(ix) > before);
+    CHECK(points_sorted(ix, &st, SPACING) > 0);
+    CHECK_EQ(dfx_index_error(ix), 0);
+    dfx_index_free(ix);
+    src_free(st.src);
+    /* dynamic blocks, then (deflateParams) fixed ones: the reader marks in
+     * the first half, so zlib restarts at its last mark, with that mark's
+     * window (the reader's own copy) */
+    {
+        z_stream zs;
+        memset(&zs, 0, sizeof(zs));
+        deflateInit2(&zs, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY);
+        zs.next_in = data;
+        zs.avail_in = (uInt)(len / 2);
+        zs.next_out = z;
+        zs.avail_out = (uInt)cap;
+        CHECK_EQ(deflate(&zs, Z_NO_FLUSH), Z_OK);
+        CHECK_EQ(deflateParams(&zs, 6, Z_FIXED), Z_OK);
+        zs.avail_in += (uInt)(len - len / 2);
+        CHECK_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
+        zlen = zs.total_out;
+        deflateEnd(&zs);
+    }
+    src_mem_new(z, zlen, &st.src);
+    st.end = zlen;
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(full_pass(ix, data, len, s), 0);
+    CHECK(!dfx_index_marking(ix));
+    CHECK(points_sorted(ix, &st, SPACING) > 20);
+    CHECK_EQ(dfx_index_error(ix), 0);
+    check_random_reads(ix, &(struct dataset){"mixed blocks", data, len}, NULL, 0, 50, s);
+    /* and with a wrong zip CRC that pass must fail */
+    dfx_index_free(ix);
+    st.crc ^= 1;
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(full_pass(ix, data, len, s), -EIO);
+    CHECK(!dfx_index_marking(ix));
+    dfx_index_free(ix);
+    src_free(st.src);
+
+    /* gzip: dynamic, fixed, dynamic members; marking stops in the second */
+    memset(&st, 0, sizeof(st));
+    n1 = zdeflate(data, a, 6, 31, 0, NULL, z, cap);
+    {
+        z_stream zs;
+        memset(&zs, 0, sizeof(zs));
+        deflateInit2(&zs, 6, Z_DEFLATED, 31, 8, Z_FIXED);
+        zs.next_in = data + a;
+        zs.avail_in = (uInt)(b - a);
+        zs.next_out = z + n1;
+        zs.avail_out = (uInt)(cap - n1);
+        CHECK_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
+        n2 = n1 + zs.total_out;
+        deflateEnd(&zs);
+    }
+    n3 = n2 + zdeflate(data + b, len - b, 6, 31, 0, NULL, z + n2, cap - n2);
+    src_mem_new(z, n3, &st.src);
+    st.framing = DFX_GZIP;
+    st.end = n3;
+    st.usize = UINT64_MAX;
+    decoder = M_ZLIB;
+    CHECK_EQ(index_new(&st, SPACING, &ref), 0);
+    CHECK_EQ(drain(ref), 0);
+    zlib_pts = dfx_index_points(ref);
+    dfx_index_free(ref);
+    decoder = M_ISAL;
+    for (int known = 0; known < 2; known++) {
+        st.usize = known ? len : UINT64_MAX;
+        CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+        CHECK_EQ(full_pass(ix, data, len, s), 0);
+        CHECK(!dfx_index_marking(ix));
+        CHECK(points_sorted(ix, &st, SPACING) > zlib_pts * 3 / 4);
+        CHECK_EQ(dfx_index_total(ix), len);
+        CHECK_EQ(seq_from(ix, data, len, a + (b - a) / 2, s, buf, sizeof(buf)), 0);
+        dfx_index_free(ix);
+        /* the second member's CRC, then its ISIZE, then a byte of its data
+         * damaged: a pass from 0 (which falls back inside it) fails */
+        size_t bad[] = {n2 - 8, n2 - 3, n1 + (n2 - n1) / 2};
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            z[bad[i]] ^= 0x10;
+            CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+            CHECK_EQ(drain(ix), -EIO); /* bytes before the check may differ */
+            CHECK_EQ(dfx_index_error(ix), -EIO);
+            dfx_index_free(ix);
+            z[bad[i]] ^= 0x10;
+        }
+    }
+    src_free(st.src);
+out:
+    free(data);
+    free(z);
+}
+
+struct grow_worker {
+    struct dfx_index *ix;
+    const unsigned char *data;
+    size_t len;
+    uint64_t from; /* sequential from here to the end; UINT64_MAX: random extracts */
+    uint64_t seed;
+    int fails;
+};
+
+static void *grow_worker_main(void *arg)
+{
+    struct grow_worker *w = arg;
+    unsigned char *buf = malloc(200000);
+    uint64_t s = w->seed;
+
+    if (!buf) {
+        w->fails++;
+        return NULL;
+    }
+    if (w->from != UINT64_MAX)
+        w->fails += seq_from(w->ix, w->data, w->len, w->from, &s, buf, 200000) != 0;
+    else
+        for (int i = 0; i < 40; i++)
+            w->fails += extract_ok(w->ix, w->data, w->len, rnd_below(&s, w->len),
+                                   1 + rnd_below(&s, 200000), buf) != 0;
+    free(buf);
+    return NULL;
+}
+
+/* Threads grow one index from different points at once: the index is built
+ * up to a quarter, then six readers go sequentially to the end from six
+ * places (behind the frontier and past it) while two read at random. With
+ * toggle, marking is switched off half-way through, so points recorded by
+ * ISA-L and by zlib interleave. The points must stay sorted and usable. */
+static void check_grow_from_points(const struct dataset *ds, enum enc_kind kind, bool toggle,
+                                   uint64_t *s)
+{
+    struct grow_worker w[8];
+    pthread_t th[8];
+    struct encoded e;
+    struct dfx_index *ix;
+    unsigned char small[100];
+    int fails = 0;
+
+    decoder = M_ISAL;
+    if (encode(ds, kind, &e, s) < 0 || index_new(&e.st, SPACING, &ix) < 0) {
+        CHECK(!"setup");
+        return;
+    }
+    CHECK_EQ(extract_ok(ix, ds->data, ds->len, ds->len / 4, sizeof(small), small), 0);
+    for (int i = 0; i < 8; i++) {
+        uint64_t from = i < 6 ? (uint64_t)i * ds->len / 7 + rnd_below(s, 5000) : UINT64_MAX;
+        w[i] = (struct grow_worker){ix, ds->data, ds->len, from, rnd(s) | 1, 0};
+        CHECK_EQ(pthread_create(&th[i], NULL, grow_worker_main, &w[i]), 0);
+        if (toggle && i == 3)
+            dfx_index_set_marking(ix, false);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        fails += w[i].fails;
+    }
+    CHECK_EQ(fails, 0);
+    CHECK_EQ(dfx_index_error(ix), 0);
+    CHECK_EQ(dfx_index_total(ix), ds->len);
+    CHECK(points_sorted(ix, &e.st, SPACING) > 1);
+    check_random_reads(ix, ds, NULL, 0, 100, s);
+    CHECK(zlib_starts_at_points(ix, &e.st, ds) > 1); /* frees ix */
+    encoded_free(&e);
 }
 #endif
 
@@ -1738,6 +2279,14 @@ int main(int argc, char **argv)
             CHECK(bits_seen[d][b] > 0);
     check_gzip_many_members(&ds[3], &s);
     check_point_at_member_start(&ds[3], &s);
+#ifdef NPYFS_HAVE_ISAL
+    check_marking_streams(&s);
+    check_marking_fallback(&s);
+    check_grow_from_points(&ds[1], E_RAW6, false, &s);
+    check_grow_from_points(&ds[3], E_GZ_MULTI, false, &s);
+    check_grow_from_points(&ds[1], E_RAW6, true, &s);
+    check_grow_from_points(&ds[3], E_GZ_MULTI, true, &s);
+#endif
     for (size_t d = 0; d < NDECODERS; d++) {
         decoder = decoders[d];
         check_far_read_all(ds, &s);

@@ -873,7 +873,9 @@ static void check_streaming_writer(uint64_t *s)
         dfx_reader_free(r);
         CHECK_EQ(n, 0);
         CHECK_EQ(most, 0);
-        CHECK(dfx_index_points(twin) > 20);
+        /* ~23 block boundaries: zlib records ~22 points, ISA-L (which
+         * takes the first boundary it can stop at) a few fewer */
+        CHECK(dfx_index_points(twin) > 15);
         if (framing) /* no table: refused */
             CHECK_EQ(dfx_store_writer_end(w, twin, NULL), -EINVAL);
         else
