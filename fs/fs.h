@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include "bsrc.h"
 #include "cache.h"
 #include "dfx.h"
 #include "source.h"
@@ -161,9 +162,15 @@ struct fs_member {
 enum fs_source_kind { FS_SRC_ZIP, FS_SRC_GZIP, FS_SRC_PLAIN };
 
 struct fs_archive {
-    char *path;          /* owned: the source path as given */
-    struct src *src;     /* owned */
-    struct stat st;      /* the source's stat at open time */
+    /* owned: the source as given: a path, or a URL (which may carry a
+     * secret query: show it only through bsrc_name_of()) */
+    char *path;
+    /* owned: the shown name, for log lines, stats and ls (bsrc_name_of():
+     * the path, or the URL without query or credentials) */
+    char *name;
+    struct bsrc *bs;     /* owned: every read of the archive's bytes, its identity
+                          * and change check (bsrc.h) */
+    struct src *src;     /* borrowed from bs: the reader format/ takes */
     enum fs_source_kind kind;
     struct fs_member *members; /* owned, count of them */
     size_t count;
@@ -171,10 +178,8 @@ struct fs_archive {
     /* the source changed since open (fs_archive_check()): set once, never
      * cleared; from then on every read of its members fails */
     atomic_bool changed;
-    /* atomic: the ctime (ns) a check compares with: st's, or once, when the
-     * file is found unlinked with its content untouched, the ctime the
-     * unlink gave it (see fs_archive_check()) */
-    atomic_int_least64_t ctime_ns;
+    /* a transient failure to fetch its bytes was logged (once per archive) */
+    atomic_bool said_fetch;
 };
 
 /* Bounds on the work of opening an archive: only a gzip file sized by a

@@ -167,11 +167,7 @@ static void member_key(const struct fs_indexer *x, const struct fs_member *m,
     const struct dfx_stream *st = m->ix ? dfx_index_stream(m->ix) : NULL;
 
     memset(k, 0, sizeof(*k));
-    k->dev = (uint64_t)a->st.st_dev;
-    k->ino = (uint64_t)a->st.st_ino;
-    k->size = (uint64_t)a->st.st_size;
-    k->mtime_sec = (int64_t)a->st.st_mtim.tv_sec;
-    k->mtime_nsec = (uint32_t)a->st.st_mtim.tv_nsec;
+    bsrc_key(a->bs, k); /* the archive's identity: a file's, or URL + ETag + size */
     k->name = m->name;
     k->name_len = m->name_len;
     if (st && st->framing == DFX_GZIP) {
@@ -220,11 +216,11 @@ static bool load_saved(struct fs_indexer *x, struct fs_member *m)
         return false;
     dfx_store_path(x->dir, &k, &path);
     if (ret == 0)
-        fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index loaded from %s\n", x->a->path,
+        fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index loaded from %s\n", x->a->name,
                  m->name, path ? path : dfx_store_dir_path(x->dir));
     else
         fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index %s %s (%s); rebuilding\n",
-                 x->a->path, m->name, path ? path : dfx_store_dir_path(x->dir),
+                 x->a->name, m->name, path ? path : dfx_store_dir_path(x->dir),
                  load_problem(ret), ERRSTR(ret));
     free(path);
     return ret == 0;
@@ -447,7 +443,7 @@ static void log_damage(struct fs_archive *a, struct fs_member *m, int err)
     if (atomic_exchange(&m->logged, true))
         return;
     fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s' is damaged (%s, found by the indexing "
-             "pass); its reads fail with EIO\n", a->path, m->name, ERRSTR(err));
+             "pass); its reads fail with EIO\n", a->name, m->name, ERRSTR(err));
 }
 
 /* Log the outcome of saving m's file (a failure once per mount: a full or
@@ -460,12 +456,12 @@ static int log_save(struct fs_indexer *x, struct fs_member *m, const struct dfx_
 
     dfx_store_path(x->dir, k, &path);
     if (ret == 0)
-        fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index saved to %s\n", x->a->path,
+        fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index saved to %s\n", x->a->name,
                  m->name, path ? path : dir);
     else if (!atomic_exchange(&said_cannot_save, true))
         fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': cannot save index to %s: %s "
                  "(further save failures of this mount are not logged)\n",
-                 x->a->path, m->name, path ? path : dir, ERRSTR(ret));
+                 x->a->name, m->name, path ? path : dir, ERRSTR(ret));
     free(path);
     return ret;
 }
@@ -670,7 +666,7 @@ int fs_indexer_ready(struct fs_indexer *x, struct fs_member *m)
             fuse_log(FUSE_LOG_WARNING, "npyfs: %s: member '%s' (%llu bytes, above "
                      "verify_max=%llu) is served before its full check: until %s, a "
                      "damaged byte that still decodes would be read as data (npyfs stats "
-                     "shows it as unverified)\n", x->a->path, m->name,
+                     "shows it as unverified)\n", x->a->name, m->name,
                      (unsigned long long)m->size, (unsigned long long)o->verify_max,
                      x->mode == FS_INDEX_BACKGROUND ? "the background pass has checked it"
                                                     : "a full pass has checked it");
@@ -851,7 +847,7 @@ int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_d
     }
     if (ret < 0 && !atomic_exchange(&said_unusable, true))
         fuse_log(FUSE_LOG_WARNING, "npyfs: %s: index directory %s is not usable (%s); "
-                 "indexes will not be saved or loaded\n", a->path,
+                 "indexes will not be saved or loaded\n", a->name,
                  path ? path : "(none: no HOME)", dir_problem(ret));
     free(path);
     read_trailer(x);
@@ -884,7 +880,7 @@ void fs_indexer_start(struct fs_indexer *x)
     ret = pthread_create(&x->thread, NULL, background_main, x);
     if (ret) {
         fuse_log(FUSE_LOG_ERR, "npyfs: %s: cannot start the background indexer: %s\n",
-                 x->a->path, ERRSTR(-ret));
+                 x->a->name, ERRSTR(-ret));
         return;
     }
     x->running = true;
@@ -982,9 +978,9 @@ static void print_member_error(const struct fs_archive *a, const struct fs_membe
     if (more)
         snprintf(tail, sizeof(tail), " (and %d more member%s)", more, more > 1 ? "s" : "");
     if (what)
-        fprintf(stderr, "npyfs: %s: member '%s' %s%s\n", a->path, m->name, what, tail);
+        fprintf(stderr, "npyfs: %s: member '%s' %s%s\n", a->name, m->name, what, tail);
     else
-        fprintf(stderr, "npyfs: %s: member '%s': cannot save its index in %s: %s%s\n", a->path,
+        fprintf(stderr, "npyfs: %s: member '%s': cannot save its index in %s: %s%s\n", a->name,
                 m->name, dir, strerror(-err), tail);
 }
 
@@ -998,9 +994,9 @@ static struct dfx_store_dir *index_dir_for(const struct fs_archive *a,
 
     if (ret == -ENOENT && !path)
         fprintf(stderr, "npyfs: %s: no index directory: set HOME or XDG_CACHE_HOME, or give "
-                "-o index_dir=DIR\n", a->path);
+                "-o index_dir=DIR\n", a->name);
     else if (ret < 0)
-        fprintf(stderr, "npyfs: %s: index directory %s: %s\n", a->path, path ? path : "",
+        fprintf(stderr, "npyfs: %s: index directory %s: %s\n", a->name, path ? path : "",
                 dir_problem(ret));
     free(path);
     return d;
@@ -1018,7 +1014,7 @@ static void quiet_log(enum fuse_log_level level, const char *fmt, va_list ap)
 int fs_index_main(struct fs_archive *a, const struct fs_opts *opts)
 {
     struct fs_indexer x = {.a = a, .mode = FS_INDEX_LAZY};
-    struct progress pr = {.label = a->path, .tty = isatty(2)};
+    struct progress pr = {.label = a->name, .tty = isatty(2)};
     struct fs_member *first_bad = NULL;
     int first_err = 0, nbad = 0;
 

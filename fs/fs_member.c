@@ -70,11 +70,6 @@ struct fs_busy {
 
 static atomic_uint_fast64_t next_member_id = 1;
 
-static int64_t ts_ns(struct timespec t)
-{
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
 /*
  * Parked decoders of every member, bounded in all (FS_PARKED_TOTAL) besides
  * per member (FS_PARKED_MAX): a mount with thousands of open files would
@@ -390,23 +385,23 @@ static int open_gzip(struct fs_archive *a, const struct fs_open_limits *lim)
     struct dfx_stream st = {0};
     struct dfx_crcs *crcs = NULL;
     struct fs_member *m;
-    const char *base = strrchr(a->path, '/');
+    char *base = bsrc_base_name(a->path);
     size_t len;
     int64_t size;
     bool full = false;
     int ret;
 
-    base = base ? base + 1 : a->path;
+    if (!base)
+        return -ENOMEM;
     len = strlen(base);
     if (len > 3 && strcmp(base + len - 3, ".gz") == 0)
         len -= 3;
     a->members = calloc(1, sizeof(*a->members));
-    if (!a->members)
-        return -ENOMEM;
-    m = &a->members[0];
-    ret = member_init(m, base, len);
+    ret = a->members ? member_init(&a->members[0], base, len) : -ENOMEM;
+    free(base);
     if (ret < 0)
         return ret;
+    m = &a->members[0];
     a->count = 1;
     strcpy(m->method, "gzip");
     m->kind = FS_DEFLATE;
@@ -438,37 +433,44 @@ static int open_gzip(struct fs_archive *a, const struct fs_open_limits *lim)
     return dfx_index_new(&st, a->spacing, &m->ix);
 }
 
+/* A new archive over bs (owned from here on, closed on failure), named
+ * path; members is nmembers zeroed slots (count 0). Returns 0 or a
+ * negative errno (*out NULL). */
+static int archive_new(struct bsrc *bs, const char *path, uint64_t spacing, size_t nmembers,
+                       struct fs_archive **out)
+{
+    struct fs_archive *a = calloc(1, sizeof(*a));
+    char name[4096];
+
+    *out = NULL;
+    if (!a) {
+        bsrc_close(bs);
+        return -ENOMEM;
+    }
+    a->bs = bs;
+    a->src = bsrc_src(bs);
+    a->spacing = spacing;
+    a->path = strdup(path);
+    a->name = strdup(bsrc_name_of(path, name, sizeof(name)));
+    a->members = nmembers ? calloc(nmembers, sizeof(*a->members)) : NULL;
+    if (!a->path || !a->name || (nmembers && !a->members)) {
+        fs_archive_free(a);
+        return -ENOMEM;
+    }
+    *out = a;
+    return 0;
+}
+
 /* A new archive with its file open as its source (path, or rel beneath
- * dirfd if dirfd >= 0) and its stat taken; members is nmembers zeroed slots
- * (count 0). Returns 0 or a negative errno (*out NULL). */
+ * dirfd if dirfd >= 0): archive_new() over bsrc_open_file(). */
 static int archive_start(int dirfd, const char *rel, const char *path, uint64_t spacing,
                          size_t nmembers, struct fs_archive **out)
 {
-    struct fs_archive *a = calloc(1, sizeof(*a));
-    int ret = -ENOMEM;
+    struct bsrc *bs;
+    int ret = bsrc_open_file(dirfd, rel, path, &bs);
 
     *out = NULL;
-    if (!a)
-        return -ENOMEM;
-    a->spacing = spacing;
-    a->path = strdup(path);
-    a->members = nmembers ? calloc(nmembers, sizeof(*a->members)) : NULL;
-    if (!a->path || (nmembers && !a->members))
-        goto out_free;
-    ret = dirfd >= 0 ? src_file_open_beneath(dirfd, rel, &a->src) : src_file_open(path, &a->src);
-    if (ret < 0)
-        goto out_free;
-    if (fstat(src_file_fd(a->src), &a->st) < 0) {
-        ret = -errno;
-        goto out_free;
-    }
-    atomic_init(&a->ctime_ns, ts_ns(a->st.st_ctim));
-    *out = a;
-    return 0;
-
-out_free:
-    fs_archive_free(a);
-    return ret;
+    return ret < 0 ? ret : archive_new(bs, path, spacing, nmembers, out);
 }
 
 /* Contract in fs.h. */
@@ -507,18 +509,31 @@ int fs_archive_open(const char *path, uint64_t spacing, const struct fs_open_lim
     return fs_archive_open_beneath(-1, NULL, path, spacing, lim, out);
 }
 
+static int archive_parse(struct fs_archive *a, const struct fs_open_limits *lim,
+                         struct fs_archive **out);
+
 /* Contract in fs.h. */
 int fs_archive_open_beneath(int dirfd, const char *rel, const char *path, uint64_t spacing,
                             const struct fs_open_limits *lim, struct fs_archive **out)
 {
     struct fs_archive *a;
-    unsigned char magic[2] = {0};
     int ret = archive_start(dirfd, rel, path, spacing, 0, &a);
 
     *out = NULL;
+    return ret < 0 ? ret : archive_parse(a, lim, out);
+}
+
+/* Parse the archive a (zip or gzip, told apart by magic) into its members:
+ * the rest of fs_archive_open*(). Takes a: *out is a, or NULL with a freed. */
+static int archive_parse(struct fs_archive *a, const struct fs_open_limits *lim,
+                         struct fs_archive **out)
+{
+    unsigned char magic[2] = {0};
+    int64_t n = bsrc_pread(a->bs, magic, sizeof(magic), 0);
+    int ret = n < 0 && bsrc_transient((int)n) ? (int)n : 0;
+
     if (ret < 0)
-        return ret;
-    src_pread(a->src, magic, sizeof(magic), 0);
+        goto out_free;
     if (magic[0] == 0x1f && magic[1] == 0x8b) {
         a->kind = FS_SRC_GZIP;
         ret = open_gzip(a, lim);
@@ -549,8 +564,9 @@ void fs_archive_free(struct fs_archive *a)
     for (size_t i = 0; i < a->count; i++)
         member_destroy(&a->members[i]);
     free(a->members);
-    src_free(a->src);
+    bsrc_close(a->bs);
     free(a->path);
+    free(a->name);
     free(a);
 }
 
@@ -710,7 +726,7 @@ static void log_mismatch(struct fs_archive *a, struct fs_member *m, uint64_t idx
         return;
     fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': bytes %llu-%llu do not match their "
              "checksum (the archive is damaged or was rewritten); reads %s fail with EIO\n",
-             a->path, m->name, (unsigned long long)(idx * FS_CHUNK_SIZE),
+             a->name, m->name, (unsigned long long)(idx * FS_CHUNK_SIZE),
              (unsigned long long)((idx + 1) * FS_CHUNK_SIZE),
              m->kind == FS_STORED ? "of them" : "from there on");
 }
@@ -730,7 +746,7 @@ static void log_damage(struct fs_archive *a, struct fs_member *m, uint64_t idx, 
     if (atomic_exchange(&m->logged, true))
         return;
     fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': cannot decode bytes %llu-%llu: %s\n",
-             a->path, m->name, (unsigned long long)(idx * FS_CHUNK_SIZE),
+             a->name, m->name, (unsigned long long)(idx * FS_CHUNK_SIZE),
              (unsigned long long)((idx + 1) * FS_CHUNK_SIZE), strerror_r(-err, buf, sizeof(buf)));
 }
 
@@ -806,8 +822,22 @@ static int decode_through(struct fs_archive *a, struct fs_member *m, struct cach
 static void decode_failed(struct fs_archive *a, struct fs_member *m, int err)
 {
     if (err < 0 && err != -ENOMEM && err != -EINVAL && err != -ECANCELED &&
-        fs_archive_check(a) == 0)
+        !bsrc_transient(err) && fs_archive_check(a) == 0)
         fs_pages_drop(m);
+}
+
+/* A remote archive's bytes could not be fetched (bsrc_transient()): not
+ * damage, and the next read tries again. Logged once per archive; stats
+ * count every failure. */
+static void log_fetch_failure(struct fs_archive *a, int err)
+{
+    char buf[64];
+
+    if (atomic_exchange(&a->said_fetch, true))
+        return;
+    fuse_log(FUSE_LOG_ERR, "npyfs: %s: fetching archive bytes failed (%s); the reads that need "
+             "them fail with EIO until the server answers again (npyfs stats counts the "
+             "failures)\n", a->name, strerror_r(-err, buf, sizeof(buf)));
 }
 
 /* Does damage found so far cover chunk idx? Checked on every cache hit too,
@@ -865,8 +895,11 @@ int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, 
 
     end_decode(m, &busy, r, ret == 0);
     decode_failed(a, m, ret);
-    /* a change is not damage of the member (fs_archive_check() said it) */
-    if (ret < 0 && ret != -ENOMEM && !atomic_load(&a->changed))
+    /* a change is not damage of the member (fs_archive_check() said it),
+     * nor is a server that failed */
+    if (bsrc_transient(ret))
+        log_fetch_failure(a, ret);
+    else if (ret < 0 && ret != -ENOMEM && !atomic_load(&a->changed))
         log_damage(a, m, idx, ret);
     return ret;
 }
@@ -1036,52 +1069,31 @@ void fs_member_closed(struct fs_member *m)
 /*
  * Contract in fs.h.
  *
- * Why one check after a chunk's reads is enough: every pread of the input
- * a chunk (or a stored read) was made from has returned before the fstat
- * here. A write that changed any of those bytes updated the file's mtime
- * and ctime before its data landed in the page cache (the kernel's write
- * path updates the times first), so if a read saw a new byte, this fstat
- * sees the new times. The times do move: on Linux 6.x (multigrain
- * timestamps) a change after a stat that looked at the ctime gets a fresh
- * fine-grained one, and the check stats the file before any read, at open.
- * The ctime catches a write whose mtime was set back afterwards (utimensat
- * moves the ctime). Not seen: stores through a shared mapping made
- * writable before open (the times move only when a clean page is first
- * written).
- *
- * An unlinked file (renamed over, or deleted) gets a new ctime from the
- * unlink, with its content untouched: the first check that finds it
- * unlinked, with size and mtime as at open, takes that ctime as the one to
- * compare with (once), so a replaced archive goes on serving the old file.
- * A write with the mtime set back done between the unlink and that check is
- * missed; other changes of status (chmod, a link, a rename of the file
- * itself) count as changes: false alarms cost EIO, never wrong bytes.
+ * Why one check after a chunk's reads is enough: every read of the input a
+ * chunk (or a stored read) was made from has returned before the check
+ * here, and the source's check sees any change that a read could have
+ * seen (bsrc_check(): a file's times move before new data lands; a remote
+ * fetch is checked against the object's ETag as it arrives).
  */
 int fs_archive_check(struct fs_archive *a)
 {
-    struct stat st;
-    int64_t base, c;
-
     if (atomic_load(&a->changed))
         return -EIO;
-    if (fstat(src_file_fd(a->src), &st) < 0)
-        return -EIO;
-    if (st.st_dev == a->st.st_dev && st.st_ino == a->st.st_ino && st.st_size == a->st.st_size &&
-        ts_ns(st.st_mtim) == ts_ns(a->st.st_mtim)) {
-        c = ts_ns(st.st_ctim);
-        base = atomic_load(&a->ctime_ns);
-        if (c == base)
-            return 0;
-        if (st.st_nlink == 0 && a->st.st_nlink > 0 && base == ts_ns(a->st.st_ctim) &&
-            (atomic_compare_exchange_strong(&a->ctime_ns, &base, c) || base == c))
-            return 0;
-    }
+    if (bsrc_check(a->bs) == 0)
+        return 0;
     if (!atomic_exchange(&a->changed, true)) {
-        fuse_log(FUSE_LOG_ERR,
-                 "npyfs: %s: the archive changed (it was written to, truncated, or its status "
-                 "changed); reads of its members now fail with EIO (remount to see the new "
-                 "content)\n",
-                 a->path);
+        if (bsrc_is_remote(a->bs))
+            fuse_log(FUSE_LOG_ERR,
+                     "npyfs: %s: the object changed on the server (another ETag, "
+                     "Last-Modified or size); reads of its members that need bytes not "
+                     "fetched before now fail with EIO (remount to see the new content)\n",
+                     a->name);
+        else
+            fuse_log(FUSE_LOG_ERR,
+                     "npyfs: %s: the archive changed (it was written to, truncated, or its "
+                     "status changed); reads of its members now fail with EIO (remount to "
+                     "see the new content)\n",
+                     a->name);
         for (size_t i = 0; i < a->count; i++)
             fs_pages_drop(&a->members[i]);
     }
@@ -1144,7 +1156,7 @@ int fs_member_scan_stored(struct fs_archive *a, struct fs_member *m, atomic_bool
         fs_member_condemn(m, -EIO, 0);
         if (!atomic_exchange(&m->logged, true))
             fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': CRC-32 mismatch (stored data is "
-                     "damaged); its reads fail with EIO\n", a->path, m->name);
+                     "damaged); its reads fail with EIO\n", a->name, m->name);
     }
     if (ret == 0) {
         fs_member_set_crcs(m, t);
@@ -1201,6 +1213,8 @@ int64_t fs_member_read_stored(struct fs_archive *a, struct fs_member *m, uint64_
     chk = fs_archive_check(a);
     if (chk < 0)
         ret = chk;
+    if (bsrc_transient(ret))
+        log_fetch_failure(a, ret);
     for (uint64_t k = first; ret == 0 && t && k <= last; k++) {
         uint64_t end = (k + 1) * FS_CHUNK_SIZE < to ? (k + 1) * FS_CHUNK_SIZE : to;
         if (!chunk_ok(t, k, buf + (k * FS_CHUNK_SIZE - from), (size_t)(end - k * FS_CHUNK_SIZE))) {
@@ -1232,7 +1246,7 @@ int fs_archive_open_plain(int dirfd, const char *rel, const char *path, const ch
     if (ret < 0)
         return ret;
     a->kind = FS_SRC_PLAIN;
-    if (!S_ISREG(a->st.st_mode)) {
+    if (!S_ISREG(bsrc_ident(a->bs)->st.st_mode)) {
         ret = -EINVAL;
         goto out_free;
     }

@@ -465,7 +465,7 @@ static int try_open(fuse_req_t req, struct fs_ctx *ctx, const struct op *op, str
     if (f.m->unsupported) {
         if (!atomic_exchange(&f.m->logged, true))
             fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s' cannot be read: %s\n",
-                     f.a->path, f.m->name, f.m->why);
+                     f.a->name, f.m->name, f.m->why);
         fuse_reply_err(req, -f.m->unsupported);
         return 0;
     }
@@ -506,12 +506,20 @@ static int xattr_target(struct fs_ctx *ctx, fuse_ino_t ino, struct fs_file *f, u
     return ret == -EISDIR ? -ENODATA : ret;
 }
 
+/* The errno a failed request is answered with: a remote archive whose server
+ * failed (-EREMOTEIO, bsrc.h) is EIO to the reader, as the README says;
+ * ETIMEDOUT stays (the server stopped answering). */
+static int read_errno(int err)
+{
+    return err == -EREMOTEIO ? EIO : -err;
+}
+
 /* Reply to getxattr/listxattr: size 0 asks for the length; ret is a length
  * or a negative errno from fs_xattr_*(). */
 static void reply_xattr(fuse_req_t req, size_t size, long ret, const char *buf)
 {
     if (ret < 0)
-        fuse_reply_err(req, (int)-ret);
+        fuse_reply_err(req, read_errno((int)ret));
     else if (size == 0)
         fuse_reply_xattr(req, (size_t)ret);
     else
@@ -689,7 +697,7 @@ static bool pending_claim(struct pending *p)
 /* The reply for a wait that ended in err: at unmount (-ECANCELED), EINTR. */
 static int wait_errno(int err)
 {
-    return err == -ECANCELED ? EINTR : -err;
+    return err == -ECANCELED ? EINTR : read_errno(err);
 }
 
 /* Queue p (claimed) on what wf says, or run it again at once if that is no
@@ -837,7 +845,7 @@ static int read_stored(fuse_req_t req, struct fs_member *m, size_t size, uint64_
     if (n == 0)
         n = fs_member_read_stored(a, m, off, size, &buf, &at);
     if (n < 0)
-        fuse_reply_err(req, (int)-n);
+        fuse_reply_err(req, read_errno((int)n));
     else
         fuse_reply_buf(req, buf ? (const char *)buf + at : NULL, (size_t)n);
     free(buf);
@@ -872,7 +880,7 @@ static int read_deflate(fuse_req_t req, struct fs_ctx *ctx, struct fs_member *m,
         iov[n].iov_len = (size_t)(hi - lo);
     }
     if (ret < 0)
-        fuse_reply_err(req, -ret);
+        fuse_reply_err(req, read_errno(ret));
     else
         fuse_reply_iov(req, iov, n);
     while (n-- > 0)

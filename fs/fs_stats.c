@@ -262,13 +262,13 @@ static bool archive_head(struct out *o, struct fs_archive *a)
 
     if (!o->json) {
         /* the path too: a file in a directory source may have any name */
-        size_t n = fs_text_string(NULL, 0, a->path, strlen(a->path), false);
+        size_t n = fs_text_string(NULL, 0, a->name, strlen(a->name), false);
         char *path = malloc(n + 1);
         bool ok;
 
         if (!path)
             return false;
-        fs_text_string(path, n + 1, a->path, strlen(a->path), false);
+        fs_text_string(path, n + 1, a->name, strlen(a->name), false);
         ok = putf(o, false, "\n%s%s\n  %-*s  %-8s %14s %14s  %-18s %s\n", path,
                   changed ? " (changed since mount: reads that need it fail)" : "",
                   o->name_width, "MEMBER", "METHOD", "SIZE", "STORED", "INDEXED", "STATE");
@@ -276,7 +276,7 @@ static bool archive_head(struct out *o, struct fs_archive *a)
         return ok;
     }
     if (!putf(o, false, "%s{\"path\":", o->narchives ? "," : "") ||
-        !json_str(o, a->path, strlen(a->path), false) ||
+        !json_str(o, a->name, strlen(a->name), false) ||
         !putf(o, false, ",\"changed\":%s,\"members\":[", changed ? "true" : "false"))
         return false;
     o->arch_open = true;

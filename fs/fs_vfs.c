@@ -544,7 +544,7 @@ static int add_source(struct fs_vfs *v, struct fs_source *s, uint64_t parent, bo
         return ret;
     }
     s->archive = NULL; /* the unit owns it from here, even on failure */
-    st = a->st;
+    st = bsrc_ident(a->bs)->st;
     if (a->kind == FS_SRC_ZIP && single) {
         ino = 1;
         vnode(v, 1)->type = VN_ARCHIVE;
@@ -718,8 +718,9 @@ static int open_unit(struct fs_vfs *v, struct vfs_unit *u)
     /* A passthrough file that changed since mount is a changed archive:
      * its size was shown already, so its reads fail rather than mislead. */
     if (u->kind == UNIT_PLAIN &&
-        ((uint64_t)u->a->st.st_size != u->size || u->a->st.st_mtim.tv_sec != u->mtime.tv_sec ||
-         u->a->st.st_mtim.tv_nsec != u->mtime.tv_nsec)) {
+        (bsrc_ident(u->a->bs)->size != u->size ||
+         bsrc_ident(u->a->bs)->st.st_mtim.tv_sec != u->mtime.tv_sec ||
+         bsrc_ident(u->a->bs)->st.st_mtim.tv_nsec != u->mtime.tv_nsec)) {
         atomic_store(&u->a->changed, true);
         fuse_log(FUSE_LOG_ERR,
                  "npyfs: %s: the file changed since mount; its reads fail with "
@@ -1045,7 +1046,7 @@ int fs_vfs_getattr(struct fs_vfs *v, uint64_t ino, struct stat *st)
             st->st_nlink = 1; /* as on btrfs: subdirectories unknown (until opened) */
         }
     } else {
-        mtime = r.u->a->st.st_mtim;
+        mtime = bsrc_ident(r.u->a->bs)->st.st_mtim;
         if (r.tn->is_dir)
             set_dir(st, r.tn->nsubdirs, dir_perm(r.u->perm));
         else

@@ -233,11 +233,14 @@ static void fetch_free(struct fetch *f)
     free(f);
 }
 
+/* A failed fetch as its readers see it (remote.h): a change is -EIO, a
+ * server that failed -EREMOTEIO, so that no reader mistakes an outage for
+ * damage or a truncated archive. */
 static int read_errno(int err)
 {
     if (err == -ETIMEDOUT || err == -ENOMEM)
         return err;
-    return -EIO;
+    return err == -ESTALE ? -EIO : -EREMOTEIO;
 }
 
 static void on_fetch_done(struct http_req *r)

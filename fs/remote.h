@@ -34,9 +34,10 @@
  * Errors from reads (src_pread): -EIO when the object changed since open
  * (412, or another ETag/Last-Modified/size: remembered, so every later read
  * that needs bytes not yet cached fails the same way without a request, and
- * never returns a mix of old and new bytes) and for any other HTTP failure
- * after the client's retries; -ETIMEDOUT when the server stopped answering;
- * -ENOMEM. A failed fetch is forgotten, so reads work again when the server
+ * never returns a mix of old and new bytes); -EREMOTEIO for any other HTTP
+ * failure after the client's retries (a status, a reset, a refused
+ * connection: not -EIO, which format/ code takes for a truncated archive);
+ * -ETIMEDOUT when the server stopped answering; -ENOMEM. A failed fetch is forgotten, so reads work again when the server
  * is back. Nothing here logs: callers check remote_check() and log once.
  *
  * Thread-safety: all functions are thread-safe. Locks: a source's lock
@@ -61,9 +62,11 @@
 #define REMOTE_MIN_BLOCK (4u << 10)
 #define REMOTE_MAX_BLOCK (16u << 20)
 #define REMOTE_DEFAULT_CACHE (64ull << 20)
-/* Bytes read from the end of an object at open: a zip's end records and
- * (for most archives) its whole central directory. */
-#define REMOTE_TAIL (64u << 10)
+/* Bytes read from the end of an object at open: a zip's end records (the
+ * end of central directory record lies in the last 64 KiB + 22 bytes) and,
+ * for most archives, its whole central directory (about 100 bytes a
+ * member: 1000 members), so opening a zip costs one request. */
+#define REMOTE_TAIL (128u << 10)
 #define REMOTE_AHEAD_START (1u << 20)
 #define REMOTE_AHEAD_MAX (64u << 20)
 /* Largest single ranged GET; a larger need is split so the parts run on
