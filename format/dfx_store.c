@@ -914,22 +914,72 @@ static int parse_table(const struct file *f, uint32_t want, struct dfx_crcs **ou
     return 0;
 }
 
+static int load_file(struct file *f0, const struct dfx_store_key *k, struct dfx_index *ix,
+                     uint32_t chunk, const struct dfx_crcs *have, struct dfx_crcs **crcs);
+
 /* Contract in dfx_store.h. */
 int dfx_store_load(struct dfx_store_dir *d, const struct dfx_store_key *k, struct dfx_index *ix,
                    uint32_t chunk, const struct dfx_crcs *have, struct dfx_crcs **crcs)
 {
     struct file f = {.fd = -1};
+    int ret;
+
+    if (crcs)
+        *crcs = NULL;
+    ret = file_open(d, k, &f);
+    return ret < 0 ? ret : load_file(&f, k, ix, chunk, have, crcs);
+}
+
+/* Contract in dfx_store.h. */
+int dfx_store_load_fd(int fd, const struct dfx_store_key *k, struct dfx_index *ix,
+                      uint32_t chunk, const struct dfx_crcs *have, struct dfx_crcs **crcs)
+{
+    struct file f = {.fd = fd};
+    struct stat st;
+
+    if (crcs)
+        *crcs = NULL;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+        st.st_size < STORE_HEADER_LEN + STORE_CRC_LEN) {
+        close(fd);
+        return -EBADMSG;
+    }
+    f.len = (uint64_t)st.st_size;
+    return load_file(&f, k, ix, chunk, have, crcs);
+}
+
+/* Contract in dfx_store.h. */
+int dfx_store_peek(const void *buf, size_t len, uint64_t *file_len, const char **name,
+                   size_t *name_len)
+{
+    const unsigned char *h = buf;
+    uint64_t n, flen;
+
+    if (len < STORE_HEADER_LEN + STORE_CRC_LEN || memcmp(h, STORE_MAGIC, STORE_MAGIC_LEN) != 0 ||
+        get_le32(h + H_HEADER_LEN) != STORE_HEADER_LEN)
+        return -EBADMSG;
+    flen = get_le64(h + H_FILE_LEN);
+    n = get_le64(h + H_NAME_LEN);
+    if (flen < STORE_HEADER_LEN + STORE_CRC_LEN || flen > len || n > flen - STORE_HEADER_LEN)
+        return -EBADMSG;
+    *file_len = flen;
+    *name = (const char *)h + STORE_HEADER_LEN;
+    *name_len = (size_t)n;
+    return 0;
+}
+
+/* The rest of a load once f is open (f->fd, f->len): closes f->fd unless
+ * the index took it. */
+static int load_file(struct file *f0, const struct dfx_store_key *k, struct dfx_index *ix,
+                     uint32_t chunk, const struct dfx_crcs *have, struct dfx_crcs **crcs)
+{
+    struct file f = *f0;
     struct dfx_xpoint *pts = NULL;
     struct dfx_crcs *t = NULL;
     struct loaded *l = NULL;
     bool gzip = ix && dfx_index_stream(ix)->framing == DFX_GZIP;
     int ret;
 
-    if (crcs)
-        *crcs = NULL;
-    ret = file_open(d, k, &f);
-    if (ret < 0)
-        return ret;
     ret = check_header(&f, k, ix ? dfx_index_spacing(ix) : 0, ix != NULL);
     if (ret == 0)
         ret = stream_file(&f, k);

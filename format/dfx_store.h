@@ -197,4 +197,19 @@ int dfx_store_load(struct dfx_store_dir *d, const struct dfx_store_key *key,
                    struct dfx_index *ix, uint32_t chunk, const struct dfx_crcs *have,
                    struct dfx_crcs **crcs);
 
+/* dfx_store_load() from an index file already open as fd (taken: closed,
+ * or kept by the index), instead of the one in a directory: a published
+ * index received over the network (a memfd). The same checks, the key
+ * included. */
+int dfx_store_load_fd(int fd, const struct dfx_store_key *key, struct dfx_index *ix,
+                      uint32_t chunk, const struct dfx_crcs *have, struct dfx_crcs **crcs);
+
+/* The first index file in buf[0..len) (a published index holds the files
+ * of an archive's members back to back): its length (from its header,
+ * within len) and its member's name (borrowed from buf, name_len bytes).
+ * Nothing else is checked (dfx_store_load_fd() does). Returns 0 or
+ * -EBADMSG (not an index file, or cut short). */
+int dfx_store_peek(const void *buf, size_t len, uint64_t *file_len, const char **name,
+                   size_t *name_len);
+
 #endif

@@ -393,24 +393,38 @@ static void zip_check_member(struct zip_member *m)
  * are ignored: they may be zero (data descriptor) or 0xFFFFFFFF (ZIP64).
  * A bad local header only marks this member.
  */
-static int zip_read_local(struct src *s, uint64_t shift, struct zip_member *m)
+static int zip_read_local(struct src *s, uint64_t shift, struct zip_member *m, bool defer)
 {
-    unsigned char h[LFH_LEN];
-    uint64_t lho, data, end;
-    int ret;
+    uint64_t lho;
 
     if (__builtin_add_overflow(m->lho, shift, &lho)) {
         set_unsupported(m, -EIO, "local header past end of archive");
+        m->located = true;
         return 0;
     }
     m->lho = lho;
+    return defer ? 0 : zip_member_locate(s, m);
+}
+
+/* Contract in zip.h. */
+int zip_member_locate(struct src *s, struct zip_member *m)
+{
+    unsigned char h[LFH_LEN];
+    uint64_t data, end;
+    int ret;
+
+    if (m->located)
+        return 0;
+    m->located = true; /* from here on, every outcome is final but a read error */
     ret = src_read_exact(s, h, sizeof(h), m->lho);
     if (ret == -EIO) {
         set_unsupported(m, -EIO, "local header past end of archive");
         return 0;
     }
-    if (ret < 0)
-        return ret; /* a real read error fails the whole open */
+    if (ret < 0) {
+        m->located = false;
+        return ret; /* a real read error fails the whole open, or this call */
+    }
     if (get_le32(h) != LFH_SIG) {
         set_unsupported(m, -EIO, "bad local header signature");
         return 0;
@@ -424,7 +438,8 @@ static int zip_read_local(struct src *s, uint64_t shift, struct zip_member *m)
     return 0;
 }
 
-static int zip_read_members(struct src *s, const struct cd_loc *cd, struct zip_archive *z)
+static int zip_read_members(struct src *s, const struct cd_loc *cd, struct zip_archive *z,
+                            bool defer)
 {
     struct cd_cursor c = {.s = s, .end = cd->offset + cd->size};
     uint64_t off = cd->offset;
@@ -443,7 +458,7 @@ static int zip_read_members(struct src *s, const struct cd_loc *cd, struct zip_a
         if (ret < 0)
             goto out_free_buf;
         zip_check_member(m);
-        ret = zip_read_local(s, cd->shift, m);
+        ret = zip_read_local(s, cd->shift, m, defer);
         if (ret < 0) {
             z->count++; /* m->name is owned now; zip_free() releases it */
             goto out_free_buf;
@@ -459,6 +474,12 @@ out_free_buf:
 
 /* Contract in zip.h. */
 int zip_archive_open(struct src *s, struct zip_archive **out)
+{
+    return zip_archive_open_flags(s, 0, out);
+}
+
+/* Contract in zip.h. */
+int zip_archive_open_flags(struct src *s, unsigned flags, struct zip_archive **out)
 {
     struct zip_archive *z;
     struct cd_loc cd;
@@ -484,7 +505,7 @@ int zip_archive_open(struct src *s, struct zip_archive **out)
             return -ENOMEM;
         }
     }
-    ret = zip_read_members(s, &cd, z);
+    ret = zip_read_members(s, &cd, z, flags & ZIP_DEFER_LOCAL);
     if (ret < 0) {
         zip_free(z);
         return ret;

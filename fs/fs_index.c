@@ -49,6 +49,7 @@
 #include "fs.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <fuse_log.h>
 #include <pthread.h>
 #include <sched.h>
@@ -57,6 +58,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -109,6 +111,20 @@ struct fs_indexer {
     pthread_t thread;
     bool running;             /* the thread was started and not yet joined */
     atomic_bool stop;         /* set by fs_indexer_stop(): the thread ends */
+    /* A published index (see fetch_published()): its members' files, each
+     * in a memfd, and where it came from (for log lines, no secret). An
+     * entry's fd is protected by lock (taken, -1, by the load that uses
+     * it); the rest is immutable after fs_indexer_new(). */
+    struct pub_file *pub;     /* owned, npub of them */
+    size_t npub;
+    char *pub_from;           /* owned */
+};
+
+/* One member's file of a published index. */
+struct pub_file {
+    char *name;      /* owned: the member's name (name_len bytes) */
+    size_t name_len;
+    int fd;          /* owned memfd holding the file, or -1 */
 };
 
 /* Counts of output bytes for the progress line of `npyfs index`. */
@@ -122,7 +138,11 @@ struct progress {
 /* Does m get a full pass (a CRC to check, a chunk CRC table to build)? */
 static bool worth_indexing(const struct fs_archive *a, const struct fs_member *m)
 {
-    if (m->unsupported || m->is_dir || m->size == 0)
+    if (m->is_dir || m->size == 0)
+        return false;
+    if (!fs_member_located(m)) /* told once it is (fs_member_locate()) */
+        return m->kind == FS_DEFLATE || a->kind == FS_SRC_ZIP;
+    if (m->unsupported)
         return false;
     return m->kind == FS_DEFLATE ? m->ix != NULL : a->kind == FS_SRC_ZIP;
 }
@@ -164,7 +184,8 @@ static void member_key(const struct fs_indexer *x, const struct fs_member *m,
                        struct dfx_store_key *k)
 {
     const struct fs_archive *a = x->a;
-    const struct dfx_stream *st = m->ix ? dfx_index_stream(m->ix) : NULL;
+    const struct dfx_stream *st =
+        fs_member_located(m) && m->ix ? dfx_index_stream(m->ix) : NULL;
 
     memset(k, 0, sizeof(*k));
     bsrc_key(a->bs, k); /* the archive's identity: a file's, or URL + ETag + size */
@@ -177,6 +198,22 @@ static void member_key(const struct fs_indexer *x, const struct fs_member *m,
         k->crc = st ? st->crc : m->crc32;
     }
     k->stored_size = m->stored_size;
+}
+
+/* The key a published index (npyfs index -o index_out=) holds for m: the
+ * member's own fields and the archive's size, but none of the identity of
+ * the copy it was built from (device, inode, mtime; URL, ETag), so that an
+ * index built from a local file serves the same archive uploaded anywhere.
+ * The member's CRC-32 (a gzip file's last trailer) and sizes tell another
+ * archive; every chunk read is then checked against the file's table. */
+static void portable_key(const struct fs_indexer *x, const struct fs_member *m,
+                         struct dfx_store_key *k)
+{
+    member_key(x, m, k);
+    k->dev = k->ino = 0;
+    k->mtime_sec = 0;
+    k->mtime_nsec = 0;
+    k->size = bsrc_ident(x->a->bs)->size;
 }
 
 /* strerror() for code the FUSE threads and the indexer reach (GNU
@@ -195,8 +232,57 @@ static const char *load_problem(int err)
     }
 }
 
-/* Try the saved file for m; true if its points are now in m->ix (a stored
- * member: its table in m). A table in the file is published in m. */
+static int save(struct fs_indexer *x, struct fs_member *m, struct dfx_index *ix);
+
+/* Take the published file of member m (its fd), or -1. */
+static int take_published(struct fs_indexer *x, const struct fs_member *m)
+{
+    int fd = -1;
+
+    pthread_mutex_lock(&x->lock);
+    for (size_t i = 0; i < x->npub && fd < 0; i++) {
+        if (x->pub[i].fd >= 0 && x->pub[i].name_len == m->name_len &&
+            memcmp(x->pub[i].name, m->name, m->name_len) == 0) {
+            fd = x->pub[i].fd;
+            x->pub[i].fd = -1;
+        }
+    }
+    pthread_mutex_unlock(&x->lock);
+    return fd;
+}
+
+/* Try m's file in the published index; true if its points are now in
+ * m->ix (a stored member: its table in m). A good file is saved in the
+ * index directory too, under the archive's own key, so that the next
+ * mount finds it there without a request. */
+static bool load_published(struct fs_indexer *x, struct fs_member *m)
+{
+    struct dfx_store_key k;
+    struct dfx_crcs *t = NULL;
+    int fd = take_published(x, m), ret;
+
+    if (fd < 0)
+        return false;
+    portable_key(x, m, &k);
+    ret = dfx_store_load_fd(fd, &k, m->ix, FS_CHUNK_SIZE, atomic_load(&m->crcs), &t);
+    if (ret == 0 && t)
+        fs_member_set_crcs(m, t);
+    if (ret < 0) {
+        fuse_log(FUSE_LOG_WARNING, "npyfs: %s: member '%s': the published index %s %s (%s); "
+                 "not used\n", x->a->name, m->name, x->pub_from, load_problem(ret),
+                 ERRSTR(ret));
+        return false;
+    }
+    fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index loaded from the published index %s\n",
+             x->a->name, m->name, x->pub_from);
+    if (x->dir && atomic_load(&m->crcs))
+        save(x, m, m->ix);
+    return true;
+}
+
+/* Try the saved file for m, then its file in the published index; true
+ * if its points are now in m->ix (a stored member: its table in m). A
+ * table in the file is published in m. */
 static bool load_saved(struct fs_indexer *x, struct fs_member *m)
 {
     struct dfx_store_key k;
@@ -205,14 +291,16 @@ static bool load_saved(struct fs_indexer *x, struct fs_member *m)
     int ret;
 
     if (!x->dir)
-        return false;
+        return load_published(x, m);
     member_key(x, m, &k);
     /* A table m has already (a gzip file sized by a full pass at open) must
      * be the file's: otherwise the file describes other content. */
     ret = dfx_store_load(x->dir, &k, m->ix, FS_CHUNK_SIZE, atomic_load(&m->crcs), &t);
     if (ret == 0 && t)
         fs_member_set_crcs(m, t);
-    if (ret == -ENOENT || ret == -EBUSY)
+    if (ret == -ENOENT)
+        return load_published(x, m);
+    if (ret == -EBUSY)
         return false;
     dfx_store_path(x->dir, &k, &path);
     if (ret == 0)
@@ -223,7 +311,7 @@ static bool load_saved(struct fs_indexer *x, struct fs_member *m)
                  x->a->name, m->name, path ? path : dfx_store_dir_path(x->dir),
                  load_problem(ret), ERRSTR(ret));
     free(path);
-    return ret == 0;
+    return ret == 0 || load_published(x, m);
 }
 
 /* Contract in fs.h. */
@@ -611,6 +699,8 @@ static void background_member(struct fs_indexer *x, size_t i)
     struct fs_member *m = &x->a->members[i];
     int ret, saved;
 
+    if (fs_member_locate(x->a, m) < 0 || !worth_indexing(x->a, m))
+        return; /* a remote zip's local header: tried again at its open */
     fs_indexer_use(x, m);
     if (has_table(m) || damaged(m) || !pass_begin(x, i))
         return;
@@ -817,6 +907,139 @@ static const char *dir_problem(int err)
     return err == -EPERM ? "not owned by you, or writable by group or others" : strerror(-err);
 }
 
+/* The largest published index a mount fetches (its files go into memfds
+ * until each member's first open loads its own). */
+#define PUB_MAX (256u << 20)
+
+/* Does a member worth a saved file have none in the index directory? */
+static bool lacks_index(struct fs_indexer *x)
+{
+    for (size_t i = 0; i < x->a->count; i++) {
+        struct fs_member *m = &x->a->members[i];
+        struct dfx_store_key k;
+        char *path = NULL;
+        bool have;
+
+        if (!worth_saving(x->a, m))
+            continue;
+        if (!x->dir)
+            return true;
+        member_key(x, m, &k);
+        if (dfx_store_path(x->dir, &k, &path) < 0)
+            return true;
+        have = access(path, F_OK) == 0;
+        free(path);
+        if (!have)
+            return true;
+    }
+    return false;
+}
+
+/* A whole local file of at most max bytes into *body (malloc'd). Returns 0
+ * or a negative errno (-EFBIG: larger). */
+static int read_local(const char *path, size_t max, char **body, size_t *len)
+{
+    struct bsrc *b;
+    int ret = bsrc_open_file(-1, NULL, path, &b);
+
+    *body = NULL;
+    if (ret < 0)
+        return ret;
+    if (bsrc_ident(b)->size > max) {
+        bsrc_close(b);
+        return -EFBIG;
+    }
+    *len = (size_t)bsrc_ident(b)->size;
+    *body = malloc(*len + 1);
+    ret = !*body ? -ENOMEM : bsrc_read_exact(b, *body, *len, 0);
+    bsrc_close(b);
+    if (ret < 0) {
+        free(*body);
+        *body = NULL;
+    }
+    return ret;
+}
+
+/* Keep the files of a published index (body[0..len)) in memfds, one per
+ * member. A body that does not split into index files is refused whole. */
+static void keep_published(struct fs_indexer *x, const char *body, size_t len)
+{
+    size_t n = 0, at;
+    uint64_t flen;
+    const char *name;
+    size_t name_len;
+
+    for (at = 0; at < len; at += (size_t)flen, n++)
+        if (dfx_store_peek(body + at, len - at, &flen, &name, &name_len) < 0) {
+            fuse_log(FUSE_LOG_WARNING, "npyfs: %s: the published index %s is not an npyfs "
+                     "index file; not used\n", x->a->name, x->pub_from);
+            return;
+        }
+    x->pub = calloc(n ? n : 1, sizeof(*x->pub));
+    if (!x->pub)
+        return;
+    for (at = 0; at < len && x->npub < n; at += (size_t)flen) {
+        struct pub_file *p = &x->pub[x->npub];
+        int fd;
+
+        dfx_store_peek(body + at, len - at, &flen, &name, &name_len);
+        fd = memfd_create("npyfs-index", MFD_CLOEXEC);
+        p->name = malloc(name_len + 1);
+        if (fd < 0 || !p->name || pwrite(fd, body + at, (size_t)flen, 0) != (ssize_t)flen) {
+            if (fd >= 0)
+                close(fd);
+            free(p->name);
+            p->name = NULL;
+            continue;
+        }
+        memcpy(p->name, name, name_len);
+        p->name[name_len] = '\0';
+        p->name_len = name_len;
+        p->fd = fd;
+        x->npub++;
+    }
+}
+
+/*
+ * A remote archive (or one mounted with -o index_url=) that lacks a saved
+ * file for a member worth one: fetch its published index (npyfs index
+ * -o index_out=), from index_url or else URL.npyfsidx beside the archive
+ * (not for a URL with a query: a signed URL is valid for its own path
+ * only). One request per archive and mount, made as the archive is opened;
+ * its absence is remembered by not asking again. The members' files are
+ * checked (key, checksums) as each member is first opened (load_saved()).
+ */
+static void fetch_published(struct fs_indexer *x, const struct fs_opts *opts)
+{
+    const char *path = x->a->path;
+    char *url = NULL, *body = NULL, msg[256] = "", shown[1024];
+    size_t len = 0;
+    int ret;
+
+    if (!opts || (!bsrc_is_remote(x->a->bs) && !opts->index_url) || !lacks_index(x))
+        return;
+    if (opts->index_url)
+        url = strdup(opts->index_url);
+    else if (!path[strcspn(path, "?#")] && asprintf(&url, "%s.npyfsidx", path) < 0)
+        url = NULL;
+    if (!url)
+        return;
+    x->pub_from = strdup(bsrc_name_of(url, shown, sizeof(shown)));
+    if (bsrc_is_url(url))
+        ret = opts->net ? net_fetch(opts->net, url, PUB_MAX, &body, &len, msg, sizeof(msg))
+                        : -EINVAL;
+    else
+        ret = read_local(url, PUB_MAX, &body, &len);
+    if (ret == 0 && x->pub_from)
+        keep_published(x, body, len);
+    else if (ret < 0 && (opts->index_url || ret != -ENOENT))
+        fuse_log(opts->index_url ? FUSE_LOG_WARNING : FUSE_LOG_INFO,
+                 "npyfs: %s: no published index from %s: %s\n", x->a->name, shown,
+                 msg[0] ? msg : ERRSTR(ret));
+    free(body);
+    free(url);
+}
+
 /* Contract in fs.h. */
 int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_defer *defer,
                    struct cache *cache, struct fs_indexer **out)
@@ -830,7 +1053,9 @@ int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_d
     if (!x)
         return -ENOMEM;
     x->a = a;
-    x->mode = opts->index_mode;
+    /* A remote archive is indexed in the background only when asked for:
+     * the pass would download all of it. */
+    x->mode = bsrc_is_remote(a->bs) && !opts->index_given ? FS_INDEX_LAZY : opts->index_mode;
     x->opts = opts;
     x->defer = defer;
     x->cache = cache;
@@ -853,6 +1078,7 @@ int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_d
     read_trailer(x);
     pthread_mutex_init(&x->lock, NULL);
     pthread_cond_init(&x->loaded, NULL);
+    fetch_published(x, opts);
     *out = x;
     return 0;
 
@@ -901,7 +1127,7 @@ void fs_indexer_stop(struct fs_indexer *x)
         struct fs_member *m = &x->a->members[i];
         bool on_disk;
 
-        if (!worth_saving(x->a, m) || !m->ix)
+        if (!worth_saving(x->a, m) || !fs_member_located(m) || !m->ix)
             continue;
         pthread_mutex_lock(&x->lock);
         on_disk = x->on_disk[i];
@@ -930,6 +1156,13 @@ void fs_indexer_free(struct fs_indexer *x)
     free(x->on_disk);
     free(x->passing);
     free(x->waiting);
+    for (size_t i = 0; i < x->npub; i++) {
+        if (x->pub[i].fd >= 0)
+            close(x->pub[i].fd);
+        free(x->pub[i].name);
+    }
+    free(x->pub);
+    free(x->pub_from);
     dir_put(x->dir);
     free(x);
 }
@@ -953,9 +1186,13 @@ static const char *index_problem(int err)
  * or the error. */
 static int index_member(struct fs_indexer *x, struct fs_member *m, struct progress *pr)
 {
+    int ret = fs_member_locate(x->a, m), saved;
     bool worth = worth_saving(x->a, m);
-    int ret, saved;
 
+    if (ret < 0)
+        return ret;
+    if (!worth_indexing(x->a, m))
+        return 0; /* its local header says it cannot be served */
     if (worth && load_saved(x, m) && has_table(m)) {
         pr->done += m->size;
         return 0;
@@ -1000,6 +1237,92 @@ static struct dfx_store_dir *index_dir_for(const struct fs_archive *a,
                 dir_problem(ret));
     free(path);
     return d;
+}
+
+/* Append the whole file at path to out. Returns 0 or a negative errno. */
+static int append_file(int out, const char *path)
+{
+    char buf[65536];
+    int fd = open(path, O_RDONLY | O_CLOEXEC), ret = 0;
+    ssize_t n;
+
+    if (fd < 0)
+        return -errno;
+    while ((n = read(fd, buf, sizeof(buf))) != 0) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 || write(out, buf, (size_t)n) != n) {
+            ret = n < 0 ? -errno : -EIO;
+            break;
+        }
+    }
+    close(fd);
+    return ret;
+}
+
+/* Write the published index of a (every member worth a saved file, each
+ * with portable_key(), back to back) to path, atomically (a temporary file
+ * beside it, renamed over it). The members' files are written into a
+ * private directory first (dfx_store_save()), then copied. x has every
+ * member indexed. Returns 0 or a negative errno; *what says which step
+ * failed. */
+static int write_published(struct fs_indexer *x, const char *path, const char **what)
+{
+    struct dfx_store_dir *d = NULL;
+    char *dir = NULL, *tmp = NULL, *slash;
+    int out = -1, ret = 0;
+
+    *what = "cannot write it";
+    slash = strrchr(path, '/');
+    if (asprintf(&dir, "%.*s.npyfs-index-XXXXXX", slash ? (int)(slash - path + 1) : 0, path) < 0 ||
+        asprintf(&tmp, "%s.%d.tmp", path, (int)getpid()) < 0) {
+        free(dir);
+        return -ENOMEM;
+    }
+    if (!mkdtemp(dir) || (ret = dfx_store_dir_open(dir, &d)) < 0) {
+        ret = ret < 0 ? ret : -errno;
+        *what = "cannot make a temporary directory beside it";
+        goto out;
+    }
+    out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0) {
+        ret = -errno;
+        goto out;
+    }
+    for (size_t i = 0; ret == 0 && i < x->a->count; i++) {
+        struct fs_member *m = &x->a->members[i];
+        struct dfx_store_key k;
+        char *file = NULL;
+
+        if (!worth_saving(x->a, m) || !has_table(m))
+            continue;
+        portable_key(x, m, &k);
+        ret = dfx_store_save(d, &k, m->kind == FS_DEFLATE ? m->ix : NULL, atomic_load(&m->crcs));
+        if (ret == 0)
+            ret = dfx_store_path(d, &k, &file);
+        if (ret == 0)
+            ret = append_file(out, file);
+        if (file)
+            unlink(file);
+        free(file);
+    }
+    if (ret == 0 && (fsync(out) < 0 || close(out) < 0))
+        ret = -errno;
+    else if (ret < 0)
+        close(out);
+    out = -1;
+    if (ret == 0 && rename(tmp, path) < 0)
+        ret = -errno;
+out:
+    if (out >= 0)
+        close(out);
+    if (ret < 0)
+        unlink(tmp);
+    dfx_store_dir_close(d);
+    rmdir(dir);
+    free(dir);
+    free(tmp);
+    return ret;
 }
 
 /* `npyfs index` reports by itself; the daemon's log lines stay silent. */
@@ -1049,6 +1372,16 @@ int fs_index_main(struct fs_archive *a, const struct fs_opts *opts)
     }
     if (first_bad)
         print_member_error(a, first_bad, first_err, dfx_store_dir_path(x.dir), nbad);
+    if (!first_bad && opts->index_out) {
+        const char *what;
+        int ret = write_published(&x, opts->index_out, &what);
+
+        if (ret < 0) {
+            fprintf(stderr, "npyfs: %s: -o index_out=%s: %s: %s\n", a->name, opts->index_out,
+                    what, strerror(-ret));
+            first_bad = a->members; /* the exit status */
+        }
+    }
     dir_put(x.dir);
     return first_bad ? 1 : 0;
 }

@@ -169,7 +169,7 @@ static bool peek_header(struct fs_archive *a, struct fs_member *m, unsigned char
     uint64_t doff;
     int64_t n;
 
-    if (m->is_dir || m->unsupported)
+    if (fs_member_locate(a, m) < 0 || m->is_dir || m->unsupported)
         return false;
     n = fs_member_peek(a, m, buf, NPY_PREFIX_LEN);
     if (n < 0 || npy_prefix(buf, (size_t)n, &doff) < 0 || doff > NPY_HEADER_MAX + NPY_PREFIX_LEN)

@@ -168,26 +168,17 @@ static void member_destroy(struct fs_member *m)
     free(m->name);
 }
 
-/* Fill in m, which member_init() has set up (so it owns its name and
- * locks, and is destroyed with the archive whatever this returns). */
-static int zip_member_setup(struct fs_archive *a, struct fs_member *m, const struct zip_member *z)
+/* Once z's local header is read: m's data offset, verdict and (deflate)
+ * index. */
+static int zip_member_place(struct fs_archive *a, struct fs_member *m, const struct zip_member *z)
 {
     struct dfx_stream st = {0};
-    char buf[24];
 
-    snprintf(m->method, sizeof(m->method), "%s", zip_method_name(z->method, buf, sizeof(buf)));
-    m->size = z->usize;
-    m->crc32 = z->crc32;
-    m->stored_size = z->csize;
     m->data_offset = z->data_offset;
-    m->is_dir = z->is_dir;
     m->unsupported = z->unsupported;
     m->why = z->why;
-    if (m->unsupported || m->is_dir || z->method == ZIP_METHOD_STORED) {
-        m->kind = FS_STORED;
+    if (m->unsupported || m->kind == FS_STORED)
         return 0;
-    }
-    m->kind = FS_DEFLATE;
     st.src = a->src;
     st.start = z->data_offset;
     st.end = z->data_offset + z->csize; /* zip.c checked it lies inside the source */
@@ -199,12 +190,62 @@ static int zip_member_setup(struct fs_archive *a, struct fs_member *m, const str
     return dfx_index_new(&st, a->spacing, &m->ix);
 }
 
+/* Fill in m, which member_init() has set up (so it owns its name and
+ * locks, and is destroyed with the archive whatever this returns). */
+static int zip_member_setup(struct fs_archive *a, struct fs_member *m, const struct zip_member *z)
+{
+    char buf[24];
+    int ret = 0;
+
+    snprintf(m->method, sizeof(m->method), "%s", zip_method_name(z->method, buf, sizeof(buf)));
+    m->size = z->usize;
+    m->crc32 = z->crc32;
+    m->stored_size = z->csize;
+    m->is_dir = z->is_dir;
+    m->lho = z->lho;
+    m->kind = z->unsupported || m->is_dir || z->method == ZIP_METHOD_STORED ? FS_STORED
+                                                                           : FS_DEFLATE;
+    if (z->located)
+        ret = zip_member_place(a, m, z);
+    atomic_store_explicit(&m->located, z->located, memory_order_release);
+    return ret;
+}
+
+/* Contract in fs.h. Under m->lock, which only openers contend for before
+ * the member is located (readers come after an open). */
+int fs_member_locate(struct fs_archive *a, struct fs_member *m)
+{
+    struct zip_member z = {0};
+    int ret = 0;
+
+    if (fs_member_located(m))
+        return 0;
+    pthread_mutex_lock(&m->lock);
+    if (!fs_member_located(m)) {
+        z.method = m->kind == FS_STORED ? ZIP_METHOD_STORED : ZIP_METHOD_DEFLATE;
+        z.csize = m->stored_size;
+        z.usize = m->size;
+        z.crc32 = m->crc32;
+        z.lho = m->lho;
+        ret = zip_member_locate(a->src, &z);
+        if (ret == 0)
+            ret = fs_archive_check(a); /* the header is the archive's as opened */
+        if (ret == 0)
+            ret = zip_member_place(a, m, &z);
+        if (ret == 0)
+            atomic_store_explicit(&m->located, true, memory_order_release);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return ret;
+}
+
 /* A member counts in a->count from the moment it owns anything, so that
- * fs_archive_free() destroys a partly set up one too. */
+ * fs_archive_free() destroys a partly set up one too. A remote archive's
+ * local headers are read on first need (fs_member_locate()). */
 static int open_zip(struct fs_archive *a)
 {
     struct zip_archive *z;
-    int ret = zip_archive_open(a->src, &z);
+    int ret = zip_archive_open_flags(a->src, bsrc_is_remote(a->bs) ? ZIP_DEFER_LOCAL : 0, &z);
 
     if (ret < 0)
         return ret;
@@ -403,6 +444,7 @@ static int open_gzip(struct fs_archive *a, const struct fs_open_limits *lim)
         return ret;
     m = &a->members[0];
     a->count = 1;
+    atomic_store(&m->located, true);
     strcpy(m->method, "gzip");
     m->kind = FS_DEFLATE;
     m->stored_size = a->src->size;
@@ -497,6 +539,10 @@ const char *fs_open_problem(int err, uint64_t max_ratio, char *buf, size_t len)
         return "is a directory; give an .npz or .npy.gz file";
     case -ENODEV:
         return "not a regular file (a FIFO, socket or device)";
+    case -EREMOTEIO:
+        return "the server failed to send the archive's bytes (after retries)";
+    case -ETIMEDOUT:
+        return "the server stopped answering (-o timeout=)";
     default:
         return strerror_r(-err, buf, len);
     }
@@ -523,15 +569,74 @@ int fs_archive_open_beneath(int dirfd, const char *rel, const char *path, uint64
     return ret < 0 ? ret : archive_parse(a, lim, out);
 }
 
+/* Bytes of a remote .npy.gz's start fetched with its end at open (in
+ * parallel: one round trip): its gzip header and the deflate input its .npy
+ * header decodes from (a decoder's first read takes 64 KiB of input from
+ * just past the gzip header). A zip needs no head: its local headers are
+ * read as each member is first opened. */
+#define REMOTE_HEAD (128u << 10)
+
+/* Does url name a .npy.gz (its path, without query)? */
+static bool gzip_url(const char *url)
+{
+    size_t n = strcspn(url, "?#");
+
+    return n > 7 && strncmp(url + n - 7, ".npy.gz", 7) == 0;
+}
+
+/* Undo a failed open_zip(): a's members go. */
+static void zip_members_free(struct fs_archive *a)
+{
+    for (size_t i = 0; i < a->count; i++)
+        member_destroy(&a->members[i]);
+    free(a->members);
+    a->members = NULL;
+    a->count = 0;
+}
+
+/* Contract in fs.h. */
+int fs_archive_open_url(struct net *net, const char *url, uint64_t spacing,
+                        const struct fs_open_limits *lim, struct fs_archive **out, char *why,
+                        size_t len)
+{
+    struct fs_archive *a;
+    struct bsrc *bs;
+    int ret;
+
+    *out = NULL;
+    if (why && len)
+        why[0] = '\0';
+    if (!net)
+        return -EINVAL;
+    ret = bsrc_open_url(net_remote(net), url, gzip_url(url) ? REMOTE_HEAD : 0, &bs, why, len);
+    if (ret == 0)
+        ret = archive_new(bs, url, spacing, 0, &a);
+    if (ret == 0)
+        ret = archive_parse(a, lim, out);
+    return ret;
+}
+
 /* Parse the archive a (zip or gzip, told apart by magic) into its members:
  * the rest of fs_archive_open*(). Takes a: *out is a, or NULL with a freed. */
 static int archive_parse(struct fs_archive *a, const struct fs_open_limits *lim,
                          struct fs_archive **out)
 {
     unsigned char magic[2] = {0};
-    int64_t n = bsrc_pread(a->bs, magic, sizeof(magic), 0);
-    int ret = n < 0 && bsrc_transient((int)n) ? (int)n : 0;
+    int64_t n;
+    int ret;
 
+    /* A remote zip is told by its end (the bytes its open fetched), so
+     * that its first bytes need no request; its magic is read only if
+     * that fails. */
+    if (bsrc_is_remote(a->bs) && !gzip_url(a->path)) {
+        a->kind = FS_SRC_ZIP;
+        ret = open_zip(a);
+        if (ret != -EINVAL)
+            goto parsed;
+        zip_members_free(a);
+    }
+    n = bsrc_pread(a->bs, magic, sizeof(magic), 0);
+    ret = n < 0 && bsrc_transient((int)n) ? (int)n : 0;
     if (ret < 0)
         goto out_free;
     if (magic[0] == 0x1f && magic[1] == 0x8b) {
@@ -541,6 +646,7 @@ static int archive_parse(struct fs_archive *a, const struct fs_open_limits *lim,
         a->kind = FS_SRC_ZIP;
         ret = open_zip(a);
     }
+parsed:
     /* The directory, and a gzip sizing pass's points and chunk CRC table,
      * came from what was read: it must be the file as it was stat'ed. */
     if (ret == 0)
@@ -574,8 +680,10 @@ void fs_archive_free(struct fs_archive *a)
 int64_t fs_member_peek(struct fs_archive *a, struct fs_member *m, void *buf, size_t len)
 {
     int64_t n;
-    int ret;
+    int ret = fs_member_locate(a, m);
 
+    if (ret < 0)
+        return ret;
     if (m->unsupported)
         return m->unsupported;
     if (atomic_load(&a->changed))
@@ -753,7 +861,7 @@ static void log_damage(struct fs_archive *a, struct fs_member *m, uint64_t idx, 
 /* Contract in fs.h. */
 void fs_member_condemn(struct fs_member *m, int err, uint64_t from)
 {
-    if (m->ix)
+    if (fs_member_located(m) && m->ix)
         dfx_index_set_damage(m->ix, err, from);
     else
         atomic_store(&m->stored_damage, err);
@@ -1103,7 +1211,7 @@ int fs_archive_check(struct fs_archive *a)
 /* Contract in fs.h. */
 int fs_member_damage(struct fs_member *m, uint64_t *bad_from)
 {
-    if (m->ix)
+    if (fs_member_located(m) && m->ix)
         return dfx_index_damage(m->ix, bad_from);
     *bad_from = 0;
     return atomic_load(&m->stored_damage);
@@ -1255,6 +1363,7 @@ int fs_archive_open_plain(int dirfd, const char *rel, const char *path, const ch
     if (ret < 0)
         goto out_free;
     a->count = 1;
+    atomic_store(&m->located, true);
     strcpy(m->method, "plain");
     m->kind = FS_STORED;
     m->size = a->src->size;

@@ -445,6 +445,14 @@ static int try_readdir(fuse_req_t req, struct fs_ctx *ctx, const struct op *op,
     return 0;
 }
 
+/* The errno a failed request is answered with: a remote archive whose server
+ * failed (-EREMOTEIO, bsrc.h) is EIO to the reader, as the README says;
+ * ETIMEDOUT stays (the server stopped answering). */
+static int read_errno(int err)
+{
+    return err == -EREMOTEIO ? EIO : -err;
+}
+
 static int try_open(fuse_req_t req, struct fs_ctx *ctx, const struct op *op, struct wait_for *wf)
 {
     struct fuse_file_info *fi = op->fi;
@@ -458,8 +466,10 @@ static int try_open(fuse_req_t req, struct fs_ctx *ctx, const struct op *op, str
     ret = fs_vfs_file(ctx->vfs, op->ino, &f, &wf->unit); /* a passthrough file's unit */
     if (ret == FS_WAIT)
         return FS_WAIT;
+    if (ret == 0)
+        ret = fs_member_locate(f.a, f.m); /* a remote zip's local header, first time */
     if (ret < 0) {
-        fuse_reply_err(req, -ret);
+        fuse_reply_err(req, read_errno(ret));
         return 0;
     }
     if (f.m->unsupported) {
@@ -504,14 +514,6 @@ static int xattr_target(struct fs_ctx *ctx, fuse_ino_t ino, struct fs_file *f, u
     }
     ret = fs_vfs_file(ctx->vfs, ino, f, need);
     return ret == -EISDIR ? -ENODATA : ret;
-}
-
-/* The errno a failed request is answered with: a remote archive whose server
- * failed (-EREMOTEIO, bsrc.h) is EIO to the reader, as the README says;
- * ETIMEDOUT stays (the server stopped answering). */
-static int read_errno(int err)
-{
-    return err == -EREMOTEIO ? EIO : -err;
 }
 
 /* Reply to getxattr/listxattr: size 0 asks for the length; ret is a length

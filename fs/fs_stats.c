@@ -113,11 +113,18 @@ static void coverage(struct fs_member *m, uint64_t *indexed, size_t *points, boo
     *indexed = 0;
     *points = 0;
     *complete = false;
-    if (m->kind != FS_DEFLATE || !m->ix)
+    if (m->kind != FS_DEFLATE || !fs_member_located(m) || !m->ix)
         return;
     *points = dfx_index_points(m->ix);
     *complete = dfx_index_total(m->ix) != UINT64_MAX;
     *indexed = *complete ? m->size : dfx_index_frontier(m->ix);
+}
+
+/* m's verdict, once it is final (a remote zip member's local header may
+ * not have been read yet: fs_member_located()). */
+static int unsupported(struct fs_member *m)
+{
+    return fs_member_located(m) ? m->unsupported : 0;
 }
 
 /* Was the member's whole CRC-32 checked? A stored member's by the read that
@@ -133,7 +140,7 @@ static bool crc_checked(struct fs_member *m)
  * the mount's verify= does not make its open wait for that check. */
 static bool unverified(const struct fs_opts *o, const struct fs_archive *a, struct fs_member *m)
 {
-    if (m->unsupported || m->is_dir || m->size == 0 || crc_checked(m))
+    if (unsupported(m) || m->is_dir || m->size == 0 || crc_checked(m))
         return false;
     if (m->kind != FS_DEFLATE && a->kind != FS_SRC_ZIP)
         return false; /* a passthrough file: nothing to check it against */
@@ -177,7 +184,7 @@ static void text_member(struct out *o, const struct fs_archive *a, struct fs_mem
 
     show_name(m->name, m->name_len, name);
     coverage(m, &indexed, &points, &complete);
-    if (m->kind != FS_DEFLATE || !m->ix)
+    if (m->kind != FS_DEFLATE || !fs_member_located(m) || !m->ix)
         snprintf(idx, sizeof(idx), "-");
     else if (m->size <= o->spacing && !complete)
         snprintf(idx, sizeof(idx), "- (small)"); /* never gets a point past its start */
@@ -186,7 +193,7 @@ static void text_member(struct out *o, const struct fs_archive *a, struct fs_mem
     else
         snprintf(idx, sizeof(idx), "%.1f%% (%zu pts)", 100.0 * (double)indexed / (double)m->size,
                  points);
-    if (m->unsupported)
+    if (unsupported(m))
         snprintf(state, sizeof(state), "unsupported: %s", m->why ? m->why : "");
     else if (dmg)
         snprintf(state, sizeof(state), "damaged from byte %" PRIu64 ": %s", bad_from,
@@ -241,7 +248,7 @@ static void json_member(struct out *o, const struct fs_archive *a, struct fs_mem
               m->method, m->size, m->stored_size, indexed, points, complete ? "true" : "false",
               crc_checked(m) ? "true" : "false",
               unverified(o->opts, a, m) ? "true" : "false") &&
-         (m->unsupported ? json_str(o, m->why ? m->why : "", m->why ? strlen(m->why) : 0, false)
+         (unsupported(m) ? json_str(o, m->why ? m->why : "", m->why ? strlen(m->why) : 0, false)
                          : putf(o, false, "null")) &&
          (dmg ? putf(o, false, ",\"damage\":{\"from\":%" PRIu64 ",\"error\":\"%s\"}}", bad_from,
                      errtext(-dmg, ebuf, sizeof(ebuf)))
