@@ -184,6 +184,13 @@ int bsrc_read_exact(struct bsrc *b, void *buf, size_t len, uint64_t off)
 }
 
 /* Contract in bsrc.h. */
+void bsrc_advise(struct bsrc *b, uint64_t off, uint64_t len)
+{
+    if (b->id.kind == BSRC_REMOTE)
+        remote_advise(b->src, off, len);
+}
+
+/* Contract in bsrc.h. */
 const struct bsrc_ident *bsrc_ident(const struct bsrc *b)
 {
     return &b->id;

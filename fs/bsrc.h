@@ -87,6 +87,11 @@ struct src *bsrc_src(struct bsrc *b);
 int64_t bsrc_pread(struct bsrc *b, void *buf, size_t len, uint64_t off);
 int bsrc_read_exact(struct bsrc *b, void *buf, size_t len, uint64_t off);
 
+/* A hint that bytes [off, off + len) will be read soon: a remote source
+ * starts fetching those it lacks (remote_advise()); a file ignores it (the
+ * kernel reads ahead). Thread-safe, never blocks on I/O. */
+void bsrc_advise(struct bsrc *b, uint64_t off, uint64_t len);
+
 const struct bsrc_ident *bsrc_ident(const struct bsrc *b);
 
 static inline bool bsrc_is_remote(const struct bsrc *b)

@@ -703,10 +703,18 @@ int64_t fs_member_peek(struct fs_archive *a, struct fs_member *m, void *buf, siz
  * point could do better). Called with m->lock held. */
 static struct dfx_reader *take_parked(struct fs_archive *a, struct fs_member *m, uint64_t target)
 {
-    uint64_t frontier = dfx_index_frontier(m->ix);
+    uint64_t frontier = dfx_index_frontier(m->ix), floor = 0;
     struct dfx_reader *r = NULL;
     uint64_t best_pos = 0;
     int best = -1;
+
+    /* A remote archive: a decoder behind the access point a fresh one would
+     * start at would fetch the compressed bytes in between too. */
+    if (bsrc_is_remote(a->bs)) {
+        struct dfx_span sp;
+        dfx_index_span(m->ix, target, target, &sp);
+        floor = sp.out_lo;
+    }
 
     pthread_mutex_lock(&parked_lock);
     for (int i = 0; i < FS_PARKED_MAX; i++) {
@@ -715,7 +723,7 @@ static struct dfx_reader *take_parked(struct fs_archive *a, struct fs_member *m,
         if (!m->parked[i].r)
             continue;
         pos = dfx_reader_pos(m->parked[i].r);
-        if (pos > target || (target - pos > a->spacing && pos < frontier))
+        if (pos > target || (target - pos > a->spacing && pos < frontier) || pos < floor)
             continue;
         if (best < 0 || pos > best_pos) {
             best = i;
@@ -959,6 +967,54 @@ static int chunk_damaged(struct fs_member *m, uint64_t idx)
     return err < 0 && (idx + 1) * FS_CHUNK_SIZE > bad_from ? err : 0;
 }
 
+/*
+ * A remote archive: start fetching the compressed bytes that a decoder
+ * started for output [from, to) will read (bsrc_advise()), so the decode
+ * costs one round trip instead of one per input buffer. The end is
+ * interpolated between the access points around the span (output per input
+ * byte varies within a segment: a sixteenth of the segment as a margin) and
+ * rounded up to the decoder's input reads, which it makes whole from its
+ * start point; never past the next point. A parked reader r (else NULL)
+ * goes on from where it is. Past the last point of an index
+ * that is not complete nothing is hinted: the span is unknown, and a
+ * sequential reader gets fetch-ahead.
+ */
+static void advise_decode(struct fs_archive *a, struct fs_member *m, struct dfx_reader *r,
+                          uint64_t from, uint64_t to)
+{
+    struct dfx_span sp;
+    uint64_t seg, need, total, unit, start;
+
+    if (!bsrc_is_remote(a->bs))
+        return;
+    dfx_index_span(m->ix, from, to, &sp);
+    if (!sp.bounded) {
+        total = dfx_index_total(m->ix);
+        if (total == UINT64_MAX)
+            return;
+        sp.out_hi = total;
+    }
+    seg = sp.in_hi - sp.in_lo;
+    need = seg;
+    if (to < sp.out_hi && sp.out_hi > sp.out_lo) {
+        uint64_t est = (uint64_t)((double)seg * (double)(to - sp.out_lo) /
+                                  (double)(sp.out_hi - sp.out_lo)) + seg / 16;
+        if (est < need)
+            need = est;
+    }
+    unit = a->src->read_size && a->src->read_size < DFX_INPUT_SIZE ? a->src->read_size
+                                                                     : DFX_INPUT_SIZE;
+    need = (need + unit - 1) / unit * unit;
+    if (need > seg + unit)
+        need = seg + unit;
+    /* a parked reader goes on from where it is (which may lie before the
+     * span's point) */
+    start = r ? dfx_reader_input(r) : sp.in_lo;
+    if (start > sp.in_lo + need)
+        return;
+    bsrc_advise(a->bs, start, sp.in_lo + need + 1 - start);
+}
+
 /* Contract in fs.h. */
 int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, uint64_t idx,
                     struct cache_chunk **out)
@@ -996,6 +1052,7 @@ int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, 
     busy_link(m, &busy, r ? dfx_reader_pos(r) : target, target + FS_CHUNK_SIZE, false);
     pthread_mutex_unlock(&m->lock);
 
+    advise_decode(a, m, r, target, target + FS_CHUNK_SIZE);
     if (!r)
         ret = dfx_reader_new(m->ix, target, &r);
     if (ret == 0)
@@ -1051,6 +1108,8 @@ int fs_member_produce(struct fs_archive *a, struct fs_member *m, struct cache *c
     pthread_mutex_unlock(&m->lock);
 
     /* each chunk is checked against a change as it is decoded */
+    if (!atomic_load(&a->changed))
+        advise_decode(a, m, NULL, point, (last + 1) * FS_CHUNK_SIZE);
     ret = atomic_load(&a->changed) ? -EIO : dfx_reader_new(m->ix, point, &r);
     if (ret == 0 && dfx_reader_pos(r) != point)
         ret = -EINVAL; /* not an access point: the caller's mistake */

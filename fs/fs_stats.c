@@ -263,6 +263,33 @@ static void json_member(struct out *o, const struct fs_archive *a, struct fs_mem
     o->nmembers++;
 }
 
+/* A remote archive's line of counters (text), or its "remote" object
+ * (JSON: null for a local archive). */
+static bool remote_head(struct out *o, struct fs_archive *a)
+{
+    struct remote_stats rs;
+    char h[32];
+
+    if (!bsrc_remote_stats(a->bs, &rs))
+        return !o->json || putf(o, false, ",\"remote\":null");
+    if (!o->json) {
+        human(rs.bytes, h, sizeof(h));
+        return putf(o, false,
+                    "  remote: %" PRIu64 " requests, %" PRIu64 " bytes fetched (%s), %" PRIu64
+                    " retries, %" PRIu64 " failures, %" PRIu64 " in flight; blocks %" PRIu64
+                    " hit, %" PRIu64 " missed, %" PRIu64 " fetched ahead\n",
+                    rs.requests, rs.bytes, h, rs.retries, rs.failures, rs.in_flight, rs.hits,
+                    rs.misses, rs.ahead_blocks);
+    }
+    return putf(o, false,
+                ",\"remote\":{\"requests\":%" PRIu64 ",\"bytes\":%" PRIu64
+                ",\"retries\":%" PRIu64 ",\"failures\":%" PRIu64 ",\"in_flight\":%" PRIu64
+                ",\"block_hits\":%" PRIu64 ",\"block_misses\":%" PRIu64
+                ",\"ahead_blocks\":%" PRIu64 "}",
+                rs.requests, rs.bytes, rs.retries, rs.failures, rs.in_flight, rs.hits, rs.misses,
+                rs.ahead_blocks);
+}
+
 static bool archive_head(struct out *o, struct fs_archive *a)
 {
     bool changed = atomic_load(&a->changed);
@@ -276,15 +303,18 @@ static bool archive_head(struct out *o, struct fs_archive *a)
         if (!path)
             return false;
         fs_text_string(path, n + 1, a->name, strlen(a->name), false);
-        ok = putf(o, false, "\n%s%s\n  %-*s  %-8s %14s %14s  %-18s %s\n", path,
-                  changed ? " (changed since mount: reads that need it fail)" : "",
-                  o->name_width, "MEMBER", "METHOD", "SIZE", "STORED", "INDEXED", "STATE");
+        ok = putf(o, false, "\n%s%s\n", path,
+                  changed ? " (changed since mount: reads that need it fail)" : "") &&
+             remote_head(o, a) &&
+             putf(o, false, "  %-*s  %-8s %14s %14s  %-18s %s\n", o->name_width, "MEMBER",
+                  "METHOD", "SIZE", "STORED", "INDEXED", "STATE");
         free(path);
         return ok;
     }
     if (!putf(o, false, "%s{\"path\":", o->narchives ? "," : "") ||
         !json_str(o, a->name, strlen(a->name), false) ||
-        !putf(o, false, ",\"changed\":%s,\"members\":[", changed ? "true" : "false"))
+        !putf(o, false, ",\"changed\":%s", changed ? "true" : "false") || !remote_head(o, a) ||
+        !putf(o, false, ",\"members\":["))
         return false;
     o->arch_open = true;
     o->nmembers = 0;
@@ -335,6 +365,48 @@ static void measure_archive(struct fs_archive *a, void *arg)
     }
 }
 
+/* The network side's totals (mount-wide), for a mount with remote
+ * sources: connections open now, requests, bytes, retries, failures, and
+ * the remote block cache. */
+static void text_net(struct out *o, struct net *net)
+{
+    struct http_stats hs;
+    struct remote_stats rs;
+    char h1[32], h2[32], h3[32];
+
+    if (!net)
+        return;
+    net_stats(net, &hs, &rs);
+    human(hs.bytes, h1, sizeof(h1));
+    human(rs.cache_bytes, h2, sizeof(h2));
+    human(rs.cache_limit, h3, sizeof(h3));
+    putf(o, false,
+         "remote connections  %" PRIu64 " open (%" PRIu64 " opened in all)\n"
+         "remote requests     %" PRIu64 " (%" PRIu64 " retries, %" PRIu64 " failed)\n"
+         "remote bytes        %" PRIu64 " (%s fetched)\n"
+         "remote cache held   %" PRIu64 " (%s of %s)\n",
+         hs.connections, hs.opened, hs.requests, hs.retries, hs.failures, hs.bytes, h1,
+         rs.cache_bytes, h2, h3);
+}
+
+static void json_net(struct out *o, struct net *net)
+{
+    struct http_stats hs;
+    struct remote_stats rs;
+
+    if (!net) {
+        putf(o, false, ",\"remote\":null");
+        return;
+    }
+    net_stats(net, &hs, &rs);
+    putf(o, false,
+         ",\"remote\":{\"connections\":%" PRIu64 ",\"connections_opened\":%" PRIu64
+         ",\"requests\":%" PRIu64 ",\"retries\":%" PRIu64 ",\"failures\":%" PRIu64
+         ",\"bytes\":%" PRIu64 ",\"cache\":{\"bytes\":%" PRIu64 ",\"capacity\":%" PRIu64 "}}",
+         hs.connections, hs.opened, hs.requests, hs.retries, hs.failures, hs.bytes,
+         rs.cache_bytes, rs.cache_limit);
+}
+
 static void text_counters(struct out *o, const struct cache_stats *cs, uint64_t capacity)
 {
     uint64_t served = atomic_load(&fs_counters.bytes_served);
@@ -366,6 +438,7 @@ static void text_counters(struct out *o, const struct cache_stats *cs, uint64_t 
          (uint64_t)atomic_load(&fs_counters.readahead_chunks), fs_parked_count(),
          FS_PARKED_TOTAL, (uint64_t)atomic_load(&fs_counters.pages_dropped),
          (uint64_t)atomic_load(&fs_window_budget.used), fs_window_budget.limit, o->unverified);
+    text_net(o, o->opts->net);
 }
 
 static void json_counters(struct out *o, const struct cache_stats *cs, uint64_t capacity)
@@ -377,8 +450,7 @@ static void json_counters(struct out *o, const struct cache_stats *cs, uint64_t 
          ",\"chunks\":%" PRIu64 ",\"capacity\":%" PRIu64 "},\"archives_opened\":%" PRIu64
          ",\"readahead_chunks\":%" PRIu64 ",\"parked_decoders\":%u"
          ",\"parked_decoders_max\":%d,\"pages_dropped\":%" PRIu64
-         ",\"index_windows\":{\"bytes\":%" PRIu64 ",\"limit\":%" PRIu64 "},\"unverified_members\":%" PRIu64
-         ",\"archives\":[",
+         ",\"index_windows\":{\"bytes\":%" PRIu64 ",\"limit\":%" PRIu64 "},\"unverified_members\":%" PRIu64,
          (uint64_t)atomic_load(&fs_counters.reads), (uint64_t)atomic_load(&fs_counters.read_errors),
          (uint64_t)atomic_load(&fs_counters.bytes_served), cs->inserted_bytes, cs->hits,
          cs->misses, cs->evicted, cs->bytes, cs->chunks, capacity,
@@ -386,6 +458,8 @@ static void json_counters(struct out *o, const struct cache_stats *cs, uint64_t 
          (uint64_t)atomic_load(&fs_counters.readahead_chunks), fs_parked_count(),
          FS_PARKED_TOTAL, (uint64_t)atomic_load(&fs_counters.pages_dropped),
          (uint64_t)atomic_load(&fs_window_budget.used), fs_window_budget.limit, o->unverified);
+    json_net(o, o->opts->net);
+    putf(o, false, ",\"archives\":[");
 }
 
 /* Contract in fs.h. */
