@@ -5,10 +5,11 @@
 
 # The -o options: npyfs's own (in step with `npyfs --help`, which
 # tests/integration/test_usability.py checks) and those passed to libfuse.
-_npyfs_mount_opts="cache_size= spacing= threads= readahead= index_dir= index= index_mem= verify= verify_max= max_ratio=
+_npyfs_mount_opts="cache_size= spacing= threads= readahead= index_dir= index= index_mem= index_max=
+verify= verify_max= max_ratio=
 allow_other allow_root auto_unmount default_permissions ro nodev dev nosuid suid
 noexec exec noatime atime sync async dirsync max_read= fsname= user="
-_npyfs_index_opts="index_dir= spacing= max_ratio="
+_npyfs_index_opts="index_dir= index_max= spacing= max_ratio="
 
 # The directories an npyfs mount is on (/proc/mounts escapes a space as \040).
 _npyfs_mounts()
@@ -66,7 +67,7 @@ _npyfs()
                 if [[ $cmd == mount ]]; then
                     COMPREPLY=($(compgen -W "-f -d -o --help" -- "$cur"))
                 else
-                    COMPREPLY=($(compgen -W "-o --help" -- "$cur"))
+                    COMPREPLY=($(compgen -W "-o --prune --help" -- "$cur"))
                 fi
             else
                 COMPREPLY=($(compgen -f -- "$cur"))

@@ -13,13 +13,26 @@
  * bounded pieces (STORE_PIECE), checksumming it and copying out only the
  * name, the point table and the chunk table; the points are checked and
  * imported with a fetch source that preads windows from the file, which
- * stays open for as long as the index lives.
+ * stays open for as long as the index lives. Such files are listed in a
+ * process-wide registry of open files (device, inode), which pruning
+ * consults so that it never removes one.
+ *
+ * Pruning lists the directory (its own stream over a descriptor of the
+ * opened directory), looks at our files with fstatat (never following a
+ * link), and before removing one opens it O_NOFOLLOW and checks, through
+ * that descriptor, that it is still the regular file of the user's it
+ * listed, with the magic. The size cap's bookkeeping (bytes counted at the
+ * last listing plus those saved since) lives in the directory, under its
+ * lock, which also makes prunes of one directory run one at a time.
  */
 #define _GNU_SOURCE
 #include "dfx_store.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <pwd.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -27,6 +40,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -36,7 +50,7 @@
 
 #define STORE_MAGIC "NPYFSIDX"
 #define STORE_MAGIC_LEN 8
-#define STORE_HEADER_LEN 136
+#define STORE_HEADER_LEN 144
 #define STORE_POINT_LEN 48
 #define STORE_CRC_LEN 4
 #define STORE_TABLE_HEAD 16
@@ -46,6 +60,13 @@
 #define STORE_ZLEVEL 1
 /* "%016llx%08x.dfx" and a temporary name's suffix. */
 #define STORE_NAME_MAX 64
+/* An index file's name: 24 hex digits and ".dfx". */
+#define STORE_NAME_LEN 28
+/* A temporary file this old (seconds) belongs to a writer that died. */
+#define STORE_TEMP_AGE (24 * 3600)
+/* The size cap's listing is trusted this long (seconds); then, at the next
+ * save, the directory is listed again (other processes save there too). */
+#define STORE_RESCAN_SECS 60
 
 /* Header field offsets. */
 #define H_VERSION 8
@@ -68,6 +89,8 @@
 #define H_ISIZE 120
 #define H_ZERO 124
 #define H_NAME_LEN 128
+#define H_KEY_END 136 /* the key ends here; the rest is not compared */
+#define H_PATH_LEN 136
 
 /* Chunk table field offsets (from H_TABLE_OFF). */
 #define T_CHUNK 0
@@ -230,9 +253,9 @@ static void store_name(const struct dfx_store_key *k, char name[STORE_NAME_MAX])
     uint32_t crc;
 
     key_fields(k, h);
-    hash = fnv1a(0xcbf29ce484222325ull, h + H_KEY, STORE_HEADER_LEN - H_KEY);
+    hash = fnv1a(0xcbf29ce484222325ull, h + H_KEY, H_KEY_END - H_KEY);
     hash = fnv1a(hash, (const unsigned char *)k->name, k->name_len);
-    crc = (uint32_t)crc32(crc32(0, h + H_KEY, STORE_HEADER_LEN - H_KEY),
+    crc = (uint32_t)crc32(crc32(0, h + H_KEY, H_KEY_END - H_KEY),
                           (const unsigned char *)k->name, (uInt)k->name_len);
     snprintf(name, STORE_NAME_MAX, "%016llx%08x.dfx", (unsigned long long)hash, crc);
 }
@@ -240,14 +263,25 @@ static void store_name(const struct dfx_store_key *k, char name[STORE_NAME_MAX])
 /* ----------------------------------------------------------- directory --- */
 
 struct dfx_store_dir {
-    int fd;     /* O_RDONLY|O_DIRECTORY, checked by check_dir_fd() */
-    char *path; /* owned: as given, for messages */
+    int fd;              /* immutable: O_RDONLY|O_DIRECTORY, checked by check_dir_fd() */
+    char *path;          /* owned, immutable: as given, for messages */
+    atomic_uint_least64_t max; /* the size cap, 0: none (dfx_store_dir_set_max()) */
+    /* Pruning: lock is held by a prune from start to end (one at a time),
+     * and guards the size cap's bookkeeping. */
+    pthread_mutex_t lock;
+    bool counted;        /* protected by lock: a listing counted the bytes */
+    uint64_t bytes;      /* protected by lock: bytes counted then, plus saves since */
+    time_t counted_at;   /* protected by lock: when (CLOCK_MONOTONIC seconds) */
+    atomic_uint_least64_t pruned_files, pruned_bytes; /* by saves, not yet taken */
 };
 
+static void prune_after_save(struct dfx_store_dir *d, const struct stat *saved);
+
 /* Contract in dfx_store.h. */
-int dfx_store_default_dir(char **out)
+int dfx_store_default_dir_from(const char *xdg, const char *home, const char *pw_home,
+                               uid_t euid, char **out)
 {
-    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    struct stat st;
     int n;
 
     *out = NULL;
@@ -255,6 +289,11 @@ int dfx_store_default_dir(char **out)
         n = asprintf(out, "%s/npyfs", xdg);
     else if (home && home[0])
         n = asprintf(out, "%s/.cache/npyfs", home);
+    else if (pw_home && pw_home[0] == '/' && pw_home[strspn(pw_home, "/")] &&
+             stat(pw_home, &st) == 0 && S_ISDIR(st.st_mode))
+        n = asprintf(out, "%s/.cache/npyfs", pw_home);
+    else if (euid == 0)
+        n = asprintf(out, "/var/cache/npyfs");
     else
         return -ENOENT;
     if (n < 0) {
@@ -262,6 +301,37 @@ int dfx_store_default_dir(char **out)
         return -ENOMEM;
     }
     return 0;
+}
+
+/* Contract in dfx_store.h. */
+int dfx_store_default_dir(char **out)
+{
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    struct passwd pw, *found = NULL;
+    long size = sysconf(_SC_GETPW_R_SIZE_MAX);
+    char *buf = NULL;
+    int ret;
+
+    *out = NULL;
+    if ((xdg && xdg[0] == '/') || (home && home[0]))
+        return dfx_store_default_dir_from(xdg, home, NULL, geteuid(), out);
+    /* getpwuid_r: thread-safe (an archive opened by a handler thread gets
+     * its indexer, and so its directory, there) */
+    for (size_t len = size > 0 ? (size_t)size : 1024;; len *= 2) {
+        char *grown = realloc(buf, len);
+
+        if (!grown) {
+            free(buf);
+            return -ENOMEM;
+        }
+        buf = grown;
+        ret = getpwuid_r(geteuid(), &pw, buf, len, &found);
+        if (ret != ERANGE || len >= (1u << 20))
+            break;
+    }
+    ret = dfx_store_default_dir_from(NULL, NULL, found ? pw.pw_dir : NULL, geteuid(), out);
+    free(buf);
+    return ret;
 }
 
 /* mkdir -p with mode 0700 for every directory it creates. */
@@ -347,6 +417,7 @@ int dfx_store_dir_open(const char *path, struct dfx_store_dir **out)
         return ret;
     }
     d->fd = fd;
+    pthread_mutex_init(&d->lock, NULL);
     *out = d;
     return 0;
 }
@@ -357,8 +428,22 @@ void dfx_store_dir_close(struct dfx_store_dir *d)
     if (!d)
         return;
     close(d->fd);
+    pthread_mutex_destroy(&d->lock);
     free(d->path);
     free(d);
+}
+
+/* Contract in dfx_store.h. */
+void dfx_store_dir_set_max(struct dfx_store_dir *d, uint64_t max)
+{
+    atomic_store(&d->max, max);
+}
+
+/* Contract in dfx_store.h. */
+void dfx_store_dir_take_pruned(struct dfx_store_dir *d, uint64_t *files, uint64_t *bytes)
+{
+    *files = atomic_exchange(&d->pruned_files, 0);
+    *bytes = atomic_exchange(&d->pruned_bytes, 0);
 }
 
 /* Contract in dfx_store.h. */
@@ -389,7 +474,8 @@ struct dfx_store_writer {
     char name[STORE_NAME_MAX];      /* final name in dir */
     char tmp[STORE_NAME_MAX + 32];  /* temporary name in dir */
     int fd;
-    uint64_t start; /* offset of the first window: header + padded name */
+    size_t path_len; /* key->path's length, 0: none recorded */
+    uint64_t start; /* offset of the first window: header, padded name and path */
     uint64_t off;   /* where the next byte goes */
     uLong crc;      /* CRC-32 of the bytes [start, off) */
     int err;        /* first write error: the file is not finished */
@@ -463,7 +549,10 @@ int dfx_store_begin(struct dfx_store_dir *d, const struct dfx_store_key *k, uint
     w->key = k;
     w->spacing = spacing;
     w->fd = -1;
-    w->start = w->off = STORE_HEADER_LEN + pad8(k->name_len);
+    w->path_len = k->path ? strnlen(k->path, DFX_STORE_PATH_MAX + 1) : 0;
+    if (w->path_len > DFX_STORE_PATH_MAX)
+        w->path_len = 0;
+    w->start = w->off = STORE_HEADER_LEN + pad8(k->name_len) + pad8(w->path_len);
     w->crc = crc32(0, Z_NULL, 0);
     store_name(k, w->name);
     ret = check_dir_fd(d->fd); /* its mode may have changed since it was opened */
@@ -571,18 +660,20 @@ static int write_table(struct dfx_store_writer *w, const struct dfx_crcs *t)
     return ret;
 }
 
-/* Header and name at offset 0, then the trailing checksum: the CRC-32 of
- * header and name combined with that of everything after them. */
+/* Header, name and path at offset 0, then the trailing checksum: the
+ * CRC-32 of those combined with that of everything after them. */
 static int write_head(struct dfx_store_writer *w, uint64_t total, size_t n, uint64_t points_off,
                       uint64_t table_off)
 {
     const struct dfx_store_key *k = w->key;
     unsigned char h[STORE_HEADER_LEN] = {0}, pad[8] = {0}, tail[STORE_CRC_LEN];
     uint64_t file_len = w->off + STORE_CRC_LEN;
-    uLong crc;
-    struct iovec iov[3] = {{h, sizeof(h)},
+    uLong crc = 0;
+    struct iovec iov[5] = {{h, sizeof(h)},
                            {(void *)k->name, k->name_len},
-                           {pad, (size_t)(pad8(k->name_len) - k->name_len)}};
+                           {pad, (size_t)(pad8(k->name_len) - k->name_len)},
+                           {(void *)k->path, w->path_len},
+                           {pad, (size_t)(pad8(w->path_len) - w->path_len)}};
     ssize_t want = (ssize_t)(w->start), got;
 
     memcpy(h, STORE_MAGIC, STORE_MAGIC_LEN);
@@ -596,11 +687,12 @@ static int write_head(struct dfx_store_writer *w, uint64_t total, size_t n, uint
     put_le64(h + H_POINTS_OFF, points_off);
     put_le64(h + H_TABLE_OFF, table_off);
     key_fields(k, h);
-    crc = crc32(0, h, sizeof(h));
-    crc = crc32_z(crc, (const unsigned char *)k->name, k->name_len);
-    crc = crc32_z(crc, pad, iov[2].iov_len);
+    put_le64(h + H_PATH_LEN, w->path_len);
+    for (int i = 0; i < 5; i++)
+        if (iov[i].iov_len) /* crc32_z() of a NULL buffer would restart the CRC */
+            crc = crc32_z(crc, iov[i].iov_base, iov[i].iov_len);
     crc = crc32_combine(crc, w->crc, (z_off_t)(w->off - w->start));
-    got = pwritev(w->fd, iov, 3, 0);
+    got = pwritev(w->fd, iov, 5, 0);
     if (got != want)
         return got < 0 ? -errno : -EIO;
     put_le32(tail, (uint32_t)crc);
@@ -614,6 +706,7 @@ int dfx_store_finish(struct dfx_store_writer *w, struct dfx_index *ix,
     struct dfx_xpoint *pts = NULL;
     uint64_t total = 0, points_off, table_off;
     size_t n = 0, kept = 0;
+    struct stat st;
     int ret = w->err;
 
     if (ret == 0 && !ix && (!crcs || crcs->size != w->key->stored_size))
@@ -638,6 +731,8 @@ int dfx_store_finish(struct dfx_store_writer *w, struct dfx_index *ix,
         ret = write_head(w, total, kept, points_off, table_off);
     if (ret == 0 && fsync(w->fd) < 0)
         ret = -errno;
+    if (ret == 0 && fstat(w->fd, &st) < 0)
+        ret = -errno;
     free(pts);
     if (close(w->fd) < 0 && ret == 0)
         ret = -errno;
@@ -648,6 +743,8 @@ int dfx_store_finish(struct dfx_store_writer *w, struct dfx_index *ix,
         ret = -errno;
     if (ret < 0)
         unlinkat(w->dir->fd, w->tmp, 0);
+    else
+        prune_after_save(w->dir, &st);
     free(w);
     return ret;
 }
@@ -668,11 +765,85 @@ int dfx_store_save(struct dfx_store_dir *d, const struct dfx_store_key *k, struc
     return ret < 0 ? ret : dfx_store_finish(w, ix, crcs);
 }
 
+/* ------------------------------------------------------- open registry --- */
+
+/* The index files this process holds open (loaded into an index), by
+ * device and inode: pruning never removes one. */
+struct open_file {
+    dev_t dev;
+    ino_t ino;
+    unsigned refs;
+};
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct open_file *open_files; /* protected by open_lock; freed when empty */
+static size_t open_count, open_cap;  /* protected by open_lock */
+
+static struct open_file *open_find(dev_t dev, ino_t ino)
+{
+    for (size_t i = 0; i < open_count; i++)
+        if (open_files[i].dev == dev && open_files[i].ino == ino)
+            return &open_files[i];
+    return NULL;
+}
+
+/* Count one more holder of the file. 0 or -ENOMEM. */
+static int open_note(dev_t dev, ino_t ino)
+{
+    struct open_file *o;
+    int ret = 0;
+
+    pthread_mutex_lock(&open_lock);
+    o = open_find(dev, ino);
+    if (o) {
+        o->refs++;
+    } else if (open_count == open_cap &&
+               !(o = realloc(open_files, (open_cap ? open_cap * 2 : 16) * sizeof(*o)))) {
+        ret = -ENOMEM;
+    } else {
+        if (open_count == open_cap) {
+            open_files = o;
+            open_cap = open_cap ? open_cap * 2 : 16;
+        }
+        open_files[open_count++] = (struct open_file){dev, ino, 1};
+    }
+    pthread_mutex_unlock(&open_lock);
+    return ret;
+}
+
+static void open_forget(dev_t dev, ino_t ino)
+{
+    struct open_file *o;
+
+    pthread_mutex_lock(&open_lock);
+    o = open_find(dev, ino);
+    if (o && --o->refs == 0)
+        *o = open_files[--open_count];
+    if (open_count == 0) {
+        free(open_files);
+        open_files = NULL;
+        open_cap = 0;
+    }
+    pthread_mutex_unlock(&open_lock);
+}
+
+static bool open_here(dev_t dev, ino_t ino)
+{
+    bool found;
+
+    pthread_mutex_lock(&open_lock);
+    found = open_find(dev, ino) != NULL;
+    pthread_mutex_unlock(&open_lock);
+    return found;
+}
+
 /* --------------------------------------------------------------- load --- */
 
-/* The fetch source of a loaded index: its file, kept open. */
+/* The fetch source of a loaded index: its file, kept open (and noted in
+ * the open registry). */
 struct loaded {
     int fd;
+    dev_t dev;
+    ino_t ino;
 };
 
 static int loaded_read(void *ctx, unsigned char *buf, uint32_t len, uint64_t off)
@@ -694,6 +865,7 @@ static void loaded_release(void *ctx)
 {
     struct loaded *l = ctx;
 
+    open_forget(l->dev, l->ino);
     close(l->fd);
     free(l);
 }
@@ -703,9 +875,11 @@ static void loaded_release(void *ctx)
 struct file {
     int fd;
     uint64_t len;
+    dev_t dev;
+    ino_t ino;
     unsigned char h[STORE_HEADER_LEN];
     unsigned char *name, *points, *table; /* owned copies */
-    uint64_t npts, windows_off, points_off, table_off;
+    uint64_t npts, windows_off, points_off, table_off, path_len;
 };
 
 static void file_destroy(struct file *f)
@@ -757,6 +931,8 @@ static int file_open(struct dfx_store_dir *d, const struct dfx_store_key *k, str
     else if (st.st_size < STORE_HEADER_LEN + STORE_CRC_LEN)
         ret = -EBADMSG;
     f->len = (uint64_t)st.st_size;
+    f->dev = st.st_dev;
+    f->ino = st.st_ino;
     if (ret < 0) {
         close(f->fd);
         f->fd = -1;
@@ -764,9 +940,9 @@ static int file_open(struct dfx_store_dir *d, const struct dfx_store_key *k, str
     return ret;
 }
 
-/* Magic, version, lengths, key and spacing, and where the parts are. */
-static int check_header(struct file *f, const struct dfx_store_key *k, uint64_t spacing,
-                        bool want_points)
+/* Magic, version, lengths and key, and where the parts are; want_points:
+ * a deflate member's file (a stored member's has none). */
+static int check_header(struct file *f, const struct dfx_store_key *k, bool want_points)
 {
     const unsigned char *h = f->h;
     unsigned char want[STORE_HEADER_LEN] = {0};
@@ -782,21 +958,31 @@ static int check_header(struct file *f, const struct dfx_store_key *k, uint64_t 
     if (get_le32(h + H_HEADER_LEN) != STORE_HEADER_LEN || get_le64(h + H_FILE_LEN) != f->len)
         return -EBADMSG;
     key_fields(k, want);
-    if (memcmp(h + H_KEY, want + H_KEY, STORE_HEADER_LEN - H_KEY) != 0 ||
-        get_le64(h + H_SPACING) != spacing)
+    if (memcmp(h + H_KEY, want + H_KEY, H_KEY_END - H_KEY) != 0)
         return -ESTALE;
     f->npts = get_le64(h + H_NPTS);
     f->windows_off = get_le64(h + H_WINDOWS_OFF);
     f->points_off = get_le64(h + H_POINTS_OFF);
     f->table_off = get_le64(h + H_TABLE_OFF);
-    if (k->name_len > end - STORE_HEADER_LEN ||
-        f->windows_off != STORE_HEADER_LEN + pad8(k->name_len) ||
-        f->windows_off > f->points_off || f->points_off > end || (f->npts == 0) == want_points ||
+    f->path_len = get_le64(h + H_PATH_LEN);
+    if (k->name_len > end - STORE_HEADER_LEN || f->path_len > DFX_STORE_PATH_MAX ||
+        f->windows_off != STORE_HEADER_LEN + pad8(k->name_len) + pad8(f->path_len) ||
+        f->windows_off > f->points_off || f->points_off > end ||
         f->npts > (end - f->points_off) / STORE_POINT_LEN ||
         f->table_off != f->points_off + f->npts * STORE_POINT_LEN ||
         end - f->table_off < STORE_TABLE_HEAD)
         return -EBADMSG;
+    if ((f->npts == 0) == want_points)
+        return -ESTALE; /* a stored member's file for a deflate member, or the reverse */
     return 0;
+}
+
+/* Is byte i of the file in the zero padding after the name or the path? */
+static bool in_padding(const struct file *f, size_t name_len, uint64_t i)
+{
+    uint64_t name_end = STORE_HEADER_LEN + name_len, path_at = STORE_HEADER_LEN + pad8(name_len);
+
+    return (i >= name_end && i < path_at) || (i >= path_at + f->path_len && i < f->windows_off);
 }
 
 /* Copy the part of piece [at, at + n) that falls in [from, from + len)
@@ -834,8 +1020,8 @@ static int stream_file(struct file *f, const struct dfx_store_key *k)
         copy_part(f->name, STORE_HEADER_LEN, k->name_len, piece, at, n);
         copy_part(f->points, f->points_off, f->npts * STORE_POINT_LEN, piece, at, n);
         copy_part(f->table, f->table_off, tlen, piece, at, n);
-        for (uint64_t i = STORE_HEADER_LEN + k->name_len; i < f->windows_off; i++)
-            if (i >= at && i < at + n && piece[i - at]) /* the name's zero padding */
+        for (uint64_t i = at; i < f->windows_off && i < at + n; i++)
+            if (piece[i - at] && in_padding(f, k->name_len, i))
                 ret = -EBADMSG;
         at += n;
     }
@@ -915,11 +1101,13 @@ static int parse_table(const struct file *f, uint32_t want, struct dfx_crcs **ou
 }
 
 static int load_file(struct file *f0, const struct dfx_store_key *k, struct dfx_index *ix,
-                     uint32_t chunk, const struct dfx_crcs *have, struct dfx_crcs **crcs);
+                     uint32_t chunk, const struct dfx_crcs *have, struct dfx_crcs **crcs,
+                     uint64_t *spacing);
 
 /* Contract in dfx_store.h. */
 int dfx_store_load(struct dfx_store_dir *d, const struct dfx_store_key *k, struct dfx_index *ix,
-                   uint32_t chunk, const struct dfx_crcs *have, struct dfx_crcs **crcs)
+                   uint32_t chunk, const struct dfx_crcs *have, struct dfx_crcs **crcs,
+                   uint64_t *spacing)
 {
     struct file f = {.fd = -1};
     int ret;
@@ -927,7 +1115,7 @@ int dfx_store_load(struct dfx_store_dir *d, const struct dfx_store_key *k, struc
     if (crcs)
         *crcs = NULL;
     ret = file_open(d, k, &f);
-    return ret < 0 ? ret : load_file(&f, k, ix, chunk, have, crcs);
+    return ret < 0 ? ret : load_file(&f, k, ix, chunk, have, crcs, spacing);
 }
 
 /* Contract in dfx_store.h. */
@@ -945,7 +1133,9 @@ int dfx_store_load_fd(int fd, const struct dfx_store_key *k, struct dfx_index *i
         return -EBADMSG;
     }
     f.len = (uint64_t)st.st_size;
-    return load_file(&f, k, ix, chunk, have, crcs);
+    f.dev = st.st_dev;
+    f.ino = st.st_ino;
+    return load_file(&f, k, ix, chunk, have, crcs, NULL);
 }
 
 /* Contract in dfx_store.h. */
@@ -968,10 +1158,11 @@ int dfx_store_peek(const void *buf, size_t len, uint64_t *file_len, const char *
     return 0;
 }
 
-/* The rest of a load once f is open (f->fd, f->len): closes f->fd unless
- * the index took it. */
+/* The rest of a load once f is open (f->fd, f->len, f->dev, f->ino): closes
+ * f->fd unless the index took it. */
 static int load_file(struct file *f0, const struct dfx_store_key *k, struct dfx_index *ix,
-                     uint32_t chunk, const struct dfx_crcs *have, struct dfx_crcs **crcs)
+                     uint32_t chunk, const struct dfx_crcs *have, struct dfx_crcs **crcs,
+                     uint64_t *spacing)
 {
     struct file f = *f0;
     struct dfx_xpoint *pts = NULL;
@@ -980,7 +1171,7 @@ static int load_file(struct file *f0, const struct dfx_store_key *k, struct dfx_
     bool gzip = ix && dfx_index_stream(ix)->framing == DFX_GZIP;
     int ret;
 
-    ret = check_header(&f, k, ix ? dfx_index_spacing(ix) : 0, ix != NULL);
+    ret = check_header(&f, k, ix != NULL);
     if (ret == 0)
         ret = stream_file(&f, k);
     if (ret == 0)
@@ -997,17 +1188,26 @@ static int load_file(struct file *f0, const struct dfx_store_key *k, struct dfx_
         ret = parse_points(&f, &pts);
     if (ret == 0 && ix && !(l = malloc(sizeof(*l))))
         ret = -ENOMEM;
+    if (ret == 0 && ix)
+        ret = open_note(f.dev, f.ino);
     if (ret == 0 && ix) {
         struct dfx_fetch fetch = {loaded_read, loaded_release, l};
 
-        l->fd = f.fd;
+        *l = (struct loaded){f.fd, f.dev, f.ino};
         ret = dfx_index_import(ix, pts, (size_t)f.npts, get_le64(f.h + H_TOTAL), &fetch);
-        if (ret == 0)
-            f.fd = -1; /* the index owns it now */
-        else
-            free(l);
+        if (ret < 0)
+            open_forget(f.dev, f.ino);
         if (ret == -EINVAL)
             ret = -EBADMSG; /* points out of order or outside the stream */
+    }
+    if (ret == 0) {
+        futimens(f.fd, NULL); /* used now: pruning removes the least recently used */
+        if (spacing)
+            *spacing = get_le64(f.h + H_SPACING);
+        if (ix)
+            f.fd = -1; /* the index owns it now */
+    } else {
+        free(l);
     }
     free(pts);
     if (f.fd >= 0)
@@ -1022,4 +1222,426 @@ static int load_file(struct file *f0, const struct dfx_store_key *k, struct dfx_
     else
         free(t);
     return 0;
+}
+
+/* -------------------------------------------------------------- prune --- */
+
+enum entry_kind { E_INDEX, E_TEMP };
+
+/* A file of ours found by a listing. */
+struct entry {
+    char name[STORE_NAME_MAX + 32];
+    enum entry_kind kind;
+    dev_t dev;
+    ino_t ino;
+    uint64_t bytes;
+    int64_t idle;        /* seconds since its mtime */
+    int64_t mtime_ns;    /* the order of the size cap's removals */
+    bool done;           /* removed, or left out of the rest of the prune */
+    /* read from the file with o->sources (read_entry()) */
+    uint32_t version;
+    char *path;          /* owned: the archive path it recorded, or NULL */
+    char *member;        /* owned: the member's name, or NULL */
+    size_t member_len;
+    uint64_t key_dev, key_ino, key_size; /* the archive the key names */
+    int64_t key_mtime_sec;
+    uint32_t key_mtime_nsec;
+};
+
+static bool all_hex(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/* An index file's name (store_name()), a temporary one's (dfx_store_begin():
+ * "<name>.<pid>.<n>.tmp"), or neither (-1). */
+static int name_kind(const char *name)
+{
+    const char *p = name + STORE_NAME_LEN;
+    size_t n;
+
+    if (strnlen(name, STORE_NAME_LEN) < STORE_NAME_LEN || !all_hex(name, 24) ||
+        memcmp(name + 24, ".dfx", 4) != 0)
+        return -1;
+    if (*p == '\0')
+        return E_INDEX;
+    for (int field = 0; field < 2; field++) {
+        if (*p++ != '.' || (n = strspn(p, "0123456789")) == 0)
+            return -1;
+        p += n;
+    }
+    return strcmp(p, ".tmp") == 0 ? E_TEMP : -1;
+}
+
+static void entries_free(struct entry *e, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(e[i].path);
+        free(e[i].member);
+    }
+    free(e);
+}
+
+/* Our files in d: names of ours, regular files of the user's (fstatat,
+ * never following a link). 0, or a negative errno. */
+static int list_dir(struct dfx_store_dir *d, struct entry **out, size_t *count)
+{
+    struct entry *e = NULL;
+    size_t n = 0, cap = 0;
+    time_t now = time(NULL);
+    struct dirent *de;
+    DIR *dir;
+    int fd = openat(d->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), ret = 0;
+
+    *out = NULL;
+    *count = 0;
+    if (fd < 0)
+        return -errno;
+    dir = fdopendir(fd); /* its own stream: not d->fd's offset */
+    if (!dir) {
+        ret = -errno;
+        close(fd);
+        return ret;
+    }
+    while ((errno = 0, de = readdir(dir)) != NULL) {
+        int kind = name_kind(de->d_name);
+        struct stat st;
+
+        if (kind < 0 || strlen(de->d_name) >= sizeof(e->name) ||
+            fstatat(d->fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode) ||
+            st.st_uid != geteuid())
+            continue;
+        if (n == cap) {
+            struct entry *grown = realloc(e, (cap = cap ? cap * 2 : 64) * sizeof(*e));
+            if (!grown) {
+                ret = -ENOMEM;
+                break;
+            }
+            e = grown;
+        }
+        memset(&e[n], 0, sizeof(e[n]));
+        strcpy(e[n].name, de->d_name);
+        e[n].kind = (enum entry_kind)kind;
+        e[n].dev = st.st_dev;
+        e[n].ino = st.st_ino;
+        e[n].bytes = (uint64_t)st.st_size;
+        e[n].idle = (int64_t)(now - st.st_mtim.tv_sec);
+        e[n].mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+        n++;
+    }
+    if (ret == 0 && errno)
+        ret = -errno;
+    closedir(dir);
+    if (ret < 0) {
+        entries_free(e, n);
+        return ret;
+    }
+    *out = e;
+    *count = n;
+    return 0;
+}
+
+/* Open e for a look inside: the fd if the name still leads to the regular
+ * file of the user's that was listed (never through a link), else -1. */
+static int open_entry(struct dfx_store_dir *d, const struct entry *e)
+{
+    struct stat st;
+    int fd = openat(d->fd, e->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+
+    if (fd < 0)
+        return -1;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
+        st.st_dev != e->dev || st.st_ino != e->ino) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static bool has_magic(int fd)
+{
+    unsigned char m[STORE_MAGIC_LEN];
+
+    return pread(fd, m, sizeof(m), 0) == (ssize_t)sizeof(m) &&
+           memcmp(m, STORE_MAGIC, STORE_MAGIC_LEN) == 0;
+}
+
+/* Remove e if it is still the file of ours that was listed, not open in
+ * this process and not keep. 0, -EBUSY (kept), -ESTALE (it is no longer
+ * what was listed, or not ours: left alone), or unlinkat's error. */
+static int remove_entry(struct dfx_store_dir *d, const struct entry *e, const struct stat *keep)
+{
+    struct stat st;
+    bool ours;
+    int fd;
+
+    if ((keep && e->dev == keep->st_dev && e->ino == keep->st_ino) || open_here(e->dev, e->ino))
+        return -EBUSY;
+    fd = open_entry(d, e);
+    if (fd < 0)
+        return -ESTALE;
+    ours = e->kind == E_TEMP || has_magic(fd); /* a temporary file's header comes last */
+    close(fd);
+    if (!ours)
+        return -ESTALE;
+    /* still the same file under that name (a new one renamed over it since
+     * the open is the one race left: see dfx_store.h) */
+    if (fstatat(d->fd, e->name, &st, AT_SYMLINK_NOFOLLOW) < 0 || st.st_dev != e->dev ||
+        st.st_ino != e->ino)
+        return -ESTALE;
+    return unlinkat(d->fd, e->name, 0) < 0 ? -errno : 0;
+}
+
+/* Read what the file of e says about itself into e (version, member name,
+ * path, the key's archive). Returns 0, -ENOENT not ours (no magic: never
+ * touched), -EBADMSG a header of this version that does not hold together,
+ * or -ENOMEM. Only the header, name and path are read (not checksummed: a
+ * file damaged further on is found by the load that needs it). */
+static int read_entry(struct dfx_store_dir *d, struct entry *e)
+{
+    unsigned char h[STORE_HEADER_LEN];
+    uint64_t name_len, path_len, windows_off;
+    int fd = open_entry(d, e), ret = 0;
+
+    if (fd < 0)
+        return -ENOENT;
+    if (!has_magic(fd) || read_at(fd, h, STORE_MAGIC_LEN + 4, 0) < 0) {
+        close(fd);
+        return -ENOENT;
+    }
+    e->version = get_le32(h + H_VERSION);
+    if (e->version != DFX_STORE_VERSION)
+        goto out; /* the caller decides */
+    if (e->bytes < STORE_HEADER_LEN + STORE_CRC_LEN || read_at(fd, h, sizeof(h), 0) < 0) {
+        ret = -EBADMSG;
+        goto out;
+    }
+    name_len = get_le64(h + H_NAME_LEN);
+    path_len = get_le64(h + H_PATH_LEN);
+    windows_off = get_le64(h + H_WINDOWS_OFF);
+    if (get_le32(h + H_HEADER_LEN) != STORE_HEADER_LEN || get_le64(h + H_FILE_LEN) != e->bytes ||
+        name_len > (1u << 16) || path_len > DFX_STORE_PATH_MAX ||
+        windows_off != STORE_HEADER_LEN + pad8(name_len) + pad8(path_len) ||
+        windows_off > e->bytes - STORE_CRC_LEN) {
+        ret = -EBADMSG;
+        goto out;
+    }
+    e->member = malloc(name_len + 1);
+    e->path = path_len ? malloc(path_len + 1) : NULL;
+    if (!e->member || (path_len && !e->path))
+        ret = -ENOMEM;
+    else if (read_at(fd, e->member, name_len, STORE_HEADER_LEN) < 0 ||
+             (path_len && read_at(fd, e->path, path_len, STORE_HEADER_LEN + pad8(name_len)) < 0))
+        ret = -EBADMSG;
+    if (ret < 0) {
+        free(e->member);
+        free(e->path);
+        e->member = e->path = NULL;
+        goto out;
+    }
+    e->member[name_len] = '\0';
+    e->member_len = name_len;
+    if (e->path) {
+        e->path[path_len] = '\0';
+        if (strlen(e->path) != path_len) { /* a NUL inside: no path to check */
+            free(e->path);
+            e->path = NULL;
+        }
+    }
+    /* the key's identity of the archive, for the check against its path */
+    e->key_dev = get_le64(h + H_DEV);
+    e->key_ino = get_le64(h + H_INO);
+    e->key_size = get_le64(h + H_SIZE);
+    e->key_mtime_sec = (int64_t)get_le64(h + H_MTIME_SEC);
+    e->key_mtime_nsec = get_le32(h + H_MTIME_NSEC);
+out:
+    close(fd);
+    return ret;
+}
+
+/* With o->sources: why e should go (a dfx_prune_why), or -1 to keep it;
+ * -ENOMEM. Reads the file's header (read_entry()); a file that is not ours
+ * gets done set and is left alone. */
+static int source_verdict(struct dfx_store_dir *d, struct entry *e,
+                          const struct dfx_prune_opts *o)
+{
+    struct stat st;
+    int ret;
+
+    if (e->kind == E_TEMP)
+        return -1;
+    ret = read_entry(d, e);
+    if (ret == -ENOENT) {
+        e->done = true; /* not ours */
+        return -1;
+    }
+    if (ret == -ENOMEM)
+        return ret;
+    if (ret == -EBADMSG)
+        return DFX_PRUNE_DAMAGED;
+    if (e->version < DFX_STORE_VERSION)
+        return DFX_PRUNE_FORMAT;
+    if (e->version > DFX_STORE_VERSION)
+        return -1; /* a newer npyfs's: not ours to judge */
+    if (e->path && stat(e->path, &st) == 0)
+        return (uint64_t)st.st_dev != e->key_dev || (uint64_t)st.st_ino != e->key_ino ||
+                       (uint64_t)st.st_size != e->key_size ||
+                       (int64_t)st.st_mtim.tv_sec != e->key_mtime_sec ||
+                       (uint32_t)st.st_mtim.tv_nsec != e->key_mtime_nsec
+                   ? DFX_PRUNE_CHANGED
+                   : -1;
+    if (e->path && (errno == ENOENT || errno == ENOTDIR))
+        return DFX_PRUNE_GONE;
+    /* no path, or one that cannot be looked at (permissions, I/O) */
+    return e->idle >= o->unused_secs ? DFX_PRUNE_UNUSED : -1;
+}
+
+/* Remove e for why; report it and count it. */
+static void prune_one(struct dfx_store_dir *d, struct entry *e, enum dfx_prune_why why,
+                      const struct stat *keep,
+                      void (*report)(const struct dfx_prune_file *f, void *arg), void *arg,
+                      struct dfx_prune_result *res)
+{
+    int ret = remove_entry(d, e, keep);
+
+    if (ret == -EBUSY)
+        return; /* kept: open here, or just written */
+    e->done = true;
+    if (ret == -ESTALE)
+        return; /* no longer what was listed: not counted either way */
+    if (ret < 0) {
+        res->failed++;
+        if (!res->err)
+            res->err = ret;
+        return;
+    }
+    res->removed++;
+    res->removed_bytes += e->bytes;
+    if (report) {
+        struct dfx_prune_file f = {.name = e->name, .why = why, .bytes = e->bytes,
+                                   .idle_secs = e->idle, .version = e->version,
+                                   .path = e->path, .member = e->member,
+                                   .member_len = e->member_len};
+        report(&f, arg);
+    }
+}
+
+static int by_mtime(const void *a, const void *b)
+{
+    const struct entry *x = *(struct entry *const *)a, *y = *(struct entry *const *)b;
+
+    return x->mtime_ns < y->mtime_ns ? -1 : x->mtime_ns > y->mtime_ns;
+}
+
+/* The size cap: remove the least recently used index files left until the
+ * rest take at most 90% of max. 0 or -ENOMEM. */
+static int prune_to_size(struct dfx_store_dir *d, struct entry *e, size_t n, uint64_t max,
+                         const struct stat *keep,
+                         void (*report)(const struct dfx_prune_file *f, void *arg), void *arg,
+                         struct dfx_prune_result *res)
+{
+    struct entry **order = malloc((n ? n : 1) * sizeof(*order));
+    uint64_t total = 0, target = max - max / 10;
+    size_t m = 0;
+
+    if (!order)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        if (!e[i].done && e[i].kind == E_INDEX) {
+            order[m++] = &e[i];
+            total += e[i].bytes;
+        }
+    if (total > max) {
+        qsort(order, m, sizeof(*order), by_mtime);
+        for (size_t i = 0; i < m && total > target; i++) {
+            prune_one(d, order[i], DFX_PRUNE_SIZE, keep, report, arg, res);
+            if (order[i]->done)
+                total -= order[i]->bytes;
+        }
+    }
+    free(order);
+    return 0;
+}
+
+/* dfx_store_prune() with d->lock held; keep: the file a save has just
+ * written, or NULL. Updates the size cap's count of the directory. */
+static int prune_locked(struct dfx_store_dir *d, const struct dfx_prune_opts *o,
+                        const struct stat *keep,
+                        void (*report)(const struct dfx_prune_file *f, void *arg), void *arg,
+                        struct dfx_prune_result *res)
+{
+    struct entry *e;
+    size_t n;
+    int ret = list_dir(d, &e, &n);
+
+    memset(res, 0, sizeof(*res));
+    if (ret < 0)
+        return ret;
+    for (size_t i = 0; i < n && ret == 0; i++) {
+        int why = e[i].kind == E_TEMP && e[i].idle >= STORE_TEMP_AGE ? DFX_PRUNE_TEMP
+                  : o->sources ? source_verdict(d, &e[i], o)
+                               : -1;
+        if (why == -ENOMEM)
+            ret = why;
+        else if (why >= 0)
+            prune_one(d, &e[i], (enum dfx_prune_why)why, keep, report, arg, res);
+        else if (e[i].kind == E_TEMP)
+            e[i].done = true; /* a writer at work: neither counted nor removed */
+    }
+    if (ret == 0 && o->max)
+        ret = prune_to_size(d, e, n, o->max, keep, report, arg, res);
+    for (size_t i = 0; i < n; i++)
+        if (!e[i].done && e[i].kind == E_INDEX) {
+            res->kept++;
+            res->kept_bytes += e[i].bytes;
+        }
+    if (ret == 0) {
+        struct timespec now;
+
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        d->counted = true;
+        d->bytes = res->kept_bytes;
+        d->counted_at = now.tv_sec;
+    }
+    entries_free(e, n);
+    return ret;
+}
+
+/* Contract in dfx_store.h. */
+int dfx_store_prune(struct dfx_store_dir *d, const struct dfx_prune_opts *o,
+                    void (*report)(const struct dfx_prune_file *f, void *arg), void *arg,
+                    struct dfx_prune_result *res)
+{
+    int ret;
+
+    pthread_mutex_lock(&d->lock);
+    ret = prune_locked(d, o, NULL, report, arg, res);
+    pthread_mutex_unlock(&d->lock);
+    return ret;
+}
+
+/* After a save of the file saved (its stat): keep to the size cap, listing
+ * the directory only when the count says it may be over (dfx_store.h).
+ * Best effort: a failure leaves the files as they are. */
+static void prune_after_save(struct dfx_store_dir *d, const struct stat *saved)
+{
+    struct dfx_prune_opts o = {.max = atomic_load(&d->max)};
+    struct dfx_prune_result res = {0};
+    struct timespec now;
+
+    if (o.max == 0)
+        return;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    pthread_mutex_lock(&d->lock);
+    d->bytes += (uint64_t)saved->st_size;
+    if (!d->counted || d->bytes > o.max || now.tv_sec - d->counted_at >= STORE_RESCAN_SECS)
+        prune_locked(d, &o, saved, NULL, NULL, &res);
+    pthread_mutex_unlock(&d->lock);
+    if (res.removed) {
+        atomic_fetch_add(&d->pruned_files, res.removed);
+        atomic_fetch_add(&d->pruned_bytes, res.removed_bytes);
+    }
 }

@@ -5,18 +5,27 @@
  *
  * A file is keyed by the archive's identity (device, inode, size, mtime with
  * nanoseconds) plus the member's name, CRC-32 and stored size (for a gzip
- * file: the CRC-32 and ISIZE of its last member's trailer), and by the
- * spacing it was built with. Its name is a hash of that key, but the whole
- * key is stored inside and compared on load: the name alone is never
- * trusted. The layout (little-endian, version DFX_STORE_VERSION):
+ * file: the CRC-32 and ISIZE of its last member's trailer). Its name is a
+ * hash of that key, but the whole key is stored inside and compared on
+ * load: the name alone is never trusted. The spacing the file was built
+ * with is not part of the key: its points are valid whatever the spacing
+ * (the spacing only decides where a builder puts new ones), so a file built
+ * with another spacing is loaded as it is (dfx_store_load() says which).
+ * The file also records the archive's path when it was written, which is
+ * not part of the key either (the same archive reached by another path
+ * still finds its file): dfx_store_prune() uses it to tell a file whose
+ * archive is gone. The layout (little-endian, version DFX_STORE_VERSION):
  *
- *   header   136 bytes: magic "NPYFSIDX", version (u32), header length
+ *   header   144 bytes: magic "NPYFSIDX", version (u32), header length
  *            (u32), file length, spacing, total output size, point count,
  *            window, point table and chunk table offsets (u64 each), then
  *            the key: device, inode, archive size, mtime seconds (u64
  *            each), mtime nanoseconds, CRC-32 (u32 each), stored size
- *            (u64), ISIZE (u32), 4 zeros, name length (u64)
+ *            (u64), ISIZE (u32), 4 zeros, name length (u64); then the path
+ *            length (u64, 0: none recorded)
  *   name     name_len bytes, zero-padded to a multiple of 8
+ *   path     path_len bytes (the archive's absolute path, no NUL),
+ *            zero-padded to a multiple of 8
  *   windows  each point's history, zlib-compressed, back to back (in the
  *            order they were written, which need not be point order)
  *   points   48 bytes each: out, in, member_out, window offset (u64 each),
@@ -48,41 +57,60 @@
  * earlier point: the file is a cache, never trusted over the stream (a
  * window must inflate, zlib checking its Adler-32, and match the CRC-32 its
  * point recorded, so even a valid window of another point is refused). A file
- * that fails any check is reported, never used: the caller rebuilds it.
+ * that fails any check is reported, never used: the caller rebuilds it. A
+ * load that succeeds sets the file's mtime to now: the mtime is when the
+ * file was last saved or loaded, the order in which pruning removes files
+ * (atime is not reliable: relatime, noatime).
  *
  * The directory is opened once (struct dfx_store_dir) and checked through
  * that descriptor: a directory owned by the user, not writable by group or
  * others, and writable by the user. Every later access (load, save, the
- * temporary file, renaming, the directory fsync) is relative to the
- * descriptor, so swapping the directory for a symlink afterwards changes
- * nothing. Files are written atomically: a temporary file created
+ * temporary file, renaming, the directory fsync, pruning) is relative to
+ * the descriptor, so swapping the directory for a symlink afterwards
+ * changes nothing. Files are written atomically: a temporary file created
  * O_EXCL|O_NOFOLLOW with mode 0600 in the directory, fsync, rename over the
  * final name, fsync of the directory.
  *
+ * Pruning (dfx_store_prune(), and after every save when the directory has a
+ * size cap) touches only files that look like ours: a regular file of the
+ * user's (never through a symlink) whose name is an index file's ("<24 hex
+ * digits>.dfx") and which starts with the magic, or a temporary file's
+ * name ("<index name>.<pid>.<n>.tmp") over a day old. It never removes a
+ * file that this process has loaded (and still holds open), or the file a
+ * save has just written. Other processes may share the directory: a file
+ * is removed with unlinkat, so a process that has it open keeps reading it;
+ * the only race is with a process renaming a new file into place between
+ * the check and the unlink, which can remove that new file (a lost cache
+ * entry, rebuilt when next needed), never anything else.
+ *
  * Errors: -ENOENT no index file; -ESTALE the file is for another archive,
- * member, version of the archive, spacing or chunk size, of another format
- * version, or a gzip member's file without a table; -EBADMSG it is damaged
- * (truncated, bad checksum, bad structure, not a regular file of the
- * user's); -EBUSY the index knows another output size; -EAGAIN (save) the
- * index is not complete; -EINVAL (save) a table that does not fit the
- * output, or none for a gzip member; -EPERM the directory is not the
- * user's or is writable by group or others; other negative errnos from the
- * file system. All functions are thread-safe, except that one writer is
- * used by one thread at a time.
+ * member, version of the archive, or chunk size, of another format version,
+ * for a member of the other kind (stored, deflate), or a gzip member's file
+ * without a table; -EBADMSG it is damaged (truncated, bad checksum, bad
+ * structure, not a regular file of the user's); -EBUSY the index knows
+ * another output size; -EAGAIN (save) the index is not complete; -EINVAL
+ * (save) a table that does not fit the output, or none for a gzip member;
+ * -EPERM the directory is not the user's or is writable by group or others;
+ * other negative errnos from the file system. All functions are
+ * thread-safe, except that one writer is used by one thread at a time.
  */
 #ifndef NPYFS_FORMAT_DFX_STORE_H
 #define NPYFS_FORMAT_DFX_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "dfx.h"
 
 struct dfx_sink; /* dfx_internal.h */
 
 /* 2: the chunk CRC table. 3: the gzip trailer in the key, windows before
- * the point table. Files of another version are stale (rebuilt). */
-#define DFX_STORE_VERSION 3
+ * the point table. 4: the archive's path; the spacing is no longer part of
+ * the key. Files of another version are stale (rebuilt; pruned by
+ * dfx_store_prune() if older). */
+#define DFX_STORE_VERSION 4
 
 /*
  * A member's chunk CRC table: crc[i] is the CRC-32 of uncompressed bytes
@@ -125,15 +153,32 @@ struct dfx_store_key {
     uint32_t crc;
     uint32_t isize;
     uint64_t stored_size;  /* compressed bytes of the member */
+    /* Not part of the key: the archive's absolute path, recorded in the
+     * file when it is saved (borrowed, NUL-terminated; NULL or longer than
+     * DFX_STORE_PATH_MAX: none recorded) for dfx_store_prune(). */
+    const char *path;
 };
+
+/* The longest archive path a file records. */
+#define DFX_STORE_PATH_MAX 4096
 
 /* An opened, checked index directory. */
 struct dfx_store_dir;
 
 /* The default index directory: $XDG_CACHE_HOME/npyfs if that is an absolute
- * path, else $HOME/.cache/npyfs. *out is owned (free()). 0, -ENOENT (neither
- * variable set) or -ENOMEM. Does not touch the file system. */
+ * path, else $HOME/.cache/npyfs if HOME is set, else (boot-time mounts run
+ * without HOME) <home>/.cache/npyfs with the effective user's home from the
+ * password database (getpwuid_r()) if that is an absolute path other than
+ * "/" naming a directory, else /var/cache/npyfs for root. *out is owned
+ * (free()). 0, -ENOENT (none of these: a user other than root without a
+ * usable home) or -ENOMEM. Creates nothing. */
 int dfx_store_default_dir(char **out);
+
+/* dfx_store_default_dir()'s choice from the given values (NULL: unset):
+ * the environment's, the password database's home, and the effective user
+ * id. Touches nothing but pw_home's stat. Same returns. */
+int dfx_store_default_dir_from(const char *xdg, const char *home, const char *pw_home,
+                               uid_t euid, char **out);
 
 /* Create path (and missing parents) with mode 0700, open it once and check
  * through the descriptor that it is a directory owned by the user, not
@@ -146,6 +191,20 @@ int dfx_store_dir_open(const char *path, struct dfx_store_dir **out);
 
 /* Accepts NULL. No load or save may be running on it. */
 void dfx_store_dir_close(struct dfx_store_dir *d);
+
+/* The size cap of d's index files (0, the default: none). Once set, every
+ * save checks it: if the files in the directory (of any process) may take
+ * more than max bytes, it prunes (DFX_PRUNE_SIZE) the least recently used
+ * ones (oldest mtime: last saved or loaded) until they take at most 90% of
+ * max, so that the next saves need not prune again. To keep saves cheap,
+ * the directory is listed only when the bytes counted at the last listing
+ * plus those saved since go past max, or a minute after the last listing.
+ * Thread-safe. */
+void dfx_store_dir_set_max(struct dfx_store_dir *d, uint64_t max);
+
+/* The files and bytes that saves pruned to keep to the size cap since the
+ * last call (0 and 0 if none), for a log line. Thread-safe. */
+void dfx_store_dir_take_pruned(struct dfx_store_dir *d, uint64_t *files, uint64_t *bytes);
 
 /* The path the directory was opened as, for messages. */
 const char *dfx_store_dir_path(const struct dfx_store_dir *d);
@@ -184,18 +243,78 @@ int dfx_store_save(struct dfx_store_dir *d, const struct dfx_store_key *key,
                    struct dfx_index *ix, const struct dfx_crcs *crcs);
 
 /* Load the saved file for key. ix not NULL: its points replace those of ix
- * (dfx_index_import(): safe while readers run), which must have the spacing
- * the file was built with; the index keeps the file open and reads windows
- * from it on demand. ix NULL: a stored member's file (no points; its size
- * must be key->stored_size). have not NULL: the member's table as the caller
- * built it from the content it reads; a file whose table differs (or that
- * has none) was built from other content: -ESTALE. crcs not NULL: *crcs
- * gets the file's table (owned, free()), or NULL if it has none (ix NULL or
- * a gzip stream: a file without one is refused); a table of another chunk
- * size than chunk is -ESTALE. Nothing is taken over on failure. */
+ * (dfx_index_import(): safe while readers run), whatever spacing either was
+ * built with; the index keeps the file open and reads windows from it on
+ * demand. ix NULL: a stored member's file (no points; its size must be
+ * key->stored_size). have not NULL: the member's table as the caller built
+ * it from the content it reads; a file whose table differs (or that has
+ * none) was built from other content: -ESTALE. crcs not NULL: *crcs gets
+ * the file's table (owned, free()), or NULL if it has none (ix NULL or a
+ * gzip stream: a file without one is refused); a table of another chunk
+ * size than chunk is -ESTALE. spacing not NULL: *spacing gets the spacing
+ * the file was built with (0 for a stored member's), on success. Nothing is
+ * taken over on failure. A success sets the file's mtime to now (see the
+ * top of the file), and the file counts as open in this process (never
+ * pruned) until the index releases it. */
 int dfx_store_load(struct dfx_store_dir *d, const struct dfx_store_key *key,
                    struct dfx_index *ix, uint32_t chunk, const struct dfx_crcs *have,
-                   struct dfx_crcs **crcs);
+                   struct dfx_crcs **crcs, uint64_t *spacing);
+
+/* Why dfx_store_prune() removes a file. */
+enum dfx_prune_why {
+    DFX_PRUNE_GONE,    /* the archive path it recorded no longer exists */
+    DFX_PRUNE_CHANGED, /* the file at that path is not the archive it was built for
+                        * (another device, inode, size or mtime): the key can no
+                        * longer match it */
+    DFX_PRUNE_UNUSED,  /* its archive cannot be checked (no path recorded, or the
+                        * path cannot be looked at), and it was not saved or loaded
+                        * for unused_secs */
+    DFX_PRUNE_FORMAT,  /* written in an older format version: never loaded again */
+    DFX_PRUNE_DAMAGED, /* our magic, but a header that does not hold together */
+    DFX_PRUNE_TEMP,    /* a temporary file over a day old: its writer died */
+    DFX_PRUNE_SIZE,    /* among the least recently used, over the size cap */
+};
+
+/* A file dfx_store_prune() removed, for its report (everything borrowed,
+ * valid during the call). */
+struct dfx_prune_file {
+    const char *name;    /* its name in the directory */
+    enum dfx_prune_why why;
+    uint64_t bytes;      /* its size */
+    int64_t idle_secs;   /* seconds since its mtime (last save or load) */
+    uint32_t version;    /* its format version (0 for a temporary file) */
+    const char *path;    /* the archive path it recorded (NUL-terminated), or NULL */
+    const char *member;  /* the member's name (member_len bytes), or NULL */
+    size_t member_len;
+};
+
+struct dfx_prune_opts {
+    /* check each file's archive (GONE, CHANGED, UNUSED), and remove older
+     * formats and damaged files; false: only temporary files and the cap */
+    bool sources;
+    int64_t unused_secs; /* with sources: the age for UNUSED */
+    uint64_t max;        /* then the size cap: 0, none */
+};
+
+struct dfx_prune_result {
+    uint64_t removed, removed_bytes; /* files removed, and their bytes */
+    uint64_t kept, kept_bytes;       /* our files left */
+    uint64_t failed;                 /* files that could not be removed */
+    int err;                         /* the first removal's error, or 0 */
+};
+
+/* Prune d's files (see the top of the file for which ones are ours and
+ * which are never removed): first, with o->sources, the files whose archive
+ * is gone or changed, or unused too long when it cannot be checked, and
+ * those of older formats or damaged; always temporary files over a day
+ * old; then, with o->max, the least recently used until the rest take at
+ * most o->max bytes. report (may be NULL) is called for each file removed.
+ * *res gets the counts. Returns 0, or a negative errno: the directory
+ * cannot be listed (nothing removed), -ENOMEM. Thread-safe (one prune of a
+ * directory runs at a time). */
+int dfx_store_prune(struct dfx_store_dir *d, const struct dfx_prune_opts *o,
+                    void (*report)(const struct dfx_prune_file *f, void *arg), void *arg,
+                    struct dfx_prune_result *res);
 
 /* dfx_store_load() from an index file already open as fd (taken: closed,
  * or kept by the index), instead of the one in a directory: a published

@@ -29,7 +29,16 @@
  *
  * The key of a gzip member holds its last trailer, read when the indexer
  * is set up (as the archive is opened); a gzip member's file is saved and
- * loaded only with its chunk table (dfx_store.h says why).
+ * loaded only with its chunk table (dfx_store.h says why). Every file
+ * records the archive's absolute path (realpath() when the indexer is set
+ * up), for `npyfs index --prune`. A saved file built with another spacing
+ * is used as it is (its points are valid; the spacing only decides where
+ * a pass puts new ones), said at debug level; `npyfs index -o spacing=`
+ * rebuilds it with the spacing asked for.
+ *
+ * Progress of a pass, for `npyfs stats`: the pass publishes its start time
+ * and the bytes it has checked in the member (pass_start_ns, pass_done:
+ * atomics, no lock).
  *
  * An open that must wait for a pass (verify=strict, or verify=auto up to
  * verify_max) does not wait in its handler thread: it queues its request
@@ -51,6 +60,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse_log.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -94,6 +104,8 @@ enum { ST_NEW, ST_LOADING, ST_DONE };
 struct fs_indexer {
     struct fs_archive *a;     /* borrowed: outlives the indexer */
     struct dfx_store_dir *dir; /* owned: index directory, NULL without persistence */
+    char *source_path;        /* owned, immutable: the archive's absolute path for
+                               * the files' record, or NULL */
     uint32_t gz_crc, gz_isize; /* immutable: a gzip file's last trailer (key) */
     enum fs_index_mode mode;  /* immutable */
     pthread_mutex_t lock;     /* never held while loading or decoding; only a dfx
@@ -135,7 +147,7 @@ struct progress {
     bool tty;
 };
 
-/* Does m get a full pass (a CRC to check, a chunk CRC table to build)? */
+/* Contract in fs.h (fs_member_indexable()). */
 static bool worth_indexing(const struct fs_archive *a, const struct fs_member *m)
 {
     if (m->is_dir || m->size == 0)
@@ -145,6 +157,12 @@ static bool worth_indexing(const struct fs_archive *a, const struct fs_member *m
     if (m->unsupported)
         return false;
     return m->kind == FS_DEFLATE ? m->ix != NULL : a->kind == FS_SRC_ZIP;
+}
+
+/* Contract in fs.h. */
+bool fs_member_indexable(const struct fs_archive *a, const struct fs_member *m)
+{
+    return worth_indexing(a, m);
 }
 
 /* Does m get a saved file? One chunk or less: its table is one CRC, and the
@@ -198,6 +216,24 @@ static void member_key(const struct fs_indexer *x, const struct fs_member *m,
         k->crc = st ? st->crc : m->crc32;
     }
     k->stored_size = m->stored_size;
+    k->path = x->source_path;
+}
+
+/* The archive's absolute path for the index files' record (owned), or
+ * NULL: its real path, else the path as given if that is absolute. None
+ * for a remote archive: a URL is no path pruning could check (its files
+ * are pruned when unused), and it may carry a secret query. */
+static char *source_path(const struct fs_archive *a)
+{
+    char *p;
+
+    if (bsrc_is_remote(a->bs))
+        return NULL;
+    p = realpath(a->path, NULL);
+
+    if (!p && a->path[0] == '/')
+        p = strdup(a->path);
+    return p;
 }
 
 /* The key a published index (npyfs index -o index_out=) holds for m: the
@@ -210,6 +246,7 @@ static void portable_key(const struct fs_indexer *x, const struct fs_member *m,
                          struct dfx_store_key *k)
 {
     member_key(x, m, k);
+    k->path = NULL; /* nothing of the publisher's file system */
     k->dev = k->ino = 0;
     k->mtime_sec = 0;
     k->mtime_nsec = 0;
@@ -224,7 +261,7 @@ static const char *load_problem(int err)
 {
     switch (err) {
     case -ESTALE:
-        return "is stale (another archive, archive version or content, spacing or format)";
+        return "is stale (another archive, archive version or content, or format)";
     case -EBADMSG:
         return "is damaged";
     default:
@@ -282,12 +319,14 @@ static bool load_published(struct fs_indexer *x, struct fs_member *m)
 
 /* Try the saved file for m, then its file in the published index; true
  * if its points are now in m->ix (a stored member: its table in m). A
- * table in the file is published in m. */
-static bool load_saved(struct fs_indexer *x, struct fs_member *m)
+ * table in the file is published in m. *spacing (may be NULL) gets the
+ * spacing the saved file was built with (not set for a published one). */
+static bool load_file(struct fs_indexer *x, struct fs_member *m, uint64_t *spacing)
 {
     struct dfx_store_key k;
     struct dfx_crcs *t = NULL;
     char *path = NULL;
+    uint64_t built = 0;
     int ret;
 
     if (!x->dir)
@@ -295,9 +334,11 @@ static bool load_saved(struct fs_indexer *x, struct fs_member *m)
     member_key(x, m, &k);
     /* A table m has already (a gzip file sized by a full pass at open) must
      * be the file's: otherwise the file describes other content. */
-    ret = dfx_store_load(x->dir, &k, m->ix, FS_CHUNK_SIZE, atomic_load(&m->crcs), &t);
+    ret = dfx_store_load(x->dir, &k, m->ix, FS_CHUNK_SIZE, atomic_load(&m->crcs), &t, &built);
     if (ret == 0 && t)
         fs_member_set_crcs(m, t);
+    if (ret == 0 && spacing)
+        *spacing = built;
     if (ret == -ENOENT)
         return load_published(x, m);
     if (ret == -EBUSY)
@@ -306,12 +347,21 @@ static bool load_saved(struct fs_indexer *x, struct fs_member *m)
     if (ret == 0)
         fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index loaded from %s\n", x->a->name,
                  m->name, path ? path : dfx_store_dir_path(x->dir));
-    else
+    if (ret == 0 && m->ix && built != dfx_index_spacing(m->ix))
+        fuse_log(FUSE_LOG_DEBUG, "npyfs: %s: member '%s': the saved index was built with "
+                 "spacing %" PRIu64 "K, this mount's is %" PRIu64 "K: used as it is\n",
+                 x->a->name, m->name, built >> 10, dfx_index_spacing(m->ix) >> 10);
+    else if (ret < 0)
         fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index %s %s (%s); rebuilding\n",
                  x->a->name, m->name, path ? path : dfx_store_dir_path(x->dir),
                  load_problem(ret), ERRSTR(ret));
     free(path);
     return ret == 0 || load_published(x, m);
+}
+
+static bool load_saved(struct fs_indexer *x, struct fs_member *m)
+{
+    return load_file(x, m, NULL);
 }
 
 /* Contract in fs.h. */
@@ -472,6 +522,7 @@ static int build_twin(struct fs_archive *a, struct fs_member *m, atomic_bool *st
     } else {
         dfx_index_compress_windows(ix, !raw_windows);
     }
+    fs_pass_begin(m);
     ret = dfx_reader_new(ix, 0, &r);
     while (ret == 0) {
         if (stop && atomic_load(stop)) {
@@ -486,12 +537,14 @@ static int build_twin(struct fs_archive *a, struct fs_member *m, atomic_bool *st
         if (!feed)
             dfx_crcs_feed(t, pos, buf, (size_t)n);
         pos += (uint64_t)n;
+        fs_pass_progress(m, pos);
         if (pr) {
             pr->done += (uint64_t)n;
             progress_show(pr, false);
         }
     }
     dfx_reader_free(r);
+    fs_pass_end(m);
     /* If the archive changed during the pass (checked after its last read,
      * which vouches for every read before it: fs_archive_check()), its
      * bytes may mix old and new content: nothing of it is published or
@@ -534,6 +587,19 @@ static void log_damage(struct fs_archive *a, struct fs_member *m, int err)
              "pass); its reads fail with EIO\n", a->name, m->name, ERRSTR(err));
 }
 
+/* Log what the saves pruned to keep the index directory within its size
+ * cap (-o index_max=), if anything. */
+static void log_pruned(struct dfx_store_dir *d)
+{
+    uint64_t files, bytes;
+
+    dfx_store_dir_take_pruned(d, &files, &bytes);
+    if (files)
+        fuse_log(FUSE_LOG_INFO, "npyfs: index directory %s: removed %" PRIu64 " least recently "
+                 "used index file%s (%" PRIu64 " bytes) to stay within index_max\n",
+                 dfx_store_dir_path(d), files, files == 1 ? "" : "s", bytes);
+}
+
 /* Log the outcome of saving m's file (a failure once per mount: a full or
  * broken directory fails every save the same way). Returns ret. */
 static int log_save(struct fs_indexer *x, struct fs_member *m, const struct dfx_store_key *k,
@@ -546,6 +612,8 @@ static int log_save(struct fs_indexer *x, struct fs_member *m, const struct dfx_
     if (ret == 0)
         fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index saved to %s\n", x->a->name,
                  m->name, path ? path : dir);
+    if (ret == 0)
+        log_pruned(x->dir);
     else if (!atomic_exchange(&said_cannot_save, true))
         fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': cannot save index to %s: %s "
                  "(further save failures of this mount are not logged)\n",
@@ -898,13 +966,16 @@ static struct dfx_store_dir *index_dir(const struct fs_opts *opts, int *why, cha
         ret = dfx_store_default_dir(path);
     if (ret == 0)
         ret = dir_get(*path, &d);
+    if (d)
+        dfx_store_dir_set_max(d, opts->index_max);
     *why = ret;
     return d;
 }
 
-static const char *dir_problem(int err)
+static const char *dir_problem(int err, char *buf, size_t len)
 {
-    return err == -EPERM ? "not owned by you, or writable by group or others" : strerror(-err);
+    return err == -EPERM ? "not owned by you, or writable by group or others"
+                         : strerror_r(-err, buf, len);
 }
 
 /* The largest published index a mount fetches (its files go into memfds
@@ -1007,7 +1078,7 @@ static void keep_published(struct fs_indexer *x, const char *body, size_t len)
  * (not for a URL with a query: a signed URL is valid for its own path
  * only). One request per archive and mount, made as the archive is opened;
  * its absence is remembered by not asking again. The members' files are
- * checked (key, checksums) as each member is first opened (load_saved()).
+ * checked (key, checksums) as each member is first opened (load_file()).
  */
 static void fetch_published(struct fs_indexer *x, const struct fs_opts *opts)
 {
@@ -1070,11 +1141,16 @@ int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_d
         free(path);
         goto out_nomem;
     }
-    if (ret < 0 && !atomic_exchange(&said_unusable, true))
+    if (ret < 0 && !path && !atomic_exchange(&said_unusable, true))
+        fuse_log(FUSE_LOG_WARNING, "npyfs: %s: no index directory (HOME is not set and uid %u "
+                 "has no usable home); indexes will not be saved or loaded: give "
+                 "-o index_dir=DIR\n", a->name, (unsigned)geteuid());
+    else if (ret < 0 && !atomic_exchange(&said_unusable, true))
         fuse_log(FUSE_LOG_WARNING, "npyfs: %s: index directory %s is not usable (%s); "
-                 "indexes will not be saved or loaded\n", a->name,
-                 path ? path : "(none: no HOME)", dir_problem(ret));
+                 "indexes will not be saved or loaded: give -o index_dir=DIR\n", a->name, path,
+                 dir_problem(ret, (char[64]){0}, 64));
     free(path);
+    x->source_path = source_path(a);
     read_trailer(x);
     pthread_mutex_init(&x->lock, NULL);
     pthread_cond_init(&x->loaded, NULL);
@@ -1155,6 +1231,7 @@ void fs_indexer_free(struct fs_indexer *x)
     free(x->state);
     free(x->on_disk);
     free(x->passing);
+    free(x->source_path);
     free(x->waiting);
     for (size_t i = 0; i < x->npub; i++) {
         if (x->pub[i].fd >= 0)
@@ -1181,28 +1258,36 @@ static const char *index_problem(int err)
     }
 }
 
-/* Index one member for `npyfs index`: reuse a valid file with its table,
- * save an index completed (and checked) at open, or build one. Returns 0
- * or the error. */
-static int index_member(struct fs_indexer *x, struct fs_member *m, struct progress *pr)
+/* Index one member for `npyfs index`: reuse a valid file with its table
+ * (unless -o spacing= asked for another spacing than it was built with),
+ * save an index completed (and checked) at open, or build one. *already:
+ * a valid file was there. Returns 0 or the error. */
+static int index_member(struct fs_indexer *x, struct fs_member *m, const struct fs_opts *opts,
+                        struct progress *pr, bool *already)
 {
+    bool worth = worth_saving(x->a, m), loaded;
+    uint64_t built = 0;
     int ret = fs_member_locate(x->a, m), saved;
-    bool worth = worth_saving(x->a, m);
 
+    *already = false;
     if (ret < 0)
         return ret;
     if (!worth_indexing(x->a, m))
         return 0; /* its local header says it cannot be served */
-    if (worth && load_saved(x, m) && has_table(m)) {
-        pr->done += m->size;
+    worth = worth_saving(x->a, m);
+    loaded = worth && load_file(x, m, &built) && has_table(m);
+    if (loaded && (!opts->spacing_given || m->kind != FS_DEFLATE ||
+                   built == dfx_index_spacing(m->ix))) {
+        pr->total -= m->size; /* no work: not in the rate */
+        *already = true;
         return 0;
     }
-    if (has_table(m) && m->ix && dfx_index_total(m->ix) != UINT64_MAX &&
+    if (!loaded && has_table(m) && m->ix && dfx_index_total(m->ix) != UINT64_MAX &&
         !dfx_index_error(m->ix)) {
         pr->done += m->size;
         return worth ? save(x, m, m->ix) : 0;
     }
-    ret = run_pass(x, m, &(struct pass_how){.pr = pr}, &saved);
+    ret = run_pass(x, m, &(struct pass_how){.pr = pr}, &saved); /* another spacing: replaced */
     return ret < 0 ? ret : saved < 0 ? saved : 0;
 }
 
@@ -1221,20 +1306,31 @@ static void print_member_error(const struct fs_archive *a, const struct fs_membe
                 m->name, dir, strerror(-err), tail);
 }
 
+/* Say why there is no index directory (CLI: npyfs index), for label. */
+static void print_dir_error(const char *label, const char *path, int err)
+{
+    if (err == -ENOENT && !path)
+        fprintf(stderr, "npyfs: %sno index directory: HOME and XDG_CACHE_HOME are not set "
+                "and uid %u has no usable home directory; give -o index_dir=DIR\n", label,
+                (unsigned)geteuid());
+    else if (err < 0)
+        fprintf(stderr, "npyfs: %sindex directory %s: %s (give -o index_dir=DIR for another "
+                "one)\n", label, path ? path : "", dir_problem(err, (char[64]){0}, 64));
+}
+
 /* The index directory for `npyfs index`; prints why when there is none. */
 static struct dfx_store_dir *index_dir_for(const struct fs_archive *a,
                                            const struct fs_opts *opts)
 {
-    char *path;
+    char *path, *label = NULL;
     int ret;
     struct dfx_store_dir *d = index_dir(opts, &ret, &path);
 
-    if (ret == -ENOENT && !path)
-        fprintf(stderr, "npyfs: %s: no index directory: set HOME or XDG_CACHE_HOME, or give "
-                "-o index_dir=DIR\n", a->name);
-    else if (ret < 0)
-        fprintf(stderr, "npyfs: %s: index directory %s: %s\n", a->name, path ? path : "",
-                dir_problem(ret));
+    if (!d && asprintf(&label, "%s: ", a->name) < 0)
+        label = NULL;
+    if (!d)
+        print_dir_error(label ? label : "", path, ret);
+    free(label);
     free(path);
     return d;
 }
@@ -1333,6 +1429,23 @@ static void quiet_log(enum fuse_log_level level, const char *fmt, va_list ap)
     (void)ap;
 }
 
+/* The last line on a terminal: what was done, or that nothing was needed. */
+static void print_outcome(struct progress *pr, size_t members, size_t already)
+{
+    if (members == 0) {
+        fprintf(stderr, "\r\033[Knpyfs: %s: nothing to index\n", pr->label);
+    } else if (already == members) {
+        fprintf(stderr, "\r\033[Knpyfs: %s: already indexed (%zu member%s)\n", pr->label,
+                members, members == 1 ? "" : "s");
+    } else {
+        progress_show(pr, true);
+        fprintf(stderr, " (%.1f s)", seconds_since(&pr->start));
+        if (already)
+            fprintf(stderr, "; %zu of %zu members were already indexed", already, members);
+        fputc('\n', stderr);
+    }
+}
+
 /* Contract in fs.h. */
 int fs_index_main(struct fs_archive *a, const struct fs_opts *opts)
 {
@@ -1340,10 +1453,12 @@ int fs_index_main(struct fs_archive *a, const struct fs_opts *opts)
     struct progress pr = {.label = a->name, .tty = isatty(2)};
     struct fs_member *first_bad = NULL;
     int first_err = 0, nbad = 0;
+    size_t members = 0, already = 0;
 
     x.dir = index_dir_for(a, opts);
     if (!x.dir)
         return 1;
+    x.source_path = source_path(a);
     read_trailer(&x);
     for (size_t i = 0; i < a->count; i++)
         if (worth_indexing(a, &a->members[i]))
@@ -1353,11 +1468,14 @@ int fs_index_main(struct fs_archive *a, const struct fs_opts *opts)
     fuse_set_log_func(quiet_log);
     for (size_t i = 0; i < a->count; i++) {
         struct fs_member *m = &a->members[i];
+        bool was;
         int ret;
 
         if (!worth_indexing(a, m))
             continue;
-        ret = index_member(&x, m, &pr);
+        members++;
+        ret = index_member(&x, m, opts, &pr, &was);
+        already += was;
         if (ret < 0 && !first_bad) {
             first_bad = m;
             first_err = ret;
@@ -1366,10 +1484,8 @@ int fs_index_main(struct fs_archive *a, const struct fs_opts *opts)
         }
     }
     fuse_set_log_func(NULL);
-    if (pr.tty) {
-        progress_show(&pr, true);
-        fprintf(stderr, " (%.1f s)\n", seconds_since(&pr.start));
-    }
+    if (pr.tty)
+        print_outcome(&pr, members, already);
     if (first_bad)
         print_member_error(a, first_bad, first_err, dfx_store_dir_path(x.dir), nbad);
     if (!first_bad && opts->index_out) {
@@ -1382,6 +1498,133 @@ int fs_index_main(struct fs_archive *a, const struct fs_opts *opts)
             first_bad = a->members; /* the exit status */
         }
     }
+    free(x.source_path);
     dir_put(x.dir);
     return first_bad ? 1 : 0;
+}
+
+/* ---------------------------------------------------- npyfs index --prune --- */
+
+struct prune_report {
+    const char *dir;
+    uint64_t max;
+};
+
+/* bytes as "1.2 MiB" */
+static void human_u64(char *buf, size_t len, uint64_t bytes)
+{
+    human(buf, len, (double)bytes);
+}
+
+/* s[0..len) made safe for a terminal (fs_text_string()); owned, or NULL. */
+static char *shown(const char *s, size_t len)
+{
+    size_t n = fs_text_string(NULL, 0, s, len, false);
+    char *out = malloc(n + 1);
+
+    if (out)
+        fs_text_string(out, n + 1, s, len, false);
+    return out;
+}
+
+/* secs as "5 minutes", "3 hours", "12 days" */
+static void duration(char *buf, size_t len, int64_t secs)
+{
+    static const struct {
+        int64_t secs;
+        const char *unit;
+    } units[] = {{86400, "day"}, {3600, "hour"}, {60, "minute"}, {1, "second"}};
+    size_t i = 0;
+
+    if (secs < 0)
+        secs = 0;
+    while (i + 1 < sizeof(units) / sizeof(units[0]) && secs < units[i].secs)
+        i++;
+    snprintf(buf, len, "%lld %s%s", (long long)(secs / units[i].secs), units[i].unit,
+             secs / units[i].secs == 1 ? "" : "s");
+}
+
+static void print_pruned(const struct dfx_prune_file *f, void *arg)
+{
+    const struct prune_report *r = arg;
+    char size[32], cap[32], idle[48];
+    char *path = f->path ? shown(f->path, strlen(f->path)) : NULL;
+    char *member = f->member ? shown(f->member, f->member_len) : NULL;
+    const char *p = path ? path : "?", *mb = member ? member : "?";
+
+    human_u64(size, sizeof(size), f->bytes);
+    duration(idle, sizeof(idle), f->idle_secs);
+    printf("removed %s/%s (%s): ", r->dir, f->name, size);
+    switch (f->why) {
+    case DFX_PRUNE_GONE:
+        printf("its archive %s no longer exists (member '%s')\n", p, mb);
+        break;
+    case DFX_PRUNE_CHANGED:
+        printf("%s is no longer the archive it was built for: replaced or modified since "
+               "(member '%s')\n", p, mb);
+        break;
+    case DFX_PRUNE_UNUSED:
+        if (path)
+            printf("not used for %s, and its archive %s cannot be checked (member '%s')\n",
+                   idle, p, mb);
+        else
+            printf("not used for %s, and it does not record its archive (member '%s')\n",
+                   idle, mb);
+        break;
+    case DFX_PRUNE_FORMAT:
+        printf("index file format version %u, from an older npyfs (this one reads version "
+               "%d)\n", f->version, DFX_STORE_VERSION);
+        break;
+    case DFX_PRUNE_DAMAGED:
+        printf("damaged (its header does not hold together)\n");
+        break;
+    case DFX_PRUNE_TEMP:
+        printf("a temporary file left by a save that did not finish (%s old)\n", idle);
+        break;
+    case DFX_PRUNE_SIZE:
+        human_u64(cap, sizeof(cap), r->max);
+        printf("least recently used (last used %s ago), to keep the directory within "
+               "index_max=%s (%s, member '%s')\n", idle, cap, p, mb);
+        break;
+    }
+    free(path);
+    free(member);
+}
+
+/* Contract in fs.h. */
+int fs_index_prune(const struct fs_opts *opts)
+{
+    struct dfx_prune_opts o = {.sources = true, .unused_secs = FS_PRUNE_UNUSED_DAYS * 86400,
+                               .max = opts->index_max};
+    struct dfx_prune_result res;
+    struct prune_report r = {.max = opts->index_max};
+    char freed[32], kept[32];
+    char *path;
+    int ret;
+    struct dfx_store_dir *d = index_dir(opts, &ret, &path);
+
+    if (!d) {
+        print_dir_error("", path, ret);
+        free(path);
+        return 1;
+    }
+    free(path);
+    r.dir = dfx_store_dir_path(d);
+    ret = dfx_store_prune(d, &o, print_pruned, &r, &res);
+    if (ret < 0) {
+        fprintf(stderr, "npyfs: index directory %s: cannot list it: %s\n", r.dir,
+                strerror(-ret));
+        dir_put(d);
+        return 1;
+    }
+    human_u64(freed, sizeof(freed), res.removed_bytes);
+    human_u64(kept, sizeof(kept), res.kept_bytes);
+    printf("npyfs: index directory %s: removed %" PRIu64 " file%s, %s freed; %" PRIu64
+           " index file%s kept (%s)\n", r.dir, res.removed, res.removed == 1 ? "" : "s", freed,
+           res.kept, res.kept == 1 ? "" : "s", kept);
+    if (res.failed)
+        fprintf(stderr, "npyfs: index directory %s: %" PRIu64 " file%s could not be removed: "
+                "%s\n", r.dir, res.failed, res.failed == 1 ? "" : "s", strerror(-res.err));
+    dir_put(d);
+    return fflush(stdout) == 0 && res.failed == 0 ? 0 : 1;
 }

@@ -70,6 +70,7 @@ static const char usage_text[] =
     "       npyfs unmount [-z|--lazy] MOUNTPOINT\n"
     "       npyfs ls [--json] SOURCE...\n"
     "       npyfs index [-o OPT[,OPT...]] SOURCE...\n"
+    "       npyfs index --prune [-o OPT[,OPT...]] [SOURCE...]\n"
     "       npyfs stats [--json] MOUNTPOINT\n"
     "       npyfs --help | --version | COMMAND --help\n"
     "\n"
@@ -88,10 +89,13 @@ static const char usage_text[] =
     "           tab-separated otherwise; --json: one JSON array of objects\n"
     "  index    build and save the index and chunk checksums of every member\n"
     "           ahead of time, checking each CRC on the way; a directory SOURCE:\n"
-    "           every .npz and .npy.gz below it (takes index_dir=, spacing= and\n"
-    "           max_ratio=)\n"
+    "           every .npz and .npy.gz below it (takes index_dir=, index_max=,\n"
+    "           spacing= and max_ratio=); --prune: remove the index files of\n"
+    "           archives that are gone or changed, and keep the directory within\n"
+    "           index_max\n"
     "  stats    a mount's live counters: bytes served and decompressed, cache\n"
-    "           hits and misses, index coverage per member (--json: as JSON)\n"
+    "           hits and misses, index coverage per member, the indexing pass's\n"
+    "           progress (--json: as JSON)\n"
     "\n"
     "mount flags:\n"
     "  -f                 stay in the foreground and log to stderr\n"
@@ -107,7 +111,11 @@ static const char usage_text[] =
     "  readahead=SIZE     kernel readahead per file, set when root (default 256K;\n"
     "                     0: leave the kernel's; else from 4K to 1G)\n"
     "  index_dir=DIR      where saved indexes go (default $XDG_CACHE_HOME/npyfs,\n"
-    "                     else ~/.cache/npyfs)\n"
+    "                     else ~/.cache/npyfs; without HOME, the password\n"
+    "                     database's home, else /var/cache/npyfs for root)\n"
+    "  index_max=SIZE     size cap of the index directory: a save removes the\n"
+    "                     least recently used files beyond it (default 4G;\n"
+    "                     0: no cap)\n"
     "  index=MODE         background (default): build missing indexes at idle\n"
     "                     priority after mounting; lazy: only as reads go\n"
     "  index_mem=SIZE     memory for the index windows that reads record, for\n"
@@ -509,6 +517,9 @@ static void parse_opts(struct mount_args *ma, const char *list)
                 die_usage("bad value in -o %s: expected a directory", opt);
             free(ma->opts.index_dir);
             ma->opts.index_dir = strdup(opt + 10);
+        } else if (strncmp(opt, "index_max=", 10) == 0) {
+            if (parse_size(opt + 10, &ma->opts.index_max) < 0)
+                die_usage("bad value in -o %s: expected a size such as 4G (0: no cap)", opt);
         } else if (strncmp(opt, "index_mem=", 10) == 0) {
             if (parse_size(opt + 10, &ma->opts.index_mem) < 0)
                 die_usage("bad value in -o %s: expected a size such as 64M", opt);
@@ -540,6 +551,7 @@ static void parse_opts(struct mount_args *ma, const char *list)
                 ma->opts.spacing < DFX_MIN_SPACING)
                 die_usage("bad value in -o %s: expected a size of at least %uK", opt,
                           DFX_MIN_SPACING >> 10);
+            ma->opts.spacing_given = true;
         } else if (parse_net_opt(ma, opt)) {
             /* one of the remote sources' options */
         } else if (strcmp(opt, "rw") == 0) {
@@ -631,6 +643,7 @@ static void parse_mount_args(int argc, char **argv, struct mount_args *ma)
     ma->opts.threads = default_threads();
     ma->opts.readahead = FS_DEFAULT_READAHEAD;
     ma->opts.index_mem = FS_DEFAULT_INDEX_MEM;
+    ma->opts.index_max = FS_DEFAULT_INDEX_MAX;
     ma->opts.verify = FS_VERIFY_AUTO;
     ma->opts.verify_max = FS_DEFAULT_VERIFY_MAX;
     ma->opts.max_ratio = FS_DEFAULT_MAX_RATIO;
@@ -1732,9 +1745,12 @@ static int ls_one(struct net *net, struct fs_ls *l, const char *path)
         "connections=", "timeout=", "retries=", "block=", "remote_cache="
 
 /* The -o options npyfs index takes; a new one that applies to indexing
- * goes here too (and in index_help). */
-static const char *const index_opt_names[] = {"index_dir=", "spacing=", "max_ratio=",
-                                              "index_out=", NET_OPT_NAMES, NULL};
+ * goes here too (and in INDEX_OPTS_TEXT, the index command's help, and
+ * _npyfs_index_opts in completions/npyfs.bash). */
+static const char *const index_opt_names[] = {"index_dir=", "index_max=", "spacing=",
+                                              "max_ratio=", "index_out=", NET_OPT_NAMES, NULL};
+#define INDEX_OPTS_TEXT                                                                          \
+    "-o index_dir=DIR, -o index_max=SIZE, -o spacing=SIZE and -o max_ratio=N"
 static const char *const ls_opt_names[] = {NET_OPT_NAMES, NULL};
 
 /* Does the option opt[0..len) (name=value, or a flag) match the allowed
@@ -1781,13 +1797,15 @@ static void check_cmd_opts(const char *cmd, const char *const *allowed, const ch
 }
 
 /* Parse the -o lists of `npyfs CMD` (index, ls) into ma; the operands are
- * put in ops (*nops of them), and --json / -j sets *json (ls only). */
+ * put in ops (*nops of them), --json / -j sets *json (ls only), --prune
+ * sets *prune (index only). */
 static void parse_cmd_args(const char *cmd, const char *const *allowed, const char *takes,
                            int argc, char **argv, struct mount_args *ma, const char **ops,
-                           int *nops, bool *json)
+                           int *nops, bool *json, bool *prune)
 {
     *nops = 0;
     ma->opts.spacing = DFX_DEFAULT_SPACING;
+    ma->opts.index_max = FS_DEFAULT_INDEX_MAX;
     ma->opts.max_ratio = FS_DEFAULT_MAX_RATIO;
     ma->opts.net_opts.retries = -1;
     for (int i = 0; i < argc; i++) {
@@ -1801,6 +1819,8 @@ static void parse_cmd_args(const char *cmd, const char *const *allowed, const ch
             list = argv[i] + 2;
         } else if (json && (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0)) {
             *json = true;
+        } else if (prune && strcmp(argv[i], "--prune") == 0) {
+            *prune = true;
         } else if (argv[i][0] == '-' && argv[i][1]) {
             die_usage("unknown %s flag %s", cmd, argv[i]);
         } else {
@@ -1831,7 +1851,7 @@ static int cmd_ls(int argc, char **argv)
         return 1;
     }
     parse_cmd_args("ls", ls_opt_names, "only the remote sources' options", argc, argv, &ma, src,
-                   &nsrc, &json);
+                   &nsrc, &json, NULL);
     if (nsrc == 0)
         die_usage("ls needs SOURCE");
     ma.opts.net = make_net(&ma.opts, src, nsrc);
@@ -1892,25 +1912,29 @@ static int index_tree(const char *dir, const struct fs_opts *opts)
     return status;
 }
 
-/* npyfs index [-o OPT,...] SOURCE...: one line per failing source. */
+/* npyfs index [--prune] [-o OPT,...] SOURCE...: one line per failing
+ * source; --prune first prunes the index directory (SOURCEs optional). */
 static int cmd_index(int argc, char **argv)
 {
     const char **src = calloc((size_t)argc + 1, sizeof(*src));
     struct mount_args ma = {0};
     int nsrc = 0, status = 0;
+    bool prune = false;
 
     if (!src) {
         fputs("npyfs: out of memory\n", stderr);
         return 1;
     }
-    parse_cmd_args("index", index_opt_names, "-o index_dir=DIR and -o spacing=SIZE", argc, argv,
-                   &ma, src, &nsrc, NULL);
-    if (nsrc == 0)
-        die_usage("index needs at least one SOURCE");
-    if (ma.opts.index_out && (nsrc > 1 || is_tree(src[0])))
+    parse_cmd_args("index", index_opt_names, INDEX_OPTS_TEXT, argc, argv, &ma, src, &nsrc, NULL,
+                   &prune);
+    if (nsrc == 0 && !prune)
+        die_usage("index needs at least one SOURCE (or --prune)");
+    if (ma.opts.index_out && (nsrc != 1 || is_tree(src[0])))
         die_usage("-o index_out=FILE writes the index of one archive: give one .npz or "
                   ".npy.gz SOURCE");
     ma.opts.net = make_net(&ma.opts, src, nsrc);
+    if (prune && fs_index_prune(&ma.opts) != 0)
+        status = 1;
     for (int i = 0; i < nsrc; i++)
         status |= is_tree(src[i]) ? index_tree(src[i], &ma.opts) : index_one(src[i], &ma.opts);
     free(src);
@@ -2139,20 +2163,32 @@ static const struct {
      NULL, NULL},
     {"index",
      "usage: npyfs index [-o OPT[,OPT...]] SOURCE...\n"
+     "       npyfs index --prune [-o OPT[,OPT...]] [SOURCE...]\n"
      "\n"
      "Build and save the index and chunk checksums of every member ahead of time,\n"
      "checking each member's CRC-32 on the way. A directory SOURCE: every .npz\n"
-     "and .npy.gz below it (symlinks not followed).\n"
+     "and .npy.gz below it (symlinks not followed). On a terminal: a progress\n"
+     "line, or \"already indexed\" when every member has a valid index file.\n"
      "  -o index_dir=DIR   where saved indexes go (as for mount)\n"
-     "  -o spacing=SIZE    distance between access points (as for mount)\n"
+     "  -o index_max=SIZE  size cap of the index directory (as for mount)\n"
+     "  -o spacing=SIZE    distance between access points (as for mount); an\n"
+     "                     index file built with another spacing is rebuilt\n"
+     "  -o max_ratio=N     the most a .npy.gz sized by a full pass may expand\n"
+     "                     (as for mount)\n"
+     "  --prune            first remove the index files of archives that no\n"
+     "                     longer exist or changed, those unused for 30 days\n"
+     "                     whose archive cannot be checked, those of older npyfs\n"
+     "                     versions, then the least recently used beyond\n"
+     "                     index_max; prints each file removed and the space freed\n"
      "Mount-only options are refused.\n",
      NULL, NULL},
     {"stats",
      "usage: npyfs stats [--json] MOUNTPOINT\n"
      "\n"
      "The live counters of the npyfs mount on MOUNTPOINT: reads, bytes served and\n"
-     "decompressed, cache hits, misses and evictions, and per member its index\n"
-     "coverage and state.\n"
+     "decompressed, cache hits, misses and evictions; how far indexing is (members\n"
+     "indexed of those known, bytes to go, archives not opened yet); and per\n"
+     "member its index coverage and state, and the indexing pass's progress.\n"
      "  --json, -j   the same as one JSON object\n",
      NULL, NULL},
 };

@@ -1302,6 +1302,7 @@ int fs_member_scan_stored(struct fs_archive *a, struct fs_member *m, atomic_bool
         free(t);
         return -ENOMEM;
     }
+    fs_pass_begin(m);
     for (uint64_t off = 0; ret == 0 && off < m->size; off += PASS_BUF) {
         size_t n = m->size - off < PASS_BUF ? (size_t)(m->size - off) : PASS_BUF;
         int chk;
@@ -1313,9 +1314,12 @@ int fs_member_scan_stored(struct fs_archive *a, struct fs_member *m, atomic_bool
         chk = ret == -ECANCELED ? 0 : fs_archive_check(a); /* after the read: stop early */
         if (ret == 0)
             ret = chk;
-        if (ret == 0)
+        if (ret == 0) {
             dfx_crcs_feed(t, off, buf, n);
+            fs_pass_progress(m, off + n);
+        }
     }
+    fs_pass_end(m);
     free(buf);
     /* the last check came after every read: the table is of the content at open */
     if (ret == 0 && dfx_crcs_whole(t) != m->crc32) {

@@ -10,6 +10,13 @@
  * The result must fit an xattr value (64 KiB): rows are rendered one at a
  * time into a small buffer and appended while they fit with room left for
  * the closing lines; once one does not, every later member is only counted.
+ *
+ * Indexing progress: a first walk over the opened archives counts the
+ * members that get a full pass (fs_member_indexable()) and how many have
+ * had it, and the bytes still to check, from each member's pass progress
+ * (pass_start_ns and pass_done, atomics the pass publishes); the archives
+ * of a directory source not opened yet are only counted, with their sizes
+ * on disk (fs_vfs_units()): their members are not known before they open.
  */
 #define _GNU_SOURCE
 #include "fs.h"
@@ -20,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct fs_counters fs_counters;
 struct dfx_budget fs_window_budget = {.limit = FS_DEFAULT_INDEX_MEM};
@@ -45,6 +53,7 @@ struct out {
     uint64_t omitted;   /* members not listed */
     uint64_t unverified; /* members served before their full check (counted first) */
     int name_width;     /* text: width of the MEMBER column */
+    int64_t now_ns;     /* CLOCK_MONOTONIC when the stats were taken */
     char row[ROW_MAX];
 };
 
@@ -127,6 +136,26 @@ static int unsupported(struct fs_member *m)
     return fs_member_located(m) ? m->unsupported : 0;
 }
 
+/* The full pass over m running now: bytes checked (*done), bytes per
+ * second so far (*rate; 0 in its first 50 ms, too short to tell), seconds
+ * to go (*eta, -1 while the rate is unknown). False if no pass runs. */
+static bool pass_progress(const struct out *o, struct fs_member *m, uint64_t *done,
+                          uint64_t *rate, int64_t *eta)
+{
+    int64_t start = atomic_load(&m->pass_start_ns);
+    double secs;
+
+    if (start == 0)
+        return false;
+    *done = atomic_load_explicit(&m->pass_done, memory_order_relaxed);
+    if (*done > m->size)
+        *done = m->size;
+    secs = (double)(o->now_ns - start) / 1e9;
+    *rate = secs > 0.05 ? (uint64_t)((double)*done / secs) : 0;
+    *eta = *rate ? (int64_t)((m->size - *done) / *rate) : -1;
+    return true;
+}
+
 /* Was the member's whole CRC-32 checked? A stored member's by the read that
  * reached its end; any member's by the full pass that publishes its chunk
  * CRC table (also loaded with a saved index built by such a pass). */
@@ -174,6 +203,22 @@ static int member_damage(struct fs_member *m, uint64_t *bad_from)
     return err;
 }
 
+/* The line under a member whose full pass runs now. */
+static void text_pass(struct out *o, struct fs_member *m, uint64_t done, uint64_t rate,
+                      int64_t eta)
+{
+    char h1[32], h2[32], h3[32], left[32] = "ETA unknown";
+
+    human(done, h1, sizeof(h1));
+    human(m->size, h2, sizeof(h2));
+    human(rate, h3, sizeof(h3));
+    if (eta >= 0)
+        snprintf(left, sizeof(left), "ETA %" PRId64 " s", eta);
+    if (!putf(o, false, "    indexing pass: %s of %s checked (%.1f%%), %s/s, %s\n", h1, h2,
+              m->size ? 100.0 * (double)done / (double)m->size : 100.0, h3, left))
+        o->full = true;
+}
+
 static void text_member(struct out *o, const struct fs_archive *a, struct fs_member *m)
 {
     char name[4 * NAME_SHOWN_MAX + 8], idx[48], state[160], ebuf[96];
@@ -181,10 +226,15 @@ static void text_member(struct out *o, const struct fs_archive *a, struct fs_mem
     size_t points;
     bool complete;
     int dmg = member_damage(m, &bad_from);
+    uint64_t done, rate;
+    int64_t eta;
+    bool passing = pass_progress(o, m, &done, &rate, &eta);
 
     show_name(m->name, m->name_len, name);
     coverage(m, &indexed, &points, &complete);
-    if (m->kind != FS_DEFLATE || !fs_member_located(m) || !m->ix)
+    if (passing && m->size)
+        snprintf(idx, sizeof(idx), "pass %.1f%%", 100.0 * (double)done / (double)m->size);
+    else if (m->kind != FS_DEFLATE || !fs_member_located(m) || !m->ix)
         snprintf(idx, sizeof(idx), "-");
     else if (m->size <= o->spacing && !complete)
         snprintf(idx, sizeof(idx), "- (small)"); /* never gets a point past its start */
@@ -208,7 +258,10 @@ static void text_member(struct out *o, const struct fs_archive *a, struct fs_mem
               name, m->method, m->size, m->stored_size, idx, state)) {
         o->full = true;
         o->omitted++;
+        return;
     }
+    if (passing)
+        text_pass(o, m, done, rate, eta);
 }
 
 static bool json_str(struct out *o, const char *s, size_t len, bool tail)
@@ -228,6 +281,22 @@ static bool json_str(struct out *o, const char *s, size_t len, bool tail)
     ok = put(o, tmp, n, tail);
     free(tmp);
     return ok;
+}
+
+/* A member's "pass" key and the end of its object: the full pass running
+ * now, or null. */
+static bool json_pass(struct out *o, struct fs_member *m)
+{
+    uint64_t done, rate;
+    int64_t eta;
+    char left[32] = "null";
+
+    if (!pass_progress(o, m, &done, &rate, &eta))
+        return putf(o, false, ",\"pass\":null}");
+    if (eta >= 0)
+        snprintf(left, sizeof(left), "%" PRId64, eta);
+    return putf(o, false, ",\"pass\":{\"done\":%" PRIu64 ",\"size\":%" PRIu64
+                ",\"rate\":%" PRIu64 ",\"eta_seconds\":%s}}", done, m->size, rate, left);
 }
 
 static void json_member(struct out *o, const struct fs_archive *a, struct fs_member *m)
@@ -250,9 +319,10 @@ static void json_member(struct out *o, const struct fs_archive *a, struct fs_mem
               unverified(o->opts, a, m) ? "true" : "false") &&
          (unsupported(m) ? json_str(o, m->why ? m->why : "", m->why ? strlen(m->why) : 0, false)
                          : putf(o, false, "null")) &&
-         (dmg ? putf(o, false, ",\"damage\":{\"from\":%" PRIu64 ",\"error\":\"%s\"}}", bad_from,
+         (dmg ? putf(o, false, ",\"damage\":{\"from\":%" PRIu64 ",\"error\":\"%s\"}", bad_from,
                      errtext(-dmg, ebuf, sizeof(ebuf)))
-              : putf(o, false, ",\"damage\":null}"));
+              : putf(o, false, ",\"damage\":null")) &&
+         json_pass(o, m);
     if (!ok) {
         o->len = mark; /* drop the partial object */
         o->buf[mark] = '\0';
@@ -450,7 +520,8 @@ static void json_counters(struct out *o, const struct cache_stats *cs, uint64_t 
          ",\"chunks\":%" PRIu64 ",\"capacity\":%" PRIu64 "},\"archives_opened\":%" PRIu64
          ",\"readahead_chunks\":%" PRIu64 ",\"parked_decoders\":%u"
          ",\"parked_decoders_max\":%d,\"pages_dropped\":%" PRIu64
-         ",\"index_windows\":{\"bytes\":%" PRIu64 ",\"limit\":%" PRIu64 "},\"unverified_members\":%" PRIu64,
+         ",\"index_windows\":{\"bytes\":%" PRIu64 ",\"limit\":%" PRIu64 "}"
+         ",\"unverified_members\":%" PRIu64,
          (uint64_t)atomic_load(&fs_counters.reads), (uint64_t)atomic_load(&fs_counters.read_errors),
          (uint64_t)atomic_load(&fs_counters.bytes_served), cs->inserted_bytes, cs->hits,
          cs->misses, cs->evicted, cs->bytes, cs->chunks, capacity,
@@ -462,11 +533,85 @@ static void json_counters(struct out *o, const struct cache_stats *cs, uint64_t 
     putf(o, false, ",\"archives\":[");
 }
 
+/* The mount's indexing progress: members of the opened archives that get a
+ * full pass, how many had it, are damaged, or have one running, and the
+ * bytes still to check; and the archives by open state. */
+struct progress {
+    uint64_t members, indexed, damaged, passing, to_go;
+    struct fs_vfs_units units;
+    bool lazy; /* -o index=lazy: no background pass */
+};
+
+static void tally_archive(struct fs_archive *a, void *arg)
+{
+    struct progress *p = arg;
+    uint64_t bad_from;
+
+    for (size_t i = 0; i < a->count; i++) {
+        struct fs_member *m = &a->members[i];
+        int64_t start;
+
+        if (!fs_member_indexable(a, m))
+            continue;
+        p->members++;
+        if (atomic_load(&m->crcs)) {
+            p->indexed++;
+        } else if (fs_member_damage(m, &bad_from) < 0 || atomic_load(&a->changed)) {
+            p->damaged++;
+        } else if ((start = atomic_load(&m->pass_start_ns)) != 0) {
+            uint64_t done = atomic_load_explicit(&m->pass_done, memory_order_relaxed);
+            p->passing++;
+            p->to_go += done < m->size ? m->size - done : 0;
+        } else {
+            p->to_go += m->size;
+        }
+    }
+}
+
+static void text_progress(struct out *o, const struct progress *p)
+{
+    char h1[32], h2[32], running[48] = "";
+
+    human(p->to_go, h1, sizeof(h1));
+    if (p->passing)
+        snprintf(running, sizeof(running), ", %" PRIu64 " pass%s running", p->passing,
+                 p->passing == 1 ? "" : "es");
+    putf(o, false, "indexing            %" PRIu64 " of %" PRIu64 " members indexed in %" PRIu64
+         " opened archive%s, %s to go%s%s\n", p->indexed, p->members, p->units.opened,
+         p->units.opened == 1 ? "" : "s", h1, running,
+         p->lazy ? " (index=lazy: no background pass)" : "");
+    if (p->damaged)
+        putf(o, false, "  damaged           %" PRIu64 " member%s, never indexed (or the archive "
+             "changed)\n", p->damaged, p->damaged == 1 ? "" : "s");
+    if (p->units.unopened) {
+        human(p->units.unopened_bytes, h2, sizeof(h2));
+        putf(o, false, "  not opened yet    %" PRIu64 " archive%s (%s on disk; their members "
+             "are not counted above)\n", p->units.unopened, p->units.unopened == 1 ? "" : "s",
+             h2);
+    }
+    if (p->units.failed)
+        putf(o, false, "  cannot be opened  %" PRIu64 " archive%s\n", p->units.failed,
+             p->units.failed == 1 ? "" : "s");
+}
+
+static void json_progress(struct out *o, const struct progress *p)
+{
+    putf(o, false,
+         ",\"indexing\":{\"background\":%s,\"members\":%" PRIu64 ",\"members_indexed\":%" PRIu64
+         ",\"members_damaged\":%" PRIu64 ",\"passes_running\":%" PRIu64 ",\"bytes_to_go\":%" PRIu64
+         ",\"archives_opened\":%" PRIu64 ",\"archives_not_opened\":%" PRIu64
+         ",\"archives_not_opened_bytes\":%" PRIu64 ",\"archives_failed\":%" PRIu64 "}",
+         p->lazy ? "false" : "true", p->members, p->indexed, p->damaged, p->passing, p->to_go,
+         p->units.opened, p->units.unopened, p->units.unopened_bytes, p->units.failed);
+}
+
 /* Contract in fs.h. */
 size_t fs_stats_format(struct fs_ctx *ctx, bool json, char *buf, size_t size)
 {
     struct out *o;
     struct cache_stats cs = {0};
+    struct progress pg = {.lazy = ctx->opts.index_mode == FS_INDEX_LAZY};
+    struct timespec now;
 
     if (size == 0)
         return 0;
@@ -479,15 +624,23 @@ size_t fs_stats_format(struct fs_ctx *ctx, bool json, char *buf, size_t size)
     o->size = size;
     o->json = json;
     o->name_width = 6; /* "MEMBER" */
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    o->now_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
     if (ctx->cache)
         cache_get_stats(ctx->cache, &cs);
+    fs_vfs_units(ctx->vfs, &pg.units);
+    fs_vfs_foreach(ctx, tally_archive, &pg);
     fs_vfs_foreach(ctx, measure_archive, o);
     if (o->name_width > NAME_SHOWN_MAX + 3)
         o->name_width = NAME_SHOWN_MAX + 3;
-    if (json)
+    if (json) {
         json_counters(o, &cs, ctx->opts.cache_size);
-    else
+        json_progress(o, &pg);
+        putf(o, false, ",\"archives\":[");
+    } else {
         text_counters(o, &cs, ctx->opts.cache_size);
+        text_progress(o, &pg);
+    }
     fs_vfs_foreach(ctx, emit_archive, o);
     if (json)
         putf(o, true, "],\"members_omitted\":%" PRIu64 "}\n", o->omitted);

@@ -721,7 +721,7 @@ static int add_source(struct fs_vfs *v, struct fs_source *s, uint64_t parent, bo
         ino = 1;
         vnode(v, 1)->type = VN_ARCHIVE;
     } else if (single && !a->members[0].name[0]) {
-        fuse_log(FUSE_LOG_WARNING, "npyfs: %s: no name to show its content under\n", a->path);
+        fuse_log(FUSE_LOG_WARNING, "npyfs: %s: no name to show its content under\n", a->name);
         fs_archive_free(a);
         return 0;
     } else {
@@ -1342,4 +1342,25 @@ void fs_vfs_foreach(struct fs_ctx *ctx, void (*fn)(struct fs_archive *a, void *a
     for (size_t i = 0; v && i < v->nunits; i++)
         if (unit_is_open(&v->units[i]) && v->units[i].kind != UNIT_PLAIN)
             fn(v->units[i].a, arg);
+}
+
+/* Contract in fs.h. */
+void fs_vfs_units(struct fs_vfs *v, struct fs_vfs_units *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (size_t i = 0; v && i < v->nunits; i++) {
+        struct vfs_unit *u = &v->units[i];
+        int s = atomic_load_explicit(&u->state, memory_order_acquire);
+
+        if (u->kind == UNIT_PLAIN)
+            continue; /* passthrough files: nothing to index */
+        if (s == UNIT_OPEN) {
+            out->opened++;
+        } else if (s < 0) {
+            out->failed++;
+        } else {
+            out->unopened++;
+            out->unopened_bytes += u->size;
+        }
+    }
 }

@@ -189,6 +189,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     g_key.name_len = strlen(g_key.name);
     g_key.crc = g_st.crc;
     g_key.stored_size = g_zlen;
+    g_key.path = "/data/run.npz"; /* recorded, not part of the key */
     if (!mkdtemp(g_dir))
         die("mkdtemp");
     atexit(cleanup);
@@ -221,7 +222,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     if (dfx_index_new(&g_st, DFX_MIN_SPACING, &ix) < 0)
         return 0;
-    if (dfx_store_load(g_sdir, &g_key, ix, CHUNK, NULL, &t) == 0) {
+    if (dfx_store_load(g_sdir, &g_key, ix, CHUNK, NULL, &t, NULL) == 0) {
         if (t && (t->size != DATA_LEN || t->chunk != CHUNK ||
                   t->count != (DATA_LEN + CHUNK - 1) / CHUNK))
             __builtin_trap(); /* a loaded table that does not fit the stream */

@@ -106,11 +106,12 @@ def test_index_then_mount_reuses(npyfs_bin, mount, tmp_path, archive):
     assert (idx.stat().st_mode & 0o777) == 0o700
     assert all((f.stat().st_mode & 0o777) == 0o600 for f in files)
 
-    # a second run reuses the files (and leaves them alone)
-    before = {f: f.stat().st_mtime_ns for f in files}
+    # a second run reuses the files (and leaves them alone: loading one only
+    # sets its mtime, for the size cap's least-recently-used order)
+    before = {f: (f.stat().st_ino, f.read_bytes()) for f in files}
     r = npyfs_index(npyfs_bin, "-o", f"index_dir={idx}", src)
     assert r.returncode == 0 and r.stderr == b""
-    assert {f: f.stat().st_mtime_ns for f in index_files(idx)} == before
+    assert {f: (f.stat().st_ino, f.read_bytes()) for f in index_files(idx)} == before
 
     mnt = mount(src, f"index_dir={idx}", "index=lazy")
     assert read_last(mnt, "big") == arrays["big"][-1]

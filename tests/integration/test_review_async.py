@@ -385,9 +385,10 @@ def test_default_never_serves_a_damaged_small_member(tmp_path, mount, damage_mas
 def test_verified_member_reads_from_the_cache(npyfs_bin, tmp_path, mount, damage_master):
     """The check before the first read decodes the member once and fills the
     chunk cache on the way: the reads that follow are hits, not a second
-    decode."""
+    decode. (The member must fit a quarter of the cache: 16 MB against the
+    default 32M's 8M does not, so the cache is made bigger.)"""
     master, truth_a, _ = damage_master
-    mnt = mount(master, f"index_dir={tmp_path / 'idx'}", "index=lazy")
+    mnt = mount(master, f"index_dir={tmp_path / 'idx'}", "index=lazy", "cache_size=128M")
     assert guarded(read_all, mnt / "a.npy", timeout=60) == truth_a
     st = stats_json(npyfs_bin, mnt)
     assert st["cache"]["misses"] == 0 and st["cache"]["hits"] > 0, st["cache"]

@@ -429,13 +429,13 @@ def test_size_forms_accepted(npyfs_bin, data_npz, mount, opt, capacity):
     ("allow_other", "-o allow_other applies to a mount, not to npyfs index"),
     ("threads=2", "-o threads=2 applies to a mount"),
     ("spacng=1M", "unknown option -o spacng=1M (did you mean spacing?)"),
-    ("bogus", "unknown option -o bogus (npyfs index takes -o index_dir=DIR and -o "
-              "spacing=SIZE)"),
+    ("bogus", "unknown option -o bogus (npyfs index takes -o index_dir=DIR, -o "
+              "index_max=SIZE, -o spacing=SIZE and -o max_ratio=N)"),
 ])
 def test_index_refuses_mount_options(npyfs_bin, data_npz, tmp_path, opt, want):
     idx = tmp_path / "idx"
     err = _expect([npyfs_bin, "index", "-o", f"index_dir={idx},{opt}", data_npz], want)
-    assert "index_dir=DIR and -o spacing=SIZE" in err or "did you mean" in err
+    assert "-o spacing=SIZE and -o max_ratio=N" in err or "did you mean" in err
     assert not idx.exists() or not any(idx.iterdir())   # nothing was indexed
 
 
@@ -756,7 +756,8 @@ def test_bash_completion(npyfs_bin, tmp_path, data_npz, mount):
     assert _complete("mount", "-o", "ro,thr") == ["ro,threads="]
     assert _complete("mount", "-o", "index=") == ["index=background", "index=lazy"]
     assert _complete("mount", "-") == ["-f", "-d", "-o", "--help"]
-    assert _complete("index", "-o", "") == ["index_dir=", "spacing=", "max_ratio="]
+    assert _complete("index", "-o", "") == ["index_dir=", "index_max=", "spacing=",
+                                           "max_ratio="]
     assert _complete("unmount", "-") == ["-z", "--lazy", "--help"]
     assert _complete("ls", "--j") == ["--json"]
     # every option --help names is offered after mount -o

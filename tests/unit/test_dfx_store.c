@@ -17,9 +17,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -32,6 +34,7 @@
 #define SPACING DFX_MIN_SPACING
 #define CHUNK (128u << 10)
 #define THREADS 8
+#define STORE_TEST_NAME 64
 
 static char tmpdir[256];
 static struct dfx_store_dir *sdir; /* tmpdir, opened */
@@ -310,7 +313,7 @@ static int try_load(struct fixture *f, bool *untouched)
 
     if (dfx_index_new(&f->st, SPACING, &ix) < 0)
         return -999;
-    ret = dfx_store_load(sdir, &f->key, ix, CHUNK, NULL, &t);
+    ret = dfx_store_load(sdir, &f->key, ix, CHUNK, NULL, &t, NULL);
     *untouched = dfx_index_points(ix) == 1 && dfx_index_total(ix) == UINT64_MAX && !t;
     free(t);
     dfx_index_free(ix);
@@ -366,7 +369,7 @@ static void check_round_trip(size_t len, int kind, enum dfx_framing framing, boo
 
     CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
     count_reset(f.src);
-    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, &got), 0);
+    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, &got, NULL), 0);
     CHECK_EQ(f.src->preads, 0); /* loading never touches the archive */
     CHECK(same_points(built, ix));
     CHECK(same_table(table, got));
@@ -390,7 +393,7 @@ static void check_round_trip(size_t len, int kind, enum dfx_framing framing, boo
     CHECK_EQ(random_extracts(ix, &f, s, 60), 0);
     /* a second load replaces the points of the first (its file stays open
      * for readers that may still use it) */
-    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, &got), 0);
+    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, &got, NULL), 0);
     CHECK(same_table(table, got));
     free(got);
     got = NULL;
@@ -400,17 +403,17 @@ static void check_round_trip(size_t len, int kind, enum dfx_framing framing, boo
     /* the table the caller built itself from what it reads must be the
      * file's, else the file is for other content */
     CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
-    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, table, NULL), 0);
+    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, table, NULL, NULL), 0);
     dfx_index_free(ix);
     table->crc[table->count - 1] ^= 1;
     CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
-    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, table, &got), -ESTALE);
+    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, table, &got, NULL), -ESTALE);
     CHECK(got == NULL && dfx_index_points(ix) == 1);
     table->crc[table->count - 1] ^= 1;
     dfx_index_free(ix);
     /* a table of another chunk size is stale: the file is rebuilt */
     CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
-    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK / 2, NULL, &got), -ESTALE);
+    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK / 2, NULL, &got, NULL), -ESTALE);
     CHECK(got == NULL && dfx_index_points(ix) == 1);
     dfx_index_free(ix);
     if (framing == DFX_RAW) {
@@ -419,7 +422,7 @@ static void check_round_trip(size_t len, int kind, enum dfx_framing framing, boo
         CHECK_EQ(dfx_store_save(sdir, &f.key, built, NULL), 0);
         CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
         got = (void *)1;
-        CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, &got), 0);
+        CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, &got, NULL), 0);
         CHECK(got == NULL);
         dfx_index_free(ix);
     } else {
@@ -465,7 +468,7 @@ static void check_concurrent(uint64_t *s)
         w[i] = (struct worker){ix, &f, rnd(s) | 1, 0};
         pthread_create(&t[i], NULL, worker_main, &w[i]);
         if (i == THREADS / 2) /* replaces whatever the workers recorded so far */
-            CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, NULL), 0);
+            CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, NULL, NULL), 0);
     }
     for (int i = 0; i < THREADS; i++) {
         pthread_join(t[i], NULL);
@@ -477,7 +480,9 @@ static void check_concurrent(uint64_t *s)
     fixture_destroy(&f);
 }
 
-/* Any change of the key (or the spacing) makes the file stale. */
+/* Any change of the key makes the file stale; another spacing does not
+ * (its points are valid whatever the spacing): the file is loaded as it
+ * is, under the same name, and says which spacing it was built with. */
 static void check_stale(uint64_t *s)
 {
     struct fixture f;
@@ -516,7 +521,13 @@ static void check_stale(uint64_t *s)
     }
     f.key = k;
     CHECK_EQ(dfx_index_new(&f.st, SPACING * 2, &ix), 0);
-    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, NULL), -ESTALE); /* other spacing */
+    {
+        uint64_t built_with = 0;
+        CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, NULL, &built_with), 0);
+        CHECK_EQ(built_with, SPACING);
+        CHECK(built && same_points(built, ix));
+        CHECK_EQ(random_extracts(ix, &f, s, 5), 0);
+    }
     dfx_index_free(ix);
     CHECK_EQ(try_load(&f, &untouched), 0);
     free(p1);
@@ -560,8 +571,8 @@ static void check_damaged_files(uint64_t *s)
     CHECK(built && table && dfx_store_save(sdir, &f.key, built, table) == 0);
     path = index_path(&f);
     orig = path ? slurp(path, &len) : NULL;
-    CHECK(orig && built && len > 136 + 3 * 48 + 4 && dfx_index_points(built) >= 3);
-    if (!orig || !built || len <= 136 + 3 * 48 + 4 || dfx_index_points(built) < 3)
+    CHECK(orig && built && len > 144 + 3 * 48 + 4 && dfx_index_points(built) >= 3);
+    if (!orig || !built || len <= 144 + 3 * 48 + 4 || dfx_index_points(built) < 3)
         goto out;
     if (getenv("DFX_STORE_VERBOSE"))
         fprintf(stderr, "index file: %zu bytes, %zu points\n", len, dfx_index_points(built));
@@ -583,9 +594,9 @@ static void check_damaged_files(uint64_t *s)
     CHECK_EQ(accepted, 0);
     CHECK_EQ(touched, 0);
 
-    /* another version (2: before the gzip trailer key), with a valid
+    /* another version (3: before the path was recorded), with a valid
      * checksum: stale */
-    for (unsigned v = 2; v <= 4; v += 2) {
+    for (unsigned v = 3; v <= 5; v += 2) {
         memcpy(p, orig, len);
         p[8] = (unsigned char)v;
         fix_crc(p, len);
@@ -713,15 +724,15 @@ static void check_stored(uint64_t *s)
     CHECK_EQ(dfx_store_save(sdir, &f.key, NULL, other), -EINVAL); /* size != stored */
     free(other);
     CHECK_EQ(dfx_store_save(sdir, &f.key, NULL, table), 0);
-    CHECK_EQ(dfx_store_load(sdir, &f.key, NULL, CHUNK, NULL, &got), 0);
+    CHECK_EQ(dfx_store_load(sdir, &f.key, NULL, CHUNK, NULL, &got, NULL), 0);
     CHECK(same_table(table, got));
     free(got);
     got = NULL;
-    CHECK_EQ(dfx_store_load(sdir, &f.key, NULL, CHUNK * 2, NULL, &got), -ESTALE);
+    CHECK_EQ(dfx_store_load(sdir, &f.key, NULL, CHUNK * 2, NULL, &got, NULL), -ESTALE);
     CHECK(got == NULL);
     /* not a deflate member's file: no points to load (spacing 0: stale) */
     CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
-    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, &got), -ESTALE);
+    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, &got, NULL), -ESTALE);
     CHECK(got == NULL && dfx_index_points(ix) == 1);
     dfx_index_free(ix);
     /* every flipped byte is refused */
@@ -732,7 +743,7 @@ static void check_stored(uint64_t *s)
         memcpy(p, orig, len);
         p[at] ^= (unsigned char)(1u << (rnd(s) % 8));
         spit(path, p, len);
-        accepted += dfx_store_load(sdir, &f.key, NULL, CHUNK, NULL, &got) == 0;
+        accepted += dfx_store_load(sdir, &f.key, NULL, CHUNK, NULL, &got, NULL) == 0;
         free(got);
         got = NULL;
     }
@@ -743,7 +754,7 @@ static void check_stored(uint64_t *s)
         struct dfx_index *built = built_index(&f, false);
         f.key.stored_size = f.clen;
         CHECK(built && dfx_store_save(sdir, &f.key, built, NULL) == 0);
-        CHECK_EQ(dfx_store_load(sdir, &f.key, NULL, CHUNK, NULL, &got), -ESTALE);
+        CHECK_EQ(dfx_store_load(sdir, &f.key, NULL, CHUNK, NULL, &got, NULL), -ESTALE);
         dfx_index_free(built);
     }
     free(p);
@@ -960,7 +971,41 @@ static void check_dirs(void)
     free(dp);
     unsetenv("XDG_CACHE_HOME");
     unsetenv("HOME");
-    CHECK_EQ(dfx_store_default_dir(&dp), -ENOENT);
+    /* without HOME (a boot-time mount): the password database's home */
+    {
+        struct passwd *pw = getpwuid(geteuid()); /* single-threaded here */
+        char *want = NULL;
+        int r = dfx_store_default_dir_from(NULL, NULL, pw ? pw->pw_dir : NULL, geteuid(),
+                                           &want);
+        CHECK_EQ(dfx_store_default_dir(&dp), r);
+        CHECK(r < 0 || (dp && want && strcmp(dp, want) == 0));
+        free(want);
+        free(dp);
+    }
+    CHECK(dfx_store_default_dir_from(NULL, NULL, tmpdir, 1000, &dp) == 0 &&
+          strncmp(dp, tmpdir, strlen(tmpdir)) == 0 &&
+          strcmp(dp + strlen(tmpdir), "/.cache/npyfs") == 0);
+    free(dp);
+    /* then /var/cache/npyfs for root; nothing for another user */
+    CHECK(dfx_store_default_dir_from(NULL, NULL, "/", 0, &dp) == 0 &&
+          strcmp(dp, "/var/cache/npyfs") == 0);
+    free(dp);
+    CHECK(dfx_store_default_dir_from(NULL, NULL, NULL, 0, &dp) == 0 &&
+          strcmp(dp, "/var/cache/npyfs") == 0);
+    free(dp);
+    CHECK(dfx_store_default_dir_from(NULL, "", "/nonexistent/x", 0, &dp) == 0 &&
+          strcmp(dp, "/var/cache/npyfs") == 0);
+    free(dp);
+    dp = (void *)1;
+    CHECK_EQ(dfx_store_default_dir_from(NULL, NULL, "/", 1000, &dp), -ENOENT);
+    CHECK(dp == NULL);
+    CHECK_EQ(dfx_store_default_dir_from(NULL, NULL, "relative", 1000, &dp), -ENOENT);
+    CHECK_EQ(dfx_store_default_dir_from(NULL, NULL, "/nonexistent/x", 1000, &dp), -ENOENT);
+    CHECK_EQ(dfx_store_default_dir_from(NULL, NULL, NULL, 1000, &dp), -ENOENT);
+    /* HOME and XDG_CACHE_HOME still come first */
+    CHECK(dfx_store_default_dir_from(NULL, "/home/u", tmpdir, 0, &dp) == 0 &&
+          strcmp(dp, "/home/u/.cache/npyfs") == 0);
+    free(dp);
 }
 
 static bool exists_in(const char *dir, const struct fixture *f)
@@ -1002,14 +1047,14 @@ static void check_dir_swapped(uint64_t *s)
     CHECK(exists_in(moved, &f));
     CHECK(!exists_in(other, &f));
     CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
-    CHECK(d && dfx_store_load(d, &f.key, ix, CHUNK, NULL, &t) == 0);
+    CHECK(d && dfx_store_load(d, &f.key, ix, CHUNK, NULL, &t, NULL) == 0);
     CHECK_EQ(random_extracts(ix, &f, s, 5), 0);
     dfx_index_free(ix);
     /* a mode that changes after the check is caught at the next use */
     chmod(moved, 0770);
     CHECK(d && dfx_store_save(d, &f.key, built, NULL) == -EPERM);
     CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
-    CHECK(d && dfx_store_load(d, &f.key, ix, CHUNK, NULL, &t) == -EPERM);
+    CHECK(d && dfx_store_load(d, &f.key, ix, CHUNK, NULL, &t, NULL) == -EPERM);
     CHECK_EQ(dfx_index_points(ix), 1);
     dfx_index_free(ix);
     chmod(moved, 0700);
@@ -1046,7 +1091,7 @@ static void check_file_changed_while_loaded(uint64_t *s)
 
         spit(path, orig, len);
         CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
-        CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, NULL), 0);
+        CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, NULL, NULL), 0);
         dfx_index_memory(ix, &usable0, &wb);
         CHECK(usable0 > 10);
         CHECK_EQ(wb, 0); /* windows stay in the file */
@@ -1124,7 +1169,7 @@ static void check_streaming_writer(uint64_t *s)
         else
             CHECK_EQ(dfx_store_finish(w, twin, table), 0);
         CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
-        CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, &got), framing ? -ENOENT : 0);
+        CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, &got, NULL), framing ? -ENOENT : 0);
         if (!framing) {
             CHECK(same_table(table, got));
             CHECK(same_points(twin, ix));
@@ -1192,7 +1237,7 @@ static void check_load_releases_windows(uint64_t *s)
     dfx_index_memory(ix, &usable, &wb);
     CHECK(wb > 0 && usable > 10);
     CHECK_EQ(atomic_load(&budget.used), wb);
-    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, NULL), 0);
+    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, NULL, NULL), 0);
     dfx_index_memory(ix, &usable, &wb);
     CHECK_EQ(wb, 0);
     CHECK_EQ(atomic_load(&budget.used), 0);
@@ -1219,6 +1264,366 @@ static void check_window_codec(uint64_t *s)
     CHECK_EQ(dfx_window_deflate(raw, 0, &z, &zlen), -EINVAL);
     CHECK(z == NULL);
     free(raw);
+}
+
+/* ---- pruning ---- */
+
+/* What a prune reported: names and reasons, in order. */
+struct pruned {
+    char names[32][STORE_TEST_NAME];
+    int why[32];
+    int n;
+};
+
+static void note_pruned(const struct dfx_prune_file *f, void *arg)
+{
+    struct pruned *p = arg;
+
+    if (p->n < 32) {
+        snprintf(p->names[p->n], STORE_TEST_NAME, "%s", f->name);
+        p->why[p->n++] = (int)f->why;
+    }
+}
+
+/* The reason the prune gave for the file called name, or -1. */
+static int pruned_why(const struct pruned *p, const char *name)
+{
+    for (int i = 0; i < p->n; i++)
+        if (strcmp(p->names[i], name) == 0)
+            return p->why[i];
+    return -1;
+}
+
+/* The name part of an index file's path. */
+static const char *base_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+
+    return slash ? slash + 1 : path;
+}
+
+/* An archive file at dir/name with len bytes (its stat is the key's). */
+static int make_archive(const char *dir, const char *name, size_t len, char **path,
+                        struct stat *st)
+{
+    unsigned char buf[256] = {0};
+    int fd;
+
+    if (asprintf(path, "%s/%s", dir, name) < 0)
+        return -1;
+    fd = open(*path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return -1;
+    for (size_t done = 0; done < len; done += sizeof(buf))
+        if (write(fd, buf, len - done < sizeof(buf) ? len - done : sizeof(buf)) < 0)
+            break;
+    close(fd);
+    return stat(*path, st);
+}
+
+/* f's key for the archive at path (st), recording path (may be NULL). */
+static struct dfx_store_key key_for(const struct fixture *f, const struct stat *st,
+                                    const char *path)
+{
+    struct dfx_store_key k = f->key;
+
+    k.dev = (uint64_t)st->st_dev;
+    k.ino = (uint64_t)st->st_ino;
+    k.size = (uint64_t)st->st_size;
+    k.mtime_sec = st->st_mtim.tv_sec;
+    k.mtime_nsec = (uint32_t)st->st_mtim.tv_nsec;
+    k.path = path;
+    return k;
+}
+
+static void set_age(const char *path, int64_t secs)
+{
+    struct timespec t[2];
+
+    clock_gettime(CLOCK_REALTIME, &t[0]);
+    t[0].tv_sec -= secs;
+    t[1] = t[0];
+    utimensat(AT_FDCWD, path, t, AT_SYMLINK_NOFOLLOW);
+}
+
+static char *in_dir(const char *dir, const char *name)
+{
+    char *p = NULL;
+
+    return asprintf(&p, "%s/%s", dir, name) < 0 ? NULL : p;
+}
+
+/* Saved files record the archive's path (not part of the key: another
+ * path, or none, finds the same file); a path too long is not recorded. */
+static void check_path_recorded(uint64_t *s)
+{
+    struct fixture f;
+    struct dfx_index *built, *ix;
+    unsigned char *file;
+    size_t len = 0;
+    char *p1, *p2, *longpath = malloc(DFX_STORE_PATH_MAX + 2);
+    const char *path = "/data/runs/ab.npz"; /* 17 bytes: padded to 24 */
+
+    CHECK(fixture_init(&f, 1u << 20, 1, DFX_RAW, s) == 0);
+    built = built_index(&f, false);
+    f.key.path = path;
+    p1 = index_path(&f);
+    f.key.path = NULL;
+    p2 = index_path(&f);
+    CHECK(p1 && p2 && strcmp(p1, p2) == 0); /* the name does not depend on it */
+    f.key.path = path;
+    CHECK(built && dfx_store_save(sdir, &f.key, built, NULL) == 0);
+    file = p1 ? slurp(p1, &len) : NULL;
+    CHECK(file && len > 152 + 16);
+    if (file && len > 152 + 16) {
+        CHECK_EQ(file[8], DFX_STORE_VERSION);
+        CHECK_EQ(file[12], 144); /* header length */
+        CHECK_EQ(file[136], strlen(path)); /* path length */
+        CHECK(memcmp(file + 144, "x.npy\0\0\0", 8) == 0); /* name, padded */
+        CHECK(memcmp(file + 152, path, strlen(path)) == 0);
+        CHECK(memcmp(file + 152 + strlen(path), "\0\0\0\0\0\0\0", 7) == 0);
+    }
+    free(file);
+    /* loaded under a key without the path (or another one) all the same */
+    f.key.path = "/elsewhere/b.npz";
+    CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
+    CHECK_EQ(dfx_store_load(sdir, &f.key, ix, CHUNK, NULL, NULL, NULL), 0);
+    dfx_index_free(ix);
+    /* too long: not recorded, the file is still written */
+    if (longpath) {
+        memset(longpath, 'a', DFX_STORE_PATH_MAX + 1);
+        longpath[0] = '/';
+        longpath[DFX_STORE_PATH_MAX + 1] = '\0';
+        f.key.path = longpath;
+        CHECK(built && dfx_store_save(sdir, &f.key, built, NULL) == 0);
+        file = p1 ? slurp(p1, &len) : NULL;
+        CHECK(file && len > 144 && file[136] == 0 && file[137] == 0);
+        free(file);
+    }
+    f.key.path = NULL;
+    free(longpath);
+    free(p1);
+    free(p2);
+    dfx_index_free(built);
+    fixture_destroy(&f);
+}
+
+/* npyfs index --prune: files whose archive is gone or changed, unused too
+ * long when it cannot be checked, older formats, damaged headers, stale
+ * temporary files go; everything else stays, and nothing that is not ours
+ * (no magic, a symlink, another name) is touched. */
+static void check_prune_sources(uint64_t *s)
+{
+    struct fixture f;
+    struct dfx_index *built;
+    struct dfx_store_dir *d = NULL;
+    struct dfx_store_key k;
+    struct dfx_prune_result res;
+    struct pruned got = {0};
+    struct dfx_prune_opts o = {.sources = true, .unused_secs = 30 * 86400};
+    char *dir = in_dir(tmpdir, "prune"), *arch = in_dir(tmpdir, "archives"), *outside;
+    char *a1, *a2, *a3, *pa1, *pa2, *pa3, *pnone_old, *pnone_new, *pold, *pbad, *pnew;
+    char *tmp_old, *tmp_young, *foreign, *link, *other_name;
+    struct stat st1, st2, st3, st4, st5;
+    unsigned char *file;
+    size_t len = 0;
+
+    CHECK(fixture_init(&f, 300000, 1, DFX_RAW, s) == 0);
+    built = built_index(&f, false);
+    CHECK(dir && arch && mkdir(arch, 0700) == 0);
+    CHECK(built && dfx_store_dir_open(dir, &d) == 0);
+    if (!built || !d)
+        goto out;
+    CHECK(make_archive(arch, "a1.npz", 1000, &a1, &st1) == 0);
+    CHECK(make_archive(arch, "a2.npz", 1000, &a2, &st2) == 0);
+    CHECK(make_archive(arch, "a3.npz", 1000, &a3, &st3) == 0);
+    CHECK(make_archive(arch, "a4.npz", 1000, &outside, &st4) == 0); /* key only */
+    CHECK(make_archive(arch, "a5.npz", 1000, &other_name, &st5) == 0);
+    /* a1 stays; a2 goes; a3 changes */
+    k = key_for(&f, &st1, a1);
+    CHECK(dfx_store_save(d, &k, built, NULL) == 0 && dfx_store_path(d, &k, &pa1) == 0);
+    k = key_for(&f, &st2, a2);
+    CHECK(dfx_store_save(d, &k, built, NULL) == 0 && dfx_store_path(d, &k, &pa2) == 0);
+    k = key_for(&f, &st3, a3);
+    CHECK(dfx_store_save(d, &k, built, NULL) == 0 && dfx_store_path(d, &k, &pa3) == 0);
+    unlink(a2);
+    truncate(a3, 999);
+    /* no path recorded: by age */
+    k = key_for(&f, &st4, NULL);
+    CHECK(dfx_store_save(d, &k, built, NULL) == 0 && dfx_store_path(d, &k, &pnone_old) == 0);
+    set_age(pnone_old, 31 * 86400);
+    k = key_for(&f, &st5, NULL);
+    CHECK(dfx_store_save(d, &k, built, NULL) == 0 && dfx_store_path(d, &k, &pnone_new) == 0);
+    set_age(pnone_new, 29 * 86400);
+    /* an older format, a damaged header, a newer format: copies of a1's */
+    file = slurp(pa1, &len);
+    CHECK(file && len > 200);
+    pold = in_dir(dir, "000000000000000000000000.dfx");
+    pbad = in_dir(dir, "000000000000000000000001.dfx");
+    pnew = in_dir(dir, "000000000000000000000002.dfx");
+    if (file && len > 200) {
+        file[8] = 3;
+        fix_crc(file, len);
+        spit(pold, file, len);
+        file[8] = DFX_STORE_VERSION;
+        file[12] = 136; /* header length */
+        spit(pbad, file, len);
+        file[12] = 144;
+        file[8] = DFX_STORE_VERSION + 1;
+        spit(pnew, file, len);
+    }
+    /* temporary files: a dead writer's, a live one's */
+    tmp_old = in_dir(dir, "000000000000000000000003.dfx.123.4.tmp");
+    tmp_young = in_dir(dir, "000000000000000000000004.dfx.123.5.tmp");
+    spit(tmp_old, (const unsigned char *)"partial", 7);
+    spit(tmp_young, (const unsigned char *)"partial", 7);
+    set_age(tmp_old, 2 * 86400);
+    /* not ours: no magic; a symlink to an index file; another name */
+    foreign = in_dir(dir, "111111111111111111111111.dfx");
+    spit(foreign, (const unsigned char *)"not an index file", 17);
+    set_age(foreign, 400 * 86400);
+    link = in_dir(dir, "222222222222222222222222.dfx");
+    free(outside);
+    outside = in_dir(tmpdir, "outside.dfx");
+    if (file) {
+        file[8] = 3; /* an older format: would be removed if it were followed */
+        spit(outside, file, len);
+    }
+    CHECK(symlink(outside, link) == 0);
+    free(other_name);
+    other_name = in_dir(dir, "notes.txt");
+    spit(other_name, (const unsigned char *)"x", 1);
+    set_age(other_name, 400 * 86400);
+
+    CHECK_EQ(dfx_store_prune(d, &o, note_pruned, &got, &res), 0);
+    CHECK_EQ(pruned_why(&got, base_of(pa1)), -1);
+    CHECK_EQ(pruned_why(&got, base_of(pa2)), DFX_PRUNE_GONE);
+    CHECK_EQ(pruned_why(&got, base_of(pa3)), DFX_PRUNE_CHANGED);
+    CHECK_EQ(pruned_why(&got, base_of(pnone_old)), DFX_PRUNE_UNUSED);
+    CHECK_EQ(pruned_why(&got, base_of(pnone_new)), -1);
+    CHECK_EQ(pruned_why(&got, base_of(pold)), DFX_PRUNE_FORMAT);
+    CHECK_EQ(pruned_why(&got, base_of(pbad)), DFX_PRUNE_DAMAGED);
+    CHECK_EQ(pruned_why(&got, base_of(pnew)), -1);
+    CHECK_EQ(pruned_why(&got, base_of(tmp_old)), DFX_PRUNE_TEMP);
+    CHECK_EQ(got.n, 6);
+    CHECK_EQ(res.removed, 6);
+    CHECK_EQ(res.kept, 3); /* a1's, the recent one without a path, the newer format's */
+    CHECK_EQ(res.failed, 0);
+    CHECK(access(pa1, F_OK) == 0 && access(pnone_new, F_OK) == 0 && access(pnew, F_OK) == 0);
+    CHECK(access(pa2, F_OK) < 0 && access(pa3, F_OK) < 0 && access(pnone_old, F_OK) < 0 &&
+          access(pold, F_OK) < 0 && access(pbad, F_OK) < 0 && access(tmp_old, F_OK) < 0);
+    CHECK(access(tmp_young, F_OK) == 0 && access(foreign, F_OK) == 0 &&
+          access(outside, F_OK) == 0 && access(other_name, F_OK) == 0);
+    {
+        struct stat lst;
+        CHECK(lstat(link, &lst) == 0 && S_ISLNK(lst.st_mode));
+    }
+    /* a second run finds nothing more */
+    got.n = 0;
+    CHECK_EQ(dfx_store_prune(d, &o, note_pruned, &got, &res), 0);
+    CHECK_EQ(res.removed, 0);
+    CHECK_EQ(res.kept, 3);
+    /* without sources: the same files stay (the cap alone) */
+    o.sources = false;
+    set_age(pa1, 400 * 86400);
+    CHECK_EQ(dfx_store_prune(d, &o, NULL, NULL, &res), 0);
+    CHECK_EQ(res.removed, 0);
+    free(file);
+    free(a1); free(a2); free(a3); free(pa1); free(pa2); free(pa3);
+    free(pnone_old); free(pnone_new); free(pold); free(pbad); free(pnew);
+    free(tmp_old); free(tmp_young); free(foreign); free(link); free(outside); free(other_name);
+out:
+    dfx_store_dir_close(d);
+    free(dir);
+    free(arch);
+    dfx_index_free(built);
+    fixture_destroy(&f);
+}
+
+/* The size cap: least recently used first (mtime: a load bumps it), never
+ * a file loaded in this process, never the one a save has just written;
+ * down to 90% of the cap. Saves prune on their own once a cap is set. */
+static void check_prune_size(uint64_t *s)
+{
+    struct fixture f;
+    struct dfx_index *built, *ix = NULL;
+    struct dfx_store_dir *d = NULL;
+    struct dfx_store_key k[5];
+    struct dfx_prune_result res;
+    struct dfx_prune_opts o = {0};
+    struct pruned got = {0};
+    char *dir = in_dir(tmpdir, "cap"), *p[5] = {0};
+    struct stat st;
+    uint64_t size = 0, files, bytes;
+
+    CHECK(fixture_init(&f, 300000, 1, DFX_RAW, s) == 0);
+    built = built_index(&f, false);
+    CHECK(built && dir && dfx_store_dir_open(dir, &d) == 0);
+    if (!built || !d)
+        goto out;
+    for (int i = 0; i < 5; i++) {
+        k[i] = f.key;
+        k[i].ino += (uint64_t)i + 1;
+        dfx_store_path(d, &k[i], &p[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        CHECK(dfx_store_save(d, &k[i], built, NULL) == 0);
+        set_age(p[i], 400 - 100 * i); /* 0 the oldest */
+    }
+    CHECK(stat(p[0], &st) == 0);
+    size = (uint64_t)st.st_size;
+    /* a load bumps the mtime, and the loaded file stays open here */
+    CHECK_EQ(dfx_index_new(&f.st, SPACING, &ix), 0);
+    CHECK_EQ(dfx_store_load(d, &k[0], ix, CHUNK, NULL, NULL, NULL), 0);
+    CHECK(stat(p[0], &st) == 0 && st.st_mtime >= time(NULL) - 60);
+    set_age(p[0], 1000); /* the oldest again, but open */
+    o.max = size * 5 / 2; /* 4 files: over; 90%: 2.25 files */
+    CHECK_EQ(dfx_store_prune(d, &o, note_pruned, &got, &res), 0);
+    CHECK_EQ(res.removed, 2);
+    CHECK_EQ(pruned_why(&got, base_of(p[1])), DFX_PRUNE_SIZE);
+    CHECK_EQ(pruned_why(&got, base_of(p[2])), DFX_PRUNE_SIZE);
+    CHECK(access(p[0], F_OK) == 0 && access(p[3], F_OK) == 0);
+    CHECK_EQ(res.kept, 2);
+    CHECK_EQ(res.kept_bytes, 2 * size);
+    /* under the cap: nothing goes */
+    CHECK_EQ(dfx_store_prune(d, &o, NULL, NULL, &res), 0);
+    CHECK_EQ(res.removed, 0);
+
+    /* saves keep to the cap by themselves: 3 files > 2.5 */
+    dfx_store_dir_set_max(d, size * 5 / 2);
+    dfx_store_dir_take_pruned(d, &files, &bytes);
+    CHECK_EQ(files, 0);
+    CHECK(dfx_store_save(d, &k[4], built, NULL) == 0); /* the newest, just written */
+    set_age(p[4], 2000); /* even when made to look the oldest afterwards ... */
+    CHECK(access(p[0], F_OK) == 0); /* open here */
+    CHECK(access(p[3], F_OK) < 0);  /* the least recently used that could go */
+    CHECK(access(p[4], F_OK) == 0);
+    dfx_store_dir_take_pruned(d, &files, &bytes);
+    CHECK_EQ(files, 1);
+    CHECK_EQ(bytes, size);
+    dfx_store_dir_take_pruned(d, &files, &bytes);
+    CHECK_EQ(files, 0);
+    /* ... a later save may remove it like any other */
+    CHECK(dfx_store_save(d, &k[1], built, NULL) == 0);
+    CHECK(access(p[4], F_OK) < 0 && access(p[1], F_OK) == 0 && access(p[0], F_OK) == 0);
+    /* once the index lets go of its file, it can go too */
+    dfx_index_free(ix);
+    ix = NULL;
+    set_age(p[0], 5000);
+    CHECK_EQ(dfx_store_prune(d, &o, NULL, NULL, &res), 0);
+    CHECK_EQ(res.removed, 0); /* 2 files fit */
+    o.max = size * 3 / 2;
+    CHECK_EQ(dfx_store_prune(d, &o, NULL, NULL, &res), 0);
+    CHECK_EQ(res.removed, 1);
+    CHECK(access(p[0], F_OK) < 0 && access(p[1], F_OK) == 0);
+out:
+    dfx_index_free(ix);
+    for (int i = 0; i < 5; i++)
+        free(p[i]);
+    dfx_store_dir_close(d);
+    free(dir);
+    dfx_index_free(built);
+    fixture_destroy(&f);
 }
 
 static void rm_rf_tmpdir(void)
@@ -1262,6 +1667,9 @@ int main(void)
     check_file_changed_while_loaded(&s);
     check_streaming_writer(&s);
     check_load_releases_windows(&s);
+    check_path_recorded(&s);
+    check_prune_sources(&s);
+    check_prune_size(&s);
     dfx_store_dir_close(sdir);
     rm_rf_tmpdir();
     return check_exit("test_dfx_store");
