@@ -530,7 +530,6 @@ static void json_counters(struct out *o, const struct cache_stats *cs, uint64_t 
          FS_PARKED_TOTAL, (uint64_t)atomic_load(&fs_counters.pages_dropped),
          (uint64_t)atomic_load(&fs_window_budget.used), fs_window_budget.limit, o->unverified);
     json_net(o, o->opts->net);
-    putf(o, false, ",\"archives\":[");
 }
 
 /* The mount's indexing progress: members of the opened archives that get a

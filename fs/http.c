@@ -1048,7 +1048,10 @@ static void perform(struct worker *w, struct http_req *r)
         free(r->body);
         r->body = NULL;
         r->body_len = 0;
-        atomic_fetch_add(&c->failures, 1);
+        /* a whole small file that is not there (an optional index) is an
+         * answer, not a failure of the server */
+        if (!(r->kind == HTTP_BODY && x->err == -ENOENT))
+            atomic_fetch_add(&c->failures, 1);
     } else if (x->region[0]) {
         snprintf(r->error.region, sizeof(r->error.region), "%s", x->region);
     }

@@ -203,7 +203,8 @@ struct http_stats {
     uint64_t requests;    /* HTTP requests sent (retries included) */
     uint64_t bytes;       /* body bytes received */
     uint64_t retries;     /* requests sent again after a failure */
-    uint64_t failures;    /* requests that failed for good */
+    uint64_t failures;    /* requests that failed for good (not counted: a 404 to an
+                           * HTTP_BODY request, an optional file's absence) */
     uint64_t connections; /* connections open now */
     uint64_t opened;      /* connections opened in all */
 };
