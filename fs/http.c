@@ -725,7 +725,7 @@ static struct curl_slist *build_headers(struct http_client *c, struct http_req *
             goto out_nomem;                                                                        \
         l = t;                                                                                     \
     } while (0)
-    for (size_t i = 0; i < c->nheaders; i++)
+    for (size_t i = 0; i < c->nheaders && !(r->auth && r->auth->no_header_file); i++)
         ADD(c->headers[i]);
     if (r->auth && r->auth->headers)
         for (const char *const *h = r->auth->headers; *h; h++)

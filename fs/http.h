@@ -108,6 +108,8 @@ struct http_auth {
     const char *cacert;         /* a PEM CA file for these requests when the client has
                                  * none (http_opts.cacert wins), or NULL: the system's */
     bool raw_path;              /* send the path exactly as given (no dot segments removed) */
+    bool no_header_file;        /* leave out the client's header-file lines (signed S3
+                                 * requests carry their own Authorization) */
     bool no_redirect;           /* do not follow redirects */
     bool s3_errors;             /* take <Error><Code> out of error bodies */
 };

@@ -64,6 +64,8 @@ int net_new(const struct net_opts *o, bool s3, struct net **out, char *msg, size
             goto out_free;
         }
         n->has_s3 = true;
+        /* -o http_header= is for http(s) sources: an S3 request is signed */
+        n->s3.auth.no_header_file = true;
         /* AWS_CA_BUNDLE and the profile's ca_bundle are for S3 requests
          * only; -o cacert= (the client's) wins over it */
         if (n->s3.ca_bundle && !o->cacert) {
