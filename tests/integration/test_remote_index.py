@@ -97,10 +97,13 @@ def test_published_index_used_at_mount(npyfs_bin, remote, remote_mount, publishe
         mnt = remote_mount(ng.url("run.npz"), f"index_dir={idx}", "remote_cache=1M")
     assert [r.key for r in c.traffic.requests] == ["run.npz", "run.npz.npyfsidx"]
     raw = npy_bytes(published["arrays"]["a"])
-    with counting(ng) as c:
-        off = len(raw) * 3 // 4
-        assert guarded(os.pread, os.open(mnt / "a.npy", os.O_RDONLY), 4096, off) == \
-            raw[off:off + 4096]
+    off = len(raw) * 3 // 4
+    fd = os.open(mnt / "a.npy", os.O_RDONLY)
+    try:
+        with counting(ng) as c:
+            assert guarded(os.pread, fd, 4096, off) == raw[off:off + 4096]
+    finally:
+        os.close(fd)
     # the index came with the file: one read fetches a piece of the
     # member, not everything before the offset
     assert c.traffic.bytes() < 600_000 and len(c.traffic) <= 2, c.traffic
