@@ -68,7 +68,7 @@ static const char usage_text[] =
     "usage: npyfs mount [-f] [-d] [-o OPT[,OPT...]] SOURCE... MOUNTPOINT\n"
     "       npyfs SOURCE MOUNTPOINT [-o OPT[,OPT...]]   (the form mount.fuse3 uses)\n"
     "       npyfs unmount [-z|--lazy] MOUNTPOINT\n"
-    "       npyfs ls [--json] SOURCE...\n"
+    "       npyfs ls [--json] [-o OPT[,OPT...]] SOURCE...\n"
     "       npyfs index [-o OPT[,OPT...]] SOURCE...\n"
     "       npyfs index --prune [-o OPT[,OPT...]] [SOURCE...]\n"
     "       npyfs stats [--json] MOUNTPOINT\n"
@@ -77,7 +77,9 @@ static const char usage_text[] =
     "Mount NumPy .npz archives and gzipped .npy files (.npy.gz) read-only, showing\n"
     "every array as a plain .npy file that np.load(..., mmap_mode='r') can map.\n"
     "A SOURCE is an archive, or a directory whose archives appear as directories\n"
-    "(opened on first use); several SOURCEs appear side by side at the root.\n"
+    "(opened on first use); several SOURCEs appear side by side at the root. An\n"
+    "archive can be a URL: https://, http://, s3://BUCKET/KEY; and s3://BUCKET/PREFIX/\n"
+    "stands for every archive under the prefix, like a directory.\n"
     "\n"
     "commands:\n"
     "  mount    mount in the background; returns once the mount answers\n"
@@ -2150,7 +2152,7 @@ static const struct {
      "closed. A mount whose daemon is gone is cleaned up, and said so.\n",
      NULL, NULL},
     {"ls",
-     "usage: npyfs ls [--json] SOURCE...\n"
+     "usage: npyfs ls [--json] [-o OPT[,OPT...]] SOURCE...\n"
      "\n"
      "One row per member of each archive: name, dtype (a type string such as\n"
      "<f8, or a structured dtype's descr), shape, order (C/F), size, stored size,\n"
@@ -2159,7 +2161,10 @@ static const struct {
      "directory, the table starts with an ARCHIVE column. Aligned columns on a\n"
      "terminal, tab-separated otherwise.\n"
      "  --json, -j   one JSON array of objects, each with its \"archive\" and a\n"
-     "               \"dtype\" that np.dtype() accepts (see npyfs(1))\n",
+     "               \"dtype\" that np.dtype() accepts (see npyfs(1))\n"
+     "  -o OPT       a remote sources' option (endpoint=, region=, s3_path_style,\n"
+     "               s3_anonymous, cacert=, http_header=, connections=, timeout=,\n"
+     "               retries=, block=, remote_cache=; see npyfs mount --help)\n",
      NULL, NULL},
     {"index",
      "usage: npyfs index [-o OPT[,OPT...]] SOURCE...\n"
@@ -2180,7 +2185,11 @@ static const struct {
      "                     whose archive cannot be checked, those of older npyfs\n"
      "                     versions, then the least recently used beyond\n"
      "                     index_max; prints each file removed and the space freed\n"
-     "Mount-only options are refused.\n",
+     "  -o index_out=FILE  also write the index of the one archive SOURCE to FILE,\n"
+     "                     to publish beside it as ARCHIVE.npyfsidx (its members'\n"
+     "                     index files back to back)\n"
+     "The remote sources' options (endpoint=, region=, s3_path_style, ...) are\n"
+     "taken too. Mount-only options are refused.\n",
      NULL, NULL},
     {"stats",
      "usage: npyfs stats [--json] MOUNTPOINT\n"
