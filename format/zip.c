@@ -20,6 +20,7 @@
 #define EOCD_LEN 22u
 #define EOCD_MAX_COMMENT 0xFFFFu
 #define EOCD_SEARCH (EOCD_LEN + EOCD_MAX_COMMENT) /* 65557: the record can only sit here */
+#define EOCD_FIRST 4096u /* searched first: numpy's and most archives have no comment */
 
 #define Z64_LOC_SIG 0x07064b50u /* PK\6\7 */
 #define Z64_LOC_LEN 20u
@@ -174,9 +175,24 @@ static int zip_read_eocd(struct src *s, const unsigned char *rec, uint64_t pos, 
  * The first candidate that parses wins; if none does, the most preferred
  * candidate's error is returned.
  */
+static int zip_find_eocd_in(struct src *s, struct cd_loc *cd, size_t search, bool exact_only);
+
+/* The record is looked for in the last EOCD_FIRST bytes first (where it is,
+ * unless the archive has a comment longer than that), with the same first
+ * choice as a search of all EOCD_SEARCH bytes would make, so a source that
+ * holds an object's end in memory (a remote one) needs nothing more. */
 static int zip_find_eocd(struct src *s, struct cd_loc *cd)
 {
-    uint64_t base = s->size > EOCD_SEARCH ? s->size - EOCD_SEARCH : 0;
+    if (s->size > EOCD_FIRST && zip_find_eocd_in(s, cd, EOCD_FIRST, true) == 0)
+        return 0;
+    return zip_find_eocd_in(s, cd, EOCD_SEARCH, false);
+}
+
+/* Search the last `search` bytes (see above); exact_only: only candidates
+ * whose comment ends exactly at the end of the source (the first pass). */
+static int zip_find_eocd_in(struct src *s, struct cd_loc *cd, size_t search, bool exact_only)
+{
+    uint64_t base = s->size > search ? s->size - search : 0;
     size_t len = (size_t)(s->size - base), i;
     unsigned char *tail;
     int ret, pass, tried = 0;
@@ -190,7 +206,7 @@ static int zip_find_eocd(struct src *s, struct cd_loc *cd)
     if (ret < 0)
         goto out_free_tail;
     ret = -EINVAL;
-    for (pass = 0; pass < 2 && !tried; pass++) {
+    for (pass = 0; pass < (exact_only ? 1 : 2) && !tried; pass++) {
         for (i = len - EOCD_LEN + 1; i-- > 0;) {
             const unsigned char *p = tail + i;
             bool exact = get_le16(p + 20) == len - i - EOCD_LEN;

@@ -357,6 +357,11 @@ int64_t fs_member_peek(struct fs_archive *a, struct fs_member *m, void *buf, siz
 int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, uint64_t idx,
                     struct cache_chunk **out);
 
+/* A remote member (else nothing): start fetching the compressed bytes that
+ * decoding output [from, to) will need (bsrc_advise(), from the access
+ * points around it). Never blocks on I/O; thread-safe. */
+void fs_member_advise(struct fs_member *m, uint64_t from, uint64_t to);
+
 /* Bookkeeping for open handles: the last close frees parked decoders. */
 void fs_member_opened(struct fs_member *m);
 void fs_member_closed(struct fs_member *m);

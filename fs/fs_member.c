@@ -570,11 +570,11 @@ int fs_archive_open_beneath(int dirfd, const char *rel, const char *path, uint64
 }
 
 /* Bytes of a remote .npy.gz's start fetched with its end at open (in
- * parallel: one round trip): its gzip header and the deflate input its .npy
- * header decodes from (a decoder's first read takes 64 KiB of input from
- * just past the gzip header). A zip needs no head: its local headers are
- * read as each member is first opened. */
-#define REMOTE_HEAD (128u << 10)
+ * parallel: one round trip, REMOTE_TAIL says why no more): its gzip header
+ * and the deflate input its .npy header decodes from (a decoder reads a
+ * fetch block of input at a time). A zip needs no head: its local headers
+ * are read as each member is first opened. */
+#define REMOTE_HEAD (56u << 10)
 
 /* Does url name a .npy.gz (its path, without query)? */
 static bool gzip_url(const char *url)
@@ -1013,6 +1013,15 @@ static void advise_decode(struct fs_archive *a, struct fs_member *m, struct dfx_
     if (start > sp.in_lo + need)
         return;
     bsrc_advise(a->bs, start, sp.in_lo + need + 1 - start);
+}
+
+/* Contract in fs.h. */
+void fs_member_advise(struct fs_member *m, uint64_t from, uint64_t to)
+{
+    if (to > m->size)
+        to = m->size;
+    if (from < to && fs_member_located(m) && m->ix && !atomic_load(&m->archive->changed))
+        advise_decode(m->archive, m, NULL, from, to);
 }
 
 /* Contract in fs.h. */

@@ -656,7 +656,9 @@ void remote_advise(struct src *src, uint64_t off, uint64_t len)
         if (!list)
             return; /* a hint: nothing lost */
     }
-    run_max = REMOTE_RUN_MAX / B ? REMOTE_RUN_MAX / B : 1;
+    /* Runs of REMOTE_ADVISE_RUN at most, so that a long span comes in on
+     * several connections at once, and the first of it arrives first. */
+    run_max = REMOTE_ADVISE_RUN / B ? REMOTE_ADVISE_RUN / B : 1;
     pthread_mutex_lock(&s->lock);
     s->advised[s->next_advised].from = off;
     s->advised[s->next_advised].to = off + len;

@@ -68,17 +68,24 @@
 #define REMOTE_MIN_BLOCK (4u << 10)
 #define REMOTE_MAX_BLOCK (16u << 20)
 #define REMOTE_DEFAULT_CACHE (64ull << 20)
-/* Bytes read from the end of an object at open: a zip's end records (the
- * end of central directory record lies in the last 64 KiB + 22 bytes) and,
+/* Bytes read from the end of an object at open: a zip's end records and,
  * for most archives, its whole central directory (about 100 bytes a
- * member: 1000 members), so opening a zip costs one request. */
-#define REMOTE_TAIL (128u << 10)
+ * member: 500 members), so opening a zip costs one request. No more: a
+ * fresh connection's first round trip carries about 60 KiB (the receiver's
+ * initial window); 64 KiB took a second round trip here. */
+#define REMOTE_TAIL (56u << 10)
 #define REMOTE_AHEAD_START (1u << 20)
 #define REMOTE_AHEAD_MAX (64u << 20)
 /* Largest single ranged GET; a larger need is split so the parts run on
  * several connections. */
 #define REMOTE_RUN_MAX (4u << 20)
 #define REMOTE_STREAMS 4
+/* Largest ranged GET of an announced span (remote_advise()): a fresh
+ * connection's window grows over round trips, so one long GET of a span is
+ * slower than its pieces on several connections (a 1.8 MiB GET took 16
+ * round trips at 20 ms here); too short a piece spends a round trip for
+ * little (256 KiB pieces streamed a third slower than 512 KiB ones). */
+#define REMOTE_ADVISE_RUN (512u << 10)
 
 struct remote_ctx;
 
