@@ -352,6 +352,22 @@ static int source_errno(struct dfx_reader *r, int ret)
     return ret == -EIO ? damage(r, r->pos) : ret;
 }
 
+/* Whether an index created for decoder d decodes with ISA-L behind its
+ * frontier: DFX_DECODER_AUTO reads NPYFS_DECODER ("zlib" or "isal") from
+ * the environment, ISA-L if unset or unknown. Never without ISA-L built in.
+ * getenv(): the daemon never changes its environment (ARCHITECTURE.md). */
+static bool use_isal(enum dfx_decoder d)
+{
+    const char *env;
+
+    if (!dfx_isal_built())
+        return false;
+    if (d != DFX_DECODER_AUTO)
+        return d == DFX_DECODER_ISAL;
+    env = getenv("NPYFS_DECODER");
+    return !env || strcmp(env, "zlib") != 0;
+}
+
 /* Contract in dfx.h. */
 int dfx_index_new(const struct dfx_stream *st, uint64_t spacing, struct dfx_index **out)
 {
@@ -386,7 +402,7 @@ int dfx_index_new(const struct dfx_stream *st, uint64_t spacing, struct dfx_inde
     }
     ix->st = *st;
     ix->spacing = spacing < DFX_MIN_SPACING ? DFX_MIN_SPACING : spacing;
-    ix->isal = dfx_isal_enabled(st->decoder);
+    ix->isal = use_isal(st->decoder);
     ix->cap = DFX_INITIAL_POINTS;
     ix->npts = 1; /* point 0: out 0, no bits, no history (W_NONE) */
     ix->pts[0].in = in;
@@ -617,7 +633,7 @@ static int grab_history(struct grab *g, unsigned char *hist)
             ret = -EIO;
     }
     if (ret == 0 && z)
-        ret = dfx_window_inflate(z, g->p.zlen, hist, g->p.window_len);
+        ret = window_inflate(z, g->p.zlen, hist, g->p.window_len);
     /* A file's window must be the one saved for this point, not just any
      * window that inflates. */
     if (ret == 0 && g->p.kind == W_FILE &&
@@ -758,7 +774,7 @@ static void maybe_add_point(struct dfx_reader *r)
         p.kind = W_SUNK;
         p.wcrc = dfx_isal_crc32(0, r->hist, wlen);
     } else if (zip) {
-        if (dfx_window_deflate(r->hist, wlen, &p.mem, &p.zlen) < 0)
+        if (window_deflate(r->hist, wlen, &p.mem, &p.zlen) < 0)
             return;
         p.kind = W_ZIP;
     } else {

@@ -1,5 +1,7 @@
 /*
- * Deflate index: random access into a DEFLATE stream (the zran technique).
+ * Deflate index: random access into a DEFLATE stream (the zran technique;
+ * the facts it rests on: docs/FORMATS.md section 4, "DEFLATE streams and access
+ * points").
  *
  * An index holds access points (uncompressed offset, compressed bit position,
  * the 32 KiB of output before it) roughly every `spacing` bytes of output.
@@ -41,8 +43,10 @@
 #include <stdint.h>
 
 #include "source.h"
+#include "window.h"
 
-#define DFX_WINDOW_SIZE 32768
+/* The history an access point keeps (window.h). */
+#define DFX_WINDOW_SIZE WINDOW_SIZE
 /* Default distance between access points. A point recorded by a reader keeps
  * a 32 KiB window in memory (within the stream's budget, below), so 1 MiB
  * spacing costs ~3% of the uncompressed size until the budget is reached; a

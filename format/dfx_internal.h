@@ -1,8 +1,10 @@
 /*
- * dfx internals shared with dfx_store.c (persisted indexes), the indexer
- * (fs/fs_index.c) and the unit tests: moving the access points of an index
- * in and out, where their windows live, the damage state, and the codec for
- * compressed 32 KiB windows. Everything else goes through dfx.h.
+ * dfx internals shared with dfx_store.c (index files), the indexer
+ * (fs/fs_index.c), the index directory (fs/indexdir.c: the spacing), the
+ * member reader (fs/fs_member.c) and the unit tests: moving the access points
+ * of an index in and out, where their windows live, and the damage state.
+ * Everything else goes through dfx.h. (The codec for compressed 32 KiB
+ * windows is window.h.)
  *
  * Where a point's window (its 32 KiB of history) lives:
  * - nowhere: the point needs none (point 0, a gzip member start);
@@ -155,12 +157,5 @@ int dfx_index_damage(struct dfx_index *ix, uint64_t *bad_from);
 /* Record damage found elsewhere (by a pass over a twin index of the same
  * stream): reads at or past from fail with err (negative). */
 void dfx_index_set_damage(struct dfx_index *ix, int err, uint64_t from);
-
-/* Window codec (dfx_store.c). dfx_window_deflate: *z is owned by the caller
- * (free()); 0 or -ENOMEM/-EINVAL. dfx_window_inflate: exactly len raw bytes
- * out of zlen zlib bytes, checked by zlib's Adler-32; 0 or -EIO. */
-int dfx_window_deflate(const unsigned char *raw, uint32_t len, unsigned char **z,
-                       uint32_t *zlen);
-int dfx_window_inflate(const unsigned char *z, uint32_t zlen, unsigned char *raw, uint32_t len);
 
 #endif

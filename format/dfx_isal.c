@@ -61,17 +61,11 @@
 #endif
 
 /* Contract in dfx_isal.h. */
-bool dfx_isal_enabled(enum dfx_decoder d)
+bool dfx_isal_built(void)
 {
 #ifdef NPYFS_HAVE_ISAL
-    const char *env;
-
-    if (d != DFX_DECODER_AUTO)
-        return d == DFX_DECODER_ISAL;
-    env = getenv("NPYFS_DECODER");
-    return !env || strcmp(env, "zlib") != 0;
+    return true;
 #else
-    (void)d;
     return false;
 #endif
 }
@@ -81,7 +75,7 @@ bool dfx_isal_enabled(enum dfx_decoder d)
 /* Input bytes kept for checking a boundary: more than ISA-L can hold when
  * it stops in a header (8 bytes read ahead + ISAL_DEF_MAX_HDR_SIZE) + 1. */
 #define TAIL_SIZE 1024u
-#define HIST_SIZE DFX_WINDOW_SIZE
+#define HIST_SIZE WINDOW_SIZE
 
 /* What marking needs, allocated by the first dfx_isal_inflate_mark(). */
 struct mark_state {
@@ -187,7 +181,7 @@ int dfx_isal_start_at(struct dfx_isal *d, uint64_t out, uint64_t in, int bits, u
 {
     struct inflate_state *st = &d->st;
 
-    if (bits < 0 || bits > 7 || window_len > DFX_WINDOW_SIZE || (window_len && !window))
+    if (bits < 0 || bits > 7 || window_len > WINDOW_SIZE || (window_len && !window))
         return -EINVAL;
     isal_inflate_init(st);
     st->crc_flag = ISAL_DEFLATE;

@@ -2,14 +2,15 @@
  * ISA-L inflate for dfx.c: a raw deflate decoder that can start at an access
  * point (a block boundary at any bit, with up to 32 KiB of history) and that
  * says exactly where the deflate stream ended, so a gzip trailer can follow.
- * Internal to format/; dfx.c is the only user.
+ * Internal to format/: dfx.c decodes with it, dfx_crcs.c takes its CRC-32
+ * (and the benchmarks in scripts/ measure it).
  *
  * ISA-L decodes about twice as fast as zlib but has no inflate(Z_BLOCK): it
  * never stops at a block boundary by itself. dfx_isal_inflate_mark() makes it
  * stop at one anyway (how: dfx_isal.c), so that a reader past the index
  * frontier can record access points at ISA-L speed.
  *
- * Built without ISA-L (NPYFS_HAVE_ISAL undefined), dfx_isal_enabled() is
+ * Built without ISA-L (NPYFS_HAVE_ISAL undefined), dfx_isal_built() is
  * false, dfx_isal_new() fails with -EOPNOTSUPP, and dfx_isal_crc32() is
  * zlib's crc32(): callers need no #ifdefs.
  *
@@ -23,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dfx.h"
+#include "window.h"
 
 /* dfx_isal_inflate(): the final block of the stream has been decoded and all
  * its output handed out. */
@@ -42,7 +43,7 @@ struct dfx_isal_mark {
     uint64_t out;        /* output offset of the boundary */
     uint64_t in;         /* input offset of the first whole byte after it */
     int bits;            /* 0-7 bits of the boundary taken from byte in-1 */
-    uint32_t window_len; /* <= DFX_WINDOW_SIZE: shorter only near an origin without history */
+    uint32_t window_len; /* <= WINDOW_SIZE: shorter only near an origin without history */
 };
 
 /* Counters of one decoder's marking, for benchmarks and logs. */
@@ -71,11 +72,9 @@ struct dfx_isal_stats {
 
 struct dfx_isal;
 
-/* Whether an index created with decoder d decodes with ISA-L: DFX_DECODER_AUTO
- * reads NPYFS_DECODER ("zlib" or "isal") from the environment, ISA-L if unset
- * or unknown. Always false without ISA-L. Reads the environment: don't race
- * it with setenv(). */
-bool dfx_isal_enabled(enum dfx_decoder d);
+/* Whether npyfs was built with ISA-L (NPYFS_HAVE_ISAL): without it every
+ * decoder is zlib (which one an index uses: dfx.c). */
+bool dfx_isal_built(void);
 
 /* A decoder (~90 KiB), not yet started. 0, -ENOMEM, or -EOPNOTSUPP without ISA-L. */
 int dfx_isal_new(struct dfx_isal **out);
@@ -85,7 +84,7 @@ void dfx_isal_free(struct dfx_isal *d);
 
 /* Start a raw deflate stream at a block boundary. bits (0-7) of the byte
  * before the first input byte are still unread: they are the top bits of
- * prev. window (window_len <= DFX_WINDOW_SIZE bytes, borrowed for this call
+ * prev. window (window_len <= WINDOW_SIZE bytes, borrowed for this call
  * only: it is copied) is the output before the boundary. Any earlier state
  * is dropped, except the tuning (dfx_isal_set_*()) and whether marking
  * broke. Same as dfx_isal_start_at(d, 0, 0, ...). 0, or -EINVAL for bad
@@ -145,7 +144,7 @@ int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned 
 
 /* After DFX_ISAL_MARK, until the next dfx_isal_inflate_mark() or start:
  * copy the mark's window (mark.window_len bytes) into buf, which has room
- * for DFX_WINDOW_SIZE. Returns the length copied (0 if there is no mark). */
+ * for WINDOW_SIZE. Returns the length copied (0 if there is no mark). */
 uint32_t dfx_isal_mark_window(const struct dfx_isal *d, unsigned char *buf);
 
 /* Check every boundary before reporting it (default on). Off, a boundary is

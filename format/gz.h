@@ -1,5 +1,6 @@
 /*
- * gzip member headers and trailers (RFC 1952, FORMATS.md section 3).
+ * gzip member headers and trailers (RFC 1952; docs/FORMATS.md section 3, "gzip
+ * files").
  *
  * The deflate data itself is decoded by dfx; this module only walks the
  * framing: where a member's deflate data starts, and what its trailer says.

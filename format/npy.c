@@ -1,5 +1,6 @@
 /*
- * .npy header parsing. Contract in npy.h; format in FORMATS.md section 1.
+ * .npy header parsing. Contract in npy.h; format in docs/FORMATS.md section 1
+ * (".npy files").
  *
  * numpy reads the header text with ast.literal_eval, so the text is a Python
  * literal, not a fixed layout. We work in two steps:
@@ -965,7 +966,8 @@ static int read_shape(const struct lit_parser *p, const struct lit *l, struct np
     return 0;
 }
 
-/* data_size and total_size from itemsize and shape (FORMATS.md 1.6). */
+/* data_size and total_size from itemsize and shape (docs/FORMATS.md section 1.6,
+ * "Payload size"). */
 static int compute_sizes(struct npy_header *h)
 {
     bool zero = h->size_known && h->itemsize == 0;

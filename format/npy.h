@@ -1,5 +1,5 @@
 /*
- * .npy header parsing (FORMATS.md section 1).
+ * .npy header parsing (docs/FORMATS.md section 1, ".npy files").
  *
  * npyfs never rewrites a header; it parses one to learn the exact size of the
  * file a gzip stream holds (data offset + itemsize * prod(shape)) and to show

@@ -1,10 +1,12 @@
 /*
- * Byte sources: a pread-style view of one archive.
+ * Byte sources: a pread-style view of one archive (or of any run of bytes
+ * a format/ parser reads, such as an index file).
  *
- * Format code never touches file descriptors directly; it asks a source for
- * bytes at an offset. Today there is a file source (pread on an fd) and a
- * memory source (for tests); a remote range reader can be added later
- * without touching zip/gz/dfx.
+ * Format code never touches file descriptors, paths or connections: it asks
+ * a source for bytes at an offset, through the read callback in struct
+ * src_ops. Where the bytes come from is the caller's policy, outside
+ * format/: a local file (fs/src_file.h), a remote object (fs/remote.h), or
+ * memory (src_mem_new() here, for tests and small in-memory data).
  *
  * All functions are safe to call concurrently on one source: a source has no
  * file position.
@@ -14,7 +16,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/types.h>
 
 struct src;
 
@@ -34,24 +35,6 @@ struct src {
      * them (a remote object) sets its fetch block. */
     uint32_t read_size;
 };
-
-/* Open path read-only. Only a regular file is opened: the name is resolved
- * with O_PATH and checked before anything is opened for reading, so a FIFO,
- * socket or device node never blocks the caller nor sees an open. On
- * success *out owns the fd; release with src_free(). Returns 0 or a
- * negative errno: -EISDIR a directory, -ENODEV anything else that is not a
- * regular file, -EAGAIN it was swapped while being opened (only without
- * /proc), others from open(). */
-int src_file_open(const char *path, struct src **out);
-
-/* Open rel, a path relative to the directory dirfd, read-only, never
- * leaving that directory: every component, symlinks included, must resolve
- * beneath it (openat2 RESOLVE_BENEATH), else -EXDEV. Otherwise as
- * src_file_open(). */
-int src_file_open_beneath(int dirfd, const char *rel, struct src **out);
-
-/* The fd behind a file source, or -1 for other sources (borrowed). */
-int src_file_fd(const struct src *s);
 
 /* A source over len bytes at buf. buf is borrowed: it must outlive the
  * source. For tests and small in-memory archives. */

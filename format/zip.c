@@ -1,6 +1,6 @@
 /*
- * Zip central directory reader. Contract in zip.h; layouts in FORMATS.md
- * section 2.
+ * Zip central directory reader. Contract in zip.h; layouts in
+ * docs/FORMATS.md section 2 ("Zip archives").
  *
  * zip_archive_open() works from the end: find the end of central directory record
  * (EOCD), follow the ZIP64 locator if there is one, locate the central

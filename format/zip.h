@@ -1,5 +1,5 @@
 /*
- * Zip central directory reader (FORMATS.md section 2).
+ * Zip central directory reader (docs/FORMATS.md section 2, "Zip archives").
  *
  * Sizes, CRC and method come from the central directory (with its ZIP64
  * extra); the data offset comes from the local header (30 + its own name

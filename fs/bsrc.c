@@ -22,6 +22,7 @@
 #include "dfx_store.h"
 #include "http.h"
 #include "remote.h"
+#include "src_file.h"
 
 struct bsrc_ops {
     int (*check)(struct bsrc *b);

@@ -112,7 +112,7 @@ struct fs_parked {
     struct fs_parked *older, *newer; /* the list of used slots of every member,
                                       * least recently parked first */
 };
-struct dfx_crcs; /* a chunk CRC table, format/dfx_store.h */
+struct dfx_crcs; /* a chunk CRC table, format/dfx_crcs.h */
 struct fs_meta; /* a member's parsed .npy header strings, private to fs_xattr.c */
 struct fs_ra;
 struct fs_defer; /* the opener pool, fs_defer.c (below) */
@@ -635,7 +635,7 @@ int fs_vfs_await(struct fs_vfs *v, uint32_t need, struct fs_waiter *w);
 void fs_vfs_totals(struct fs_vfs *v, uint64_t *bytes, uint64_t *files);
 
 /*
- * Persisted indexes (fs_index.c, over format/dfx_store.h): the first full
+ * Persisted indexes (fs_index.c, over fs/indexdir.h): the first full
  * pass over a member (a deflate member, or a zip's stored member) checks its
  * CRC-32 and builds its chunk CRC table; a member bigger than one chunk gets
  * its access points and table saved in the index directory, loaded on its
@@ -703,7 +703,7 @@ void fs_indexer_cancel(struct fs_indexer *x);
  * status. */
 int fs_index_main(struct fs_archive *a, const struct fs_opts *opts);
 
-/* `npyfs index --prune`: prune the index directory (dfx_store_prune():
+/* `npyfs index --prune`: prune the index directory (indexdir_prune():
  * files whose archive is gone or changed, unused for FS_PRUNE_UNUSED_DAYS
  * when it cannot be checked, of older formats, damaged, then the size cap
  * opts->index_max), printing a line on stdout per file removed and a

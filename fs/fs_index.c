@@ -1,10 +1,10 @@
 /*
  * Persisted indexes for a mount, and `npyfs index` (contract in fs.h; the
- * file format is format/dfx_store.h's).
+ * files are format/dfx_store.h's, kept in fs/indexdir.h's directory).
  *
  * A member is worth indexing if it has a CRC-32 to check: every deflate
  * member, and the stored members of a zip. Its first full pass checks that
- * CRC and builds the member's chunk CRC table (dfx_store.h), against which
+ * CRC and builds the member's chunk CRC table (dfx_crcs.h), against which
  * every later decode or stored read is checked (fs_member.c). A member
  * bigger than one chunk also gets a saved file: its access points (a stored
  * member has none) and its table. Each such member moves through three
@@ -18,7 +18,7 @@
  * verify=strict): a full pass over a twin index of the member's stream; a
  * stored member's pass preads it. With an index directory, the twin sends
  * each window to the index file being written as its point is recorded
- * (dfx_store_begin(), a sink), so it holds only point positions; the table
+ * (indexdir_begin(), a sink), so it holds only point positions; the table
  * is published, the file finished, then loaded into the live index (whose
  * windows then stay in the file until a reader needs one, and whose own
  * windows recorded by reads are released). Without a directory, the twin
@@ -76,6 +76,7 @@
 #include "dfx_internal.h"
 #include "dfx_store.h"
 #include "gz.h"
+#include "indexdir.h"
 
 /* A mount may open many archives, each with its own indexer: their
  * background passes run one at a time, in the order they get pass_lock.
@@ -103,7 +104,7 @@ enum { ST_NEW, ST_LOADING, ST_DONE };
 
 struct fs_indexer {
     struct fs_archive *a;     /* borrowed: outlives the indexer */
-    struct dfx_store_dir *dir; /* owned: index directory, NULL without persistence */
+    struct indexdir *dir; /* owned: index directory, NULL without persistence */
     char *source_path;        /* owned, immutable: the archive's absolute path for
                                * the files' record, or NULL */
     uint32_t gz_crc, gz_isize; /* immutable: a gzip file's last trailer (key) */
@@ -123,20 +124,21 @@ struct fs_indexer {
     pthread_t thread;
     bool running;             /* the thread was started and not yet joined */
     atomic_bool stop;         /* set by fs_indexer_stop(): the thread ends */
-    /* A published index (see fetch_published()): its members' files, each
-     * in a memfd, and where it came from (for log lines, no secret). An
-     * entry's fd is protected by lock (taken, -1, by the load that uses
-     * it); the rest is immutable after fs_indexer_new(). */
+    /* A published index (see fetch_published()): its members' files, in
+     * memory, and where it came from (for log lines, no secret). An
+     * entry's data is protected by lock (taken, NULL, by the load that
+     * uses it); the rest is immutable after fs_indexer_new(). */
     struct pub_file *pub;     /* owned, npub of them */
     size_t npub;
     char *pub_from;           /* owned */
 };
 
-/* One member's file of a published index. */
+/* One member's file of a published index, in memory. */
 struct pub_file {
-    char *name;      /* owned: the member's name (name_len bytes) */
+    char *name;          /* owned: the member's name (name_len bytes, then a NUL) */
     size_t name_len;
-    int fd;          /* owned memfd holding the file, or -1 */
+    unsigned char *data; /* owned: the file, len bytes; NULL once a load took it */
+    size_t len;
 };
 
 /* Counts of output bytes for the progress line of `npyfs index`. */
@@ -271,21 +273,40 @@ static const char *load_problem(int err)
 
 static int save(struct fs_indexer *x, struct fs_member *m, struct dfx_index *ix);
 
-/* Take the published file of member m (its fd), or -1. */
-static int take_published(struct fs_indexer *x, const struct fs_member *m)
+/* Take the published file of member m (its bytes: *len of them; owned by
+ * the caller), or NULL. */
+static unsigned char *take_published(struct fs_indexer *x, const struct fs_member *m,
+                                     size_t *len)
 {
-    int fd = -1;
+    unsigned char *data = NULL;
 
     pthread_mutex_lock(&x->lock);
-    for (size_t i = 0; i < x->npub && fd < 0; i++) {
-        if (x->pub[i].fd >= 0 && x->pub[i].name_len == m->name_len &&
+    for (size_t i = 0; i < x->npub && !data; i++) {
+        if (x->pub[i].data && x->pub[i].name_len == m->name_len &&
             memcmp(x->pub[i].name, m->name, m->name_len) == 0) {
-            fd = x->pub[i].fd;
-            x->pub[i].fd = -1;
+            data = x->pub[i].data;
+            *len = x->pub[i].len;
+            x->pub[i].data = NULL;
         }
     }
     pthread_mutex_unlock(&x->lock);
-    return fd;
+    return data;
+}
+
+/* A published file as the source a loaded index reads windows from: the
+ * bytes and the source over them, freed together. */
+struct pub_src {
+    struct src *src;
+    unsigned char *data;
+};
+
+static void pub_release(void *arg)
+{
+    struct pub_src *p = arg;
+
+    src_free(p->src);
+    free(p->data);
+    free(p);
 }
 
 /* Try m's file in the published index; true if its points are now in
@@ -296,12 +317,28 @@ static bool load_published(struct fs_indexer *x, struct fs_member *m)
 {
     struct dfx_store_key k;
     struct dfx_crcs *t = NULL;
-    int fd = take_published(x, m), ret;
+    struct pub_src *p;
+    size_t len = 0;
+    unsigned char *data = take_published(x, m, &len);
+    int ret;
 
-    if (fd < 0)
+    if (!data)
         return false;
+    p = calloc(1, sizeof(*p));
+    ret = p ? src_mem_new(data, len, &p->src) : -ENOMEM;
+    if (ret < 0) {
+        free(p);
+        free(data);
+        return false;
+    }
+    p->data = data;
     portable_key(x, m, &k);
-    ret = dfx_store_load_fd(fd, &k, m->ix, FS_CHUNK_SIZE, atomic_load(&m->crcs), &t);
+    /* the index keeps the bytes (it reads windows from them) until it is
+     * freed, and releases them then; a stored member's file is not kept */
+    ret = dfx_store_load(p->src, &k, m->ix, FS_CHUNK_SIZE, atomic_load(&m->crcs), &t, NULL,
+                         m->ix ? pub_release : NULL, p);
+    if (ret < 0 || !m->ix)
+        pub_release(p);
     if (ret == 0 && t)
         fs_member_set_crcs(m, t);
     if (ret < 0) {
@@ -334,7 +371,7 @@ static bool load_file(struct fs_indexer *x, struct fs_member *m, uint64_t *spaci
     member_key(x, m, &k);
     /* A table m has already (a gzip file sized by a full pass at open) must
      * be the file's: otherwise the file describes other content. */
-    ret = dfx_store_load(x->dir, &k, m->ix, FS_CHUNK_SIZE, atomic_load(&m->crcs), &t, &built);
+    ret = indexdir_load(x->dir, &k, m->ix, FS_CHUNK_SIZE, atomic_load(&m->crcs), &t, &built);
     if (ret == 0 && t)
         fs_member_set_crcs(m, t);
     if (ret == 0 && spacing)
@@ -343,17 +380,17 @@ static bool load_file(struct fs_indexer *x, struct fs_member *m, uint64_t *spaci
         return load_published(x, m);
     if (ret == -EBUSY)
         return false;
-    dfx_store_path(x->dir, &k, &path);
+    indexdir_file_path(x->dir, &k, &path);
     if (ret == 0)
         fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index loaded from %s\n", x->a->name,
-                 m->name, path ? path : dfx_store_dir_path(x->dir));
+                 m->name, path ? path : indexdir_path(x->dir));
     if (ret == 0 && m->ix && built != dfx_index_spacing(m->ix))
         fuse_log(FUSE_LOG_DEBUG, "npyfs: %s: member '%s': the saved index was built with "
                  "spacing %" PRIu64 "K, this mount's is %" PRIu64 "K: used as it is\n",
                  x->a->name, m->name, built >> 10, dfx_index_spacing(m->ix) >> 10);
     else if (ret < 0)
         fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index %s %s (%s); rebuilding\n",
-                 x->a->name, m->name, path ? path : dfx_store_dir_path(x->dir),
+                 x->a->name, m->name, path ? path : indexdir_path(x->dir),
                  load_problem(ret), ERRSTR(ret));
     free(path);
     return ret == 0 || load_published(x, m);
@@ -490,7 +527,7 @@ static int64_t feed_step(struct cache *c, struct fs_member *m, struct dfx_reader
  * raised; or the error (damage is also recorded in m->ix).
  */
 static int build_twin(struct fs_archive *a, struct fs_member *m, atomic_bool *stop,
-                      struct progress *pr, struct dfx_store_writer *w, struct cache *feed,
+                      struct progress *pr, struct indexdir_writer *w, struct cache *feed,
                       bool raw_windows, struct dfx_index **out, struct dfx_crcs **crcs)
 {
     struct dfx_index *ix;
@@ -517,7 +554,7 @@ static int build_twin(struct fs_archive *a, struct fs_member *m, atomic_bool *st
     if (w && !raw_windows) {
         struct dfx_sink sink;
 
-        dfx_store_sink(w, &sink);
+        indexdir_sink(w, &sink);
         dfx_index_set_sink(ix, &sink);
     } else {
         dfx_index_compress_windows(ix, !raw_windows);
@@ -589,15 +626,15 @@ static void log_damage(struct fs_archive *a, struct fs_member *m, int err)
 
 /* Log what the saves pruned to keep the index directory within its size
  * cap (-o index_max=), if anything. */
-static void log_pruned(struct dfx_store_dir *d)
+static void log_pruned(struct indexdir *d)
 {
     uint64_t files, bytes;
 
-    dfx_store_dir_take_pruned(d, &files, &bytes);
+    indexdir_take_pruned(d, &files, &bytes);
     if (files)
         fuse_log(FUSE_LOG_INFO, "npyfs: index directory %s: removed %" PRIu64 " least recently "
                  "used index file%s (%" PRIu64 " bytes) to stay within index_max\n",
-                 dfx_store_dir_path(d), files, files == 1 ? "" : "s", bytes);
+                 indexdir_path(d), files, files == 1 ? "" : "s", bytes);
 }
 
 /* Log the outcome of saving m's file (a failure once per mount: a full or
@@ -605,10 +642,10 @@ static void log_pruned(struct dfx_store_dir *d)
 static int log_save(struct fs_indexer *x, struct fs_member *m, const struct dfx_store_key *k,
                     int ret)
 {
-    const char *dir = dfx_store_dir_path(x->dir);
+    const char *dir = indexdir_path(x->dir);
     char *path = NULL;
 
-    dfx_store_path(x->dir, k, &path);
+    indexdir_file_path(x->dir, k, &path);
     if (ret == 0)
         fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index saved to %s\n", x->a->name,
                  m->name, path ? path : dir);
@@ -629,7 +666,7 @@ static int save(struct fs_indexer *x, struct fs_member *m, struct dfx_index *ix)
     struct dfx_store_key k;
 
     member_key(x, m, &k);
-    return log_save(x, m, &k, dfx_store_save(x->dir, &k, ix, atomic_load(&m->crcs)));
+    return log_save(x, m, &k, indexdir_save(x->dir, &k, ix, atomic_load(&m->crcs)));
 }
 
 static int saved_as(int save_ret)
@@ -662,7 +699,7 @@ static void publish(struct fs_indexer *x, struct fs_member *m);
 static int run_pass(struct fs_indexer *x, struct fs_member *m, const struct pass_how *how,
                     int *saved)
 {
-    struct dfx_store_writer *w = NULL;
+    struct indexdir_writer *w = NULL;
     struct dfx_store_key k;
     struct dfx_index *twin;
     struct dfx_crcs *t;
@@ -684,19 +721,19 @@ static int run_pass(struct fs_indexer *x, struct fs_member *m, const struct pass
     }
     if (worth) {
         member_key(x, m, &k);
-        ret = dfx_store_begin(x->dir, &k, dfx_index_spacing(m->ix), &w);
+        ret = indexdir_begin(x->dir, &k, dfx_index_spacing(m->ix), &w);
         if (ret < 0)
             *saved = log_save(x, m, &k, ret); /* the pass goes on without a file */
     }
     ret = build_twin(x->a, m, how->stop, how->pr, w, how->feed, how->raw_windows, &twin, &t);
     if (ret < 0) {
-        dfx_store_abort(w);
+        indexdir_abort(w);
         return ret;
     }
     fs_member_set_crcs(m, t); /* from now on reads are checked */
     publish(x, m); /* the opens waiting need only the table */
     if (w) {
-        *saved = saved_as(log_save(x, m, &k, dfx_store_finish(w, twin, atomic_load(&m->crcs))));
+        *saved = saved_as(log_save(x, m, &k, indexdir_finish(w, twin, atomic_load(&m->crcs))));
         dfx_index_free(twin); /* its windows are in the file (or lost with it) */
         /* The live index takes the file's points, and drops the windows
          * reads recorded: from now on windows cost no memory. */
@@ -916,20 +953,20 @@ static void *background_main(void *arg)
  * another path (not in a daemon, whose indexers share its options) gets
  * its own. */
 static pthread_mutex_t dir_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct dfx_store_dir *dir_shared; /* protected by dir_lock */
+static struct indexdir *dir_shared; /* protected by dir_lock */
 static size_t dir_users;                 /* protected by dir_lock */
 
-/* The opened directory at path: 0, or dfx_store_dir_open()'s error. */
-static int dir_get(const char *path, struct dfx_store_dir **out)
+/* The opened directory at path: 0, or indexdir_open()'s error. */
+static int dir_get(const char *path, struct indexdir **out)
 {
     int ret = 0;
 
     pthread_mutex_lock(&dir_lock);
-    if (dir_shared && strcmp(dfx_store_dir_path(dir_shared), path) == 0) {
+    if (dir_shared && strcmp(indexdir_path(dir_shared), path) == 0) {
         dir_users++;
         *out = dir_shared;
     } else {
-        ret = dfx_store_dir_open(path, out);
+        ret = indexdir_open(path, out);
         if (ret == 0 && !dir_shared) {
             dir_shared = *out;
             dir_users = 1;
@@ -939,7 +976,7 @@ static int dir_get(const char *path, struct dfx_store_dir **out)
     return ret;
 }
 
-static void dir_put(struct dfx_store_dir *d)
+static void dir_put(struct indexdir *d)
 {
     if (!d)
         return;
@@ -949,25 +986,25 @@ static void dir_put(struct dfx_store_dir *d)
     else if (d == dir_shared)
         d = NULL; /* still used */
     pthread_mutex_unlock(&dir_lock);
-    dfx_store_dir_close(d);
+    indexdir_close(d);
 }
 
 /* The index directory for a, or NULL; *why gets the error and *path the
  * path tried (owned, NULL if none could be named). */
-static struct dfx_store_dir *index_dir(const struct fs_opts *opts, int *why, char **path)
+static struct indexdir *index_dir(const struct fs_opts *opts, int *why, char **path)
 {
-    struct dfx_store_dir *d = NULL;
+    struct indexdir *d = NULL;
     int ret = 0;
 
     *path = NULL;
     if (opts->index_dir && !(*path = strdup(opts->index_dir)))
         ret = -ENOMEM;
     else if (!opts->index_dir)
-        ret = dfx_store_default_dir(path);
+        ret = indexdir_default_dir(path);
     if (ret == 0)
         ret = dir_get(*path, &d);
     if (d)
-        dfx_store_dir_set_max(d, opts->index_max);
+        indexdir_set_max(d, opts->index_max);
     *why = ret;
     return d;
 }
@@ -996,7 +1033,7 @@ static bool lacks_index(struct fs_indexer *x)
         if (!x->dir)
             return true;
         member_key(x, m, &k);
-        if (dfx_store_path(x->dir, &k, &path) < 0)
+        if (indexdir_file_path(x->dir, &k, &path) < 0)
             return true;
         have = access(path, F_OK) == 0;
         free(path);
@@ -1031,44 +1068,51 @@ static int read_local(const char *path, size_t max, char **body, size_t *len)
     return ret;
 }
 
-/* Keep the files of a published index (body[0..len)) in memfds, one per
+/* Keep the files of a published index (body[0..len)) in memory, one per
  * member. A body that does not split into index files is refused whole. */
 static void keep_published(struct fs_indexer *x, const char *body, size_t len)
 {
-    size_t n = 0, at;
-    uint64_t flen;
-    const char *name;
-    size_t name_len;
+    struct src *all;
+    uint64_t at, flen;
+    size_t n = 0;
 
-    for (at = 0; at < len; at += (size_t)flen, n++)
-        if (dfx_store_peek(body + at, len - at, &flen, &name, &name_len) < 0) {
+    if (src_mem_new(body, len, &all) < 0)
+        return;
+    for (at = 0; at < len; at += flen, n++)
+        if (dfx_store_file_len(all, at, &flen) < 0) {
             fuse_log(FUSE_LOG_WARNING, "npyfs: %s: the published index %s is not an npyfs "
                      "index file; not used\n", x->a->name, x->pub_from);
+            src_free(all);
             return;
         }
     x->pub = calloc(n ? n : 1, sizeof(*x->pub));
-    if (!x->pub)
-        return;
-    for (at = 0; at < len && x->npub < n; at += (size_t)flen) {
+    for (at = 0; x->pub && at < len && x->npub < n; at += flen) {
         struct pub_file *p = &x->pub[x->npub];
-        int fd;
+        struct dfx_store_info info;
+        struct src *one;
 
-        dfx_store_peek(body + at, len - at, &flen, &name, &name_len);
-        fd = memfd_create("npyfs-index", MFD_CLOEXEC);
-        p->name = malloc(name_len + 1);
-        if (fd < 0 || !p->name || pwrite(fd, body + at, (size_t)flen, 0) != (ssize_t)flen) {
-            if (fd >= 0)
-                close(fd);
-            free(p->name);
-            p->name = NULL;
+        dfx_store_file_len(all, at, &flen);
+        p->data = malloc((size_t)flen);
+        if (!p->data || src_mem_new(body + at, (size_t)flen, &one) < 0) {
+            free(p->data);
+            p->data = NULL;
             continue;
         }
-        memcpy(p->name, name, name_len);
-        p->name[name_len] = '\0';
-        p->name_len = name_len;
-        p->fd = fd;
-        x->npub++;
+        if (dfx_store_peek(one, &info) == 0 && info.member) {
+            memcpy(p->data, body + at, (size_t)flen);
+            p->len = (size_t)flen;
+            p->name = info.member; /* taken */
+            p->name_len = info.member_len;
+            info.member = NULL;
+            x->npub++;
+        } else {
+            free(p->data); /* another format version, or damaged: not used */
+            p->data = NULL;
+        }
+        dfx_store_info_clear(&info);
+        src_free(one);
     }
+    src_free(all);
 }
 
 /*
@@ -1234,8 +1278,7 @@ void fs_indexer_free(struct fs_indexer *x)
     free(x->source_path);
     free(x->waiting);
     for (size_t i = 0; i < x->npub; i++) {
-        if (x->pub[i].fd >= 0)
-            close(x->pub[i].fd);
+        free(x->pub[i].data);
         free(x->pub[i].name);
     }
     free(x->pub);
@@ -1319,12 +1362,12 @@ static void print_dir_error(const char *label, const char *path, int err)
 }
 
 /* The index directory for `npyfs index`; prints why when there is none. */
-static struct dfx_store_dir *index_dir_for(const struct fs_archive *a,
+static struct indexdir *index_dir_for(const struct fs_archive *a,
                                            const struct fs_opts *opts)
 {
     char *path, *label = NULL;
     int ret;
-    struct dfx_store_dir *d = index_dir(opts, &ret, &path);
+    struct indexdir *d = index_dir(opts, &ret, &path);
 
     if (!d && asprintf(&label, "%s: ", a->name) < 0)
         label = NULL;
@@ -1335,88 +1378,72 @@ static struct dfx_store_dir *index_dir_for(const struct fs_archive *a,
     return d;
 }
 
-/* Append the whole file at path to out. Returns 0 or a negative errno. */
-static int append_file(int out, const char *path)
-{
-    char buf[65536];
-    int fd = open(path, O_RDONLY | O_CLOEXEC), ret = 0;
-    ssize_t n;
+/* Where dfx_store_write() puts one member's file of a published index: at
+ * base in fd; end is how far it wrote. */
+struct pub_out {
+    int fd;
+    uint64_t base, end;
+};
 
-    if (fd < 0)
-        return -errno;
-    while ((n = read(fd, buf, sizeof(buf))) != 0) {
+static int pub_write(void *ctx, const void *buf, size_t len, uint64_t off)
+{
+    struct pub_out *o = ctx;
+    const char *p = buf;
+
+    if (off + len > o->end)
+        o->end = off + len;
+    while (len) {
+        ssize_t n = pwrite(o->fd, p, len, (off_t)(o->base + off));
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 || write(out, buf, (size_t)n) != n) {
-            ret = n < 0 ? -errno : -EIO;
-            break;
-        }
+        if (n <= 0)
+            return n < 0 ? -errno : -EIO;
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
     }
-    close(fd);
-    return ret;
+    return 0;
 }
 
 /* Write the published index of a (every member worth a saved file, each
- * with portable_key(), back to back) to path, atomically (a temporary file
- * beside it, renamed over it). The members' files are written into a
- * private directory first (dfx_store_save()), then copied. x has every
- * member indexed. Returns 0 or a negative errno; *what says which step
- * failed. */
-static int write_published(struct fs_indexer *x, const char *path, const char **what)
+ * with portable_key(), back to back) to path, atomically: a temporary file
+ * beside it, synced and renamed over it. x has every member indexed.
+ * Returns 0 or a negative errno. */
+static int write_published(struct fs_indexer *x, const char *path)
 {
-    struct dfx_store_dir *d = NULL;
-    char *dir = NULL, *tmp = NULL, *slash;
-    int out = -1, ret = 0;
+    struct pub_out o = {.fd = -1};
+    char *tmp = NULL;
+    int ret = 0;
 
-    *what = "cannot write it";
-    slash = strrchr(path, '/');
-    if (asprintf(&dir, "%.*s.npyfs-index-XXXXXX", slash ? (int)(slash - path + 1) : 0, path) < 0 ||
-        asprintf(&tmp, "%s.%d.tmp", path, (int)getpid()) < 0) {
-        free(dir);
+    if (asprintf(&tmp, "%s.%d.tmp", path, (int)getpid()) < 0)
         return -ENOMEM;
-    }
-    if (!mkdtemp(dir) || (ret = dfx_store_dir_open(dir, &d)) < 0) {
-        ret = ret < 0 ? ret : -errno;
-        *what = "cannot make a temporary directory beside it";
-        goto out;
-    }
-    out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (out < 0) {
+    o.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (o.fd < 0) {
         ret = -errno;
-        goto out;
+        free(tmp);
+        return ret;
     }
     for (size_t i = 0; ret == 0 && i < x->a->count; i++) {
         struct fs_member *m = &x->a->members[i];
+        struct dfx_store_out out = {pub_write, &o};
         struct dfx_store_key k;
-        char *file = NULL;
 
         if (!worth_saving(x->a, m) || !has_table(m))
             continue;
         portable_key(x, m, &k);
-        ret = dfx_store_save(d, &k, m->kind == FS_DEFLATE ? m->ix : NULL, atomic_load(&m->crcs));
-        if (ret == 0)
-            ret = dfx_store_path(d, &k, &file);
-        if (ret == 0)
-            ret = append_file(out, file);
-        if (file)
-            unlink(file);
-        free(file);
+        o.end = 0;
+        ret = dfx_store_write(&k, m->kind == FS_DEFLATE ? m->ix : NULL, atomic_load(&m->crcs),
+                              &out);
+        o.base += o.end;
     }
-    if (ret == 0 && (fsync(out) < 0 || close(out) < 0))
+    if (ret == 0 && fsync(o.fd) < 0)
         ret = -errno;
-    else if (ret < 0)
-        close(out);
-    out = -1;
+    if (close(o.fd) < 0 && ret == 0)
+        ret = -errno;
     if (ret == 0 && rename(tmp, path) < 0)
         ret = -errno;
-out:
-    if (out >= 0)
-        close(out);
     if (ret < 0)
         unlink(tmp);
-    dfx_store_dir_close(d);
-    rmdir(dir);
-    free(dir);
     free(tmp);
     return ret;
 }
@@ -1487,14 +1514,13 @@ int fs_index_main(struct fs_archive *a, const struct fs_opts *opts)
     if (pr.tty)
         print_outcome(&pr, members, already);
     if (first_bad)
-        print_member_error(a, first_bad, first_err, dfx_store_dir_path(x.dir), nbad);
+        print_member_error(a, first_bad, first_err, indexdir_path(x.dir), nbad);
     if (!first_bad && opts->index_out) {
-        const char *what;
-        int ret = write_published(&x, opts->index_out, &what);
+        int ret = write_published(&x, opts->index_out);
 
         if (ret < 0) {
-            fprintf(stderr, "npyfs: %s: -o index_out=%s: %s: %s\n", a->name, opts->index_out,
-                    what, strerror(-ret));
+            fprintf(stderr, "npyfs: %s: -o index_out=%s: cannot write it: %s\n", a->name,
+                    opts->index_out, strerror(-ret));
             first_bad = a->members; /* the exit status */
         }
     }
@@ -1544,7 +1570,7 @@ static void duration(char *buf, size_t len, int64_t secs)
              secs / units[i].secs == 1 ? "" : "s");
 }
 
-static void print_pruned(const struct dfx_prune_file *f, void *arg)
+static void print_pruned(const struct indexdir_prune_file *f, void *arg)
 {
     const struct prune_report *r = arg;
     char size[32], cap[32], idle[48];
@@ -1556,14 +1582,14 @@ static void print_pruned(const struct dfx_prune_file *f, void *arg)
     duration(idle, sizeof(idle), f->idle_secs);
     printf("removed %s/%s (%s): ", r->dir, f->name, size);
     switch (f->why) {
-    case DFX_PRUNE_GONE:
+    case INDEXDIR_PRUNE_GONE:
         printf("its archive %s no longer exists (member '%s')\n", p, mb);
         break;
-    case DFX_PRUNE_CHANGED:
+    case INDEXDIR_PRUNE_CHANGED:
         printf("%s is no longer the archive it was built for: replaced or modified since "
                "(member '%s')\n", p, mb);
         break;
-    case DFX_PRUNE_UNUSED:
+    case INDEXDIR_PRUNE_UNUSED:
         if (path)
             printf("not used for %s, and its archive %s cannot be checked (member '%s')\n",
                    idle, p, mb);
@@ -1571,17 +1597,17 @@ static void print_pruned(const struct dfx_prune_file *f, void *arg)
             printf("not used for %s, and it does not record its archive (member '%s')\n",
                    idle, mb);
         break;
-    case DFX_PRUNE_FORMAT:
+    case INDEXDIR_PRUNE_FORMAT:
         printf("index file format version %u, from an older npyfs (this one reads version "
                "%d)\n", f->version, DFX_STORE_VERSION);
         break;
-    case DFX_PRUNE_DAMAGED:
+    case INDEXDIR_PRUNE_DAMAGED:
         printf("damaged (its header does not hold together)\n");
         break;
-    case DFX_PRUNE_TEMP:
+    case INDEXDIR_PRUNE_TEMP:
         printf("a temporary file left by a save that did not finish (%s old)\n", idle);
         break;
-    case DFX_PRUNE_SIZE:
+    case INDEXDIR_PRUNE_SIZE:
         human_u64(cap, sizeof(cap), r->max);
         printf("least recently used (last used %s ago), to keep the directory within "
                "index_max=%s (%s, member '%s')\n", idle, cap, p, mb);
@@ -1594,14 +1620,15 @@ static void print_pruned(const struct dfx_prune_file *f, void *arg)
 /* Contract in fs.h. */
 int fs_index_prune(const struct fs_opts *opts)
 {
-    struct dfx_prune_opts o = {.sources = true, .unused_secs = FS_PRUNE_UNUSED_DAYS * 86400,
-                               .max = opts->index_max};
-    struct dfx_prune_result res;
+    struct indexdir_prune_opts o = {.sources = true,
+                                    .unused_secs = FS_PRUNE_UNUSED_DAYS * 86400,
+                                    .max = opts->index_max};
+    struct indexdir_prune_result res;
     struct prune_report r = {.max = opts->index_max};
     char freed[32], kept[32];
     char *path;
     int ret;
-    struct dfx_store_dir *d = index_dir(opts, &ret, &path);
+    struct indexdir *d = index_dir(opts, &ret, &path);
 
     if (!d) {
         print_dir_error("", path, ret);
@@ -1609,8 +1636,8 @@ int fs_index_prune(const struct fs_opts *opts)
         return 1;
     }
     free(path);
-    r.dir = dfx_store_dir_path(d);
-    ret = dfx_store_prune(d, &o, print_pruned, &r, &res);
+    r.dir = indexdir_path(d);
+    ret = indexdir_prune(d, &o, print_pruned, &r, &res);
     if (ret < 0) {
         fprintf(stderr, "npyfs: index directory %s: cannot list it: %s\n", r.dir,
                 strerror(-ret));

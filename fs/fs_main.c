@@ -40,6 +40,7 @@
 #include "net.h"
 #include "npy.h"
 #include "source.h"
+#include "src_file.h"
 #include "zip.h"
 
 #ifdef NPYFS_HAVE_ISAL

@@ -52,6 +52,7 @@
 #include "dfx_store.h"
 #include "gz.h"
 #include "npy.h"
+#include "src_file.h"
 #include "zip.h"
 
 /* A waiting reader whose chunk lies this close after a decode in progress

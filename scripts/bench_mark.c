@@ -55,7 +55,7 @@ struct result {
 
 static void keep_window(unsigned char **w)
 {
-    *w = malloc(DFX_WINDOW_SIZE);
+    *w = malloc(WINDOW_SIZE);
     if (!*w)
         die("out of memory");
 }

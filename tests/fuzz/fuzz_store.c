@@ -1,20 +1,23 @@
-/* libFuzzer target: loading a saved deflate index (dfx_store.h) and reading
- * through it. The stream is fixed, built once in LLVMFuzzerInitialize: ~300
- * KB of smooth quantized float32 data, raw-deflated in memory with zlib
- * level 6 (memLevel 4: smaller blocks, so access points nearer the spacing).
- * An input is a 4-byte little-endian seed followed by the bytes of an index
- * file for that stream and a fixed key; the file is written where
- * dfx_store_path() puts it in a private temporary directory and loaded into
- * a fresh index, with its chunk CRC table. If the load succeeds, 8 extracts
- * at offsets derived from the seed must each give a negative errno or
- * exactly the right bytes, and the table must cover the whole stream.
+/* libFuzzer target: loading a saved deflate index through the index file
+ * codec (dfx_store.h) and reading through it. The stream is fixed, built
+ * once in LLVMFuzzerInitialize: ~300 KB of smooth quantized float32 data,
+ * raw-deflated in memory with zlib level 6 (memLevel 4: smaller blocks, so
+ * access points nearer the spacing). An input is a 4-byte little-endian
+ * seed followed by the bytes of an index file for that stream and a fixed
+ * key; those bytes are loaded, through a memory source over them, into a
+ * fresh index, with its chunk CRC table (no file system: the directory
+ * around the files is fs/indexdir.c's, tested by tests/unit/test_indexdir.c).
+ * If the load succeeds, 8 extracts at offsets derived from the seed must
+ * each give a negative errno or exactly the right bytes (windows are read
+ * from the input on demand), and the table must cover the whole stream;
+ * the loaded index must release the input exactly once, when it is freed.
  *
  * The file's CRC-32 covers all of it, so a crafted file that loads yet
  * carries wrong access points is practically out of a fuzzer's reach; a
  * mismatch is reported as a crash.
  *
- * NPYFS_FUZZ_WRITE_SEED=path: build the full index by a full pass, save it,
- * write seed + file to path (the seed corpus) and exit. */
+ * NPYFS_FUZZ_WRITE_SEED=path: build the full index by a full pass, write
+ * seed + its index file to path (the seed corpus) and exit. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
@@ -38,9 +41,12 @@ static size_t g_zlen;
 static struct src *g_src;
 static struct dfx_stream g_st;
 static struct dfx_store_key g_key;
-static char g_dir[] = "/tmp/npyfs_fuzz_store.XXXXXX";
-static struct dfx_store_dir *g_sdir;
-static char *g_path;
+
+/* An index file being built in memory (the codec's write callback). */
+struct membuf {
+    unsigned char *p;
+    size_t len;
+};
 
 static void die(const char *what)
 {
@@ -88,6 +94,27 @@ static void make_stream(void)
         die("src_mem_new");
 }
 
+static int membuf_write(void *ctx, const void *buf, size_t len, uint64_t off)
+{
+    struct membuf *m = ctx;
+
+    if (off + len > m->len) {
+        unsigned char *grown = realloc(m->p, (size_t)(off + len));
+        if (!grown)
+            return -ENOMEM;
+        memset(grown + m->len, 0, (size_t)(off + len - m->len));
+        m->p = grown;
+        m->len = (size_t)(off + len);
+    }
+    memcpy(m->p + off, buf, len);
+    return 0;
+}
+
+static void count_release(void *arg)
+{
+    ++*(int *)arg;
+}
+
 static int write_file(const char *path, const void *buf, size_t len)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -110,17 +137,17 @@ static int write_file(const char *path, const void *buf, size_t len)
 }
 
 /* Build and save the full index, then write seed + index file to out. */
-static void write_seed(const char *out)
+static void write_seed(const char *path)
 {
     static unsigned char buf[65536];
     struct dfx_index *ix;
     struct dfx_reader *r = NULL;
     struct dfx_crcs *t;
-    unsigned char *file;
+    struct membuf file = {0};
+    struct dfx_store_out out = {membuf_write, &file};
+    unsigned char *seed;
     int64_t n, total = 0;
     size_t points;
-    long len = 0;
-    FILE *f;
 
     if (dfx_index_new(&g_st, DFX_MIN_SPACING, &ix) < 0 || dfx_reader_new(ix, 0, &r) < 0 ||
         dfx_crcs_new(DATA_LEN, CHUNK, &t) < 0)
@@ -134,34 +161,23 @@ static void write_seed(const char *out)
     dfx_reader_free(r);
     if (n < 0 || total != DATA_LEN)
         die("full pass");
-    if (dfx_store_save(g_sdir, &g_key, ix, t) < 0)
-        die("dfx_store_save");
+    if (dfx_store_write(&g_key, ix, t, &out) < 0)
+        die("dfx_store_write");
     free(t);
     points = dfx_index_points(ix);
     dfx_index_free(ix);
-    f = fopen(g_path, "rb");
-    if (!f || fseek(f, 0, SEEK_END) < 0 || (len = ftell(f)) <= 0 || fseek(f, 0, SEEK_SET) < 0)
-        die("reading the index file");
-    file = malloc((size_t)len + 4);
-    if (!file)
+    seed = malloc(file.len + 4);
+    if (!seed)
         die("out of memory");
-    memcpy(file, "\x2a\x00\x00\x00", 4); /* seed 42 */
-    if (fread(file + 4, 1, (size_t)len, f) != (size_t)len)
-        die("reading the index file");
-    fclose(f);
-    if (write_file(out, file, (size_t)len + 4) < 0)
+    memcpy(seed, "\x2a\x00\x00\x00", 4); /* seed 42 */
+    memcpy(seed + 4, file.p, file.len);
+    if (write_file(path, seed, file.len + 4) < 0)
         die("writing the seed");
-    fprintf(stderr, "fuzz_store: %zu points, index file %ld bytes, stream %zu -> %zu bytes\n",
-            points, len, (size_t)DATA_LEN, g_zlen);
-    free(file);
+    fprintf(stderr, "fuzz_store: %zu points, index file %zu bytes, stream %zu -> %zu bytes\n",
+            points, file.len, (size_t)DATA_LEN, g_zlen);
+    free(seed);
+    free(file.p);
     exit(0);
-}
-
-static void cleanup(void)
-{
-    if (g_path)
-        unlink(g_path);
-    rmdir(g_dir);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -190,11 +206,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     g_key.crc = g_st.crc;
     g_key.stored_size = g_zlen;
     g_key.path = "/data/run.npz"; /* recorded, not part of the key */
-    if (!mkdtemp(g_dir))
-        die("mkdtemp");
-    atexit(cleanup);
-    if (dfx_store_dir_open(g_dir, &g_sdir) < 0 || dfx_store_path(g_sdir, &g_key, &g_path) < 0)
-        die("index directory");
     if (seed_out)
         write_seed(seed_out);
     return 0;
@@ -213,16 +224,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static unsigned char piece[PIECE];
     struct dfx_index *ix;
     struct dfx_crcs *t = NULL;
+    struct src *file;
+    int released = 0, loaded;
     uint64_t s;
 
     if (size < 4)
         return 0;
     s = get_le32(data) * 0x9E3779B97F4A7C15ull + 1;
-    if (write_file(g_path, data + 4, size - 4) < 0)
+    if (src_mem_new(data + 4, size - 4, &file) < 0)
         return 0;
-    if (dfx_index_new(&g_st, DFX_MIN_SPACING, &ix) < 0)
+    if (dfx_index_new(&g_st, DFX_MIN_SPACING, &ix) < 0) {
+        src_free(file);
         return 0;
-    if (dfx_store_load(g_sdir, &g_key, ix, CHUNK, NULL, &t, NULL) == 0) {
+    }
+    loaded = dfx_store_load(file, &g_key, ix, CHUNK, NULL, &t, NULL, count_release,
+                            &released) == 0;
+    if (loaded) {
         if (t && (t->size != DATA_LEN || t->chunk != CHUNK ||
                   t->count != (DATA_LEN + CHUNK - 1) / CHUNK))
             __builtin_trap(); /* a loaded table that does not fit the stream */
@@ -238,6 +255,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     free(t);
     dfx_index_free(ix);
-    unlink(g_path);
+    if (released != loaded)
+        __builtin_trap(); /* the input released never, twice, or after a failed load */
+    src_free(file);
     return 0;
 }

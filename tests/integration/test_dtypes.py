@@ -1,4 +1,5 @@
-"""The dtype/shape matrix of FORMATS.md section 5, through every container.
+"""The dtype/shape matrix of docs/FORMATS.md section 5 ("Edge cases"), through every
+container.
 
 Each case (bool, int8..uint64, float16/32/64, long double '<f16', clongdouble,
 complex, big-endian, unicode, bytes, datetime64/timedelta64, aligned and

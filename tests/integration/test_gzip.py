@@ -1,4 +1,4 @@
-""".npy.gz sources from every producer we can run (FORMATS.md section 3).
+""".npy.gz sources from every producer we can run (docs/FORMATS.md section 3, "gzip files").
 
 Producers: the `gzip` command (-k keeps the name and mtime in the header,
 -n drops them), Python's gzip module (level 9 default, and level 1), pigz

@@ -1,5 +1,5 @@
 """Hand-written .npy headers that numpy 1.24 accepts but np.save never writes
-(FORMATS.md sections 1.3 and 1.4), plus object arrays.
+(docs/FORMATS.md section 1.3 "The header text" and section 1.4 "Padding"), plus object arrays.
 
 Headers: 16-byte padding (pre-1.14 numpy, cnpy), no trailing newline, double
 quotes with another key order and no trailing comma, fortran_order True on a
@@ -10,7 +10,7 @@ hand-built header, Python-2 'L' suffixes, and a descr given as a dtype name
   header says, and np.load(mmap_mode='r') through the mount works.
 - As .npy.gz the daemon must parse the header to size the file. The common
   forms (pad16, no newline, double quotes, Fortran) must be served exactly.
-  For the exotic ones ('L' suffixes, dtype names) FORMATS.md allows a clean
+  For the exotic ones ('L' suffixes, dtype names) docs/FORMATS.md section 1.3 allows a clean
   refusal: either the mount fails with one line naming the file, or the file
   is served with the exact size and bytes.
 - Object arrays (pickled payload): an npz member is served byte-exact and

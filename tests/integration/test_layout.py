@@ -342,7 +342,7 @@ def test_empty_archive(tmp_path, mount):
 
 def test_duplicate_member_last_wins(tmp_path, mount):
     """zipfile only warns on duplicate names; np.load returns the last one, and
-    so must the mount (FORMATS.md 2.5 and the checklist)."""
+    so must the mount (docs/FORMATS.md section 2.5 "Member names" and section 5 "Edge cases")."""
     import warnings
     p = tmp_path / "dup.npz"
     first, last = np.arange(3), np.arange(7.0)

@@ -255,7 +255,7 @@ static struct run_result run_marks(const unsigned char *raw, size_t len, const u
                 r.marks = realloc(r.marks, (cap *= 2) * sizeof(*r.marks));
             r.marks[r.nmarks].mk = mk;
             r.marks[r.nmarks].want = want;
-            r.marks[r.nmarks].window = malloc(DFX_WINDOW_SIZE);
+            r.marks[r.nmarks].window = malloc(WINDOW_SIZE);
             CHECK_EQ(dfx_isal_mark_window(d, r.marks[r.nmarks].window), mk.window_len);
             r.nmarks++;
             CHECK(mk.out <= out_pos);
@@ -379,7 +379,7 @@ static void check_marks(const char *name, const unsigned char *raw, size_t len,
         const struct dfx_isal_mark *mk = &m->mk;
         uint64_t bit = 8 * mk->in - (uint64_t)mk->bits;
         size_t n = full_len - mk->out, got;
-        uint32_t wl = mk->out < DFX_WINDOW_SIZE ? (uint32_t)mk->out : DFX_WINDOW_SIZE;
+        uint32_t wl = mk->out < WINDOW_SIZE ? (uint32_t)mk->out : WINDOW_SIZE;
 
         if (check_len && n > check_len && i + 1 < r->nmarks)
             n = check_len;

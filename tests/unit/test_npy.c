@@ -1,5 +1,5 @@
 /*
- * Unit tests for format/npy.c: the .npy header parser (FORMATS.md section 1).
+ * Unit tests for format/npy.c: the .npy header parser (docs/FORMATS.md section 1).
  *
  * Three kinds of input:
  *  - real headers written by np.save() (numpy 1.24.2), embedded byte for byte
@@ -786,7 +786,7 @@ static void test_descr_object_scan(void)
     npy_header_destroy(&h);
 }
 
-/* ---- oddities numpy accepts (FORMATS.md 1.3) ---- */
+/* ---- oddities numpy accepts (docs/FORMATS.md section 1.3) ---- */
 
 struct odd_case {
     const char *text;

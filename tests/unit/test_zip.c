@@ -12,6 +12,7 @@
 #include "dfx.h"
 #include "fs.h"
 #include "source.h"
+#include "src_file.h"
 #include "zip.h"
 
 #include <errno.h>
