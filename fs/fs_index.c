@@ -1015,7 +1015,7 @@ static const char *dir_problem(int err, char *buf, size_t len)
                          : strerror_r(-err, buf, len);
 }
 
-/* The largest published index a mount fetches (its files go into memfds
+/* The largest published index a mount fetches (its files stay in memory
  * until each member's first open loads its own). */
 #define PUB_MAX (256u << 20)
 
