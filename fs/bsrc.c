@@ -30,8 +30,8 @@ struct bsrc_ops {
 
 struct bsrc {
     const struct bsrc_ops *ops;
-    struct src *src;        /* owned */
-    struct bsrc_ident id;   /* immutable after open */
+    struct src *src;      /* owned */
+    struct bsrc_ident id; /* immutable after open */
     /* file: the ctime (ns) a check compares with: st's, or once, when the
      * file is found unlinked with its content untouched, the ctime the
      * unlink gave it (see bsrc_check() in bsrc.h) */
@@ -282,8 +282,7 @@ char *bsrc_base_name(const char *path_or_url)
     if (!out)
         return NULL;
     for (p = base; p < end; p++) {
-        if (decode && p[0] == '%' && end - p > 2 && hex_value(p[1]) >= 0 &&
-            hex_value(p[2]) >= 0) {
+        if (decode && p[0] == '%' && end - p > 2 && hex_value(p[1]) >= 0 && hex_value(p[2]) >= 0) {
             *o++ = (char)(hex_value(p[1]) << 4 | hex_value(p[2]));
             p += 2;
         } else {

@@ -29,8 +29,10 @@ int net_new(const struct net_opts *o, bool s3, struct net **out, char *msg, size
 {
     struct http_opts ho = {.retries = o->retries};
     struct remote_opts ro = {.block = (size_t)o->block, .cache_bytes = o->cache};
-    struct s3_opts so = {.endpoint = o->endpoint, .region = o->region,
-                         .path_style = o->s3_path_style, .anonymous = o->s3_anonymous};
+    struct s3_opts so = {.endpoint = o->endpoint,
+                         .region = o->region,
+                         .path_style = o->s3_path_style,
+                         .anonymous = o->s3_anonymous};
     struct http_error e;
     char why[256];
     struct net *n;
@@ -71,7 +73,8 @@ int net_new(const struct net_opts *o, bool s3, struct net **out, char *msg, size
         if (n->s3.ca_bundle && !o->cacert) {
             if (access(n->s3.ca_bundle, R_OK) < 0) {
                 err = -errno;
-                say(msg, len, "the CA bundle that AWS_CA_BUNDLE (or the profile's ca_bundle) "
+                say(msg, len,
+                    "the CA bundle that AWS_CA_BUNDLE (or the profile's ca_bundle) "
                     "names cannot be read: %s (give -o cacert=FILE, or unset it)",
                     strerror(-err));
                 goto out_free;

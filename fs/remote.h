@@ -37,8 +37,8 @@
  * never returns a mix of old and new bytes); -EREMOTEIO for any other HTTP
  * failure after the client's retries (a status, a reset, a refused
  * connection: not -EIO, which format/ code takes for a truncated archive);
- * -ETIMEDOUT when the server stopped answering; -ENOMEM. A failed fetch is forgotten, so reads work again when the server
- * is back. Nothing here logs: callers check remote_check() and log once.
+ * -ETIMEDOUT when the server stopped answering; -ENOMEM. A failed fetch is forgotten, so reads work
+ * again when the server is back. Nothing here logs: callers check remote_check() and log once.
  *
  * Thread-safety: all functions are thread-safe. Locks: a source's lock
  * guards its table of blocks in flight and its streams; it is taken before
