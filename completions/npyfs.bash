@@ -11,7 +11,8 @@ connections= timeout= retries= block= remote_cache="
 _npyfs_mount_opts="cache_size= spacing= threads= readahead= index_dir= index= index_mem= index_max=
 verify= verify_max= max_ratio= $_npyfs_net_opts index_url=
 allow_other allow_root auto_unmount default_permissions ro nodev dev nosuid suid
-noexec exec noatime atime sync async dirsync max_read= fsname= user="
+noexec exec noatime atime sync async dirsync max_read= fsname= user=
+context= fscontext= defcontext= rootcontext="
 _npyfs_index_opts="index_dir= index_max= spacing= max_ratio= index_out= $_npyfs_net_opts"
 
 # The directories an npyfs mount is on (/proc/mounts escapes a space as \040).
@@ -21,6 +22,16 @@ _npyfs_mounts()
     while read -r src dir type rest; do
         [[ $type == fuse.npyfs ]] && printf '%b\n' "$dir"
     done < /proc/mounts 2>/dev/null
+}
+
+# File names for $1, one word each (a name with spaces stays one word);
+# readline quotes them (-o filenames).
+_npyfs_files()
+{
+    local f
+    COMPREPLY=()
+    while IFS= read -r f; do COMPREPLY+=("$f"); done < <(compgen -f -- "$1")
+    compopt -o filenames 2>/dev/null
 }
 
 # Complete the comma-separated list after -o from the words in $1.
@@ -33,7 +44,7 @@ _npyfs_complete_opts()
     fi
     case $last in
         index=*) COMPREPLY=($(compgen -P "$head" -W "index=background index=lazy" -- "$last")) ;;
-        verify=*) COMPREPLY=($(compgen -P "$head" -W "verify=lazy verify=strict" -- "$last")) ;;
+        verify=*) COMPREPLY=($(compgen -P "$head" -W "verify=auto verify=lazy verify=strict" -- "$last")) ;;
         index_dir=*)
             local d
             COMPREPLY=()
@@ -79,8 +90,7 @@ _npyfs()
                     COMPREPLY=($(compgen -W "-o --prune --help" -- "$cur"))
                 fi
             else
-                COMPREPLY=($(compgen -f -- "$cur"))
-                compopt -o filenames 2>/dev/null
+                _npyfs_files "$cur"
             fi
             ;;
         unmount|umount|stats)
@@ -91,13 +101,16 @@ _npyfs()
                     COMPREPLY=($(compgen -W "-z --lazy --help" -- "$cur"))
                 fi
             else
+                # npyfs mount points, quoted here (a mount point may hold a
+                # space): -o filenames would have readline stat each one,
+                # which hangs on a mount whose daemon hangs
                 local m
                 while IFS= read -r m; do
-                    [[ $m == "$cur"* ]] && COMPREPLY+=("$m")
+                    [[ $m == "$cur"* ]] && COMPREPLY+=("$(printf '%q' "$m")")
                 done < <(_npyfs_mounts)
                 # a relative path to a mount: directories
                 if ((${#COMPREPLY[@]} == 0)); then
-                    COMPREPLY=($(compgen -d -- "$cur"))
+                    while IFS= read -r m; do COMPREPLY+=("$m"); done < <(compgen -d -- "$cur")
                     compopt -o filenames 2>/dev/null
                 fi
             fi
@@ -111,8 +124,7 @@ _npyfs()
             elif [[ $cur == -* ]]; then
                 COMPREPLY=($(compgen -W "--json -o --help" -- "$cur"))
             else
-                COMPREPLY=($(compgen -f -- "$cur"))
-                compopt -o filenames 2>/dev/null
+                _npyfs_files "$cur"
             fi
             ;;
         *)
@@ -120,8 +132,7 @@ _npyfs()
             if [[ $prev == -o ]]; then
                 _npyfs_complete_opts "$_npyfs_mount_opts" "$cur"
             else
-                COMPREPLY=($(compgen -f -- "$cur"))
-                compopt -o filenames 2>/dev/null
+                _npyfs_files "$cur"
             fi
             ;;
     esac

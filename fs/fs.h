@@ -802,8 +802,8 @@ struct fs_ls;
 int fs_ls_new(bool json, bool aligned, bool archive_column, struct fs_ls **out);
 /* Add the rows of every member of a (borrowed, only during the call), the
  * archive named by a->path; the first call prints the titles (or opens the
- * JSON array): a listing of no archive prints nothing. Returns 0, or
- * -ENOMEM, or -EIO: stdout failed. */
+ * JSON array): a table of no archive prints nothing, JSON an empty array
+ * (at fs_ls_flush()). Returns 0, or -ENOMEM, or -EIO: stdout failed. */
 int fs_ls_add(struct fs_ls *l, struct fs_archive *a);
 /* Print what is held back and end the JSON array. Returns 0, or -EIO with
  * one line on stderr when stdout failed. */

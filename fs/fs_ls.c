@@ -338,8 +338,9 @@ out_free:
     return ret;
 }
 
-/* The start of the listing, printed with the first archive: nothing at
- * all if no archive could be opened. */
+/* The start of the listing, printed with the first archive: for a table,
+ * nothing at all if no archive could be opened (JSON: fs_ls_flush() then
+ * prints an empty array). */
 static int ls_start(struct fs_ls *l)
 {
     char *title[LS_COLS] = {0};
@@ -380,8 +381,8 @@ int fs_ls_add(struct fs_ls *l, struct fs_archive *a)
 /* Contract in fs.h. */
 int fs_ls_flush(struct fs_ls *l)
 {
-    if (l->json && l->started)
-        fputs(l->rows ? "\n]\n" : "]\n", stdout);
+    if (l->json) /* always one array, so that a program can parse it: [] for none */
+        fputs(!l->started ? "[]\n" : l->rows ? "\n]\n" : "]\n", stdout);
     for (size_t r = 0; l->aligned && r < l->ncells / LS_COLS; r++) {
         char **row = l->cells + r * LS_COLS;
         int last = LS_COLS - 1;

@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <fuse_lowlevel.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -486,6 +487,29 @@ static bool parse_net_opt(struct mount_args *ma, const char *opt)
     return true;
 }
 
+/* "-o cache_size=1GB" and the like: refused as ambiguous (see parse_size()),
+ * with the option named, as every other bad value is. */
+static void refuse_ambiguous_size(const char *opt)
+{
+    static const char *const sizes[] = {"cache_size=", "readahead=", "index_max=", "index_mem=",
+                                        "verify_max=", "spacing=", "max_read=", "block=",
+                                        "remote_cache=", NULL};
+    const char *v = strchr(opt, '='), *end;
+    bool size = false;
+
+    for (int i = 0; v && sizes[i]; i++)
+        size = size || strncmp(opt, sizes[i], (size_t)(v + 1 - opt)) == 0;
+    if (!size || v[1] < '0' || v[1] > '9')
+        return;
+    end = v + 1 + strspn(v + 1, "0123456789");
+    if (*end && strchr("kKmMgGtT", *end) && (end[1] == 'b' || end[1] == 'B') && !end[2]) {
+        fprintf(stderr, "npyfs: bad value in -o %s: ambiguous size %s: write %.*s or %.*siB "
+                "(sizes are powers of 1024)\n", opt, v + 1, (int)(end + 1 - (v + 1)), v + 1,
+                (int)(end + 1 - (v + 1)), v + 1);
+        exit(1);
+    }
+}
+
 /* Split one -o list into our options and libfuse's. */
 static void parse_opts(struct mount_args *ma, const char *list)
 {
@@ -499,6 +523,7 @@ static void parse_opts(struct mount_args *ma, const char *list)
             fputs("npyfs: out of memory\n", stderr);
             exit(1);
         }
+        refuse_ambiguous_size(opt);
         if (strncmp(opt, "cache_size=", 11) == 0) {
             if (parse_size(opt + 11, &ma->opts.cache_size) < 0)
                 die_usage("bad value in -o %s: expected a size such as 512M", opt);
@@ -561,11 +586,17 @@ static void parse_opts(struct mount_args *ma, const char *list)
             die_usage("npyfs mounts are read-only; -o rw is not supported");
         } else if (len && fuse_opt_known(opt, len)) {
             /* libfuse takes max_read= too, but wants init to agree with it */
-            if (strncmp(opt, "max_read=", 9) == 0 &&
-                (parse_size(opt + 9, &ma->opts.max_read) < 0 || ma->opts.max_read < 4096 ||
-                 ma->opts.max_read > UINT32_MAX))
-                die_usage("bad value in -o %s: expected a size of at least 4K", opt);
-            append_opt(&ma->fuse_opts, opt, len);
+            if (strncmp(opt, "max_read=", 9) == 0) {
+                char bytes[32];
+                if (parse_size(opt + 9, &ma->opts.max_read) < 0 || ma->opts.max_read < 4096 ||
+                    ma->opts.max_read > UINT32_MAX)
+                    die_usage("bad value in -o %s: expected a size of at least 4K", opt);
+                /* the kernel takes bytes only: 64K goes on as max_read=65536 */
+                snprintf(bytes, sizeof(bytes), "max_read=%" PRIu64, ma->opts.max_read);
+                append_opt(&ma->fuse_opts, bytes, strlen(bytes));
+            } else {
+                append_opt(&ma->fuse_opts, opt, len);
+            }
         } else if (len) {
             die_unknown_opt(opt);
         }
@@ -1276,14 +1307,20 @@ static int cmd_mount(int argc, char **argv)
 }
 
 /* The type of the last (visible) mount on path in /proc/self/mounts, into
- * type. Paths there escape space, tab, newline and backslash as octal.
- * Returns 1, 0 if path is not a mount point, -1 if the table is unreadable. */
-static int mount_type(const char *path, char *type, size_t size)
+ * type, and if uid is not NULL its user_id= option in *uid (a FUSE mount's
+ * owner; -1 without one) and whether it has allow_other in *others. Paths
+ * there escape space, tab, newline and backslash as octal. Returns 1, 0 if
+ * path is not a mount point, -1 if the table is unreadable. */
+static int mount_entry(const char *path, char *type, size_t size, long *uid, bool *others)
 {
     FILE *f = fopen("/proc/self/mounts", "re");
     char line[PATH_MAX * 2], dir[PATH_MAX * 2];
     int found = 0;
 
+    if (uid) {
+        *uid = -1;
+        *others = false;
+    }
     if (!f)
         return -1;
     while (fgets(line, sizeof(line), f)) {
@@ -1304,9 +1341,19 @@ static int mount_type(const char *path, char *type, size_t size)
         t = p + 1;
         snprintf(type, size, "%.*s", (int)strcspn(t, " "), t);
         found = 1; /* keep going: the last mount on a path is the visible one */
+        if (uid) {
+            const char *o = strstr(t, ",user_id=");
+            *uid = o ? strtol(o + 9, NULL, 10) : -1;
+            *others = strstr(t, ",allow_other") != NULL;
+        }
     }
     fclose(f);
     return found;
+}
+
+static int mount_type(const char *path, char *type, size_t size)
+{
+    return mount_entry(path, type, size, NULL, NULL);
 }
 
 /* Run fusermount3 FLAGS -- MNT; its stderr (in the C locale) goes into
@@ -1389,13 +1436,16 @@ static bool path_under(const char *link, const char *dir)
                                           strcmp(dir, "/") == 0);
 }
 
+/* What a process holds under a mount (for the busy message). */
+enum hold { HOLD_NONE, HOLD_DIR, HOLD_FILE, HOLD_MAP };
+
 /* Does process pid hold something under dir: its working or root
  * directory, an open file, a mapping? Only what /proc lets us see. */
-static bool holds(const char *pid, const char *dir)
+static enum hold holds(const char *pid, const char *dir)
 {
     static const char *const links[] = {"cwd", "root"};
     char path[64], target[PATH_MAX], line[PATH_MAX + 128];
-    bool found = false;
+    enum hold found = HOLD_NONE;
     struct dirent *e;
     ssize_t n;
     DIR *d;
@@ -1404,7 +1454,8 @@ static bool holds(const char *pid, const char *dir)
     for (int i = 0; i < 2 && !found; i++) {
         snprintf(path, sizeof(path), "/proc/%.20s/%s", pid, links[i]);
         n = readlink(path, target, sizeof(target) - 1);
-        found = n > 0 && (target[n] = '\0', path_under(target, dir));
+        if (n > 0 && (target[n] = '\0', path_under(target, dir)))
+            found = HOLD_DIR;
     }
     snprintf(path, sizeof(path), "/proc/%.20s/fd", pid);
     d = found ? NULL : opendir(path);
@@ -1414,7 +1465,8 @@ static bool holds(const char *pid, const char *dir)
             continue;
         snprintf(fd, sizeof(fd), "%s/%s", path, e->d_name);
         n = readlink(fd, target, sizeof(target) - 1);
-        found = n > 0 && (target[n] = '\0', path_under(target, dir));
+        if (n > 0 && (target[n] = '\0', path_under(target, dir)))
+            found = HOLD_FILE;
     }
     if (d)
         closedir(d);
@@ -1424,7 +1476,8 @@ static bool holds(const char *pid, const char *dir)
         char *file = strchr(line, '/');
         if (file) {
             file[strcspn(file, "\n")] = '\0';
-            found = path_under(file, dir);
+            if (path_under(file, dir))
+                found = HOLD_MAP;
         }
     }
     if (f)
@@ -1432,23 +1485,38 @@ static bool holds(const char *pid, const char *dir)
     return found;
 }
 
-/* Who keeps dir busy, for the message: "process 1234 (python3)" and how
- * many others, into buf; empty if none can be seen (other users' processes
- * are hidden from a user other than root). */
-static void find_holders(const char *dir, char *buf, size_t size)
+/* Who keeps dir busy, for the message: "process 1234 (python3) has files
+ * open under it" (what the first one found holds), with how many others,
+ * into buf, and in *fix what ends that use ("close them"); buf empty if
+ * none can be seen (other users' processes are hidden from a user other
+ * than root). */
+static void find_holders(const char *dir, char *buf, size_t size, const char **fix)
 {
+    static const char *const what[] = {
+        [HOLD_DIR] = "has its working directory under it",
+        [HOLD_FILE] = "has files open under it",
+        [HOLD_MAP] = "has a file under it mapped into memory",
+    };
+    static const char *const fixes[] = {
+        [HOLD_NONE] = "close them",
+        [HOLD_DIR] = "leave that directory",
+        [HOLD_FILE] = "close them",
+        [HOLD_MAP] = "unmap it (drop the array) or end the process",
+    };
     DIR *proc = opendir("/proc");
     struct dirent *e;
     char first[64] = "", comm[32], path[64];
+    enum hold kind = HOLD_NONE, h;
     int count = 0;
     FILE *f;
 
     buf[0] = '\0';
     while (proc && (e = readdir(proc))) {
         if (e->d_name[0] < '1' || e->d_name[0] > '9' || atoi(e->d_name) == getpid() ||
-            !holds(e->d_name, dir))
+            !(h = holds(e->d_name, dir)))
             continue;
         if (count++ == 0) {
+            kind = h;
             snprintf(path, sizeof(path), "/proc/%.20s/comm", e->d_name);
             f = fopen(path, "re");
             if (!f || !fgets(comm, sizeof(comm), f))
@@ -1461,36 +1529,75 @@ static void find_holders(const char *dir, char *buf, size_t size)
     }
     if (proc)
         closedir(proc);
+    *fix = fixes[kind];
     if (count == 1)
-        snprintf(buf, size, "process %s has files open under it", first);
+        snprintf(buf, size, "process %s %s", first, what[kind]);
     else if (count > 1)
-        snprintf(buf, size, "process %s and %d more have files open under it", first, count - 1);
+        snprintf(buf, size, "process %s (and %d more) %s", first, count - 1, what[kind]);
 }
 
-/* The absolute path of mnt without touching mnt itself, which may be a
- * dead FUSE mount that fails every stat. */
+/* The absolute path of mnt as the mount table has it, without touching mnt
+ * itself, which may be a dead FUSE mount that fails every stat: trailing
+ * slashes and "." components at its end dropped, its directory resolved
+ * with realpath(), and a last component that is a symlink followed (as
+ * mount, umount and fusermount3 do) with readlink(), which never looks at
+ * the link's target. NULL with errno set on failure. */
 static char *absolute_mountpoint(const char *mnt)
 {
-    char *copy = strdup(mnt), *slash, *parent, *out = NULL;
-    const char *base;
+    char *path = mnt[0] ? strdup(mnt) : NULL, *out = NULL;
 
-    if (!copy)
-        return NULL;
-    while (strlen(copy) > 1 && copy[strlen(copy) - 1] == '/')
-        copy[strlen(copy) - 1] = '\0';
-    slash = strrchr(copy, '/');
-    if (slash) {
-        *slash = '\0';
-        base = slash + 1;
-        parent = realpath(slash == copy ? "/" : copy, NULL);
-    } else {
-        base = copy;
-        parent = realpath(".", NULL);
-    }
-    if (parent && asprintf(&out, "%s/%s", strcmp(parent, "/") ? parent : "", base) < 0)
+    if (!mnt[0])
+        errno = ENOENT;
+    for (int hops = 0; path && hops < 40; hops++) {
+        char *slash, *parent, link[PATH_MAX];
+        const char *base;
+        size_t n;
+        ssize_t k;
+
+        for (;;) { /* "a/", "a/." and "a/./" are a */
+            n = strlen(path);
+            if (n > 1 && path[n - 1] == '/')
+                path[n - 1] = '\0';
+            else if (n > 2 && strcmp(path + n - 2, "/.") == 0)
+                path[n - 2] = '\0';
+            else
+                break;
+        }
+        slash = strrchr(path, '/');
+        base = slash ? slash + 1 : path;
+        if (strcmp(base, ".") == 0 || strcmp(base, "..") == 0 || !base[0]) {
+            out = realpath(path[0] ? path : "/", NULL); /* a directory above the mount */
+            break;
+        }
+        if (slash) {
+            *slash = '\0';
+            parent = realpath(slash == path ? "/" : path, NULL);
+        } else {
+            parent = realpath(".", NULL);
+        }
+        if (!parent || asprintf(&out, "%s/%s", strcmp(parent, "/") ? parent : "", base) < 0) {
+            free(parent);
+            out = NULL;
+            break;
+        }
+        k = readlink(out, link, sizeof(link) - 1);
+        if (k <= 0) { /* not a symlink: that is the path */
+            free(parent);
+            break;
+        }
+        link[k] = '\0';
+        free(path);
+        if (link[0] == '/')
+            path = strdup(link);
+        else if (asprintf(&path, "%s/%s", strcmp(parent, "/") ? parent : "", link) < 0)
+            path = NULL;
+        free(parent);
+        free(out);
         out = NULL;
-    free(parent);
-    free(copy);
+        if (hops == 39)
+            errno = ELOOP;
+    }
+    free(path);
     return out;
 }
 
@@ -1499,7 +1606,10 @@ static char *absolute_mountpoint(const char *mnt)
 static int cmd_unmount(int argc, char **argv)
 {
     const char *arg = NULL;
-    char type[64], err[512], who[160], *mnt;
+    char type[64], err[512], who[PATH_MAX + 160], *mnt;
+    const char *fix = "close them";
+    bool others;
+    long owner;
     bool lazy = false, dead;
     int ret, probe;
 
@@ -1532,6 +1642,14 @@ static int cmd_unmount(int argc, char **argv)
         free(mnt);
         return 1;
     }
+    /* fusermount3 would say "entry ... not found in /etc/mtab" */
+    if (ret > 0 && getuid() != 0 && mount_entry(mnt, type, sizeof(type), &owner, &others) > 0 &&
+        owner >= 0 && owner != (long)getuid()) {
+        fprintf(stderr, "npyfs: %s: mounted by another user (uid %ld): only that user or "
+                "root can unmount it\n", arg, owner);
+        free(mnt);
+        return 1;
+    }
     probe = probe_mount(mnt);
     dead = probe == -ENOTCONN;
     ret = run_fusermount("-u", mnt, err, sizeof(err));
@@ -1541,7 +1659,7 @@ static int cmd_unmount(int argc, char **argv)
         free(mnt);
         return 0;
     }
-    find_holders(mnt, who, sizeof(who));
+    find_holders(mnt, who, sizeof(who), &fix);
     if (!who[0] && !strstr(err, "busy")) {
         fprintf(stderr, "npyfs: %s: unmount failed: %s\n", arg,
                 err[0] ? err : "fusermount3 failed");
@@ -1552,8 +1670,8 @@ static int cmd_unmount(int argc, char **argv)
         snprintf(who, sizeof(who), "a process has files open under it (fuser -vm %s shows "
                  "which)", mnt);
     if (!lazy && !dead) {
-        fprintf(stderr, "npyfs: %s: target is busy: %s; close them and try again, or detach "
-                "it lazily with npyfs unmount -z %s\n", arg, who, arg);
+        fprintf(stderr, "npyfs: %s: target is busy: %s; %s and try again, or detach it "
+                "lazily with npyfs unmount -z %s\n", arg, who, fix, arg);
         free(mnt);
         return 1;
     }
@@ -2081,11 +2199,13 @@ static int cmd_stats(int argc, char **argv)
     char type[64], *abs, *buf;
     bool json;
     const char *mnt = json_and_operand("stats", "MOUNTPOINT", argc, argv, &json);
+    bool others;
+    long owner;
     ssize_t n;
     struct stat st;
 
     abs = absolute_mountpoint(mnt);
-    if (!abs || mount_type(abs, type, sizeof(type)) <= 0) {
+    if (!abs || mount_entry(abs, type, sizeof(type), &owner, &others) <= 0) {
         if (lstat(mnt, &st) < 0)
             fprintf(stderr, "npyfs: %s: %s\n", mnt,
                     errno == ENOENT ? "no such directory" : strerror(errno));
@@ -2115,6 +2235,10 @@ static int cmd_stats(int argc, char **argv)
         else if (err == ENODATA || err == ENOTSUP)
             fprintf(stderr, "npyfs: %s: this npyfs daemon does not report stats (mounted by an "
                     "older npyfs?)\n", mnt);
+        else if (err == EACCES && owner >= 0 && owner != (long)getuid() && !others)
+            fprintf(stderr, "npyfs: %s: %s: mounted by another user (uid %ld) without -o "
+                    "allow_other, so only that user can see into it\n", mnt, strerror(err),
+                    owner);
         else
             fprintf(stderr, "npyfs: %s: %s\n", mnt, strerror(err));
         free(buf);

@@ -138,7 +138,8 @@ static int unsupported(struct fs_member *m)
 
 /* The full pass over m running now: bytes checked (*done), bytes per
  * second so far (*rate; 0 in its first 50 ms, too short to tell), seconds
- * to go (*eta, -1 while the rate is unknown). False if no pass runs. */
+ * to go (*eta, rounded up: "0 s" only once nothing is left; -1 while the
+ * rate is unknown). False if no pass runs. */
 static bool pass_progress(const struct out *o, struct fs_member *m, uint64_t *done,
                           uint64_t *rate, int64_t *eta)
 {
@@ -152,7 +153,7 @@ static bool pass_progress(const struct out *o, struct fs_member *m, uint64_t *do
         *done = m->size;
     secs = (double)(o->now_ns - start) / 1e9;
     *rate = secs > 0.05 ? (uint64_t)((double)*done / secs) : 0;
-    *eta = *rate ? (int64_t)((m->size - *done) / *rate) : -1;
+    *eta = *rate ? (int64_t)((m->size - *done + *rate - 1) / *rate) : -1;
     return true;
 }
 

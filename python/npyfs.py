@@ -103,7 +103,10 @@ def _unmount(binary, mnt):
     lazy = _run([binary, "unmount", "--lazy", str(mnt)])
     if lazy.returncode != 0 and _is_mounted(mnt):
         raise NpyfsError((lazy.stderr or r.stderr).strip() or f"cannot unmount {mnt}")
-    why = r.stderr.strip().removeprefix("npyfs: ")
+    # npyfs's line without its mount point and its advice (to try again, or
+    # to detach lazily: done here already)
+    why = r.stderr.strip().removeprefix("npyfs: ").removeprefix(f"{mnt}: ")
+    why = why.split("; ", 1)[0] or "busy"
     warnings.warn(f"npyfs: the mount of {mnt} was still in use when the with-block ended "
                   f"({why}); it was detached lazily: what is still open stays readable, and "
                   "the daemon exits when the last of it is closed", RuntimeWarning,

@@ -615,8 +615,8 @@ def test_index_max_option_everywhere(npyfs_bin, tmp_path):
     make_npz(src)
     for bad, want in (("index_max=abc", "npyfs: bad value in -o index_max=abc: expected a "
                        "size such as 4G (0: no cap) (see npyfs --help)\n"),
-                      ("index_max=4GB", "npyfs: ambiguous size 4GB: write 4G or 4GiB (sizes "
-                       "are powers of 1024)\n")):
+                      ("index_max=4GB", "npyfs: bad value in -o index_max=4GB: ambiguous "
+                       "size 4GB: write 4G or 4GiB (sizes are powers of 1024)\n")):
         r = npyfs_index(npyfs_bin, "-o", f"index_dir={tmp_path / 'idx'},{bad}", src)
         assert r.returncode == 1 and r.stderr.decode() == want, r.stderr
         r = run([npyfs_bin, "mount", "-o", bad, src, tmp_path], timeout=30)
