@@ -64,6 +64,10 @@ struct http_client {
     struct http_req *head[2], *tail[2];           /* protected by lock: by enum http_prio */
     struct worker *workers[HTTP_MAX_CONNECTIONS]; /* protected by lock: owned */
     unsigned nworkers, idle;                      /* protected by lock */
+    CURL *spare[HTTP_MAX_CONNECTIONS];            /* protected by lock: owned easy handles
+                                                   * of parked workers, for new ones */
+    unsigned nspare;                              /* protected by lock */
+    bool parking;                                 /* protected by lock: workers exit */
     atomic_bool stopping;                         /* atomic: set once by http_client_free() */
 
     unsigned connections, timeout_ms, retry_base_ms, retry_max_ms; /* immutable */
@@ -721,7 +725,7 @@ static struct curl_slist *build_headers(struct http_client *c, struct http_req *
             goto out_nomem;                                                                        \
         l = t;                                                                                     \
     } while (0)
-    for (size_t i = 0; i < c->nheaders; i++)
+    for (size_t i = 0; i < c->nheaders && !(r->auth && r->auth->no_header_file); i++)
         ADD(c->headers[i]);
     if (r->auth && r->auth->headers)
         for (const char *const *h = r->auth->headers; *h; h++)
@@ -769,6 +773,8 @@ static void setup_easy(struct worker *w, struct xfer *x, struct curl_slist *hdrs
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     if (c->cacert)
         curl_easy_setopt(e, CURLOPT_CAINFO, c->cacert);
+    else if (r->auth && r->auth->cacert)
+        curl_easy_setopt(e, CURLOPT_CAINFO, r->auth->cacert);
     curl_easy_setopt(e, CURLOPT_SHARE, c->share);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, c);
@@ -1042,7 +1048,10 @@ static void perform(struct worker *w, struct http_req *r)
         free(r->body);
         r->body = NULL;
         r->body_len = 0;
-        atomic_fetch_add(&c->failures, 1);
+        /* a whole small file that is not there (an optional index) is an
+         * answer, not a failure of the server */
+        if (!(r->kind == HTTP_BODY && x->err == -ENOENT))
+            atomic_fetch_add(&c->failures, 1);
     } else if (x->region[0]) {
         snprintf(r->error.region, sizeof(r->error.region), "%s", x->region);
     }
@@ -1100,12 +1109,13 @@ static void *worker_main(void *arg)
 
     pthread_mutex_lock(&c->lock);
     for (;;) {
-        while (!atomic_load(&c->stopping) && !c->head[0] && !c->head[1]) {
+        while (!atomic_load(&c->stopping) && !c->parking && !c->head[0] && !c->head[1]) {
             c->idle++;
             pthread_cond_wait(&c->work, &c->lock);
             c->idle--;
         }
-        if (atomic_load(&c->stopping))
+        /* parking: the queue is served to its end first */
+        if (atomic_load(&c->stopping) || (c->parking && !c->head[0] && !c->head[1]))
             break;
         r = queue_pop(c);
         r->state = ST_RUNNING;
@@ -1135,7 +1145,9 @@ static int spawn_worker(struct http_client *c)
     if (!w)
         return -ENOMEM;
     w->c = c;
-    w->easy = curl_easy_init(); /* NULL: its requests fail with -ENOMEM */
+    /* a parked worker's handle keeps its connection; NULL: its requests
+     * fail with -ENOMEM */
+    w->easy = c->nspare ? c->spare[--c->nspare] : curl_easy_init();
     w->rng = (uint64_t)(uintptr_t)w ^ (uint64_t)time(NULL) * 0x9e3779b97f4a7c15u;
     if (!w->rng)
         w->rng = 1;
@@ -1146,6 +1158,38 @@ static int spawn_worker(struct http_client *c)
         return -err;
     }
     c->workers[c->nworkers++] = w;
+    return 0;
+}
+
+/* Contract in http.h. */
+int http_client_park(struct http_client *c)
+{
+    unsigned n;
+
+    pthread_mutex_lock(&c->lock);
+    if (c->nworkers == 0 && (c->head[0] || c->head[1])) {
+        pthread_mutex_unlock(&c->lock);
+        return -EBUSY; /* queued, and no worker to serve it */
+    }
+    c->parking = true;
+    pthread_cond_broadcast(&c->work);
+    n = c->nworkers;
+    pthread_mutex_unlock(&c->lock);
+    /* Only this thread changes the worker set now: no submission runs
+     * alongside (the caller's promise), and the workers only leave. */
+    for (unsigned i = 0; i < n; i++)
+        pthread_join(c->workers[i]->tid, NULL);
+    pthread_mutex_lock(&c->lock);
+    for (unsigned i = 0; i < n; i++) {
+        if (c->workers[i]->easy)
+            c->spare[c->nspare++] = c->workers[i]->easy;
+        free(c->workers[i]);
+        c->workers[i] = NULL;
+    }
+    c->nworkers = 0;
+    c->idle = 0;
+    c->parking = false;
+    pthread_mutex_unlock(&c->lock);
     return 0;
 }
 
@@ -1259,6 +1303,8 @@ void http_client_free(struct http_client *c)
         curl_easy_cleanup(c->workers[i]->easy);
         free(c->workers[i]);
     }
+    for (unsigned i = 0; i < c->nspare; i++)
+        curl_easy_cleanup(c->spare[i]);
     if (c->share)
         curl_share_cleanup(c->share);
     for (size_t i = 0; i < c->nheaders; i++) {
