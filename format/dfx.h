@@ -136,6 +136,14 @@ uint64_t dfx_index_total(struct dfx_index *ix);
 /* 0, or the negative errno of the first damage any reader found. */
 int dfx_index_error(struct dfx_index *ix);
 
+/* The first damage (0 if none) and the output offset from which reads fail. */
+int dfx_index_damage(struct dfx_index *ix, uint64_t *bad_from);
+
+/* Record damage found elsewhere (by a pass over a twin index of the same
+ * stream, a chunk that does not match its checksum): reads at or past from
+ * fail with err (negative). */
+void dfx_index_set_damage(struct dfx_index *ix, int err, uint64_t from);
+
 /* A reader positioned at the nearest access point at or before off that has
  * a usable window (so dfx_reader_pos() <= off): a window that cannot be
  * fetched or no longer inflates makes it start from an earlier point, never

@@ -1,9 +1,8 @@
 /*
  * dfx internals shared with dfx_store.c (index files), the indexer
- * (fs/fs_index.c), the index directory (fs/indexdir.c: the spacing), the
- * member reader (fs/fs_member.c) and the unit tests: moving the access points
- * of an index in and out, where their windows live, and the damage state.
- * Everything else goes through dfx.h. (The codec for compressed 32 KiB
+ * (fs/fs_index.c), the index directory (fs/indexdir.c: the spacing) and the
+ * unit tests: moving the access points of an index in and out, and where
+ * their windows live. Everything else goes through dfx.h. (The codec for compressed 32 KiB
  * windows is window.h.)
  *
  * Where a point's window (its 32 KiB of history) lives:
@@ -158,12 +157,5 @@ void dfx_index_set_marking(struct dfx_index *ix, bool on);
  * spacing. Immutable: no lock needed. */
 const struct dfx_stream *dfx_index_stream(const struct dfx_index *ix);
 uint64_t dfx_index_spacing(const struct dfx_index *ix);
-
-/* The first damage (0 if none) and the output offset from which reads fail. */
-int dfx_index_damage(struct dfx_index *ix, uint64_t *bad_from);
-
-/* Record damage found elsewhere (by a pass over a twin index of the same
- * stream): reads at or past from fail with err (negative). */
-void dfx_index_set_damage(struct dfx_index *ix, int err, uint64_t from);
 
 #endif

@@ -48,7 +48,6 @@
 
 #include <zlib.h>
 
-#include "dfx_internal.h"
 #include "dfx_store.h"
 #include "gz.h"
 #include "npy.h"
