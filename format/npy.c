@@ -1476,6 +1476,31 @@ void npy_header_destroy(struct npy_header *h)
     memset(h, 0, sizeof(*h));
 }
 
+/* Contract in npy.h. npy_parse() reads data_offset bytes only, so parsing
+ * whatever buf holds gives what parsing exactly those bytes would. */
+int npy_read_header(int64_t (*read)(void *arg, unsigned char *buf, size_t len), void *arg,
+                    unsigned char *buf, size_t *got, struct npy_header *h)
+{
+    uint64_t doff;
+    int64_t n;
+
+    *got = 0;
+    memset(h, 0, sizeof(*h));
+    n = read(arg, buf, NPY_PREFIX_LEN);
+    if (n < 0)
+        return (int)n;
+    *got = (size_t)n;
+    if (npy_prefix(buf, *got, &doff) < 0 || doff > NPY_HEADER_MAX + NPY_PREFIX_LEN)
+        return 0;
+    if (doff > *got) {
+        n = read(arg, buf, (size_t)doff);
+        if (n < 0)
+            return (int)n;
+        *got = (size_t)n;
+    }
+    return npy_parse(buf, *got, h) == 0;
+}
+
 static void put_str(char *out, size_t size, size_t *pos, const char *s)
 {
     for (; *s; s++, (*pos)++)

@@ -65,6 +65,21 @@ int npy_parse(const unsigned char *buf, size_t len, struct npy_header *h);
 void npy_header_destroy(struct npy_header *h);
 
 /*
+ * Read and parse the .npy header at the start of a file through read, which
+ * puts the first len bytes of the file into buf and returns how many it put
+ * there (fewer at the file's end) or a negative errno; len only grows
+ * between calls and buf is the same, so a reader may keep what it read and
+ * read only the rest. It is called with NPY_PREFIX_LEN, then, if the header
+ * is longer, with its data offset. buf holds NPY_HEADER_MAX + NPY_PREFIX_LEN
+ * bytes; *got gets the bytes it holds afterwards. Returns 1 (h filled:
+ * release with npy_header_destroy()), 0 (not a header npy_parse() accepts,
+ * or longer than NPY_HEADER_MAX: h holds nothing to free), or read's
+ * negative errno (*got: the bytes buf held before that call).
+ */
+int npy_read_header(int64_t (*read)(void *arg, unsigned char *buf, size_t len), void *arg,
+                    unsigned char *buf, size_t *got, struct npy_header *h);
+
+/*
  * The dtype of h's descr as JSON text that np.dtype() accepts after
  * json.loads() (`npyfs ls --json`): a type string as a JSON string, "<f8";
  * a structured descr as np.dtype's dict form, {"names": [...], "formats":

@@ -352,6 +352,15 @@ int64_t fs_member_read_stored(struct fs_archive *a, struct fs_member *m, uint64_
  * `ls` to parse .npy headers. Returns the count or a negative errno. */
 int64_t fs_member_peek(struct fs_archive *a, struct fs_member *m, void *buf, size_t len);
 
+/* npy_read_header()'s read function (format/npy.h) over the first bytes of
+ * a member (fs_member_peek()): arg is a struct fs_member_ref. Used by ls
+ * and xattrs to parse a member's .npy header. */
+struct fs_member_ref {
+    struct fs_archive *a;
+    struct fs_member *m;
+};
+int64_t fs_member_prefix_read(void *arg, unsigned char *buf, size_t len);
+
 /* Up to FS_READ_IOV_MAX references for one read of [off, off + len) of a
  * FS_DEFLATE member: chunk refs in order. */
 #define FS_READ_IOV_MAX 64

@@ -166,16 +166,12 @@ struct fs_ls {
 static bool peek_header(struct fs_archive *a, struct fs_member *m, unsigned char *buf,
                         struct npy_header *h)
 {
-    uint64_t doff;
-    int64_t n;
+    size_t got;
 
     if (fs_member_locate(a, m) < 0 || m->is_dir || m->unsupported)
         return false;
-    n = fs_member_peek(a, m, buf, NPY_PREFIX_LEN);
-    if (n < 0 || npy_prefix(buf, (size_t)n, &doff) < 0 || doff > NPY_HEADER_MAX + NPY_PREFIX_LEN)
-        return false;
-    n = fs_member_peek(a, m, buf, (size_t)doff);
-    return n >= 0 && npy_parse(buf, (size_t)n, h) == 0;
+    return npy_read_header(fs_member_prefix_read, &(struct fs_member_ref){a, m}, buf, &got,
+                           h) == 1;
 }
 
 /* s[0..len) escaped by fs_text_string() in a new string; NULL: no memory. */

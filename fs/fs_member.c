@@ -374,6 +374,27 @@ static struct dfx_crcs *grow_table(struct grow_crcs *g, uint64_t size)
     return t;
 }
 
+/* npy_read_header()'s read function over a decoder at the start of a
+ * stream: the bytes asked for beyond those it gave already are decoded into
+ * buf after them (have: the bytes decoded so far, all in buf). */
+struct decoder_prefix {
+    struct dfx_reader *r;
+    size_t have;
+};
+
+static int64_t decoder_prefix(void *arg, unsigned char *buf, size_t len)
+{
+    struct decoder_prefix *p = arg;
+
+    if (len > p->have) {
+        int64_t n = dfx_reader_read(p->r, buf + p->have, len - p->have);
+        if (n < 0)
+            return n;
+        p->have += (size_t)n;
+    }
+    return (int64_t)(p->have < len ? p->have : len);
+}
+
 /*
  * The exact size of a gzip stream's output without decompressing its payload
  * when possible: the .npy header gives header + itemsize * prod(shape), which
@@ -390,15 +411,15 @@ static struct dfx_crcs *grow_table(struct grow_crcs *g, uint64_t size)
 static int64_t gzip_size(struct src *s, struct dfx_index *ix, const struct fs_open_limits *lim,
                          bool *full, struct dfx_crcs **crcs)
 {
+    struct decoder_prefix p = {0};
     unsigned char *hdr = NULL;
     struct npy_header h = {0};
     struct grow_crcs g = {0};
-    struct dfx_reader *r;
-    uint64_t doff = 0;
     uint32_t isize;
-    int64_t n, m = 0, ret;
+    size_t got = 0;
+    int64_t ret;
 
-    ret = dfx_reader_new(ix, 0, &r);
+    ret = dfx_reader_new(ix, 0, &p.r);
     if (ret < 0)
         return ret;
     hdr = malloc(NPY_HEADER_MAX + NPY_PREFIX_LEN);
@@ -406,26 +427,16 @@ static int64_t gzip_size(struct src *s, struct dfx_index *ix, const struct fs_op
         ret = -ENOMEM;
         goto out;
     }
-    n = dfx_reader_read(r, hdr, NPY_PREFIX_LEN);
-    if (n < 0) {
-        ret = n;
+    ret = npy_read_header(decoder_prefix, &p, hdr, &got, &h);
+    if (ret < 0)
+        goto out;
+    if (ret == 1 && h.size_known && gz_last_isize(s, &isize) == 0 &&
+        (uint32_t)h.total_size == isize) {
+        ret = (int64_t)h.total_size;
         goto out;
     }
-    if (npy_prefix(hdr, (size_t)n, &doff) == 0 && doff <= NPY_HEADER_MAX + NPY_PREFIX_LEN) {
-        if (doff > (uint64_t)n)
-            m = dfx_reader_read(r, hdr + n, (size_t)(doff - (uint64_t)n));
-        if (m < 0) {
-            ret = m;
-            goto out;
-        }
-        if (npy_parse(hdr, (size_t)(n + m), &h) == 0 && h.size_known &&
-            gz_last_isize(s, &isize) == 0 && (uint32_t)h.total_size == isize) {
-            ret = (int64_t)h.total_size;
-            goto out;
-        }
-    }
-    grow_feed(&g, hdr, (size_t)(n + m));
-    ret = full_pass(r, &g, pass_budget(lim, s->size), lim ? lim->stop : NULL);
+    grow_feed(&g, hdr, got);
+    ret = full_pass(p.r, &g, pass_budget(lim, s->size), lim ? lim->stop : NULL);
     *full = true;
     if (ret >= 0)
         *crcs = grow_table(&g, (uint64_t)ret);
@@ -433,7 +444,7 @@ out:
     free(g.crc);
     npy_header_destroy(&h);
     free(hdr);
-    dfx_reader_free(r);
+    dfx_reader_free(p.r);
     return ret;
 }
 
@@ -712,6 +723,14 @@ int64_t fs_member_peek(struct fs_archive *a, struct fs_member *m, void *buf, siz
         n = dfx_extract(m->ix, 0, buf, len);
     ret = fs_archive_check(a); /* after the reads */
     return ret < 0 ? ret : n;
+}
+
+/* Contract in fs.h. */
+int64_t fs_member_prefix_read(void *arg, unsigned char *buf, size_t len)
+{
+    const struct fs_member_ref *ref = arg;
+
+    return fs_member_peek(ref->a, ref->m, buf, len);
 }
 
 /* Take the parked decoder best placed for target: at or before it and

@@ -78,10 +78,8 @@ static int meta_build(struct fs_archive *a, struct fs_member *m, struct fs_meta 
     struct fs_meta *meta;
     struct npy_header h = {0};
     unsigned char *buf = NULL;
-    uint64_t doff;
-    int64_t n;
     int ret = 0, len;
-    size_t dlen, tlen = 0;
+    size_t dlen, tlen = 0, got;
     char *type = NULL;
 
     *out = NULL;
@@ -98,19 +96,12 @@ static int meta_build(struct fs_archive *a, struct fs_member *m, struct fs_meta 
         ret = -ENOMEM;
         goto out_free;
     }
-    n = fs_member_peek(a, m, buf, NPY_PREFIX_LEN);
-    if (n < 0) {
-        ret = n == -ENOMEM ? -ENOMEM : -EIO;
+    ret = npy_read_header(fs_member_prefix_read, &(struct fs_member_ref){a, m}, buf, &got, &h);
+    if (ret < 0) {
+        ret = ret == -ENOMEM ? -ENOMEM : -EIO;
         goto out_free;
     }
-    if (npy_prefix(buf, (size_t)n, &doff) < 0 || doff > NPY_HEADER_MAX + NPY_PREFIX_LEN)
-        goto out_done;
-    n = fs_member_peek(a, m, buf, (size_t)doff);
-    if (n < 0) {
-        ret = n == -ENOMEM ? -ENOMEM : -EIO;
-        goto out_free;
-    }
-    if (npy_parse(buf, (size_t)n, &h) < 0)
+    if (ret == 0)
         goto out_done;
     len = npy_format_shape(&h, NULL, 0);
     ret = npy_dtype_string(&h, &type, &tlen);

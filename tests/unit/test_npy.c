@@ -1544,6 +1544,129 @@ static void test_mutations(void)
     CHECK_EQ(bad, 0);
 }
 
+/* A file in memory for npy_read_header(): counts the calls; only_new
+ * returns, on a call after the first, only the bytes past what it gave
+ * before (a reader that keeps what it read); fail_call makes that call
+ * (1-based) fail with -EIO. */
+struct mem_file {
+    const unsigned char *data;
+    size_t len, given;
+    int calls, fail_call;
+    bool only_new;
+};
+
+static int64_t mem_read(void *arg, unsigned char *buf, size_t len)
+{
+    struct mem_file *f = arg;
+    size_t n = len < f->len ? len : f->len;
+
+    if (++f->calls == f->fail_call)
+        return -EIO;
+    if (len > NPY_HEADER_MAX + NPY_PREFIX_LEN)
+        return -EFAULT; /* past the buffer the contract gives */
+    if (f->only_new && f->given < n) {
+        memcpy(buf + f->given, f->data + f->given, n - f->given);
+    } else if (!f->only_new) {
+        memset(buf, 0xee, len); /* what was there before does not count */
+        memcpy(buf, f->data, n);
+    }
+    f->given = n > f->given ? n : f->given;
+    return (int64_t)n;
+}
+
+static int read_header_mem(struct mem_file *f, size_t *got, struct npy_header *h)
+{
+    unsigned char *buf = xmalloc(NPY_HEADER_MAX + NPY_PREFIX_LEN);
+    int ret = npy_read_header(mem_read, f, buf, got, h);
+
+    free(buf);
+    return ret;
+}
+
+/* npy_read_header(): the one reader of .npy headers over a read function
+ * (gzip sizing, ls, xattrs). */
+static void test_read_header(void)
+{
+    static const char dict3[] = "{'descr': [('\xc3\xa9', '<u2')], 'fortran_order': True, "
+                                "'shape': (3, 4), }   \n";
+    struct npy_header h;
+    size_t got, len;
+
+    /* v1 as np.save wrote it, followed by data: two calls, got = data offset */
+    for (int only_new = 0; only_new < 2; only_new++) {
+        size_t flen = sizeof(hdr_f8_1d) - 1 + 40;
+        unsigned char *file = xmalloc(flen);
+        memcpy(file, hdr_f8_1d, sizeof(hdr_f8_1d) - 1);
+        memset(file + sizeof(hdr_f8_1d) - 1, 7, 40);
+        struct mem_file f = {.data = file, .len = flen, .only_new = only_new};
+        CHECK_EQ(read_header_mem(&f, &got, &h), 1);
+        CHECK_EQ(f.calls, 2);
+        CHECK_EQ(got, 128);
+        CHECK_EQ(h.data_offset, 128);
+        CHECK_EQ(h.ndim, 1);
+        CHECK_EQ(h.shape[0], 5);
+        CHECK(h.size_known && h.total_size == 168);
+        CHECK(h.descr && strcmp(h.descr, "'<f8'") == 0);
+        npy_header_destroy(&h);
+        free(file);
+    }
+
+    /* v3 (UTF-8 field name), Fortran order */
+    unsigned char *v3 = build_npy(3, dict3, sizeof(dict3) - 1, &len);
+    for (int only_new = 0; only_new < 2; only_new++) {
+        struct mem_file f = {.data = v3, .len = len, .only_new = only_new};
+        CHECK_EQ(read_header_mem(&f, &got, &h), 1);
+        CHECK_EQ(f.calls, 2);
+        CHECK_EQ(got, len);
+        CHECK_EQ(h.major, 3);
+        CHECK(h.fortran_order);
+        CHECK_EQ(h.ndim, 2);
+        CHECK(h.shape[0] == 3 && h.shape[1] == 4);
+        CHECK(h.size_known && h.itemsize == 2 && h.total_size == len + 24);
+        npy_header_destroy(&h);
+    }
+
+    /* the second read fails: its error, buf holding the prefix */
+    struct mem_file fail = {.data = v3, .len = len, .fail_call = 2};
+    CHECK_EQ(read_header_mem(&fail, &got, &h), -EIO);
+    CHECK_EQ(got, NPY_PREFIX_LEN);
+    struct mem_file fail1 = {.data = v3, .len = len, .fail_call = 1};
+    CHECK_EQ(read_header_mem(&fail1, &got, &h), -EIO);
+    CHECK_EQ(got, 0);
+    free(v3);
+
+    /* not a .npy: 0 after one call */
+    static const unsigned char zip[] = "PK\x03\x04 and then some more bytes";
+    struct mem_file notnpy = {.data = zip, .len = sizeof(zip) - 1};
+    CHECK_EQ(read_header_mem(&notnpy, &got, &h), 0);
+    CHECK_EQ(notnpy.calls, 1);
+    CHECK_EQ(got, NPY_PREFIX_LEN);
+
+    /* a file of 5 bytes (the magic cut short): 0 */
+    struct mem_file tiny = {.data = (const unsigned char *)"\x93NUMP", .len = 5};
+    CHECK_EQ(read_header_mem(&tiny, &got, &h), 0);
+    CHECK_EQ(got, 5);
+
+    /* a header cut short: 0 after two calls */
+    struct mem_file cut = {.data = hdr_f8_1d, .len = 60};
+    CHECK_EQ(read_header_mem(&cut, &got, &h), 0);
+    CHECK_EQ(cut.calls, 2);
+    CHECK_EQ(got, 60);
+
+    /* HEADER_LEN past NPY_HEADER_MAX: 0 after one call, nothing read beyond */
+    unsigned char big[12] = {0x93, 'N', 'U', 'M', 'P', 'Y', 2, 0, 1, 0, 0x10, 0};
+    struct mem_file toobig = {.data = big, .len = sizeof(big)};
+    CHECK_EQ(read_header_mem(&toobig, &got, &h), 0);
+    CHECK_EQ(toobig.calls, 1);
+
+    /* a v1 header whose data offset (10: HEADER_LEN 0) lies inside the
+     * prefix: one call, and not a header npy_parse() accepts */
+    static const unsigned char empty[] = "\x93NUMPY\x01\x00\x00\x00{}";
+    struct mem_file inside = {.data = empty, .len = sizeof(empty) - 1};
+    CHECK_EQ(read_header_mem(&inside, &got, &h), 0);
+    CHECK_EQ(inside.calls, 1);
+}
+
 int main(void)
 {
     test_real_headers();
@@ -1562,5 +1685,6 @@ int main(void)
     test_dtype_string();
     test_destroy();
     test_mutations();
+    test_read_header();
     return check_exit("test_npy");
 }
