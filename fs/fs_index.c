@@ -77,6 +77,7 @@
 #include "dfx_store.h"
 #include "gz.h"
 #include "indexdir.h"
+#include "verify.h"
 
 /* A mount may open many archives, each with its own indexer: their
  * background passes run one at a time, in the order they get pass_lock.
@@ -86,9 +87,6 @@ static pthread_mutex_t pass_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pass_free = PTHREAD_COND_INITIALIZER; /* pass_busy cleared or a stop */
 static bool pass_busy;                                        /* protected by pass_lock */
 
-/* Output decoded per read of an indexing pass; the stop flag is checked
- * between reads, so this bounds how long unmount waits for the thread. */
-#define PASS_READ (1u << 20)
 /* A pass an open waits for keeps its twin's windows raw (compressing one
  * costs about 0.9 ms per spacing of output) for members up to this size:
  * 32 MiB of windows at most, for the length of the pass. */
@@ -484,33 +482,24 @@ static void idle_priority(void)
     syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT);
 }
 
-/* One step of a pass that feeds the cache c: decode the chunk of m at pos (a
- * chunk boundary) into a new cache chunk, add it to t, and insert it under
- * m. Returns the bytes decoded (0 at the end of m), -EIO if the stream ends
- * inside the chunk, or another negative errno. */
-static int64_t feed_step(struct cache *c, struct fs_member *m, struct dfx_reader *r,
-                         struct dfx_crcs *t, uint64_t pos)
-{
-    size_t want = m->size - pos < FS_CHUNK_SIZE ? (size_t)(m->size - pos) : FS_CHUNK_SIZE;
-    struct cache_chunk *ch;
-    int64_t n;
-    int ret;
+/* build_twin()'s progress: the member's pass progress, and the progress
+ * line of `npyfs index` (pr, may be NULL) by what each read added. */
+struct twin_progress {
+    struct fs_member *m;
+    struct progress *pr;
+    uint64_t last;
+};
 
-    if (want == 0)
-        return 0;
-    ret = cache_chunk_new(c, &ch);
-    if (ret < 0)
-        return ret;
-    n = dfx_reader_read(r, ch->data, want);
-    if (n == (int64_t)want) {
-        dfx_crcs_feed(t, pos, ch->data, want);
-        ch->len = want;
-        cache_insert(c, m->id, pos / FS_CHUNK_SIZE, ch);
-    } else if (n >= 0) {
-        n = -EIO;
+static void twin_progress(void *arg, uint64_t done)
+{
+    struct twin_progress *tp = arg;
+
+    fs_pass_progress(tp->m, done);
+    if (tp->pr) {
+        tp->pr->done += done - tp->last;
+        tp->last = done;
+        progress_show(tp->pr, false);
     }
-    cache_put(c, ch);
-    return n;
 }
 
 /*
@@ -530,27 +519,19 @@ static int build_twin(struct fs_archive *a, struct fs_member *m, atomic_bool *st
                       struct progress *pr, struct indexdir_writer *w, struct cache *feed,
                       bool raw_windows, struct dfx_index **out, struct dfx_crcs **crcs)
 {
+    struct twin_progress tp = {.m = m, .pr = pr};
     struct dfx_index *ix;
     struct dfx_reader *r = NULL;
-    struct dfx_crcs *t;
-    unsigned char *buf;
-    uint64_t bad_from, pos = 0;
+    struct dfx_crcs *t = NULL;
+    uint64_t bad_from;
     int64_t n;
     int ret, err;
 
     *out = NULL;
     *crcs = NULL;
-    ret = dfx_crcs_new(m->size, FS_CHUNK_SIZE, &t);
-    if (ret < 0)
-        return ret == -EINVAL ? -EIO : ret;
-    buf = feed ? NULL : malloc(PASS_READ); /* a feeding pass decodes into cache chunks */
-    if (!feed && !buf) {
-        free(t);
-        return -ENOMEM;
-    }
     ret = dfx_index_new(dfx_index_stream(m->ix), a->spacing, &ix);
     if (ret < 0)
-        goto out_free_buf;
+        return ret;
     if (w && !raw_windows) {
         struct dfx_sink sink;
 
@@ -561,24 +542,14 @@ static int build_twin(struct fs_archive *a, struct fs_member *m, atomic_bool *st
     }
     fs_pass_begin(m);
     ret = dfx_reader_new(ix, 0, &r);
-    while (ret == 0) {
-        if (stop && atomic_load(stop)) {
-            ret = -ECANCELED;
-            break;
-        }
-        n = feed ? feed_step(feed, m, r, t, pos) : dfx_reader_read(r, buf, PASS_READ);
-        if (n <= 0) {
-            ret = (int)n;
-            break;
-        }
-        if (!feed)
-            dfx_crcs_feed(t, pos, buf, (size_t)n);
-        pos += (uint64_t)n;
-        fs_pass_progress(m, pos);
-        if (pr) {
-            pr->done += (uint64_t)n;
-            progress_show(pr, false);
-        }
+    if (ret == 0) {
+        /* the stop flag is checked before every read: it bounds how long
+         * unmount waits for the thread */
+        n = verify_pass(&(struct verify_input){.r = r, .size = m->size, .stop = stop,
+                                               .progress = twin_progress, .arg = &tp,
+                                               .feed = feed, .owner = m->id},
+                        NULL, 0, &t);
+        ret = n < 0 ? (int)n : 0;
     }
     dfx_reader_free(r);
     fs_pass_end(m);
@@ -589,7 +560,7 @@ static int build_twin(struct fs_archive *a, struct fs_member *m, atomic_bool *st
     if (ret != -ECANCELED && fs_archive_check(a) < 0) {
         dfx_index_free(ix);
         ret = -EIO;
-        goto out_free_buf;
+        goto out_free;
     }
     /* No byte of a member whose full pass fails can be vouched for: a
      * flipped bit may decode to wrong bytes well before the error, and there
@@ -603,14 +574,13 @@ static int build_twin(struct fs_archive *a, struct fs_member *m, atomic_bool *st
         if (feed)
             cache_drop_owner(feed, m->id); /* unchecked: never to be served */
         dfx_index_free(ix);
-        goto out_free_buf;
+        goto out_free;
     }
     *out = ix;
     *crcs = t;
     t = NULL;
-out_free_buf:
+out_free:
     free(t);
-    free(buf);
     return ret;
 }
 

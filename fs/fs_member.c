@@ -52,6 +52,7 @@
 #include "gz.h"
 #include "npy.h"
 #include "src_file.h"
+#include "verify.h"
 #include "zip.h"
 
 /* A waiting reader whose chunk lies this close after a decode in progress
@@ -61,8 +62,6 @@
  * touched, so the decoder takes no page faults on them): enough to stay
  * ahead of a decoder that readers keep waiting for. */
 #define FS_PREPARE_CHUNKS 8
-/* Output read per call while sizing a gzip stream by a full pass. */
-#define PASS_BUF (1u << 20)
 
 struct fs_busy {
     uint64_t from, to;   /* output range being decoded */
@@ -281,41 +280,6 @@ static int open_zip(struct fs_archive *a)
     return ret;
 }
 
-/* Chunk CRCs of output whose size is not known yet (the gzip sizing pass):
- * crc[i] for chunk i, grown as output comes. */
-struct grow_crcs {
-    uint32_t *crc;
-    uint64_t n, cap, pos;
-    bool failed; /* out of memory: no table */
-};
-
-static void grow_feed(struct grow_crcs *g, const unsigned char *p, size_t len)
-{
-    while (len && !g->failed) {
-        uint64_t i = g->pos / FS_CHUNK_SIZE;
-        size_t n = FS_CHUNK_SIZE - (size_t)(g->pos % FS_CHUNK_SIZE);
-
-        if (i >= g->cap) {
-            uint64_t cap = g->cap ? 2 * g->cap : 64;
-            uint32_t *c = realloc(g->crc, (size_t)cap * sizeof(*c));
-            if (!c) {
-                g->failed = true;
-                return;
-            }
-            g->crc = c;
-            g->cap = cap;
-        }
-        if (i >= g->n)
-            g->crc[g->n++] = 0;
-        if (n > len)
-            n = len;
-        g->crc[i] = (uint32_t)crc32_combine(g->crc[i], dfx_crcs_of(p, n), (z_off_t)n);
-        g->pos += n;
-        p += n;
-        len -= n;
-    }
-}
-
 /* The most output a sizing pass over a file of size compressed bytes may
  * decode: lim->max_ratio x size, but never less than FS_SIZING_FLOOR (a tiny
  * file of repetitive text is no threat); 0 for no limit (none given, or the
@@ -327,51 +291,6 @@ static uint64_t pass_budget(const struct fs_open_limits *lim, uint64_t size)
     if (!lim || !lim->max_ratio || __builtin_mul_overflow(lim->max_ratio, size, &budget))
         return 0;
     return budget < FS_SIZING_FLOOR ? FS_SIZING_FLOOR : budget;
-}
-
-/* Decode to the end of the stream and return the total output size,
- * feeding every byte to g. Stops with -E2BIG once the output exceeds budget
- * (0: none), or -ECANCELED once *stop is raised (checked between reads of
- * PASS_BUF bytes). */
-static int64_t full_pass(struct dfx_reader *r, struct grow_crcs *g, uint64_t budget,
-                         const atomic_bool *stop)
-{
-    unsigned char *buf = malloc(PASS_BUF);
-    int64_t n;
-
-    if (!buf)
-        return -ENOMEM;
-    while ((n = dfx_reader_read(r, buf, PASS_BUF)) > 0) {
-        grow_feed(g, buf, (size_t)n);
-        if (budget && dfx_reader_pos(r) > budget) {
-            n = -E2BIG;
-            break;
-        }
-        if (stop && atomic_load(stop)) {
-            n = -ECANCELED;
-            break;
-        }
-    }
-    free(buf);
-    return n < 0 ? n : (int64_t)dfx_reader_pos(r);
-}
-
-/* The table of a finished sizing pass over size bytes, or NULL. */
-static struct dfx_crcs *grow_table(struct grow_crcs *g, uint64_t size)
-{
-    struct dfx_crcs *t = NULL;
-
-    if (!g->failed && g->pos == size && dfx_crcs_new(size, FS_CHUNK_SIZE, &t) == 0 &&
-        t->count == g->n) {
-        if (g->n) /* an empty output has no chunk, and g->crc may be NULL */
-            memcpy(t->crc, g->crc, (size_t)g->n * sizeof(*g->crc));
-    } else if (t) {
-        free(t);
-        t = NULL;
-    }
-    free(g->crc);
-    g->crc = NULL;
-    return t;
 }
 
 /* npy_read_header()'s read function over a decoder at the start of a
@@ -400,9 +319,9 @@ static int64_t decoder_prefix(void *arg, unsigned char *buf, size_t len)
  * when possible: the .npy header gives header + itemsize * prod(shape), which
  * must agree with ISIZE (size mod 2^32 of the last member). Otherwise (not a
  * sizeable .npy, or several members) one full pass counts the bytes, within
- * lim (see full_pass()); it also fills the index and builds the chunk CRC
- * table (*crcs) on the way, so the work is not lost: that pass checked every
- * member's trailer.
+ * lim (-E2BIG past pass_budget(), -ECANCELED once lim->stop is raised); it
+ * also fills the index and builds the chunk CRC table (*crcs) on the way, so
+ * the work is not lost: that pass checked every member's trailer.
  *
  * Every length here comes from the file: the prefix read may be short (a
  * tiny stream), and a version-1 header's HEADER_LEN may be 0 or 1, so the
@@ -414,7 +333,6 @@ static int64_t gzip_size(struct src *s, struct dfx_index *ix, const struct fs_op
     struct decoder_prefix p = {0};
     unsigned char *hdr = NULL;
     struct npy_header h = {0};
-    struct grow_crcs g = {0};
     uint32_t isize;
     size_t got = 0;
     int64_t ret;
@@ -435,13 +353,12 @@ static int64_t gzip_size(struct src *s, struct dfx_index *ix, const struct fs_op
         ret = (int64_t)h.total_size;
         goto out;
     }
-    grow_feed(&g, hdr, got);
-    ret = full_pass(p.r, &g, pass_budget(lim, s->size), lim ? lim->stop : NULL);
+    ret = verify_pass(&(struct verify_input){.r = p.r, .size = VERIFY_SIZE_UNKNOWN,
+                                             .budget = pass_budget(lim, s->size),
+                                             .stop = lim ? lim->stop : NULL},
+                      hdr, got, crcs);
     *full = true;
-    if (ret >= 0)
-        *crcs = grow_table(&g, (uint64_t)ret);
 out:
-    free(g.crc);
     npy_header_destroy(&h);
     free(hdr);
     dfx_reader_free(p.r);
@@ -893,14 +810,6 @@ static void log_mismatch(struct fs_archive *a, struct fs_member *m, uint64_t idx
              m->kind == FS_STORED ? "of them" : "from there on");
 }
 
-/* Does chunk idx (len bytes at data) match the chunk CRC table t? True
- * when there is no table (t NULL). */
-static bool chunk_ok(const struct dfx_crcs *t, uint64_t idx, const unsigned char *data,
-                     size_t len)
-{
-    return !t || (idx < t->count && dfx_crcs_of(data, len) == t->crc[idx]);
-}
-
 static void log_damage(struct fs_archive *a, struct fs_member *m, uint64_t idx, int err)
 {
     char buf[64];
@@ -956,7 +865,7 @@ static int decode_through(struct fs_archive *a, struct fs_member *m, struct cach
         ret = fs_archive_check(a);
         if (ret == 0 && n != (int64_t)want)
             ret = n < 0 ? (int)n : -EIO; /* damage: the index recorded it */
-        if (ret == 0 && !chunk_ok(atomic_load(&m->crcs), k, ch->data, want)) {
+        if (ret == 0 && !verify_chunk(atomic_load(&m->crcs), k, ch->data, want)) {
             fs_member_condemn(m, -EIO, off);
             log_mismatch(a, m, k);
             ret = -EIO;
@@ -1367,43 +1276,42 @@ int fs_member_verify_stored(struct fs_archive *a, struct fs_member *m)
     return fs_member_scan_stored(a, m, NULL);
 }
 
+/* fs_member_scan_stored()'s pass: the archive is checked after every read
+ * (fs_archive_check(): a read error of a changed archive is the change),
+ * and the member's pass progress follows the bytes checked. */
+struct scan {
+    struct fs_archive *a;
+    struct fs_member *m;
+};
+
+static int scan_check(void *arg)
+{
+    return fs_archive_check(((struct scan *)arg)->a);
+}
+
+static void scan_progress(void *arg, uint64_t done)
+{
+    fs_pass_progress(((struct scan *)arg)->m, done);
+}
+
 /* Contract in fs.h. The member's CRC-32 is combined from the chunks' CRCs,
  * so the data is checksummed once. */
 int fs_member_scan_stored(struct fs_archive *a, struct fs_member *m, atomic_bool *stop)
 {
+    struct scan s = {a, m};
     struct dfx_crcs *t;
-    unsigned char *buf;
+    int64_t n;
     int ret = atomic_load(&m->stored_damage);
 
     if (ret < 0)
         return ret;
-    ret = dfx_crcs_new(m->size, FS_CHUNK_SIZE, &t);
-    if (ret < 0)
-        return ret == -EINVAL ? -EIO : ret;
-    buf = malloc(PASS_BUF);
-    if (!buf) {
-        free(t);
-        return -ENOMEM;
-    }
     fs_pass_begin(m);
-    for (uint64_t off = 0; ret == 0 && off < m->size; off += PASS_BUF) {
-        size_t n = m->size - off < PASS_BUF ? (size_t)(m->size - off) : PASS_BUF;
-        int chk;
-
-        if (stop && atomic_load(stop))
-            ret = -ECANCELED;
-        if (ret == 0)
-            ret = src_read_exact(a->src, buf, n, m->data_offset + off);
-        chk = ret == -ECANCELED ? 0 : fs_archive_check(a); /* after the read: stop early */
-        if (ret == 0)
-            ret = chk;
-        if (ret == 0) {
-            dfx_crcs_feed(t, off, buf, n);
-            fs_pass_progress(m, off + n);
-        }
-    }
+    n = verify_pass(&(struct verify_input){.src = a->src, .off = m->data_offset, .size = m->size,
+                                           .stop = stop, .after_read = scan_check,
+                                           .progress = scan_progress, .arg = &s},
+                    NULL, 0, &t);
     fs_pass_end(m);
-    free(buf);
+    ret = n < 0 ? (int)n : 0;
     /* the last check came after every read: the table is of the content at open */
     if (ret == 0 && dfx_crcs_whole(t) != m->crc32) {
         ret = -EIO;
@@ -1471,7 +1379,7 @@ int64_t fs_member_read_stored(struct fs_archive *a, struct fs_member *m, uint64_
         log_fetch_failure(a, ret);
     for (uint64_t k = first; ret == 0 && t && k <= last; k++) {
         uint64_t end = (k + 1) * FS_CHUNK_SIZE < to ? (k + 1) * FS_CHUNK_SIZE : to;
-        if (!chunk_ok(t, k, buf + (k * FS_CHUNK_SIZE - from), (size_t)(end - k * FS_CHUNK_SIZE))) {
+        if (!verify_chunk(t, k, buf + (k * FS_CHUNK_SIZE - from), (size_t)(end - k * FS_CHUNK_SIZE))) {
             log_mismatch(a, m, k);
             fs_pages_drop(m);
             ret = -EIO;
