@@ -38,6 +38,7 @@
 
 #include "bsrc.h"
 #include "dfx_store.h"
+#include "mounts.h"
 #include "net.h"
 #include "npy.h"
 #include "source.h"
@@ -804,7 +805,6 @@ static struct fs_archive *open_source(struct net *net, const char *path, uint64_
     return a;
 }
 
-static int mount_type(const char *path, char *type, size_t size);
 static char *absolute_mountpoint(const char *mnt);
 static void check_fuse_available(void);
 static bool check_fuse_permission(void);
@@ -813,24 +813,25 @@ static int probe_mount(const char *mnt);
 
 static void check_mountpoint(const char *mnt)
 {
+    struct mounts_entry me;
     struct stat st;
     struct dirent *e;
-    char *abs = absolute_mountpoint(mnt), type[64];
+    char *abs = absolute_mountpoint(mnt);
     size_t entries = 0;
     int found;
     DIR *d;
 
     /* the mount table first: a dead FUSE mount may fail a stat, or answer
      * it from attributes the kernel still holds */
-    found = abs ? mount_type(abs, type, sizeof(type)) : 0;
+    found = abs ? mounts_find(abs, &me) : 0;
     if (found != 0) { /* -1, the table unreadable: leave no doubt either */
-        if (found > 0 && strncmp(type, "fuse", 4) == 0 && probe_mount(abs) == -ENOTCONN) {
-            if (strcmp(type, "fuse.npyfs") == 0)
+        if (found > 0 && strncmp(me.type, "fuse", 4) == 0 && probe_mount(abs) == -ENOTCONN) {
+            if (strcmp(me.type, "fuse.npyfs") == 0)
                 fprintf(stderr, "npyfs: %s: the previous npyfs mount there is dead: run npyfs "
                         "unmount %s\n", mnt, mnt);
             else
                 fprintf(stderr, "npyfs: %s: a dead FUSE mount (%s) is there: unmount it first "
-                        "(fusermount3 -u %s)\n", mnt, type, mnt);
+                        "(fusermount3 -u %s)\n", mnt, me.type, mnt);
         } else {
             fprintf(stderr, "npyfs: %s: something is already mounted there\n", mnt);
         }
@@ -1306,56 +1307,6 @@ static int cmd_mount(int argc, char **argv)
     return ret;
 }
 
-/* The type of the last (visible) mount on path in /proc/self/mounts, into
- * type, and if uid is not NULL its user_id= option in *uid (a FUSE mount's
- * owner; -1 without one) and whether it has allow_other in *others. Paths
- * there escape space, tab, newline and backslash as octal. Returns 1, 0 if
- * path is not a mount point, -1 if the table is unreadable. */
-static int mount_entry(const char *path, char *type, size_t size, long *uid, bool *others)
-{
-    FILE *f = fopen("/proc/self/mounts", "re");
-    char line[PATH_MAX * 2], dir[PATH_MAX * 2];
-    int found = 0;
-
-    if (uid) {
-        *uid = -1;
-        *others = false;
-    }
-    if (!f)
-        return -1;
-    while (fgets(line, sizeof(line), f)) {
-        char *p = strchr(line, ' '), *d = dir, *t;
-        if (!p)
-            continue;
-        for (p++; *p && *p != ' ' && d < dir + sizeof(dir) - 1; p++) {
-            if (p[0] == '\\' && p[1] && p[2] && p[3]) {
-                *d++ = (char)(((p[1] - '0') << 6) | ((p[2] - '0') << 3) | (p[3] - '0'));
-                p += 3;
-            } else {
-                *d++ = *p;
-            }
-        }
-        *d = '\0';
-        if (strcmp(dir, path) != 0 || *p != ' ')
-            continue;
-        t = p + 1;
-        snprintf(type, size, "%.*s", (int)strcspn(t, " "), t);
-        found = 1; /* keep going: the last mount on a path is the visible one */
-        if (uid) {
-            const char *o = strstr(t, ",user_id=");
-            *uid = o ? strtol(o + 9, NULL, 10) : -1;
-            *others = strstr(t, ",allow_other") != NULL;
-        }
-    }
-    fclose(f);
-    return found;
-}
-
-static int mount_type(const char *path, char *type, size_t size)
-{
-    return mount_entry(path, type, size, NULL, NULL);
-}
-
 /* Run fusermount3 FLAGS -- MNT; its stderr (in the C locale) goes into
  * err (NUL-terminated, cut at size). Returns its exit status, -1 if it could
  * not run. */
@@ -1606,10 +1557,9 @@ static char *absolute_mountpoint(const char *mnt)
 static int cmd_unmount(int argc, char **argv)
 {
     const char *arg = NULL;
-    char type[64], err[512], who[PATH_MAX + 160], *mnt;
+    char err[512], who[PATH_MAX + 160], *mnt;
     const char *fix = "close them";
-    bool others;
-    long owner;
+    struct mounts_entry me;
     bool lazy = false, dead;
     int ret, probe;
 
@@ -1630,23 +1580,22 @@ static int cmd_unmount(int argc, char **argv)
         fprintf(stderr, "npyfs: %s: %s\n", arg, strerror(errno));
         return 1;
     }
-    ret = mount_type(mnt, type, sizeof(type));
+    ret = mounts_find(mnt, &me);
     if (ret == 0) {
         fprintf(stderr, "npyfs: %s: not mounted\n", arg);
         free(mnt);
         return 1;
     }
-    if (ret > 0 && strcmp(type, "fuse.npyfs") != 0) {
+    if (ret > 0 && strcmp(me.type, "fuse.npyfs") != 0) {
         fprintf(stderr, "npyfs: %s: not an npyfs mount (it is %s); npyfs unmount leaves it "
-                "alone\n", arg, type);
+                "alone\n", arg, me.type);
         free(mnt);
         return 1;
     }
     /* fusermount3 would say "entry ... not found in /etc/mtab" */
-    if (ret > 0 && getuid() != 0 && mount_entry(mnt, type, sizeof(type), &owner, &others) > 0 &&
-        owner >= 0 && owner != (long)getuid()) {
+    if (ret > 0 && getuid() != 0 && me.uid >= 0 && me.uid != (long)getuid()) {
         fprintf(stderr, "npyfs: %s: mounted by another user (uid %ld): only that user or "
-                "root can unmount it\n", arg, owner);
+                "root can unmount it\n", arg, me.uid);
         free(mnt);
         return 1;
     }
@@ -2196,16 +2145,15 @@ static int cmd_fstab(int argc, char **argv)
 /* npyfs stats [--json] MOUNTPOINT: print the mount root's user.npyfs.stats. */
 static int cmd_stats(int argc, char **argv)
 {
-    char type[64], *abs, *buf;
+    char *abs, *buf;
     bool json;
     const char *mnt = json_and_operand("stats", "MOUNTPOINT", argc, argv, &json);
-    bool others;
-    long owner;
+    struct mounts_entry me;
     ssize_t n;
     struct stat st;
 
     abs = absolute_mountpoint(mnt);
-    if (!abs || mount_entry(abs, type, sizeof(type), &owner, &others) <= 0) {
+    if (!abs || mounts_find(abs, &me) <= 0) {
         if (lstat(mnt, &st) < 0)
             fprintf(stderr, "npyfs: %s: %s\n", mnt,
                     errno == ENOENT ? "no such directory" : strerror(errno));
@@ -2215,8 +2163,8 @@ static int cmd_stats(int argc, char **argv)
         free(abs);
         return 1;
     }
-    if (strcmp(type, "fuse.npyfs") != 0) {
-        fprintf(stderr, "npyfs: %s: not an npyfs mount (it is %s)\n", mnt, type);
+    if (strcmp(me.type, "fuse.npyfs") != 0) {
+        fprintf(stderr, "npyfs: %s: not an npyfs mount (it is %s)\n", mnt, me.type);
         free(abs);
         return 1;
     }
@@ -2235,10 +2183,10 @@ static int cmd_stats(int argc, char **argv)
         else if (err == ENODATA || err == ENOTSUP)
             fprintf(stderr, "npyfs: %s: this npyfs daemon does not report stats (mounted by an "
                     "older npyfs?)\n", mnt);
-        else if (err == EACCES && owner >= 0 && owner != (long)getuid() && !others)
+        else if (err == EACCES && me.uid >= 0 && me.uid != (long)getuid() && !me.allow_other)
             fprintf(stderr, "npyfs: %s: %s: mounted by another user (uid %ld) without -o "
                     "allow_other, so only that user can see into it\n", mnt, strerror(err),
-                    owner);
+                    me.uid);
         else
             fprintf(stderr, "npyfs: %s: %s\n", mnt, strerror(err));
         free(buf);

@@ -43,6 +43,8 @@
 #include <sys/statvfs.h>
 #include <time.h>
 
+#include "mounts.h"
+
 /* The archive is not expected to change under the mount; see README. */
 #define ATTR_TIMEOUT 3600.0
 
@@ -240,46 +242,6 @@ static void fs_op_destroy(void *userdata)
     notifier_stop(); /* last: the indexers and workers above may queue */
 }
 
-/* Undo the octal escapes (\040 and the like) of a mountinfo path, in place. */
-static void unescape_mountinfo(char *s)
-{
-    char *d = s;
-
-    for (; *s; s++) {
-        if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
-            s[3] >= '0' && s[3] <= '7') {
-            *d++ = (char)(((s[1] - '0') << 6) | ((s[2] - '0') << 3) | (s[3] - '0'));
-            s += 3;
-        } else {
-            *d++ = *s;
-        }
-    }
-    *d = '\0';
-}
-
-/* The "major:minor" of the topmost mount at path, from /proc/self/mountinfo.
- * Returns 0, or -ENOENT. */
-static int mount_dev(const char *path, char *dev, size_t len)
-{
-    FILE *f = fopen("/proc/self/mountinfo", "re");
-    char line[8192], mdev[64], point[4096];
-    int ret = -ENOENT;
-
-    if (!f)
-        return -ENOENT;
-    while (fgets(line, sizeof(line), f)) {
-        if (sscanf(line, "%*s %*s %63s %*s %4095s", mdev, point) != 2)
-            continue;
-        unescape_mountinfo(point);
-        if (strcmp(point, path) == 0) {
-            snprintf(dev, len, "%s", mdev);
-            ret = 0;
-        }
-    }
-    fclose(f);
-    return ret;
-}
-
 /*
  * Raise the kernel's readahead for this mount to opts.readahead. The kernel
  * starts a FUSE mount at 128 KiB and caps it at what INIT answered, so only
@@ -290,14 +252,15 @@ static int mount_dev(const char *path, char *dev, size_t len)
 static void tune_readahead(struct fs_ctx *ctx)
 {
     static atomic_bool done;
-    char dev[64], path[128];
+    struct mounts_entry me;
+    char path[128];
     FILE *f;
 
     if (!ctx->opts.readahead || !ctx->mountpoint || atomic_exchange(&done, true))
         return;
-    if (mount_dev(ctx->mountpoint, dev, sizeof(dev)) < 0)
+    if (mounts_find(ctx->mountpoint, &me) <= 0)
         return;
-    snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
+    snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", me.dev);
     f = fopen(path, "we");
     if (!f)
         return;
