@@ -29,6 +29,7 @@
 #include "cache.h"
 #include "dfx.h"
 #include "net.h"
+#include "notify.h"
 #include "source.h"
 
 /* Bytes per chunk of the decompressed-data cache: the unit a decode produces
@@ -115,7 +116,15 @@ struct fs_parked {
                                       * least recently parked first */
 };
 struct dfx_crcs; /* a chunk CRC table, format/dfx_crcs.h */
-struct fs_meta; /* a member's parsed .npy header strings, private to fs_xattr.c */
+/* A member's .npy header facts for xattrs: parsed by fs_xattr.c on first
+ * use, published once in m->meta, freed with the member (fs_meta_free()). */
+struct fs_meta {
+    bool is_npy;    /* false: no parseable .npy header, only user.npyfs.* */
+    char *dtype;    /* owned, escaped: a type string as is (<f8), a struct as the
+                     * header's descr ([('a', '<i4')]) */
+    char *shape;    /* owned: like numpy's repr of the tuple, e.g. (1000, 3) */
+    bool fortran_order;
+};
 struct fs_ra;
 struct fs_defer; /* the opener pool, fs_defer.c (below) */
 
@@ -152,9 +161,8 @@ struct fs_member {
      * opened (fs_vfs.c); 0 for a member with no inode (not placed, or
      * outside a mount) */
     atomic_uint_least64_t ino;
-    /* The notifier's queue (fs_ops.c): protected by its lock. */
-    bool inval_queued;
-    struct fs_member *inval_next;
+    /* the page notifier's queue link (notify.h): protected by its lock */
+    struct notify_item inval;
     atomic_bool logged;   /* one log line per damaged member */
     atomic_bool said_unverified; /* logged once: served before its full check */
     uint32_t crc32;       /* immutable: CRC-32 from the zip directory (stored members) */
@@ -389,22 +397,16 @@ unsigned fs_parked_count(void);
  * pages of m it cached. Thread-safe. */
 void fs_member_condemn(struct fs_member *m, int err, uint64_t from);
 
-/* fs_ops.c: have the kernel drop every page of m's file it cached (damage
- * was found in m, or its archive changed), so later reads come to the
- * daemon and fail. Queued for the notifier thread, which FUSE init starts
- * and destroy joins: fuse_lowlevel_notify_inval_inode() called from a READ
- * handler of the same inode can deadlock (the kernel holds the pages of
- * that read locked until it is answered). Does nothing for a member never
- * opened or without an inode, or with no notifier running (outside a
- * mount). Takes only the queue's leaf lock: callable from any thread with
- * any lock held. */
+/* fs_member.c, through notify.c: have the kernel drop every page of m's
+ * file it cached (damage was found in m, or its archive changed), so later
+ * reads come to the daemon and fail. Queued for the notifier thread, which
+ * FUSE init starts and destroy joins: fuse_lowlevel_notify_inval_inode()
+ * called from a READ handler of the same inode can deadlock (the kernel
+ * holds the pages of that read locked until it is answered). Does nothing
+ * for a member never opened or without an inode, or with no notifier
+ * running (outside a mount). Takes only the queue's leaf lock: callable
+ * from any thread with any lock held. */
 void fs_pages_drop(struct fs_member *m);
-
-/* fs_ops.c: once the session loop has ended, before the session's fd is
- * closed (fuse_session_unmount()): no notification starts afterwards, and
- * one under way is waited for (a few seconds at most). FUSE destroy, later,
- * joins the thread. */
-void fs_notifier_quiesce(void);
 
 /* Readahead: decode chunks first..last of a FS_DEFLATE member into the cache
  * with a fresh decoder started at the access point at output offset point
@@ -875,10 +877,10 @@ long fs_xattr_get(struct fs_ctx *ctx, struct fs_archive *a, struct fs_member *m,
                   const char *name, char *buf, size_t size);
 long fs_xattr_list(struct fs_ctx *ctx, struct fs_archive *a, struct fs_member *m, char *buf,
                    size_t size);
-/* fs_xattr.c: free what fs_xattr_get() cached in m->meta. Accepts NULL. */
+/* fs_member.c: free what fs_xattr_get() cached in m->meta. Accepts NULL. */
 void fs_meta_free(struct fs_meta *meta);
 
-/* fs_stats.c: live counters of a mount, read by `npyfs stats`. */
+/* fs.c: live counters of a mount, read by `npyfs stats`. */
 struct fs_counters {
     atomic_uint_least64_t reads;        /* READ requests answered with data */
     atomic_uint_least64_t read_errors;  /* READ requests answered with an error */
@@ -889,15 +891,15 @@ struct fs_counters {
                                           * drop (damage found, or the archive changed) */
 };
 extern struct fs_counters fs_counters;
-/* fs_stats.c: the budget of every dfx index of the process (dfx.h, struct
+/* fs.c: the budget of every dfx index of the process (dfx.h, struct
  * dfx_budget; set as dfx_stream.budget by fs_member.c): the windows that
  * reads record, and the twin of an indexing pass without an index
  * directory, stay within limit bytes. limit is FS_DEFAULT_INDEX_MEM unless
  * the mount sets -o index_mem= (before any archive is opened). Shown by
  * `npyfs stats`. */
 extern struct dfx_budget fs_window_budget;
-/* True in readahead worker threads (fs_readahead.c), so the decode can count
- * their chunks in fs_counters.readahead_chunks. */
+/* fs.c: true in readahead worker threads (which set it: fs_readahead.c),
+ * so the decode can count their chunks in fs_counters.readahead_chunks. */
 extern _Thread_local bool fs_is_readahead_worker;
 
 /* The stats text of a mount (user.npyfs.stats, printed by `npyfs stats`),

@@ -39,6 +39,7 @@
 #include "bsrc.h"
 #include "dfx_store.h"
 #include "mounts.h"
+#include "notify.h"
 #include "net.h"
 #include "npy.h"
 #include "source.h"
@@ -938,7 +939,7 @@ static int serve(struct fuse_session *se)
     fuse_loop_cfg_set_clone_fd(cfg, 0);
     fuse_loop_cfg_set_max_threads(cfg, 16);
     ret = fuse_session_loop_mt(se, cfg);
-    fs_notifier_quiesce(); /* nothing is sent once the fd may be closed */
+    notify_quiesce(); /* nothing is sent once the fd may be closed */
     fuse_loop_cfg_destroy(cfg);
     fuse_remove_signal_handlers(se);
     fuse_session_unmount(se);

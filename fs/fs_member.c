@@ -153,6 +153,26 @@ unsigned fs_parked_count(void)
     return atomic_load_explicit(&parked_total, memory_order_relaxed);
 }
 
+/* Contract in fs.h. */
+void fs_meta_free(struct fs_meta *meta)
+{
+    if (!meta)
+        return;
+    free(meta->dtype);
+    free(meta->shape);
+    free(meta);
+}
+
+/* Contract in fs.h. The inode is set once, before any open. */
+void fs_pages_drop(struct fs_member *m)
+{
+    uint64_t ino = atomic_load(&m->ino);
+
+    if (!atomic_load(&m->was_opened) || !ino)
+        return; /* no pages in the kernel, or no inode to name them by */
+    notify_drop(&m->inval, ino);
+}
+
 static int member_init(struct fs_member *m, const char *name, size_t name_len)
 {
     memset(m, 0, sizeof(*m));

@@ -27,7 +27,8 @@
  * deflate reads are reported to the readahead pool (fs_readahead.c). The
  * init handler starts that pool and the notifier (which asks the kernel to
  * drop the cached pages of damaged members), the destroy handler joins
- * them: both run in the serving process, after any fork.
+ * them: both run in the serving process, after any fork. The notifier is
+ * notify.c's.
  */
 #define FUSE_USE_VERSION 312
 #define _GNU_SOURCE
@@ -44,6 +45,7 @@
 #include <time.h>
 
 #include "mounts.h"
+#include "notify.h"
 
 /* The archive is not expected to change under the mount; see README. */
 #define ATTR_TIMEOUT 3600.0
@@ -51,150 +53,6 @@
 static struct fs_ctx *ctx_of(fuse_req_t req)
 {
     return fuse_req_userdata(req);
-}
-
-/*
- * The notifier: one thread that tells the kernel to drop the cached pages
- * of members found damaged (fs_pages_drop() in fs.h). A queue of members
- * (linked through m->inval_next, so queuing never allocates; a member is
- * queued at most once at a time) under a leaf lock. One notifier per
- * process: a process serves one mount.
- */
-static struct {
-    pthread_mutex_t lock;
-    pthread_cond_t work;        /* signalled when the queue grows or stop is set */
-    pthread_cond_t done;        /* broadcast when a notification returns */
-    struct fs_member *head, *tail; /* protected by lock */
-    bool running, stop;         /* protected by lock */
-    bool sending;               /* protected by lock: a notification is in the kernel */
-    struct fuse_session *se;    /* immutable while running */
-    pthread_t thread;
-} notifier = {.lock = PTHREAD_MUTEX_INITIALIZER, .work = PTHREAD_COND_INITIALIZER,
-              .done = PTHREAD_COND_INITIALIZER};
-
-/* How long fs_notifier_quiesce() waits for a notification in the kernel. */
-#define QUIESCE_SECONDS 5
-
-/* Contract in fs.h. */
-void fs_pages_drop(struct fs_member *m)
-{
-    if (!atomic_load(&m->was_opened) || !atomic_load(&m->ino))
-        return; /* no pages in the kernel, or no inode to name them by */
-    pthread_mutex_lock(&notifier.lock);
-    if (notifier.running && !notifier.stop && !m->inval_queued) {
-        m->inval_queued = true;
-        m->inval_next = NULL;
-        if (notifier.tail)
-            notifier.tail->inval_next = m;
-        else
-            notifier.head = m;
-        notifier.tail = m;
-        pthread_cond_signal(&notifier.work);
-    }
-    pthread_mutex_unlock(&notifier.lock);
-}
-
-static void *notifier_main(void *arg)
-{
-    (void)arg;
-    pthread_mutex_lock(&notifier.lock);
-    for (;;) {
-        struct fs_member *m;
-        uint64_t ino;
-        int ret;
-
-        while (!notifier.head && !notifier.stop)
-            pthread_cond_wait(&notifier.work, &notifier.lock);
-        if (notifier.stop)
-            break;
-        m = notifier.head;
-        notifier.head = m->inval_next;
-        if (!notifier.head)
-            notifier.tail = NULL;
-        m->inval_queued = false; /* damage found from here on queues it again */
-        notifier.sending = true; /* stop was not set: the session's fd is open */
-        pthread_mutex_unlock(&notifier.lock);
-
-        /* Off 0, length 0: every page. The kernel drops them before the
-         * call returns, waiting for reads of the file in flight: this
-         * thread serves none. -ENOENT: the kernel forgot the inode, so it
-         * has no pages of it. */
-        ino = atomic_load(&m->ino);
-        ret = fuse_lowlevel_notify_inval_inode(notifier.se, ino, 0, 0);
-        if (ret == 0)
-            atomic_fetch_add_explicit(&fs_counters.pages_dropped, 1, memory_order_relaxed);
-        else if (ret != -ENOENT)
-            fuse_log(FUSE_LOG_DEBUG, "npyfs: cannot drop the cached pages of inode %llu: %d\n",
-                     (unsigned long long)ino, ret);
-        pthread_mutex_lock(&notifier.lock);
-        notifier.sending = false;
-        pthread_cond_broadcast(&notifier.done);
-    }
-    pthread_mutex_unlock(&notifier.lock);
-    return NULL;
-}
-
-/* FUSE init: start the notifier (without one, damage is still reported by
- * reads that reach the daemon). */
-static void notifier_start(struct fs_ctx *ctx)
-{
-    char err[128];
-    int ret;
-
-    if (!ctx->se)
-        return;
-    pthread_mutex_lock(&notifier.lock);
-    notifier.se = ctx->se;
-    notifier.stop = false;
-    ret = pthread_create(&notifier.thread, NULL, notifier_main, NULL);
-    notifier.running = ret == 0;
-    pthread_mutex_unlock(&notifier.lock);
-    if (ret)
-        fuse_log(FUSE_LOG_ERR, "npyfs: %s: cannot start the page notifier (%s); damaged "
-                 "members' pages already cached by the kernel stay readable\n",
-                 ctx->source, strerror_r(ret, err, sizeof(err)));
-}
-
-/* Contract in fs.h. A notification in the kernel may wait for reads of its
- * file in flight, which, once the loop has ended, only the fd's close
- * aborts: so the wait is bounded. A write under way when the fd closes
- * still completes on the file it started on; none starts after stop. */
-void fs_notifier_quiesce(void)
-{
-    struct timespec until;
-
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += QUIESCE_SECONDS;
-    pthread_mutex_lock(&notifier.lock);
-    notifier.stop = true;
-    pthread_cond_signal(&notifier.work);
-    while (notifier.sending &&
-           pthread_cond_timedwait(&notifier.done, &notifier.lock, &until) != ETIMEDOUT)
-        ;
-    pthread_mutex_unlock(&notifier.lock);
-}
-
-/* FUSE destroy: stop and join the notifier; the queue is dropped (the
- * mount is going away). */
-static void notifier_stop(void)
-{
-    bool join;
-
-    pthread_mutex_lock(&notifier.lock);
-    join = notifier.running;
-    notifier.stop = true;
-    pthread_cond_signal(&notifier.work);
-    pthread_mutex_unlock(&notifier.lock);
-    if (join)
-        pthread_join(notifier.thread, NULL);
-    pthread_mutex_lock(&notifier.lock);
-    while (notifier.head) {
-        notifier.head->inval_queued = false;
-        notifier.head = notifier.head->inval_next;
-    }
-    notifier.tail = NULL;
-    notifier.running = false;
-    pthread_mutex_unlock(&notifier.lock);
 }
 
 /* Attributes of ino, owner and permissions included (fs_vfs_getattr()). */
@@ -228,7 +86,7 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
     if (ret < 0)
         fuse_log(FUSE_LOG_ERR, "npyfs: %s: cannot start readahead workers (%s); reading without\n",
                  ctx->source, strerror_r(-ret, err, sizeof(err)));
-    notifier_start(ctx);
+    notify_start(ctx->se, ctx->source, &fs_counters.pages_dropped);
     fs_vfs_start(ctx->vfs); /* index=background: idle-priority indexing */
 }
 
@@ -239,7 +97,7 @@ static void fs_op_destroy(void *userdata)
     fs_vfs_stop(ctx->vfs);
     fs_ra_free(ctx->ra);
     ctx->ra = NULL;
-    notifier_stop(); /* last: the indexers and workers above may queue */
+    notify_stop(); /* last: the indexers and workers above may queue */
 }
 
 /*

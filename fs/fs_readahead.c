@@ -376,7 +376,6 @@ static bool pipe_more(void *arg, uint64_t next, uint64_t *last)
     return go;
 }
 
-_Thread_local bool fs_is_readahead_worker;
 
 static void *worker(void *arg)
 {

@@ -29,9 +29,6 @@
 #include <string.h>
 #include <time.h>
 
-struct fs_counters fs_counters;
-struct dfx_budget fs_window_budget = {.limit = FS_DEFAULT_INDEX_MEM};
-
 /* Bytes kept free for the closing lines (omitted count, JSON brackets). */
 #define TAIL_RESERVE 128
 /* Longest member name shown in the text form; longer ones end in "...". */

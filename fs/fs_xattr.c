@@ -32,14 +32,6 @@
  * a size query gets this much room on top of the current length. */
 #define STATS_SLACK 4096
 
-struct fs_meta {
-    bool is_npy;    /* false: no parseable .npy header, only user.npyfs.* */
-    char *dtype;    /* owned, escaped: a type string as is (<f8), a struct as the
-                     * header's descr ([('a', '<i4')]) */
-    char *shape;    /* owned: like numpy's repr of the tuple, e.g. (1000, 3) */
-    bool fortran_order;
-};
-
 enum attr {
     ATTR_DTYPE,
     ATTR_SHAPE,
@@ -60,16 +52,6 @@ static const char *const attr_names[ATTR_COUNT] = {
     [ATTR_STATS] = "user.npyfs.stats",
     [ATTR_STATS_JSON] = "user.npyfs.stats.json",
 };
-
-/* Contract in fs.h. */
-void fs_meta_free(struct fs_meta *meta)
-{
-    if (!meta)
-        return;
-    free(meta->dtype);
-    free(meta->shape);
-    free(meta);
-}
 
 /* Parse m's header into a new fs_meta. A member without a .npy header gives
  * is_npy false; only a failure to read its bytes is an error (-EIO). */

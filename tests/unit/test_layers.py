@@ -72,6 +72,7 @@ class CheckLayers(unittest.TestCase):
         self.assertIn("format/:", out)
         self.assertIn("dfx_store ->", out)  # the graph is printed
         self.assertNotIn("error:", out)
+        self.assertNotIn("warning:", out)  # FS_ALLOWED is empty: no circle is let through
 
     def test_clean_tree_passes(self):
         with tree() as root:
