@@ -1,6 +1,6 @@
 /*
  * dfx internals shared with dfx_store.c (index files), the indexer
- * (fs/fs_index.c), the index directory (fs/indexdir.c: the spacing) and the
+ * (fs/indexer.c), the index directory (fs/indexdir.c: the spacing) and the
  * unit tests: moving the access points of an index in and out, and where
  * their windows live. Everything else goes through dfx.h. (The codec for compressed 32 KiB
  * windows is window.h.)

@@ -38,7 +38,7 @@
 #define FS_CHUNK_SIZE (128u << 10)
 /* Default -o cache_size=. The kernel page cache keeps what was served, so
  * the chunk cache needs room for what readahead decodes ahead of readers (a
- * quarter of it, fs_readahead.c: 8 MiB, two segments for each of up to 3
+ * quarter of it, readahead.c: 8 MiB, two segments for each of up to 3
  * workers at the default spacing) and the chunks decoded on the way to a
  * random read. Small also means fast: once full, the cache recycles its
  * buffers, while a fresh buffer costs a page fault per 4 KiB (256M made the
@@ -104,11 +104,11 @@ enum fs_kind {
     FS_DEFLATE, /* raw deflate (zip method 8) or gzip, served through dfx + cache */
 };
 
-struct fs_busy; /* a decode in progress, private to fs_member.c */
-struct chunk_waiter; /* a reader waiting for one chunk, private to fs_member.c */
+struct fs_busy; /* a decode in progress, private to member.c */
+struct chunk_waiter; /* a reader waiting for one chunk, private to member.c */
 
 /* A slot for one parked decoder of a member. Every field is protected by
- * the process-wide parked lock (fs_member.c), a leaf taken after a member's
+ * the process-wide parked lock (member.c), a leaf taken after a member's
  * lock: parking can drop another member's decoder without its lock. */
 struct fs_parked {
     struct dfx_reader *r;            /* owned; NULL: the slot is free */
@@ -116,7 +116,7 @@ struct fs_parked {
                                       * least recently parked first */
 };
 struct dfx_crcs; /* a chunk CRC table, format/dfx_crcs.h */
-/* A member's .npy header facts for xattrs: parsed by fs_xattr.c on first
+/* A member's .npy header facts for xattrs: parsed by xattr.c on first
  * use, published once in m->meta, freed with the member (fs_meta_free()). */
 struct fs_meta {
     bool is_npy;    /* false: no parseable .npy header, only user.npyfs.* */
@@ -126,7 +126,7 @@ struct fs_meta {
     bool fortran_order;
 };
 struct fs_ra;
-struct fs_defer; /* the opener pool, fs_defer.c (below) */
+struct fs_defer; /* the opener pool, defer.c (below) */
 
 struct fs_member {
     char *name;          /* owned: path inside the archive, as stored (NUL-terminated) */
@@ -148,7 +148,7 @@ struct fs_member {
     pthread_mutex_t lock;
     pthread_cond_t idle; /* broadcast when a decode in progress ends */
     /* readers waiting for a chunk in fs_member_chunk(), each on its own
-     * condition (fs_member.c): woken with idle, and one by one as a
+     * condition (member.c): woken with idle, and one by one as a
      * pipelined decode inserts the chunk each one waits for */
     struct chunk_waiter *waiters;
     /* parked decoders: the slots are protected by the parked lock, which is
@@ -158,7 +158,7 @@ struct fs_member {
     int opens;            /* open file handles */
     atomic_bool was_opened; /* opened at least once: the kernel may cache its pages */
     /* atomic: its inode number in the mount, set once when its unit is
-     * opened (fs_vfs.c); 0 for a member with no inode (not placed, or
+     * opened (vfs.c); 0 for a member with no inode (not placed, or
      * outside a mount) */
     atomic_uint_least64_t ino;
     /* the page notifier's queue link (notify.h): protected by its lock */
@@ -183,7 +183,7 @@ struct fs_member {
     atomic_int_least64_t pass_start_ns;
     atomic_uint_least64_t pass_done;
     /* atomic: its .npy header for xattrs, parsed on first use and published
-     * once by compare-exchange (fs_xattr.c); freed by fs_meta_free(). */
+     * once by compare-exchange (xattr.c); freed by fs_meta_free(). */
     _Atomic(struct fs_meta *) meta;
     struct fs_archive *archive; /* borrowed: the archive holding the member (set by
                                  * fs_archive_open*(), immutable) */
@@ -295,7 +295,7 @@ int fs_archive_open_plain(int dirfd, const char *rel, const char *path, const ch
  * not (every later call too; logged once, and the kernel is asked to drop
  * the cached pages of every member opened so far). Bytes read from it
  * before a call that returns 0 are the content it had at open (see the
- * comment in fs_member.c), so every path that reads the archive calls this
+ * comment in member.c), so every path that reads the archive calls this
  * after its reads and before it uses their bytes. Cheap (one fstat);
  * thread-safe. A replaced archive (renamed over, or deleted) is not a
  * change: the open fd still holds the old file. Other changes of its
@@ -397,7 +397,7 @@ unsigned fs_parked_count(void);
  * pages of m it cached. Thread-safe. */
 void fs_member_condemn(struct fs_member *m, int err, uint64_t from);
 
-/* fs_member.c, through notify.c: have the kernel drop every page of m's
+/* member.c, through notify.c: have the kernel drop every page of m's
  * file it cached (damage was found in m, or its archive changed), so later
  * reads come to the daemon and fail. Queued for the notifier thread, which
  * FUSE init starts and destroy joins: fuse_lowlevel_notify_inval_inode()
@@ -527,7 +527,7 @@ struct fs_ctx {
 };
 
 /*
- * The mount's namespace (fs_vfs.c): an outer tree built at mount from the
+ * The mount's namespace (vfs.c): an outer tree built at mount from the
  * sources (real directories walked with lstat only, archive directories,
  * .npy.gz files, passthrough files), immutable afterwards, plus one unit per
  * archive or file in it. A unit is opened at most once, on first use (an
@@ -621,7 +621,7 @@ int fs_vfs_getattr(struct fs_vfs *v, uint64_t ino, struct stat *st);
 struct fs_dir {
     uint64_t ino, parent; /* the directory's inode and its parent's */
     size_t count;         /* children */
-    const void *node;     /* private to fs_vfs.c: the directory's node */
+    const void *node;     /* private to vfs.c: the directory's node */
     const void *unit;     /* private: its unit, NULL in the outer tree */
 };
 int fs_vfs_opendir(struct fs_vfs *v, uint64_t ino, struct fs_dir *d, uint32_t *need);
@@ -652,7 +652,7 @@ int fs_vfs_await(struct fs_vfs *v, uint32_t need, struct fs_waiter *w);
 void fs_vfs_totals(struct fs_vfs *v, uint64_t *bytes, uint64_t *files);
 
 /*
- * Persisted indexes (fs_index.c, over fs/indexdir.h): the first full
+ * Persisted indexes (indexer.c, over fs/indexdir.h): the first full
  * pass over a member (a deflate member, or a zip's stored member) checks its
  * CRC-32 and builds its chunk CRC table; a member bigger than one chunk gets
  * its access points and table saved in the index directory, loaded on its
@@ -733,7 +733,7 @@ int fs_index_prune(const struct fs_opts *opts);
  * are not empty. Its pass has run once m has its table (m->crcs). */
 bool fs_member_indexable(const struct fs_archive *a, const struct fs_member *m);
 /*
- * The opener pool (fs_defer.c): a few threads that do the slow work a FUSE
+ * The opener pool (defer.c): a few threads that do the slow work a FUSE
  * handler must not wait for (opening a unit, which may size a gzip file by a
  * full pass or touch a slow file system; a full verification pass an open
  * waits for). libfuse lets a handler return without replying and reply later
@@ -756,7 +756,7 @@ struct fs_waiter {
  * stops before it ran, cancel() is called exactly once, in a pool thread or
  * in fs_defer_stop()'s caller; either must wake the job's waiters. */
 struct fs_job {
-    struct fs_job *next; /* queue link, private to fs_defer.c */
+    struct fs_job *next; /* queue link, private to defer.c */
     void (*run)(struct fs_job *j);
     void (*cancel)(struct fs_job *j);
 };
@@ -784,12 +784,12 @@ void fs_defer_wake(struct fs_defer *d, struct fs_waiter *list, int err);
 /* Opener threads per mount. */
 #define FS_DEFER_THREADS 4
 
-/* The FUSE low-level operations (fs_ops.c). */
+/* The FUSE low-level operations (ops.c). */
 struct fuse_lowlevel_ops;
 extern const struct fuse_lowlevel_ops fs_ops;
 
 /*
- * Parallel readahead (fs_readahead.c): a fixed pool of worker threads that
+ * Parallel readahead (readahead.c): a fixed pool of worker threads that
  * decode the segments between access points ahead of sequential readers.
  * Created after the daemon has forked (threads do not survive fork) and
  * freed once the session loop has ended.
@@ -808,7 +808,7 @@ void fs_ra_free(struct fs_ra *ra);
  * Thread-safe; ra may be NULL (no readahead). */
 void fs_ra_note_read(struct fs_ra *ra, struct fs_member *m, uint64_t first, uint64_t last);
 
-/* `npyfs ls` (fs_ls.c): a listing of the members of one or more archives
+/* `npyfs ls` (cmd_ls.c): a listing of the members of one or more archives
  * on stdout, one row per member (README, Usage): tab-separated, or aligned
  * columns (aligned: for a terminal, printed at fs_ls_flush() once every
  * width is known), or one JSON array of objects (json). archive_column
@@ -828,7 +828,7 @@ int fs_ls_flush(struct fs_ls *l);
 /* Accepts NULL. */
 void fs_ls_free(struct fs_ls *l);
 
-/* fs_ls.c: s[0..len) as a JSON string with its quotes, into out (at most
+/* cmd_ls.c: s[0..len) as a JSON string with its quotes, into out (at most
  * size bytes, NUL-terminated if size > 0). Valid UTF-8 is kept, except the
  * control characters (U+0000-U+001F, DEL, the C1 controls U+0080-U+009F)
  * and U+2028/U+2029, which become \uXXXX; a byte that is not part of valid
@@ -837,7 +837,7 @@ void fs_ls_free(struct fs_ls *l);
  * like snprintf. */
 size_t fs_json_string(char *out, size_t size, const char *s, size_t len);
 
-/* fs_ls.c: s[0..len) as text that is safe on a terminal and in a
+/* cmd_ls.c: s[0..len) as text that is safe on a terminal and in a
  * tab-separated column, into out (at most size bytes, NUL-terminated if
  * size > 0): printable ASCII (0x20-0x7e) as is, a backslash doubled (\\;
  * kept single if keep_backslash: for a descr, which stays a Python literal),
@@ -853,12 +853,12 @@ size_t fs_text_string(char *out, size_t size, const char *s, size_t len, bool ke
  * Each block names the file that implements it.
  */
 
-/* fs_vfs.c: every archive the mount has opened so far (sources are opened
+/* vfs.c: every archive the mount has opened so far (sources are opened
  * lazily, on first lookup), in no particular order. fn runs with no lock
  * held that a FUSE handler could need; archives stay valid until unmount. */
 void fs_vfs_foreach(struct fs_ctx *ctx, void (*fn)(struct fs_archive *a, void *arg), void *arg);
 
-/* fs_vfs.c: the archives and .npy.gz files of the mount by state, for
+/* vfs.c: the archives and .npy.gz files of the mount by state, for
  * stats (passthrough files are not counted): opened; not opened yet (a
  * directory source's, opened on first use), with their file sizes at
  * mount; or failed to open. Lock-free; a snapshot. */
@@ -867,7 +867,7 @@ struct fs_vfs_units {
 };
 void fs_vfs_units(struct fs_vfs *v, struct fs_vfs_units *out);
 
-/* fs_xattr.c: extended attributes. For an array file (m != NULL): user.npy.*
+/* xattr.c: extended attributes. For an array file (m != NULL): user.npy.*
  * from its .npy header and user.npyfs.* from the archive; for the mount root
  * (a == NULL, m == NULL): user.npyfs.stats. Other directories have none.
  * Semantics of getxattr(2)/listxattr(2): size 0 asks for the length; returns
@@ -877,7 +877,7 @@ long fs_xattr_get(struct fs_ctx *ctx, struct fs_archive *a, struct fs_member *m,
                   const char *name, char *buf, size_t size);
 long fs_xattr_list(struct fs_ctx *ctx, struct fs_archive *a, struct fs_member *m, char *buf,
                    size_t size);
-/* fs_member.c: free what fs_xattr_get() cached in m->meta. Accepts NULL. */
+/* member.c: free what fs_xattr_get() cached in m->meta. Accepts NULL. */
 void fs_meta_free(struct fs_meta *meta);
 
 /* fs.c: live counters of a mount, read by `npyfs stats`. */
@@ -892,13 +892,13 @@ struct fs_counters {
 };
 extern struct fs_counters fs_counters;
 /* fs.c: the budget of every dfx index of the process (dfx.h, struct
- * dfx_budget; set as dfx_stream.budget by fs_member.c): the windows that
+ * dfx_budget; set as dfx_stream.budget by member.c): the windows that
  * reads record, and the twin of an indexing pass without an index
  * directory, stay within limit bytes. limit is FS_DEFAULT_INDEX_MEM unless
  * the mount sets -o index_mem= (before any archive is opened). Shown by
  * `npyfs stats`. */
 extern struct dfx_budget fs_window_budget;
-/* fs.c: true in readahead worker threads (which set it: fs_readahead.c),
+/* fs.c: true in readahead worker threads (which set it: readahead.c),
  * so the decode can count their chunks in fs_counters.readahead_chunks. */
 extern _Thread_local bool fs_is_readahead_worker;
 

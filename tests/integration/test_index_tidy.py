@@ -129,7 +129,7 @@ def on_tty(cmd, timeout=120):
 
 
 def human(n):
-    """The size as npyfs prints it (fs_index.c human())."""
+    """The size as npyfs prints it (indexer.c human())."""
     units, u, v = ["B", "KiB", "MiB", "GiB", "TiB"], 0, float(n)
     while v >= 1024 and u < 4:
         v /= 1024

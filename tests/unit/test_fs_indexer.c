@@ -1,5 +1,5 @@
 /*
- * Unit tests for index persistence (fs_index.c) without a mount: real
+ * Unit tests for index persistence (indexer.c) without a mount: real
  * archives written here, an index directory in a temporary directory, and
  * the calls the daemon makes: fs_indexer_new() as an archive is opened,
  * fs_indexer_use() at a member's first open, fs_indexer_verify() (the full

@@ -1,5 +1,5 @@
 /*
- * Unit tests for member decoding (fs_member.c) without a mount: real zip and
+ * Unit tests for member decoding (member.c) without a mount: real zip and
  * gzip files written here, opened with fs_archive_open(), read chunk by
  * chunk through fs_member_chunk() and a real cache from many threads at
  * once, every byte checked against the data the archive was written from.

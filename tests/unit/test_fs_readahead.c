@@ -1,11 +1,11 @@
 /*
- * Unit tests for the readahead scheduler (fs_readahead.c) without a mount:
+ * Unit tests for the readahead scheduler (readahead.c) without a mount:
  * a real archive written here, a real cache and member, and the worker pool
  * (fs_ra_new(), fs_ra_note_read(), fs_ra_free()) fed the reads a FUSE
  * READ handler would note.
  *
  * What the workers are asked to do is recorded by wrapping the two calls
- * they make into fs_member.c, fs_member_produce() and fs_member_continue()
+ * they make into member.c, fs_member_produce() and fs_member_continue()
  * (-Wl,--wrap, see CMakeLists.txt); the wrap can also hold the workers at a
  * gate, to stop the pool with work queued. Nothing waits for a time: a test
  * waits for an event (with a generous deadline that only a hang reaches).
@@ -26,7 +26,7 @@
 #define CH ((uint64_t)FS_CHUNK_SIZE)
 #define SPACING (256u << 10)
 #define MiB (1u << 20)
-/* Documented in fs_readahead.c: jobs in flight per worker thread; a reader
+/* Documented in readahead.c: jobs in flight per worker thread; a reader
  * has at most ahead_bytes() queued ahead of it: two segments (spacing +
  * one chunk) per worker, at most a quarter of the cache. */
 #define JOBS_PER_THREAD 2

@@ -1,5 +1,5 @@
 /*
- * Unit tests for the mount's namespace (fs_vfs.c, fs_inode.c) without a
+ * Unit tests for the mount's namespace (vfs.c, tree.c) without a
  * mount: directory trees built in a temporary directory (nested
  * directories, .npz and .npy.gz files, plain files, a name clash, symlinks
  * inside and outside the tree, a FIFO, an unreadable directory, broken

@@ -8,7 +8,7 @@
  * parsed), archive directories (X.npz), files (Y.npy from Y.npy.gz, and
  * passthrough files). Each archive directory and file is a unit: the file
  * behind it, opened on first use at most once. An opened zip unit has its
- * own immutable fs_tree (fs_inode.c), the archive's members by path.
+ * own immutable fs_tree (tree.c), the archive's members by path.
  *
  * Inode numbers: outer node i is i + 1 (the root is 1); a node with local
  * inode L >= 2 in unit k's tree is (k + 1) << 32 | L; a tree's root (L = 1)
@@ -18,7 +18,7 @@
  * Opening: a handler that needs a unit not open yet does not open it (the
  * open may size a gzip file by a full pass, or wait on a slow file system):
  * it gets FS_WAIT and queues the request on the unit (fs_vfs_await()). The
- * first waiter starts the unit's open job in the opener pool (fs_defer.c);
+ * first waiter starts the unit's open job in the opener pool (defer.c);
  * the job opens the archive with no lock held, publishes the result, and
  * wakes the waiters, which ask again and now find the unit open (or failed:
  * -EIO). So no handler thread ever waits for an open.

@@ -5,7 +5,7 @@
  * A member is worth indexing if it has a CRC-32 to check: every deflate
  * member, and the stored members of a zip. Its first full pass checks that
  * CRC and builds the member's chunk CRC table (dfx_crcs.h), against which
- * every later decode or stored read is checked (fs_member.c). A member
+ * every later decode or stored read is checked (member.c). A member
  * bigger than one chunk also gets a saved file: its access points (a stored
  * member has none) and its table. Each such member moves through three
  * states: NEW, LOADING (one thread is trying the saved file; other openers

@@ -1,6 +1,6 @@
 /*
  * FUSE low-level handlers. Thin: decode the request, ask the namespace
- * (fs_vfs.c: inodes, directories, which archive and member a file is) or the
+ * (vfs.c: inodes, directories, which archive and member a file is) or the
  * member reader, reply exactly once. An open file's handle (fi->fh) is its
  * member, which lives until unmount and knows its archive.
  *
@@ -9,8 +9,8 @@
  * kernel page cache is the first level of caching.
  *
  * Requests never wait in a handler thread for slow work. A request that
- * needs a unit opened (fs_vfs.c) or a member checked by a full pass first
- * (verify=, fs_index.c) is copied into a struct pending, queued on that work
+ * needs a unit opened (vfs.c) or a member checked by a full pass first
+ * (verify=, indexer.c) is copied into a struct pending, queued on that work
  * as an fs_waiter, and the handler returns without replying; when the work
  * ends, the request runs again (in a pool thread) and replies. The same
  * run_op() serves the first attempt and every later one, so a retry behaves
@@ -24,7 +24,7 @@
  * archive checked unchanged (fs_archive_check()), then sent. Not spliced:
  * splice hands the archive's page-cache pages to the FUSE device, so a
  * write after the check could still change the bytes served. Sequential
- * deflate reads are reported to the readahead pool (fs_readahead.c). The
+ * deflate reads are reported to the readahead pool (readahead.c). The
  * init handler starts that pool and the notifier (which asks the kernel to
  * drop the cached pages of damaged members), the destroy handler joins
  * them: both run in the serving process, after any fork. The notifier is

@@ -1280,7 +1280,7 @@ static int cmd_mount(int argc, char **argv)
         return 1;
     }
     se = new_session(&ma, &ctx);
-    ctx.se = se; /* the notifier sends through it (fs_ops.c) */
+    ctx.se = se; /* the notifier sends through it (ops.c) */
     if (ma.foreground) {
         if (fuse_session_mount(se, ma.mountpoint) != 0) {
             fprintf(stderr, "npyfs: %s: cannot mount on %s\n", ma.source, ma.mountpoint);

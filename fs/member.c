@@ -9,7 +9,7 @@
  * listed in m->busy so a reader of the next chunk waits for the decoder
  * ahead of it instead of starting a second one over the same bytes.
  *
- * Readahead workers (fs_readahead.c) produce whole segments between access
+ * Readahead workers (readahead.c) produce whole segments between access
  * points through fs_member_produce(); their entries in m->busy are marked
  * ahead and cover exactly the chunks they will insert, so a reader that
  * needs one of those chunks waits for the worker rather than decoding it
