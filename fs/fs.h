@@ -30,6 +30,7 @@
 #include "dfx.h"
 #include "net.h"
 #include "notify.h"
+#include "parked.h"
 #include "source.h"
 
 /* Bytes per chunk of the decompressed-data cache: the unit a decode produces
@@ -45,13 +46,6 @@
  * cold passes over a 320 MB member 10 to 20% slower: 80% of their buffers
  * were fresh). */
 #define FS_DEFAULT_CACHE_SIZE (32ull << 20)
-/* Decoders parked per member for sequential readers to continue from. */
-#define FS_PARKED_MAX 4
-/* Decoders parked in the whole mount (about 200 KiB each: z_stream state,
- * 32 KiB window, 64 KiB input buffer, ISA-L state; 110 KiB more once one
- * has recorded points with ISA-L, dfx.h): parking one more drops the least
- * recently parked, whichever member holds it. */
-#define FS_PARKED_TOTAL 64
 /* Most readahead workers -o threads= accepts. */
 #define FS_THREADS_MAX 256
 /* Default kernel readahead per file (-o readahead=), in place of the
@@ -107,14 +101,6 @@ enum fs_kind {
 struct fs_busy; /* a decode in progress, private to member.c */
 struct chunk_waiter; /* a reader waiting for one chunk, private to member.c */
 
-/* A slot for one parked decoder of a member. Every field is protected by
- * the process-wide parked lock (member.c), a leaf taken after a member's
- * lock: parking can drop another member's decoder without its lock. */
-struct fs_parked {
-    struct dfx_reader *r;            /* owned; NULL: the slot is free */
-    struct fs_parked *older, *newer; /* the list of used slots of every member,
-                                      * least recently parked first */
-};
 struct dfx_crcs; /* a chunk CRC table, format/dfx_crcs.h */
 /* A member's .npy header facts for xattrs: parsed by xattr.c on first
  * use, published once in m->meta, freed with the member (fs_meta_free()). */
@@ -151,9 +137,10 @@ struct fs_member {
      * condition (member.c): woken with idle, and one by one as a
      * pipelined decode inserts the chunk each one waits for */
     struct chunk_waiter *waiters;
-    /* parked decoders: the slots are protected by the parked lock, which is
-     * taken with lock held (or by a parker of another member, to drop one) */
-    struct fs_parked parked[FS_PARKED_MAX];
+    /* parked decoders: the slots are protected by the parked registry's
+     * lock (parked.h), which is taken with lock held (or by a parker of
+     * another member, to drop one) */
+    struct parked_slot parked[PARKED_PER_MEMBER];
     struct fs_busy *busy; /* decodes in progress (list) */
     int opens;            /* open file handles */
     atomic_bool was_opened; /* opened at least once: the kernel may cache its pages */
@@ -388,9 +375,6 @@ void fs_member_advise(struct fs_member *m, uint64_t from, uint64_t to);
 /* Bookkeeping for open handles: the last close frees parked decoders. */
 void fs_member_opened(struct fs_member *m);
 void fs_member_closed(struct fs_member *m);
-
-/* Decoders parked in the whole process now (at most FS_PARKED_TOTAL). */
-unsigned fs_parked_count(void);
 
 /* Damage was found in m (from offset from on; err < 0): record it in its
  * index (FS_DEFLATE) so later reads fail, and have the kernel drop the

@@ -85,74 +85,6 @@ struct chunk_waiter {
 
 static atomic_uint_fast64_t next_member_id = 1;
 
-/*
- * Parked decoders of every member, bounded in all (FS_PARKED_TOTAL) besides
- * per member (FS_PARKED_MAX): a mount with thousands of open files would
- * otherwise hold about 100 KiB per parked decoder, up to four per file.
- * The used slots form one list, least recently parked first; parking one
- * more past the bound drops the oldest, whichever member holds it. The lock
- * is a leaf taken with a member's lock held (never a member's lock under
- * it), so dropping another member's decoder needs no other member lock.
- */
-static pthread_mutex_t parked_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct fs_parked *parked_oldest, *parked_newest; /* protected by parked_lock */
-static atomic_uint parked_total; /* written under parked_lock: used slots */
-
-/* Take the decoder out of used slot p. parked_lock held. */
-static struct dfx_reader *slot_take(struct fs_parked *p)
-{
-    struct dfx_reader *r = p->r;
-
-    if (p->older)
-        p->older->newer = p->newer;
-    else
-        parked_oldest = p->newer;
-    if (p->newer)
-        p->newer->older = p->older;
-    else
-        parked_newest = p->older;
-    p->older = p->newer = NULL;
-    p->r = NULL;
-    atomic_store_explicit(&parked_total, atomic_load_explicit(&parked_total,
-                          memory_order_relaxed) - 1, memory_order_relaxed);
-    return r;
-}
-
-/* Park r in free slot p, as the most recent. parked_lock held. */
-static void slot_put(struct fs_parked *p, struct dfx_reader *r)
-{
-    p->r = r;
-    p->older = parked_newest;
-    p->newer = NULL;
-    if (parked_newest)
-        parked_newest->newer = p;
-    else
-        parked_oldest = p;
-    parked_newest = p;
-    atomic_store_explicit(&parked_total, atomic_load_explicit(&parked_total,
-                          memory_order_relaxed) + 1, memory_order_relaxed);
-}
-
-/* Take every decoder m has parked into drop[FS_PARKED_MAX]; returns the
- * count. m->lock held, or m otherwise unreachable. */
-static int take_all_parked(struct fs_member *m, struct dfx_reader **drop)
-{
-    int n = 0;
-
-    pthread_mutex_lock(&parked_lock);
-    for (int i = 0; i < FS_PARKED_MAX; i++)
-        if (m->parked[i].r)
-            drop[n++] = slot_take(&m->parked[i]);
-    pthread_mutex_unlock(&parked_lock);
-    return n;
-}
-
-/* Contract in fs.h. */
-unsigned fs_parked_count(void)
-{
-    return atomic_load_explicit(&parked_total, memory_order_relaxed);
-}
-
 /* Contract in fs.h. */
 void fs_meta_free(struct fs_meta *meta)
 {
@@ -190,8 +122,8 @@ static int member_init(struct fs_member *m, const char *name, size_t name_len)
 
 static void member_destroy(struct fs_member *m)
 {
-    struct dfx_reader *drop[FS_PARKED_MAX];
-    int n = take_all_parked(m, drop);
+    struct dfx_reader *drop[PARKED_PER_MEMBER];
+    int n = parked_take_all(m->parked, drop);
 
     for (int i = 0; i < n; i++)
         dfx_reader_free(drop[i]);
@@ -670,42 +602,36 @@ int64_t fs_member_prefix_read(void *arg, unsigned char *buf, size_t len)
     return fs_member_peek(ref->a, ref->m, buf, len);
 }
 
+/* What take_parked() accepts: a decoder at or before target and either
+ * within one spacing or past the index frontier, and not behind floor. */
+struct near_target {
+    uint64_t target, spacing, frontier, floor;
+};
+
+static bool near_ok(uint64_t pos, void *arg)
+{
+    const struct near_target *n = arg;
+
+    return pos <= n->target && !(n->target - pos > n->spacing && pos < n->frontier) &&
+           pos >= n->floor;
+}
+
 /* Take the parked decoder best placed for target: at or before it and
  * either within one spacing or past the index frontier (where no access
  * point could do better). Called with m->lock held. */
 static struct dfx_reader *take_parked(struct fs_archive *a, struct fs_member *m, uint64_t target)
 {
-    uint64_t frontier = dfx_index_frontier(m->ix), floor = 0;
-    struct dfx_reader *r = NULL;
-    uint64_t best_pos = 0;
-    int best = -1;
+    struct near_target n = {.target = target, .spacing = a->spacing,
+                            .frontier = dfx_index_frontier(m->ix)};
 
     /* A remote archive: a decoder behind the access point a fresh one would
      * start at would fetch the compressed bytes in between too. */
     if (bsrc_is_remote(a->bs)) {
         struct dfx_span sp;
         dfx_index_span(m->ix, target, target, &sp);
-        floor = sp.out_lo;
+        n.floor = sp.out_lo;
     }
-
-    pthread_mutex_lock(&parked_lock);
-    for (int i = 0; i < FS_PARKED_MAX; i++) {
-        uint64_t pos;
-
-        if (!m->parked[i].r)
-            continue;
-        pos = dfx_reader_pos(m->parked[i].r);
-        if (pos > target || (target - pos > a->spacing && pos < frontier) || pos < floor)
-            continue;
-        if (best < 0 || pos > best_pos) {
-            best = i;
-            best_pos = pos;
-        }
-    }
-    if (best >= 0)
-        r = slot_take(&m->parked[best]);
-    pthread_mutex_unlock(&parked_lock);
-    return r;
+    return parked_take(m->parked, near_ok, &n);
 }
 
 /* Is a sequential decode in progress (a reader's, or a pipelined worker's)
@@ -767,33 +693,13 @@ static void busy_unlink(struct fs_member *m, struct fs_busy *busy)
     *pp = busy->next;
 }
 
-/* Park r for a later sequential read. If m's slots are full, its decoder
- * furthest back makes room; else if the whole process is at its bound, the
- * least recently parked decoder of any member does. Returns the decoder to
- * free (outside the locks), or NULL. Called with m->lock held. */
+/* Park r for a later sequential read (parked_put()). Returns the decoder
+ * to free (outside the locks), or NULL. Called with m->lock held. */
 static struct dfx_reader *park(struct fs_member *m, struct dfx_reader *r)
 {
-    struct dfx_reader *old = NULL;
-    int slot = -1;
-
     if (m->opens == 0 || dfx_reader_pos(r) >= m->size)
         return r;
-    pthread_mutex_lock(&parked_lock);
-    for (int i = 0; i < FS_PARKED_MAX && slot < 0; i++)
-        if (!m->parked[i].r)
-            slot = i;
-    if (slot < 0) {
-        slot = 0;
-        for (int i = 1; i < FS_PARKED_MAX; i++)
-            if (dfx_reader_pos(m->parked[i].r) < dfx_reader_pos(m->parked[slot].r))
-                slot = i;
-        old = slot_take(&m->parked[slot]);
-    } else if (atomic_load_explicit(&parked_total, memory_order_relaxed) >= FS_PARKED_TOTAL) {
-        old = slot_take(parked_oldest);
-    }
-    slot_put(&m->parked[slot], r);
-    pthread_mutex_unlock(&parked_lock);
-    return old;
+    return parked_put(m->parked, r);
 }
 
 /* A decode is over: take it off the busy list, wake the readers waiting on
@@ -1139,26 +1045,22 @@ int fs_member_produce(struct fs_archive *a, struct fs_member *m, struct cache *c
     return ret;
 }
 
+/* [lo, hi): what take_parked_in() accepts. */
+struct pos_range {
+    uint64_t lo, hi;
+};
+
+static bool range_ok(uint64_t pos, void *arg)
+{
+    const struct pos_range *rg = arg;
+
+    return rg->lo <= pos && pos < rg->hi;
+}
+
 /* Take the parked decoder furthest along in [lo, hi). m->lock held. */
 static struct dfx_reader *take_parked_in(struct fs_member *m, uint64_t lo, uint64_t hi)
 {
-    struct dfx_reader *r = NULL;
-    int best = -1;
-
-    pthread_mutex_lock(&parked_lock);
-    for (int i = 0; i < FS_PARKED_MAX; i++) {
-        uint64_t pos;
-
-        if (!m->parked[i].r)
-            continue;
-        pos = dfx_reader_pos(m->parked[i].r);
-        if (pos >= lo && pos < hi && (best < 0 || pos > dfx_reader_pos(m->parked[best].r)))
-            best = i;
-    }
-    if (best >= 0)
-        r = slot_take(&m->parked[best]);
-    pthread_mutex_unlock(&parked_lock);
-    return r;
+    return parked_take(m->parked, range_ok, &(struct pos_range){lo, hi});
 }
 
 /* Contract in fs.h. */
@@ -1234,12 +1136,12 @@ void fs_member_opened(struct fs_member *m)
 
 void fs_member_closed(struct fs_member *m)
 {
-    struct dfx_reader *drop[FS_PARKED_MAX];
+    struct dfx_reader *drop[PARKED_PER_MEMBER];
     int n = 0;
 
     pthread_mutex_lock(&m->lock);
     if (--m->opens == 0)
-        n = take_all_parked(m, drop);
+        n = parked_take_all(m->parked, drop);
     pthread_mutex_unlock(&m->lock);
     for (int i = 0; i < n; i++)
         dfx_reader_free(drop[i]);

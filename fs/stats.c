@@ -503,8 +503,8 @@ static void text_counters(struct out *o, const struct cache_stats *cs, uint64_t 
          (uint64_t)atomic_load(&fs_counters.reads), (uint64_t)atomic_load(&fs_counters.read_errors),
          served, h1, cs->inserted_bytes, h2, cs->hits, cs->misses, cs->evicted, cs->bytes, h3, h4,
          cs->chunks, (uint64_t)atomic_load(&fs_counters.archives_opened),
-         (uint64_t)atomic_load(&fs_counters.readahead_chunks), fs_parked_count(),
-         FS_PARKED_TOTAL, (uint64_t)atomic_load(&fs_counters.pages_dropped),
+         (uint64_t)atomic_load(&fs_counters.readahead_chunks), parked_count(),
+         PARKED_TOTAL, (uint64_t)atomic_load(&fs_counters.pages_dropped),
          (uint64_t)atomic_load(&fs_window_budget.used), fs_window_budget.limit, o->unverified);
     text_net(o, o->opts->net);
 }
@@ -524,8 +524,8 @@ static void json_counters(struct out *o, const struct cache_stats *cs, uint64_t 
          (uint64_t)atomic_load(&fs_counters.bytes_served), cs->inserted_bytes, cs->hits,
          cs->misses, cs->evicted, cs->bytes, cs->chunks, capacity,
          (uint64_t)atomic_load(&fs_counters.archives_opened),
-         (uint64_t)atomic_load(&fs_counters.readahead_chunks), fs_parked_count(),
-         FS_PARKED_TOTAL, (uint64_t)atomic_load(&fs_counters.pages_dropped),
+         (uint64_t)atomic_load(&fs_counters.readahead_chunks), parked_count(),
+         PARKED_TOTAL, (uint64_t)atomic_load(&fs_counters.pages_dropped),
          (uint64_t)atomic_load(&fs_window_budget.used), fs_window_budget.limit, o->unverified);
     json_net(o, o->opts->net);
 }

@@ -291,7 +291,7 @@ static void test_sequential_parks(void)
 {
     struct fs_archive *a = open_archive(zpath);
     struct cache *c = new_cache(BIG_CACHE);
-    unsigned parked0 = fs_parked_count();
+    unsigned parked0 = parked_count();
     struct fs_member *m;
     struct counts before, d;
     unsigned char *buf;
@@ -303,7 +303,7 @@ static void test_sequential_parks(void)
     before = counts_now();
     buf = malloc(m->size);
     CHECK_EQ(ft_read_deflate(a, m, c, 0, (size_t)(m->size / 2), buf), 0);
-    CHECK_EQ(fs_parked_count(), parked0 + 1); /* parked between reads */
+    CHECK_EQ(parked_count(), parked0 + 1); /* parked between reads */
     CHECK_EQ(ft_read_deflate(a, m, c, m->size / 2, (size_t)(m->size - m->size / 2),
                              buf + m->size / 2), 0);
     CHECK(memcmp(buf, zdata[M_MANY], m->size) == 0);
@@ -311,7 +311,7 @@ static void test_sequential_parks(void)
     CHECK_EQ(d.new, 1);
     CHECK_EQ(d.read, m->size);
     CHECK_EQ(d.skip, 0);
-    CHECK_EQ(fs_parked_count(), parked0); /* at the end: not parked */
+    CHECK_EQ(parked_count(), parked0); /* at the end: not parked */
     fs_member_closed(m);
 
     /* The same over a closed file, on a fresh archive (no index yet). */
@@ -330,7 +330,7 @@ static void test_sequential_parks(void)
     for (uint64_t k = 0; k < nchunks(m); k++) {
         CHECK_EQ(ft_read_deflate(a, m, c, k * CH, k == nchunks(m) - 1 ? m->size - k * CH : CH,
                                  buf + k * CH), 0);
-        CHECK_EQ(fs_parked_count(), parked0);
+        CHECK_EQ(parked_count(), parked0);
     }
     CHECK(memcmp(buf, zdata[M_MANY], m->size) == 0);
     d = counts_since(before);
@@ -342,11 +342,11 @@ static void test_sequential_parks(void)
     cache_free(c);
     c = new_cache(BIG_CACHE);
     CHECK_EQ(ft_read_deflate(a, m, c, 5 * CH, 10, buf), 0);
-    CHECK_EQ(fs_parked_count(), parked0 + 1);
+    CHECK_EQ(parked_count(), parked0 + 1);
     fs_member_closed(m);
-    CHECK_EQ(fs_parked_count(), parked0 + 1);
+    CHECK_EQ(parked_count(), parked0 + 1);
     fs_member_closed(m);
-    CHECK_EQ(fs_parked_count(), parked0);
+    CHECK_EQ(parked_count(), parked0);
     free(buf);
     cache_free(c);
     fs_archive_free(a);
@@ -755,7 +755,7 @@ static void test_continue(void)
 {
     struct fs_archive *a = open_archive(zpath);
     struct cache *c = new_cache(BIG_CACHE);
-    unsigned parked0 = fs_parked_count();
+    unsigned parked0 = parked_count();
     struct fs_member *m;
     struct counts before, d;
     unsigned char *buf;
@@ -767,13 +767,13 @@ static void test_continue(void)
     buf = malloc(m->size);
     fs_member_opened(m);
     CHECK_EQ(ft_read_deflate(a, m, c, 0, 5 * CH, buf), 0); /* parks at chunk 5 */
-    CHECK_EQ(fs_parked_count(), parked0 + 1);
+    CHECK_EQ(parked_count(), parked0 + 1);
     before = counts_now();
     CHECK_EQ(fs_member_continue(a, m, c, 5, 9, NULL, NULL), 0);
     for (uint64_t k = 5; k <= 9; k++)
         CHECK(cached(c, m, k));
     CHECK(!cached(c, m, 10));
-    CHECK_EQ(fs_parked_count(), parked0 + 1); /* parked again, at chunk 10 */
+    CHECK_EQ(parked_count(), parked0 + 1); /* parked again, at chunk 10 */
     /* raised by more(): through chunk 14 */
     CHECK_EQ(fs_member_continue(a, m, c, 10, 11, more_until, &stop_at), 0);
     for (uint64_t k = 10; k <= 14; k++)
@@ -1762,7 +1762,7 @@ int main(void)
     test_gzip();
     test_open_limits();
 
-    CHECK_EQ(fs_parked_count(), 0); /* every member closed: nothing parked */
+    CHECK_EQ(parked_count(), 0); /* every member closed: nothing parked */
     ft_members_free(zm, M_COUNT);
     for (int i = 0; i < M_COUNT; i++)
         free(zdata[i]);
