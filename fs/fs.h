@@ -282,7 +282,7 @@ int fs_archive_open_plain(int dirfd, const char *rel, const char *path, const ch
  * not (every later call too; logged once, and the kernel is asked to drop
  * the cached pages of every member opened so far). Bytes read from it
  * before a call that returns 0 are the content it had at open (see the
- * comment in member.c), so every path that reads the archive calls this
+ * comment in archive.c), so every path that reads the archive calls this
  * after its reads and before it uses their bytes. Cheap (one fstat);
  * thread-safe. A replaced archive (renamed over, or deleted) is not a
  * change: the open fd still holds the old file. Other changes of its
@@ -381,7 +381,7 @@ void fs_member_closed(struct fs_member *m);
  * pages of m it cached. Thread-safe. */
 void fs_member_condemn(struct fs_member *m, int err, uint64_t from);
 
-/* member.c, through notify.c: have the kernel drop every page of m's
+/* archive.c, through notify.c: have the kernel drop every page of m's
  * file it cached (damage was found in m, or its archive changed), so later
  * reads come to the daemon and fail. Queued for the notifier thread, which
  * FUSE init starts and destroy joins: fuse_lowlevel_notify_inval_inode()
@@ -861,7 +861,7 @@ long fs_xattr_get(struct fs_ctx *ctx, struct fs_archive *a, struct fs_member *m,
                   const char *name, char *buf, size_t size);
 long fs_xattr_list(struct fs_ctx *ctx, struct fs_archive *a, struct fs_member *m, char *buf,
                    size_t size);
-/* member.c: free what fs_xattr_get() cached in m->meta. Accepts NULL. */
+/* archive.c: free what fs_xattr_get() cached in m->meta. Accepts NULL. */
 void fs_meta_free(struct fs_meta *meta);
 
 /* fs.c: live counters of a mount, read by `npyfs stats`. */
@@ -876,7 +876,7 @@ struct fs_counters {
 };
 extern struct fs_counters fs_counters;
 /* fs.c: the budget of every dfx index of the process (dfx.h, struct
- * dfx_budget; set as dfx_stream.budget by member.c): the windows that
+ * dfx_budget; set as dfx_stream.budget by archive.c): the windows that
  * reads record, and the twin of an indexing pass without an index
  * directory, stay within limit bytes. limit is FS_DEFAULT_INDEX_MEM unless
  * the mount sets -o index_mem= (before any archive is opened). Shown by

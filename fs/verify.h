@@ -6,7 +6,7 @@
  * The pass reads a decoder's output (a deflate member, a gzip file being
  * sized) or a range of stored bytes of a source; it knows no archive or
  * member: what a pass means (the member's CRC-32, its size, damage) is its
- * caller's to check. Its callers: gzip sizing (member.c), the scan of a
+ * caller's to check. Its callers: gzip sizing (archive.c), the scan of a
  * stored member (member.c) and the indexing pass (indexer.c).
  *
  * Ownership: the table handed out is the caller's (free()); the reader,
