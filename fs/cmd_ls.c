@@ -5,12 +5,12 @@
  * read its header. The table is tab-separated, or aligned when stdout is a
  * terminal (then every row is held until the widths are known); --json
  * prints the same as one JSON array; names are not always UTF-8, so
- * fs_json_string() escapes the bytes that are not (see fs.h).
+ * escape_json() escapes the bytes that are not (see escape.h).
  *
  * Every byte that comes from an archive (names, the descr text, anything)
  * is escaped before it is printed, so a hostile archive cannot send escape
- * sequences to a terminal nor break the columns: fs_text_string() in the
- * table, fs_json_string() in JSON.
+ * sequences to a terminal nor break the columns: escape_text() in the
+ * table, escape_json() in JSON.
  */
 #define _GNU_SOURCE
 #include "fs.h"
@@ -21,126 +21,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "escape.h"
 #include "npy.h"
-
-/* Contract in fs.h. */
-size_t fs_text_string(char *out, size_t size, const char *s, size_t len, bool keep_backslash)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t pos = 0;
-
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char esc[4];
-        size_t n;
-
-        if (c >= 0x20 && c < 0x7f && (c != '\\' || keep_backslash)) {
-            esc[0] = (char)c;
-            n = 1;
-        } else if (c == '\\') {
-            esc[0] = esc[1] = '\\';
-            n = 2;
-        } else {
-            esc[0] = '\\';
-            esc[1] = 'x';
-            esc[2] = hex[c >> 4];
-            esc[3] = hex[c & 15];
-            n = 4;
-        }
-        for (size_t k = 0; k < n; k++, pos++)
-            if (pos + 1 < size)
-                out[pos] = esc[k];
-    }
-    if (size)
-        out[pos < size ? pos : size - 1] = '\0';
-    return pos;
-}
-
-/* Length of the valid UTF-8 sequence at s[0..n), or 0 if it is not one
- * (overlong forms, surrogates and code points above U+10FFFF are not). */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    size_t len;
-    uint32_t cp;
-
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf)
-        len = 2, cp = s[0] & 0x1f;
-    else if (s[0] >= 0xe0 && s[0] <= 0xef)
-        len = 3, cp = s[0] & 0x0f;
-    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-        len = 4, cp = s[0] & 0x07;
-    else
-        return 0;
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3f);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
-}
-
-static void put_bytes(char *out, size_t size, size_t *pos, const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++, (*pos)++)
-        if (*pos + 1 < size)
-            out[*pos] = s[i];
-}
-
-/* Contract in fs.h. */
-size_t fs_json_string(char *out, size_t size, const char *s, size_t len)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t pos = 0, i = 0;
-    char esc[8];
-
-    put_bytes(out, size, &pos, "\"", 1);
-    while (i < len) {
-        size_t n = utf8_seq(p + i, len - i);
-        if (n == 0) { /* not UTF-8: the surrogateescape code of the byte */
-            snprintf(esc, sizeof(esc), "\\udc%02x", p[i]);
-            put_bytes(out, size, &pos, esc, 6);
-            n = 1;
-        } else if (p[i] == '"' || p[i] == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)p[i];
-            put_bytes(out, size, &pos, esc, 2);
-        } else if (p[i] < 0x20 || p[i] == 0x7f) {
-            snprintf(esc, sizeof(esc), "\\u%04x", p[i]);
-            put_bytes(out, size, &pos, esc, 6);
-        } else if (n == 2 && p[i] == 0xc2 && p[i + 1] <= 0x9f) { /* C1 controls */
-            snprintf(esc, sizeof(esc), "\\u%04x", p[i + 1]);
-            put_bytes(out, size, &pos, esc, 6);
-        } else if (n == 3 && p[i] == 0xe2 && p[i + 1] == 0x80 &&
-                   (p[i + 2] == 0xa8 || p[i + 2] == 0xa9)) { /* line, paragraph separator */
-            put_bytes(out, size, &pos, p[i + 2] == 0xa8 ? "\\u2028" : "\\u2029", 6);
-        } else {
-            put_bytes(out, size, &pos, s + i, n);
-        }
-        i += n;
-    }
-    put_bytes(out, size, &pos, "\"", 1);
-    if (size)
-        out[pos < size ? pos : size - 1] = '\0';
-    return pos;
-}
 
 static void print_json_string(const char *s, size_t len)
 {
-    size_t n = fs_json_string(NULL, 0, s, len);
+    size_t n = escape_json(NULL, 0, s, len);
     char *tmp = malloc(n + 1);
 
     if (!tmp) {
         fputs("\"\"", stdout); /* never reached in practice; keeps the JSON valid */
         return;
     }
-    fs_json_string(tmp, n + 1, s, len);
+    escape_json(tmp, n + 1, s, len);
     fwrite(tmp, 1, n, stdout);
     free(tmp);
 }
@@ -174,14 +67,14 @@ static bool peek_header(struct fs_archive *a, struct fs_member *m, unsigned char
                            h) == 1;
 }
 
-/* s[0..len) escaped by fs_text_string() in a new string; NULL: no memory. */
+/* s[0..len) escaped by escape_text() in a new string; NULL: no memory. */
 static char *text_cell(const char *s, size_t len)
 {
-    size_t n = fs_text_string(NULL, 0, s, len, false);
+    size_t n = escape_text(NULL, 0, s, len, false);
     char *out = malloc(n + 1);
 
     if (out)
-        fs_text_string(out, n + 1, s, len, false);
+        escape_text(out, n + 1, s, len, false);
     return out;
 }
 

@@ -812,24 +812,6 @@ int fs_ls_flush(struct fs_ls *l);
 /* Accepts NULL. */
 void fs_ls_free(struct fs_ls *l);
 
-/* cmd_ls.c: s[0..len) as a JSON string with its quotes, into out (at most
- * size bytes, NUL-terminated if size > 0). Valid UTF-8 is kept, except the
- * control characters (U+0000-U+001F, DEL, the C1 controls U+0080-U+009F)
- * and U+2028/U+2029, which become \uXXXX; a byte that is not part of valid
- * UTF-8 becomes \udcXX (Python's surrogateescape, so json.loads() then
- * os.fsencode() give the exact bytes back). Returns the length it needed,
- * like snprintf. */
-size_t fs_json_string(char *out, size_t size, const char *s, size_t len);
-
-/* cmd_ls.c: s[0..len) as text that is safe on a terminal and in a
- * tab-separated column, into out (at most size bytes, NUL-terminated if
- * size > 0): printable ASCII (0x20-0x7e) as is, a backslash doubled (\\;
- * kept single if keep_backslash: for a descr, which stays a Python literal),
- * every other byte (controls, tab, newline, DEL, all bytes from 0x80 on,
- * UTF-8 included) as \xHH. Returns the length it needed,
- * like snprintf (at most 4 * len). Used for every archive byte printed by
- * `ls`, the stats text and the user.npy.dtype attribute. */
-size_t fs_text_string(char *out, size_t size, const char *s, size_t len, bool keep_backslash);
 
 
 /*

@@ -75,6 +75,7 @@
 
 #include "dfx_internal.h"
 #include "dfx_store.h"
+#include "escape.h"
 #include "gz.h"
 #include "indexdir.h"
 #include "verify.h"
@@ -1512,14 +1513,14 @@ static void human_u64(char *buf, size_t len, uint64_t bytes)
     human(buf, len, (double)bytes);
 }
 
-/* s[0..len) made safe for a terminal (fs_text_string()); owned, or NULL. */
+/* s[0..len) made safe for a terminal (escape_text()); owned, or NULL. */
 static char *shown(const char *s, size_t len)
 {
-    size_t n = fs_text_string(NULL, 0, s, len, false);
+    size_t n = escape_text(NULL, 0, s, len, false);
     char *out = malloc(n + 1);
 
     if (out)
-        fs_text_string(out, n + 1, s, len, false);
+        escape_text(out, n + 1, s, len, false);
     return out;
 }
 

@@ -29,6 +29,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "escape.h"
+
 /* Bytes kept free for the closing lines (omitted count, JSON brackets). */
 #define TAIL_RESERVE 128
 /* Longest member name shown in the text form; longer ones end in "...". */
@@ -98,14 +100,14 @@ static void human(uint64_t v, char *out, size_t size)
         snprintf(out, size, "%.1f %s", d, units[u]);
 }
 
-/* Text form of a name (escaped by fs_text_string(): nothing from an
+/* Text form of a name (escaped by escape_text(): nothing from an
  * archive reaches a terminal raw), cut at NAME_SHOWN_MAX bytes. out has room
  * for 4 * NAME_SHOWN_MAX + 4 bytes. */
 static size_t show_name(const char *s, size_t len, char *out)
 {
     size_t n = len < NAME_SHOWN_MAX ? len : NAME_SHOWN_MAX;
 
-    n = fs_text_string(out, 4 * NAME_SHOWN_MAX + 1, s, n, false);
+    n = escape_text(out, 4 * NAME_SHOWN_MAX + 1, s, n, false);
     if (len > NAME_SHOWN_MAX)
         n += (size_t)sprintf(out + n, "...");
     out[n] = '\0';
@@ -264,18 +266,18 @@ static void text_member(struct out *o, const struct fs_archive *a, struct fs_mem
 
 static bool json_str(struct out *o, const char *s, size_t len, bool tail)
 {
-    size_t n = fs_json_string(NULL, 0, s, len);
+    size_t n = escape_json(NULL, 0, s, len);
     char *tmp;
     bool ok;
 
     if (n < sizeof(o->row)) {
-        fs_json_string(o->row, sizeof(o->row), s, len);
+        escape_json(o->row, sizeof(o->row), s, len);
         return put(o, o->row, n, tail);
     }
     tmp = malloc(n + 1);
     if (!tmp)
         return false;
-    fs_json_string(tmp, n + 1, s, len);
+    escape_json(tmp, n + 1, s, len);
     ok = put(o, tmp, n, tail);
     free(tmp);
     return ok;
@@ -364,13 +366,13 @@ static bool archive_head(struct out *o, struct fs_archive *a)
 
     if (!o->json) {
         /* the path too: a file in a directory source may have any name */
-        size_t n = fs_text_string(NULL, 0, a->name, strlen(a->name), false);
+        size_t n = escape_text(NULL, 0, a->name, strlen(a->name), false);
         char *path = malloc(n + 1);
         bool ok;
 
         if (!path)
             return false;
-        fs_text_string(path, n + 1, a->name, strlen(a->name), false);
+        escape_text(path, n + 1, a->name, strlen(a->name), false);
         ok = putf(o, false, "\n%s%s\n", path,
                   changed ? " (changed since mount: reads that need it fail)" : "") &&
              remote_head(o, a) &&

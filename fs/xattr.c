@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "escape.h"
 #include "npy.h"
 
 /* Linux refuses xattr values above XATTR_SIZE_MAX (64 KiB). */
@@ -89,18 +90,18 @@ static int meta_build(struct fs_archive *a, struct fs_member *m, struct fs_meta 
     ret = npy_dtype_string(&h, &type, &tlen);
     if (ret == 0) {
         /* a type string as is, <f8, escaped like `ls` (\\, \xHH) */
-        dlen = fs_text_string(NULL, 0, type, tlen, false);
+        dlen = escape_text(NULL, 0, type, tlen, false);
         meta->dtype = malloc(dlen + 1);
         if (meta->dtype)
-            fs_text_string(meta->dtype, dlen + 1, type, tlen, false);
+            escape_text(meta->dtype, dlen + 1, type, tlen, false);
     } else if (ret == -EINVAL) {
         /* a struct as the header's descr, bytes outside printable ASCII as
          * \xHH: the value stays a Python literal (a control byte can only
          * sit inside a string in it) */
-        dlen = fs_text_string(NULL, 0, h.descr, strlen(h.descr), true);
+        dlen = escape_text(NULL, 0, h.descr, strlen(h.descr), true);
         meta->dtype = malloc(dlen + 1);
         if (meta->dtype)
-            fs_text_string(meta->dtype, dlen + 1, h.descr, strlen(h.descr), true);
+            escape_text(meta->dtype, dlen + 1, h.descr, strlen(h.descr), true);
     }
     ret = 0;
     meta->shape = malloc((size_t)len + 1);
