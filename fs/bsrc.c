@@ -119,8 +119,8 @@ int bsrc_open_url(struct remote_ctx *c, const char *url, size_t head_len, struct
         return -ENOMEM;
     ret = remote_open(c, url, head_len, &b->src, &e);
     if (ret < 0) {
-        if (why && len)
-            s3_problem(&e, why, len);
+        if (why && len) /* S3's error codes only for s3:// URLs */
+            (s3_is_url(url) ? s3_problem : http_problem)(&e, why, len);
         free(b);
         return ret;
     }
