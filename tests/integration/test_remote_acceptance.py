@@ -243,3 +243,29 @@ def test_healthy_mount_counts_no_failure(npyfs_bin, s3_server, remote_mount, tmp
     assert st["remote"]["failures"] == 0, st["remote"]
     remote = [a["remote"] for a in st["archives"] if a.get("remote")]
     assert remote and all(r["failures"] == 0 for r in remote), remote
+
+
+# ---------------------------------------------------------- round trips ---
+
+def test_big_zip_directory_is_one_more_request(npyfs_bin, http_server, remote_mount, tmp_path):
+    """README: "Opening a zip costs one request (its last 56 KiB ...; a
+    bigger directory one more)". An .npz of 3000 members has a directory of
+    some 200 KiB: the mount fetches the end, then the rest of the directory
+    in one request, and never the end's bytes again."""
+    arrs = {f"member_with_a_longish_name_{i:05d}": np.arange(i % 40) for i in range(3000)}
+    np.savez_compressed(tmp_path / "many.npz", **arrs)
+    http_server.put("many.npz", tmp_path / "many.npz")
+    size = (tmp_path / "many.npz").stat().st_size
+    http_server.mark()
+    mnt = remote_mount(http_server.url("many.npz"), f"index_dir={tmp_path / 'idx'}")
+    assert len(os.listdir(mnt)) == 3000
+    t = http_server.traffic()
+    gets = t.select("many.npz", "GET")
+    assert len(gets) == 2, [r.range for r in gets]
+    assert gets[0].range == f"bytes=-{56 << 10}"
+    tail_start = size - (56 << 10)
+    a, b = [int(x) for x in gets[1].range[len("bytes="):].split("-")]
+    assert b < tail_start + (16 << 10), (a, b, tail_start)  # at most a block into the end
+    assert t.bytes("many.npz") < size - a + (16 << 10) + (56 << 10)
+    name = "member_with_a_longish_name_02999.npy"
+    assert read_file(mnt / name) == npy_bytes(arrs[name[:-4]])
