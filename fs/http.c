@@ -860,6 +860,10 @@ static void classify_curl(struct worker *w, struct xfer *x, CURLcode rc)
         fail(x, HTTP_ERR_NOMEM, -ENOMEM, "out of memory");
         break;
     case CURLE_URL_MALFORMAT:
+        fail(x, HTTP_ERR_OTHER, -EINVAL,
+             "not a valid URL (a space, or another character a URL may not hold, must be "
+             "%%-encoded: %%20 for a space)");
+        break;
     case CURLE_UNSUPPORTED_PROTOCOL:
         fail(x, HTTP_ERR_OTHER, -EINVAL, "%s", curl_easy_strerror(rc));
         break;

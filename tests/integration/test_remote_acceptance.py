@@ -211,6 +211,17 @@ def test_unresolvable_host_is_named(npyfs_bin, tmp_path):
     assert "resolve" in line and "no-such-endpoint.invalid" in line, line
 
 
+def test_url_with_a_raw_space(npyfs_bin, http_server, remote_mount, tmp_path):
+    """A URL typed with a space in it (as a file name has it) is refused
+    with what to do, and the same URL %-encoded mounts."""
+    make_run17(tmp_path / "run 17.npz")
+    http_server.put("sim/run 17.npz", tmp_path / "run 17.npz")
+    line = mount_fails(npyfs_bin, tmp_path, http_server.base() + "/sim/run 17.npz")
+    assert "not a valid URL" in line and "%20" in line, line
+    mnt = remote_mount(http_server.url("sim/run 17.npz"))
+    assert sorted(os.listdir(mnt)) == ["u.npy", "v.npy"]
+
+
 def test_unreadable_option_files_are_named(npyfs_bin, http_server, tmp_path):
     """One line "that names the file (or the option) and the problem": a
     header file or a CA file that cannot be read is named, with why; a
