@@ -103,6 +103,59 @@ static int remote_check_op(struct bsrc *b)
 
 static const struct bsrc_ops remote_ops_b = {remote_check_op};
 
+/* The largest zip central directory fetched ahead at open (some 150,000
+ * members); a larger one is read as the zip reader goes. */
+#define ZIP_DIR_AHEAD_MAX (16u << 20)
+
+/*
+ * A zip's central directory lies right before its end record (and the
+ * ZIP64 record and locator, if any), which the bytes kept from open hold
+ * (docs/FORMATS.md, zip). When the directory starts before those bytes,
+ * start fetching it now, in parallel pieces, so the zip reader's first
+ * look at it (a signature at its start, then the rest) costs one round
+ * trip in all, not one per read. Only a hint: nothing is checked here (the
+ * zip reader does that), and a record not found means no hint. The start
+ * is taken as the end minus the directory's size, as the reader does for
+ * an archive with data prepended.
+ */
+static void advise_zip_directory(struct src *src)
+{
+    const unsigned char *t, *e = NULL;
+    uint64_t toff, size = src->size, cd_end, cd_size;
+    size_t tlen = remote_tail(src, &t, &toff);
+
+    if (tlen < 22 || toff + tlen != size)
+        return;
+    for (size_t i = tlen - 22 + 1; i-- > 0;) {
+        if (get_le32(t + i) == 0x06054b50 && i + 22 + get_le16(t + i + 20) == tlen) {
+            e = t + i;
+            break;
+        }
+    }
+    if (!e)
+        return;
+    cd_end = toff + (uint64_t)(e - t);
+    cd_size = get_le32(e + 12);
+    if (get_le32(e + 16) == 0xffffffffu || cd_size == 0xffffffffu) {
+        /* ZIP64: the locator (20 bytes) right before the end record, the
+         * ZIP64 record (12 bytes plus its size field) before that. */
+        const unsigned char *loc = e - 20, *rec;
+        uint64_t rec_len;
+        if (e - t < 20 + 56 || get_le32(loc) != 0x07064b50)
+            return;
+        rec = loc - 56;
+        rec_len = get_le64(rec + 4) + 12;
+        if (get_le32(rec) != 0x06064b50 || rec_len != 56)
+            return; /* an extensible data sector: let the reader find it */
+        cd_end = toff + (uint64_t)(rec - t);
+        cd_size = get_le64(rec + 40);
+    }
+    if (cd_size == 0 || cd_size > cd_end || cd_end - cd_size >= toff ||
+        toff - (cd_end - cd_size) > ZIP_DIR_AHEAD_MAX)
+        return;
+    remote_advise(src, cd_end - cd_size, toff - (cd_end - cd_size));
+}
+
 /* Contract in bsrc.h. */
 int bsrc_open_url(struct remote_ctx *c, const char *url, size_t head_len, struct bsrc **out,
                   char *why, size_t len)
@@ -119,8 +172,8 @@ int bsrc_open_url(struct remote_ctx *c, const char *url, size_t head_len, struct
         return -ENOMEM;
     ret = remote_open(c, url, head_len, &b->src, &e);
     if (ret < 0) {
-        if (why && len)
-            s3_problem(&e, why, len);
+        if (why && len) /* S3's error codes only for s3:// URLs */
+            (s3_is_url(url) ? s3_problem : http_problem)(&e, why, len);
         free(b);
         return ret;
     }
@@ -148,6 +201,8 @@ int bsrc_open_url(struct remote_ctx *c, const char *url, size_t head_len, struct
         if (t > 0)
             b->id.st.st_mtim.tv_sec = t;
     }
+    if (head_len == 0) /* a zip, or so it may be */
+        advise_zip_directory(b->src);
     *out = b;
     return 0;
 }

@@ -70,6 +70,9 @@ int bsrc_open_file(int dirfd, const char *rel, const char *path, struct bsrc **o
 
 /* Open the object at url through c (remote_open(): one round trip where
  * the server allows it, head_len bytes of its start fetched with its end).
+ * Without head_len (a zip), a central directory that starts before the
+ * bytes of the end fetched so is then asked for at once (bsrc_advise()),
+ * so that reading it costs one more round trip, whatever its reads.
  * On error, why (len bytes, may be NULL) gets one line for a person that
  * names neither the URL nor any secret. Returns 0, or remote_open()'s
  * negative errno. */

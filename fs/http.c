@@ -321,9 +321,13 @@ static int load_headers(struct http_client *c, const char *path, struct http_err
     size_t lineno = 0, cap = 0;
 
     if (!text) {
+        char ebuf[64];
         set_error(why, HTTP_ERR_HEADER_FILE, err);
-        snprintf(why->detail, sizeof(why->detail), "%s",
-                 err == -EINVAL ? "not a regular text file of at most 64 KiB" : "cannot be read");
+        if (err == -EINVAL)
+            snprintf(why->detail, sizeof(why->detail), "not a regular text file of at most 64 KiB");
+        else
+            snprintf(why->detail, sizeof(why->detail), "cannot be read (%s)",
+                     strerror_r(-err, ebuf, sizeof(ebuf)));
         return err;
     }
     /* Lines are split on '\n' by hand: strtok would merge blank lines and
@@ -809,7 +813,10 @@ static void classify_curl(struct worker *w, struct xfer *x, CURLcode rc)
     curl_easy_getinfo(w->easy, CURLINFO_OS_ERRNO, &oserr);
     switch (rc) {
     case CURLE_COULDNT_RESOLVE_HOST:
-        fail(x, HTTP_ERR_DNS, -EHOSTUNREACH, "%s", curl_easy_strerror(rc));
+        /* libcurl's text names the host (or proxy) only: no path, query
+         * or user information. */
+        fail(x, HTTP_ERR_DNS, -EHOSTUNREACH, "%s",
+             w->errbuf[0] ? w->errbuf : curl_easy_strerror(rc));
         break;
     case CURLE_COULDNT_CONNECT:
         if (oserr == ECONNREFUSED)
@@ -853,6 +860,10 @@ static void classify_curl(struct worker *w, struct xfer *x, CURLcode rc)
         fail(x, HTTP_ERR_NOMEM, -ENOMEM, "out of memory");
         break;
     case CURLE_URL_MALFORMAT:
+        fail(x, HTTP_ERR_OTHER, -EINVAL,
+             "not a valid URL (a space, or another character a URL may not hold, must be "
+             "%%-encoded: %%20 for a space)");
+        break;
     case CURLE_UNSUPPORTED_PROTOCOL:
         fail(x, HTTP_ERR_OTHER, -EINVAL, "%s", curl_easy_strerror(rc));
         break;
@@ -998,6 +1009,15 @@ static void backoff(struct worker *w, const struct xfer *x, unsigned n)
     pthread_mutex_unlock(&c->lock);
 }
 
+/* A suffix range answered with another range, or refused (416, 501):
+ * http_probe() asks again with an explicit range. */
+static bool suffix_retried(int kind, const struct xfer *x)
+{
+    return kind == HTTP_SUFFIX &&
+           (x->why == HTTP_ERR_BAD_RANGE ||
+            (x->why == HTTP_ERR_STATUS && (x->status == 416 || x->status == 501)));
+}
+
 /* Perform r with its retries and fill its results. */
 static void perform(struct worker *w, struct http_req *r)
 {
@@ -1049,8 +1069,10 @@ static void perform(struct worker *w, struct http_req *r)
         r->body = NULL;
         r->body_len = 0;
         /* a whole small file that is not there (an optional index) is an
-         * answer, not a failure of the server */
-        if (!(r->kind == HTTP_BODY && x->err == -ENOENT))
+         * answer, not a failure of the server; nor is a suffix range
+         * answered wrongly or refused, which http_probe() asks again the
+         * long way (that request counts if it fails) */
+        if (!(r->kind == HTTP_BODY && x->err == -ENOENT) && !suffix_retried(r->kind, x))
             atomic_fetch_add(&c->failures, 1);
     } else if (x->region[0]) {
         snprintf(r->error.region, sizeof(r->error.region), "%s", x->region);
@@ -1238,8 +1260,10 @@ int http_client_new(const struct http_opts *o, struct http_client **out, struct 
     if (o->cacert) {
         if (access(o->cacert, R_OK) < 0) {
             err = -errno;
+            char ebuf[64];
             set_error(why, HTTP_ERR_TLS, err);
-            snprintf(why->detail, sizeof(why->detail), "the CA file cannot be read");
+            snprintf(why->detail, sizeof(why->detail), "the CA file cannot be read (%s)",
+                     strerror_r(-err, ebuf, sizeof(ebuf)));
             http_client_free(c);
             return err;
         }
@@ -1666,7 +1690,8 @@ const char *http_problem(const struct http_error *e, char *buf, size_t len)
         snprintf(buf, len, "no error");
         break;
     case HTTP_ERR_DNS:
-        snprintf(buf, len, "cannot resolve the host name (DNS lookup failed)");
+        snprintf(buf, len, "cannot resolve the host name (DNS lookup failed: %s)",
+                 d[0] ? d : "no detail");
         break;
     case HTTP_ERR_REFUSED:
         snprintf(buf, len, "connection refused (is the server running?)");
@@ -1693,13 +1718,15 @@ const char *http_problem(const struct http_error *e, char *buf, size_t len)
         snprintf(buf, len, "the reply ended early (%s)", d);
         break;
     case HTTP_ERR_STATUS:
-        if (e->code[0])
+        if (e->status == 404 && !e->code[0])
+            snprintf(buf, len, "404 Not Found: no such object");
+        else if (e->code[0])
             snprintf(buf, len, "HTTP %ld %s (%s)", e->status, status_text(e->status), e->code);
         else
             snprintf(buf, len, "HTTP %ld %s", e->status, status_text(e->status));
         break;
     case HTTP_ERR_NO_RANGE:
-        snprintf(buf, len, "the server does not honour Range requests (it sent the whole object)");
+        snprintf(buf, len, "the server ignores Range requests (it sent the whole object)");
         break;
     case HTTP_ERR_BAD_RANGE:
         snprintf(buf, len, "the server answered another byte range than asked for (%s)", d);

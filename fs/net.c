@@ -50,13 +50,14 @@ int net_new(const struct net_opts *o, bool s3, struct net **out, char *msg, size
     ho.header_file = o->http_header;
     err = http_client_new(&ho, &n->http, &e);
     if (err) {
-        http_problem(&e, why, sizeof(why));
-        if (e.why == HTTP_ERR_HEADER_FILE)
-            say(msg, len, "-o http_header=: %s", why);
-        else if (e.why == HTTP_ERR_TLS)
-            say(msg, len, "-o cacert=: %s", why);
+        /* The file's path names the option's value (never a secret: the
+         * header file's values are not in why). */
+        if (msg && len && e.why == HTTP_ERR_HEADER_FILE)
+            snprintf(msg, len, "-o http_header=%s: %s", o->http_header, e.detail);
+        else if (msg && len && e.why == HTTP_ERR_TLS && o->cacert)
+            snprintf(msg, len, "-o cacert=%s: %s", o->cacert, e.detail);
         else
-            say(msg, len, "%s", why);
+            say(msg, len, "%s", http_problem(&e, why, sizeof(why)));
         goto out_free;
     }
     if (s3) {
@@ -183,7 +184,7 @@ int net_fetch(struct net *n, const char *url, size_t max, char **body, size_t *b
     free(obj);
     if (err) {
         if (msg && len)
-            s3_problem(&r.error, msg, len);
+            (s3_is_url(url) ? s3_problem : http_problem)(&r.error, msg, len);
         return err;
     }
     *body = r.body;

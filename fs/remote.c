@@ -557,6 +557,26 @@ static int64_t remote_pread(struct src *src, void *buf, size_t len, uint64_t off
         memcpy(buf, s->head + off, len);
         return (int64_t)len;
     }
+    /* A read that runs into the bytes kept from open fetches only the rest
+     * (a zip directory read with the end record after it): they are not
+     * asked for again. */
+    if (off < s->head_len) {
+        size_t n = (size_t)(s->head_len - off);
+        int64_t r = remote_pread(src, (char *)buf + n, len - n, s->head_len);
+        if (r < 0)
+            return r;
+        memcpy(buf, s->head + off, n);
+        return (int64_t)len;
+    }
+    if (s->tail_len && off < s->tail_off && end > s->tail_off &&
+        s->tail_off + s->tail_len == src->size) {
+        size_t n = (size_t)(s->tail_off - off);
+        int64_t r = remote_pread(src, buf, n, off);
+        if (r < 0)
+            return r;
+        memcpy((char *)buf + n, s->tail, len - n);
+        return (int64_t)len;
+    }
     first = off / B;
     nb = (size_t)((end - 1) / B - first + 1);
     cap_list = nb + 64;
@@ -826,6 +846,16 @@ const struct http_ident *remote_ident(const struct src *s)
 const char *remote_url(const struct src *s)
 {
     return ((const struct rsrc *)s)->url;
+}
+
+/* Contract in remote.h. */
+size_t remote_tail(const struct src *src, const unsigned char **bytes, uint64_t *off)
+{
+    const struct rsrc *s = (const struct rsrc *)src;
+
+    *bytes = s->tail;
+    *off = s->tail_off;
+    return s->tail_len;
 }
 
 /* Contract in remote.h. */

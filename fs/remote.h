@@ -149,6 +149,12 @@ const struct http_ident *remote_ident(const struct src *s);
  * through http_redact_url()). */
 const char *remote_url(const struct src *s);
 
+/* The bytes of s's end kept from open (REMOTE_TAIL of them at most, fewer
+ * for a smaller object; reads of them make no request): *bytes (borrowed,
+ * immutable until src_free()) and *off, where they start. Returns their
+ * length. */
+size_t remote_tail(const struct src *s, const unsigned char **bytes, uint64_t *off);
+
 /* 0, or -EIO once s's object was seen to change (no request made). */
 int remote_check(struct src *s);
 
