@@ -13,16 +13,22 @@
  * table, escape_json() in JSON.
  */
 #define _GNU_SOURCE
-#include "fs.h"
+#include "cmd_ls.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "cli.h"
 #include "escape.h"
+#include "fs.h"
 #include "npy.h"
+#include "options.h"
+#include "usage.h"
 
 static void print_json_string(const char *s, size_t len)
 {
@@ -45,7 +51,8 @@ enum { COL_ARCHIVE, COL_NAME, COL_DTYPE, COL_SHAPE, COL_ORDER, COL_SIZE, COL_STO
 static const char *const col_title[LS_COLS] = {"ARCHIVE", "NAME", "DTYPE", "SHAPE", "ORDER",
                                                "SIZE",    "STORED", "METHOD"};
 
-struct fs_ls {
+/* A listing of the members of one or more archives on stdout. */
+struct ls {
     bool json, aligned, archive_column;
     bool started;         /* the titles (or the JSON array's '[') are out */
     size_t rows;          /* member rows so far */
@@ -85,8 +92,8 @@ static int print_failed(void)
 }
 
 /* One row of cells (owned by the caller): printed at once (tab-separated),
- * or kept for fs_ls_flush() (aligned; then the cells are taken). */
-static int put_row(struct fs_ls *l, char **cell)
+ * or kept for ls_flush() (aligned; then the cells are taken). */
+static int put_row(struct ls *l, char **cell)
 {
     bool first = true;
 
@@ -113,7 +120,7 @@ static int put_row(struct fs_ls *l, char **cell)
 }
 
 /* The table row of member m of a. */
-static int table_row(struct fs_ls *l, struct fs_archive *a, struct fs_member *m)
+static int table_row(struct ls *l, struct fs_archive *a, struct fs_member *m)
 {
     struct npy_header h = {0};
     char *cell[LS_COLS] = {0}, shape[1024], num[24], *dtype = NULL, *method = NULL;
@@ -161,7 +168,7 @@ out_free:
 }
 
 /* Member m of a as a JSON object; fields in the man page (ls --json). */
-static int json_row(struct fs_ls *l, struct fs_archive *a, struct fs_member *m)
+static int json_row(struct ls *l, struct fs_archive *a, struct fs_member *m)
 {
     struct npy_header h = {0};
     char *dtype = NULL;
@@ -205,10 +212,26 @@ out:
     return ret;
 }
 
-/* Contract in fs.h. */
-int fs_ls_new(bool json, bool aligned, bool archive_column, struct fs_ls **out)
+/* Accepts NULL. */
+static void ls_free(struct ls *l)
 {
-    struct fs_ls *l = calloc(1, sizeof(*l));
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->ncells; i++)
+        free(l->cells[i]);
+    free(l->cells);
+    free(l->buf);
+    free(l);
+}
+
+/* A listing: tab-separated, or aligned columns (aligned: for a terminal,
+ * printed at ls_flush() once every width is known), or one JSON array of
+ * objects (json). archive_column adds a leading ARCHIVE column to the
+ * table; JSON rows always have their "archive". Returns 0 or -ENOMEM (*out
+ * NULL). */
+static int ls_new(bool json, bool aligned, bool archive_column, struct ls **out)
+{
+    struct ls *l = calloc(1, sizeof(*l));
     int ret = -ENOMEM;
 
     *out = NULL;
@@ -223,14 +246,14 @@ int fs_ls_new(bool json, bool aligned, bool archive_column, struct fs_ls **out)
     *out = l;
     return 0;
 out_free:
-    fs_ls_free(l);
+    ls_free(l);
     return ret;
 }
 
 /* The start of the listing, printed with the first archive: for a table,
- * nothing at all if no archive could be opened (JSON: fs_ls_flush() then
+ * nothing at all if no archive could be opened (JSON: ls_flush() then
  * prints an empty array). */
-static int ls_start(struct fs_ls *l)
+static int ls_start(struct ls *l)
 {
     char *title[LS_COLS] = {0};
     int ret = -ENOMEM;
@@ -250,8 +273,11 @@ out_free:
     return ret;
 }
 
-/* Contract in fs.h. */
-int fs_ls_add(struct fs_ls *l, struct fs_archive *a)
+/* Add the rows of every member of a (borrowed, only during the call), the
+ * archive named by a->path; the first call prints the titles (or opens the
+ * JSON array): a table of no archive prints nothing, JSON an empty array
+ * (at ls_flush()). Returns 0, or -ENOMEM, or -EIO: stdout failed. */
+static int ls_add(struct ls *l, struct fs_archive *a)
 {
     if (!l->started) {
         int ret = ls_start(l);
@@ -267,8 +293,9 @@ int fs_ls_add(struct fs_ls *l, struct fs_archive *a)
     return 0;
 }
 
-/* Contract in fs.h. */
-int fs_ls_flush(struct fs_ls *l)
+/* Print what is held back and end the JSON array. Returns 0, or -EIO with
+ * one line on stderr when stdout failed. */
+static int ls_flush(struct ls *l)
 {
     if (l->json) /* always one array, so that a program can parse it: [] for none */
         fputs(!l->started ? "[]\n" : l->rows ? "\n]\n" : "]\n", stdout);
@@ -292,14 +319,70 @@ int fs_ls_flush(struct fs_ls *l)
     return 0;
 }
 
-/* Contract in fs.h. */
-void fs_ls_free(struct fs_ls *l)
+static const char *const ls_opt_names[] = {OPTIONS_NET_NAMES, NULL};
+
+/* List one archive into l. Returns 0, 1 after a message (it would not
+ * open), -EIO (stdout failed: stop). */
+static int ls_one(struct net *net, struct ls *l, const char *path)
 {
-    if (!l)
-        return;
-    for (size_t i = 0; i < l->ncells; i++)
-        free(l->cells[i]);
-    free(l->cells);
-    free(l->buf);
-    free(l);
+    char name[PATH_MAX + 64];
+    struct fs_archive *a;
+    int ret = cli_open_archive(net, path, DFX_DEFAULT_SPACING, NULL, &a); /* asked for by name: no limit */
+
+    if (ret < 0)
+        return 1;
+    ret = ls_add(l, a);
+    fs_archive_free(a);
+    if (ret == -ENOMEM) {
+        fprintf(stderr, "npyfs: %s: out of memory\n", bsrc_name_of(path, name, sizeof(name)));
+        return 1;
+    }
+    return ret;
+}
+
+/* Contract in cmd_ls.h. */
+int cmd_ls(int argc, char **argv)
+{
+    const char **src = calloc((size_t)argc + 1, sizeof(*src));
+    struct fs_opts opts = {0};
+    bool json = false, several;
+    struct ls *l = NULL;
+    int nsrc = 0, status = 0, ret = 0;
+
+    if (!src) {
+        fputs("npyfs: out of memory\n", stderr);
+        return 1;
+    }
+    options_parse_cmd("ls", ls_opt_names, "only the remote sources' options", argc, argv, &opts, src,
+                   &nsrc, &json, NULL);
+    if (nsrc == 0)
+        usage_die("ls needs SOURCE");
+    opts.net = cli_make_net(&opts, src, nsrc);
+    several = nsrc > 1;
+    for (int i = 0; i < nsrc && !several; i++)
+        several = cli_is_tree(src[i]);
+    if (ls_new(json, !json && isatty(STDOUT_FILENO), several, &l) < 0) {
+        fputs("npyfs: out of memory\n", stderr);
+        free(src);
+        options_destroy(&opts);
+        return 1;
+    }
+    for (int i = 0; i < nsrc && ret >= 0; i++) {
+        struct cli_archive_list found = {0};
+
+        if (cli_is_tree(src[i])) {
+            status |= cli_collect_tree(opts.net, src[i], &found);
+            for (size_t k = 0; k < found.count && ret >= 0; k++)
+                status |= ret = ls_one(opts.net, l, found.paths[k]);
+            cli_archive_list_destroy(&found);
+        } else {
+            status |= ret = ls_one(opts.net, l, src[i]);
+        }
+    }
+    if (ret < 0 || ls_flush(l) < 0)
+        status = 1;
+    ls_free(l);
+    free(src);
+    options_destroy(&opts);
+    return status ? 1 : 0;
 }

@@ -792,25 +792,6 @@ void fs_ra_free(struct fs_ra *ra);
  * Thread-safe; ra may be NULL (no readahead). */
 void fs_ra_note_read(struct fs_ra *ra, struct fs_member *m, uint64_t first, uint64_t last);
 
-/* `npyfs ls` (cmd_ls.c): a listing of the members of one or more archives
- * on stdout, one row per member (README, Usage): tab-separated, or aligned
- * columns (aligned: for a terminal, printed at fs_ls_flush() once every
- * width is known), or one JSON array of objects (json). archive_column
- * adds a leading ARCHIVE column to the table; JSON rows always have their
- * "archive". Single-threaded (the CLI). */
-struct fs_ls;
-/* Returns 0 or -ENOMEM (*out NULL). */
-int fs_ls_new(bool json, bool aligned, bool archive_column, struct fs_ls **out);
-/* Add the rows of every member of a (borrowed, only during the call), the
- * archive named by a->path; the first call prints the titles (or opens the
- * JSON array): a table of no archive prints nothing, JSON an empty array
- * (at fs_ls_flush()). Returns 0, or -ENOMEM, or -EIO: stdout failed. */
-int fs_ls_add(struct fs_ls *l, struct fs_archive *a);
-/* Print what is held back and end the JSON array. Returns 0, or -EIO with
- * one line on stderr when stdout failed. */
-int fs_ls_flush(struct fs_ls *l);
-/* Accepts NULL. */
-void fs_ls_free(struct fs_ls *l);
 
 
 
