@@ -569,19 +569,42 @@ static int refill(struct dfx_reader *r)
     return 0;
 }
 
-/* Put the reader's engine (ISA-L if r->isal, else a fresh or reset zlib)
- * on p's bit position and its history, which is in r->hist; the input is
- * positioned separately. */
-static int prime_engine(struct dfx_reader *r, const struct dfx_point *p)
+/* Make p's first whole byte (p->in) the next input byte and, if the point
+ * starts inside the byte before it (p->bits), put that byte in *prev: from
+ * the buffer if it holds it, else by loading the buffer from there, so the
+ * byte and the input after it come in one read. */
+static int seek_point(struct dfx_reader *r, const struct dfx_point *p, unsigned char *prev)
 {
-    unsigned char byte = 0;
     int ret;
 
-    if (p->bits) {
-        ret = src_read_exact(r->ix->st.src, &byte, 1, p->in - 1);
+    *prev = 0;
+    if (!p->bits) {
+        seek_input(r, p->in);
+        return 0;
+    }
+    seek_input(r, p->in - 1);
+    if (r->zs.avail_in == 0) {
+        ret = refill(r);
         if (ret < 0)
             return ret;
+        if (r->zs.avail_in == 0)
+            return damage(r, r->pos); /* in - 1 at or past the end: a bad point */
     }
+    *prev = *r->zs.next_in++;
+    r->zs.avail_in--;
+    return 0;
+}
+
+/* Put the reader's engine (ISA-L if r->isal, else a fresh or reset zlib)
+ * on p's bit position and its history, which is in r->hist, and the input
+ * on p's first whole byte. */
+static int prime_engine(struct dfx_reader *r, const struct dfx_point *p)
+{
+    unsigned char byte;
+    int ret = seek_point(r, p, &byte);
+
+    if (ret < 0)
+        return ret;
     if (r->isal)
         return dfx_isal_start_at(r->isal, p->out, p->in, p->bits, byte, r->hist, p->window_len);
     if (p->bits) {
@@ -625,13 +648,12 @@ static int start_at_point(struct dfx_reader *r, const struct dfx_point *p, unsig
         dfx_isal_set_step(r->isal, step);
     if (r->marking && !(r->rwin = malloc(DFX_WINDOW_SIZE)))
         return -ENOMEM;
+    r->pos = p->out;
     ret = prime_engine(r, p);
     if (ret < 0)
         return ret;
     if (r->marking)
         keep_restart(r, p);
-    seek_input(r, p->in);
-    r->pos = p->out;
     r->member_out = p->member_out;
     if (st->framing == DFX_GZIP)
         r->crc_on = p->out == p->member_out;
@@ -1031,7 +1053,6 @@ static int switch_to_zlib(struct dfx_reader *r, const struct dfx_point *p)
     ret = prime_engine(r, p);
     if (ret < 0)
         return ret;
-    seek_input(r, p->in);
     r->next_point = sat_add(p->out, r->ix->spacing);
     return 0;
 }
@@ -1268,7 +1289,6 @@ static int fall_back(struct dfx_reader *r)
     ret = prime_engine(r, &q);
     if (ret < 0)
         return ret;
-    seek_input(r, q.in);
     r->next_point = next;
     return zlib_catch_up(r, &q, r->pos);
 }
