@@ -81,6 +81,11 @@
 
 /* Compressed bytes fetched per src_pread(). Per reader. */
 #define DFX_INBUF_SIZE (64u << 10)
+/* A new reader hints the source at the input it will read first
+ * (prefetch_range()): what decoding this much output past the offset asked
+ * for takes (a chunk of fs/), at most DFX_PREFETCH_MAX bytes of input. */
+#define DFX_PREFETCH_OUT (128u << 10)
+#define DFX_PREFETCH_MAX (1u << 20)
 /* Output decoded and dropped per read by dfx_reader_skip(). Per reader, lazily. */
 #define DFX_SCRATCH_SIZE (64u << 10)
 #define DFX_INITIAL_POINTS 16
@@ -733,9 +738,31 @@ static void drop_grabbed(struct dfx_index *ix, const struct grab *g)
     pthread_mutex_unlock(&ix->lock);
 }
 
+/* The input a reader starting at point i for offset off reads first: from
+ * the byte holding the point's first bits through the input of the output
+ * up to DFX_PREFETCH_OUT past off, estimated at the ratio of the stretch up
+ * to the next point (no next point: one input buffer). Caller holds the
+ * lock. */
+static void prefetch_range(const struct dfx_index *ix, size_t i, uint64_t off, uint64_t *from,
+                           uint64_t *len)
+{
+    const struct dfx_point *p = &ix->pts[i], *q = i + 1 < ix->npts ? &ix->pts[i + 1] : NULL;
+    uint64_t n = DFX_INBUF_SIZE;
+
+    *from = p->in - (p->bits ? 1 : 0);
+    if (q && q->out > p->out && off >= p->out) {
+        double out = (double)(off - p->out) + DFX_PREFETCH_OUT;
+        double est = out * (double)(q->in - p->in) / (double)(q->out - p->out) + 1;
+
+        n = est > DFX_PREFETCH_MAX ? DFX_PREFETCH_MAX : est < n ? n : (uint64_t)est;
+    }
+    *len = *from < ix->st.end ? (ix->st.end - *from < n ? ix->st.end - *from : n) : 0;
+}
+
 /* Contract in dfx.h. */
 int dfx_reader_new(struct dfx_index *ix, uint64_t off, struct dfx_reader **out)
 {
+    uint64_t pf_from = 0, pf_len = 0;
     struct dfx_reader *r;
     unsigned step = 0;
     struct grab g;
@@ -762,7 +789,8 @@ int dfx_reader_new(struct dfx_index *ix, uint64_t off, struct dfx_reader **out)
     /* The nearest usable point at or before off. A window that does not
      * come back right (a saved index file changed since it was loaded) is
      * dropped, and the point before it tried: the index is a cache. Point 0
-     * needs no window, so this ends. */
+     * needs no window, so this ends. The input is asked for first, so that
+     * it comes in while the window is fetched and inflated. */
     for (;;) {
         size_t i;
 
@@ -775,7 +803,9 @@ int dfx_reader_new(struct dfx_index *ix, uint64_t off, struct dfx_reader **out)
         r->marking = ix->isal && !ix->mark_off;
         step = ix->mark_step;
         r->isal_stop = r->marking ? UINT64_MAX : ix->pts[last_usable_locked(ix)].out;
+        prefetch_range(ix, i, off, &pf_from, &pf_len);
         pthread_mutex_unlock(&ix->lock);
+        src_prefetch(ix->st.src, pf_from, pf_len);
         if (ret == 0)
             ret = grab_history(&g, r->hist);
         if (ret != -EIO)

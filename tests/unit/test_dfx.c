@@ -2081,28 +2081,47 @@ static void check_api_edges(const struct dataset *ds, uint64_t *s)
     encoded_free(&e);
 }
 
-/* A source that counts the reads through it (one thread at a time). */
+/* A source that counts the reads through it and the prefetch hints, and
+ * keeps the first of each (one thread at a time). */
 struct counting_src {
     struct src base; /* first: the source API sees this */
     struct src *inner;
-    uint64_t preads;
+    uint64_t preads, prefetches;
+    uint64_t read_off, read_len, pf_off, pf_len; /* the first of each */
 };
 
 static int64_t counting_pread(struct src *s, void *buf, size_t len, uint64_t off)
 {
     struct counting_src *c = (struct counting_src *)s;
 
-    c->preads++;
+    if (c->preads++ == 0) {
+        c->read_off = off;
+        c->read_len = len;
+    }
     return src_pread(c->inner, buf, len, off);
 }
 
-static const struct src_ops counting_ops = {.pread = counting_pread, .free = NULL};
+static void counting_prefetch(struct src *s, uint64_t off, uint64_t len)
+{
+    struct counting_src *c = (struct counting_src *)s;
+
+    if (c->prefetches++ == 0) {
+        c->pf_off = off;
+        c->pf_len = len;
+    }
+}
+
+static const struct src_ops counting_ops = {.pread = counting_pread, .free = NULL,
+                                            .prefetch = counting_prefetch};
 
 /* A reader that starts at an access point reads its input in one read: the
  * byte holding the point's first bits comes with the input after it, not
  * by a read of its own. So a reader started at any point of a complete
  * index reads the source once up to its first byte of output, and gives
- * the right bytes after it. */
+ * the right bytes after it. Before that, it hints the source at what it
+ * will read (src_prefetch(): the input comes in while the window is
+ * fetched): one hint, from the byte of the point's first bits, covering
+ * the first read. */
 static void check_start_reads(const struct dataset *ds, enum enc_kind kind, uint64_t *s)
 {
     struct counting_src cs = {.base = {.ops = &counting_ops}};
@@ -2133,8 +2152,10 @@ static void check_start_reads(const struct dataset *ds, enum enc_kind kind, uint
 
         if (!xp[i].usable)
             continue;
-        cs.preads = 0;
+        cs.preads = cs.prefetches = 0;
         CHECK_EQ(dfx_reader_new(ix, out, &r), 0);
+        CHECK_EQ(cs.prefetches, 1);
+        CHECK_EQ(cs.pf_off, xp[i].in - (xp[i].bits ? 1 : 0));
         CHECK_EQ(dfx_reader_pos(r), out);
         CHECK_EQ(dfx_reader_read(r, buf, 1), 1);
         /* A point at a gzip member start may sit before empty members,
@@ -2142,6 +2163,10 @@ static void check_start_reads(const struct dataset *ds, enum enc_kind kind, uint
         if (xp[i].bits) {
             CHECK_EQ(cs.preads, 1);
             inside++;
+        }
+        if (cs.preads) {
+            CHECK_EQ(cs.read_off, cs.pf_off);
+            CHECK(cs.read_len <= cs.pf_len);
         }
         CHECK_EQ(dfx_reader_read(r, buf + 1, want - 1), (int64_t)(want - 1));
         CHECK(memcmp(buf, ds->data + out, want) == 0);

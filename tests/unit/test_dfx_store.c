@@ -61,7 +61,7 @@ static void mf_free(struct src *s)
     (void)s; /* the memfile belongs to the test */
 }
 
-static const struct src_ops mf_ops = {mf_pread, mf_free};
+static const struct src_ops mf_ops = {mf_pread, mf_free, NULL};
 
 static int mf_write(void *ctx, const void *buf, size_t len, uint64_t off)
 {
