@@ -35,8 +35,8 @@
 #define FS_CHUNK_SIZE (128u << 10)
 /* Default -o cache_size=. The kernel page cache keeps what was served, so
  * the chunk cache needs room for what readahead decodes ahead of readers (a
- * quarter of it, fs_readahead.c: 8 MiB, two segments for each of up to 3
- * workers at the default spacing) and the chunks decoded on the way to a
+ * quarter of it, fs_readahead.c: 8 MiB, two segments of 1 to 2 MiB for
+ * each of up to 3 or 4 workers) and the chunks decoded on the way to a
  * random read. Small also means fast: once full, the cache recycles its
  * buffers, while a fresh buffer costs a page fault per 4 KiB (256M made the
  * cold passes over a 320 MB member 10 to 20% slower: 80% of their buffers

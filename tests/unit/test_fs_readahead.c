@@ -27,17 +27,19 @@
 #define SPACING (256u << 10)
 #define MiB (1u << 20)
 /* Documented in fs_readahead.c: jobs in flight per worker thread; a
- * segment spans access points at least SEGMENT apart (or the spacing, if
- * larger); a reader has at most ahead_bytes() queued ahead of it: two
- * segments (plus one chunk each) per worker, at most a quarter of the
- * cache. */
+ * reader has at most ahead_bytes() queued ahead of it: two segments of at
+ * most SEGMENT_MAX (plus one chunk each) per worker, at most a quarter of
+ * the cache; a segment spans access points at least that shared among the
+ * jobs apart, from 1 MiB to SEGMENT_MAX (so 2 MiB with the 2 workers and
+ * the 64 MiB cache of test_sequential()), and at most half of it. */
 #define JOBS_PER_THREAD 2
-#define SEGMENT MiB
+#define SEGMENT_MAX (2 * MiB)
+#define SEGMENT SEGMENT_MAX
 
 static uint64_t ahead_chunks(uint64_t cache_size, unsigned threads)
 {
     uint64_t want = (uint64_t)threads * JOBS_PER_THREAD *
-                    ((SPACING > SEGMENT ? SPACING : SEGMENT) + CH);
+                    ((SPACING > SEGMENT_MAX ? SPACING : SEGMENT_MAX) + CH);
     uint64_t cap = cache_size / 4;
 
     return (want < cap ? want : cap) / CH;
@@ -391,7 +393,7 @@ static void test_sequential(void)
     complete_index(a, m);
     ctx_init(&ctx, 64ull << 20, 2);
     ahead = ahead_chunks(ctx.opts.cache_size, 2);
-    CHECK_EQ(ahead, 36); /* 2 threads x 2 segments x (1 MiB + 128 KiB): 4.5 MiB */
+    CHECK_EQ(ahead, 68); /* 2 threads x 2 segments x (2 MiB + 128 KiB): 8.5 MiB */
     CHECK_EQ(fs_ra_new(&ctx, 2, &ra), 0);
     CHECK(ra != NULL);
     if (!ra)
@@ -421,7 +423,7 @@ static void test_sequential(void)
     CHECK(calls_for(m, false) > 1);
     CHECK_EQ(calls_for(m, true), 0); /* a complete index has segments only */
     CHECK_EQ(out_of_bounds(m), 0);
-    /* the spacing is a quarter of a segment: each spans four points or so */
+    /* the spacing is an eighth of a segment: each spans eight points or so */
     CHECK_EQ(short_segments(m), 0);
     fs_member_closed(m);
 out:
