@@ -5,12 +5,15 @@
 
 # The -o options: npyfs's own (in step with `npyfs --help`, which
 # tests/integration/test_usability.py checks) and those passed to libfuse.
+# Remote sources' options (mount, and also ls and index).
+_npyfs_net_opts="endpoint= region= s3_path_style s3_anonymous cacert= http_header=
+connections= timeout= retries= block= remote_cache="
 _npyfs_mount_opts="cache_size= spacing= threads= readahead= index_dir= index= index_mem= index_max=
-verify= verify_max= max_ratio=
+verify= verify_max= max_ratio= $_npyfs_net_opts index_url=
 allow_other allow_root auto_unmount default_permissions ro nodev dev nosuid suid
 noexec exec noatime atime sync async dirsync max_read= fsname= user=
 context= fscontext= defcontext= rootcontext="
-_npyfs_index_opts="index_dir= index_max= spacing= max_ratio="
+_npyfs_index_opts="index_dir= index_max= spacing= max_ratio= index_out= $_npyfs_net_opts"
 
 # The directories an npyfs mount is on (/proc/mounts escapes a space as \040).
 _npyfs_mounts()
@@ -47,6 +50,12 @@ _npyfs_complete_opts()
             COMPREPLY=()
             while IFS= read -r d; do COMPREPLY+=("${head}index_dir=$d"); done \
                 < <(compgen -d -- "${last#index_dir=}")
+            ;;
+        cacert=*|http_header=*|index_out=*)
+            local f k=${last%%=*}
+            COMPREPLY=()
+            while IFS= read -r f; do COMPREPLY+=("${head}$k=$f"); done \
+                < <(compgen -f -- "${last#*=}")
             ;;
         *) COMPREPLY=($(compgen -P "$head" -W "$1" -- "$last")) ;;
     esac
@@ -107,8 +116,13 @@ _npyfs()
             fi
             ;;
         ls)
-            if [[ $cur == -* ]]; then
-                COMPREPLY=($(compgen -W "--json --help" -- "$cur"))
+            if [[ $prev == -o ]]; then
+                _npyfs_complete_opts "$_npyfs_net_opts" "$cur"
+            elif [[ $cur == -o?* ]]; then
+                _npyfs_complete_opts "$_npyfs_net_opts" "${cur#-o}"
+                COMPREPLY=("${COMPREPLY[@]/#/-o}")
+            elif [[ $cur == -* ]]; then
+                COMPREPLY=($(compgen -W "--json -o --help" -- "$cur"))
             else
                 _npyfs_files "$cur"
             fi

@@ -80,7 +80,7 @@
 #include "gz.h"
 
 /* Compressed bytes fetched per src_pread(). Per reader. */
-#define DFX_INBUF_SIZE (64u << 10)
+#define DFX_INBUF_SIZE DFX_INPUT_SIZE
 /* A new reader hints the source at the input it will read first
  * (prefetch_range()): what decoding this much output past the offset asked
  * for takes (a chunk of fs/), at most DFX_PREFETCH_MAX bytes of input. */
@@ -562,6 +562,8 @@ static int refill(struct dfx_reader *r)
     if (at >= st->end)
         return 0;
     want = st->end - at < DFX_INBUF_SIZE ? (size_t)(st->end - at) : DFX_INBUF_SIZE;
+    if (st->src->read_size && want > st->src->read_size)
+        want = st->src->read_size; /* no more than the source advises */
     n = src_pread(st->src, r->inbuf, want, at);
     if (n < 0)
         return (int)n;
@@ -1886,4 +1888,30 @@ size_t dfx_index_points_from(struct dfx_index *ix, uint64_t off, uint64_t *outs,
             outs[n++] = ix->pts[i].out;
     pthread_mutex_unlock(&ix->lock);
     return n;
+}
+
+/* Contract in dfx.h. */
+void dfx_index_span(struct dfx_index *ix, uint64_t from, uint64_t to, struct dfx_span *sp)
+{
+    size_t i, j;
+
+    pthread_mutex_lock(&ix->lock);
+    i = find_point_locked(ix, from);
+    while (i > 0 && !usable(&ix->pts[i]))
+        i--;
+    sp->out_lo = ix->pts[i].out;
+    sp->in_lo = ix->pts[i].in - (ix->pts[i].bits ? 1 : 0);
+    j = find_point_locked(ix, to);
+    if (ix->pts[j].out < to)
+        j++;
+    sp->bounded = j < ix->npts;
+    sp->out_hi = sp->bounded ? ix->pts[j].out : UINT64_MAX;
+    sp->in_hi = sp->bounded ? ix->pts[j].in : ix->st.end;
+    pthread_mutex_unlock(&ix->lock);
+}
+
+/* Contract in dfx.h. */
+uint64_t dfx_reader_input(const struct dfx_reader *r)
+{
+    return r->buf_off + r->buf_len;
 }

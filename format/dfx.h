@@ -166,4 +166,26 @@ int64_t dfx_extract(struct dfx_index *ix, uint64_t off, void *buf, size_t len);
  * a snapshot; points appended later are not seen. */
 size_t dfx_index_points_from(struct dfx_index *ix, uint64_t off, uint64_t *outs, size_t max);
 
+/* The compressed bytes behind output [from, to), as far as the points
+ * tell: a reader started for from (dfx_reader_new()) begins at the point
+ * (out_lo) whose first input byte (the byte before its bit position, if it
+ * has bits) is in_lo; output to is reached before the first point at or
+ * after to (out_hi, whose first whole byte is in_hi), or, past the last
+ * point (bounded false), before the stream's end (in_hi; out_hi
+ * UINT64_MAX). For read-ahead hints over slow sources: a snapshot,
+ * thread-safe. */
+/* Compressed bytes a reader reads from its source at a time (its input
+ * buffer), from its start point on. */
+#define DFX_INPUT_SIZE (64u << 10)
+
+struct dfx_span {
+    uint64_t out_lo, in_lo, out_hi, in_hi;
+    bool bounded;
+};
+void dfx_index_span(struct dfx_index *ix, uint64_t from, uint64_t to, struct dfx_span *sp);
+
+/* The source offset of the next compressed byte r will read (for hints:
+ * what a parked reader goes on to read from). */
+uint64_t dfx_reader_input(const struct dfx_reader *r);
+
 #endif

@@ -739,3 +739,20 @@ int dfx_store_peek(struct src *file, struct dfx_store_info *info)
     info->mtime_nsec = get_le32(h + H_MTIME_NSEC);
     return 0;
 }
+
+/* Contract in dfx_store.h. */
+int dfx_store_file_len(struct src *file, uint64_t off, uint64_t *len)
+{
+    unsigned char h[H_FILE_LEN + 8];
+    uint64_t n;
+
+    if (off > file->size || file->size - off < STORE_HEADER_LEN + STORE_CRC_LEN ||
+        read_at(file, h, sizeof(h), off) < 0 || memcmp(h, STORE_MAGIC, STORE_MAGIC_LEN) != 0)
+        return -ENOENT;
+    n = get_le64(h + H_FILE_LEN);
+    if (get_le32(h + H_HEADER_LEN) != STORE_HEADER_LEN || n < STORE_HEADER_LEN + STORE_CRC_LEN ||
+        n > file->size - off)
+        return -EBADMSG;
+    *len = n;
+    return 0;
+}

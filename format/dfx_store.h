@@ -212,4 +212,11 @@ int dfx_store_peek(struct src *file, struct dfx_store_info *info);
 /* Free info's strings (accepts a zeroed info). */
 void dfx_store_info_clear(struct dfx_store_info *info);
 
+/* The length the index file at byte off of file has by its header, for
+ * files stored back to back (a published index: npyfs index -o index_out=).
+ * Nothing else is checked (dfx_store_load() does). Returns 0, -ENOENT no
+ * index file there (too short, no magic), -EBADMSG a length that does not
+ * fit in file. */
+int dfx_store_file_len(struct src *file, uint64_t off, uint64_t *len);
+
 #endif

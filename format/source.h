@@ -34,6 +34,11 @@ struct src_ops {
 struct src {
     const struct src_ops *ops;
     uint64_t size; /* immutable after open: bytes in the source */
+    /* immutable after open: the most a reader that consumes bytes as it
+     * goes (a decoder's input buffer) should read at a time, or 0 for no
+     * limit. A source where reading bytes not needed yet costs fetching
+     * them (a remote object) sets its fetch block. */
+    uint32_t read_size;
 };
 
 /* A source over len bytes at buf. buf is borrowed: it must outlive the

@@ -20,6 +20,7 @@
 #define EOCD_LEN 22u
 #define EOCD_MAX_COMMENT 0xFFFFu
 #define EOCD_SEARCH (EOCD_LEN + EOCD_MAX_COMMENT) /* 65557: the record can only sit here */
+#define EOCD_FIRST 4096u /* searched first: numpy's and most archives have no comment */
 
 #define Z64_LOC_SIG 0x07064b50u /* PK\6\7 */
 #define Z64_LOC_LEN 20u
@@ -174,9 +175,24 @@ static int zip_read_eocd(struct src *s, const unsigned char *rec, uint64_t pos, 
  * The first candidate that parses wins; if none does, the most preferred
  * candidate's error is returned.
  */
+static int zip_find_eocd_in(struct src *s, struct cd_loc *cd, size_t search, bool exact_only);
+
+/* The record is looked for in the last EOCD_FIRST bytes first (where it is,
+ * unless the archive has a comment longer than that), with the same first
+ * choice as a search of all EOCD_SEARCH bytes would make, so a source that
+ * holds an object's end in memory (a remote one) needs nothing more. */
 static int zip_find_eocd(struct src *s, struct cd_loc *cd)
 {
-    uint64_t base = s->size > EOCD_SEARCH ? s->size - EOCD_SEARCH : 0;
+    if (s->size > EOCD_FIRST && zip_find_eocd_in(s, cd, EOCD_FIRST, true) == 0)
+        return 0;
+    return zip_find_eocd_in(s, cd, EOCD_SEARCH, false);
+}
+
+/* Search the last `search` bytes (see above); exact_only: only candidates
+ * whose comment ends exactly at the end of the source (the first pass). */
+static int zip_find_eocd_in(struct src *s, struct cd_loc *cd, size_t search, bool exact_only)
+{
+    uint64_t base = s->size > search ? s->size - search : 0;
     size_t len = (size_t)(s->size - base), i;
     unsigned char *tail;
     int ret, pass, tried = 0;
@@ -190,7 +206,7 @@ static int zip_find_eocd(struct src *s, struct cd_loc *cd)
     if (ret < 0)
         goto out_free_tail;
     ret = -EINVAL;
-    for (pass = 0; pass < 2 && !tried; pass++) {
+    for (pass = 0; pass < (exact_only ? 1 : 2) && !tried; pass++) {
         for (i = len - EOCD_LEN + 1; i-- > 0;) {
             const unsigned char *p = tail + i;
             bool exact = get_le16(p + 20) == len - i - EOCD_LEN;
@@ -393,24 +409,38 @@ static void zip_check_member(struct zip_member *m)
  * are ignored: they may be zero (data descriptor) or 0xFFFFFFFF (ZIP64).
  * A bad local header only marks this member.
  */
-static int zip_read_local(struct src *s, uint64_t shift, struct zip_member *m)
+static int zip_read_local(struct src *s, uint64_t shift, struct zip_member *m, bool defer)
 {
-    unsigned char h[LFH_LEN];
-    uint64_t lho, data, end;
-    int ret;
+    uint64_t lho;
 
     if (__builtin_add_overflow(m->lho, shift, &lho)) {
         set_unsupported(m, -EIO, "local header past end of archive");
+        m->located = true;
         return 0;
     }
     m->lho = lho;
+    return defer ? 0 : zip_member_locate(s, m);
+}
+
+/* Contract in zip.h. */
+int zip_member_locate(struct src *s, struct zip_member *m)
+{
+    unsigned char h[LFH_LEN];
+    uint64_t data, end;
+    int ret;
+
+    if (m->located)
+        return 0;
+    m->located = true; /* from here on, every outcome is final but a read error */
     ret = src_read_exact(s, h, sizeof(h), m->lho);
     if (ret == -EIO) {
         set_unsupported(m, -EIO, "local header past end of archive");
         return 0;
     }
-    if (ret < 0)
-        return ret; /* a real read error fails the whole open */
+    if (ret < 0) {
+        m->located = false;
+        return ret; /* a real read error fails the whole open, or this call */
+    }
     if (get_le32(h) != LFH_SIG) {
         set_unsupported(m, -EIO, "bad local header signature");
         return 0;
@@ -424,7 +454,8 @@ static int zip_read_local(struct src *s, uint64_t shift, struct zip_member *m)
     return 0;
 }
 
-static int zip_read_members(struct src *s, const struct cd_loc *cd, struct zip_archive *z)
+static int zip_read_members(struct src *s, const struct cd_loc *cd, struct zip_archive *z,
+                            bool defer)
 {
     struct cd_cursor c = {.s = s, .end = cd->offset + cd->size};
     uint64_t off = cd->offset;
@@ -443,7 +474,7 @@ static int zip_read_members(struct src *s, const struct cd_loc *cd, struct zip_a
         if (ret < 0)
             goto out_free_buf;
         zip_check_member(m);
-        ret = zip_read_local(s, cd->shift, m);
+        ret = zip_read_local(s, cd->shift, m, defer);
         if (ret < 0) {
             z->count++; /* m->name is owned now; zip_free() releases it */
             goto out_free_buf;
@@ -459,6 +490,12 @@ out_free_buf:
 
 /* Contract in zip.h. */
 int zip_archive_open(struct src *s, struct zip_archive **out)
+{
+    return zip_archive_open_flags(s, 0, out);
+}
+
+/* Contract in zip.h. */
+int zip_archive_open_flags(struct src *s, unsigned flags, struct zip_archive **out)
 {
     struct zip_archive *z;
     struct cd_loc cd;
@@ -484,7 +521,7 @@ int zip_archive_open(struct src *s, struct zip_archive **out)
             return -ENOMEM;
         }
     }
-    ret = zip_read_members(s, &cd, z);
+    ret = zip_read_members(s, &cd, z, flags & ZIP_DEFER_LOCAL);
     if (ret < 0) {
         zip_free(z);
         return ret;

@@ -47,6 +47,11 @@ struct zip_member {
      * all <= INT64_MAX. */
     int unsupported;
     const char *why;      /* static text for unsupported, e.g. "encrypted"; NULL if 0 */
+    /* The local header was read (data_offset and the local header's verdict
+     * in unsupported are final). False only for a member of an archive
+     * opened with ZIP_DEFER_LOCAL whose zip_member_locate() has not
+     * succeeded yet (lho is then already the header's absolute offset). */
+    bool located;
 };
 
 struct zip_archive {
@@ -59,6 +64,22 @@ struct zip_archive {
  * *out == NULL. Members that cannot be served are still listed, with
  * unsupported set; only damage to the directory itself fails the call. */
 int zip_archive_open(struct src *s, struct zip_archive **out);
+
+/* Read no local header: members are left with located false, for
+ * zip_member_locate() when each is first needed. For a source where each
+ * read costs a round trip (a remote object): the headers lie all over the
+ * archive, while the directory is in one piece at its end. */
+#define ZIP_DEFER_LOCAL 1u
+
+/* zip_archive_open() with flags (ZIP_DEFER_LOCAL, or 0). */
+int zip_archive_open_flags(struct src *s, unsigned flags, struct zip_archive **out);
+
+/* Read m's local header (m from an archive of s opened with
+ * ZIP_DEFER_LOCAL): sets data_offset, or unsupported (-EIO) for a missing
+ * or damaged header or data past the end; located becomes true. Returns 0
+ * (whatever the verdict), or a negative errno from reading s (m is left as
+ * it was: try again later). Not thread-safe for one m. */
+int zip_member_locate(struct src *s, struct zip_member *m);
 
 /* Accepts NULL. */
 void zip_free(struct zip_archive *z);

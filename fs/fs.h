@@ -25,8 +25,10 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "bsrc.h"
 #include "cache.h"
 #include "dfx.h"
+#include "net.h"
 #include "source.h"
 
 /* Bytes per chunk of the decompressed-data cache: the unit a decode produces
@@ -191,15 +193,41 @@ struct fs_member {
     _Atomic(struct fs_meta *) meta;
     struct fs_archive *archive; /* borrowed: the archive holding the member (set by
                                  * fs_archive_open*(), immutable) */
+    /* atomic (release store, acquire loads): data_offset, ix, unsupported and
+     * why are final. Set at open, except for the members of a remote zip,
+     * whose local headers are read on first need (fs_member_locate()):
+     * until then those fields must not be read. */
+    atomic_bool located;
+    uint64_t lho;        /* immutable: a zip member's local header offset */
 };
+
+/* Read m's local header if that was put off (a remote zip: see located),
+ * setting its data offset (and creating its dfx index), or marking it
+ * unsupported for a bad header. Every path that reads a member's data,
+ * index or unsupported calls this first (opens, ls, xattrs). Returns 0
+ * (located, supported or not), or the error of reading the archive
+ * (bsrc_transient(), -EIO when it changed, -ENOMEM): try again later.
+ * Thread-safe; cheap once located (one acquire load). */
+int fs_member_locate(struct fs_archive *a, struct fs_member *m);
+
+static inline bool fs_member_located(const struct fs_member *m)
+{
+    return atomic_load_explicit((atomic_bool *)&m->located, memory_order_acquire);
+}
 
 /* FS_SRC_PLAIN: any other file, passed through as one FS_STORED member. */
 enum fs_source_kind { FS_SRC_ZIP, FS_SRC_GZIP, FS_SRC_PLAIN };
 
 struct fs_archive {
-    char *path;          /* owned: the source path as given */
-    struct src *src;     /* owned */
-    struct stat st;      /* the source's stat at open time */
+    /* owned: the source as given: a path, or a URL (which may carry a
+     * secret query: show it only through bsrc_name_of()) */
+    char *path;
+    /* owned: the shown name, for log lines, stats and ls (bsrc_name_of():
+     * the path, or the URL without query or credentials) */
+    char *name;
+    struct bsrc *bs;     /* owned: every read of the archive's bytes, its identity
+                          * and change check (bsrc.h) */
+    struct src *src;     /* borrowed from bs: the reader format/ takes */
     enum fs_source_kind kind;
     struct fs_member *members; /* owned, count of them */
     size_t count;
@@ -207,10 +235,8 @@ struct fs_archive {
     /* the source changed since open (fs_archive_check()): set once, never
      * cleared; from then on every read of its members fails */
     atomic_bool changed;
-    /* atomic: the ctime (ns) a check compares with: st's, or once, when the
-     * file is found unlinked with its content untouched, the ctime the
-     * unlink gave it (see fs_archive_check()) */
-    atomic_int_least64_t ctime_ns;
+    /* a transient failure to fetch its bytes was logged (once per archive) */
+    atomic_bool said_fetch;
 };
 
 /* Bounds on the work of opening an archive: only a gzip file sized by a
@@ -242,6 +268,18 @@ int fs_archive_open(const char *path, uint64_t spacing, const struct fs_open_lim
  * messages. */
 int fs_archive_open_beneath(int dirfd, const char *rel, const char *path, uint64_t spacing,
                             const struct fs_open_limits *lim, struct fs_archive **out);
+
+/* Open the remote archive at url (http://, https://, s3:// object) through
+ * net (net.h): one request where the server allows it (its end and its
+ * first 64 KiB, bsrc_open_url()), then parsed as fs_archive_open() does.
+ * Returns 0, or a negative errno with *out NULL: those of
+ * fs_archive_open() (-EINVAL, -EIO, -E2BIG, -ECANCELED), and those of the
+ * server (bsrc_open_url(): -ENOENT, -EACCES, -EOPNOTSUPP no Range
+ * support, -EPROTO, -EHOSTUNREACH, ...), for which why (len bytes) gets the
+ * server's problem (no secret, no URL); else why is "". */
+int fs_archive_open_url(struct net *net, const char *url, uint64_t spacing,
+                        const struct fs_open_limits *lim, struct fs_archive **out, char *why,
+                        size_t len);
 
 /* What an error of fs_archive_open() means, for a person: a static text, or
  * a text made in buf (-E2BIG names max_ratio, the limit the open had), or
@@ -338,6 +376,11 @@ int64_t fs_member_peek(struct fs_archive *a, struct fs_member *m, void *buf, siz
  * (damaged), -ENOMEM. */
 int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, uint64_t idx,
                     struct cache_chunk **out);
+
+/* A remote member (else nothing): start fetching the compressed bytes that
+ * decoding output [from, to) will need (bsrc_advise(), from the access
+ * points around it). Never blocks on I/O; thread-safe. */
+void fs_member_advise(struct fs_member *m, uint64_t from, uint64_t to);
 
 /* Bookkeeping for open handles: the last close frees parked decoders. */
 void fs_member_opened(struct fs_member *m);
@@ -456,6 +499,16 @@ struct fs_opts {
     uint64_t readahead; /* kernel readahead per file in bytes; 0: the kernel's */
     uint64_t max_read;  /* -o max_read= (also given to libfuse), or 0 */
     uint64_t index_mem; /* -o index_mem=: fs_window_budget's limit */
+    bool index_given;   /* -o index= was given: remote archives follow it (without
+                         * it they are indexed lazily: a background pass would
+                         * download every archive whole) */
+    /* Remote sources: the -o options of the network side (its strings
+     * owned by the CLI), -o index_url= (owned), and the network side itself
+     * (borrowed: made by the CLI when a source is a URL, else NULL). */
+    struct net_opts net_opts;
+    char *index_url;
+    struct net *net;
+    char *index_out;    /* npyfs index -o index_out=FILE (owned), or NULL */
     uint64_t index_max; /* -o index_max=: the index directory's size cap, 0: none */
     bool spacing_given; /* -o spacing= was given: the indexer builds with it too
                          * (not FS_INDEX_SPACING), and npyfs index rebuilds
@@ -493,16 +546,23 @@ struct fs_indexer;
 
 /* One source named on the command line, checked by the caller. */
 struct fs_source {
-    const char *path;           /* borrowed: as given */
+    const char *path;           /* borrowed: as given (a URL for a remote source) */
     const char *name;           /* borrowed: its entry at the root (several sources) */
-    struct fs_archive *archive; /* an archive file, opened: owned by the vfs from
-                                 * fs_vfs_new() on, even when it fails; NULL for a
-                                 * directory */
+    struct fs_archive *archive; /* an archive file or object, opened: owned by the
+                                 * vfs from fs_vfs_new() on, even when it fails; NULL
+                                 * for a directory or an s3:// prefix */
+    /* an s3:// prefix (path): its archive keys (net_list()), borrowed during
+     * fs_vfs_new(); NULL for anything else */
+    const struct s3_listing *listing;
 };
 
 /* Build the namespace of n sources. One source: its content at the root;
  * several: each at the root under its name (names must differ). Walks the
- * directories (errors below the top are logged and the entry skipped) and
+ * directories, and turns an s3:// prefix's keys into a tree the same way
+ * (split at '/'; a key that cannot be placed, such as one with an empty,
+ * "." or ".." component, or a name taken twice, is logged and skipped;
+ * its archives are opened on first use through opts->net), (errors below
+ * the top are logged and the entry skipped) and
  * sets up the indexers of the opened archives. opts and cache (the chunk
  * cache, which full passes run for a waiting open may fill; NULL: none)
  * must outlive the vfs. Returns 0, or a negative errno with *out NULL and

@@ -58,6 +58,7 @@
 #include "fs.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <fuse_log.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -67,6 +68,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -123,6 +125,21 @@ struct fs_indexer {
     pthread_t thread;
     bool running;             /* the thread was started and not yet joined */
     atomic_bool stop;         /* set by fs_indexer_stop(): the thread ends */
+    /* A published index (see fetch_published()): its members' files, in
+     * memory, and where it came from (for log lines, no secret). An
+     * entry's data is protected by lock (taken, NULL, by the load that
+     * uses it); the rest is immutable after fs_indexer_new(). */
+    struct pub_file *pub;     /* owned, npub of them */
+    size_t npub;
+    char *pub_from;           /* owned */
+};
+
+/* One member's file of a published index, in memory. */
+struct pub_file {
+    char *name;          /* owned: the member's name (name_len bytes, then a NUL) */
+    size_t name_len;
+    unsigned char *data; /* owned: the file, len bytes; NULL once a load took it */
+    size_t len;
 };
 
 /* Counts of output bytes for the progress line of `npyfs index`. */
@@ -136,7 +153,11 @@ struct progress {
 /* Contract in fs.h (fs_member_indexable()). */
 static bool worth_indexing(const struct fs_archive *a, const struct fs_member *m)
 {
-    if (m->unsupported || m->is_dir || m->size == 0)
+    if (m->is_dir || m->size == 0)
+        return false;
+    if (!fs_member_located(m)) /* told once it is (fs_member_locate()) */
+        return m->kind == FS_DEFLATE || a->kind == FS_SRC_ZIP;
+    if (m->unsupported)
         return false;
     return m->kind == FS_DEFLATE ? m->ix != NULL : a->kind == FS_SRC_ZIP;
 }
@@ -184,14 +205,11 @@ static void member_key(const struct fs_indexer *x, const struct fs_member *m,
                        struct dfx_store_key *k)
 {
     const struct fs_archive *a = x->a;
-    const struct dfx_stream *st = m->ix ? dfx_index_stream(m->ix) : NULL;
+    const struct dfx_stream *st =
+        fs_member_located(m) && m->ix ? dfx_index_stream(m->ix) : NULL;
 
     memset(k, 0, sizeof(*k));
-    k->dev = (uint64_t)a->st.st_dev;
-    k->ino = (uint64_t)a->st.st_ino;
-    k->size = (uint64_t)a->st.st_size;
-    k->mtime_sec = (int64_t)a->st.st_mtim.tv_sec;
-    k->mtime_nsec = (uint32_t)a->st.st_mtim.tv_nsec;
+    bsrc_key(a->bs, k); /* the archive's identity: a file's, or URL + ETag + size */
     k->name = m->name;
     k->name_len = m->name_len;
     if (st && st->framing == DFX_GZIP) {
@@ -205,14 +223,37 @@ static void member_key(const struct fs_indexer *x, const struct fs_member *m,
 }
 
 /* The archive's absolute path for the index files' record (owned), or
- * NULL: its real path, else the path as given if that is absolute. */
+ * NULL: its real path, else the path as given if that is absolute. None
+ * for a remote archive: a URL is no path pruning could check (its files
+ * are pruned when unused), and it may carry a secret query. */
 static char *source_path(const struct fs_archive *a)
 {
-    char *p = realpath(a->path, NULL);
+    char *p;
+
+    if (bsrc_is_remote(a->bs))
+        return NULL;
+    p = realpath(a->path, NULL);
 
     if (!p && a->path[0] == '/')
         p = strdup(a->path);
     return p;
+}
+
+/* The key a published index (npyfs index -o index_out=) holds for m: the
+ * member's own fields and the archive's size, but none of the identity of
+ * the copy it was built from (device, inode, mtime; URL, ETag), so that an
+ * index built from a local file serves the same archive uploaded anywhere.
+ * The member's CRC-32 (a gzip file's last trailer) and sizes tell another
+ * archive; every chunk read is then checked against the file's table. */
+static void portable_key(const struct fs_indexer *x, const struct fs_member *m,
+                         struct dfx_store_key *k)
+{
+    member_key(x, m, k);
+    k->path = NULL; /* nothing of the publisher's file system */
+    k->dev = k->ino = 0;
+    k->mtime_sec = 0;
+    k->mtime_nsec = 0;
+    k->size = bsrc_ident(x->a->bs)->size;
 }
 
 /* strerror() for code the FUSE threads and the indexer reach (GNU
@@ -240,9 +281,93 @@ static uint64_t spacing_for(const struct fs_indexer *x, const struct fs_opts *op
 }
 
 
-/* Try the saved file for m; true if its points are now in m->ix (a stored
- * member: its table in m). A table in the file is published in m. *spacing
- * (may be NULL) gets the spacing the file was built with. */
+static int save(struct fs_indexer *x, struct fs_member *m, struct dfx_index *ix);
+
+/* Take the published file of member m (its bytes: *len of them; owned by
+ * the caller), or NULL. */
+static unsigned char *take_published(struct fs_indexer *x, const struct fs_member *m,
+                                     size_t *len)
+{
+    unsigned char *data = NULL;
+
+    pthread_mutex_lock(&x->lock);
+    for (size_t i = 0; i < x->npub && !data; i++) {
+        if (x->pub[i].data && x->pub[i].name_len == m->name_len &&
+            memcmp(x->pub[i].name, m->name, m->name_len) == 0) {
+            data = x->pub[i].data;
+            *len = x->pub[i].len;
+            x->pub[i].data = NULL;
+        }
+    }
+    pthread_mutex_unlock(&x->lock);
+    return data;
+}
+
+/* A published file as the source a loaded index reads windows from: the
+ * bytes and the source over them, freed together. */
+struct pub_src {
+    struct src *src;
+    unsigned char *data;
+};
+
+static void pub_release(void *arg)
+{
+    struct pub_src *p = arg;
+
+    src_free(p->src);
+    free(p->data);
+    free(p);
+}
+
+/* Try m's file in the published index; true if its points are now in
+ * m->ix (a stored member: its table in m). A good file is saved in the
+ * index directory too, under the archive's own key, so that the next
+ * mount finds it there without a request. */
+static bool load_published(struct fs_indexer *x, struct fs_member *m)
+{
+    struct dfx_store_key k;
+    struct dfx_crcs *t = NULL;
+    struct pub_src *p;
+    size_t len = 0;
+    unsigned char *data = take_published(x, m, &len);
+    int ret;
+
+    if (!data)
+        return false;
+    p = calloc(1, sizeof(*p));
+    ret = p ? src_mem_new(data, len, &p->src) : -ENOMEM;
+    if (ret < 0) {
+        free(p);
+        free(data);
+        return false;
+    }
+    p->data = data;
+    portable_key(x, m, &k);
+    /* the index keeps the bytes (it reads windows from them) until it is
+     * freed, and releases them then; a stored member's file is not kept */
+    ret = dfx_store_load(p->src, &k, m->ix, FS_CHUNK_SIZE, atomic_load(&m->crcs), &t, NULL,
+                         m->ix ? pub_release : NULL, p);
+    if (ret < 0 || !m->ix)
+        pub_release(p);
+    if (ret == 0 && t)
+        fs_member_set_crcs(m, t);
+    if (ret < 0) {
+        fuse_log(FUSE_LOG_WARNING, "npyfs: %s: member '%s': the published index %s %s (%s); "
+                 "not used\n", x->a->name, m->name, x->pub_from, load_problem(ret),
+                 ERRSTR(ret));
+        return false;
+    }
+    fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index loaded from the published index %s\n",
+             x->a->name, m->name, x->pub_from);
+    if (x->dir && atomic_load(&m->crcs))
+        save(x, m, m->ix);
+    return true;
+}
+
+/* Try the saved file for m, then its file in the published index; true
+ * if its points are now in m->ix (a stored member: its table in m). A
+ * table in the file is published in m. *spacing (may be NULL) gets the
+ * spacing the saved file was built with (not set for a published one). */
 static bool load_file(struct fs_indexer *x, struct fs_member *m, uint64_t *spacing)
 {
     struct dfx_store_key k;
@@ -252,7 +377,7 @@ static bool load_file(struct fs_indexer *x, struct fs_member *m, uint64_t *spaci
     int ret;
 
     if (!x->dir)
-        return false;
+        return load_published(x, m);
     member_key(x, m, &k);
     /* A table m has already (a gzip file sized by a full pass at open) must
      * be the file's: otherwise the file describes other content. */
@@ -261,22 +386,24 @@ static bool load_file(struct fs_indexer *x, struct fs_member *m, uint64_t *spaci
         fs_member_set_crcs(m, t);
     if (ret == 0 && spacing)
         *spacing = built;
-    if (ret == -ENOENT || ret == -EBUSY)
+    if (ret == -ENOENT)
+        return load_published(x, m);
+    if (ret == -EBUSY)
         return false;
     indexdir_file_path(x->dir, &k, &path);
     if (ret == 0)
-        fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index loaded from %s\n", x->a->path,
+        fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index loaded from %s\n", x->a->name,
                  m->name, path ? path : indexdir_path(x->dir));
     if (ret == 0 && m->ix && built != x->spacing)
         fuse_log(FUSE_LOG_DEBUG, "npyfs: %s: member '%s': the saved index was built with "
                  "spacing %" PRIu64 "K, this mount's is %" PRIu64 "K: used as it is\n",
-                 x->a->path, m->name, built >> 10, x->spacing >> 10);
+                 x->a->name, m->name, built >> 10, x->spacing >> 10);
     else if (ret < 0)
         fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index %s %s (%s); rebuilding\n",
-                 x->a->path, m->name, path ? path : indexdir_path(x->dir),
+                 x->a->name, m->name, path ? path : indexdir_path(x->dir),
                  load_problem(ret), ERRSTR(ret));
     free(path);
-    return ret == 0;
+    return ret == 0 || load_published(x, m);
 }
 
 static bool load_saved(struct fs_indexer *x, struct fs_member *m)
@@ -506,7 +633,7 @@ static void log_damage(struct fs_archive *a, struct fs_member *m, int err)
     if (atomic_exchange(&m->logged, true))
         return;
     fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s' is damaged (%s, found by the indexing "
-             "pass); its reads fail with EIO\n", a->path, m->name, ERRSTR(err));
+             "pass); its reads fail with EIO\n", a->name, m->name, ERRSTR(err));
 }
 
 /* Log what the saves pruned to keep the index directory within its size
@@ -532,14 +659,14 @@ static int log_save(struct fs_indexer *x, struct fs_member *m, const struct dfx_
 
     indexdir_file_path(x->dir, k, &path);
     if (ret == 0)
-        fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index saved to %s\n", x->a->path,
+        fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index saved to %s\n", x->a->name,
                  m->name, path ? path : dir);
     if (ret == 0)
         log_pruned(x->dir);
     else if (!atomic_exchange(&said_cannot_save, true))
         fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': cannot save index to %s: %s "
                  "(further save failures of this mount are not logged)\n",
-                 x->a->path, m->name, path ? path : dir, ERRSTR(ret));
+                 x->a->name, m->name, path ? path : dir, ERRSTR(ret));
     free(path);
     return ret;
 }
@@ -690,6 +817,8 @@ static void background_member(struct fs_indexer *x, size_t i)
     struct fs_member *m = &x->a->members[i];
     int ret, saved;
 
+    if (fs_member_locate(x->a, m) < 0 || !worth_indexing(x->a, m))
+        return; /* a remote zip's local header: tried again at its open */
     fs_indexer_use(x, m);
     if (has_table(m) || damaged(m) || !pass_begin(x, i))
         return;
@@ -746,7 +875,7 @@ int fs_indexer_ready(struct fs_indexer *x, struct fs_member *m)
             fuse_log(FUSE_LOG_WARNING, "npyfs: %s: member '%s' (%llu bytes, above "
                      "verify_max=%llu) is served before its full check: until %s, a "
                      "damaged byte that still decodes would be read as data (npyfs stats "
-                     "shows it as unverified)\n", x->a->path, m->name,
+                     "shows it as unverified)\n", x->a->name, m->name,
                      (unsigned long long)m->size, (unsigned long long)o->verify_max,
                      x->mode == FS_INDEX_BACKGROUND ? "the background pass has checked it"
                                                     : "a full pass has checked it");
@@ -900,6 +1029,146 @@ static const char *dir_problem(int err, char *buf, size_t len)
                          : strerror_r(-err, buf, len);
 }
 
+/* The largest published index a mount fetches (its files stay in memory
+ * until each member's first open loads its own). */
+#define PUB_MAX (256u << 20)
+
+/* Does a member worth a saved file have none in the index directory? */
+static bool lacks_index(struct fs_indexer *x)
+{
+    for (size_t i = 0; i < x->a->count; i++) {
+        struct fs_member *m = &x->a->members[i];
+        struct dfx_store_key k;
+        char *path = NULL;
+        bool have;
+
+        if (!worth_saving(x->a, m))
+            continue;
+        if (!x->dir)
+            return true;
+        member_key(x, m, &k);
+        if (indexdir_file_path(x->dir, &k, &path) < 0)
+            return true;
+        have = access(path, F_OK) == 0;
+        free(path);
+        if (!have)
+            return true;
+    }
+    return false;
+}
+
+/* A whole local file of at most max bytes into *body (malloc'd). Returns 0
+ * or a negative errno (-EFBIG: larger). */
+static int read_local(const char *path, size_t max, char **body, size_t *len)
+{
+    struct bsrc *b;
+    int ret = bsrc_open_file(-1, NULL, path, &b);
+
+    *body = NULL;
+    if (ret < 0)
+        return ret;
+    if (bsrc_ident(b)->size > max) {
+        bsrc_close(b);
+        return -EFBIG;
+    }
+    *len = (size_t)bsrc_ident(b)->size;
+    *body = malloc(*len + 1);
+    ret = !*body ? -ENOMEM : bsrc_read_exact(b, *body, *len, 0);
+    bsrc_close(b);
+    if (ret < 0) {
+        free(*body);
+        *body = NULL;
+    }
+    return ret;
+}
+
+/* Keep the files of a published index (body[0..len)) in memory, one per
+ * member. A body that does not split into index files is refused whole. */
+static void keep_published(struct fs_indexer *x, const char *body, size_t len)
+{
+    struct src *all;
+    uint64_t at, flen;
+    size_t n = 0;
+
+    if (src_mem_new(body, len, &all) < 0)
+        return;
+    for (at = 0; at < len; at += flen, n++)
+        if (dfx_store_file_len(all, at, &flen) < 0) {
+            fuse_log(FUSE_LOG_WARNING, "npyfs: %s: the published index %s is not an npyfs "
+                     "index file; not used\n", x->a->name, x->pub_from);
+            src_free(all);
+            return;
+        }
+    x->pub = calloc(n ? n : 1, sizeof(*x->pub));
+    for (at = 0; x->pub && at < len && x->npub < n; at += flen) {
+        struct pub_file *p = &x->pub[x->npub];
+        struct dfx_store_info info;
+        struct src *one;
+
+        dfx_store_file_len(all, at, &flen);
+        p->data = malloc((size_t)flen);
+        if (!p->data || src_mem_new(body + at, (size_t)flen, &one) < 0) {
+            free(p->data);
+            p->data = NULL;
+            continue;
+        }
+        if (dfx_store_peek(one, &info) == 0 && info.member) {
+            memcpy(p->data, body + at, (size_t)flen);
+            p->len = (size_t)flen;
+            p->name = info.member; /* taken */
+            p->name_len = info.member_len;
+            info.member = NULL;
+            x->npub++;
+        } else {
+            free(p->data); /* another format version, or damaged: not used */
+            p->data = NULL;
+        }
+        dfx_store_info_clear(&info);
+        src_free(one);
+    }
+    src_free(all);
+}
+
+/*
+ * A remote archive (or one mounted with -o index_url=) that lacks a saved
+ * file for a member worth one: fetch its published index (npyfs index
+ * -o index_out=), from index_url or else URL.npyfsidx beside the archive
+ * (not for a URL with a query: a signed URL is valid for its own path
+ * only). One request per archive and mount, made as the archive is opened;
+ * its absence is remembered by not asking again. The members' files are
+ * checked (key, checksums) as each member is first opened (load_file()).
+ */
+static void fetch_published(struct fs_indexer *x, const struct fs_opts *opts)
+{
+    const char *path = x->a->path;
+    char *url = NULL, *body = NULL, msg[256] = "", shown[1024];
+    size_t len = 0;
+    int ret;
+
+    if (!opts || (!bsrc_is_remote(x->a->bs) && !opts->index_url) || !lacks_index(x))
+        return;
+    if (opts->index_url)
+        url = strdup(opts->index_url);
+    else if (!path[strcspn(path, "?#")] && asprintf(&url, "%s.npyfsidx", path) < 0)
+        url = NULL;
+    if (!url)
+        return;
+    x->pub_from = strdup(bsrc_name_of(url, shown, sizeof(shown)));
+    if (bsrc_is_url(url))
+        ret = opts->net ? net_fetch(opts->net, url, PUB_MAX, &body, &len, msg, sizeof(msg))
+                        : -EINVAL;
+    else
+        ret = read_local(url, PUB_MAX, &body, &len);
+    if (ret == 0 && x->pub_from)
+        keep_published(x, body, len);
+    else if (ret < 0 && (opts->index_url || ret != -ENOENT))
+        fuse_log(opts->index_url ? FUSE_LOG_WARNING : FUSE_LOG_INFO,
+                 "npyfs: %s: no published index from %s: %s\n", x->a->name, shown,
+                 msg[0] ? msg : ERRSTR(ret));
+    free(body);
+    free(url);
+}
+
 /* Contract in fs.h. */
 int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_defer *defer,
                    struct cache *cache, struct fs_indexer **out)
@@ -913,7 +1182,9 @@ int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_d
     if (!x)
         return -ENOMEM;
     x->a = a;
-    x->mode = opts->index_mode;
+    /* A remote archive is indexed in the background only when asked for:
+     * the pass would download all of it. */
+    x->mode = bsrc_is_remote(a->bs) && !opts->index_given ? FS_INDEX_LAZY : opts->index_mode;
     x->opts = opts;
     x->defer = defer;
     x->cache = cache;
@@ -931,10 +1202,10 @@ int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_d
     if (ret < 0 && !path && !atomic_exchange(&said_unusable, true))
         fuse_log(FUSE_LOG_WARNING, "npyfs: %s: no index directory (HOME is not set and uid %u "
                  "has no usable home); indexes will not be saved or loaded: give "
-                 "-o index_dir=DIR\n", a->path, (unsigned)geteuid());
+                 "-o index_dir=DIR\n", a->name, (unsigned)geteuid());
     else if (ret < 0 && !atomic_exchange(&said_unusable, true))
         fuse_log(FUSE_LOG_WARNING, "npyfs: %s: index directory %s is not usable (%s); "
-                 "indexes will not be saved or loaded: give -o index_dir=DIR\n", a->path, path,
+                 "indexes will not be saved or loaded: give -o index_dir=DIR\n", a->name, path,
                  dir_problem(ret, (char[64]){0}, 64));
     free(path);
     x->spacing = spacing_for(x, opts);
@@ -942,6 +1213,7 @@ int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_d
     read_trailer(x);
     pthread_mutex_init(&x->lock, NULL);
     pthread_cond_init(&x->loaded, NULL);
+    fetch_published(x, opts);
     *out = x;
     return 0;
 
@@ -969,7 +1241,7 @@ void fs_indexer_start(struct fs_indexer *x)
     ret = pthread_create(&x->thread, NULL, background_main, x);
     if (ret) {
         fuse_log(FUSE_LOG_ERR, "npyfs: %s: cannot start the background indexer: %s\n",
-                 x->a->path, ERRSTR(-ret));
+                 x->a->name, ERRSTR(-ret));
         return;
     }
     x->running = true;
@@ -990,7 +1262,7 @@ void fs_indexer_stop(struct fs_indexer *x)
         struct fs_member *m = &x->a->members[i];
         bool on_disk;
 
-        if (!worth_saving(x->a, m) || !m->ix)
+        if (!worth_saving(x->a, m) || !fs_member_located(m) || !m->ix)
             continue;
         pthread_mutex_lock(&x->lock);
         on_disk = x->on_disk[i];
@@ -1020,6 +1292,12 @@ void fs_indexer_free(struct fs_indexer *x)
     free(x->passing);
     free(x->source_path);
     free(x->waiting);
+    for (size_t i = 0; i < x->npub; i++) {
+        free(x->pub[i].data);
+        free(x->pub[i].name);
+    }
+    free(x->pub);
+    free(x->pub_from);
     dir_put(x->dir);
     free(x);
 }
@@ -1047,9 +1325,14 @@ static int index_member(struct fs_indexer *x, struct fs_member *m, const struct 
 {
     bool worth = worth_saving(x->a, m), loaded;
     uint64_t built = 0;
-    int ret, saved;
+    int ret = fs_member_locate(x->a, m), saved;
 
     *already = false;
+    if (ret < 0)
+        return ret;
+    if (!worth_indexing(x->a, m))
+        return 0; /* its local header says it cannot be served */
+    worth = worth_saving(x->a, m);
     loaded = worth && load_file(x, m, &built) && has_table(m);
     if (loaded && (!opts->spacing_given || m->kind != FS_DEFLATE ||
                    built == x->spacing)) {
@@ -1075,9 +1358,9 @@ static void print_member_error(const struct fs_archive *a, const struct fs_membe
     if (more)
         snprintf(tail, sizeof(tail), " (and %d more member%s)", more, more > 1 ? "s" : "");
     if (what)
-        fprintf(stderr, "npyfs: %s: member '%s' %s%s\n", a->path, m->name, what, tail);
+        fprintf(stderr, "npyfs: %s: member '%s' %s%s\n", a->name, m->name, what, tail);
     else
-        fprintf(stderr, "npyfs: %s: member '%s': cannot save its index in %s: %s%s\n", a->path,
+        fprintf(stderr, "npyfs: %s: member '%s': cannot save its index in %s: %s%s\n", a->name,
                 m->name, dir, strerror(-err), tail);
 }
 
@@ -1101,13 +1384,83 @@ static struct indexdir *index_dir_for(const struct fs_archive *a,
     int ret;
     struct indexdir *d = index_dir(opts, &ret, &path);
 
-    if (!d && asprintf(&label, "%s: ", a->path) < 0)
+    if (!d && asprintf(&label, "%s: ", a->name) < 0)
         label = NULL;
     if (!d)
         print_dir_error(label ? label : "", path, ret);
     free(label);
     free(path);
     return d;
+}
+
+/* Where dfx_store_write() puts one member's file of a published index: at
+ * base in fd; end is how far it wrote. */
+struct pub_out {
+    int fd;
+    uint64_t base, end;
+};
+
+static int pub_write(void *ctx, const void *buf, size_t len, uint64_t off)
+{
+    struct pub_out *o = ctx;
+    const char *p = buf;
+
+    if (off + len > o->end)
+        o->end = off + len;
+    while (len) {
+        ssize_t n = pwrite(o->fd, p, len, (off_t)(o->base + off));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : -EIO;
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+/* Write the published index of a (every member worth a saved file, each
+ * with portable_key(), back to back) to path, atomically: a temporary file
+ * beside it, synced and renamed over it. x has every member indexed.
+ * Returns 0 or a negative errno. */
+static int write_published(struct fs_indexer *x, const char *path)
+{
+    struct pub_out o = {.fd = -1};
+    char *tmp = NULL;
+    int ret = 0;
+
+    if (asprintf(&tmp, "%s.%d.tmp", path, (int)getpid()) < 0)
+        return -ENOMEM;
+    o.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (o.fd < 0) {
+        ret = -errno;
+        free(tmp);
+        return ret;
+    }
+    for (size_t i = 0; ret == 0 && i < x->a->count; i++) {
+        struct fs_member *m = &x->a->members[i];
+        struct dfx_store_out out = {pub_write, &o};
+        struct dfx_store_key k;
+
+        if (!worth_saving(x->a, m) || !has_table(m))
+            continue;
+        portable_key(x, m, &k);
+        o.end = 0;
+        ret = dfx_store_write(&k, m->kind == FS_DEFLATE ? m->ix : NULL, atomic_load(&m->crcs),
+                              &out);
+        o.base += o.end;
+    }
+    if (ret == 0 && fsync(o.fd) < 0)
+        ret = -errno;
+    if (close(o.fd) < 0 && ret == 0)
+        ret = -errno;
+    if (ret == 0 && rename(tmp, path) < 0)
+        ret = -errno;
+    if (ret < 0)
+        unlink(tmp);
+    free(tmp);
+    return ret;
 }
 
 /* `npyfs index` reports by itself; the daemon's log lines stay silent. */
@@ -1139,7 +1492,7 @@ static void print_outcome(struct progress *pr, size_t members, size_t already)
 int fs_index_main(struct fs_archive *a, const struct fs_opts *opts)
 {
     struct fs_indexer x = {.a = a, .mode = FS_INDEX_LAZY};
-    struct progress pr = {.label = a->path, .tty = isatty(2)};
+    struct progress pr = {.label = a->name, .tty = isatty(2)};
     struct fs_member *first_bad = NULL;
     int first_err = 0, nbad = 0;
     size_t members = 0, already = 0;
@@ -1178,6 +1531,15 @@ int fs_index_main(struct fs_archive *a, const struct fs_opts *opts)
         print_outcome(&pr, members, already);
     if (first_bad)
         print_member_error(a, first_bad, first_err, indexdir_path(x.dir), nbad);
+    if (!first_bad && opts->index_out) {
+        int ret = write_published(&x, opts->index_out);
+
+        if (ret < 0) {
+            fprintf(stderr, "npyfs: %s: -o index_out=%s: cannot write it: %s\n", a->name,
+                    opts->index_out, strerror(-ret));
+            first_bad = a->members; /* the exit status */
+        }
+    }
     free(x.source_path);
     dir_put(x.dir);
     return first_bad ? 1 : 0;

@@ -168,7 +168,7 @@ static int place(struct fs_tree *t, struct name_index *ni, struct fs_member *m)
 skip:
     t->skipped++;
     fuse_log(FUSE_LOG_WARNING, "npyfs: %s: skipping member '%s': its name cannot be placed\n",
-             m->archive ? m->archive->path : "?", m->name);
+             m->archive ? m->archive->name : "?", m->name);
     return 0;
 }
 

@@ -169,7 +169,7 @@ static bool peek_header(struct fs_archive *a, struct fs_member *m, unsigned char
     uint64_t doff;
     int64_t n;
 
-    if (m->is_dir || m->unsupported)
+    if (fs_member_locate(a, m) < 0 || m->is_dir || m->unsupported)
         return false;
     n = fs_member_peek(a, m, buf, NPY_PREFIX_LEN);
     if (n < 0 || npy_prefix(buf, (size_t)n, &doff) < 0 || doff > NPY_HEADER_MAX + NPY_PREFIX_LEN)
@@ -231,7 +231,7 @@ static int table_row(struct fs_ls *l, struct fs_archive *a, struct fs_member *m)
     size_t dlen = 0;
     int ret = -ENOMEM;
 
-    cell[COL_ARCHIVE] = text_cell(a->path, strlen(a->path));
+    cell[COL_ARCHIVE] = text_cell(a->name, strlen(a->name));
     cell[COL_NAME] = text_cell(m->name, m->name_len);
     if (peek_header(a, m, l->buf, &h)) {
         npy_format_shape(&h, shape, sizeof(shape));
@@ -279,7 +279,7 @@ static int json_row(struct fs_ls *l, struct fs_archive *a, struct fs_member *m)
     int ret = 0;
 
     fputs(l->rows ? ",\n  {\"archive\": " : "\n  {\"archive\": ", stdout);
-    print_json_string(a->path, strlen(a->path));
+    print_json_string(a->name, strlen(a->name));
     fputs(", \"name\": ", stdout);
     print_json_string(m->name, m->name_len);
     if (peek_header(a, m, l->buf, &h)) {

@@ -36,7 +36,9 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "bsrc.h"
 #include "dfx_store.h"
+#include "net.h"
 #include "npy.h"
 #include "source.h"
 #include "src_file.h"
@@ -53,7 +55,8 @@
 #endif
 
 struct mount_args {
-    const char *source;       /* the first source (fsname, messages) */
+    const char *source;       /* owned: the first source's name for messages and the
+                               * fsname (bsrc_name_of(): a URL without its query) */
     const char **sources;     /* owned array: every SOURCE as given */
     int nsources;
     const char *mountpoint;
@@ -67,7 +70,7 @@ static const char usage_text[] =
     "usage: npyfs mount [-f] [-d] [-o OPT[,OPT...]] SOURCE... MOUNTPOINT\n"
     "       npyfs SOURCE MOUNTPOINT [-o OPT[,OPT...]]   (the form mount.fuse3 uses)\n"
     "       npyfs unmount [-z|--lazy] MOUNTPOINT\n"
-    "       npyfs ls [--json] SOURCE...\n"
+    "       npyfs ls [--json] [-o OPT[,OPT...]] SOURCE...\n"
     "       npyfs index [-o OPT[,OPT...]] SOURCE...\n"
     "       npyfs index --prune [-o OPT[,OPT...]] [SOURCE...]\n"
     "       npyfs stats [--json] MOUNTPOINT\n"
@@ -76,7 +79,9 @@ static const char usage_text[] =
     "Mount NumPy .npz archives and gzipped .npy files (.npy.gz) read-only, showing\n"
     "every array as a plain .npy file that np.load(..., mmap_mode='r') can map.\n"
     "A SOURCE is an archive, or a directory whose archives appear as directories\n"
-    "(opened on first use); several SOURCEs appear side by side at the root.\n"
+    "(opened on first use); several SOURCEs appear side by side at the root. An\n"
+    "archive can be a URL: https://, http://, s3://BUCKET/KEY; and s3://BUCKET/PREFIX/\n"
+    "stands for every archive under the prefix, like a directory.\n"
     "\n"
     "commands:\n"
     "  mount    mount in the background; returns once the mount answers\n"
@@ -138,6 +143,29 @@ static const char usage_text[] =
     "                     0: no limit): it then reads as EIO (a SOURCE named on\n"
     "                     the command line: a mount error). Other files are not\n"
     "                     affected\n"
+    "remote sources (http://, https://, s3:// URLs; see npyfs(1)):\n"
+    "  endpoint=URL       the S3 endpoint (else AWS_ENDPOINT_URL_S3,\n"
+    "                     AWS_ENDPOINT_URL, ~/.aws/config, then AWS's own)\n"
+    "  region=R           the S3 region (else AWS_REGION, AWS_DEFAULT_REGION,\n"
+    "                     ~/.aws/config, us-east-1)\n"
+    "  s3_path_style      name the bucket in the path (most self-hosted S3\n"
+    "                     servers need it)\n"
+    "  s3_anonymous       send S3 requests unsigned (public buckets)\n"
+    "  cacert=FILE        CA certificates (PEM) that HTTPS servers are checked\n"
+    "                     against (default: AWS_CA_BUNDLE for s3:// URLs, else\n"
+    "                     the system's store)\n"
+    "  http_header=FILE   extra request headers, one 'Name: value' a line (a\n"
+    "                     bearer token), read once at mount\n"
+    "  connections=N      HTTP connections per mount (default 8, at most 64)\n"
+    "  timeout=SECONDS    connect timeout, and the longest a transfer may make\n"
+    "                     no progress (default 30)\n"
+    "  retries=N          retries of a failed request, with backoff (default 4)\n"
+    "  block=SIZE         compressed bytes a fetch reads at least (default 256K,\n"
+    "                     from 4K to 16M)\n"
+    "  remote_cache=SIZE  compressed blocks held in memory (default 64M, at\n"
+    "                     least 1M)\n"
+    "  index_url=URL      a published index file of the (one) remote archive\n"
+    "                     (npyfs index -o index_out=), else URL.npyfsidx is tried\n"
     "  OPT                passed to libfuse: allow_other, allow_root, auto_unmount,\n"
     "                     ro, nodev, dev, nosuid, suid, noexec, exec, noatime,\n"
     "                     atime, sync, async, dirsync, max_read=SIZE, fsname=,\n"
@@ -270,6 +298,10 @@ static const char *const fuse_opt_names[] = {
     "dirsync", "max_read=", "fsname=", "user=", "context=", "fscontext=", "defcontext=",
     "rootcontext=", NULL};
 
+/* Our options that take no value (the help text's "  NAME=VALUE" lines
+ * name the others). */
+static const char *const flag_opt_names[] = {"s3_path_style", "s3_anonymous", NULL};
+
 static bool fuse_opt_known(const char *opt, size_t len)
 {
     for (int i = 0; fuse_opt_names[i]; i++) {
@@ -344,6 +376,8 @@ static void nearest_opt(const char *name, size_t n, char *best, size_t size)
     for (int i = 0; fuse_opt_names[i]; i++)
         consider(name, n, fuse_opt_names[i], strcspn(fuse_opt_names[i], "="), best, size,
                  &best_d);
+    for (int i = 0; flag_opt_names[i]; i++)
+        consider(name, n, flag_opt_names[i], strlen(flag_opt_names[i]), best, size, &best_d);
 }
 
 /* An -o option that is neither ours nor libfuse's: say which, and the
@@ -363,12 +397,105 @@ static void die_unknown_opt(const char *opt)
     exit(1);
 }
 
+/* Replace the owned string *dst with a copy of v. */
+static void set_str(const char **dst, const char *v)
+{
+    char *copy = strdup(v);
+
+    if (!copy) {
+        fputs("npyfs: out of memory\n", stderr);
+        exit(1);
+    }
+    free((char *)*dst);
+    *dst = copy;
+}
+
+/* A whole number from lo to hi. Returns 0 or -EINVAL. */
+static int parse_range(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    return parse_count(s, out) < 0 || *out < lo || *out > hi ? -EINVAL : 0;
+}
+
+/* The options of remote sources (README, Remote sources). Returns whether
+ * opt is one; exits on a bad value. */
+static bool parse_net_opt(struct mount_args *ma, const char *opt)
+{
+    struct net_opts *n = &ma->opts.net_opts;
+    uint64_t v;
+
+    if (strncmp(opt, "endpoint=", 9) == 0) {
+        if (!http_is_url(opt + 9))
+            die_usage("bad value in -o %s: expected an http:// or https:// URL", opt);
+        if (strchr(opt + 9, '@'))
+            die_usage("-o endpoint= takes no credentials: give them in the environment "
+                      "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or ~/.aws/credentials");
+        set_str(&n->endpoint, opt + 9);
+    } else if (strncmp(opt, "region=", 7) == 0) {
+        if (!opt[7] || strspn(opt + 7, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(opt + 7))
+            die_usage("bad value in -o %s: expected a region name such as us-east-1", opt);
+        set_str(&n->region, opt + 7);
+    } else if (strcmp(opt, "s3_path_style") == 0) {
+        n->s3_path_style = true;
+    } else if (strcmp(opt, "s3_anonymous") == 0) {
+        n->s3_anonymous = true;
+    } else if (strncmp(opt, "cacert=", 7) == 0 || strncmp(opt, "http_header=", 12) == 0) {
+        const char *v0 = strchr(opt, '=') + 1;
+        if (!*v0)
+            die_usage("bad value in -o %s: expected a file", opt);
+        set_str(opt[0] == 'c' ? &n->cacert : &n->http_header, v0);
+    } else if (strncmp(opt, "connections=", 12) == 0) {
+        if (parse_range(opt + 12, 1, HTTP_MAX_CONNECTIONS, &v) < 0)
+            die_usage("bad value in -o %s: expected a number of connections from 1 to %d", opt,
+                      HTTP_MAX_CONNECTIONS);
+        n->connections = (unsigned)v;
+    } else if (strncmp(opt, "timeout=", 8) == 0) {
+        if (parse_range(opt + 8, 1, NET_MAX_TIMEOUT, &v) < 0)
+            die_usage("bad value in -o %s: expected seconds from 1 to %d", opt, NET_MAX_TIMEOUT);
+        n->timeout_s = (unsigned)v;
+    } else if (strncmp(opt, "retries=", 8) == 0) {
+        if (parse_range(opt + 8, 0, NET_MAX_RETRIES, &v) < 0)
+            die_usage("bad value in -o %s: expected a number of retries from 0 to %d", opt,
+                      NET_MAX_RETRIES);
+        n->retries = (int)v;
+    } else if (strncmp(opt, "block=", 6) == 0) {
+        if (parse_size(opt + 6, &n->block) < 0 || n->block < REMOTE_MIN_BLOCK ||
+            n->block > REMOTE_MAX_BLOCK)
+            die_usage("bad value in -o %s: expected a size from %uK to %uM", opt,
+                      REMOTE_MIN_BLOCK >> 10, REMOTE_MAX_BLOCK >> 20);
+    } else if (strncmp(opt, "remote_cache=", 13) == 0) {
+        if (parse_size(opt + 13, &n->cache) < 0 || n->cache < (1u << 20))
+            die_usage("bad value in -o %s: expected a size of at least 1M", opt);
+    } else if (strncmp(opt, "index_out=", 10) == 0) {
+        if (!opt[10])
+            die_usage("bad value in -o %s: expected a file", opt);
+        free(ma->opts.index_out);
+        ma->opts.index_out = strdup(opt + 10);
+        if (!ma->opts.index_out) {
+            fputs("npyfs: out of memory\n", stderr);
+            exit(1);
+        }
+    } else if (strncmp(opt, "index_url=", 10) == 0) {
+        if (!opt[10])
+            die_usage("bad value in -o %s: expected a URL or a file", opt);
+        free(ma->opts.index_url);
+        ma->opts.index_url = strdup(opt + 10);
+        if (!ma->opts.index_url) {
+            fputs("npyfs: out of memory\n", stderr);
+            exit(1);
+        }
+    } else {
+        return false;
+    }
+    return true;
+}
+
 /* "-o cache_size=1GB" and the like: refused as ambiguous (see parse_size()),
  * with the option named, as every other bad value is. */
 static void refuse_ambiguous_size(const char *opt)
 {
     static const char *const sizes[] = {"cache_size=", "readahead=", "index_max=", "index_mem=",
-                                        "verify_max=", "spacing=", "max_read=", NULL};
+                                        "verify_max=", "spacing=", "max_read=", "block=",
+                                        "remote_cache=", NULL};
     const char *v = strchr(opt, '='), *end;
     bool size = false;
 
@@ -427,6 +554,7 @@ static void parse_opts(struct mount_args *ma, const char *list)
             if (parse_size(opt + 10, &ma->opts.index_mem) < 0)
                 die_usage("bad value in -o %s: expected a size such as 64M", opt);
         } else if (strncmp(opt, "index=", 6) == 0) {
+            ma->opts.index_given = true;
             if (strcmp(opt + 6, "background") == 0)
                 ma->opts.index_mode = FS_INDEX_BACKGROUND;
             else if (strcmp(opt + 6, "lazy") == 0)
@@ -454,6 +582,8 @@ static void parse_opts(struct mount_args *ma, const char *list)
                 die_usage("bad value in -o %s: expected a size of at least %uK", opt,
                           DFX_MIN_SPACING >> 10);
             ma->opts.spacing_given = true;
+        } else if (parse_net_opt(ma, opt)) {
+            /* one of the remote sources' options */
         } else if (strcmp(opt, "rw") == 0) {
             die_usage("npyfs mounts are read-only; -o rw is not supported");
         } else if (len && fuse_opt_known(opt, len)) {
@@ -521,6 +651,20 @@ static char *absolute_source(const char *p)
     return out;
 }
 
+/* A source's name for messages, /proc/mounts and stats (bsrc_name_of():
+ * a URL without query or credentials), owned; exits if out of memory. */
+static char *shown_name(const char *source)
+{
+    char buf[PATH_MAX + 64], *copy;
+
+    copy = strdup(bsrc_name_of(source, buf, sizeof(buf)));
+    if (!copy) {
+        fputs("npyfs: out of memory\n", stderr);
+        exit(1);
+    }
+    return copy;
+}
+
 static void parse_mount_args(int argc, char **argv, struct mount_args *ma)
 {
     const char **pos = calloc((size_t)argc + 1, sizeof(*pos));
@@ -539,6 +683,7 @@ static void parse_mount_args(int argc, char **argv, struct mount_args *ma)
     ma->opts.verify = FS_VERIFY_AUTO;
     ma->opts.verify_max = FS_DEFAULT_VERIFY_MAX;
     ma->opts.max_ratio = FS_DEFAULT_MAX_RATIO;
+    ma->opts.net_opts.retries = -1;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-f") == 0) {
@@ -559,42 +704,55 @@ static void parse_mount_args(int argc, char **argv, struct mount_args *ma)
     }
     if (npos < 2)
         die_usage("mount needs SOURCE and MOUNTPOINT");
-    /* absolute, as /proc/mounts (the fsname) and stats show them */
+    if (ma->opts.index_out)
+        die_usage("-o index_out= applies to npyfs index, not to a mount");
+    /* absolute, as /proc/mounts (the fsname) and stats show them; a URL
+     * as given */
     for (int i = 0; i < npos - 1; i++)
-        if (!(pos[i] = absolute_source(pos[i]))) {
+        if (!(pos[i] = bsrc_is_url(pos[i]) ? strdup(pos[i]) : absolute_source(pos[i]))) {
             fputs("npyfs: out of memory\n", stderr);
             exit(1);
         }
     ma->sources = pos;
     ma->nsources = npos - 1;
-    ma->source = pos[0];
+    ma->source = shown_name(pos[0]);
     ma->mountpoint = pos[npos - 1];
 }
 
 /* One line on stderr for a source that would not open (max_ratio: the limit
- * the open had, struct fs_open_limits). A file refused as not a zip gets what it is instead, when that can be told: a plain .npy
- * (already mappable) or a zip cut short (with the sizes that show it). */
-static void report_open_error(const char *path, int err, uint64_t max_ratio)
+ * the open had, struct fs_open_limits; why: the server's problem for a
+ * remote source, or NULL/""). A file refused as not a zip gets what it is
+ * instead, when that can be told: a plain .npy (already mappable) or a zip
+ * cut short (with the sizes that show it). */
+static void report_open_error(const char *path, int err, uint64_t max_ratio, const char *why)
 {
     unsigned char magic[NPY_MAGIC_LEN] = {0}, sig[4];
     struct zip_end_info z;
+    struct bsrc *b = NULL;
     struct src *s;
-    char buf[128];
+    char buf[128], name[PATH_MAX + 64];
     unsigned long long size;
 
-    if ((err != -EINVAL && err != -EIO) || src_file_open(path, &s) < 0)
+    bsrc_name_of(path, name, sizeof(name));
+    if (why && why[0]) {
+        fprintf(stderr, "npyfs: %s: %s\n", name, why);
+        return;
+    }
+    if ((err != -EINVAL && err != -EIO) || bsrc_is_url(path) ||
+        bsrc_open_file(-1, NULL, path, &b) < 0)
         goto generic;
+    s = bsrc_src(b);
     size = (unsigned long long)s->size;
     src_pread(s, magic, sizeof(magic), 0);
     if (memcmp(magic, NPY_MAGIC, NPY_MAGIC_LEN) == 0) {
         fprintf(stderr, "npyfs: %s: a plain .npy file, not an archive: it is already mappable "
                 "with np.load(path, mmap_mode='r'); to show it in a mount, mount a directory "
                 "holding it (passed through as is)\n", path);
-        src_free(s);
+        bsrc_close(b);
         return;
     }
     if ((magic[0] == 0x1f && magic[1] == 0x8b) || zip_end_info(s, &z) < 0) {
-        src_free(s);
+        bsrc_close(b);
         goto generic;
     }
     if (z.eocd && z.cd_end > s->size) {
@@ -611,27 +769,40 @@ static void report_open_error(const char *path, int err, uint64_t max_ratio)
                 "where its end record places it (file of %llu bytes)\n", path,
                 (unsigned long long)z.cd_start, size);
     } else {
-        src_free(s);
+        bsrc_close(b);
         goto generic;
     }
-    src_free(s);
+    bsrc_close(b);
     return;
 generic:
-    fprintf(stderr, "npyfs: %s: %s\n", path, fs_open_problem(err, max_ratio, buf, sizeof(buf)));
+    fprintf(stderr, "npyfs: %s: %s\n", name, fs_open_problem(err, max_ratio, buf, sizeof(buf)));
+}
+
+/* Open the archive at path or URL (through net for a URL), within
+ * lim. Returns 0, or the error after one line on stderr. */
+static int open_archive(struct net *net, const char *path, uint64_t spacing,
+                        const struct fs_open_limits *lim, struct fs_archive **out)
+{
+    char why[256] = "";
+    int ret = bsrc_is_url(path)
+                  ? fs_archive_open_url(net, path, spacing, lim, out, why, sizeof(why))
+                  : fs_archive_open(path, spacing, lim, out);
+
+    if (ret < 0)
+        report_open_error(path, ret, lim ? lim->max_ratio : 0, why);
+    return ret;
 }
 
 /* Open an archive named on the command line, within max_ratio (0: no
  * limit); exits with one line on failure. */
-static struct fs_archive *open_source(const char *path, uint64_t spacing, uint64_t max_ratio)
+static struct fs_archive *open_source(struct net *net, const char *path, uint64_t spacing,
+                                      uint64_t max_ratio)
 {
     struct fs_open_limits lim = {.max_ratio = max_ratio};
     struct fs_archive *a;
-    int ret = fs_archive_open(path, spacing, &lim, &a);
 
-    if (ret < 0) {
-        report_open_error(path, ret, max_ratio);
+    if (open_archive(net, path, spacing, &lim, &a) < 0)
         exit(1);
-    }
     return a;
 }
 
@@ -871,16 +1042,107 @@ static char *dir_name(const char *path)
     return out;
 }
 
+/* The name an s3:// prefix shows under at the root of several sources: its
+ * last component ("runs" for s3://b/data/runs/), or the bucket's. Owned. */
+static char *prefix_name(const char *url)
+{
+    struct s3_location loc;
+    char *out = NULL;
+    size_t n;
+
+    if (s3_parse_url(url, &loc) < 0)
+        return NULL;
+    n = strlen(loc.key);
+    while (n && loc.key[n - 1] == '/')
+        n--;
+    if (n) {
+        const char *start = loc.key + n;
+        while (start > loc.key && start[-1] != '/')
+            start--;
+        out = strndup(start, (size_t)(loc.key + n - start));
+    } else {
+        out = strdup(loc.bucket);
+    }
+    s3_location_destroy(&loc);
+    return out;
+}
+
+/* Is url an s3:// prefix (s3://BUCKET/PREFIX/ or s3://BUCKET)? */
+static bool is_s3_prefix(const char *url)
+{
+    struct s3_location loc;
+    bool prefix;
+
+    if (!s3_is_url(url) || s3_parse_url(url, &loc) < 0)
+        return false;
+    prefix = loc.prefix;
+    s3_location_destroy(&loc);
+    return prefix;
+}
+
+/* The network side for the URLs among sources (and -o index_url=), or
+ * NULL if there is none; exits with one line on failure. */
+static struct net *make_net(const struct fs_opts *opts, const char *const *sources, int n)
+{
+    bool any = opts->index_url && bsrc_is_url(opts->index_url), s3 = false;
+    struct net *net;
+    char msg[512];
+    int ret;
+
+    for (int i = 0; i < n; i++) {
+        any |= bsrc_is_url(sources[i]);
+        s3 |= s3_is_url(sources[i]);
+    }
+    s3 |= opts->index_url && s3_is_url(opts->index_url);
+    if (!any)
+        return NULL;
+    ret = net_new(&opts->net_opts, s3, &net, msg, sizeof(msg));
+    if (ret < 0) {
+        fprintf(stderr, "npyfs: %s\n", msg[0] ? msg : strerror(-ret));
+        exit(1);
+    }
+    return net;
+}
+
+/* An s3:// prefix SOURCE: its listing (owned), with at least one archive;
+ * exits with one line on failure. */
+static struct s3_listing *list_prefix(struct net *net, const char *url)
+{
+    struct s3_listing *l = calloc(1, sizeof(*l));
+    char msg[512] = "", name[PATH_MAX + 64];
+    int ret;
+
+    bsrc_name_of(url, name, sizeof(name));
+    if (!l) {
+        fputs("npyfs: out of memory\n", stderr);
+        exit(1);
+    }
+    ret = net_list(net, url, l, msg, sizeof(msg));
+    if (ret < 0) {
+        fprintf(stderr, "npyfs: %s: cannot list it: %s\n", name, msg[0] ? msg : strerror(-ret));
+        exit(1);
+    }
+    if (l->count == 0) {
+        fprintf(stderr, "npyfs: %s: no .npz or .npy.gz object under this prefix\n", name);
+        exit(1);
+    }
+    return l;
+}
+
 /*
  * Check every source named on the command line before anything else: a
- * directory must be readable (it is walked later), a file is opened here as
- * an archive, so an error is one line naming it. With several sources,
- * their names at the root must differ. Exits on any error.
+ * directory must be readable (it is walked later), a file or URL is opened
+ * here as an archive, and an s3:// prefix listed, so an error is one line
+ * naming it. With several sources, their names at the root must differ.
+ * Exits on any error.
  */
 static struct fs_source *prepare_sources(const struct mount_args *ma)
 {
     struct fs_source *s = calloc((size_t)ma->nsources, sizeof(*s));
     char **names = calloc((size_t)ma->nsources, sizeof(*names));
+    char shown[PATH_MAX + 64], other[PATH_MAX + 64];
+    struct net *net = ma->opts.net;
+    int narchives = 0;
     struct stat st;
 
     if (!s || !names) {
@@ -889,12 +1151,21 @@ static struct fs_source *prepare_sources(const struct mount_args *ma)
     }
     for (int i = 0; i < ma->nsources; i++) {
         const char *p = ma->sources[i];
+        bool url = bsrc_is_url(p);
 
         s[i].path = p;
-        if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
+        bsrc_name_of(p, shown, sizeof(shown));
+        if (url && is_s3_prefix(p)) {
+            s[i].listing = list_prefix(net, p);
+            names[i] = prefix_name(p);
+        } else if (url && http_is_url(p) && p[strcspn(p, "?#") - 1] == '/') {
+            fprintf(stderr, "npyfs: %s: an http(s) SOURCE names one .npz or .npy.gz object "
+                    "(a directory listing is not read; an s3:// prefix is)\n", shown);
+            exit(1);
+        } else if (!url && stat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
             if (has_suffix(p, ".npz") || has_suffix(p, ".npz/") || has_suffix(p, ".npy.gz") ||
                 has_suffix(p, ".npy.gz/")) {
-                report_open_error(p, -EISDIR, 0);
+                report_open_error(p, -EISDIR, 0, NULL);
                 exit(1);
             }
             if (access(p, R_OK | X_OK) != 0) {
@@ -904,27 +1175,68 @@ static struct fs_source *prepare_sources(const struct mount_args *ma)
             }
             names[i] = dir_name(p);
         } else {
-            s[i].archive = open_source(p, ma->opts.spacing, ma->opts.max_ratio);
+            s[i].archive = open_source(net, p, ma->opts.spacing, ma->opts.max_ratio);
             names[i] = s[i].archive->kind == FS_SRC_GZIP ? strdup(s[i].archive->members[0].name)
-                                                          : dir_name(p);
+                       : url                             ? bsrc_base_name(p)
+                                                         : dir_name(p);
+            narchives++;
         }
         s[i].name = names[i];
         if (ma->nsources > 1 && (!names[i] || !names[i][0])) {
             fprintf(stderr, "npyfs: %s: has no name to show at the mount root; mount it "
-                    "alone\n", p);
+                    "alone\n", shown);
             exit(1);
         }
         for (int j = 0; ma->nsources > 1 && j < i; j++) {
             if (strcmp(names[j], names[i]) == 0) {
                 fprintf(stderr, "npyfs: %s and %s would both appear as '%s' at the mount "
-                        "root; rename one, or mount them separately\n", s[j].path, p,
-                        names[i]);
+                        "root; rename one, or mount them separately\n",
+                        bsrc_name_of(s[j].path, other, sizeof(other)), shown, names[i]);
                 exit(1);
             }
         }
     }
+    if (ma->opts.index_url && (ma->nsources > 1 || narchives != 1)) {
+        fputs("npyfs: -o index_url= names the index of one archive: mount that archive alone "
+              "(several archives each look for URL.npyfsidx beside them)\n", stderr);
+        exit(1);
+    }
     free(names); /* the strings stay: s[i].name borrows them until exit */
     return s;
+}
+
+/* The strings of -o options and the network side (after every archive
+ * that uses it is freed). */
+static void free_opts(struct fs_opts *o)
+{
+    net_free(o->net);
+    o->net = NULL;
+    free(o->index_dir);
+    free(o->index_url);
+    free(o->index_out);
+    free((char *)o->net_opts.endpoint);
+    free((char *)o->net_opts.region);
+    free((char *)o->net_opts.cacert);
+    free((char *)o->net_opts.http_header);
+}
+
+/* What cmd_mount() allocated for its sources and options (the archives
+ * are the vfs's, or freed by the caller). */
+static void free_sources(struct mount_args *ma, struct fs_source *srcs)
+{
+    for (int i = 0; i < ma->nsources; i++) {
+        free((char *)srcs[i].name);
+        if (srcs[i].listing) {
+            s3_listing_destroy((struct s3_listing *)srcs[i].listing);
+            free((struct s3_listing *)srcs[i].listing);
+        }
+        free((char *)ma->sources[i]);
+    }
+    free(srcs);
+    free(ma->sources);
+    free((char *)ma->source);
+    free_opts(&ma->opts);
+    free(ma->fuse_opts);
 }
 
 static int cmd_mount(int argc, char **argv)
@@ -942,21 +1254,16 @@ static int cmd_mount(int argc, char **argv)
     check_fuse_available();
     raise_nofile();
     fs_window_budget.limit = ma.opts.index_mem; /* before any archive opens */
+    ma.opts.net = make_net(&ma.opts, ma.sources, ma.nsources);
     ctx.opts = ma.opts;
     ctx.source = ma.source;
     ctx.mountpoint = realpath(ma.mountpoint, NULL); /* NULL: readahead stays the kernel's */
     srcs = prepare_sources(&ma);
     if (!check_fuse_permission()) {
-        for (int i = 0; i < ma.nsources; i++) {
+        for (int i = 0; i < ma.nsources; i++)
             fs_archive_free(srcs[i].archive);
-            free((char *)srcs[i].name);
-            free((char *)ma.sources[i]);
-        }
-        free(srcs);
-        free(ma.sources);
-        free(ma.opts.index_dir);
+        free_sources(&ma, srcs);
         free(ctx.mountpoint);
-        free(ma.fuse_opts);
         return 1;
     }
     ctx.uid = getuid();
@@ -967,7 +1274,8 @@ static int cmd_mount(int argc, char **argv)
     }
     ret = fs_vfs_new(srcs, (size_t)ma.nsources, &ctx.opts, ctx.cache, &ctx.vfs, &bad);
     if (ret < 0) {
-        fprintf(stderr, "npyfs: %s: %s\n", srcs[bad].path,
+        char shown[PATH_MAX + 64];
+        fprintf(stderr, "npyfs: %s: %s\n", bsrc_name_of(srcs[bad].path, shown, sizeof(shown)),
                 ret == -EFBIG ? "too many files to mount" : strerror(-ret));
         return 1;
     }
@@ -980,6 +1288,7 @@ static int cmd_mount(int argc, char **argv)
         }
         ret = serve(se);
     } else {
+        net_park(ctx.opts.net); /* its threads would not survive the fork */
         if (pipe2(pipefd, O_CLOEXEC) < 0 || (pid = fork()) < 0) {
             fprintf(stderr, "npyfs: cannot start the daemon: %s\n", strerror(errno));
             return 1;
@@ -994,15 +1303,8 @@ static int cmd_mount(int argc, char **argv)
     fuse_session_destroy(se);
     fs_vfs_free(ctx.vfs); /* indexers and the pool stopped by the FUSE destroy handler */
     cache_free(ctx.cache); /* after the vfs: its passes may feed the cache */
-    for (int i = 0; i < ma.nsources; i++)
-        free((char *)srcs[i].name);
-    free(srcs);
-    for (int i = 0; i < ma.nsources; i++)
-        free((char *)ma.sources[i]);
-    free(ma.sources);
-    free(ma.opts.index_dir);
+    free_sources(&ma, srcs);
     free(ctx.mountpoint);
-    free(ma.fuse_opts);
     return ret;
 }
 
@@ -1487,214 +1789,279 @@ static void archive_list_destroy(struct archive_list *l)
     free(l->paths);
 }
 
-/* List one archive into l. Returns 0, 1 after a message (it would not
- * open), -EIO (stdout failed: stop). */
-static int ls_one(struct fs_ls *l, const char *path)
+/* The archives under an s3:// prefix SOURCE, as s3:// URLs into l (zeroed),
+ * as collect_archives() does for a directory. Returns 0, or 1 after a
+ * message. */
+static int collect_objects(struct net *net, const char *url, struct archive_list *l)
 {
-    struct fs_archive *a;
-    int ret = fs_archive_open(path, DFX_DEFAULT_SPACING, NULL, &a); /* asked for by name: no limit */
+    struct s3_listing lst;
+    struct s3_location loc;
+    char msg[512] = "", name[PATH_MAX + 64];
+    int ret;
 
+    bsrc_name_of(url, name, sizeof(name));
+    ret = net_list(net, url, &lst, msg, sizeof(msg));
     if (ret < 0) {
-        report_open_error(path, ret, 0);
+        fprintf(stderr, "npyfs: %s: cannot list it: %s\n", name, msg[0] ? msg : strerror(-ret));
         return 1;
     }
+    ret = s3_parse_url(url, &loc);
+    for (size_t i = 0; ret == 0 && i < lst.count; i++) {
+        char *copy;
+        if (fs_grow(&l->paths, &l->cap, l->count, sizeof(*l->paths), 64) < 0 ||
+            asprintf(&copy, "s3://%s/%s", loc.bucket, lst.objs[i].key) < 0) {
+            ret = -ENOMEM;
+            break;
+        }
+        l->paths[l->count++] = copy;
+    }
+    if (ret == 0)
+        s3_location_destroy(&loc);
+    s3_listing_destroy(&lst);
+    if (ret < 0) {
+        fprintf(stderr, "npyfs: %s: out of memory\n", name);
+        return 1;
+    }
+    if (l->count == 0)
+        fprintf(stderr, "npyfs: %s: no .npz or .npy.gz object under this prefix\n", name);
+    return 0;
+}
+
+/* Is SOURCE a tree of archives (a directory, an s3:// prefix)? */
+static bool is_tree(const char *src)
+{
+    struct stat st;
+
+    if (bsrc_is_url(src))
+        return is_s3_prefix(src);
+    return stat(src, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* The archives of a tree SOURCE into l (zeroed). Returns 0 or 1. */
+static int collect_tree(struct net *net, const char *src, struct archive_list *l)
+{
+    return bsrc_is_url(src) ? collect_objects(net, src, l) : collect_archives(src, l);
+}
+
+/* List one archive into l. Returns 0, 1 after a message (it would not
+ * open), -EIO (stdout failed: stop). */
+static int ls_one(struct net *net, struct fs_ls *l, const char *path)
+{
+    char name[PATH_MAX + 64];
+    struct fs_archive *a;
+    int ret = open_archive(net, path, DFX_DEFAULT_SPACING, NULL, &a); /* asked for by name: no limit */
+
+    if (ret < 0)
+        return 1;
     ret = fs_ls_add(l, a);
     fs_archive_free(a);
     if (ret == -ENOMEM) {
-        fprintf(stderr, "npyfs: %s: out of memory\n", path);
+        fprintf(stderr, "npyfs: %s: out of memory\n", bsrc_name_of(path, name, sizeof(name)));
         return 1;
     }
     return ret;
 }
 
-/* npyfs ls [--json] SOURCE...: every member of each archive named, and of
- * every archive below each directory, in one listing; with more than one
- * archive possible (several SOURCEs, a directory) the table starts with an
- * ARCHIVE column. A source that fails is one line on stderr and exit 1;
- * the others are still listed. */
-static int cmd_ls(int argc, char **argv)
-{
-    const char **src = calloc((size_t)argc + 1, sizeof(*src));
-    bool json = false, several;
-    struct fs_ls *l = NULL;
-    int nsrc = 0, status = 0, ret = 0;
-    struct stat st;
-
-    if (!src) {
-        fputs("npyfs: out of memory\n", stderr);
-        return 1;
-    }
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0)
-            json = true;
-        else if (argv[i][0] == '-' && argv[i][1])
-            die_usage("unknown ls flag %s", argv[i]);
-        else
-            src[nsrc++] = argv[i];
-    }
-    if (nsrc == 0)
-        die_usage("ls needs SOURCE");
-    several = nsrc > 1;
-    for (int i = 0; i < nsrc && !several; i++)
-        several = stat(src[i], &st) == 0 && S_ISDIR(st.st_mode);
-    if (fs_ls_new(json, !json && isatty(STDOUT_FILENO), several, &l) < 0) {
-        fputs("npyfs: out of memory\n", stderr);
-        free(src);
-        return 1;
-    }
-    for (int i = 0; i < nsrc && ret >= 0; i++) {
-        struct archive_list found = {0};
-
-        if (stat(src[i], &st) == 0 && S_ISDIR(st.st_mode)) {
-            status |= collect_archives(src[i], &found);
-            for (size_t k = 0; k < found.count && ret >= 0; k++)
-                status |= ret = ls_one(l, found.paths[k]);
-            archive_list_destroy(&found);
-        } else {
-            status |= ret = ls_one(l, src[i]);
-        }
-    }
-    if (ret < 0 || fs_ls_flush(l) < 0)
-        status = 1;
-    fs_ls_free(l);
-    free(src);
-    return status ? 1 : 0;
-}
-
-/* npyfs index DIR: every archive below dir, in path order. Returns an exit
- * status. */
-static int index_tree(const char *dir, const struct fs_opts *opts)
-{
-    struct archive_list found = {0};
-    int status = collect_archives(dir, &found);
-
-    struct fs_open_limits lim = {.max_ratio = opts->max_ratio};
-
-    for (size_t i = 0; i < found.count; i++) {
-        struct fs_archive *a;
-        int ret = fs_archive_open(found.paths[i], opts->spacing, &lim, &a);
-
-        if (ret < 0) {
-            report_open_error(found.paths[i], ret, lim.max_ratio);
-            status = 1;
-            continue;
-        }
-        if (fs_index_main(a, opts) != 0)
-            status = 1;
-        fs_archive_free(a);
-    }
-    archive_list_destroy(&found);
-    return status;
-}
+/* The -o options of remote sources, which ls and index take too. */
+#define NET_OPT_NAMES                                                                              \
+    "endpoint=", "region=", "s3_path_style", "s3_anonymous", "cacert=", "http_header=",           \
+        "connections=", "timeout=", "retries=", "block=", "remote_cache="
 
 /* The -o options npyfs index takes; a new one that applies to indexing
  * goes here too (and in INDEX_OPTS_TEXT, the index command's help, and
  * _npyfs_index_opts in completions/npyfs.bash). */
 static const char *const index_opt_names[] = {"index_dir=", "index_max=", "spacing=",
-                                              "max_ratio=", NULL};
+                                              "max_ratio=", "index_out=", NET_OPT_NAMES, NULL};
 #define INDEX_OPTS_TEXT                                                                          \
     "-o index_dir=DIR, -o index_max=SIZE, -o spacing=SIZE and -o max_ratio=N"
+static const char *const ls_opt_names[] = {NET_OPT_NAMES, NULL};
 
-/* Is name (without '=') an option of npyfs index? */
-static bool index_opt(const char *name)
+/* Does the option opt[0..len) (name=value, or a flag) match the allowed
+ * entry e ("name=" or "flag")? With prefix_only, opt is a name alone. */
+static bool opt_matches(const char *e, const char *opt, size_t len)
 {
-    size_t n = strlen(name);
+    size_t n = strlen(e);
 
-    for (int i = 0; n && index_opt_names[i]; i++)
-        if (strncmp(index_opt_names[i], name, n) == 0 && index_opt_names[i][n] == '=')
-            return true;
-    return false;
+    if (e[n - 1] == '=')
+        return len >= n - 1 && strncmp(opt, e, n - 1) == 0 && (len == n - 1 || opt[n - 1] == '=');
+    return len == n && strncmp(opt, e, n) == 0;
 }
 
-/* Refuse, naming it, an option of list that index does not take: a mount
- * option (known to the mount, or passed to libfuse), or an unknown one. */
-static void check_index_opts(const char *list)
+/* Refuse, naming it, an option of list that cmd (index, ls) does not take:
+ * a mount option (known to the mount, or passed to libfuse), or an unknown
+ * one. */
+static void check_cmd_opts(const char *cmd, const char *const *allowed, const char *takes,
+                           const char *list)
 {
     for (const char *p = list; *p;) {
         size_t len = strcspn(p, ","), name = strcspn(p, "=,");
-        bool ok = len == 0;
+        bool ok = len == 0, theirs = false;
         char near[64];
 
-        for (int i = 0; !ok && index_opt_names[i]; i++) /* "spacing" alone: parse_opts says */
-            ok = name && strncmp(p, index_opt_names[i], name) == 0 &&
-                 index_opt_names[i][name] == '=';
+        for (int i = 0; !ok && allowed[i]; i++) /* "spacing" alone: parse_opts says */
+            ok = name && opt_matches(allowed[i], p, name);
         if (!ok) {
             nearest_opt(p, name, near, sizeof(near));
+            for (int i = 0; allowed[i]; i++)
+                theirs |= near[0] && opt_matches(allowed[i], near, strlen(near));
             if (strlen(near) == name && strncmp(p, near, name) == 0)
-                fprintf(stderr, "npyfs: -o %.*s applies to a mount, not to npyfs index (which "
-                        "takes " INDEX_OPTS_TEXT ")\n", (int)len, p);
-            else if (index_opt(near))
+                fprintf(stderr, "npyfs: -o %.*s applies to a mount, not to npyfs %s (which "
+                        "takes %s)\n", (int)len, p, cmd, takes);
+            else if (theirs)
                 fprintf(stderr, "npyfs: unknown option -o %.*s (did you mean %s?)\n", (int)len,
                         p, near);
             else
-                fprintf(stderr, "npyfs: unknown option -o %.*s (npyfs index takes "
-                        INDEX_OPTS_TEXT ")\n", (int)len, p);
+                fprintf(stderr, "npyfs: unknown option -o %.*s (npyfs %s takes %s)\n", (int)len,
+                        p, cmd, takes);
             exit(1);
         }
         p += len + (p[len] == ',');
     }
 }
 
+/* Parse the -o lists of `npyfs CMD` (index, ls) into ma; the operands are
+ * put in ops (*nops of them), --json / -j sets *json (ls only), --prune
+ * sets *prune (index only). */
+static void parse_cmd_args(const char *cmd, const char *const *allowed, const char *takes,
+                           int argc, char **argv, struct mount_args *ma, const char **ops,
+                           int *nops, bool *json, bool *prune)
+{
+    *nops = 0;
+    ma->opts.spacing = DFX_DEFAULT_SPACING;
+    ma->opts.index_max = FS_DEFAULT_INDEX_MAX;
+    ma->opts.max_ratio = FS_DEFAULT_MAX_RATIO;
+    ma->opts.net_opts.retries = -1;
+    for (int i = 0; i < argc; i++) {
+        const char *list = NULL;
+
+        if (strcmp(argv[i], "-o") == 0) {
+            if (++i == argc)
+                die_usage("-o needs an option list");
+            list = argv[i];
+        } else if (strncmp(argv[i], "-o", 2) == 0) {
+            list = argv[i] + 2;
+        } else if (json && (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0)) {
+            *json = true;
+        } else if (prune && strcmp(argv[i], "--prune") == 0) {
+            *prune = true;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            die_usage("unknown %s flag %s", cmd, argv[i]);
+        } else {
+            ops[(*nops)++] = argv[i];
+        }
+        if (list) {
+            check_cmd_opts(cmd, allowed, takes, list);
+            parse_opts(ma, list);
+        }
+    }
+}
+
+/* npyfs ls [--json] [-o OPT,...] SOURCE...: every member of each archive
+ * named, and of every archive below each directory or s3:// prefix, in one
+ * listing; with more than one archive possible (several SOURCEs, a tree)
+ * the table starts with an ARCHIVE column. A source that fails is one line
+ * on stderr and exit 1; the others are still listed. */
+static int cmd_ls(int argc, char **argv)
+{
+    const char **src = calloc((size_t)argc + 1, sizeof(*src));
+    struct mount_args ma = {0};
+    bool json = false, several;
+    struct fs_ls *l = NULL;
+    int nsrc = 0, status = 0, ret = 0;
+
+    if (!src) {
+        fputs("npyfs: out of memory\n", stderr);
+        return 1;
+    }
+    parse_cmd_args("ls", ls_opt_names, "only the remote sources' options", argc, argv, &ma, src,
+                   &nsrc, &json, NULL);
+    if (nsrc == 0)
+        die_usage("ls needs SOURCE");
+    ma.opts.net = make_net(&ma.opts, src, nsrc);
+    several = nsrc > 1;
+    for (int i = 0; i < nsrc && !several; i++)
+        several = is_tree(src[i]);
+    if (fs_ls_new(json, !json && isatty(STDOUT_FILENO), several, &l) < 0) {
+        fputs("npyfs: out of memory\n", stderr);
+        free(src);
+        free_opts(&ma.opts);
+        return 1;
+    }
+    for (int i = 0; i < nsrc && ret >= 0; i++) {
+        struct archive_list found = {0};
+
+        if (is_tree(src[i])) {
+            status |= collect_tree(ma.opts.net, src[i], &found);
+            for (size_t k = 0; k < found.count && ret >= 0; k++)
+                status |= ret = ls_one(ma.opts.net, l, found.paths[k]);
+            archive_list_destroy(&found);
+        } else {
+            status |= ret = ls_one(ma.opts.net, l, src[i]);
+        }
+    }
+    if (ret < 0 || fs_ls_flush(l) < 0)
+        status = 1;
+    fs_ls_free(l);
+    free(src);
+    free_opts(&ma.opts);
+    return status ? 1 : 0;
+}
+
+/* Index one archive (path or URL) for npyfs index. Returns an exit
+ * status. */
+static int index_one(const char *path, const struct fs_opts *opts)
+{
+    struct fs_open_limits lim = {.max_ratio = opts->max_ratio};
+    struct fs_archive *a;
+    int status;
+
+    if (open_archive(opts->net, path, opts->spacing, &lim, &a) < 0)
+        return 1;
+    status = fs_index_main(a, opts) != 0;
+    fs_archive_free(a);
+    return status;
+}
+
+/* npyfs index DIR: every archive below dir (or an s3:// prefix), in path
+ * order. Returns an exit status. */
+static int index_tree(const char *dir, const struct fs_opts *opts)
+{
+    struct archive_list found = {0};
+    int status = collect_tree(opts->net, dir, &found);
+
+    for (size_t i = 0; i < found.count; i++)
+        status |= index_one(found.paths[i], opts);
+    archive_list_destroy(&found);
+    return status;
+}
+
 /* npyfs index [--prune] [-o OPT,...] SOURCE...: one line per failing
  * source; --prune first prunes the index directory (SOURCEs optional). */
 static int cmd_index(int argc, char **argv)
 {
+    const char **src = calloc((size_t)argc + 1, sizeof(*src));
     struct mount_args ma = {0};
-    struct stat st;
     int nsrc = 0, status = 0;
     bool prune = false;
 
-    ma.opts.spacing = DFX_DEFAULT_SPACING;
-    ma.opts.index_max = FS_DEFAULT_INDEX_MAX;
-    ma.opts.max_ratio = FS_DEFAULT_MAX_RATIO;
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--prune") == 0) {
-            prune = true;
-        } else if (strcmp(argv[i], "-o") == 0) {
-            if (++i == argc)
-                die_usage("-o needs an option list");
-            check_index_opts(argv[i]);
-            parse_opts(&ma, argv[i]);
-        } else if (strncmp(argv[i], "-o", 2) == 0) {
-            check_index_opts(argv[i] + 2);
-            parse_opts(&ma, argv[i] + 2);
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            die_usage("unknown index flag %s", argv[i]);
-        }
+    if (!src) {
+        fputs("npyfs: out of memory\n", stderr);
+        return 1;
     }
-    for (int i = 0; i < argc; i++) {
-        struct fs_open_limits lim = {.max_ratio = ma.opts.max_ratio};
-        struct fs_archive *a;
-        int ret;
-
-        if (strcmp(argv[i], "-o") == 0) {
-            i++;
-            continue;
-        }
-        if (argv[i][0] == '-' && argv[i][1])
-            continue;
-        if (nsrc++ == 0 && prune && fs_index_prune(&ma.opts) != 0)
-            status = 1;
-        if (stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode)) {
-            if (index_tree(argv[i], &ma.opts) != 0)
-                status = 1;
-            continue;
-        }
-        ret = fs_archive_open(argv[i], ma.opts.spacing, &lim, &a);
-        if (ret < 0) {
-            report_open_error(argv[i], ret, lim.max_ratio);
-            status = 1;
-            continue;
-        }
-        if (fs_index_main(a, &ma.opts) != 0)
-            status = 1;
-        fs_archive_free(a);
-    }
-    if (nsrc == 0 && prune && fs_index_prune(&ma.opts) != 0)
-        status = 1;
+    parse_cmd_args("index", index_opt_names, INDEX_OPTS_TEXT, argc, argv, &ma, src, &nsrc, NULL,
+                   &prune);
     if (nsrc == 0 && !prune)
         die_usage("index needs at least one SOURCE (or --prune)");
-    free(ma.opts.index_dir);
+    if (ma.opts.index_out && (nsrc != 1 || is_tree(src[0])))
+        die_usage("-o index_out=FILE writes the index of one archive: give one .npz or "
+                  ".npy.gz SOURCE");
+    ma.opts.net = make_net(&ma.opts, src, nsrc);
+    if (prune && fs_index_prune(&ma.opts) != 0)
+        status = 1;
+    for (int i = 0; i < nsrc; i++)
+        status |= is_tree(src[i]) ? index_tree(src[i], &ma.opts) : index_one(src[i], &ma.opts);
+    free(src);
+    free_opts(&ma.opts);
     return status;
 }
 
@@ -1912,7 +2279,7 @@ static const struct {
      "closed. A mount whose daemon is gone is cleaned up, and said so.\n",
      NULL, NULL},
     {"ls",
-     "usage: npyfs ls [--json] SOURCE...\n"
+     "usage: npyfs ls [--json] [-o OPT[,OPT...]] SOURCE...\n"
      "\n"
      "One row per member of each archive: name, dtype (a type string such as\n"
      "<f8, or a structured dtype's descr), shape, order (C/F), size, stored size,\n"
@@ -1921,7 +2288,10 @@ static const struct {
      "directory, the table starts with an ARCHIVE column. Aligned columns on a\n"
      "terminal, tab-separated otherwise.\n"
      "  --json, -j   one JSON array of objects, each with its \"archive\" and a\n"
-     "               \"dtype\" that np.dtype() accepts (see npyfs(1))\n",
+     "               \"dtype\" that np.dtype() accepts (see npyfs(1))\n"
+     "  -o OPT       a remote sources' option (endpoint=, region=, s3_path_style,\n"
+     "               s3_anonymous, cacert=, http_header=, connections=, timeout=,\n"
+     "               retries=, block=, remote_cache=; see npyfs mount --help)\n",
      NULL, NULL},
     {"index",
      "usage: npyfs index [-o OPT[,OPT...]] SOURCE...\n"
@@ -1942,7 +2312,11 @@ static const struct {
      "                     whose archive cannot be checked, those of older npyfs\n"
      "                     versions, then the least recently used beyond\n"
      "                     index_max; prints each file removed and the space freed\n"
-     "Mount-only options are refused.\n",
+     "  -o index_out=FILE  also write the index of the one archive SOURCE to FILE,\n"
+     "                     to publish beside it as ARCHIVE.npyfsidx (its members'\n"
+     "                     index files back to back)\n"
+     "The remote sources' options (endpoint=, region=, s3_path_style, ...) are\n"
+     "taken too. Mount-only options are refused.\n",
      NULL, NULL},
     {"stats",
      "usage: npyfs stats [--json] MOUNTPOINT\n"
@@ -1982,10 +2356,59 @@ static bool command_help(const char *cmd, int argc, char **argv)
     return true;
 }
 
+/* Blank the secrets of the URLs in arg[0..len) in place: a query or
+ * fragment (a signed URL's signature), and a user:password@. A URL ends
+ * at the end of arg or at a ',' (an -o list). */
+static void blank_urls(char *arg)
+{
+    static const char *const schemes[] = {"http://", "https://"};
+
+    for (int k = 0; k < 2; k++) {
+        char *p = arg;
+        while ((p = strcasestr(p, schemes[k]))) {
+            char *host = p + strlen(schemes[k]);
+            char *end = host + strcspn(host, ",");
+            char *path = host + strcspn(host, "/?#,");
+            char *at = memchr(host, '@', (size_t)(path - host));
+            char *q = path + strcspn(path, "?#,");
+
+            if (at)
+                memset(host, '*', (size_t)(at - host));
+            if (q < end)
+                memset(q + 1, '*', (size_t)(end - q - 1));
+            p = end;
+        }
+    }
+}
+
+/* A signed URL's query, or a URL's user:password@, is a secret: every
+ * argument that holds one is copied (the copy is what the program uses)
+ * and blanked in place, in the memory that `ps` and /proc/PID/cmdline
+ * show for this process and for the daemon it forks. */
+static void hide_secrets(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        char *copy;
+
+        if (!strcasestr(argv[i], "http://") && !strcasestr(argv[i], "https://"))
+            continue;
+        copy = strdup(argv[i]);
+        if (!copy)
+            continue; /* shown as typed rather than lost */
+        blank_urls(argv[i]);
+        if (strcmp(copy, argv[i]) == 0) {
+            free(copy);
+            continue;
+        }
+        argv[i] = copy; /* freed at exit */
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd = argc > 1 ? argv[1] : "";
 
+    hide_secrets(argc, argv);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         fputs(usage_text, stdout);
         return 0;

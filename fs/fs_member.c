@@ -87,11 +87,6 @@ struct chunk_waiter {
 
 static atomic_uint_fast64_t next_member_id = 1;
 
-static int64_t ts_ns(struct timespec t)
-{
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
 /*
  * Parked decoders of every member, bounded in all (FS_PARKED_TOTAL) besides
  * per member (FS_PARKED_MAX): a mount with thousands of open files would
@@ -190,26 +185,17 @@ static void member_destroy(struct fs_member *m)
     free(m->name);
 }
 
-/* Fill in m, which member_init() has set up (so it owns its name and
- * locks, and is destroyed with the archive whatever this returns). */
-static int zip_member_setup(struct fs_archive *a, struct fs_member *m, const struct zip_member *z)
+/* Once z's local header is read: m's data offset, verdict and (deflate)
+ * index. */
+static int zip_member_place(struct fs_archive *a, struct fs_member *m, const struct zip_member *z)
 {
     struct dfx_stream st = {0};
-    char buf[24];
 
-    snprintf(m->method, sizeof(m->method), "%s", zip_method_name(z->method, buf, sizeof(buf)));
-    m->size = z->usize;
-    m->crc32 = z->crc32;
-    m->stored_size = z->csize;
     m->data_offset = z->data_offset;
-    m->is_dir = z->is_dir;
     m->unsupported = z->unsupported;
     m->why = z->why;
-    if (m->unsupported || m->is_dir || z->method == ZIP_METHOD_STORED) {
-        m->kind = FS_STORED;
+    if (m->unsupported || m->kind == FS_STORED)
         return 0;
-    }
-    m->kind = FS_DEFLATE;
     st.src = a->src;
     st.start = z->data_offset;
     st.end = z->data_offset + z->csize; /* zip.c checked it lies inside the source */
@@ -221,12 +207,62 @@ static int zip_member_setup(struct fs_archive *a, struct fs_member *m, const str
     return dfx_index_new(&st, a->spacing, &m->ix);
 }
 
+/* Fill in m, which member_init() has set up (so it owns its name and
+ * locks, and is destroyed with the archive whatever this returns). */
+static int zip_member_setup(struct fs_archive *a, struct fs_member *m, const struct zip_member *z)
+{
+    char buf[24];
+    int ret = 0;
+
+    snprintf(m->method, sizeof(m->method), "%s", zip_method_name(z->method, buf, sizeof(buf)));
+    m->size = z->usize;
+    m->crc32 = z->crc32;
+    m->stored_size = z->csize;
+    m->is_dir = z->is_dir;
+    m->lho = z->lho;
+    m->kind = z->unsupported || m->is_dir || z->method == ZIP_METHOD_STORED ? FS_STORED
+                                                                           : FS_DEFLATE;
+    if (z->located)
+        ret = zip_member_place(a, m, z);
+    atomic_store_explicit(&m->located, z->located, memory_order_release);
+    return ret;
+}
+
+/* Contract in fs.h. Under m->lock, which only openers contend for before
+ * the member is located (readers come after an open). */
+int fs_member_locate(struct fs_archive *a, struct fs_member *m)
+{
+    struct zip_member z = {0};
+    int ret = 0;
+
+    if (fs_member_located(m))
+        return 0;
+    pthread_mutex_lock(&m->lock);
+    if (!fs_member_located(m)) {
+        z.method = m->kind == FS_STORED ? ZIP_METHOD_STORED : ZIP_METHOD_DEFLATE;
+        z.csize = m->stored_size;
+        z.usize = m->size;
+        z.crc32 = m->crc32;
+        z.lho = m->lho;
+        ret = zip_member_locate(a->src, &z);
+        if (ret == 0)
+            ret = fs_archive_check(a); /* the header is the archive's as opened */
+        if (ret == 0)
+            ret = zip_member_place(a, m, &z);
+        if (ret == 0)
+            atomic_store_explicit(&m->located, true, memory_order_release);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return ret;
+}
+
 /* A member counts in a->count from the moment it owns anything, so that
- * fs_archive_free() destroys a partly set up one too. */
+ * fs_archive_free() destroys a partly set up one too. A remote archive's
+ * local headers are read on first need (fs_member_locate()). */
 static int open_zip(struct fs_archive *a)
 {
     struct zip_archive *z;
-    int ret = zip_archive_open(a->src, &z);
+    int ret = zip_archive_open_flags(a->src, bsrc_is_remote(a->bs) ? ZIP_DEFER_LOCAL : 0, &z);
 
     if (ret < 0)
         return ret;
@@ -407,24 +443,25 @@ static int open_gzip(struct fs_archive *a, const struct fs_open_limits *lim)
     struct dfx_stream st = {0};
     struct dfx_crcs *crcs = NULL;
     struct fs_member *m;
-    const char *base = strrchr(a->path, '/');
+    char *base = bsrc_base_name(a->path);
     size_t len;
     int64_t size;
     bool full = false;
     int ret;
 
-    base = base ? base + 1 : a->path;
+    if (!base)
+        return -ENOMEM;
     len = strlen(base);
     if (len > 3 && strcmp(base + len - 3, ".gz") == 0)
         len -= 3;
     a->members = calloc(1, sizeof(*a->members));
-    if (!a->members)
-        return -ENOMEM;
-    m = &a->members[0];
-    ret = member_init(m, base, len);
+    ret = a->members ? member_init(&a->members[0], base, len) : -ENOMEM;
+    free(base);
     if (ret < 0)
         return ret;
+    m = &a->members[0];
     a->count = 1;
+    atomic_store(&m->located, true);
     strcpy(m->method, "gzip");
     m->kind = FS_DEFLATE;
     m->stored_size = a->src->size;
@@ -455,37 +492,44 @@ static int open_gzip(struct fs_archive *a, const struct fs_open_limits *lim)
     return dfx_index_new(&st, a->spacing, &m->ix);
 }
 
+/* A new archive over bs (owned from here on, closed on failure), named
+ * path; members is nmembers zeroed slots (count 0). Returns 0 or a
+ * negative errno (*out NULL). */
+static int archive_new(struct bsrc *bs, const char *path, uint64_t spacing, size_t nmembers,
+                       struct fs_archive **out)
+{
+    struct fs_archive *a = calloc(1, sizeof(*a));
+    char name[4096];
+
+    *out = NULL;
+    if (!a) {
+        bsrc_close(bs);
+        return -ENOMEM;
+    }
+    a->bs = bs;
+    a->src = bsrc_src(bs);
+    a->spacing = spacing;
+    a->path = strdup(path);
+    a->name = strdup(bsrc_name_of(path, name, sizeof(name)));
+    a->members = nmembers ? calloc(nmembers, sizeof(*a->members)) : NULL;
+    if (!a->path || !a->name || (nmembers && !a->members)) {
+        fs_archive_free(a);
+        return -ENOMEM;
+    }
+    *out = a;
+    return 0;
+}
+
 /* A new archive with its file open as its source (path, or rel beneath
- * dirfd if dirfd >= 0) and its stat taken; members is nmembers zeroed slots
- * (count 0). Returns 0 or a negative errno (*out NULL). */
+ * dirfd if dirfd >= 0): archive_new() over bsrc_open_file(). */
 static int archive_start(int dirfd, const char *rel, const char *path, uint64_t spacing,
                          size_t nmembers, struct fs_archive **out)
 {
-    struct fs_archive *a = calloc(1, sizeof(*a));
-    int ret = -ENOMEM;
+    struct bsrc *bs;
+    int ret = bsrc_open_file(dirfd, rel, path, &bs);
 
     *out = NULL;
-    if (!a)
-        return -ENOMEM;
-    a->spacing = spacing;
-    a->path = strdup(path);
-    a->members = nmembers ? calloc(nmembers, sizeof(*a->members)) : NULL;
-    if (!a->path || (nmembers && !a->members))
-        goto out_free;
-    ret = dirfd >= 0 ? src_file_open_beneath(dirfd, rel, &a->src) : src_file_open(path, &a->src);
-    if (ret < 0)
-        goto out_free;
-    if (fstat(src_file_fd(a->src), &a->st) < 0) {
-        ret = -errno;
-        goto out_free;
-    }
-    atomic_init(&a->ctime_ns, ts_ns(a->st.st_ctim));
-    *out = a;
-    return 0;
-
-out_free:
-    fs_archive_free(a);
-    return ret;
+    return ret < 0 ? ret : archive_new(bs, path, spacing, nmembers, out);
 }
 
 /* Contract in fs.h. */
@@ -512,6 +556,10 @@ const char *fs_open_problem(int err, uint64_t max_ratio, char *buf, size_t len)
         return "is a directory; give an .npz or .npy.gz file";
     case -ENODEV:
         return "not a regular file (a FIFO, socket or device)";
+    case -EREMOTEIO:
+        return "the server failed to send the archive's bytes (after retries)";
+    case -ETIMEDOUT:
+        return "the server stopped answering (-o timeout=)";
     default:
         return strerror_r(-err, buf, len);
     }
@@ -524,18 +572,90 @@ int fs_archive_open(const char *path, uint64_t spacing, const struct fs_open_lim
     return fs_archive_open_beneath(-1, NULL, path, spacing, lim, out);
 }
 
+static int archive_parse(struct fs_archive *a, const struct fs_open_limits *lim,
+                         struct fs_archive **out);
+
 /* Contract in fs.h. */
 int fs_archive_open_beneath(int dirfd, const char *rel, const char *path, uint64_t spacing,
                             const struct fs_open_limits *lim, struct fs_archive **out)
 {
     struct fs_archive *a;
-    unsigned char magic[2] = {0};
     int ret = archive_start(dirfd, rel, path, spacing, 0, &a);
 
     *out = NULL;
+    return ret < 0 ? ret : archive_parse(a, lim, out);
+}
+
+/* Bytes of a remote .npy.gz's start fetched with its end at open (in
+ * parallel: one round trip, REMOTE_TAIL says why no more): its gzip header
+ * and the deflate input its .npy header decodes from (a decoder reads a
+ * fetch block of input at a time). A zip needs no head: its local headers
+ * are read as each member is first opened. */
+#define REMOTE_HEAD (56u << 10)
+
+/* Does url name a .npy.gz (its path, without query)? */
+static bool gzip_url(const char *url)
+{
+    size_t n = strcspn(url, "?#");
+
+    return n > 7 && strncmp(url + n - 7, ".npy.gz", 7) == 0;
+}
+
+/* Undo a failed open_zip(): a's members go. */
+static void zip_members_free(struct fs_archive *a)
+{
+    for (size_t i = 0; i < a->count; i++)
+        member_destroy(&a->members[i]);
+    free(a->members);
+    a->members = NULL;
+    a->count = 0;
+}
+
+/* Contract in fs.h. */
+int fs_archive_open_url(struct net *net, const char *url, uint64_t spacing,
+                        const struct fs_open_limits *lim, struct fs_archive **out, char *why,
+                        size_t len)
+{
+    struct fs_archive *a;
+    struct bsrc *bs;
+    int ret;
+
+    *out = NULL;
+    if (why && len)
+        why[0] = '\0';
+    if (!net)
+        return -EINVAL;
+    ret = bsrc_open_url(net_remote(net), url, gzip_url(url) ? REMOTE_HEAD : 0, &bs, why, len);
+    if (ret == 0)
+        ret = archive_new(bs, url, spacing, 0, &a);
+    if (ret == 0)
+        ret = archive_parse(a, lim, out);
+    return ret;
+}
+
+/* Parse the archive a (zip or gzip, told apart by magic) into its members:
+ * the rest of fs_archive_open*(). Takes a: *out is a, or NULL with a freed. */
+static int archive_parse(struct fs_archive *a, const struct fs_open_limits *lim,
+                         struct fs_archive **out)
+{
+    unsigned char magic[2] = {0};
+    int64_t n;
+    int ret;
+
+    /* A remote zip is told by its end (the bytes its open fetched), so
+     * that its first bytes need no request; its magic is read only if
+     * that fails. */
+    if (bsrc_is_remote(a->bs) && !gzip_url(a->path)) {
+        a->kind = FS_SRC_ZIP;
+        ret = open_zip(a);
+        if (ret != -EINVAL)
+            goto parsed;
+        zip_members_free(a);
+    }
+    n = bsrc_pread(a->bs, magic, sizeof(magic), 0);
+    ret = n < 0 && bsrc_transient((int)n) ? (int)n : 0;
     if (ret < 0)
-        return ret;
-    src_pread(a->src, magic, sizeof(magic), 0);
+        goto out_free;
     if (magic[0] == 0x1f && magic[1] == 0x8b) {
         a->kind = FS_SRC_GZIP;
         ret = open_gzip(a, lim);
@@ -543,6 +663,7 @@ int fs_archive_open_beneath(int dirfd, const char *rel, const char *path, uint64
         a->kind = FS_SRC_ZIP;
         ret = open_zip(a);
     }
+parsed:
     /* The directory, and a gzip sizing pass's points and chunk CRC table,
      * came from what was read: it must be the file as it was stat'ed. */
     if (ret == 0)
@@ -566,8 +687,9 @@ void fs_archive_free(struct fs_archive *a)
     for (size_t i = 0; i < a->count; i++)
         member_destroy(&a->members[i]);
     free(a->members);
-    src_free(a->src);
+    bsrc_close(a->bs);
     free(a->path);
+    free(a->name);
     free(a);
 }
 
@@ -575,8 +697,10 @@ void fs_archive_free(struct fs_archive *a)
 int64_t fs_member_peek(struct fs_archive *a, struct fs_member *m, void *buf, size_t len)
 {
     int64_t n;
-    int ret;
+    int ret = fs_member_locate(a, m);
 
+    if (ret < 0)
+        return ret;
     if (m->unsupported)
         return m->unsupported;
     if (atomic_load(&a->changed))
@@ -596,10 +720,18 @@ int64_t fs_member_peek(struct fs_archive *a, struct fs_member *m, void *buf, siz
  * point could do better). Called with m->lock held. */
 static struct dfx_reader *take_parked(struct fs_archive *a, struct fs_member *m, uint64_t target)
 {
-    uint64_t frontier = dfx_index_frontier(m->ix);
+    uint64_t frontier = dfx_index_frontier(m->ix), floor = 0;
     struct dfx_reader *r = NULL;
     uint64_t best_pos = 0;
     int best = -1;
+
+    /* A remote archive: a decoder behind the access point a fresh one would
+     * start at would fetch the compressed bytes in between too. */
+    if (bsrc_is_remote(a->bs)) {
+        struct dfx_span sp;
+        dfx_index_span(m->ix, target, target, &sp);
+        floor = sp.out_lo;
+    }
 
     pthread_mutex_lock(&parked_lock);
     for (int i = 0; i < FS_PARKED_MAX; i++) {
@@ -608,7 +740,7 @@ static struct dfx_reader *take_parked(struct fs_archive *a, struct fs_member *m,
         if (!m->parked[i].r)
             continue;
         pos = dfx_reader_pos(m->parked[i].r);
-        if (pos > target || (target - pos > a->spacing && pos < frontier))
+        if (pos > target || (target - pos > a->spacing && pos < frontier) || pos < floor)
             continue;
         if (best < 0 || pos > best_pos) {
             best = i;
@@ -738,7 +870,7 @@ static void log_mismatch(struct fs_archive *a, struct fs_member *m, uint64_t idx
         return;
     fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': bytes %llu-%llu do not match their "
              "checksum (the archive is damaged or was rewritten); reads %s fail with EIO\n",
-             a->path, m->name, (unsigned long long)(idx * FS_CHUNK_SIZE),
+             a->name, m->name, (unsigned long long)(idx * FS_CHUNK_SIZE),
              (unsigned long long)((idx + 1) * FS_CHUNK_SIZE),
              m->kind == FS_STORED ? "of them" : "from there on");
 }
@@ -758,14 +890,14 @@ static void log_damage(struct fs_archive *a, struct fs_member *m, uint64_t idx, 
     if (atomic_exchange(&m->logged, true))
         return;
     fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': cannot decode bytes %llu-%llu: %s\n",
-             a->path, m->name, (unsigned long long)(idx * FS_CHUNK_SIZE),
+             a->name, m->name, (unsigned long long)(idx * FS_CHUNK_SIZE),
              (unsigned long long)((idx + 1) * FS_CHUNK_SIZE), strerror_r(-err, buf, sizeof(buf)));
 }
 
 /* Contract in fs.h. */
 void fs_member_condemn(struct fs_member *m, int err, uint64_t from)
 {
-    if (m->ix)
+    if (fs_member_located(m) && m->ix)
         dfx_index_set_damage(m->ix, err, from);
     else
         atomic_store(&m->stored_damage, err);
@@ -834,8 +966,22 @@ static int decode_through(struct fs_archive *a, struct fs_member *m, struct cach
 static void decode_failed(struct fs_archive *a, struct fs_member *m, int err)
 {
     if (err < 0 && err != -ENOMEM && err != -EINVAL && err != -ECANCELED &&
-        fs_archive_check(a) == 0)
+        !bsrc_transient(err) && fs_archive_check(a) == 0)
         fs_pages_drop(m);
+}
+
+/* A remote archive's bytes could not be fetched (bsrc_transient()): not
+ * damage, and the next read tries again. Logged once per archive; stats
+ * count every failure. */
+static void log_fetch_failure(struct fs_archive *a, int err)
+{
+    char buf[64];
+
+    if (atomic_exchange(&a->said_fetch, true))
+        return;
+    fuse_log(FUSE_LOG_ERR, "npyfs: %s: fetching archive bytes failed (%s); the reads that need "
+             "them fail with EIO until the server answers again (npyfs stats counts the "
+             "failures)\n", a->name, strerror_r(-err, buf, sizeof(buf)));
 }
 
 /* Does damage found so far cover chunk idx? Checked on every cache hit too,
@@ -847,6 +993,63 @@ static int chunk_damaged(struct fs_member *m, uint64_t idx)
     int err = fs_member_damage(m, &bad_from);
 
     return err < 0 && (idx + 1) * FS_CHUNK_SIZE > bad_from ? err : 0;
+}
+
+/*
+ * A remote archive: start fetching the compressed bytes that a decoder
+ * started for output [from, to) will read (bsrc_advise()), so the decode
+ * costs one round trip instead of one per input buffer. The end is
+ * interpolated between the access points around the span (output per input
+ * byte varies within a segment: a sixteenth of the segment as a margin) and
+ * rounded up to the decoder's input reads, which it makes whole from its
+ * start point; never past the next point. A parked reader r (else NULL)
+ * goes on from where it is. Past the last point of an index
+ * that is not complete nothing is hinted: the span is unknown, and a
+ * sequential reader gets fetch-ahead.
+ */
+static void advise_decode(struct fs_archive *a, struct fs_member *m, struct dfx_reader *r,
+                          uint64_t from, uint64_t to)
+{
+    struct dfx_span sp;
+    uint64_t seg, need, total, unit, start;
+
+    if (!bsrc_is_remote(a->bs))
+        return;
+    dfx_index_span(m->ix, from, to, &sp);
+    if (!sp.bounded) {
+        total = dfx_index_total(m->ix);
+        if (total == UINT64_MAX)
+            return;
+        sp.out_hi = total;
+    }
+    seg = sp.in_hi - sp.in_lo;
+    need = seg;
+    if (to < sp.out_hi && sp.out_hi > sp.out_lo) {
+        uint64_t est = (uint64_t)((double)seg * (double)(to - sp.out_lo) /
+                                  (double)(sp.out_hi - sp.out_lo)) + seg / 16;
+        if (est < need)
+            need = est;
+    }
+    unit = a->src->read_size && a->src->read_size < DFX_INPUT_SIZE ? a->src->read_size
+                                                                     : DFX_INPUT_SIZE;
+    need = (need + unit - 1) / unit * unit;
+    if (need > seg + unit)
+        need = seg + unit;
+    /* a parked reader goes on from where it is (which may lie before the
+     * span's point) */
+    start = r ? dfx_reader_input(r) : sp.in_lo;
+    if (start > sp.in_lo + need)
+        return;
+    bsrc_advise(a->bs, start, sp.in_lo + need + 1 - start);
+}
+
+/* Contract in fs.h. */
+void fs_member_advise(struct fs_member *m, uint64_t from, uint64_t to)
+{
+    if (to > m->size)
+        to = m->size;
+    if (from < to && fs_member_located(m) && m->ix && !atomic_load(&m->archive->changed))
+        advise_decode(m->archive, m, NULL, from, to);
 }
 
 /* Contract in fs.h. */
@@ -913,6 +1116,7 @@ int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, 
     busy_link(m, &busy, r ? dfx_reader_pos(r) : target, target + FS_CHUNK_SIZE, false);
     pthread_mutex_unlock(&m->lock);
 
+    advise_decode(a, m, r, target, target + FS_CHUNK_SIZE);
     if (!r)
         ret = dfx_reader_new(m->ix, target, &r);
     if (ret == 0)
@@ -920,8 +1124,11 @@ int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, 
 
     end_decode(m, &busy, r, ret == 0);
     decode_failed(a, m, ret);
-    /* a change is not damage of the member (fs_archive_check() said it) */
-    if (ret < 0 && ret != -ENOMEM && !atomic_load(&a->changed))
+    /* a change is not damage of the member (fs_archive_check() said it),
+     * nor is a server that failed */
+    if (bsrc_transient(ret))
+        log_fetch_failure(a, ret);
+    else if (ret < 0 && ret != -ENOMEM && !atomic_load(&a->changed))
         log_damage(a, m, idx, ret);
     return ret;
 }
@@ -965,6 +1172,8 @@ int fs_member_produce(struct fs_archive *a, struct fs_member *m, struct cache *c
     pthread_mutex_unlock(&m->lock);
 
     /* each chunk is checked against a change as it is decoded */
+    if (!atomic_load(&a->changed))
+        advise_decode(a, m, NULL, point, (last + 1) * FS_CHUNK_SIZE);
     ret = atomic_load(&a->changed) ? -EIO : dfx_reader_new(m->ix, point, &r);
     if (ret == 0 && dfx_reader_pos(r) != point)
         ret = -EINVAL; /* not an access point: the caller's mistake */
@@ -1092,52 +1301,31 @@ void fs_member_closed(struct fs_member *m)
 /*
  * Contract in fs.h.
  *
- * Why one check after a chunk's reads is enough: every pread of the input
- * a chunk (or a stored read) was made from has returned before the fstat
- * here. A write that changed any of those bytes updated the file's mtime
- * and ctime before its data landed in the page cache (the kernel's write
- * path updates the times first), so if a read saw a new byte, this fstat
- * sees the new times. The times do move: on Linux 6.x (multigrain
- * timestamps) a change after a stat that looked at the ctime gets a fresh
- * fine-grained one, and the check stats the file before any read, at open.
- * The ctime catches a write whose mtime was set back afterwards (utimensat
- * moves the ctime). Not seen: stores through a shared mapping made
- * writable before open (the times move only when a clean page is first
- * written).
- *
- * An unlinked file (renamed over, or deleted) gets a new ctime from the
- * unlink, with its content untouched: the first check that finds it
- * unlinked, with size and mtime as at open, takes that ctime as the one to
- * compare with (once), so a replaced archive goes on serving the old file.
- * A write with the mtime set back done between the unlink and that check is
- * missed; other changes of status (chmod, a link, a rename of the file
- * itself) count as changes: false alarms cost EIO, never wrong bytes.
+ * Why one check after a chunk's reads is enough: every read of the input a
+ * chunk (or a stored read) was made from has returned before the check
+ * here, and the source's check sees any change that a read could have
+ * seen (bsrc_check(): a file's times move before new data lands; a remote
+ * fetch is checked against the object's ETag as it arrives).
  */
 int fs_archive_check(struct fs_archive *a)
 {
-    struct stat st;
-    int64_t base, c;
-
     if (atomic_load(&a->changed))
         return -EIO;
-    if (fstat(src_file_fd(a->src), &st) < 0)
-        return -EIO;
-    if (st.st_dev == a->st.st_dev && st.st_ino == a->st.st_ino && st.st_size == a->st.st_size &&
-        ts_ns(st.st_mtim) == ts_ns(a->st.st_mtim)) {
-        c = ts_ns(st.st_ctim);
-        base = atomic_load(&a->ctime_ns);
-        if (c == base)
-            return 0;
-        if (st.st_nlink == 0 && a->st.st_nlink > 0 && base == ts_ns(a->st.st_ctim) &&
-            (atomic_compare_exchange_strong(&a->ctime_ns, &base, c) || base == c))
-            return 0;
-    }
+    if (bsrc_check(a->bs) == 0)
+        return 0;
     if (!atomic_exchange(&a->changed, true)) {
-        fuse_log(FUSE_LOG_ERR,
-                 "npyfs: %s: the archive changed (it was written to, truncated, or its status "
-                 "changed); reads of its members now fail with EIO (remount to see the new "
-                 "content)\n",
-                 a->path);
+        if (bsrc_is_remote(a->bs))
+            fuse_log(FUSE_LOG_ERR,
+                     "npyfs: %s: the object changed on the server (another ETag, "
+                     "Last-Modified or size); reads of its members that need bytes not "
+                     "fetched before now fail with EIO (remount to see the new content)\n",
+                     a->name);
+        else
+            fuse_log(FUSE_LOG_ERR,
+                     "npyfs: %s: the archive changed (it was written to, truncated, or its "
+                     "status changed); reads of its members now fail with EIO (remount to "
+                     "see the new content)\n",
+                     a->name);
         for (size_t i = 0; i < a->count; i++)
             fs_pages_drop(&a->members[i]);
     }
@@ -1147,7 +1335,7 @@ int fs_archive_check(struct fs_archive *a)
 /* Contract in fs.h. */
 int fs_member_damage(struct fs_member *m, uint64_t *bad_from)
 {
-    if (m->ix)
+    if (fs_member_located(m) && m->ix)
         return dfx_index_damage(m->ix, bad_from);
     *bad_from = 0;
     return atomic_load(&m->stored_damage);
@@ -1204,7 +1392,7 @@ int fs_member_scan_stored(struct fs_archive *a, struct fs_member *m, atomic_bool
         fs_member_condemn(m, -EIO, 0);
         if (!atomic_exchange(&m->logged, true))
             fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': CRC-32 mismatch (stored data is "
-                     "damaged); its reads fail with EIO\n", a->path, m->name);
+                     "damaged); its reads fail with EIO\n", a->name, m->name);
     }
     if (ret == 0) {
         fs_member_set_crcs(m, t);
@@ -1261,6 +1449,8 @@ int64_t fs_member_read_stored(struct fs_archive *a, struct fs_member *m, uint64_
     chk = fs_archive_check(a);
     if (chk < 0)
         ret = chk;
+    if (bsrc_transient(ret))
+        log_fetch_failure(a, ret);
     for (uint64_t k = first; ret == 0 && t && k <= last; k++) {
         uint64_t end = (k + 1) * FS_CHUNK_SIZE < to ? (k + 1) * FS_CHUNK_SIZE : to;
         if (!chunk_ok(t, k, buf + (k * FS_CHUNK_SIZE - from), (size_t)(end - k * FS_CHUNK_SIZE))) {
@@ -1292,7 +1482,7 @@ int fs_archive_open_plain(int dirfd, const char *rel, const char *path, const ch
     if (ret < 0)
         return ret;
     a->kind = FS_SRC_PLAIN;
-    if (!S_ISREG(a->st.st_mode)) {
+    if (!S_ISREG(bsrc_ident(a->bs)->st.st_mode)) {
         ret = -EINVAL;
         goto out_free;
     }
@@ -1301,6 +1491,7 @@ int fs_archive_open_plain(int dirfd, const char *rel, const char *path, const ch
     if (ret < 0)
         goto out_free;
     a->count = 1;
+    atomic_store(&m->located, true);
     strcpy(m->method, "plain");
     m->kind = FS_STORED;
     m->size = a->src->size;

@@ -445,6 +445,14 @@ static int try_readdir(fuse_req_t req, struct fs_ctx *ctx, const struct op *op,
     return 0;
 }
 
+/* The errno a failed request is answered with: a remote archive whose server
+ * failed (-EREMOTEIO, bsrc.h) is EIO to the reader, as the README says;
+ * ETIMEDOUT stays (the server stopped answering). */
+static int read_errno(int err)
+{
+    return err == -EREMOTEIO ? EIO : -err;
+}
+
 static int try_open(fuse_req_t req, struct fs_ctx *ctx, const struct op *op, struct wait_for *wf)
 {
     struct fuse_file_info *fi = op->fi;
@@ -458,14 +466,16 @@ static int try_open(fuse_req_t req, struct fs_ctx *ctx, const struct op *op, str
     ret = fs_vfs_file(ctx->vfs, op->ino, &f, &wf->unit); /* a passthrough file's unit */
     if (ret == FS_WAIT)
         return FS_WAIT;
+    if (ret == 0)
+        ret = fs_member_locate(f.a, f.m); /* a remote zip's local header, first time */
     if (ret < 0) {
-        fuse_reply_err(req, -ret);
+        fuse_reply_err(req, read_errno(ret));
         return 0;
     }
     if (f.m->unsupported) {
         if (!atomic_exchange(&f.m->logged, true))
             fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s' cannot be read: %s\n",
-                     f.a->path, f.m->name, f.m->why);
+                     f.a->name, f.m->name, f.m->why);
         fuse_reply_err(req, -f.m->unsupported);
         return 0;
     }
@@ -511,7 +521,7 @@ static int xattr_target(struct fs_ctx *ctx, fuse_ino_t ino, struct fs_file *f, u
 static void reply_xattr(fuse_req_t req, size_t size, long ret, const char *buf)
 {
     if (ret < 0)
-        fuse_reply_err(req, (int)-ret);
+        fuse_reply_err(req, read_errno((int)ret));
     else if (size == 0)
         fuse_reply_xattr(req, (size_t)ret);
     else
@@ -689,7 +699,7 @@ static bool pending_claim(struct pending *p)
 /* The reply for a wait that ended in err: at unmount (-ECANCELED), EINTR. */
 static int wait_errno(int err)
 {
-    return err == -ECANCELED ? EINTR : -err;
+    return err == -ECANCELED ? EINTR : read_errno(err);
 }
 
 /* Queue p (claimed) on what wf says, or run it again at once if that is no
@@ -837,7 +847,7 @@ static int read_stored(fuse_req_t req, struct fs_member *m, size_t size, uint64_
     if (n == 0)
         n = fs_member_read_stored(a, m, off, size, &buf, &at);
     if (n < 0)
-        fuse_reply_err(req, (int)-n);
+        fuse_reply_err(req, read_errno((int)n));
     else
         fuse_reply_buf(req, buf ? (const char *)buf + at : NULL, (size_t)n);
     free(buf);
@@ -872,7 +882,7 @@ static int read_deflate(fuse_req_t req, struct fs_ctx *ctx, struct fs_member *m,
         iov[n].iov_len = (size_t)(hi - lo);
     }
     if (ret < 0)
-        fuse_reply_err(req, -ret);
+        fuse_reply_err(req, read_errno(ret));
     else
         fuse_reply_iov(req, iov, n);
     while (n-- > 0)

@@ -52,6 +52,10 @@
 #define RA_MIN_RUN 2
 /* Segments in flight (queued + running) per worker thread. */
 #define RA_JOBS_PER_THREAD 2
+/* A remote member's compressed bytes are asked for this many decode windows
+ * (ahead) past a sequential reader (4.5 MiB of output per window with two
+ * workers at the default spacing: about 4 MiB of compressed bytes ahead). */
+#define RA_FETCH_AHEAD 8
 /* Points fetched per scheduling pass: bounds a stack array. */
 #define RA_QUERY 64
 /* Bounds on the output a segment spans, whatever the spacing (see the
@@ -65,6 +69,8 @@
 struct ra_stream {
     uint64_t next;  /* chunk after the last read that continued the stream */
     uint64_t sched; /* chunks below this have been queued (or passed over) */
+    uint64_t fetch; /* a remote member: chunks below this have had their
+                     * compressed bytes asked for (fs_member_advise()) */
     unsigned run;   /* reads that continued it; 0: slot unused */
     uint64_t used;  /* LRU stamp from fs_ra.clock */
 };
@@ -307,6 +313,7 @@ void fs_ra_note_read(struct fs_ra *ra, struct fs_member *m, uint64_t first, uint
 {
     struct ra_member *rm;
     struct ra_stream *s;
+    uint64_t from = 0, to = 0;
 
     if (!ra || m->kind != FS_DEFLATE)
         return;
@@ -314,10 +321,26 @@ void fs_ra_note_read(struct fs_ra *ra, struct fs_member *m, uint64_t first, uint
     rm = member_streams(ra, m);
     if (rm) {
         s = stream_for(ra, rm, first, last);
-        if (s->run > RA_MIN_RUN && !ra->stop)
+        if (s->run > RA_MIN_RUN && !ra->stop) {
             schedule(ra, m, s, first, last);
+            /* A remote member: the compressed bytes RA_FETCH_AHEAD windows
+             * ahead are asked for now, in pieces on several connections,
+             * so that they arrive before the workers need them: waiting
+             * for them segment by segment would bound a pass to one
+             * segment per worker and round trip. */
+            if (bsrc_is_remote(m->archive->bs)) {
+                from = s->fetch > last + 1 ? s->fetch : last + 1;
+                to = last + 1 + RA_FETCH_AHEAD * (ra->ahead / FS_CHUNK_SIZE);
+                if (to > from + ra->ahead / FS_CHUNK_SIZE / 2)
+                    s->fetch = to; /* in steps of half a window at least */
+                else
+                    to = from;
+            }
+        }
     }
     pthread_mutex_unlock(&ra->lock);
+    if (to > from)
+        fs_member_advise(m, from * FS_CHUNK_SIZE, to * FS_CHUNK_SIZE);
 }
 
 /* The oldest job no worker has taken, marked as taken; NULL once stopping.

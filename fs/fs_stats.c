@@ -122,11 +122,18 @@ static void coverage(struct fs_member *m, uint64_t *indexed, size_t *points, boo
     *indexed = 0;
     *points = 0;
     *complete = false;
-    if (m->kind != FS_DEFLATE || !m->ix)
+    if (m->kind != FS_DEFLATE || !fs_member_located(m) || !m->ix)
         return;
     *points = dfx_index_points(m->ix);
     *complete = dfx_index_total(m->ix) != UINT64_MAX;
     *indexed = *complete ? m->size : dfx_index_frontier(m->ix);
+}
+
+/* m's verdict, once it is final (a remote zip member's local header may
+ * not have been read yet: fs_member_located()). */
+static int unsupported(struct fs_member *m)
+{
+    return fs_member_located(m) ? m->unsupported : 0;
 }
 
 /* The full pass over m running now: bytes checked (*done), bytes per
@@ -163,7 +170,7 @@ static bool crc_checked(struct fs_member *m)
  * the mount's verify= does not make its open wait for that check. */
 static bool unverified(const struct fs_opts *o, const struct fs_archive *a, struct fs_member *m)
 {
-    if (m->unsupported || m->is_dir || m->size == 0 || crc_checked(m))
+    if (unsupported(m) || m->is_dir || m->size == 0 || crc_checked(m))
         return false;
     if (m->kind != FS_DEFLATE && a->kind != FS_SRC_ZIP)
         return false; /* a passthrough file: nothing to check it against */
@@ -228,7 +235,7 @@ static void text_member(struct out *o, const struct fs_archive *a, struct fs_mem
     coverage(m, &indexed, &points, &complete);
     if (passing && m->size)
         snprintf(idx, sizeof(idx), "pass %.1f%%", 100.0 * (double)done / (double)m->size);
-    else if (m->kind != FS_DEFLATE || !m->ix)
+    else if (m->kind != FS_DEFLATE || !fs_member_located(m) || !m->ix)
         snprintf(idx, sizeof(idx), "-");
     else if (m->size <= o->spacing && !complete)
         snprintf(idx, sizeof(idx), "- (small)"); /* never gets a point past its start */
@@ -237,7 +244,7 @@ static void text_member(struct out *o, const struct fs_archive *a, struct fs_mem
     else
         snprintf(idx, sizeof(idx), "%.1f%% (%zu pts)", 100.0 * (double)indexed / (double)m->size,
                  points);
-    if (m->unsupported)
+    if (unsupported(m))
         snprintf(state, sizeof(state), "unsupported: %s", m->why ? m->why : "");
     else if (dmg)
         snprintf(state, sizeof(state), "damaged from byte %" PRIu64 ": %s", bad_from,
@@ -311,7 +318,7 @@ static void json_member(struct out *o, const struct fs_archive *a, struct fs_mem
               m->method, m->size, m->stored_size, indexed, points, complete ? "true" : "false",
               crc_checked(m) ? "true" : "false",
               unverified(o->opts, a, m) ? "true" : "false") &&
-         (m->unsupported ? json_str(o, m->why ? m->why : "", m->why ? strlen(m->why) : 0, false)
+         (unsupported(m) ? json_str(o, m->why ? m->why : "", m->why ? strlen(m->why) : 0, false)
                          : putf(o, false, "null")) &&
          (dmg ? putf(o, false, ",\"damage\":{\"from\":%" PRIu64 ",\"error\":\"%s\"}", bad_from,
                      errtext(-dmg, ebuf, sizeof(ebuf)))
@@ -327,28 +334,58 @@ static void json_member(struct out *o, const struct fs_archive *a, struct fs_mem
     o->nmembers++;
 }
 
+/* A remote archive's line of counters (text), or its "remote" object
+ * (JSON: null for a local archive). */
+static bool remote_head(struct out *o, struct fs_archive *a)
+{
+    struct remote_stats rs;
+    char h[32];
+
+    if (!bsrc_remote_stats(a->bs, &rs))
+        return !o->json || putf(o, false, ",\"remote\":null");
+    if (!o->json) {
+        human(rs.bytes, h, sizeof(h));
+        return putf(o, false,
+                    "  remote: %" PRIu64 " requests, %" PRIu64 " bytes fetched (%s), %" PRIu64
+                    " retries, %" PRIu64 " failures, %" PRIu64 " in flight; blocks %" PRIu64
+                    " hit, %" PRIu64 " missed, %" PRIu64 " fetched ahead\n",
+                    rs.requests, rs.bytes, h, rs.retries, rs.failures, rs.in_flight, rs.hits,
+                    rs.misses, rs.ahead_blocks);
+    }
+    return putf(o, false,
+                ",\"remote\":{\"requests\":%" PRIu64 ",\"bytes\":%" PRIu64
+                ",\"retries\":%" PRIu64 ",\"failures\":%" PRIu64 ",\"in_flight\":%" PRIu64
+                ",\"block_hits\":%" PRIu64 ",\"block_misses\":%" PRIu64
+                ",\"ahead_blocks\":%" PRIu64 "}",
+                rs.requests, rs.bytes, rs.retries, rs.failures, rs.in_flight, rs.hits, rs.misses,
+                rs.ahead_blocks);
+}
+
 static bool archive_head(struct out *o, struct fs_archive *a)
 {
     bool changed = atomic_load(&a->changed);
 
     if (!o->json) {
         /* the path too: a file in a directory source may have any name */
-        size_t n = fs_text_string(NULL, 0, a->path, strlen(a->path), false);
+        size_t n = fs_text_string(NULL, 0, a->name, strlen(a->name), false);
         char *path = malloc(n + 1);
         bool ok;
 
         if (!path)
             return false;
-        fs_text_string(path, n + 1, a->path, strlen(a->path), false);
-        ok = putf(o, false, "\n%s%s\n  %-*s  %-8s %14s %14s  %-18s %s\n", path,
-                  changed ? " (changed since mount: reads that need it fail)" : "",
-                  o->name_width, "MEMBER", "METHOD", "SIZE", "STORED", "INDEXED", "STATE");
+        fs_text_string(path, n + 1, a->name, strlen(a->name), false);
+        ok = putf(o, false, "\n%s%s\n", path,
+                  changed ? " (changed since mount: reads that need it fail)" : "") &&
+             remote_head(o, a) &&
+             putf(o, false, "  %-*s  %-8s %14s %14s  %-18s %s\n", o->name_width, "MEMBER",
+                  "METHOD", "SIZE", "STORED", "INDEXED", "STATE");
         free(path);
         return ok;
     }
     if (!putf(o, false, "%s{\"path\":", o->narchives ? "," : "") ||
-        !json_str(o, a->path, strlen(a->path), false) ||
-        !putf(o, false, ",\"changed\":%s,\"members\":[", changed ? "true" : "false"))
+        !json_str(o, a->name, strlen(a->name), false) ||
+        !putf(o, false, ",\"changed\":%s", changed ? "true" : "false") || !remote_head(o, a) ||
+        !putf(o, false, ",\"members\":["))
         return false;
     o->arch_open = true;
     o->nmembers = 0;
@@ -399,6 +436,48 @@ static void measure_archive(struct fs_archive *a, void *arg)
     }
 }
 
+/* The network side's totals (mount-wide), for a mount with remote
+ * sources: connections open now, requests, bytes, retries, failures, and
+ * the remote block cache. */
+static void text_net(struct out *o, struct net *net)
+{
+    struct http_stats hs;
+    struct remote_stats rs;
+    char h1[32], h2[32], h3[32];
+
+    if (!net)
+        return;
+    net_stats(net, &hs, &rs);
+    human(hs.bytes, h1, sizeof(h1));
+    human(rs.cache_bytes, h2, sizeof(h2));
+    human(rs.cache_limit, h3, sizeof(h3));
+    putf(o, false,
+         "remote connections  %" PRIu64 " open (%" PRIu64 " opened in all)\n"
+         "remote requests     %" PRIu64 " (%" PRIu64 " retries, %" PRIu64 " failed)\n"
+         "remote bytes        %" PRIu64 " (%s fetched)\n"
+         "remote cache held   %" PRIu64 " (%s of %s)\n",
+         hs.connections, hs.opened, hs.requests, hs.retries, hs.failures, hs.bytes, h1,
+         rs.cache_bytes, h2, h3);
+}
+
+static void json_net(struct out *o, struct net *net)
+{
+    struct http_stats hs;
+    struct remote_stats rs;
+
+    if (!net) {
+        putf(o, false, ",\"remote\":null");
+        return;
+    }
+    net_stats(net, &hs, &rs);
+    putf(o, false,
+         ",\"remote\":{\"connections\":%" PRIu64 ",\"connections_opened\":%" PRIu64
+         ",\"requests\":%" PRIu64 ",\"retries\":%" PRIu64 ",\"failures\":%" PRIu64
+         ",\"bytes\":%" PRIu64 ",\"cache\":{\"bytes\":%" PRIu64 ",\"capacity\":%" PRIu64 "}}",
+         hs.connections, hs.opened, hs.requests, hs.retries, hs.failures, hs.bytes,
+         rs.cache_bytes, rs.cache_limit);
+}
+
 static void text_counters(struct out *o, const struct cache_stats *cs, uint64_t capacity)
 {
     uint64_t served = atomic_load(&fs_counters.bytes_served);
@@ -430,6 +509,7 @@ static void text_counters(struct out *o, const struct cache_stats *cs, uint64_t 
          (uint64_t)atomic_load(&fs_counters.readahead_chunks), fs_parked_count(),
          FS_PARKED_TOTAL, (uint64_t)atomic_load(&fs_counters.pages_dropped),
          (uint64_t)atomic_load(&fs_window_budget.used), fs_window_budget.limit, o->unverified);
+    text_net(o, o->opts->net);
 }
 
 static void json_counters(struct out *o, const struct cache_stats *cs, uint64_t capacity)
@@ -450,6 +530,7 @@ static void json_counters(struct out *o, const struct cache_stats *cs, uint64_t 
          (uint64_t)atomic_load(&fs_counters.readahead_chunks), fs_parked_count(),
          FS_PARKED_TOTAL, (uint64_t)atomic_load(&fs_counters.pages_dropped),
          (uint64_t)atomic_load(&fs_window_budget.used), fs_window_budget.limit, o->unverified);
+    json_net(o, o->opts->net);
 }
 
 /* The mount's indexing progress: members of the opened archives that get a

@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define UNIT_SHIFT 32
@@ -79,7 +80,10 @@ enum unit_kind { UNIT_ZIP, UNIT_GZIP, UNIT_PLAIN };
 enum { UNIT_NEW = 0, UNIT_OPEN = 1 };
 
 struct vfs_unit {
-    char *path;            /* owned, immutable: the file to open (absolute) */
+    char *path;            /* owned, immutable: the file to open (absolute), or the
+                            * object's URL (remote) */
+    bool remote;           /* immutable: path is a URL (opened through opts->net) */
+    atomic_bool said_retry; /* a transient failure to open it was logged */
     int rootfd;            /* immutable: the walked directory source it was found
                             * in (opened beneath it), or -1: named on the command line */
     const char *rel;       /* immutable: path relative to that source (in path) */
@@ -200,6 +204,7 @@ static int new_unit(struct fs_vfs *v, uint64_t ino, const char *path, int rootfd
     u->rootfd = rootfd;
     /* path is root + "/" + rel, or "/" + rel for the root "/" */
     u->rel = rootfd < 0 ? NULL : u->path + (root_len == 1 ? 1 : root_len + 1);
+    u->remote = bsrc_is_url(path);
     u->kind = kind;
     u->node = ino;
     u->size = (uint64_t)st->st_size;
@@ -525,6 +530,163 @@ static void newest_mtime(struct fs_vfs *v, struct timespec t)
         *r = t;
 }
 
+/* The seconds since the epoch of an S3 listing's LastModified
+ * ("2024-05-01T12:34:56.000Z"), or 0 if it does not parse. */
+static time_t iso8601(const char *s)
+{
+    struct tm tm = {0};
+    const char *end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+
+    return end ? timegm(&tm) : 0;
+}
+
+/* Can one component of a key be a name in the mount? */
+static bool placeable(const char *c, size_t n)
+{
+    return n > 0 && n <= NAME_MAX && !(n == 1 && c[0] == '.') &&
+           !(n == 2 && c[0] == '.' && c[1] == '.');
+}
+
+/* The directory components of the key being placed that the one before
+ * shared, with their nodes (keys come in byte order, so the keys under one
+ * directory are consecutive: a directory is made once). */
+struct dir_stack {
+    const char *path; /* the previous key's directory part (borrowed) */
+    size_t len;       /* its length, '/' included */
+    uint64_t ino[PATH_MAX / 2 + 1];
+    size_t depth;
+};
+
+/* The directory node for rel's directory part (rel[0..dlen), dlen 0: top),
+ * made as needed under top. Returns 0 or a negative errno. */
+static int listing_dir(struct fs_vfs *v, struct dir_stack *ds, uint64_t top, const char *rel,
+                       size_t dlen, const struct timespec *mtime, uint64_t *dir)
+{
+    size_t depth = 0, at = 0;
+    int ret;
+
+    /* the components shared with the previous key's directory */
+    while (at < dlen) {
+        size_t n = strcspn(rel + at, "/");
+        if (at + n > ds->len || memcmp(rel + at, ds->path + at, n) != 0 ||
+            (at + n < ds->len && ds->path[at + n] != '/'))
+            break;
+        at += n + 1;
+        depth++;
+    }
+    ds->depth = depth;
+    while (at < dlen) {
+        size_t n = strcspn(rel + at, "/");
+        char name[NAME_MAX + 1];
+        uint64_t parent = ds->depth ? ds->ino[ds->depth - 1] : top, ino;
+
+        memcpy(name, rel + at, n);
+        name[n] = '\0';
+        ret = new_node(v, parent, name, VN_DIR, &ino);
+        if (ret < 0)
+            return ret;
+        vnode(v, ino)->perm = 0555;
+        vnode(v, ino)->uid = getuid();
+        vnode(v, ino)->gid = getgid();
+        if (ds->depth >= sizeof(ds->ino) / sizeof(ds->ino[0]))
+            return -ENAMETOOLONG;
+        ds->ino[ds->depth++] = ino;
+        at += n + 1;
+    }
+    ds->path = rel;
+    ds->len = dlen;
+    *dir = ds->depth ? ds->ino[ds->depth - 1] : top;
+    /* every directory above carries the newest mtime below it */
+    for (size_t i = 0; i < ds->depth; i++) {
+        struct timespec *t = &vnode(v, ds->ino[i])->mtime;
+        if (mtime->tv_sec > t->tv_sec)
+            *t = *mtime;
+    }
+    return 0;
+}
+
+/* Place one archive key (rel: the key past the prefix) of the s3:// prefix
+ * whose object URLs start with base ("s3://BUCKET/"). Returns 0 (placed,
+ * or skipped and logged) or a negative errno. */
+static int listing_key(struct fs_vfs *v, struct dir_stack *ds, uint64_t top, const char *base,
+                       const struct s3_object *o, const char *rel)
+{
+    size_t len = strlen(rel), dlen = 0, at = 0;
+    struct stat st = {0};
+    bool npz = len > 4 && strcmp(rel + len - 4, ".npz") == 0;
+    char *url = NULL, *shown;
+    uint64_t dir, ino;
+    int ret;
+
+    for (at = 0; at <= len;) {
+        size_t n = strcspn(rel + at, "/");
+        if (!placeable(rel + at, n)) {
+            fuse_log(FUSE_LOG_INFO, "npyfs: %s%s: skipping: its key cannot be a path in the "
+                     "mount (an empty, '.' or '..' component, or one longer than %d bytes)\n",
+                     base, o->key, NAME_MAX);
+            return 0;
+        }
+        if (rel[at + n] == '/')
+            dlen = at + n + 1;
+        at += n + 1;
+    }
+    st.st_mode = S_IFREG | 0444;
+    st.st_size = (off_t)o->size;
+    st.st_mtim.tv_sec = iso8601(o->last_modified);
+    st.st_uid = getuid();
+    st.st_gid = getgid();
+    ret = listing_dir(v, ds, top, rel, dlen ? dlen - 1 : 0, &st.st_mtim, &dir);
+    if (ret < 0)
+        return ret;
+    /* Y.npy.gz shows as Y.npy, as in a directory source */
+    shown = strndup(rel + dlen, len - dlen - (npz ? 0 : 3));
+    if (!shown || asprintf(&url, "%s%s", base, o->key) < 0) {
+        free(shown);
+        return -ENOMEM;
+    }
+    ret = new_node(v, dir, shown, npz ? VN_ARCHIVE : VN_FILE, &ino);
+    if (ret == 0)
+        ret = new_unit(v, ino, url, -1, 0, npz ? UNIT_ZIP : UNIT_GZIP, &st, NULL);
+    if (ret == 0 && st.st_mtim.tv_sec > vnode(v, top)->mtime.tv_sec)
+        vnode(v, top)->mtime = st.st_mtim;
+    free(shown);
+    free(url);
+    return ret;
+}
+
+/* An s3:// prefix source (url) into dir: its archive keys as a tree. */
+static int walk_listing(struct fs_vfs *v, const char *url, const struct s3_listing *l,
+                        uint64_t dir)
+{
+    struct dir_stack *ds = calloc(1, sizeof(*ds));
+    struct s3_location loc;
+    char *base = NULL;
+    int ret;
+
+    if (!ds)
+        return -ENOMEM;
+    ret = s3_parse_url(url, &loc);
+    if (ret < 0) {
+        free(ds);
+        return ret;
+    }
+    if (asprintf(&base, "s3://%s/", loc.bucket) < 0)
+        ret = -ENOMEM;
+    vnode(v, dir)->perm = 0555;
+    vnode(v, dir)->uid = getuid();
+    vnode(v, dir)->gid = getgid();
+    for (size_t i = 0; ret == 0 && i < l->count; i++) {
+        const char *key = l->objs[i].key;
+        if (strncmp(key, loc.key, strlen(loc.key)) != 0)
+            continue; /* not under the prefix: S3 would not list it */
+        ret = listing_key(v, ds, dir, base, &l->objs[i], key + strlen(loc.key));
+    }
+    free(base);
+    s3_location_destroy(&loc);
+    free(ds);
+    return ret;
+}
+
 /* A source named on the command line, at dir (or as the root itself). */
 static int add_source(struct fs_vfs *v, struct fs_source *s, uint64_t parent, bool single)
 {
@@ -533,6 +695,16 @@ static int add_source(struct fs_vfs *v, struct fs_source *s, uint64_t parent, bo
     uint64_t ino;
     int ret;
 
+    if (!a && s->listing) {
+        if (single)
+            return walk_listing(v, s->path, s->listing, 1);
+        ret = new_node(v, parent, s->name, VN_DIR, &ino);
+        if (ret == 0)
+            ret = walk_listing(v, s->path, s->listing, ino);
+        if (ret == 0)
+            newest_mtime(v, vnode(v, ino)->mtime);
+        return ret;
+    }
     if (!a) {
         if (single)
             return walk_source(v, s->path, 1);
@@ -544,12 +716,12 @@ static int add_source(struct fs_vfs *v, struct fs_source *s, uint64_t parent, bo
         return ret;
     }
     s->archive = NULL; /* the unit owns it from here, even on failure */
-    st = a->st;
+    st = bsrc_ident(a->bs)->st;
     if (a->kind == FS_SRC_ZIP && single) {
         ino = 1;
         vnode(v, 1)->type = VN_ARCHIVE;
     } else if (single && !a->members[0].name[0]) {
-        fuse_log(FUSE_LOG_WARNING, "npyfs: %s: no name to show its content under\n", a->path);
+        fuse_log(FUSE_LOG_WARNING, "npyfs: %s: no name to show its content under\n", a->name);
         fs_archive_free(a);
         return 0;
     } else {
@@ -568,6 +740,28 @@ static int add_source(struct fs_vfs *v, struct fs_source *s, uint64_t parent, bo
     newest_mtime(v, st.st_mtim);
     atomic_fetch_add_explicit(&fs_counters.archives_opened, 1, memory_order_relaxed);
     return open_tree(v, &v->units[v->nunits - 1]);
+}
+
+/* A name taken twice in one directory (an s3:// prefix can hold "a.npz"
+ * and "a.npz/b.npz"; a local directory cannot): the first in the sorted
+ * order stays, the others are left out of the directory (logged). */
+static void drop_twins(struct fs_vfs *v, struct vfs_node *d)
+{
+    size_t kept = 1;
+
+    for (size_t i = 1; i < d->nchildren; i++) {
+        struct vfs_node *c = vnode(v, d->children[i]);
+
+        if (strcmp(c->name, vnode(v, d->children[kept - 1])->name) != 0) {
+            d->children[kept++] = d->children[i];
+            continue;
+        }
+        fuse_log(FUSE_LOG_INFO, "npyfs: skipping a second entry called '%s' in one directory "
+                 "of the mount\n", c->name);
+        if (c->type != VN_FILE)
+            d->nsubdirs--;
+    }
+    d->nchildren = kept;
 }
 
 /* Contract in fs.h. */
@@ -609,8 +803,10 @@ int fs_vfs_new(struct fs_source *srcs, size_t n, const struct fs_opts *opts, str
         return ret;
     }
     for (size_t i = 0; i < v->count; i++)
-        if (v->nodes[i].nchildren > 1)
+        if (v->nodes[i].nchildren > 1) {
             qsort_r(v->nodes[i].children, v->nodes[i].nchildren, sizeof(uint64_t), cmp_child, v);
+            drop_twins(v, &v->nodes[i]);
+        }
     pthread_mutex_init(&v->lock, NULL);
     for (size_t i = 0; i < v->nunits; i++) {
         pthread_mutex_init(&v->units[i].lock, NULL);
@@ -678,12 +874,25 @@ static int open_tree(struct fs_vfs *v, struct vfs_unit *u)
 }
 
 /* Worth trying again later rather than failing the unit for good (-ECANCELED:
- * the mount is stopping). */
+ * the mount is stopping; -EREMOTEIO: the server of a remote unit failed). */
 static bool transient(int err)
 {
     return err == -ENOMEM || err == -EMFILE || err == -ENFILE || err == -EINTR || err == -EAGAIN ||
-           err == -ECANCELED;
+           err == -ECANCELED || err == -EREMOTEIO;
 }
+
+/* A remote unit's open failed because of the server or the network (why:
+ * the server's problem, "" if the failure came from parsing what it sent),
+ * not because of what the object is: a later request tries again. */
+static bool server_down(int err, const char *why)
+{
+    if (bsrc_transient(err))
+        return true;
+    return why[0] && (err == -EIO || err == -ECONNREFUSED || err == -EHOSTUNREACH ||
+                      err == -ECONNRESET || err == -ETIMEDOUT);
+}
+
+#define ERRTEXT(err) strerror_r(-(err), (char[64]){0}, 64)
 
 /* Open unit u (its open job, the only one: no lock held). Returns UNIT_OPEN
  * or a negative errno. */
@@ -694,10 +903,23 @@ static int open_unit(struct fs_vfs *v, struct vfs_unit *u)
     char buf[192];
     int ret;
 
+    char why[256] = "", shown[PATH_MAX + 64];
+
+    bsrc_name_of(u->path, shown, sizeof(shown));
     if (u->kind == UNIT_PLAIN)
         ret = fs_archive_open_plain(u->rootfd, u->rel, u->path, name, v->opts->spacing, &u->a);
+    else if (u->remote)
+        ret = fs_archive_open_url(v->opts->net, u->path, v->opts->spacing, &lim, &u->a, why,
+                                  sizeof(why));
     else
         ret = fs_archive_open_beneath(u->rootfd, u->rel, u->path, v->opts->spacing, &lim, &u->a);
+    if (u->remote && ret < 0 && server_down(ret, why)) {
+        /* not the archive's fault: the next request tries again */
+        if (!atomic_exchange(&u->said_retry, true))
+            fuse_log(FUSE_LOG_ERR, "npyfs: %s: cannot open it now: %s; it reads as EIO until "
+                     "the server answers\n", shown, why[0] ? why : ERRTEXT(ret));
+        return -EREMOTEIO;
+    }
     if (ret == 0 && u->a->kind != (u->kind == UNIT_ZIP    ? FS_SRC_ZIP
                                    : u->kind == UNIT_GZIP ? FS_SRC_GZIP
                                                           : FS_SRC_PLAIN))
@@ -706,8 +928,8 @@ static int open_unit(struct fs_vfs *v, struct vfs_unit *u)
         ret = open_tree(v, u);
     if (ret < 0) {
         if (!transient(ret))
-            fuse_log(FUSE_LOG_ERR, "npyfs: %s: cannot open: %s; it reads as EIO\n", u->path,
-                     fs_open_problem(ret, v->opts->max_ratio, buf, sizeof(buf)));
+            fuse_log(FUSE_LOG_ERR, "npyfs: %s: cannot open: %s; it reads as EIO\n", shown,
+                     why[0] ? why : fs_open_problem(ret, v->opts->max_ratio, buf, sizeof(buf)));
         fs_indexer_free(u->indexer);
         u->indexer = NULL;
         fs_tree_destroy(&u->tree);
@@ -718,13 +940,14 @@ static int open_unit(struct fs_vfs *v, struct vfs_unit *u)
     /* A passthrough file that changed since mount is a changed archive:
      * its size was shown already, so its reads fail rather than mislead. */
     if (u->kind == UNIT_PLAIN &&
-        ((uint64_t)u->a->st.st_size != u->size || u->a->st.st_mtim.tv_sec != u->mtime.tv_sec ||
-         u->a->st.st_mtim.tv_nsec != u->mtime.tv_nsec)) {
+        (bsrc_ident(u->a->bs)->size != u->size ||
+         bsrc_ident(u->a->bs)->st.st_mtim.tv_sec != u->mtime.tv_sec ||
+         bsrc_ident(u->a->bs)->st.st_mtim.tv_nsec != u->mtime.tv_nsec)) {
         atomic_store(&u->a->changed, true);
         fuse_log(FUSE_LOG_ERR,
                  "npyfs: %s: the file changed since mount; its reads fail with "
                  "EIO (remount to see the new content)\n",
-                 u->path);
+                 shown);
     }
     if (u->kind != UNIT_PLAIN)
         atomic_fetch_add_explicit(&fs_counters.archives_opened, 1, memory_order_relaxed);
@@ -1045,7 +1268,7 @@ int fs_vfs_getattr(struct fs_vfs *v, uint64_t ino, struct stat *st)
             st->st_nlink = 1; /* as on btrfs: subdirectories unknown (until opened) */
         }
     } else {
-        mtime = r.u->a->st.st_mtim;
+        mtime = bsrc_ident(r.u->a->bs)->st.st_mtim;
         if (r.tn->is_dir)
             set_dir(st, r.tn->nsubdirs, dir_perm(r.u->perm));
         else

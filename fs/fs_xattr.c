@@ -85,6 +85,9 @@ static int meta_build(struct fs_archive *a, struct fs_member *m, struct fs_meta 
     char *type = NULL;
 
     *out = NULL;
+    ret = fs_member_locate(a, m); /* a remote zip's local header, first time */
+    if (ret < 0)
+        return ret == -ENOMEM ? -ENOMEM : -EIO;
     meta = calloc(1, sizeof(*meta));
     if (!meta)
         return -ENOMEM;

@@ -64,6 +64,10 @@ struct http_client {
     struct http_req *head[2], *tail[2];           /* protected by lock: by enum http_prio */
     struct worker *workers[HTTP_MAX_CONNECTIONS]; /* protected by lock: owned */
     unsigned nworkers, idle;                      /* protected by lock */
+    CURL *spare[HTTP_MAX_CONNECTIONS];            /* protected by lock: owned easy handles
+                                                   * of parked workers, for new ones */
+    unsigned nspare;                              /* protected by lock */
+    bool parking;                                 /* protected by lock: workers exit */
     atomic_bool stopping;                         /* atomic: set once by http_client_free() */
 
     unsigned connections, timeout_ms, retry_base_ms, retry_max_ms; /* immutable */
@@ -317,9 +321,13 @@ static int load_headers(struct http_client *c, const char *path, struct http_err
     size_t lineno = 0, cap = 0;
 
     if (!text) {
+        char ebuf[64];
         set_error(why, HTTP_ERR_HEADER_FILE, err);
-        snprintf(why->detail, sizeof(why->detail), "%s",
-                 err == -EINVAL ? "not a regular text file of at most 64 KiB" : "cannot be read");
+        if (err == -EINVAL)
+            snprintf(why->detail, sizeof(why->detail), "not a regular text file of at most 64 KiB");
+        else
+            snprintf(why->detail, sizeof(why->detail), "cannot be read (%s)",
+                     strerror_r(-err, ebuf, sizeof(ebuf)));
         return err;
     }
     /* Lines are split on '\n' by hand: strtok would merge blank lines and
@@ -721,7 +729,7 @@ static struct curl_slist *build_headers(struct http_client *c, struct http_req *
             goto out_nomem;                                                                        \
         l = t;                                                                                     \
     } while (0)
-    for (size_t i = 0; i < c->nheaders; i++)
+    for (size_t i = 0; i < c->nheaders && !(r->auth && r->auth->no_header_file); i++)
         ADD(c->headers[i]);
     if (r->auth && r->auth->headers)
         for (const char *const *h = r->auth->headers; *h; h++)
@@ -769,6 +777,8 @@ static void setup_easy(struct worker *w, struct xfer *x, struct curl_slist *hdrs
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     if (c->cacert)
         curl_easy_setopt(e, CURLOPT_CAINFO, c->cacert);
+    else if (r->auth && r->auth->cacert)
+        curl_easy_setopt(e, CURLOPT_CAINFO, r->auth->cacert);
     curl_easy_setopt(e, CURLOPT_SHARE, c->share);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, c);
@@ -803,7 +813,10 @@ static void classify_curl(struct worker *w, struct xfer *x, CURLcode rc)
     curl_easy_getinfo(w->easy, CURLINFO_OS_ERRNO, &oserr);
     switch (rc) {
     case CURLE_COULDNT_RESOLVE_HOST:
-        fail(x, HTTP_ERR_DNS, -EHOSTUNREACH, "%s", curl_easy_strerror(rc));
+        /* libcurl's text names the host (or proxy) only: no path, query
+         * or user information. */
+        fail(x, HTTP_ERR_DNS, -EHOSTUNREACH, "%s",
+             w->errbuf[0] ? w->errbuf : curl_easy_strerror(rc));
         break;
     case CURLE_COULDNT_CONNECT:
         if (oserr == ECONNREFUSED)
@@ -847,6 +860,10 @@ static void classify_curl(struct worker *w, struct xfer *x, CURLcode rc)
         fail(x, HTTP_ERR_NOMEM, -ENOMEM, "out of memory");
         break;
     case CURLE_URL_MALFORMAT:
+        fail(x, HTTP_ERR_OTHER, -EINVAL,
+             "not a valid URL (a space, or another character a URL may not hold, must be "
+             "%%-encoded: %%20 for a space)");
+        break;
     case CURLE_UNSUPPORTED_PROTOCOL:
         fail(x, HTTP_ERR_OTHER, -EINVAL, "%s", curl_easy_strerror(rc));
         break;
@@ -992,6 +1009,15 @@ static void backoff(struct worker *w, const struct xfer *x, unsigned n)
     pthread_mutex_unlock(&c->lock);
 }
 
+/* A suffix range answered with another range, or refused (416, 501):
+ * http_probe() asks again with an explicit range. */
+static bool suffix_retried(int kind, const struct xfer *x)
+{
+    return kind == HTTP_SUFFIX &&
+           (x->why == HTTP_ERR_BAD_RANGE ||
+            (x->why == HTTP_ERR_STATUS && (x->status == 416 || x->status == 501)));
+}
+
 /* Perform r with its retries and fill its results. */
 static void perform(struct worker *w, struct http_req *r)
 {
@@ -1042,7 +1068,12 @@ static void perform(struct worker *w, struct http_req *r)
         free(r->body);
         r->body = NULL;
         r->body_len = 0;
-        atomic_fetch_add(&c->failures, 1);
+        /* a whole small file that is not there (an optional index) is an
+         * answer, not a failure of the server; nor is a suffix range
+         * answered wrongly or refused, which http_probe() asks again the
+         * long way (that request counts if it fails) */
+        if (!(r->kind == HTTP_BODY && x->err == -ENOENT) && !suffix_retried(r->kind, x))
+            atomic_fetch_add(&c->failures, 1);
     } else if (x->region[0]) {
         snprintf(r->error.region, sizeof(r->error.region), "%s", x->region);
     }
@@ -1100,12 +1131,13 @@ static void *worker_main(void *arg)
 
     pthread_mutex_lock(&c->lock);
     for (;;) {
-        while (!atomic_load(&c->stopping) && !c->head[0] && !c->head[1]) {
+        while (!atomic_load(&c->stopping) && !c->parking && !c->head[0] && !c->head[1]) {
             c->idle++;
             pthread_cond_wait(&c->work, &c->lock);
             c->idle--;
         }
-        if (atomic_load(&c->stopping))
+        /* parking: the queue is served to its end first */
+        if (atomic_load(&c->stopping) || (c->parking && !c->head[0] && !c->head[1]))
             break;
         r = queue_pop(c);
         r->state = ST_RUNNING;
@@ -1135,7 +1167,9 @@ static int spawn_worker(struct http_client *c)
     if (!w)
         return -ENOMEM;
     w->c = c;
-    w->easy = curl_easy_init(); /* NULL: its requests fail with -ENOMEM */
+    /* a parked worker's handle keeps its connection; NULL: its requests
+     * fail with -ENOMEM */
+    w->easy = c->nspare ? c->spare[--c->nspare] : curl_easy_init();
     w->rng = (uint64_t)(uintptr_t)w ^ (uint64_t)time(NULL) * 0x9e3779b97f4a7c15u;
     if (!w->rng)
         w->rng = 1;
@@ -1146,6 +1180,38 @@ static int spawn_worker(struct http_client *c)
         return -err;
     }
     c->workers[c->nworkers++] = w;
+    return 0;
+}
+
+/* Contract in http.h. */
+int http_client_park(struct http_client *c)
+{
+    unsigned n;
+
+    pthread_mutex_lock(&c->lock);
+    if (c->nworkers == 0 && (c->head[0] || c->head[1])) {
+        pthread_mutex_unlock(&c->lock);
+        return -EBUSY; /* queued, and no worker to serve it */
+    }
+    c->parking = true;
+    pthread_cond_broadcast(&c->work);
+    n = c->nworkers;
+    pthread_mutex_unlock(&c->lock);
+    /* Only this thread changes the worker set now: no submission runs
+     * alongside (the caller's promise), and the workers only leave. */
+    for (unsigned i = 0; i < n; i++)
+        pthread_join(c->workers[i]->tid, NULL);
+    pthread_mutex_lock(&c->lock);
+    for (unsigned i = 0; i < n; i++) {
+        if (c->workers[i]->easy)
+            c->spare[c->nspare++] = c->workers[i]->easy;
+        free(c->workers[i]);
+        c->workers[i] = NULL;
+    }
+    c->nworkers = 0;
+    c->idle = 0;
+    c->parking = false;
+    pthread_mutex_unlock(&c->lock);
     return 0;
 }
 
@@ -1194,8 +1260,10 @@ int http_client_new(const struct http_opts *o, struct http_client **out, struct 
     if (o->cacert) {
         if (access(o->cacert, R_OK) < 0) {
             err = -errno;
+            char ebuf[64];
             set_error(why, HTTP_ERR_TLS, err);
-            snprintf(why->detail, sizeof(why->detail), "the CA file cannot be read");
+            snprintf(why->detail, sizeof(why->detail), "the CA file cannot be read (%s)",
+                     strerror_r(-err, ebuf, sizeof(ebuf)));
             http_client_free(c);
             return err;
         }
@@ -1259,6 +1327,8 @@ void http_client_free(struct http_client *c)
         curl_easy_cleanup(c->workers[i]->easy);
         free(c->workers[i]);
     }
+    for (unsigned i = 0; i < c->nspare; i++)
+        curl_easy_cleanup(c->spare[i]);
     if (c->share)
         curl_share_cleanup(c->share);
     for (size_t i = 0; i < c->nheaders; i++) {
@@ -1620,7 +1690,8 @@ const char *http_problem(const struct http_error *e, char *buf, size_t len)
         snprintf(buf, len, "no error");
         break;
     case HTTP_ERR_DNS:
-        snprintf(buf, len, "cannot resolve the host name (DNS lookup failed)");
+        snprintf(buf, len, "cannot resolve the host name (DNS lookup failed: %s)",
+                 d[0] ? d : "no detail");
         break;
     case HTTP_ERR_REFUSED:
         snprintf(buf, len, "connection refused (is the server running?)");
@@ -1647,13 +1718,15 @@ const char *http_problem(const struct http_error *e, char *buf, size_t len)
         snprintf(buf, len, "the reply ended early (%s)", d);
         break;
     case HTTP_ERR_STATUS:
-        if (e->code[0])
+        if (e->status == 404 && !e->code[0])
+            snprintf(buf, len, "404 Not Found: no such object");
+        else if (e->code[0])
             snprintf(buf, len, "HTTP %ld %s (%s)", e->status, status_text(e->status), e->code);
         else
             snprintf(buf, len, "HTTP %ld %s", e->status, status_text(e->status));
         break;
     case HTTP_ERR_NO_RANGE:
-        snprintf(buf, len, "the server does not honour Range requests (it sent the whole object)");
+        snprintf(buf, len, "the server ignores Range requests (it sent the whole object)");
         break;
     case HTTP_ERR_BAD_RANGE:
         snprintf(buf, len, "the server answered another byte range than asked for (%s)", d);

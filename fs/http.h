@@ -105,7 +105,11 @@ struct http_auth {
     const char *sigv4;          /* CURLOPT_AWS_SIGV4 ("aws:amz:REGION:s3"), or NULL */
     const char *user, *secret;  /* access key id and secret key, with sigv4 (secret) */
     const char *const *headers; /* NULL-terminated extra header lines (may be secret) */
+    const char *cacert;         /* a PEM CA file for these requests when the client has
+                                 * none (http_opts.cacert wins), or NULL: the system's */
     bool raw_path;              /* send the path exactly as given (no dot segments removed) */
+    bool no_header_file;        /* leave out the client's header-file lines (signed S3
+                                 * requests carry their own Authorization) */
     bool no_redirect;           /* do not follow redirects */
     bool s3_errors;             /* take <Error><Code> out of error bodies */
 };
@@ -201,7 +205,8 @@ struct http_stats {
     uint64_t requests;    /* HTTP requests sent (retries included) */
     uint64_t bytes;       /* body bytes received */
     uint64_t retries;     /* requests sent again after a failure */
-    uint64_t failures;    /* requests that failed for good */
+    uint64_t failures;    /* requests that failed for good (not counted: a 404 to an
+                           * HTTP_BODY request, an optional file's absence) */
     uint64_t connections; /* connections open now */
     uint64_t opened;      /* connections opened in all */
 };
@@ -216,6 +221,15 @@ int http_client_new(const struct http_opts *o, struct http_client **out, struct 
 /* Cancels queued requests (done() with -ECANCELED), aborts running ones and
  * joins the workers. Accepts NULL. The caller must not submit concurrently. */
 void http_client_free(struct http_client *c);
+
+/* Let the workers perform every request queued or running (fetch-ahead
+ * included), then stop and join them, keeping their easy handles and so
+ * their live connections for the workers later requests start. For
+ * fork(): threads do not survive it, so call this first, with nothing
+ * submitting meanwhile; the child goes on with the connections, and the
+ * parent must then not use the client (it may only exit). Returns 0, or
+ * -EBUSY (requests queued and no worker: nothing done). */
+int http_client_park(struct http_client *c);
 
 /* Queue r. Returns 0 (done() will be called exactly once), or -EINVAL (bad
  * request), -ECANCELED (client being freed), -EAGAIN (no worker could be

@@ -41,6 +41,7 @@ struct remote_ctx {
     const struct s3_config *s3;       /* borrowed, may be NULL */
     struct cache *cache;              /* owned: compressed blocks of every source */
     size_t block;                     /* immutable */
+    uint64_t cache_limit;             /* immutable: the cache's capacity */
     uint64_t ahead_max;               /* immutable: largest fetch-ahead window */
     atomic_uint_least64_t next_owner; /* atomic: cache owner ids */
     struct counters *totals;          /* owned: every source's counters added up */
@@ -82,6 +83,14 @@ struct stream {
     unsigned reads;     /* consecutive reads */
 };
 
+/* A span of the object a caller announced (remote_advise()). */
+struct span {
+    uint64_t from, to;
+};
+
+/* Advised spans remembered per source (a few per reader thread). */
+#define ADVISED 16
+
 struct rsrc {
     struct src base;              /* first: struct src * and struct rsrc * convert */
     struct remote_ctx *ctx;       /* borrowed */
@@ -102,6 +111,10 @@ struct rsrc {
     unsigned inflight;                      /* protected by lock: fetches not completed */
     struct stream streams[REMOTE_STREAMS];  /* protected by lock */
     uint64_t clock;                         /* protected by lock: stream stamps */
+    /* protected by lock: the last spans remote_advise() was told about; a
+     * read inside one is that planned read, not a sequential stream */
+    struct span advised[ADVISED];
+    unsigned next_advised;
 
     struct counters n; /* atomic */
 };
@@ -151,6 +164,7 @@ int remote_ctx_new(struct http_client *http, const struct s3_config *s3,
     c->ahead_max = cap / 4 < REMOTE_AHEAD_MAX ? cap / 4 : REMOTE_AHEAD_MAX;
     if (c->ahead_max < c->block)
         c->ahead_max = c->block;
+    c->cache_limit = cap;
     err = cache_new(cap, c->block, &c->cache);
     if (err) {
         free(c->totals);
@@ -233,11 +247,14 @@ static void fetch_free(struct fetch *f)
     free(f);
 }
 
+/* A failed fetch as its readers see it (remote.h): a change is -EIO, a
+ * server that failed -EREMOTEIO, so that no reader mistakes an outage for
+ * damage or a truncated archive. */
 static int read_errno(int err)
 {
     if (err == -ETIMEDOUT || err == -ENOMEM)
         return err;
-    return -EIO;
+    return err == -ESTALE ? -EIO : -EREMOTEIO;
 }
 
 static void on_fetch_done(struct http_req *r)
@@ -383,6 +400,12 @@ static size_t plan_ahead(struct rsrc *s, uint64_t off, uint64_t end, struct fetc
     uint64_t B = c->block;
     struct stream *st = NULL, *oldest = &s->streams[0];
     size_t nf = 0;
+
+    /* The reads of an announced span (a decoder's input between two access
+     * points) are fetched already: they are no stream to read ahead of. */
+    for (int i = 0; i < ADVISED; i++)
+        if (off >= s->advised[i].from && end <= s->advised[i].to)
+            return 0;
 
     for (int i = 0; i < REMOTE_STREAMS; i++) {
         struct stream *t = &s->streams[i];
@@ -534,6 +557,26 @@ static int64_t remote_pread(struct src *src, void *buf, size_t len, uint64_t off
         memcpy(buf, s->head + off, len);
         return (int64_t)len;
     }
+    /* A read that runs into the bytes kept from open fetches only the rest
+     * (a zip directory read with the end record after it): they are not
+     * asked for again. */
+    if (off < s->head_len) {
+        size_t n = (size_t)(s->head_len - off);
+        int64_t r = remote_pread(src, (char *)buf + n, len - n, s->head_len);
+        if (r < 0)
+            return r;
+        memcpy(buf, s->head + off, n);
+        return (int64_t)len;
+    }
+    if (s->tail_len && off < s->tail_off && end > s->tail_off &&
+        s->tail_off + s->tail_len == src->size) {
+        size_t n = (size_t)(s->tail_off - off);
+        int64_t r = remote_pread(src, buf, n, off);
+        if (r < 0)
+            return r;
+        memcpy((char *)buf + n, s->tail, len - n);
+        return (int64_t)len;
+    }
     first = off / B;
     nb = (size_t)((end - 1) / B - first + 1);
     cap_list = nb + 64;
@@ -610,6 +653,64 @@ static int64_t remote_pread(struct src *src, void *buf, size_t len, uint64_t off
         free(list);
     }
     return err ? err : (int64_t)len;
+}
+
+/* Contract in remote.h. */
+void remote_advise(struct src *src, uint64_t off, uint64_t len)
+{
+    struct rsrc *s = to_rsrc(src);
+    struct remote_ctx *c = s->ctx;
+    uint64_t B = c->block, first, last, run_max;
+    struct fetch *stack_list[STACK_SLOTS], **list = stack_list;
+    size_t nlist = 0, cap = STACK_SLOTS;
+
+    if (off >= src->size || len == 0 || atomic_load(&s->changed))
+        return;
+    if (len > src->size - off)
+        len = src->size - off;
+    first = off / B;
+    last = (off + len - 1) / B;
+    if (last - first + 1 > STACK_SLOTS) {
+        cap = (size_t)(last - first + 1);
+        list = calloc(cap, sizeof(*list));
+        if (!list)
+            return; /* a hint: nothing lost */
+    }
+    /* Runs of REMOTE_ADVISE_RUN at most, so that a long span comes in on
+     * several connections at once, and the first of it arrives first. */
+    run_max = REMOTE_ADVISE_RUN / B ? REMOTE_ADVISE_RUN / B : 1;
+    pthread_mutex_lock(&s->lock);
+    s->advised[s->next_advised].from = off;
+    s->advised[s->next_advised].to = off + len;
+    s->next_advised = (s->next_advised + 1) % ADVISED;
+    for (uint64_t b = first; b <= last && nlist < cap;) {
+        struct cache_chunk *ch = cache_get(c->cache, s->owner, b);
+        uint64_t n = 0;
+
+        if (ch || table_find(s, b)) {
+            cache_put(c->cache, ch);
+            b++;
+            continue;
+        }
+        while (b + n <= last && n < run_max && !table_find(s, b + n)) {
+            ch = cache_get(c->cache, s->owner, b + n);
+            if (ch) {
+                cache_put(c->cache, ch);
+                break;
+            }
+            n++;
+        }
+        struct fetch *f = fetch_new(s, b, (unsigned)n, false, 0);
+        if (!f)
+            break;
+        list[nlist++] = f;
+        b += n;
+    }
+    pthread_mutex_unlock(&s->lock);
+    for (size_t i = 0; i < nlist; i++)
+        fetch_submit(list[i]);
+    if (list != stack_list)
+        free(list);
 }
 
 static void remote_free(struct src *src)
@@ -703,6 +804,7 @@ int remote_open(struct remote_ctx *c, const char *url, size_t head_len, struct s
     COUNT(s, bytes, p.head_len + p.tail_len);
     s->base.ops = &remote_ops;
     s->base.size = p.id.size;
+    s->base.read_size = (uint32_t)c->block;
     s->id = p.id;
     s->head = p.head;
     s->head_len = p.head_len;
@@ -747,6 +849,16 @@ const char *remote_url(const struct src *s)
 }
 
 /* Contract in remote.h. */
+size_t remote_tail(const struct src *src, const unsigned char **bytes, uint64_t *off)
+{
+    const struct rsrc *s = (const struct rsrc *)src;
+
+    *bytes = s->tail;
+    *off = s->tail_off;
+    return s->tail_len;
+}
+
+/* Contract in remote.h. */
 int remote_check(struct src *s)
 {
     return atomic_load(&to_rsrc(s)->changed) ? -EIO : 0;
@@ -771,6 +883,9 @@ void remote_src_stats(struct src *src, struct remote_stats *out)
 
     load_counters(&s->n, out);
     out->changed = atomic_load(&s->changed);
+    pthread_mutex_lock(&s->lock);
+    out->in_flight = s->inflight;
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* Contract in remote.h. */
@@ -781,4 +896,5 @@ void remote_ctx_stats(struct remote_ctx *c, struct remote_stats *out)
     load_counters(c->totals, out);
     cache_get_stats(c->cache, &cs);
     out->cache_bytes = cs.bytes;
+    out->cache_limit = c->cache_limit;
 }

@@ -34,10 +34,11 @@
  * Errors from reads (src_pread): -EIO when the object changed since open
  * (412, or another ETag/Last-Modified/size: remembered, so every later read
  * that needs bytes not yet cached fails the same way without a request, and
- * never returns a mix of old and new bytes) and for any other HTTP failure
- * after the client's retries; -ETIMEDOUT when the server stopped answering;
- * -ENOMEM. A failed fetch is forgotten, so reads work again when the server
- * is back. Nothing here logs: callers check remote_check() and log once.
+ * never returns a mix of old and new bytes); -EREMOTEIO for any other HTTP
+ * failure after the client's retries (a status, a reset, a refused
+ * connection: not -EIO, which format/ code takes for a truncated archive);
+ * -ETIMEDOUT when the server stopped answering; -ENOMEM. A failed fetch is forgotten, so reads work
+ * again when the server is back. Nothing here logs: callers check remote_check() and log once.
  *
  * Thread-safety: all functions are thread-safe. Locks: a source's lock
  * guards its table of blocks in flight and its streams; it is taken before
@@ -55,21 +56,36 @@
 #include "s3.h"
 #include "source.h"
 
-/* Default fetch block: a random read fetches at least this much, so it
- * trades bytes for round trips (256 KiB is a few ms on a 1 Gbit/s link). */
-#define REMOTE_DEFAULT_BLOCK (256u << 10)
+/* Default fetch block: the unit of the block cache and of every ranged
+ * GET, so a random read fetches the compressed bytes it needs rounded out
+ * to it. Small, because a random read with an index needs about half a
+ * segment between access points (some 100 KiB at the default spacing),
+ * and the decode is announced beforehand (remote_advise()), so it costs one
+ * round trip whatever the block; streams fetch runs of many blocks per GET
+ * (up to REMOTE_RUN_MAX). 16 KiB kept the median random 4 KiB read at
+ * 1.3x the compressed span it needs (64 KiB: 2.1x). */
+#define REMOTE_DEFAULT_BLOCK (16u << 10)
 #define REMOTE_MIN_BLOCK (4u << 10)
 #define REMOTE_MAX_BLOCK (16u << 20)
 #define REMOTE_DEFAULT_CACHE (64ull << 20)
-/* Bytes read from the end of an object at open: a zip's end records and
- * (for most archives) its whole central directory. */
-#define REMOTE_TAIL (64u << 10)
+/* Bytes read from the end of an object at open: a zip's end records and,
+ * for most archives, its whole central directory (about 100 bytes a
+ * member: 500 members), so opening a zip costs one request. No more: a
+ * fresh connection's first round trip carries about 60 KiB (the receiver's
+ * initial window); 64 KiB took a second round trip here. */
+#define REMOTE_TAIL (56u << 10)
 #define REMOTE_AHEAD_START (1u << 20)
 #define REMOTE_AHEAD_MAX (64u << 20)
 /* Largest single ranged GET; a larger need is split so the parts run on
  * several connections. */
 #define REMOTE_RUN_MAX (4u << 20)
 #define REMOTE_STREAMS 4
+/* Largest ranged GET of an announced span (remote_advise()): a fresh
+ * connection's window grows over round trips, so one long GET of a span is
+ * slower than its pieces on several connections (a 1.8 MiB GET took 16
+ * round trips at 20 ms here); too short a piece spends a round trip for
+ * little (256 KiB pieces streamed a third slower than 512 KiB ones). */
+#define REMOTE_ADVISE_RUN (512u << 10)
 
 struct remote_ctx;
 
@@ -87,6 +103,8 @@ struct remote_stats {
     uint64_t misses;       /* blocks a read waited for (fetched for it, or in flight) */
     uint64_t ahead_blocks; /* blocks fetched ahead of a sequential reader */
     uint64_t cache_bytes;  /* remote_ctx_stats() only: bytes held by the cache */
+    uint64_t cache_limit;  /* remote_ctx_stats() only: its capacity */
+    uint64_t in_flight;    /* remote_src_stats() only: fetches queued or running now */
     bool changed;          /* remote_src_stats() only: the object changed */
 };
 
@@ -112,6 +130,15 @@ bool remote_is_url(const char *s);
 int remote_open(struct remote_ctx *c, const char *url, size_t head_len, struct src **out,
                 struct http_error *why);
 
+/* A hint: bytes [off, off + len) will be read soon. Starts the fetches of
+ * the blocks among them not cached or in flight (demand priority, one
+ * ranged GET per run), without waiting: the reads that follow find them in
+ * flight, so a decode that needs a known span costs one round trip instead
+ * of one per input buffer. The reads inside an advised span (the last
+ * few are remembered) do not count as a sequential stream: they get no
+ * fetch-ahead. Thread-safe. */
+void remote_advise(struct src *s, uint64_t off, uint64_t len);
+
 /* Is s a remote source? */
 bool remote_is_src(const struct src *s);
 
@@ -121,6 +148,12 @@ const struct http_ident *remote_ident(const struct src *s);
 /* The URL s was opened with (borrowed; may carry a query: show it only
  * through http_redact_url()). */
 const char *remote_url(const struct src *s);
+
+/* The bytes of s's end kept from open (REMOTE_TAIL of them at most, fewer
+ * for a smaller object; reads of them make no request): *bytes (borrowed,
+ * immutable until src_free()) and *off, where they start. Returns their
+ * length. */
+size_t remote_tail(const struct src *s, const unsigned char **bytes, uint64_t *off);
 
 /* 0, or -EIO once s's object was seen to change (no request made). */
 int remote_check(struct src *s);

@@ -216,6 +216,17 @@ static const char *ini_get(const struct ini *ini, const char *section, const cha
     return v;
 }
 
+/* The first key of section that starts with prefix, or NULL. */
+static const char *ini_key_with_prefix(const struct ini *ini, const char *section,
+                                       const char *prefix)
+{
+    for (size_t i = 0; i < ini->n; i++)
+        if (!strcmp(ini->e[i].section, section) &&
+            !strncmp(ini->e[i].key, prefix, strlen(prefix)))
+            return ini->e[i].key;
+    return NULL;
+}
+
 static bool ini_has_section(const struct ini *ini, const char *section)
 {
     for (size_t i = 0; i < ini->n; i++)
@@ -243,6 +254,20 @@ static const char *config_get(const struct ini *cfg, const char *profile, const 
     if (!v && !strcmp(profile, "default"))
         v = ini_get(cfg, "default", key);
     return v;
+}
+
+/* A key of profile's config section that starts with prefix, or NULL. */
+static const char *config_key_with_prefix(const struct ini *cfg, const char *profile,
+                                          const char *prefix)
+{
+    char sec[300];
+    const char *k;
+
+    snprintf(sec, sizeof(sec), "profile %s", profile);
+    k = ini_key_with_prefix(cfg, sec, prefix);
+    if (!k && !strcmp(profile, "default"))
+        k = ini_key_with_prefix(cfg, "default", prefix);
+    return k;
 }
 
 static bool config_has(const struct ini *cfg, const char *profile)
@@ -288,9 +313,10 @@ static int load_credentials(struct s3_config *c, const struct files *f, char *ms
 {
     const char *ak = env("AWS_ACCESS_KEY_ID"), *sk = env("AWS_SECRET_ACCESS_KEY");
     const char *tok;
+    /* Keys (or key prefixes: every sso_* setting) of profiles whose
+     * credentials another program provides. */
     static const char *const unsupported[] = {
-        "role_arn",    "credential_process",      "sso_start_url",
-        "sso_session", "web_identity_token_file", NULL,
+        "role_arn", "credential_process", "web_identity_token_file", "sso_", NULL,
     };
     int err;
 
@@ -320,13 +346,15 @@ static int load_credentials(struct s3_config *c, const struct files *f, char *ms
         }
         if (!ak || !sk) {
             for (int i = 0; unsupported[i]; i++) {
-                if (config_get(&f->cfg, f->profile, unsupported[i]) ||
-                    ini_get(&f->creds, f->profile, unsupported[i])) {
+                const char *k = config_key_with_prefix(&f->cfg, f->profile, unsupported[i]);
+                if (!k)
+                    k = ini_key_with_prefix(&f->creds, f->profile, unsupported[i]);
+                if (k) {
                     snprintf(msg, len,
                              "profile '%s' gets its credentials through %s, which npyfs does "
                              "not run; export them instead (for example: eval \"$(aws configure "
                              "export-credentials --format env)\")",
-                             f->profile, unsupported[i]);
+                             f->profile, k);
                     return -EINVAL;
                 }
             }
@@ -396,6 +424,8 @@ static int load_place(struct s3_config *c, const struct s3_opts *o, const struct
             ep = ini_get(&f->cfg, sec, "s3.endpoint_url");
         }
     }
+    if (!ep && use_conf) /* the profile's own "s3 =\n  endpoint_url = ..." */
+        ep = config_get(&f->cfg, f->profile, "s3.endpoint_url");
     if (!ep && use_conf)
         ep = config_get(&f->cfg, f->profile, "endpoint_url");
     c->region = strdup(region);

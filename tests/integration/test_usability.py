@@ -757,7 +757,12 @@ def test_bash_completion(npyfs_bin, tmp_path, data_npz, mount):
     assert _complete("mount", "-o", "index=") == ["index=background", "index=lazy"]
     assert _complete("mount", "-") == ["-f", "-d", "-o", "--help"]
     assert _complete("index", "-o", "") == ["index_dir=", "index_max=", "spacing=",
-                                           "max_ratio="]
+                                           "max_ratio=", "index_out=", "endpoint=", "region=",
+                                           "s3_path_style", "s3_anonymous", "cacert=",
+                                           "http_header=", "connections=", "timeout=",
+                                           "retries=", "block=", "remote_cache="]
+    assert _complete("ls", "-o", "s3_p") == ["s3_path_style"]
+    assert _complete("mount", "-o", "s3_a") == ["s3_anonymous"]
     assert _complete("unmount", "-") == ["-z", "--lazy", "--help"]
     assert _complete("ls", "--j") == ["--json"]
     # every option --help names is offered after mount -o

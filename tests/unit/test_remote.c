@@ -310,7 +310,7 @@ static void test_changed(void)
     remote_ctx_free(c);
 }
 
-/* The server goes away and comes back: EIO, then the same source works. */
+/* The server goes away and comes back: EREMOTEIO, then the same source works. */
 static void test_server_down(void)
 {
     struct remote_ctx *c = ctx_new(BLOCK, 4u << 20);
@@ -323,7 +323,7 @@ static void test_server_down(void)
         return;
     CHECK(same(s, 0, 1000));
     ts_stop(&py);
-    CHECK_EQ(src_pread(s, buf, sizeof(buf), 30 * BLOCK), -EIO);
+    CHECK_EQ(src_pread(s, buf, sizeof(buf), 30 * BLOCK), -EREMOTEIO);
     CHECK_EQ(remote_check(s), 0); /* not a change */
     snprintf(root, sizeof(root), "%s/py", dir);
     CHECK_EQ(ts_py_start(root, py_port, NULL, &py, &port), 0);

@@ -230,7 +230,17 @@ static void test_config(void)
                       "  endpoint_url = http://s3only.example:1234\n"
                       "[profile role]\n"
                       "role_arn = arn:aws:iam::1:role/x\n"
-                      "source_profile = default\n");
+                      "source_profile = default\n"
+                      "[profile nested]\n"
+                      "aws_access_key_id = AKNEST\n"
+                      "aws_secret_access_key = SKnest\n"
+                      "endpoint_url = http://global.example\n"
+                      "s3 =\n"
+                      "  endpoint_url = http://nested.example:9000\n"
+                      "[profile sso]\n"
+                      "sso_account_id = 111122223333\n"
+                      "sso_role_name = reader\n"
+                      "sso_region = us-east-1\n");
     clear_env();
     setenv("HOME", home, 1);
 
@@ -327,6 +337,13 @@ static void test_config(void)
     check_like_botocore(&c);
     s3_config_destroy(&c);
 
+    /* The profile's own s3 section's endpoint before its global one (the
+     * README's "s3 = endpoint_url ="; botocore 1.29 reads neither). */
+    setenv("AWS_PROFILE", "nested", 1);
+    CHECK_EQ(s3_config_load(NULL, &c, msg, sizeof(msg)), 0);
+    CHECK(!strcmp(c.endpoint, "http://nested.example:9000"));
+    s3_config_destroy(&c);
+
     /* Errors, each saying what to do, none showing a secret. */
     setenv("AWS_PROFILE", "nosuch", 1);
     CHECK_EQ(s3_config_load(NULL, &c, msg, sizeof(msg)), -ENOENT);
@@ -334,6 +351,9 @@ static void test_config(void)
     setenv("AWS_PROFILE", "role", 1);
     CHECK_EQ(s3_config_load(NULL, &c, msg, sizeof(msg)), -EINVAL);
     CHECK(strstr(msg, "role_arn") && strstr(msg, "export"));
+    setenv("AWS_PROFILE", "sso", 1); /* any sso_* setting, not only sso_start_url */
+    CHECK_EQ(s3_config_load(NULL, &c, msg, sizeof(msg)), -EINVAL);
+    CHECK(strstr(msg, "sso_") && strstr(msg, "export"));
     struct s3_opts an = {.anonymous = true};
     CHECK_EQ(s3_config_load(&an, &c, msg, sizeof(msg)), 0); /* anonymous needs none */
     CHECK(c.access_key == NULL && c.auth.sigv4 == NULL);

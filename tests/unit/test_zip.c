@@ -1539,6 +1539,63 @@ static void test_open_fails_midway(void)
     free(p);
 }
 
+/* ZIP_DEFER_LOCAL (remote archives): no local header is read at open; each
+ * member's is read by zip_member_locate(), which gives what an ordinary open
+ * gives (data offset, or the verdict on a bad header), with bytes in front
+ * of the archive, and a comment longer than the first 4 KiB the end record
+ * is looked for in. */
+static void test_deferred_local(void)
+{
+    static unsigned char comment[6000];
+    struct tmem m[2] = {
+        {.name = "a.npy", .data = payload_a, .len = sizeof(payload_a), .lfh = LFH_NUMPY},
+        {.name = "b.npy", .data = payload_b, .len = sizeof(payload_b), .method = 8},
+    };
+    struct tarc a = {.prepend = 100, .comment = comment, .comment_len = sizeof(comment)};
+    struct zip_archive *eager = NULL, *lazy = NULL;
+    struct src *s;
+    size_t len;
+    unsigned char *p;
+
+    memset(comment, 'c', sizeof(comment));
+    p = build(m, 2, &a, &len);
+    CHECK_EQ(open_mem(p, len, &eager), 0);
+    CHECK_EQ(src_mem_new(p, len, &s), 0);
+    CHECK_EQ(zip_archive_open_flags(s, ZIP_DEFER_LOCAL, &lazy), 0);
+    if (eager && lazy) {
+        CHECK_EQ(lazy->count, 2);
+        for (size_t i = 0; i < 2; i++) {
+            struct zip_member *z = &lazy->members[i];
+            CHECK(eager->members[i].located);
+            CHECK(!z->located);
+            CHECK_EQ(z->lho, eager->members[i].lho);
+            CHECK_EQ(zip_member_locate(s, z), 0);
+            CHECK(z->located);
+            CHECK_EQ(z->data_offset, eager->members[i].data_offset);
+            CHECK_EQ(z->unsupported, 0);
+            CHECK(member_is(p, len, z, i ? payload_b : payload_a,
+                            i ? sizeof(payload_b) : sizeof(payload_a)));
+            CHECK_EQ(zip_member_locate(s, z), 0); /* once located, nothing more */
+        }
+    }
+    zip_free(lazy);
+    lazy = NULL;
+    /* A bad local header is the member's verdict, not an error of the call. */
+    p[eager ? eager->members[1].lho : 0] ^= 0xff;
+    CHECK_EQ(zip_archive_open_flags(s, ZIP_DEFER_LOCAL, &lazy), 0);
+    if (lazy) {
+        CHECK_EQ(zip_member_locate(s, &lazy->members[1]), 0);
+        CHECK(lazy->members[1].located);
+        CHECK_EQ(lazy->members[1].unsupported, -EIO);
+        CHECK_EQ(zip_member_locate(s, &lazy->members[0]), 0);
+        CHECK_EQ(lazy->members[0].unsupported, 0);
+    }
+    zip_free(lazy);
+    zip_free(eager);
+    src_free(s);
+    free(p);
+}
+
 int main(void)
 {
     init_payloads();
@@ -1565,5 +1622,6 @@ int main(void)
     test_libzip();
     test_infozip();
     test_open_fails_midway();
+    test_deferred_local();
     return check_exit("test_zip");
 }
