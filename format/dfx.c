@@ -81,6 +81,11 @@
 
 /* Compressed bytes fetched per src_pread(). Per reader. */
 #define DFX_INBUF_SIZE DFX_INPUT_SIZE
+/* A new reader hints the source at the input it will read first
+ * (prefetch_range()): what decoding this much output past the offset asked
+ * for takes (a chunk of fs/), at most DFX_PREFETCH_MAX bytes of input. */
+#define DFX_PREFETCH_OUT (128u << 10)
+#define DFX_PREFETCH_MAX (1u << 20)
 /* Output decoded and dropped per read by dfx_reader_skip(). Per reader, lazily. */
 #define DFX_SCRATCH_SIZE (64u << 10)
 #define DFX_INITIAL_POINTS 16
@@ -571,19 +576,42 @@ static int refill(struct dfx_reader *r)
     return 0;
 }
 
-/* Put the reader's engine (ISA-L if r->isal, else a fresh or reset zlib)
- * on p's bit position and its history, which is in r->hist; the input is
- * positioned separately. */
-static int prime_engine(struct dfx_reader *r, const struct dfx_point *p)
+/* Make p's first whole byte (p->in) the next input byte and, if the point
+ * starts inside the byte before it (p->bits), put that byte in *prev: from
+ * the buffer if it holds it, else by loading the buffer from there, so the
+ * byte and the input after it come in one read. */
+static int seek_point(struct dfx_reader *r, const struct dfx_point *p, unsigned char *prev)
 {
-    unsigned char byte = 0;
     int ret;
 
-    if (p->bits) {
-        ret = src_read_exact(r->ix->st.src, &byte, 1, p->in - 1);
+    *prev = 0;
+    if (!p->bits) {
+        seek_input(r, p->in);
+        return 0;
+    }
+    seek_input(r, p->in - 1);
+    if (r->zs.avail_in == 0) {
+        ret = refill(r);
         if (ret < 0)
             return ret;
+        if (r->zs.avail_in == 0)
+            return damage(r, r->pos); /* in - 1 at or past the end: a bad point */
     }
+    *prev = *r->zs.next_in++;
+    r->zs.avail_in--;
+    return 0;
+}
+
+/* Put the reader's engine (ISA-L if r->isal, else a fresh or reset zlib)
+ * on p's bit position and its history, which is in r->hist, and the input
+ * on p's first whole byte. */
+static int prime_engine(struct dfx_reader *r, const struct dfx_point *p)
+{
+    unsigned char byte;
+    int ret = seek_point(r, p, &byte);
+
+    if (ret < 0)
+        return ret;
     if (r->isal)
         return dfx_isal_start_at(r->isal, p->out, p->in, p->bits, byte, r->hist, p->window_len);
     if (p->bits) {
@@ -627,13 +655,12 @@ static int start_at_point(struct dfx_reader *r, const struct dfx_point *p, unsig
         dfx_isal_set_step(r->isal, step);
     if (r->marking && !(r->rwin = malloc(DFX_WINDOW_SIZE)))
         return -ENOMEM;
+    r->pos = p->out;
     ret = prime_engine(r, p);
     if (ret < 0)
         return ret;
     if (r->marking)
         keep_restart(r, p);
-    seek_input(r, p->in);
-    r->pos = p->out;
     r->member_out = p->member_out;
     if (st->framing == DFX_GZIP)
         r->crc_on = p->out == p->member_out;
@@ -713,9 +740,31 @@ static void drop_grabbed(struct dfx_index *ix, const struct grab *g)
     pthread_mutex_unlock(&ix->lock);
 }
 
+/* The input a reader starting at point i for offset off reads first: from
+ * the byte holding the point's first bits through the input of the output
+ * up to DFX_PREFETCH_OUT past off, estimated at the ratio of the stretch up
+ * to the next point (no next point: one input buffer). Caller holds the
+ * lock. */
+static void prefetch_range(const struct dfx_index *ix, size_t i, uint64_t off, uint64_t *from,
+                           uint64_t *len)
+{
+    const struct dfx_point *p = &ix->pts[i], *q = i + 1 < ix->npts ? &ix->pts[i + 1] : NULL;
+    uint64_t n = DFX_INBUF_SIZE;
+
+    *from = p->in - (p->bits ? 1 : 0);
+    if (q && q->out > p->out && off >= p->out) {
+        double out = (double)(off - p->out) + DFX_PREFETCH_OUT;
+        double est = out * (double)(q->in - p->in) / (double)(q->out - p->out) + 1;
+
+        n = est > DFX_PREFETCH_MAX ? DFX_PREFETCH_MAX : est < n ? n : (uint64_t)est;
+    }
+    *len = *from < ix->st.end ? (ix->st.end - *from < n ? ix->st.end - *from : n) : 0;
+}
+
 /* Contract in dfx.h. */
 int dfx_reader_new(struct dfx_index *ix, uint64_t off, struct dfx_reader **out)
 {
+    uint64_t pf_from = 0, pf_len = 0;
     struct dfx_reader *r;
     unsigned step = 0;
     struct grab g;
@@ -742,7 +791,8 @@ int dfx_reader_new(struct dfx_index *ix, uint64_t off, struct dfx_reader **out)
     /* The nearest usable point at or before off. A window that does not
      * come back right (a saved index file changed since it was loaded) is
      * dropped, and the point before it tried: the index is a cache. Point 0
-     * needs no window, so this ends. */
+     * needs no window, so this ends. The input is asked for first, so that
+     * it comes in while the window is fetched and inflated. */
     for (;;) {
         size_t i;
 
@@ -755,7 +805,9 @@ int dfx_reader_new(struct dfx_index *ix, uint64_t off, struct dfx_reader **out)
         r->marking = ix->isal && !ix->mark_off;
         step = ix->mark_step;
         r->isal_stop = r->marking ? UINT64_MAX : ix->pts[last_usable_locked(ix)].out;
+        prefetch_range(ix, i, off, &pf_from, &pf_len);
         pthread_mutex_unlock(&ix->lock);
+        src_prefetch(ix->st.src, pf_from, pf_len);
         if (ret == 0)
             ret = grab_history(&g, r->hist);
         if (ret != -EIO)
@@ -1033,7 +1085,6 @@ static int switch_to_zlib(struct dfx_reader *r, const struct dfx_point *p)
     ret = prime_engine(r, p);
     if (ret < 0)
         return ret;
-    seek_input(r, p->in);
     r->next_point = sat_add(p->out, r->ix->spacing);
     return 0;
 }
@@ -1270,7 +1321,6 @@ static int fall_back(struct dfx_reader *r)
     ret = prime_engine(r, &q);
     if (ret < 0)
         return ret;
-    seek_input(r, q.in);
     r->next_point = next;
     return zlib_catch_up(r, &q, r->pos);
 }

@@ -28,7 +28,7 @@ static void mem_free(struct src *s)
     free(s);
 }
 
-static const struct src_ops mem_ops = {mem_pread, mem_free};
+static const struct src_ops mem_ops = {mem_pread, mem_free, NULL};
 
 /* Contract in source.h. */
 int src_mem_new(const void *buf, size_t len, struct src **out)
@@ -57,6 +57,13 @@ void src_free(struct src *s)
 int64_t src_pread(struct src *s, void *buf, size_t len, uint64_t off)
 {
     return s->ops->pread(s, buf, len, off);
+}
+
+/* Contract in source.h. */
+void src_prefetch(struct src *s, uint64_t off, uint64_t len)
+{
+    if (s->ops->prefetch && len)
+        s->ops->prefetch(s, off, len);
 }
 
 /* Contract in source.h. */

@@ -24,6 +24,11 @@ struct src_ops {
      * source), or a negative errno. */
     int64_t (*pread)(struct src *s, void *buf, size_t len, uint64_t off);
     void (*free)(struct src *s);
+    /* Optional (NULL: nothing to do). A hint that [off, off + len) is about
+     * to be read: start fetching it without waiting for it (a local file:
+     * the kernel reads it into the page cache meanwhile), so that it comes
+     * in while the caller does other work, such as reading another file. */
+    void (*prefetch)(struct src *s, uint64_t off, uint64_t len);
 };
 
 struct src {
@@ -45,6 +50,10 @@ void src_free(struct src *s);
 
 /* Read up to len bytes at off; see src_ops.pread. */
 int64_t src_pread(struct src *s, void *buf, size_t len, uint64_t off);
+
+/* Hint that [off, off + len) is about to be read (src_ops.prefetch); does
+ * nothing for a source without the hint. Never fails, never waits for data. */
+void src_prefetch(struct src *s, uint64_t off, uint64_t len);
 
 /* Read exactly len bytes at off. Returns 0, -EIO if the source ends first
  * (a truncated archive), or another negative errno. */

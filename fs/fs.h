@@ -39,8 +39,8 @@
 #define FS_CHUNK_SIZE (128u << 10)
 /* Default -o cache_size=. The kernel page cache keeps what was served, so
  * the chunk cache needs room for what readahead decodes ahead of readers (a
- * quarter of it, readahead.c: 8 MiB, two segments for each of up to 3
- * workers at the default spacing) and the chunks decoded on the way to a
+ * quarter of it, readahead.c: 8 MiB, two segments of 1 to 2 MiB for
+ * each of up to 3 or 4 workers) and the chunks decoded on the way to a
  * random read. Small also means fast: once full, the cache recycles its
  * buffers, while a fresh buffer costs a page fault per 4 KiB (256M made the
  * cold passes over a 320 MB member 10 to 20% slower: 80% of their buffers
@@ -59,14 +59,28 @@
  * percent on stored ones. 128K decodes 710 KiB, but a stored member's cold
  * pass (one pread per READ) was about 20% slower. */
 #define FS_DEFAULT_READAHEAD (256ull << 10)
+/* The spacing of the indexes the indexer builds (the background indexer,
+ * `npyfs index`, a pass an open waits for: indexer.c), unless -o spacing=
+ * is given. Their windows go to the index file, not memory, so this costs
+ * disk (12-15% of the compressed size, 3-11% of the uncompressed size,
+ * against 3-4% and 1-3% at 1 MiB; and about 45% more CPU for the pass:
+ * each point is found by a slower search and its window compressed) and
+ * makes random reads cheap: a read decodes spacing/2 on average
+ * before reaching its offset, so a cold 4 KiB read decodes about 225 KiB
+ * against 620 KiB at 1 MiB. Points that reads record in memory past the
+ * end of an index stay -o spacing= apart (default DFX_DEFAULT_SPACING,
+ * 1 MiB): they cost memory (index_mem), and recording them costs the first
+ * pass on the read path. So do the points of an indexer without an index
+ * directory, which uses the mount's spacing. */
+#define FS_INDEX_SPACING (256u << 10)
 /* Default -o index_mem=: the most memory the access-point windows that
  * reads record may take, mount-wide (fs_window_budget). */
 #define FS_DEFAULT_INDEX_MEM (64ull << 20)
 /* Default -o index_max=: the size cap of the index directory. An index
- * file takes about 3% of its member's compressed size at the default 1 MiB
- * spacing (measured: 3.1-3.8% for float64, int32 and float32 arrays; 0.7-3%
- * of the uncompressed size), so 4 GiB holds the indexes of some 130 GiB of
- * archives: a working set that a home directory's cache can afford. */
+ * file takes about 14% of its member's compressed size at the default
+ * spacing of saved indexes, FS_INDEX_SPACING (measured: 12-15% for float64,
+ * int32 and float32 arrays; 3-11% of the uncompressed size; 3-4% at 1 MiB),
+ * so 4 GiB holds the indexes of some 30 GiB of archives. */
 #define FS_DEFAULT_INDEX_MAX (4ull << 30)
 /* `npyfs index --prune`: an index file whose archive cannot be checked is
  * removed once it was not used (saved or loaded) for this many days. */
@@ -491,8 +505,9 @@ struct fs_opts {
     struct net *net;
     char *index_out;    /* npyfs index -o index_out=FILE (owned), or NULL */
     uint64_t index_max; /* -o index_max=: the index directory's size cap, 0: none */
-    bool spacing_given; /* -o spacing= was given (npyfs index: rebuild files of
-                         * another spacing) */
+    bool spacing_given; /* -o spacing= was given: the indexer builds with it too
+                         * (not FS_INDEX_SPACING), and npyfs index rebuilds
+                         * files of another spacing */
 };
 
 struct fuse_session;

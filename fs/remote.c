@@ -733,7 +733,7 @@ static void remote_free(struct src *src)
     free(s);
 }
 
-static const struct src_ops remote_ops = {remote_pread, remote_free};
+static const struct src_ops remote_ops = {remote_pread, remote_free, NULL};
 
 /* ---- open ---- */
 

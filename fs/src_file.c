@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -44,7 +45,17 @@ static void file_free(struct src *s)
     free(f);
 }
 
-static const struct src_ops file_ops = {file_pread, file_free};
+/* The kernel starts reading what is not cached yet and returns (an error
+ * only means no hint was taken). */
+static void file_prefetch(struct src *s, uint64_t off, uint64_t len)
+{
+    struct file_src *f = (struct file_src *)s;
+
+    if (off <= INT64_MAX && len <= INT64_MAX)
+        (void)posix_fadvise(f->fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+}
+
+static const struct src_ops file_ops = {file_pread, file_free, file_prefetch};
 
 /* -EISDIR for a directory, -ENODEV for anything else that is not a regular
  * file, else 0. */

@@ -529,8 +529,9 @@ def test_prune_errors(npyfs_bin, tmp_path):
 
 
 def test_other_spacing_is_used_as_it_is(npyfs_bin, mount, tmp_path):
-    """A file built with spacing=64K serves a mount at the default 1M
-    spacing (said at debug level) and is not replaced; npyfs index keeps it
+    """A file built with spacing=64K serves a mount that would build its
+    files at the default 256K (said at debug level) and is not replaced;
+    npyfs index keeps it
     ("already indexed") unless asked for another spacing, which rebuilds
     it."""
     src = tmp_path / "a.npz"
@@ -548,7 +549,7 @@ def test_other_spacing_is_used_as_it_is(npyfs_bin, mount, tmp_path):
     assert not problems, problems
     log = mount.mount_of(mnt).stderr()
     assert "index loaded from" in log, log
-    assert ("the saved index was built with spacing 64K, this mount's is 1024K: used as it "
+    assert ("the saved index was built with spacing 64K, this mount's is 256K: used as it "
             "is") in log, log
     assert "rebuilding" not in log and "index saved to" not in log, log
     assert one_index_file(idx).stat().st_ino == ino

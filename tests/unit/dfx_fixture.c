@@ -84,7 +84,7 @@ static void count_free(struct src *s)
     free(c);
 }
 
-static const struct src_ops count_ops = {count_pread, count_free};
+static const struct src_ops count_ops = {count_pread, count_free, NULL};
 
 static struct count_src *count_src_new(const unsigned char *buf, size_t len)
 {

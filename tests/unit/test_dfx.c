@@ -2081,6 +2081,104 @@ static void check_api_edges(const struct dataset *ds, uint64_t *s)
     encoded_free(&e);
 }
 
+/* A source that counts the reads through it and the prefetch hints, and
+ * keeps the first of each (one thread at a time). */
+struct counting_src {
+    struct src base; /* first: the source API sees this */
+    struct src *inner;
+    uint64_t preads, prefetches;
+    uint64_t read_off, read_len, pf_off, pf_len; /* the first of each */
+};
+
+static int64_t counting_pread(struct src *s, void *buf, size_t len, uint64_t off)
+{
+    struct counting_src *c = (struct counting_src *)s;
+
+    if (c->preads++ == 0) {
+        c->read_off = off;
+        c->read_len = len;
+    }
+    return src_pread(c->inner, buf, len, off);
+}
+
+static void counting_prefetch(struct src *s, uint64_t off, uint64_t len)
+{
+    struct counting_src *c = (struct counting_src *)s;
+
+    if (c->prefetches++ == 0) {
+        c->pf_off = off;
+        c->pf_len = len;
+    }
+}
+
+static const struct src_ops counting_ops = {.pread = counting_pread, .free = NULL,
+                                            .prefetch = counting_prefetch};
+
+/* A reader that starts at an access point reads its input in one read: the
+ * byte holding the point's first bits comes with the input after it, not
+ * by a read of its own. So a reader started at any point of a complete
+ * index reads the source once up to its first byte of output, and gives
+ * the right bytes after it. Before that, it hints the source at what it
+ * will read (src_prefetch(): the input comes in while the window is
+ * fetched): one hint, from the byte of the point's first bits, covering
+ * the first read. */
+static void check_start_reads(const struct dataset *ds, enum enc_kind kind, uint64_t *s)
+{
+    struct counting_src cs = {.base = {.ops = &counting_ops}};
+    unsigned char buf[4096];
+    struct dfx_xpoint *xp = NULL;
+    size_t nx = 0, inside = 0;
+    struct dfx_stream st;
+    struct dfx_index *ix;
+    struct encoded e;
+    uint64_t total;
+
+    if (encode(ds, kind, &e, s) < 0) {
+        CHECK(!"encode");
+        return;
+    }
+    cs.inner = e.st.src;
+    cs.base.size = e.st.src->size;
+    st = e.st;
+    st.src = &cs.base;
+    CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+    CHECK_EQ(full_pass(ix, ds->data, ds->len, s), 0);
+    CHECK_EQ(dfx_index_export(ix, &xp, &nx, &total), 0);
+    CHECK(nx > 8);
+    for (size_t i = 0; i < nx; i++) {
+        uint64_t out = xp[i].out;
+        size_t want = out + sizeof(buf) <= ds->len ? sizeof(buf) : (size_t)(ds->len - out);
+        struct dfx_reader *r;
+
+        if (!xp[i].usable)
+            continue;
+        cs.preads = cs.prefetches = 0;
+        CHECK_EQ(dfx_reader_new(ix, out, &r), 0);
+        CHECK_EQ(cs.prefetches, 1);
+        CHECK_EQ(cs.pf_off, xp[i].in - (xp[i].bits ? 1 : 0));
+        CHECK_EQ(dfx_reader_pos(r), out);
+        CHECK_EQ(dfx_reader_read(r, buf, 1), 1);
+        /* A point at a gzip member start may sit before empty members,
+         * whose trailers and headers are read on the way: not counted. */
+        if (xp[i].bits) {
+            CHECK_EQ(cs.preads, 1);
+            inside++;
+        }
+        if (cs.preads) {
+            CHECK_EQ(cs.read_off, cs.pf_off);
+            CHECK(cs.read_len <= cs.pf_len);
+        }
+        CHECK_EQ(dfx_reader_read(r, buf + 1, want - 1), (int64_t)(want - 1));
+        CHECK(memcmp(buf, ds->data + out, want) == 0);
+        dfx_reader_free(r);
+    }
+    /* most points start inside a byte: those used to take a read of their own */
+    CHECK(inside > nx / 2);
+    free(xp);
+    dfx_index_free(ix);
+    encoded_free(&e);
+}
+
 static void check_far_read_all(const struct dataset *ds, uint64_t *s)
 {
     const enum enc_kind kinds[] = {E_RAW6, E_RAW_FLUSH, E_GZ_MULTI};
@@ -2308,6 +2406,8 @@ int main(int argc, char **argv)
         check_gzip_usize(&ds[1], &s);
         check_api_edges(&ds[1], &s);
         check_window_budget(&s);
+        check_start_reads(&ds[1], E_RAW6, &s);
+        check_start_reads(&ds[3], E_GZ_MULTI, &s);
     }
     enc_cache_free();
     for (int i = 0; i < 4; i++)

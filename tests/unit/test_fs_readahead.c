@@ -26,14 +26,20 @@
 #define CH ((uint64_t)FS_CHUNK_SIZE)
 #define SPACING (256u << 10)
 #define MiB (1u << 20)
-/* Documented in readahead.c: jobs in flight per worker thread; a reader
- * has at most ahead_bytes() queued ahead of it: two segments (spacing +
- * one chunk) per worker, at most a quarter of the cache. */
+/* Documented in readahead.c: jobs in flight per worker thread; a
+ * reader has at most ahead_bytes() queued ahead of it: two segments of at
+ * most SEGMENT_MAX (plus one chunk each) per worker, at most a quarter of
+ * the cache; a segment spans access points at least that shared among the
+ * jobs apart, from 1 MiB to SEGMENT_MAX (so 2 MiB with the 2 workers and
+ * the 64 MiB cache of test_sequential()), and at most half of it. */
 #define JOBS_PER_THREAD 2
+#define SEGMENT_MAX (2 * MiB)
+#define SEGMENT SEGMENT_MAX
 
 static uint64_t ahead_chunks(uint64_t cache_size, unsigned threads)
 {
-    uint64_t want = (uint64_t)threads * JOBS_PER_THREAD * (SPACING + CH);
+    uint64_t want = (uint64_t)threads * JOBS_PER_THREAD *
+                    ((SPACING > SEGMENT_MAX ? SPACING : SEGMENT_MAX) + CH);
     uint64_t cap = cache_size / 4;
 
     return (want < cap ? want : cap) / CH;
@@ -214,6 +220,26 @@ static size_t calls_for(const struct fs_member *m, bool pipelined)
     return n;
 }
 
+/* Segments of m that span fewer chunks than points SEGMENT apart make
+ * (SEGMENT / CH), other than the one that ends the member. */
+static int short_segments(const struct fs_member *m)
+{
+    uint64_t end = (m->size + CH - 1) / CH - 1;
+    int bad = 0;
+
+    pthread_mutex_lock(&rec_lock);
+    for (size_t i = 0; i < ncalls; i++) {
+        if (calls[i].m == m && !calls[i].pipelined && calls[i].last != end &&
+            calls[i].last - calls[i].first + 1 < SEGMENT / CH) {
+            fprintf(stderr, "call %zu: chunks %llu-%llu: a short segment\n", i,
+                    (unsigned long long)calls[i].first, (unsigned long long)calls[i].last);
+            bad++;
+        }
+    }
+    pthread_mutex_unlock(&rec_lock);
+    return bad;
+}
+
 /* Wait until a call for m has ended, the produced chunks counted. */
 static void settle_on(const struct fs_member *m)
 {
@@ -367,7 +393,7 @@ static void test_sequential(void)
     complete_index(a, m);
     ctx_init(&ctx, 64ull << 20, 2);
     ahead = ahead_chunks(ctx.opts.cache_size, 2);
-    CHECK_EQ(ahead, 12); /* 2 threads x 2 segments x (256 KiB + 128 KiB): 1.5 MiB */
+    CHECK_EQ(ahead, 68); /* 2 threads x 2 segments x (2 MiB + 128 KiB): 8.5 MiB */
     CHECK_EQ(fs_ra_new(&ctx, 2, &ra), 0);
     CHECK(ra != NULL);
     if (!ra)
@@ -397,6 +423,8 @@ static void test_sequential(void)
     CHECK(calls_for(m, false) > 1);
     CHECK_EQ(calls_for(m, true), 0); /* a complete index has segments only */
     CHECK_EQ(out_of_bounds(m), 0);
+    /* the spacing is an eighth of a segment: each spans eight points or so */
+    CHECK_EQ(short_segments(m), 0);
     fs_member_closed(m);
 out:
     atomic_store(&bound_ahead, 0);
@@ -522,9 +550,10 @@ static bool call_done_in(void *arg)
 
 /* Two sequential streams in one member, read in turns: both get work ahead
  * of them. The pool holds 8 jobs (4 threads) and the first stream queues at
- * most 3 (6 chunks ahead, segments of 2 chunks at least: 256 KiB spacing),
- * so the second finds room; it goes on reading until its segments ahead
- * fit its distance. */
+ * most 2 (6 chunks ahead; a small cache makes segments span half of that at
+ * least, so 2 points of the 256 KiB spacing: 4 chunks or so), so the second
+ * finds room; it goes on reading until its segments ahead fit its
+ * distance. */
 static void test_two_streams(void)
 {
     struct fs_archive *a = open_archive();
