@@ -18,7 +18,8 @@
  * is found nothing more is served and the kernel drops the members' pages.
  */
 #define _GNU_SOURCE
-#include "fs.h"
+
+#include "archive.h"
 
 #include <errno.h>
 #include <fuse_log.h>
@@ -26,15 +27,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bsrc.h"
 #include "dfx_crcs.h"
+#include "fs.h"
 #include "gz.h"
+#include "net.h"
 #include "npy.h"
 #include "verify.h"
 #include "zip.h"
 
 static atomic_uint_fast64_t next_member_id = 1;
 
-/* Contract in fs.h. */
+/* Contract in archive.h. */
 void fs_meta_free(struct fs_meta *meta)
 {
     if (!meta)
@@ -44,7 +48,7 @@ void fs_meta_free(struct fs_meta *meta)
     free(meta);
 }
 
-/* Contract in fs.h. The inode is set once, before any open. */
+/* Contract in archive.h. The inode is set once, before any open. */
 void fs_pages_drop(struct fs_member *m)
 {
     uint64_t ino = atomic_load(&m->ino);
@@ -127,7 +131,7 @@ static int zip_member_setup(struct fs_archive *a, struct fs_member *m, const str
     return ret;
 }
 
-/* Contract in fs.h. Under m->lock, which only openers contend for before
+/* Contract in archive.h. Under m->lock, which only openers contend for before
  * the member is located (readers come after an open). */
 int fs_member_locate(struct fs_archive *a, struct fs_member *m)
 {
@@ -360,7 +364,7 @@ static int start_archive(int dirfd, const char *rel, const char *path, uint64_t 
     return ret < 0 ? ret : new_archive(bs, path, spacing, nmembers, out);
 }
 
-/* Contract in fs.h. */
+/* Contract in archive.h. */
 const char *fs_open_problem(int err, uint64_t max_ratio, char *buf, size_t len)
 {
     switch (err) {
@@ -393,7 +397,7 @@ const char *fs_open_problem(int err, uint64_t max_ratio, char *buf, size_t len)
     }
 }
 
-/* Contract in fs.h. */
+/* Contract in archive.h. */
 int fs_archive_open(const char *path, uint64_t spacing, const struct fs_open_limits *lim,
                     struct fs_archive **out)
 {
@@ -403,7 +407,7 @@ int fs_archive_open(const char *path, uint64_t spacing, const struct fs_open_lim
 static int parse_archive(struct fs_archive *a, const struct fs_open_limits *lim,
                          struct fs_archive **out);
 
-/* Contract in fs.h. */
+/* Contract in archive.h. */
 int fs_archive_open_beneath(int dirfd, const char *rel, const char *path, uint64_t spacing,
                             const struct fs_open_limits *lim, struct fs_archive **out)
 {
@@ -439,7 +443,7 @@ static void zip_members_free(struct fs_archive *a)
     a->count = 0;
 }
 
-/* Contract in fs.h. */
+/* Contract in archive.h. */
 int fs_archive_open_url(struct net *net, const char *url, uint64_t spacing,
                         const struct fs_open_limits *lim, struct fs_archive **out, char *why,
                         size_t len)
@@ -521,7 +525,7 @@ void fs_archive_free(struct fs_archive *a)
     free(a);
 }
 
-/* Contract in fs.h. */
+/* Contract in archive.h. */
 void fs_member_condemn(struct fs_member *m, int err, uint64_t from)
 {
     if (fs_member_located(m) && m->ix)
@@ -532,7 +536,7 @@ void fs_member_condemn(struct fs_member *m, int err, uint64_t from)
 }
 
 /*
- * Contract in fs.h.
+ * Contract in archive.h.
  *
  * Why one check after a chunk's reads is enough: every read of the input a
  * chunk (or a stored read) was made from has returned before the check
@@ -565,7 +569,7 @@ int fs_archive_check(struct fs_archive *a)
     return -EIO;
 }
 
-/* Contract in fs.h. */
+/* Contract in archive.h. */
 int fs_member_damage(struct fs_member *m, uint64_t *bad_from)
 {
     if (fs_member_located(m) && m->ix)
@@ -574,7 +578,7 @@ int fs_member_damage(struct fs_member *m, uint64_t *bad_from)
     return atomic_load(&m->stored_damage);
 }
 
-/* Contract in fs.h. */
+/* Contract in archive.h. */
 bool fs_member_set_crcs(struct fs_member *m, struct dfx_crcs *t)
 {
     struct dfx_crcs *none = NULL;
@@ -589,7 +593,7 @@ bool fs_member_set_crcs(struct fs_member *m, struct dfx_crcs *t)
     return true;
 }
 
-/* Contract in fs.h. A passthrough file of a directory mount: the stored
+/* Contract in archive.h. A passthrough file of a directory mount: the stored
  * read path (fs_member_read_stored(): pread, then fs_archive_check())
  * serves it as is. */
 int fs_archive_open_plain(int dirfd, const char *rel, const char *path, const char *name,

@@ -16,10 +16,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "archive.h"
 #include "bsrc.h"
 #include "fs.h"
 #include "net.h"
 #include "npy.h"
+#include "options.h"
 #include "s3.h"
 #include "source.h"
 #include "zip.h"

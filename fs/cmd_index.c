@@ -8,8 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "archive.h"
 #include "cli.h"
-#include "fs.h"
+#include "indexer.h"
 #include "options.h"
 #include "usage.h"
 

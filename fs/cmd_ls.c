@@ -23,9 +23,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "archive.h"
+#include "bsrc.h"
 #include "cli.h"
 #include "escape.h"
 #include "fs.h"
+#include "member.h"
 #include "npy.h"
 #include "options.h"
 #include "usage.h"

@@ -33,17 +33,21 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include "archive.h"
 #include "bsrc.h"
 #include "cache.h"
 #include "cli.h"
 #include "fs.h"
 #include "http.h"
+#include "mount.h"
 #include "mounts.h"
 #include "net.h"
 #include "notify.h"
+#include "ops.h"
 #include "options.h"
 #include "s3.h"
 #include "usage.h"
+#include "vfs.h"
 
 struct mount_args {
     const char *source;       /* owned: the first source's name for messages and the

@@ -1,6 +1,6 @@
 /*
  * The opener pool: a few threads for the slow work FUSE handlers hand over
- * instead of doing it themselves (contract in fs.h).
+ * instead of doing it themselves (contract in defer.h).
  *
  * A FIFO of jobs under one lock; workers pop and run them with no lock held.
  * Stopping refuses new jobs, cancels the queued ones in the stopper's thread
@@ -8,11 +8,14 @@
  * its own stop flag, raised before the pool is stopped).
  */
 #define _GNU_SOURCE
-#include "fs.h"
+
+
+#include "defer.h"
 
 #include <errno.h>
 #include <fuse_log.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -87,7 +90,7 @@ static void *worker_main(void *arg)
     }
 }
 
-/* Contract in fs.h. */
+/* Contract in defer.h. */
 int fs_defer_new(unsigned threads, struct fs_defer **out)
 {
     struct fs_defer *d = calloc(1, sizeof(*d));
@@ -107,7 +110,7 @@ int fs_defer_new(unsigned threads, struct fs_defer **out)
     return 0;
 }
 
-/* Contract in fs.h. */
+/* Contract in defer.h. */
 void fs_defer_start(struct fs_defer *d)
 {
     int ret = 0;
@@ -138,7 +141,7 @@ void fs_defer_start(struct fs_defer *d)
     pthread_mutex_unlock(&d->lock);
 }
 
-/* Contract in fs.h. */
+/* Contract in defer.h. */
 void fs_defer_stop(struct fs_defer *d)
 {
     struct fs_job *queued;
@@ -163,7 +166,7 @@ void fs_defer_stop(struct fs_defer *d)
     d->started = 0;
 }
 
-/* Contract in fs.h. */
+/* Contract in defer.h. */
 void fs_defer_free(struct fs_defer *d)
 {
     if (!d)
@@ -175,7 +178,7 @@ void fs_defer_free(struct fs_defer *d)
     free(d);
 }
 
-/* Contract in fs.h. */
+/* Contract in defer.h. */
 int fs_defer_submit(struct fs_defer *d, struct fs_job *j)
 {
     int ret = 0;
@@ -198,7 +201,7 @@ int fs_defer_submit(struct fs_defer *d, struct fs_job *j)
     return ret;
 }
 
-/* Contract in fs.h. */
+/* Contract in defer.h. */
 void fs_defer_wake(struct fs_defer *d, struct fs_waiter *list, int err)
 {
     struct wake_job *w;

@@ -1,5 +1,5 @@
 /*
- * Persisted indexes for a mount, and `npyfs index` (contract in fs.h; the
+ * Persisted indexes for a mount, and `npyfs index` (contract in indexer.h; the
  * files are format/dfx_store.h's, kept in fs/indexdir.h's directory).
  *
  * A member is worth indexing if it has a CRC-32 to check: every deflate
@@ -55,7 +55,8 @@
  * cache hits instead of a second decode.
  */
 #define _GNU_SOURCE
-#include "fs.h"
+
+#include "indexer.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -73,11 +74,18 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "archive.h"
+#include "bsrc.h"
+#include "cache.h"
 #include "dfx_internal.h"
 #include "dfx_store.h"
 #include "escape.h"
+#include "fs.h"
 #include "gz.h"
 #include "indexdir.h"
+#include "member.h"
+#include "net.h"
+#include "options.h"
 #include "verify.h"
 
 /* A mount may open many archives, each with its own indexer: their
@@ -149,7 +157,7 @@ struct progress {
     bool tty;
 };
 
-/* Contract in fs.h (fs_member_indexable()). */
+/* Contract in indexer.h (fs_member_indexable()). */
 static bool worth_indexing(const struct fs_archive *a, const struct fs_member *m)
 {
     if (m->is_dir || m->size == 0)
@@ -161,7 +169,7 @@ static bool worth_indexing(const struct fs_archive *a, const struct fs_member *m
     return m->kind == FS_DEFLATE ? m->ix != NULL : a->kind == FS_SRC_ZIP;
 }
 
-/* Contract in fs.h. */
+/* Contract in indexer.h. */
 bool fs_member_indexable(const struct fs_archive *a, const struct fs_member *m)
 {
     return worth_indexing(a, m);
@@ -271,7 +279,7 @@ static const char *load_problem(int err)
     }
 }
 
-/* The spacing of the indexes built here (fs.h, FS_INDEX_SPACING), set
+/* The spacing of the indexes built here (indexer.h, FS_INDEX_SPACING), set
  * once x->dir is: without an index directory their windows stay in memory,
  * as those reads record, at the mount's spacing. */
 static uint64_t spacing_for(const struct fs_indexer *x, const struct fs_opts *opts)
@@ -410,7 +418,7 @@ static bool load_saved(struct fs_indexer *x, struct fs_member *m)
     return load_file(x, m, NULL);
 }
 
-/* Contract in fs.h. */
+/* Contract in indexer.h. */
 void fs_indexer_use(struct fs_indexer *x, struct fs_member *m)
 {
     size_t i;
@@ -832,7 +840,7 @@ static void pass_job_cancel(struct fs_job *j)
     free(p);
 }
 
-/* Contract in fs.h. */
+/* Contract in indexer.h. */
 int fs_indexer_ready(struct fs_indexer *x, struct fs_member *m)
 {
     const struct fs_opts *o = x ? x->opts : NULL;
@@ -855,7 +863,7 @@ int fs_indexer_ready(struct fs_indexer *x, struct fs_member *m)
     return damaged(m) ? -EIO : FS_WAIT;
 }
 
-/* Contract in fs.h. */
+/* Contract in indexer.h. */
 int fs_indexer_await(struct fs_indexer *x, struct fs_member *m, struct fs_waiter *w)
 {
     size_t i = (size_t)(m - x->a->members);
@@ -895,7 +903,7 @@ int fs_indexer_await(struct fs_indexer *x, struct fs_member *m, struct fs_waiter
     return 0;
 }
 
-/* Contract in fs.h. */
+/* Contract in indexer.h. */
 void fs_indexer_cancel(struct fs_indexer *x)
 {
     if (!x)
@@ -1140,7 +1148,7 @@ static void fetch_published(struct fs_indexer *x, const struct fs_opts *opts)
     free(url);
 }
 
-/* Contract in fs.h. */
+/* Contract in indexer.h. */
 int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_defer *defer,
                    struct cache *cache, struct fs_indexer **out)
 {
@@ -1197,7 +1205,7 @@ out_nomem:
     return -ENOMEM;
 }
 
-/* Contract in fs.h. */
+/* Contract in indexer.h. */
 void fs_indexer_start(struct fs_indexer *x)
 {
     bool any = false;
@@ -1218,7 +1226,7 @@ void fs_indexer_start(struct fs_indexer *x)
     x->running = true;
 }
 
-/* Contract in fs.h. */
+/* Contract in indexer.h. */
 void fs_indexer_stop(struct fs_indexer *x)
 {
     if (!x)
@@ -1250,7 +1258,7 @@ void fs_indexer_stop(struct fs_indexer *x)
     }
 }
 
-/* Contract in fs.h. */
+/* Contract in indexer.h. */
 void fs_indexer_free(struct fs_indexer *x)
 {
     if (!x)
@@ -1459,7 +1467,7 @@ static void print_outcome(struct progress *pr, size_t members, size_t already)
     }
 }
 
-/* Contract in fs.h. */
+/* Contract in indexer.h. */
 int fs_index_main(struct fs_archive *a, const struct fs_opts *opts)
 {
     struct fs_indexer x = {.a = a, .mode = FS_INDEX_LAZY};
@@ -1604,7 +1612,7 @@ static void print_pruned(const struct indexdir_prune_file *f, void *arg)
     free(member);
 }
 
-/* Contract in fs.h. */
+/* Contract in indexer.h. */
 int fs_index_prune(const struct fs_opts *opts)
 {
     struct indexdir_prune_opts o = {.sources = true,

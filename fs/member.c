@@ -32,7 +32,8 @@
  * archive unchanged after its reads (fs_archive_check(), archive.c).
  */
 #define _GNU_SOURCE
-#include "fs.h"
+
+#include "member.h"
 
 #include <errno.h>
 #include <fuse_log.h>
@@ -40,7 +41,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bsrc.h"
+#include "cache.h"
 #include "dfx_crcs.h"
+#include "fs.h"
 #include "verify.h"
 
 /* A waiting reader whose chunk lies this close after a decode in progress
@@ -71,7 +75,7 @@ struct chunk_waiter {
     struct chunk_waiter *next;
 };
 
-/* Contract in fs.h. */
+/* Contract in member.h. */
 int64_t fs_member_peek(struct fs_archive *a, struct fs_member *m, void *buf, size_t len)
 {
     int64_t n;
@@ -93,7 +97,7 @@ int64_t fs_member_peek(struct fs_archive *a, struct fs_member *m, void *buf, siz
     return ret < 0 ? ret : n;
 }
 
-/* Contract in fs.h. */
+/* Contract in member.h. */
 int64_t fs_member_prefix_read(void *arg, unsigned char *buf, size_t len)
 {
     const struct fs_member_ref *ref = arg;
@@ -385,7 +389,7 @@ static void advise_decode(struct fs_archive *a, struct fs_member *m, struct dfx_
     bsrc_advise(a->bs, start, sp.in_lo + need + 1 - start);
 }
 
-/* Contract in fs.h. */
+/* Contract in member.h. */
 void fs_member_advise(struct fs_member *m, uint64_t from, uint64_t to)
 {
     if (to > m->size)
@@ -394,7 +398,7 @@ void fs_member_advise(struct fs_member *m, uint64_t from, uint64_t to)
         advise_decode(m->archive, m, NULL, from, to);
 }
 
-/* Contract in fs.h. */
+/* Contract in member.h. */
 int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, uint64_t idx,
                     struct cache_chunk **out)
 {
@@ -492,7 +496,7 @@ static void trim_cached(struct fs_member *m, struct cache *c, uint64_t *first, u
     }
 }
 
-/* Contract in fs.h. */
+/* Contract in member.h. */
 int fs_member_produce(struct fs_archive *a, struct fs_member *m, struct cache *c,
                       uint64_t point, uint64_t first, uint64_t last)
 {
@@ -552,7 +556,7 @@ static struct dfx_reader *take_parked_in(struct fs_member *m, uint64_t lo, uint6
     return parked_take(m->parked, range_ok, &(struct pos_range){lo, hi});
 }
 
-/* Contract in fs.h. */
+/* Contract in member.h. */
 int fs_member_continue(struct fs_archive *a, struct fs_member *m, struct cache *c, uint64_t first,
                        uint64_t last, bool (*more)(void *arg, uint64_t next, uint64_t *last),
                        void *arg)
@@ -636,7 +640,7 @@ void fs_member_closed(struct fs_member *m)
         dfx_reader_free(drop[i]);
 }
 
-/* Contract in fs.h. Two first readers may both check: harmless. */
+/* Contract in member.h. Two first readers may both check: harmless. */
 int fs_member_verify_stored(struct fs_archive *a, struct fs_member *m)
 {
     if (atomic_load(&m->verified))
@@ -662,7 +666,7 @@ static void scan_progress(void *arg, uint64_t done)
     fs_pass_progress(((struct scan *)arg)->m, done);
 }
 
-/* Contract in fs.h. The member's CRC-32 is combined from the chunks' CRCs,
+/* Contract in member.h. The member's CRC-32 is combined from the chunks' CRCs,
  * so the data is checksummed once. */
 int fs_member_scan_stored(struct fs_archive *a, struct fs_member *m, atomic_bool *stop)
 {
@@ -697,7 +701,7 @@ int fs_member_scan_stored(struct fs_archive *a, struct fs_member *m, atomic_bool
     return ret;
 }
 
-/* Contract in fs.h. */
+/* Contract in member.h. */
 int64_t fs_member_read_stored(struct fs_archive *a, struct fs_member *m, uint64_t off, size_t len,
                               unsigned char **out, size_t *at)
 {

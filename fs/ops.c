@@ -32,7 +32,8 @@
  */
 #define FUSE_USE_VERSION 312
 #define _GNU_SOURCE
-#include "fs.h"
+
+#include "ops.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -44,11 +45,25 @@
 #include <sys/statvfs.h>
 #include <time.h>
 
+#include "archive.h"
+#include "cache.h"
+#include "defer.h"
+#include "fs.h"
+#include "indexer.h"
+#include "member.h"
+#include "mount.h"
 #include "mounts.h"
 #include "notify.h"
+#include "readahead.h"
+#include "vfs.h"
+#include "xattr.h"
 
 /* The archive is not expected to change under the mount; see README. */
 #define ATTR_TIMEOUT 3600.0
+
+/* Up to FS_READ_IOV_MAX references for one read of [off, off + len) of a
+ * FS_DEFLATE member: chunk refs in order. */
+#define FS_READ_IOV_MAX 64
 
 static struct fs_ctx *ctx_of(fuse_req_t req)
 {

@@ -1,7 +1,7 @@
 /*
  * Parallel readahead: a fixed pool of worker threads that decode, ahead of a
  * sequential reader, the segments of a deflate member that lie between
- * consecutive access points. Contract in fs.h.
+ * consecutive access points. Contract in readahead.h.
  *
  * A segment runs from an access point p_k to a later one p_j, the first at
  * least `segment` bytes further on: what may be queued ahead of a reader
@@ -40,7 +40,14 @@
  * (m->busy), so this file only decides what to decode and when.
  */
 #define _GNU_SOURCE
+
+#include "archive.h"
 #include "fs.h"
+#include "member.h"
+#include "mount.h"
+
+#include "bsrc.h"
+#include "readahead.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -308,7 +315,7 @@ static void schedule(struct fs_ra *ra, struct fs_member *m, struct ra_stream *s,
         pipeline(ra, m, s, rfirst, limit);
 }
 
-/* Contract in fs.h. */
+/* Contract in readahead.h. */
 void fs_ra_note_read(struct fs_ra *ra, struct fs_member *m, uint64_t first, uint64_t last)
 {
     struct ra_member *rm;
@@ -436,7 +443,7 @@ static uint64_t ahead_bytes(const struct fs_ctx *ctx, unsigned threads)
     return (want < cap ? want : cap) / FS_CHUNK_SIZE * FS_CHUNK_SIZE;
 }
 
-/* Contract in fs.h. */
+/* Contract in readahead.h. */
 int fs_ra_new(struct fs_ctx *ctx, unsigned threads, struct fs_ra **out)
 {
     struct fs_ra *ra;
@@ -490,7 +497,7 @@ out_free:
     return ret;
 }
 
-/* Contract in fs.h. */
+/* Contract in readahead.h. */
 void fs_ra_free(struct fs_ra *ra)
 {
     if (!ra)

@@ -1,6 +1,6 @@
 /*
  * Live counters of a mount and the text `npyfs stats` prints (the mount
- * root's user.npyfs.stats xattr). Contract in fs.h.
+ * root's user.npyfs.stats xattr). Contract in stats.h.
  *
  * The counters in struct fs_counters are bumped by the FUSE handlers; the
  * cache keeps its own (cache_get_stats()). The per-member part walks every
@@ -19,7 +19,8 @@
  * on disk (fs_vfs_units()): their members are not known before they open.
  */
 #define _GNU_SOURCE
-#include "fs.h"
+
+#include "stats.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -29,7 +30,16 @@
 #include <string.h>
 #include <time.h>
 
+#include "archive.h"
+#include "bsrc.h"
+#include "cache.h"
 #include "escape.h"
+#include "fs.h"
+#include "indexer.h"
+#include "mount.h"
+#include "net.h"
+#include "parked.h"
+#include "vfs.h"
 
 /* Bytes kept free for the closing lines (omitted count, JSON brackets). */
 #define TAIL_RESERVE 128
@@ -604,7 +614,7 @@ static void json_progress(struct out *o, const struct progress *p)
          p->units.opened, p->units.unopened, p->units.unopened_bytes, p->units.failed);
 }
 
-/* Contract in fs.h. */
+/* Contract in stats.h. */
 size_t fs_stats_format(struct fs_ctx *ctx, bool json, char *buf, size_t size)
 {
     struct out *o;
@@ -628,8 +638,8 @@ size_t fs_stats_format(struct fs_ctx *ctx, bool json, char *buf, size_t size)
     if (ctx->cache)
         cache_get_stats(ctx->cache, &cs);
     fs_vfs_units(ctx->vfs, &pg.units);
-    fs_vfs_foreach(ctx, tally_archive, &pg);
-    fs_vfs_foreach(ctx, measure_archive, o);
+    fs_vfs_foreach(ctx->vfs, tally_archive, &pg);
+    fs_vfs_foreach(ctx->vfs, measure_archive, o);
     if (o->name_width > NAME_SHOWN_MAX + 3)
         o->name_width = NAME_SHOWN_MAX + 3;
     if (json) {
@@ -640,7 +650,7 @@ size_t fs_stats_format(struct fs_ctx *ctx, bool json, char *buf, size_t size)
         text_counters(o, &cs, ctx->opts.cache_size);
         text_progress(o, &pg);
     }
-    fs_vfs_foreach(ctx, emit_archive, o);
+    fs_vfs_foreach(ctx->vfs, emit_archive, o);
     if (json)
         putf(o, true, "],\"members_omitted\":%" PRIu64 "}\n", o->omitted);
     else if (o->omitted)

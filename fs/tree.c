@@ -15,14 +15,18 @@
  * in `npyfs ls`.
  */
 #define _GNU_SOURCE
+
+#include "archive.h"
 #include "fs.h"
+
+#include "tree.h"
 
 #include <errno.h>
 #include <fuse_log.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Contract in fs.h. */
+/* Contract in tree.h. */
 struct fs_node *fs_tree_node(struct fs_tree *t, uint64_t ino)
 {
     if (ino == 0 || ino > t->count)
@@ -182,7 +186,7 @@ static int cmp_child(const void *a, const void *b, void *arg)
     return strcmp(x->name, y->name);
 }
 
-/* Contract in fs.h. */
+/* Contract in tree.h. */
 int fs_tree_build(struct fs_tree *t, struct fs_archive *a)
 {
     struct name_index ni = {0};
@@ -219,7 +223,7 @@ void fs_tree_destroy(struct fs_tree *t)
     memset(t, 0, sizeof(*t));
 }
 
-/* Contract in fs.h. */
+/* Contract in tree.h. */
 uint64_t fs_tree_lookup(struct fs_tree *t, uint64_t dir, const char *name)
 {
     struct fs_node *d = fs_tree_node(t, dir);

@@ -1,6 +1,6 @@
 /*
  * The mount's namespace: what the sources on the command line look like
- * under the mount point. Contract in fs.h; the rules are in README.md
+ * under the mount point. Contract in vfs.h; the rules are in README.md
  * (Sources).
  *
  * Two levels. The outer tree is built at mount and never changes: real
@@ -32,7 +32,16 @@
  * lazily opened archive's background indexer.
  */
 #define _GNU_SOURCE
+
+#include "archive.h"
+#include "bsrc.h"
 #include "fs.h"
+#include "indexer.h"
+#include "options.h"
+#include "s3.h"
+#include "tree.h"
+
+#include "vfs.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -764,7 +773,7 @@ static void drop_twins(struct fs_vfs *v, struct vfs_node *d)
     d->nchildren = kept;
 }
 
-/* Contract in fs.h. */
+/* Contract in vfs.h. */
 int fs_vfs_new(struct fs_source *srcs, size_t n, const struct fs_opts *opts, struct cache *cache,
                struct fs_vfs **out, size_t *bad)
 {
@@ -819,7 +828,7 @@ int fs_vfs_new(struct fs_source *srcs, size_t n, const struct fs_opts *opts, str
     return 0;
 }
 
-/* Contract in fs.h. */
+/* Contract in vfs.h. */
 void fs_vfs_free(struct fs_vfs *v)
 {
     if (!v)
@@ -1010,7 +1019,7 @@ static void open_job_cancel(struct fs_job *j)
     open_done(u->vfs, u, -ECANCELED);
 }
 
-/* Contract in fs.h. */
+/* Contract in vfs.h. */
 int fs_vfs_await(struct fs_vfs *v, uint32_t need, struct fs_waiter *w)
 {
     struct vfs_unit *u = &v->units[need];
@@ -1037,7 +1046,7 @@ int fs_vfs_await(struct fs_vfs *v, uint32_t need, struct fs_waiter *w)
     return 0;
 }
 
-/* Contract in fs.h. */
+/* Contract in vfs.h. */
 void fs_vfs_start(struct fs_vfs *v)
 {
     fs_defer_start(v->defer);
@@ -1049,7 +1058,7 @@ void fs_vfs_start(struct fs_vfs *v)
     pthread_mutex_unlock(&v->lock);
 }
 
-/* Contract in fs.h. */
+/* Contract in vfs.h. */
 void fs_vfs_stop(struct fs_vfs *v)
 {
     pthread_mutex_lock(&v->lock);
@@ -1141,7 +1150,7 @@ static int dir_of(struct fs_vfs *v, uint64_t ino, struct vref *r, struct fs_dir 
     return 0;
 }
 
-/* Contract in fs.h. */
+/* Contract in vfs.h. */
 int fs_vfs_opendir(struct fs_vfs *v, uint64_t ino, struct fs_dir *d, uint32_t *need)
 {
     struct vref r;
@@ -1150,7 +1159,7 @@ int fs_vfs_opendir(struct fs_vfs *v, uint64_t ino, struct fs_dir *d, uint32_t *n
     return ret < 0 ? ret : dir_of(v, ino, &r, d, need);
 }
 
-/* Contract in fs.h. */
+/* Contract in vfs.h. */
 void fs_vfs_dirent(struct fs_vfs *v, const struct fs_dir *d, size_t i, const char **name,
                    uint64_t *ino, bool *is_dir)
 {
@@ -1172,7 +1181,7 @@ void fs_vfs_dirent(struct fs_vfs *v, const struct fs_dir *d, size_t i, const cha
     }
 }
 
-/* Contract in fs.h. */
+/* Contract in vfs.h. */
 int fs_vfs_lookup(struct fs_vfs *v, uint64_t dir, const char *name, uint64_t *ino,
                   uint32_t *need)
 {
@@ -1233,7 +1242,7 @@ static void set_file(struct stat *st, uint64_t size, mode_t perm)
     st->st_blocks = (blkcnt_t)((size + 511) / 512);
 }
 
-/* Contract in fs.h. */
+/* Contract in vfs.h. */
 int fs_vfs_getattr(struct fs_vfs *v, uint64_t ino, struct stat *st)
 {
     struct timespec mtime;
@@ -1284,7 +1293,7 @@ int fs_vfs_getattr(struct fs_vfs *v, uint64_t ino, struct stat *st)
     return 0;
 }
 
-/* Contract in fs.h. */
+/* Contract in vfs.h. */
 int fs_vfs_attr_ready(struct fs_vfs *v, uint64_t ino, uint32_t *need)
 {
     struct vfs_node *n = ino >> UNIT_SHIFT ? NULL : vnode(v, ino);
@@ -1294,7 +1303,7 @@ int fs_vfs_attr_ready(struct fs_vfs *v, uint64_t ino, uint32_t *need)
     return unit_get(v, &v->units[n->unit], need);
 }
 
-/* Contract in fs.h. */
+/* Contract in vfs.h. */
 int fs_vfs_file(struct fs_vfs *v, uint64_t ino, struct fs_file *f, uint32_t *need)
 {
     struct vref r;
@@ -1316,7 +1325,7 @@ int fs_vfs_file(struct fs_vfs *v, uint64_t ino, struct fs_file *f, uint32_t *nee
     return 0;
 }
 
-/* Contract in fs.h. */
+/* Contract in vfs.h. */
 void fs_vfs_totals(struct fs_vfs *v, uint64_t *bytes, uint64_t *files)
 {
     *bytes = 0;
@@ -1333,18 +1342,16 @@ void fs_vfs_totals(struct fs_vfs *v, uint64_t *bytes, uint64_t *files)
     }
 }
 
-/* Contract in fs.h. */
-void fs_vfs_foreach(struct fs_ctx *ctx, void (*fn)(struct fs_archive *a, void *arg), void *arg)
+/* Contract in vfs.h. */
+void fs_vfs_foreach(struct fs_vfs *v, void (*fn)(struct fs_archive *a, void *arg), void *arg)
 {
-    struct fs_vfs *v = ctx->vfs;
-
     /* passthrough files are not archives: nothing to index or check */
     for (size_t i = 0; v && i < v->nunits; i++)
         if (unit_is_open(&v->units[i]) && v->units[i].kind != UNIT_PLAIN)
             fn(v->units[i].a, arg);
 }
 
-/* Contract in fs.h. */
+/* Contract in vfs.h. */
 void fs_vfs_units(struct fs_vfs *v, struct fs_vfs_units *out)
 {
     memset(out, 0, sizeof(*out));

@@ -1,6 +1,6 @@
 /*
  * Extended attributes: what `npyfs ls` shows, readable without Python
- * (`getfattr -d FILE`). Contract in fs.h.
+ * (`getfattr -d FILE`). Contract in xattr.h.
  *
  * An array file has user.npy.dtype, user.npy.shape and user.npy.fortran_order
  * from its .npy header, and user.npyfs.method and user.npyfs.stored_size from
@@ -16,7 +16,8 @@
  * A read error is not cached, so a later request tries again.
  */
 #define _GNU_SOURCE
-#include "fs.h"
+
+#include "xattr.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -24,8 +25,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "archive.h"
 #include "escape.h"
+#include "member.h"
 #include "npy.h"
+#include "stats.h"
 
 /* Linux refuses xattr values above XATTR_SIZE_MAX (64 KiB). */
 #define XATTR_VALUE_MAX 65536
@@ -221,7 +225,7 @@ static long get_member_attr(struct fs_archive *a, struct fs_member *m, enum attr
     return reply_value(v, strlen(v), buf, size);
 }
 
-/* Contract in fs.h. */
+/* Contract in xattr.h. */
 long fs_xattr_get(struct fs_ctx *ctx, struct fs_archive *a, struct fs_member *m,
                   const char *name, char *buf, size_t size)
 {
@@ -254,7 +258,7 @@ static long list_names(enum attr first, enum attr last, size_t have, char *buf, 
     return (long)len;
 }
 
-/* Contract in fs.h. A member whose header cannot be read lists only its
+/* Contract in xattr.h. A member whose header cannot be read lists only its
  * user.npyfs.* names: listing stays useful on a damaged member. */
 long fs_xattr_list(struct fs_ctx *ctx, struct fs_archive *a, struct fs_member *m, char *buf,
                    size_t size)

@@ -12,11 +12,15 @@
 #ifndef NPYFS_TESTS_FSTEST_H
 #define NPYFS_TESTS_FSTEST_H
 
+#include "archive.h"
+#include "cache.h"
+#include "fs.h"
+#include "member.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "fs.h"
 
 /* ---- data ---- */
 

@@ -13,10 +13,15 @@
  * completed, and a gzip member's index only with its table.
  */
 #define _GNU_SOURCE
+#include "archive.h"
 #include "check.h"
+#include "defer.h"
 #include "dfx_store.h"
 #include "fs.h"
 #include "fstest.h"
+#include "indexer.h"
+#include "member.h"
+#include "options.h"
 
 #include <dirent.h>
 #include <errno.h>

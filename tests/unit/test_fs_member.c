@@ -15,10 +15,15 @@
  * the readers must make reads fail with EIO and never hand out a wrong byte.
  */
 #define _GNU_SOURCE
+#include "archive.h"
+#include "cache.h"
 #include "check.h"
 #include "dfx_store.h"
 #include "fs.h"
 #include "fstest.h"
+#include "member.h"
+#include "parked.h"
+#include "verify.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -11,9 +11,13 @@
  * waits for an event (with a generous deadline that only a hang reaches).
  */
 #define _GNU_SOURCE
+#include "archive.h"
 #include "check.h"
 #include "fs.h"
 #include "fstest.h"
+#include "member.h"
+#include "mount.h"
+#include "readahead.h"
 
 #include <errno.h>
 #include <pthread.h>

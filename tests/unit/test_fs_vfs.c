@@ -9,14 +9,19 @@
  * archives from many threads at once.
  *
  * The rules checked are README.md's (What you see in the mount, Sources)
- * and fs.h's (inode numbers: an outer node's is its index + 1, the root 1;
+ * and vfs.h's (inode numbers: an outer node's is its index + 1, the root 1;
  * a node inside unit k's tree (k + 1) << 32 | its local inode >= 2; a tree's
  * root is the unit's outer node).
  */
 #define _GNU_SOURCE
+#include "archive.h"
 #include "check.h"
+#include "defer.h"
 #include "fs.h"
 #include "fstest.h"
+#include "member.h"
+#include "options.h"
+#include "vfs.h"
 
 #include <errno.h>
 #include <grp.h>

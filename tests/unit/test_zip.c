@@ -8,9 +8,9 @@
  * patching bytes; every one must give a clean error or flagged members.
  */
 #define _GNU_SOURCE
+#include "archive.h"
 #include "check.h"
 #include "dfx.h"
-#include "fs.h"
 #include "source.h"
 #include "src_file.h"
 #include "zip.h"

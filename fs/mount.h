@@ -1,0 +1,36 @@
+/*
+ * struct fs_ctx: what the FUSE handlers of a mount share. A header without a
+ * .c.
+ *
+ * Ownership: as the fields say: vfs, cache, mountpoint and ra are owned;
+ * se and source are borrowed.
+ * Locks: none: immutable once the session runs, except ra (set at FUSE
+ * init, cleared at destroy, both in libfuse's init/destroy thread).
+ * Errors: none.
+ */
+#ifndef NPYFS_FS_MOUNT_H
+#define NPYFS_FS_MOUNT_H
+
+#include <sys/types.h>
+
+#include "options.h"
+
+struct fs_vfs;
+struct cache;
+struct fs_ra;
+struct fuse_session;
+
+struct fs_ctx {
+    struct fs_vfs *vfs;         /* owned: the namespace and every archive in it */
+    struct fuse_session *se;    /* borrowed: the session, set before it runs (the
+                                 * notifier sends through it) */
+    struct cache *cache;        /* owned */
+    struct fs_opts opts;
+    const char *source;         /* borrowed: the first source as given, for log lines */
+    char *mountpoint;           /* owned: absolute path (finds the mount's bdi), or NULL */
+    struct fs_ra *ra;           /* owned: readahead workers, from FUSE init to destroy */
+    uid_t uid;
+    gid_t gid;
+};
+
+#endif
