@@ -8,12 +8,12 @@
  * (gzip_size()); otherwise one full pass (verify_pass()) counts the bytes,
  * within -o max_ratio, and its access points and chunk CRC table are kept.
  * A remote zip's local headers are read as each member is first needed
- * (fs_member_locate()).
+ * (archive_locate()).
  *
  * Change: every path that reads the archive (readers, readahead workers,
  * stored reads, the indexer's passes, the open) checks the archive's
  * identity after its reads and before it uses their bytes
- * (fs_archive_check()), chunk by chunk, so a chunk is cached or served only
+ * (archive_check()), chunk by chunk, so a chunk is cached or served only
  * if it was decoded from the content the archive had at open. Once a change
  * is found nothing more is served and the kernel drops the members' pages.
  */
@@ -39,7 +39,7 @@
 static atomic_uint_fast64_t next_member_id = 1;
 
 /* Contract in archive.h. */
-void fs_meta_free(struct fs_meta *meta)
+void archive_meta_free(struct archive_meta *meta)
 {
     if (!meta)
         return;
@@ -49,7 +49,7 @@ void fs_meta_free(struct fs_meta *meta)
 }
 
 /* Contract in archive.h. The inode is set once, before any open. */
-void fs_pages_drop(struct fs_member *m)
+void archive_drop_pages(struct archive_member *m)
 {
     uint64_t ino = atomic_load(&m->ino);
 
@@ -58,7 +58,7 @@ void fs_pages_drop(struct fs_member *m)
     notify_drop(&m->inval, ino);
 }
 
-static int init_member(struct fs_member *m, const char *name, size_t name_len)
+static int init_member(struct archive_member *m, const char *name, size_t name_len)
 {
     memset(m, 0, sizeof(*m));
     m->name = malloc(name_len + 1);
@@ -73,7 +73,7 @@ static int init_member(struct fs_member *m, const char *name, size_t name_len)
     return 0;
 }
 
-static void destroy_member(struct fs_member *m)
+static void destroy_member(struct archive_member *m)
 {
     struct dfx_reader *drop[PARKED_PER_MEMBER];
     int n = parked_take_all(m->parked, drop);
@@ -84,20 +84,20 @@ static void destroy_member(struct fs_member *m)
     free(atomic_load(&m->crcs));
     pthread_mutex_destroy(&m->lock);
     pthread_cond_destroy(&m->idle);
-    fs_meta_free(atomic_load(&m->meta));
+    archive_meta_free(atomic_load(&m->meta));
     free(m->name);
 }
 
 /* Once z's local header is read: m's data offset, verdict and (deflate)
  * index. */
-static int zip_member_place(struct fs_archive *a, struct fs_member *m, const struct zip_member *z)
+static int zip_member_place(struct archive *a, struct archive_member *m, const struct zip_member *z)
 {
     struct dfx_stream st = {0};
 
     m->data_offset = z->data_offset;
     m->unsupported = z->unsupported;
     m->why = z->why;
-    if (m->unsupported || m->kind == FS_STORED)
+    if (m->unsupported || m->kind == ARCHIVE_STORED)
         return 0;
     st.src = a->src;
     st.start = z->data_offset;
@@ -112,7 +112,7 @@ static int zip_member_place(struct fs_archive *a, struct fs_member *m, const str
 
 /* Fill in m, which init_member() has set up (so it owns its name and
  * locks, and is destroyed with the archive whatever this returns). */
-static int zip_member_setup(struct fs_archive *a, struct fs_member *m, const struct zip_member *z)
+static int zip_member_setup(struct archive *a, struct archive_member *m, const struct zip_member *z)
 {
     char buf[24];
     int ret = 0;
@@ -123,8 +123,8 @@ static int zip_member_setup(struct fs_archive *a, struct fs_member *m, const str
     m->stored_size = z->csize;
     m->is_dir = z->is_dir;
     m->lho = z->lho;
-    m->kind = z->unsupported || m->is_dir || z->method == ZIP_METHOD_STORED ? FS_STORED
-                                                                           : FS_DEFLATE;
+    m->kind = z->unsupported || m->is_dir || z->method == ZIP_METHOD_STORED ? ARCHIVE_STORED
+                                                                           : ARCHIVE_DEFLATE;
     if (z->located)
         ret = zip_member_place(a, m, z);
     atomic_store_explicit(&m->located, z->located, memory_order_release);
@@ -133,23 +133,23 @@ static int zip_member_setup(struct fs_archive *a, struct fs_member *m, const str
 
 /* Contract in archive.h. Under m->lock, which only openers contend for before
  * the member is located (readers come after an open). */
-int fs_member_locate(struct fs_archive *a, struct fs_member *m)
+int archive_locate(struct archive *a, struct archive_member *m)
 {
     struct zip_member z = {0};
     int ret = 0;
 
-    if (fs_member_located(m))
+    if (archive_located(m))
         return 0;
     pthread_mutex_lock(&m->lock);
-    if (!fs_member_located(m)) {
-        z.method = m->kind == FS_STORED ? ZIP_METHOD_STORED : ZIP_METHOD_DEFLATE;
+    if (!archive_located(m)) {
+        z.method = m->kind == ARCHIVE_STORED ? ZIP_METHOD_STORED : ZIP_METHOD_DEFLATE;
         z.csize = m->stored_size;
         z.usize = m->size;
         z.crc32 = m->crc32;
         z.lho = m->lho;
         ret = zip_member_locate(a->src, &z);
         if (ret == 0)
-            ret = fs_archive_check(a); /* the header is the archive's as opened */
+            ret = archive_check(a); /* the header is the archive's as opened */
         if (ret == 0)
             ret = zip_member_place(a, m, &z);
         if (ret == 0)
@@ -160,9 +160,9 @@ int fs_member_locate(struct fs_archive *a, struct fs_member *m)
 }
 
 /* A member counts in a->count from the moment it owns anything, so that
- * fs_archive_free() destroys a partly set up one too. A remote archive's
- * local headers are read on first need (fs_member_locate()). */
-static int open_zip(struct fs_archive *a)
+ * archive_close() destroys a partly set up one too. A remote archive's
+ * local headers are read on first need (archive_locate()). */
+static int open_zip(struct archive *a)
 {
     struct zip_archive *z;
     int ret = zip_archive_open_flags(a->src, bsrc_is_remote(a->bs) ? ZIP_DEFER_LOCAL : 0, &z);
@@ -186,16 +186,16 @@ static int open_zip(struct fs_archive *a)
 }
 
 /* The most output a sizing pass over a file of size compressed bytes may
- * decode: lim->max_ratio x size, but never less than FS_SIZING_FLOOR (a tiny
+ * decode: lim->max_ratio x size, but never less than ARCHIVE_SIZING_FLOOR (a tiny
  * file of repetitive text is no threat); 0 for no limit (none given, or the
  * product does not fit). */
-static uint64_t pass_budget(const struct fs_open_limits *lim, uint64_t size)
+static uint64_t pass_budget(const struct archive_limits *lim, uint64_t size)
 {
     uint64_t budget;
 
     if (!lim || !lim->max_ratio || __builtin_mul_overflow(lim->max_ratio, size, &budget))
         return 0;
-    return budget < FS_SIZING_FLOOR ? FS_SIZING_FLOOR : budget;
+    return budget < ARCHIVE_SIZING_FLOOR ? ARCHIVE_SIZING_FLOOR : budget;
 }
 
 /* npy_read_header()'s read function over a decoder at the start of a
@@ -232,7 +232,7 @@ static int64_t decoder_prefix(void *arg, unsigned char *buf, size_t len)
  * tiny stream), and a version-1 header's HEADER_LEN may be 0 or 1, so the
  * data offset can lie inside the NPY_PREFIX_LEN bytes already read.
  */
-static int64_t gzip_size(struct src *s, struct dfx_index *ix, const struct fs_open_limits *lim,
+static int64_t gzip_size(struct src *s, struct dfx_index *ix, const struct archive_limits *lim,
                          bool *full, struct dfx_crcs **crcs)
 {
     struct decoder_prefix p = {0};
@@ -270,11 +270,11 @@ out:
     return ret;
 }
 
-static int open_gzip(struct fs_archive *a, const struct fs_open_limits *lim)
+static int open_gzip(struct archive *a, const struct archive_limits *lim)
 {
     struct dfx_stream st = {0};
     struct dfx_crcs *crcs = NULL;
-    struct fs_member *m;
+    struct archive_member *m;
     char *base = bsrc_base_name(a->path);
     size_t len;
     int64_t size;
@@ -295,7 +295,7 @@ static int open_gzip(struct fs_archive *a, const struct fs_open_limits *lim)
     a->count = 1;
     atomic_store(&m->located, true);
     strcpy(m->method, "gzip");
-    m->kind = FS_DEFLATE;
+    m->kind = ARCHIVE_DEFLATE;
     m->stored_size = a->src->size;
     st.src = a->src;
     st.start = 0;
@@ -313,7 +313,7 @@ static int open_gzip(struct fs_archive *a, const struct fs_open_limits *lim)
     if (full) {
         /* the pass checked every trailer; its points and table are kept */
         if (crcs)
-            fs_member_set_crcs(m, crcs);
+            archive_set_crcs(m, crcs);
         return 0;
     }
     /* Sized from the header: from now on a read that reaches the end goes
@@ -328,9 +328,9 @@ static int open_gzip(struct fs_archive *a, const struct fs_open_limits *lim)
  * path; members is nmembers zeroed slots (count 0). Returns 0 or a
  * negative errno (*out NULL). */
 static int new_archive(struct bsrc *bs, const char *path, uint64_t spacing, size_t nmembers,
-                       struct fs_archive **out)
+                       struct archive **out)
 {
-    struct fs_archive *a = calloc(1, sizeof(*a));
+    struct archive *a = calloc(1, sizeof(*a));
     char name[4096];
 
     *out = NULL;
@@ -345,7 +345,7 @@ static int new_archive(struct bsrc *bs, const char *path, uint64_t spacing, size
     a->name = strdup(bsrc_name_of(path, name, sizeof(name)));
     a->members = nmembers ? calloc(nmembers, sizeof(*a->members)) : NULL;
     if (!a->path || !a->name || (nmembers && !a->members)) {
-        fs_archive_free(a);
+        archive_close(a);
         return -ENOMEM;
     }
     *out = a;
@@ -355,7 +355,7 @@ static int new_archive(struct bsrc *bs, const char *path, uint64_t spacing, size
 /* A new archive with its file open as its source (path, or rel beneath
  * dirfd if dirfd >= 0): new_archive() over bsrc_open_file(). */
 static int start_archive(int dirfd, const char *rel, const char *path, uint64_t spacing,
-                         size_t nmembers, struct fs_archive **out)
+                         size_t nmembers, struct archive **out)
 {
     struct bsrc *bs;
     int ret = bsrc_open_file(dirfd, rel, path, &bs);
@@ -365,7 +365,7 @@ static int start_archive(int dirfd, const char *rel, const char *path, uint64_t 
 }
 
 /* Contract in archive.h. */
-const char *fs_open_problem(int err, uint64_t max_ratio, char *buf, size_t len)
+const char *archive_problem(int err, uint64_t max_ratio, char *buf, size_t len)
 {
     switch (err) {
     case -E2BIG:
@@ -398,20 +398,20 @@ const char *fs_open_problem(int err, uint64_t max_ratio, char *buf, size_t len)
 }
 
 /* Contract in archive.h. */
-int fs_archive_open(const char *path, uint64_t spacing, const struct fs_open_limits *lim,
-                    struct fs_archive **out)
+int archive_open(const char *path, uint64_t spacing, const struct archive_limits *lim,
+                    struct archive **out)
 {
-    return fs_archive_open_beneath(-1, NULL, path, spacing, lim, out);
+    return archive_open_beneath(-1, NULL, path, spacing, lim, out);
 }
 
-static int parse_archive(struct fs_archive *a, const struct fs_open_limits *lim,
-                         struct fs_archive **out);
+static int parse_archive(struct archive *a, const struct archive_limits *lim,
+                         struct archive **out);
 
 /* Contract in archive.h. */
-int fs_archive_open_beneath(int dirfd, const char *rel, const char *path, uint64_t spacing,
-                            const struct fs_open_limits *lim, struct fs_archive **out)
+int archive_open_beneath(int dirfd, const char *rel, const char *path, uint64_t spacing,
+                            const struct archive_limits *lim, struct archive **out)
 {
-    struct fs_archive *a;
+    struct archive *a;
     int ret = start_archive(dirfd, rel, path, spacing, 0, &a);
 
     *out = NULL;
@@ -434,7 +434,7 @@ static bool gzip_url(const char *url)
 }
 
 /* Undo a failed open_zip(): a's members go. */
-static void zip_members_free(struct fs_archive *a)
+static void zip_members_free(struct archive *a)
 {
     for (size_t i = 0; i < a->count; i++)
         destroy_member(&a->members[i]);
@@ -444,11 +444,11 @@ static void zip_members_free(struct fs_archive *a)
 }
 
 /* Contract in archive.h. */
-int fs_archive_open_url(struct net *net, const char *url, uint64_t spacing,
-                        const struct fs_open_limits *lim, struct fs_archive **out, char *why,
+int archive_open_url(struct net *net, const char *url, uint64_t spacing,
+                        const struct archive_limits *lim, struct archive **out, char *why,
                         size_t len)
 {
-    struct fs_archive *a;
+    struct archive *a;
     struct bsrc *bs;
     int ret;
 
@@ -466,9 +466,9 @@ int fs_archive_open_url(struct net *net, const char *url, uint64_t spacing,
 }
 
 /* Parse the archive a (zip or gzip, told apart by magic) into its members:
- * the rest of fs_archive_open*(). Takes a: *out is a, or NULL with a freed. */
-static int parse_archive(struct fs_archive *a, const struct fs_open_limits *lim,
-                         struct fs_archive **out)
+ * the rest of archive_open*(). Takes a: *out is a, or NULL with a freed. */
+static int parse_archive(struct archive *a, const struct archive_limits *lim,
+                         struct archive **out)
 {
     unsigned char magic[2] = {0};
     int64_t n;
@@ -478,7 +478,7 @@ static int parse_archive(struct fs_archive *a, const struct fs_open_limits *lim,
      * that its first bytes need no request; its magic is read only if
      * that fails. */
     if (bsrc_is_remote(a->bs) && !gzip_url(a->path)) {
-        a->kind = FS_SRC_ZIP;
+        a->kind = ARCHIVE_ZIP;
         ret = open_zip(a);
         if (ret != -EINVAL)
             goto parsed;
@@ -489,17 +489,17 @@ static int parse_archive(struct fs_archive *a, const struct fs_open_limits *lim,
     if (ret < 0)
         goto out_free;
     if (magic[0] == 0x1f && magic[1] == 0x8b) {
-        a->kind = FS_SRC_GZIP;
+        a->kind = ARCHIVE_GZIP;
         ret = open_gzip(a, lim);
     } else {
-        a->kind = FS_SRC_ZIP;
+        a->kind = ARCHIVE_ZIP;
         ret = open_zip(a);
     }
 parsed:
     /* The directory, and a gzip sizing pass's points and chunk CRC table,
      * came from what was read: it must be the file as it was stat'ed. */
     if (ret == 0)
-        ret = fs_archive_check(a);
+        ret = archive_check(a);
     if (ret < 0)
         goto out_free;
     for (size_t i = 0; i < a->count; i++)
@@ -508,11 +508,11 @@ parsed:
     return 0;
 
 out_free:
-    fs_archive_free(a);
+    archive_close(a);
     return ret;
 }
 
-void fs_archive_free(struct fs_archive *a)
+void archive_close(struct archive *a)
 {
     if (!a)
         return;
@@ -526,13 +526,13 @@ void fs_archive_free(struct fs_archive *a)
 }
 
 /* Contract in archive.h. */
-void fs_member_condemn(struct fs_member *m, int err, uint64_t from)
+void archive_condemn(struct archive_member *m, int err, uint64_t from)
 {
-    if (fs_member_located(m) && m->ix)
+    if (archive_located(m) && m->ix)
         dfx_index_set_damage(m->ix, err, from);
     else
         atomic_store(&m->stored_damage, err);
-    fs_pages_drop(m);
+    archive_drop_pages(m);
 }
 
 /*
@@ -544,7 +544,7 @@ void fs_member_condemn(struct fs_member *m, int err, uint64_t from)
  * seen (bsrc_check(): a file's times move before new data lands; a remote
  * fetch is checked against the object's ETag as it arrives).
  */
-int fs_archive_check(struct fs_archive *a)
+int archive_check(struct archive *a)
 {
     if (atomic_load(&a->changed))
         return -EIO;
@@ -564,22 +564,22 @@ int fs_archive_check(struct fs_archive *a)
                      "see the new content)\n",
                      a->name);
         for (size_t i = 0; i < a->count; i++)
-            fs_pages_drop(&a->members[i]);
+            archive_drop_pages(&a->members[i]);
     }
     return -EIO;
 }
 
 /* Contract in archive.h. */
-int fs_member_damage(struct fs_member *m, uint64_t *bad_from)
+int archive_damage(struct archive_member *m, uint64_t *bad_from)
 {
-    if (fs_member_located(m) && m->ix)
+    if (archive_located(m) && m->ix)
         return dfx_index_damage(m->ix, bad_from);
     *bad_from = 0;
     return atomic_load(&m->stored_damage);
 }
 
 /* Contract in archive.h. */
-bool fs_member_set_crcs(struct fs_member *m, struct dfx_crcs *t)
+bool archive_set_crcs(struct archive_member *m, struct dfx_crcs *t)
 {
     struct dfx_crcs *none = NULL;
 
@@ -588,25 +588,25 @@ bool fs_member_set_crcs(struct fs_member *m, struct dfx_crcs *t)
         free(t);
         return false;
     }
-    if (m->kind == FS_STORED)
+    if (m->kind == ARCHIVE_STORED)
         atomic_store(&m->verified, true); /* the pass that built t checked the CRC */
     return true;
 }
 
 /* Contract in archive.h. A passthrough file of a directory mount: the stored
- * read path (fs_member_read_stored(): pread, then fs_archive_check())
+ * read path (member_read_stored(): pread, then archive_check())
  * serves it as is. */
-int fs_archive_open_plain(int dirfd, const char *rel, const char *path, const char *name,
-                          uint64_t spacing, struct fs_archive **out)
+int archive_open_plain(int dirfd, const char *rel, const char *path, const char *name,
+                          uint64_t spacing, struct archive **out)
 {
-    struct fs_archive *a;
-    struct fs_member *m;
+    struct archive *a;
+    struct archive_member *m;
     int ret = start_archive(dirfd, rel, path, spacing, 1, &a);
 
     *out = NULL;
     if (ret < 0)
         return ret;
-    a->kind = FS_SRC_PLAIN;
+    a->kind = ARCHIVE_PLAIN;
     if (!S_ISREG(bsrc_ident(a->bs)->st.st_mode)) {
         ret = -EINVAL;
         goto out_free;
@@ -618,7 +618,7 @@ int fs_archive_open_plain(int dirfd, const char *rel, const char *path, const ch
     a->count = 1;
     atomic_store(&m->located, true);
     strcpy(m->method, "plain");
-    m->kind = FS_STORED;
+    m->kind = ARCHIVE_STORED;
     m->size = a->src->size;
     m->stored_size = a->src->size;
     atomic_store(&m->verified, true); /* no CRC: the bytes are the file's */
@@ -627,6 +627,6 @@ int fs_archive_open_plain(int dirfd, const char *rel, const char *path, const ch
     return 0;
 
 out_free:
-    fs_archive_free(a);
+    archive_close(a);
     return ret;
 }

@@ -23,8 +23,8 @@
  * truncated), -E2BIG (sizing past max_ratio), -ECANCELED (stop raised),
  * -ENODEV (not a regular file), -EXDEV (beneath: the path leads out),
  * open()'s errors; a URL also the server's: -ENOENT, -EACCES, -EOPNOTSUPP,
- * -EPROTO, -EHOSTUNREACH, -EREMOTEIO, -ETIMEDOUT. fs_archive_check(): -EIO
- * once the archive changed. fs_member_locate(): a transient error of the
+ * -EPROTO, -EHOSTUNREACH, -EREMOTEIO, -ETIMEDOUT. archive_check(): -EIO
+ * once the archive changed. archive_locate(): a transient error of the
  * byte source, -EIO, -ENOMEM. Each function below says which it returns.
  */
 #ifndef NPYFS_FS_ARCHIVE_H
@@ -45,18 +45,18 @@ struct src;
 struct net;
 struct dfx_index;
 
-enum fs_kind {
-    FS_STORED, /* bytes at data_offset in the source, served with pread */
-    FS_DEFLATE, /* raw deflate (zip method 8) or gzip, served through dfx + cache */
+enum archive_member_kind {
+    ARCHIVE_STORED, /* bytes at data_offset in the source, served with pread */
+    ARCHIVE_DEFLATE, /* raw deflate (zip method 8) or gzip, served through dfx + cache */
 };
 
-struct fs_busy; /* a decode in progress, private to member.c */
-struct chunk_waiter; /* a reader waiting for one chunk, private to member.c */
+struct member_busy; /* a decode in progress, private to member.c */
+struct member_waiter; /* a reader waiting for one chunk, private to member.c */
 
 struct dfx_crcs; /* a chunk CRC table, format/dfx_crcs.h */
 /* A member's .npy header facts for xattrs: parsed by xattr.c on first
- * use, published once in m->meta, freed with the member (fs_meta_free()). */
-struct fs_meta {
+ * use, published once in m->meta, freed with the member (archive_meta_free()). */
+struct archive_meta {
     bool is_npy;    /* false: no parseable .npy header, only user.npyfs.* */
     char *dtype;    /* owned, escaped: a type string as is (<f8), a struct as the
                      * header's descr ([('a', '<i4')]) */
@@ -64,34 +64,34 @@ struct fs_meta {
     bool fortran_order;
 };
 
-struct fs_member {
+struct archive_member {
     char *name;          /* owned: path inside the archive, as stored (NUL-terminated) */
     size_t name_len;     /* true length (a NUL inside makes the name unusable) */
     uint64_t id;         /* immutable: cache owner key, unique in the daemon */
-    enum fs_kind kind;
+    enum archive_member_kind kind;
     char method[24];     /* "stored", "deflate", "gzip", or zip's name for it */
     uint64_t size;       /* exact uncompressed size (st_size) */
     uint64_t stored_size; /* compressed bytes in the archive */
-    uint64_t data_offset; /* FS_STORED: first data byte in the source */
+    uint64_t data_offset; /* ARCHIVE_STORED: first data byte in the source */
     int unsupported;     /* 0, or the negative errno an open gets (see why) */
     const char *why;     /* static reason text when unsupported */
     bool is_dir;         /* a zip directory entry */
-    struct dfx_index *ix; /* owned, FS_DEFLATE only */
+    struct dfx_index *ix; /* owned, ARCHIVE_DEFLATE only */
 
     /* Decoder pool for sequential readers: protected by lock. The lock is
      * taken before the cache's own lock and the parked lock, and never held
      * while inflating. */
     pthread_mutex_t lock;
     pthread_cond_t idle; /* broadcast when a decode in progress ends */
-    /* readers waiting for a chunk in fs_member_chunk(), each on its own
+    /* readers waiting for a chunk in member_chunk(), each on its own
      * condition (member.c): woken with idle, and one by one as a
      * pipelined decode inserts the chunk each one waits for */
-    struct chunk_waiter *waiters;
+    struct member_waiter *waiters;
     /* parked decoders: the slots are protected by the parked registry's
      * lock (parked.h), which is taken with lock held (or by a parker of
      * another member, to drop one) */
     struct parked_slot parked[PARKED_PER_MEMBER];
-    struct fs_busy *busy; /* decodes in progress (list) */
+    struct member_busy *busy; /* decodes in progress (list) */
     int opens;            /* open file handles */
     atomic_bool was_opened; /* opened at least once: the kernel may cache its pages */
     /* atomic: its inode number in the mount, set once when its unit is
@@ -103,30 +103,30 @@ struct fs_member {
     atomic_bool logged;   /* one log line per damaged member */
     atomic_bool said_unverified; /* logged once: served before its full check */
     uint32_t crc32;       /* immutable: CRC-32 from the zip directory (stored members) */
-    atomic_bool verified; /* FS_STORED: its CRC-32 was checked and matched */
-    atomic_int stored_damage; /* FS_STORED: 0, or the errno every read gets */
+    atomic_bool verified; /* ARCHIVE_STORED: its CRC-32 was checked and matched */
+    atomic_int stored_damage; /* ARCHIVE_STORED: 0, or the errno every read gets */
     /* 1 + the index of the first chunk found not to match its checksum, or
      * 0; for stats (a stored member fails only on those chunks' reads) */
     atomic_uint_least64_t bad_chunk;
     /* atomic: the chunk CRC table (CRC-32 of each FS_CHUNK_SIZE chunk of the
-     * uncompressed output), published once by fs_member_set_crcs() from a
+     * uncompressed output), published once by archive_set_crcs() from a
      * full pass that checked the member's CRC-32, or from its saved index;
      * NULL until then. Owned, freed with the member. */
     _Atomic(struct dfx_crcs *) crcs;
     /* The full pass over the member running now, for `npyfs stats`: its
      * start (CLOCK_MONOTONIC, ns; 0: none runs) and the bytes of the member
-     * it has checked. Written by that pass alone (fs_pass_begin() and
+     * it has checked. Written by that pass alone (archive_pass_begin() and
      * friends), read by anyone: atomics, no lock. */
     atomic_int_least64_t pass_start_ns;
     atomic_uint_least64_t pass_done;
     /* atomic: its .npy header for xattrs, parsed on first use and published
-     * once by compare-exchange (xattr.c); freed by fs_meta_free(). */
-    _Atomic(struct fs_meta *) meta;
-    struct fs_archive *archive; /* borrowed: the archive holding the member (set by
-                                 * fs_archive_open*(), immutable) */
+     * once by compare-exchange (xattr.c); freed by archive_meta_free(). */
+    _Atomic(struct archive_meta *) meta;
+    struct archive *archive; /* borrowed: the archive holding the member (set by
+                                 * archive_open*(), immutable) */
     /* atomic (release store, acquire loads): data_offset, ix, unsupported and
      * why are final. Set at open, except for the members of a remote zip,
-     * whose local headers are read on first need (fs_member_locate()):
+     * whose local headers are read on first need (archive_locate()):
      * until then those fields must not be read. */
     atomic_bool located;
     uint64_t lho;        /* immutable: a zip member's local header offset */
@@ -139,17 +139,17 @@ struct fs_member {
  * (located, supported or not), or the error of reading the archive
  * (bsrc_transient(), -EIO when it changed, -ENOMEM): try again later.
  * Thread-safe; cheap once located (one acquire load). */
-int fs_member_locate(struct fs_archive *a, struct fs_member *m);
+int archive_locate(struct archive *a, struct archive_member *m);
 
-static inline bool fs_member_located(const struct fs_member *m)
+static inline bool archive_located(const struct archive_member *m)
 {
     return atomic_load_explicit((atomic_bool *)&m->located, memory_order_acquire);
 }
 
-/* FS_SRC_PLAIN: any other file, passed through as one FS_STORED member. */
-enum fs_source_kind { FS_SRC_ZIP, FS_SRC_GZIP, FS_SRC_PLAIN };
+/* ARCHIVE_PLAIN: any other file, passed through as one ARCHIVE_STORED member. */
+enum archive_kind { ARCHIVE_ZIP, ARCHIVE_GZIP, ARCHIVE_PLAIN };
 
-struct fs_archive {
+struct archive {
     /* owned: the source as given: a path, or a URL (which may carry a
      * secret query: show it only through bsrc_name_of()) */
     char *path;
@@ -159,11 +159,11 @@ struct fs_archive {
     struct bsrc *bs;     /* owned: every read of the archive's bytes, its identity
                           * and change check (bsrc.h) */
     struct src *src;     /* borrowed from bs: the reader format/ takes */
-    enum fs_source_kind kind;
-    struct fs_member *members; /* owned, count of them */
+    enum archive_kind kind;
+    struct archive_member *members; /* owned, count of them */
     size_t count;
     uint64_t spacing;
-    /* the source changed since open (fs_archive_check()): set once, never
+    /* the source changed since open (archive_check()): set once, never
      * cleared; from then on every read of its members fails */
     atomic_bool changed;
     /* a transient failure to fetch its bytes was logged (once per archive) */
@@ -172,10 +172,10 @@ struct fs_archive {
 
 /* Bounds on the work of opening an archive: only a gzip file sized by a
  * full pass (below) can cost more than reading its directory or header. */
-struct fs_open_limits {
+struct archive_limits {
     uint64_t max_ratio;      /* -o max_ratio=: the full pass stops with -E2BIG once
                               * its output exceeds max_ratio x the file's size
-                              * (and FS_SIZING_FLOOR); 0: no limit */
+                              * (and ARCHIVE_SIZING_FLOOR); 0: no limit */
     const atomic_bool *stop; /* checked between reads of the full pass (-ECANCELED
                               * once raised); NULL: none */
 };
@@ -189,43 +189,43 @@ struct fs_open_limits {
  * the full pass went past lim->max_ratio, -ECANCELED lim->stop was raised,
  * -ENODEV not a regular file (a FIFO, socket or device: checked before it is
  * opened, so it never blocks), others from open() (src_file_open()). */
-int fs_archive_open(const char *path, uint64_t spacing, const struct fs_open_limits *lim,
-                    struct fs_archive **out);
+int archive_open(const char *path, uint64_t spacing, const struct archive_limits *lim,
+                    struct archive **out);
 
 /* The same for a file found by walking a directory source: it is opened as
  * rel beneath the directory dirfd and never outside it (symlinks included:
  * -EXDEV if the path now leads out, for example a directory swapped for a
  * symlink since the walk). path, the same file's full path, names it in
  * messages. */
-int fs_archive_open_beneath(int dirfd, const char *rel, const char *path, uint64_t spacing,
-                            const struct fs_open_limits *lim, struct fs_archive **out);
+int archive_open_beneath(int dirfd, const char *rel, const char *path, uint64_t spacing,
+                            const struct archive_limits *lim, struct archive **out);
 
 /* Open the remote archive at url (http://, https://, s3:// object) through
  * net (net.h): one request where the server allows it (its end and its
- * first 64 KiB, bsrc_open_url()), then parsed as fs_archive_open() does.
+ * first 64 KiB, bsrc_open_url()), then parsed as archive_open() does.
  * Returns 0, or a negative errno with *out NULL: those of
- * fs_archive_open() (-EINVAL, -EIO, -E2BIG, -ECANCELED), and those of the
+ * archive_open() (-EINVAL, -EIO, -E2BIG, -ECANCELED), and those of the
  * server (bsrc_open_url(): -ENOENT, -EACCES, -EOPNOTSUPP no Range
  * support, -EPROTO, -EHOSTUNREACH, ...), for which why (len bytes) gets the
  * server's problem (no secret, no URL); else why is "". */
-int fs_archive_open_url(struct net *net, const char *url, uint64_t spacing,
-                        const struct fs_open_limits *lim, struct fs_archive **out, char *why,
+int archive_open_url(struct net *net, const char *url, uint64_t spacing,
+                        const struct archive_limits *lim, struct archive **out, char *why,
                         size_t len);
 
-/* What an error of fs_archive_open() means, for a person: a static text, or
+/* What an error of archive_open() means, for a person: a static text, or
  * a text made in buf (-E2BIG names max_ratio, the limit the open had), or
  * strerror_r() into buf. */
-const char *fs_open_problem(int err, uint64_t max_ratio, char *buf, size_t len);
-void fs_archive_free(struct fs_archive *a);
+const char *archive_problem(int err, uint64_t max_ratio, char *buf, size_t len);
+void archive_close(struct archive *a);
 
-/* Open a regular file, rel beneath dirfd as in fs_archive_open_beneath(),
- * as a one-member FS_SRC_PLAIN archive whose member, called name, is the
- * file's bytes unchanged (FS_STORED at offset 0, size from fstat, no CRC to
+/* Open a regular file, rel beneath dirfd as in archive_open_beneath(),
+ * as a one-member ARCHIVE_PLAIN archive whose member, called name, is the
+ * file's bytes unchanged (ARCHIVE_STORED at offset 0, size from fstat, no CRC to
  * check: marked verified). Returns 0, or a negative errno with *out NULL:
  * -ENODEV not a regular file (never opened), -EXDEV the path leads out of
  * dirfd, others from open(). */
-int fs_archive_open_plain(int dirfd, const char *rel, const char *path, const char *name,
-                          uint64_t spacing, struct fs_archive **out);
+int archive_open_plain(int dirfd, const char *rel, const char *path, const char *name,
+                          uint64_t spacing, struct archive **out);
 
 /* Is the archive's file the same as when it was opened: device, inode,
  * size, mtime and ctime to the nanosecond? Returns 0, or -EIO once it is
@@ -237,16 +237,16 @@ int fs_archive_open_plain(int dirfd, const char *rel, const char *path, const ch
  * thread-safe. A replaced archive (renamed over, or deleted) is not a
  * change: the open fd still holds the old file. Other changes of its
  * status (chmod, a new link, a rename of it) count as changes. */
-int fs_archive_check(struct fs_archive *a);
+int archive_check(struct archive *a);
 
 /* 0, or the negative errno that reads of a member from *bad_from on get:
  * damage found by any reader, the indexer, or a stored member's CRC check. */
-int fs_member_damage(struct fs_member *m, uint64_t *bad_from);
+int archive_damage(struct archive_member *m, uint64_t *bad_from);
 
 /* The progress of a full pass over m (see pass_start_ns): called by the
  * pass's thread when it starts, as it goes (done: bytes of m checked so
  * far), and when it ends whatever the outcome. */
-static inline void fs_pass_begin(struct fs_member *m)
+static inline void archive_pass_begin(struct archive_member *m)
 {
     struct timespec t;
 
@@ -254,11 +254,11 @@ static inline void fs_pass_begin(struct fs_member *m)
     atomic_store(&m->pass_done, 0);
     atomic_store(&m->pass_start_ns, (int_least64_t)t.tv_sec * 1000000000 + t.tv_nsec + 1);
 }
-static inline void fs_pass_progress(struct fs_member *m, uint64_t done)
+static inline void archive_pass_progress(struct archive_member *m, uint64_t done)
 {
     atomic_store_explicit(&m->pass_done, done, memory_order_relaxed);
 }
-static inline void fs_pass_end(struct fs_member *m)
+static inline void archive_pass_end(struct archive_member *m)
 {
     atomic_store(&m->pass_start_ns, 0);
 }
@@ -267,12 +267,12 @@ static inline void fs_pass_end(struct fs_member *m)
  * only if m has none yet and t fits m (size, FS_CHUNK_SIZE chunks). From
  * then on every chunk decoded or read is checked against it. Returns
  * whether t was kept. Thread-safe. */
-bool fs_member_set_crcs(struct fs_member *m, struct dfx_crcs *t);
+bool archive_set_crcs(struct archive_member *m, struct dfx_crcs *t);
 
 /* Damage was found in m (from offset from on; err < 0): record it in its
- * index (FS_DEFLATE) so later reads fail, and have the kernel drop the
+ * index (ARCHIVE_DEFLATE) so later reads fail, and have the kernel drop the
  * pages of m it cached. Thread-safe. */
-void fs_member_condemn(struct fs_member *m, int err, uint64_t from);
+void archive_condemn(struct archive_member *m, int err, uint64_t from);
 
 /* archive.c, through notify.c: have the kernel drop every page of m's
  * file it cached (damage was found in m, or its archive changed), so later
@@ -283,12 +283,12 @@ void fs_member_condemn(struct fs_member *m, int err, uint64_t from);
  * for a member never opened or without an inode, or with no notifier
  * running (outside a mount). Takes only the queue's leaf lock: callable
  * from any thread with any lock held. */
-void fs_pages_drop(struct fs_member *m);
+void archive_drop_pages(struct archive_member *m);
 
 /* Output a sizing pass may always decode, whatever max_ratio (a few ms). */
-#define FS_SIZING_FLOOR (1ull << 20)
+#define ARCHIVE_SIZING_FLOOR (1ull << 20)
 
-/* archive.c: free what fs_xattr_get() cached in m->meta. Accepts NULL. */
-void fs_meta_free(struct fs_meta *meta);
+/* archive.c: free what xattr_get() cached in m->meta. Accepts NULL. */
+void archive_meta_free(struct archive_meta *meta);
 
 #endif

@@ -78,17 +78,17 @@ void cli_report_open_error(const char *path, int err, uint64_t max_ratio, const 
     bsrc_close(b);
     return;
 generic:
-    fprintf(stderr, "npyfs: %s: %s\n", name, fs_open_problem(err, max_ratio, buf, sizeof(buf)));
+    fprintf(stderr, "npyfs: %s: %s\n", name, archive_problem(err, max_ratio, buf, sizeof(buf)));
 }
 
 /* Contract in cli.h. */
 int cli_open_archive(struct net *net, const char *path, uint64_t spacing,
-                        const struct fs_open_limits *lim, struct fs_archive **out)
+                        const struct archive_limits *lim, struct archive **out)
 {
     char why[256] = "";
     int ret = bsrc_is_url(path)
-                  ? fs_archive_open_url(net, path, spacing, lim, out, why, sizeof(why))
-                  : fs_archive_open(path, spacing, lim, out);
+                  ? archive_open_url(net, path, spacing, lim, out, why, sizeof(why))
+                  : archive_open(path, spacing, lim, out);
 
     if (ret < 0)
         cli_report_open_error(path, ret, lim ? lim->max_ratio : 0, why);
@@ -109,7 +109,7 @@ bool cli_is_s3_prefix(const char *url)
 }
 
 /* Contract in cli.h. */
-struct net *cli_make_net(const struct fs_opts *opts, const char *const *sources, int n)
+struct net *cli_make_net(const struct options *opts, const char *const *sources, int n)
 {
     bool any = opts->index_url && bsrc_is_url(opts->index_url), s3 = false;
     struct net *net;

@@ -6,7 +6,7 @@
  * mount answers).
  *
  * Ownership: what is handed out is the caller's (an archive: close it with
- * fs_archive_free(); a list: cli_archive_list_destroy(); a path: free()).
+ * archive_close(); a list: cli_archive_list_destroy(); a path: free()).
  * Locks: none: the CLI, one thread (collecting a directory uses a static
  * for nftw()).
  * Errors: functions that fail say so on stderr in one line naming the
@@ -20,13 +20,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct fs_archive;
-struct fs_open_limits;
-struct fs_opts;
+struct archive;
+struct archive_limits;
+struct options;
 struct net;
 
 /* One line on stderr for a source that would not open (max_ratio: the
- * limit the open had, struct fs_open_limits; why: the server's problem for
+ * limit the open had, struct archive_limits; why: the server's problem for
  * a remote source, or NULL/""). A file refused as not a zip gets what it is
  * instead, when that can be told: a plain .npy (already mappable) or a zip
  * cut short (with the sizes that show it). */
@@ -35,11 +35,11 @@ void cli_report_open_error(const char *path, int err, uint64_t max_ratio, const 
 /* Open the archive at path or URL (through net for a URL), within lim.
  * Returns 0, or the error after one line on stderr. */
 int cli_open_archive(struct net *net, const char *path, uint64_t spacing,
-                     const struct fs_open_limits *lim, struct fs_archive **out);
+                     const struct archive_limits *lim, struct archive **out);
 
 /* The network side for the URLs among sources[0..n) (and -o index_url=),
  * or NULL if there is none; exits with one line on failure. */
-struct net *cli_make_net(const struct fs_opts *opts, const char *const *sources, int n);
+struct net *cli_make_net(const struct options *opts, const char *const *sources, int n);
 
 /* Is url an s3:// prefix (s3://BUCKET/PREFIX/ or s3://BUCKET)? */
 bool cli_is_s3_prefix(const char *url);

@@ -24,22 +24,22 @@ static const char *const index_opt_names[] = {"index_dir=", "index_max=", "spaci
 
 /* Index one archive (path or URL) for npyfs index. Returns an exit
  * status. */
-static int index_one(const char *path, const struct fs_opts *opts)
+static int index_one(const char *path, const struct options *opts)
 {
-    struct fs_open_limits lim = {.max_ratio = opts->max_ratio};
-    struct fs_archive *a;
+    struct archive_limits lim = {.max_ratio = opts->max_ratio};
+    struct archive *a;
     int status;
 
     if (cli_open_archive(opts->net, path, opts->spacing, &lim, &a) < 0)
         return 1;
-    status = fs_index_main(a, opts) != 0;
-    fs_archive_free(a);
+    status = indexer_index_archive(a, opts) != 0;
+    archive_close(a);
     return status;
 }
 
 /* npyfs index DIR: every archive below dir (or an s3:// prefix), in path
  * order. Returns an exit status. */
-static int index_tree(const char *dir, const struct fs_opts *opts)
+static int index_tree(const char *dir, const struct options *opts)
 {
     struct cli_archive_list found = {0};
     int status = cli_collect_tree(opts->net, dir, &found);
@@ -54,7 +54,7 @@ static int index_tree(const char *dir, const struct fs_opts *opts)
 int cmd_index(int argc, char **argv)
 {
     const char **src = calloc((size_t)argc + 1, sizeof(*src));
-    struct fs_opts opts = {0};
+    struct options opts = {0};
     int nsrc = 0, status = 0;
     bool prune = false;
 
@@ -70,7 +70,7 @@ int cmd_index(int argc, char **argv)
         usage_die("-o index_out=FILE writes the index of one archive: give one .npz or "
                   ".npy.gz SOURCE");
     opts.net = cli_make_net(&opts, src, nsrc);
-    if (prune && fs_index_prune(&opts) != 0)
+    if (prune && indexer_prune(&opts) != 0)
         status = 1;
     for (int i = 0; i < nsrc; i++)
         status |= cli_is_tree(src[i]) ? index_tree(src[i], &opts) : index_one(src[i], &opts);

@@ -66,14 +66,14 @@ struct ls {
 };
 
 /* Fill h from the member's first bytes; false if it is not a sizeable .npy. */
-static bool peek_header(struct fs_archive *a, struct fs_member *m, unsigned char *buf,
+static bool peek_header(struct archive *a, struct archive_member *m, unsigned char *buf,
                         struct npy_header *h)
 {
     size_t got;
 
-    if (fs_member_locate(a, m) < 0 || m->is_dir || m->unsupported)
+    if (archive_locate(a, m) < 0 || m->is_dir || m->unsupported)
         return false;
-    return npy_read_header(fs_member_prefix_read, &(struct fs_member_ref){a, m}, buf, &got,
+    return npy_read_header(member_prefix_read, &(struct member_ref){a, m}, buf, &got,
                            h) == 1;
 }
 
@@ -123,7 +123,7 @@ static int put_row(struct ls *l, char **cell)
 }
 
 /* The table row of member m of a. */
-static int table_row(struct ls *l, struct fs_archive *a, struct fs_member *m)
+static int table_row(struct ls *l, struct archive *a, struct archive_member *m)
 {
     struct npy_header h = {0};
     char *cell[LS_COLS] = {0}, shape[1024], num[24], *dtype = NULL, *method = NULL;
@@ -171,7 +171,7 @@ out_free:
 }
 
 /* Member m of a as a JSON object; fields in the man page (ls --json). */
-static int json_row(struct ls *l, struct fs_archive *a, struct fs_member *m)
+static int json_row(struct ls *l, struct archive *a, struct archive_member *m)
 {
     struct npy_header h = {0};
     char *dtype = NULL;
@@ -280,7 +280,7 @@ out_free:
  * archive named by a->path; the first call prints the titles (or opens the
  * JSON array): a table of no archive prints nothing, JSON an empty array
  * (at ls_flush()). Returns 0, or -ENOMEM, or -EIO: stdout failed. */
-static int ls_add(struct ls *l, struct fs_archive *a)
+static int ls_add(struct ls *l, struct archive *a)
 {
     if (!l->started) {
         int ret = ls_start(l);
@@ -329,13 +329,13 @@ static const char *const ls_opt_names[] = {OPTIONS_NET_NAMES, NULL};
 static int ls_one(struct net *net, struct ls *l, const char *path)
 {
     char name[PATH_MAX + 64];
-    struct fs_archive *a;
+    struct archive *a;
     int ret = cli_open_archive(net, path, DFX_DEFAULT_SPACING, NULL, &a); /* asked for by name: no limit */
 
     if (ret < 0)
         return 1;
     ret = ls_add(l, a);
-    fs_archive_free(a);
+    archive_close(a);
     if (ret == -ENOMEM) {
         fprintf(stderr, "npyfs: %s: out of memory\n", bsrc_name_of(path, name, sizeof(name)));
         return 1;
@@ -347,7 +347,7 @@ static int ls_one(struct net *net, struct ls *l, const char *path)
 int cmd_ls(int argc, char **argv)
 {
     const char **src = calloc((size_t)argc + 1, sizeof(*src));
-    struct fs_opts opts = {0};
+    struct options opts = {0};
     bool json = false, several;
     struct ls *l = NULL;
     int nsrc = 0, status = 0, ret = 0;

@@ -57,7 +57,7 @@ struct mount_args {
     const char *mountpoint;
     bool foreground;
     bool debug;
-    struct fs_opts opts;
+    struct options opts;
     char *fuse_opts; /* owned: options passed on to libfuse, comma-separated */
 };
 
@@ -126,15 +126,15 @@ static void parse_mount_args(int argc, char **argv, struct mount_args *ma)
         fputs("npyfs: out of memory\n", stderr);
         exit(1);
     }
-    ma->opts.cache_size = FS_DEFAULT_CACHE_SIZE;
+    ma->opts.cache_size = OPTIONS_DEFAULT_CACHE_SIZE;
     ma->opts.spacing = DFX_DEFAULT_SPACING;
     ma->opts.threads = options_default_threads();
-    ma->opts.readahead = FS_DEFAULT_READAHEAD;
+    ma->opts.readahead = OPTIONS_DEFAULT_READAHEAD;
     ma->opts.index_mem = FS_DEFAULT_INDEX_MEM;
-    ma->opts.index_max = FS_DEFAULT_INDEX_MAX;
-    ma->opts.verify = FS_VERIFY_AUTO;
-    ma->opts.verify_max = FS_DEFAULT_VERIFY_MAX;
-    ma->opts.max_ratio = FS_DEFAULT_MAX_RATIO;
+    ma->opts.index_max = OPTIONS_DEFAULT_INDEX_MAX;
+    ma->opts.verify = OPTIONS_VERIFY_AUTO;
+    ma->opts.verify_max = OPTIONS_DEFAULT_VERIFY_MAX;
+    ma->opts.max_ratio = OPTIONS_DEFAULT_MAX_RATIO;
     ma->opts.net_opts.retries = -1;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -173,11 +173,11 @@ static void parse_mount_args(int argc, char **argv, struct mount_args *ma)
 
 /* Open an archive named on the command line, within max_ratio (0: no
  * limit); exits with one line on failure. */
-static struct fs_archive *open_source(struct net *net, const char *path, uint64_t spacing,
+static struct archive *open_source(struct net *net, const char *path, uint64_t spacing,
                                       uint64_t max_ratio)
 {
-    struct fs_open_limits lim = {.max_ratio = max_ratio};
-    struct fs_archive *a;
+    struct archive_limits lim = {.max_ratio = max_ratio};
+    struct archive *a;
 
     if (cli_open_archive(net, path, spacing, &lim, &a) < 0)
         exit(1);
@@ -325,7 +325,7 @@ static void capture_log(enum fuse_log_level level, const char *fmt, va_list ap)
     vsnprintf(fuse_complaint + used, sizeof(fuse_complaint) - used, fmt, ap);
 }
 
-static struct fuse_session *new_session(struct mount_args *ma, struct fs_ctx *ctx)
+static struct fuse_session *new_session(struct mount_args *ma, struct mount_ctx *ctx)
 {
     struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
     struct fuse_session *se;
@@ -343,7 +343,7 @@ static struct fuse_session *new_session(struct mount_args *ma, struct fs_ctx *ct
     }
     if (!ma->debug)
         fuse_set_log_func(capture_log);
-    se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), ctx);
+    se = fuse_session_new(&args, &ops_lowlevel, sizeof(ops_lowlevel), ctx);
     fuse_set_log_func(NULL);
     fuse_opt_free_args(&args);
     free(fsname);
@@ -526,9 +526,9 @@ static struct s3_listing *list_prefix(struct net *net, const char *url)
  * naming it. With several sources, their names at the root must differ.
  * Exits on any error.
  */
-static struct fs_source *prepare_sources(const struct mount_args *ma)
+static struct vfs_source *prepare_sources(const struct mount_args *ma)
 {
-    struct fs_source *s = calloc((size_t)ma->nsources, sizeof(*s));
+    struct vfs_source *s = calloc((size_t)ma->nsources, sizeof(*s));
     char **names = calloc((size_t)ma->nsources, sizeof(*names));
     char shown[PATH_MAX + 64], other[PATH_MAX + 64];
     struct net *net = ma->opts.net;
@@ -566,7 +566,7 @@ static struct fs_source *prepare_sources(const struct mount_args *ma)
             names[i] = dir_name(p);
         } else {
             s[i].archive = open_source(net, p, ma->opts.spacing, ma->opts.max_ratio);
-            names[i] = s[i].archive->kind == FS_SRC_GZIP ? strdup(s[i].archive->members[0].name)
+            names[i] = s[i].archive->kind == ARCHIVE_GZIP ? strdup(s[i].archive->members[0].name)
                        : url                             ? bsrc_base_name(p)
                                                          : dir_name(p);
             narchives++;
@@ -597,7 +597,7 @@ static struct fs_source *prepare_sources(const struct mount_args *ma)
 
 /* What cmd_mount() allocated for its sources and options (the archives
  * are the vfs's, or freed by the caller). */
-static void free_sources(struct mount_args *ma, struct fs_source *srcs)
+static void free_sources(struct mount_args *ma, struct vfs_source *srcs)
 {
     for (int i = 0; i < ma->nsources; i++) {
         free((char *)srcs[i].name);
@@ -618,8 +618,8 @@ static void free_sources(struct mount_args *ma, struct fs_source *srcs)
 int cmd_mount(int argc, char **argv)
 {
     struct mount_args ma = {0};
-    struct fs_ctx ctx = {0};
-    struct fs_source *srcs;
+    struct mount_ctx ctx = {0};
+    struct vfs_source *srcs;
     struct fuse_session *se;
     int pipefd[2], ret;
     size_t bad;
@@ -637,7 +637,7 @@ int cmd_mount(int argc, char **argv)
     srcs = prepare_sources(&ma);
     if (!check_fuse_permission()) {
         for (int i = 0; i < ma.nsources; i++)
-            fs_archive_free(srcs[i].archive);
+            archive_close(srcs[i].archive);
         free_sources(&ma, srcs);
         free(ctx.mountpoint);
         return 1;
@@ -648,7 +648,7 @@ int cmd_mount(int argc, char **argv)
         fprintf(stderr, "npyfs: %s: out of memory\n", ma.source);
         return 1;
     }
-    ret = fs_vfs_new(srcs, (size_t)ma.nsources, &ctx.opts, ctx.cache, &ctx.vfs, &bad);
+    ret = vfs_new(srcs, (size_t)ma.nsources, &ctx.opts, ctx.cache, &ctx.vfs, &bad);
     if (ret < 0) {
         char shown[PATH_MAX + 64];
         fprintf(stderr, "npyfs: %s: %s\n", bsrc_name_of(srcs[bad].path, shown, sizeof(shown)),
@@ -677,7 +677,7 @@ int cmd_mount(int argc, char **argv)
         ret = daemon_child(se, ma.mountpoint, pipefd[1]);
     }
     fuse_session_destroy(se);
-    fs_vfs_free(ctx.vfs); /* indexers and the pool stopped by the FUSE destroy handler */
+    vfs_free(ctx.vfs); /* indexers and the pool stopped by the FUSE destroy handler */
     cache_free(ctx.cache); /* after the vfs: its passes may feed the cache */
     free_sources(&ma, srcs);
     free(ctx.mountpoint);

@@ -19,10 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct fs_defer {
+struct defer {
     pthread_mutex_t lock;
     pthread_cond_t work;         /* a job was queued, or the pool is stopping */
-    struct fs_job *head, *tail;  /* protected by lock: queued jobs, oldest first */
+    struct defer_job *head, *tail;  /* protected by lock: queued jobs, oldest first */
     bool accepting;              /* protected by lock: started and not stopping */
     bool stopping;               /* protected by lock */
     unsigned nthreads;           /* immutable */
@@ -30,27 +30,27 @@ struct fs_defer {
     pthread_t *threads;          /* owned, nthreads of them */
 };
 
-/* True in a pool worker: fs_defer_wake() then wakes in place. */
+/* True in a pool worker: defer_wake() then wakes in place. */
 static _Thread_local bool in_pool;
 
-/* Waiters to wake in a worker (fs_defer_wake()). */
+/* Waiters to wake in a worker (defer_wake()). */
 struct wake_job {
-    struct fs_job job; /* first */
-    struct fs_waiter *list;
+    struct defer_job job; /* first */
+    struct defer_waiter *list;
     int err;
 };
 
-static void wake_all(struct fs_waiter *list, int err)
+static void wake_all(struct defer_waiter *list, int err)
 {
     while (list) {
-        struct fs_waiter *next = list->next; /* wake() may free or requeue it */
+        struct defer_waiter *next = list->next; /* wake() may free or requeue it */
 
         list->wake(list, err);
         list = next;
     }
 }
 
-static void wake_run(struct fs_job *j)
+static void wake_run(struct defer_job *j)
 {
     struct wake_job *w = (struct wake_job *)j;
 
@@ -58,7 +58,7 @@ static void wake_run(struct fs_job *j)
     free(w);
 }
 
-static void wake_cancel(struct fs_job *j)
+static void wake_cancel(struct defer_job *j)
 {
     struct wake_job *w = (struct wake_job *)j;
 
@@ -68,11 +68,11 @@ static void wake_cancel(struct fs_job *j)
 
 static void *worker_main(void *arg)
 {
-    struct fs_defer *d = arg;
+    struct defer *d = arg;
 
     in_pool = true;
     for (;;) {
-        struct fs_job *j;
+        struct defer_job *j;
 
         pthread_mutex_lock(&d->lock);
         while (!d->head && !d->stopping)
@@ -91,9 +91,9 @@ static void *worker_main(void *arg)
 }
 
 /* Contract in defer.h. */
-int fs_defer_new(unsigned threads, struct fs_defer **out)
+int defer_new(unsigned threads, struct defer **out)
 {
-    struct fs_defer *d = calloc(1, sizeof(*d));
+    struct defer *d = calloc(1, sizeof(*d));
 
     *out = NULL;
     if (!d)
@@ -111,7 +111,7 @@ int fs_defer_new(unsigned threads, struct fs_defer **out)
 }
 
 /* Contract in defer.h. */
-void fs_defer_start(struct fs_defer *d)
+void defer_start(struct defer *d)
 {
     int ret = 0;
 
@@ -142,9 +142,9 @@ void fs_defer_start(struct fs_defer *d)
 }
 
 /* Contract in defer.h. */
-void fs_defer_stop(struct fs_defer *d)
+void defer_stop(struct defer *d)
 {
-    struct fs_job *queued;
+    struct defer_job *queued;
 
     if (!d)
         return;
@@ -156,7 +156,7 @@ void fs_defer_stop(struct fs_defer *d)
     pthread_cond_broadcast(&d->work);
     pthread_mutex_unlock(&d->lock);
     while (queued) {
-        struct fs_job *next = queued->next;
+        struct defer_job *next = queued->next;
 
         queued->cancel(queued);
         queued = next;
@@ -167,11 +167,11 @@ void fs_defer_stop(struct fs_defer *d)
 }
 
 /* Contract in defer.h. */
-void fs_defer_free(struct fs_defer *d)
+void defer_free(struct defer *d)
 {
     if (!d)
         return;
-    fs_defer_stop(d);
+    defer_stop(d);
     pthread_mutex_destroy(&d->lock);
     pthread_cond_destroy(&d->work);
     free(d->threads);
@@ -179,7 +179,7 @@ void fs_defer_free(struct fs_defer *d)
 }
 
 /* Contract in defer.h. */
-int fs_defer_submit(struct fs_defer *d, struct fs_job *j)
+int defer_submit(struct defer *d, struct defer_job *j)
 {
     int ret = 0;
 
@@ -202,7 +202,7 @@ int fs_defer_submit(struct fs_defer *d, struct fs_job *j)
 }
 
 /* Contract in defer.h. */
-void fs_defer_wake(struct fs_defer *d, struct fs_waiter *list, int err)
+void defer_wake(struct defer *d, struct defer_waiter *list, int err)
 {
     struct wake_job *w;
 
@@ -213,7 +213,7 @@ void fs_defer_wake(struct fs_defer *d, struct fs_waiter *list, int err)
         w->job.cancel = wake_cancel;
         w->list = list;
         w->err = err;
-        if (fs_defer_submit(d, &w->job) == 0)
+        if (defer_submit(d, &w->job) == 0)
             return;
         free(w);
     }

@@ -42,7 +42,7 @@
  *
  * An open that must wait for a pass (verify=strict, or verify=auto up to
  * verify_max) does not wait in its handler thread: it queues its request
- * on the member (waiting[], fs_indexer_await()) and returns. The first one
+ * on the member (waiting[], indexer_await()) and returns. The first one
  * starts the pass as a job of the opener pool unless one runs already (the
  * background thread's, say); the pass wakes every waiter of that member as
  * soon as the table is published (publish()), before the file is finished,
@@ -91,7 +91,7 @@
 /* A mount may open many archives, each with its own indexer: their
  * background passes run one at a time, in the order they get pass_lock.
  * A waiting thread also wakes when its stop flag is raised (see
- * fs_indexer_cancel()). */
+ * indexer_cancel()). */
 static pthread_mutex_t pass_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pass_free = PTHREAD_COND_INITIALIZER; /* pass_busy cleared or a stop */
 static bool pass_busy;                                        /* protected by pass_lock */
@@ -109,13 +109,13 @@ static bool pass_busy;                                        /* protected by pa
 
 enum { ST_NEW, ST_LOADING, ST_DONE };
 
-struct fs_indexer {
-    struct fs_archive *a;     /* borrowed: outlives the indexer */
+struct indexer {
+    struct archive *a;     /* borrowed: outlives the indexer */
     struct indexdir *dir; /* owned: index directory, NULL without persistence */
     char *source_path;        /* owned, immutable: the archive's absolute path for
                                * the files' record, or NULL */
     uint32_t gz_crc, gz_isize; /* immutable: a gzip file's last trailer (key) */
-    enum fs_index_mode mode;  /* immutable */
+    enum options_index mode;  /* immutable */
     pthread_mutex_t lock;     /* never held while loading or decoding; only a dfx
                                * index's own lock is taken under it */
     pthread_cond_t loaded;    /* broadcast when a member leaves ST_LOADING or a
@@ -123,19 +123,19 @@ struct fs_indexer {
     unsigned char *state;     /* per member, protected by lock */
     bool *on_disk;            /* per member, protected by lock: saved or loaded */
     bool *passing;            /* per member, protected by lock: a full pass runs */
-    struct fs_waiter **waiting; /* per member, protected by lock: opens waiting for
+    struct defer_waiter **waiting; /* per member, protected by lock: opens waiting for
                                  * the pass (only while passing) */
-    const struct fs_opts *opts; /* borrowed; NULL for `npyfs index` */
+    const struct options *opts; /* borrowed; NULL for `npyfs index` */
     uint64_t spacing;         /* immutable: of the indexes built here (spacing_for()) */
-    struct fs_defer *defer;   /* borrowed: the pool passes for opens run in, or NULL */
+    struct defer *defer;   /* borrowed: the pool passes for opens run in, or NULL */
     struct cache *cache;      /* borrowed: fed by those passes, or NULL */
     pthread_t thread;
     bool running;             /* the thread was started and not yet joined */
-    atomic_bool stop;         /* set by fs_indexer_stop(): the thread ends */
+    atomic_bool stop;         /* set by indexer_stop(): the thread ends */
     /* A published index (see fetch_published()): its members' files, in
      * memory, and where it came from (for log lines, no secret). An
      * entry's data is protected by lock (taken, NULL, by the load that
-     * uses it); the rest is immutable after fs_indexer_new(). */
+     * uses it); the rest is immutable after indexer_new(). */
     struct pub_file *pub;     /* owned, npub of them */
     size_t npub;
     char *pub_from;           /* owned */
@@ -157,41 +157,41 @@ struct progress {
     bool tty;
 };
 
-/* Contract in indexer.h (fs_member_indexable()). */
-static bool worth_indexing(const struct fs_archive *a, const struct fs_member *m)
+/* Contract in indexer.h (indexer_indexable()). */
+static bool worth_indexing(const struct archive *a, const struct archive_member *m)
 {
     if (m->is_dir || m->size == 0)
         return false;
-    if (!fs_member_located(m)) /* told once it is (fs_member_locate()) */
-        return m->kind == FS_DEFLATE || a->kind == FS_SRC_ZIP;
+    if (!archive_located(m)) /* told once it is (archive_locate()) */
+        return m->kind == ARCHIVE_DEFLATE || a->kind == ARCHIVE_ZIP;
     if (m->unsupported)
         return false;
-    return m->kind == FS_DEFLATE ? m->ix != NULL : a->kind == FS_SRC_ZIP;
+    return m->kind == ARCHIVE_DEFLATE ? m->ix != NULL : a->kind == ARCHIVE_ZIP;
 }
 
 /* Contract in indexer.h. */
-bool fs_member_indexable(const struct fs_archive *a, const struct fs_member *m)
+bool indexer_indexable(const struct archive *a, const struct archive_member *m)
 {
     return worth_indexing(a, m);
 }
 
 /* Does m get a saved file? One chunk or less: its table is one CRC, and the
  * pass that builds it is quick. */
-static bool worth_saving(const struct fs_archive *a, const struct fs_member *m)
+static bool worth_saving(const struct archive *a, const struct archive_member *m)
 {
     return worth_indexing(a, m) && m->size > FS_CHUNK_SIZE;
 }
 
-static bool has_table(struct fs_member *m)
+static bool has_table(struct archive_member *m)
 {
     return atomic_load(&m->crcs) != NULL;
 }
 
-static bool damaged(struct fs_member *m)
+static bool damaged(struct archive_member *m)
 {
     uint64_t bad_from;
 
-    return fs_member_damage(m, &bad_from) < 0;
+    return archive_damage(m, &bad_from) < 0;
 }
 
 /* "cannot save" and "not usable" are said once per mount (process), however
@@ -201,19 +201,19 @@ static atomic_bool said_unusable, said_cannot_save;
 /* A gzip file's last trailer for its members' keys; read as the archive is
  * opened (the indexer is set up then), so the key describes the content the
  * mount reads. Zeros if it cannot be read (the archive would not open). */
-static void read_trailer(struct fs_indexer *x)
+static void read_trailer(struct indexer *x)
 {
-    if (x->a->kind == FS_SRC_GZIP &&
+    if (x->a->kind == ARCHIVE_GZIP &&
         gz_last_trailer(x->a->src, &x->gz_crc, &x->gz_isize) < 0)
         x->gz_crc = x->gz_isize = 0;
 }
 
-static void member_key(const struct fs_indexer *x, const struct fs_member *m,
+static void member_key(const struct indexer *x, const struct archive_member *m,
                        struct dfx_store_key *k)
 {
-    const struct fs_archive *a = x->a;
+    const struct archive *a = x->a;
     const struct dfx_stream *st =
-        fs_member_located(m) && m->ix ? dfx_index_stream(m->ix) : NULL;
+        archive_located(m) && m->ix ? dfx_index_stream(m->ix) : NULL;
 
     memset(k, 0, sizeof(*k));
     bsrc_key(a->bs, k); /* the archive's identity: a file's, or URL + ETag + size */
@@ -233,7 +233,7 @@ static void member_key(const struct fs_indexer *x, const struct fs_member *m,
  * NULL: its real path, else the path as given if that is absolute. None
  * for a remote archive: a URL is no path pruning could check (its files
  * are pruned when unused), and it may carry a secret query. */
-static char *source_path(const struct fs_archive *a)
+static char *source_path(const struct archive *a)
 {
     char *p;
 
@@ -252,7 +252,7 @@ static char *source_path(const struct fs_archive *a)
  * index built from a local file serves the same archive uploaded anywhere.
  * The member's CRC-32 (a gzip file's last trailer) and sizes tell another
  * archive; every chunk read is then checked against the file's table. */
-static void portable_key(const struct fs_indexer *x, const struct fs_member *m,
+static void portable_key(const struct indexer *x, const struct archive_member *m,
                          struct dfx_store_key *k)
 {
     member_key(x, m, k);
@@ -279,20 +279,20 @@ static const char *load_problem(int err)
     }
 }
 
-/* The spacing of the indexes built here (indexer.h, FS_INDEX_SPACING), set
+/* The spacing of the indexes built here (indexer.h, INDEXER_SPACING), set
  * once x->dir is: without an index directory their windows stay in memory,
  * as those reads record, at the mount's spacing. */
-static uint64_t spacing_for(const struct fs_indexer *x, const struct fs_opts *opts)
+static uint64_t spacing_for(const struct indexer *x, const struct options *opts)
 {
-    return opts->spacing_given || !x->dir ? opts->spacing : FS_INDEX_SPACING;
+    return opts->spacing_given || !x->dir ? opts->spacing : INDEXER_SPACING;
 }
 
 
-static int save(struct fs_indexer *x, struct fs_member *m, struct dfx_index *ix);
+static int save(struct indexer *x, struct archive_member *m, struct dfx_index *ix);
 
 /* Take the published file of member m (its bytes: *len of them; owned by
  * the caller), or NULL. */
-static unsigned char *take_published(struct fs_indexer *x, const struct fs_member *m,
+static unsigned char *take_published(struct indexer *x, const struct archive_member *m,
                                      size_t *len)
 {
     unsigned char *data = NULL;
@@ -330,7 +330,7 @@ static void pub_release(void *arg)
  * m->ix (a stored member: its table in m). A good file is saved in the
  * index directory too, under the archive's own key, so that the next
  * mount finds it there without a request. */
-static bool load_published(struct fs_indexer *x, struct fs_member *m)
+static bool load_published(struct indexer *x, struct archive_member *m)
 {
     struct dfx_store_key k;
     struct dfx_crcs *t = NULL;
@@ -357,7 +357,7 @@ static bool load_published(struct fs_indexer *x, struct fs_member *m)
     if (ret < 0 || !m->ix)
         pub_release(p);
     if (ret == 0 && t)
-        fs_member_set_crcs(m, t);
+        archive_set_crcs(m, t);
     if (ret < 0) {
         fuse_log(FUSE_LOG_WARNING, "npyfs: %s: member '%s': the published index %s %s (%s); "
                  "not used\n", x->a->name, m->name, x->pub_from, load_problem(ret),
@@ -375,7 +375,7 @@ static bool load_published(struct fs_indexer *x, struct fs_member *m)
  * if its points are now in m->ix (a stored member: its table in m). A
  * table in the file is published in m. *spacing (may be NULL) gets the
  * spacing the saved file was built with (not set for a published one). */
-static bool load_file(struct fs_indexer *x, struct fs_member *m, uint64_t *spacing)
+static bool load_file(struct indexer *x, struct archive_member *m, uint64_t *spacing)
 {
     struct dfx_store_key k;
     struct dfx_crcs *t = NULL;
@@ -390,7 +390,7 @@ static bool load_file(struct fs_indexer *x, struct fs_member *m, uint64_t *spaci
      * be the file's: otherwise the file describes other content. */
     ret = indexdir_load(x->dir, &k, m->ix, FS_CHUNK_SIZE, atomic_load(&m->crcs), &t, &built);
     if (ret == 0 && t)
-        fs_member_set_crcs(m, t);
+        archive_set_crcs(m, t);
     if (ret == 0 && spacing)
         *spacing = built;
     if (ret == -ENOENT)
@@ -413,13 +413,13 @@ static bool load_file(struct fs_indexer *x, struct fs_member *m, uint64_t *spaci
     return ret == 0 || load_published(x, m);
 }
 
-static bool load_saved(struct fs_indexer *x, struct fs_member *m)
+static bool load_saved(struct indexer *x, struct archive_member *m)
 {
     return load_file(x, m, NULL);
 }
 
 /* Contract in indexer.h. */
-void fs_indexer_use(struct fs_indexer *x, struct fs_member *m)
+void indexer_use(struct indexer *x, struct archive_member *m)
 {
     size_t i;
     bool ok;
@@ -504,7 +504,7 @@ static void idle_priority(void)
 /* build_twin()'s progress: the member's pass progress, and the progress
  * line of `npyfs index` (pr, may be NULL) by what each read added. */
 struct twin_progress {
-    struct fs_member *m;
+    struct archive_member *m;
     struct progress *pr;
     uint64_t last;
 };
@@ -513,7 +513,7 @@ static void twin_progress(void *arg, uint64_t done)
 {
     struct twin_progress *tp = arg;
 
-    fs_pass_progress(tp->m, done);
+    archive_pass_progress(tp->m, done);
     if (tp->pr) {
         tp->pr->done += done - tp->last;
         tp->last = done;
@@ -535,7 +535,7 @@ static void twin_progress(void *arg, uint64_t done)
  * checks at the end (CRC-32, sizes) vouch for; -ECANCELED if stop was
  * raised; or the error (damage is also recorded in m->ix).
  */
-static int build_twin(struct fs_archive *a, struct fs_member *m, uint64_t spacing,
+static int build_twin(struct archive *a, struct archive_member *m, uint64_t spacing,
                       atomic_bool *stop, struct progress *pr, struct indexdir_writer *w,
                       struct cache *feed, bool raw_windows, struct dfx_index **out,
                       struct dfx_crcs **crcs)
@@ -561,7 +561,7 @@ static int build_twin(struct fs_archive *a, struct fs_member *m, uint64_t spacin
     } else {
         dfx_index_compress_windows(ix, !raw_windows);
     }
-    fs_pass_begin(m);
+    archive_pass_begin(m);
     ret = dfx_reader_new(ix, 0, &r);
     if (ret == 0) {
         /* the stop flag is checked before every read: it bounds how long
@@ -573,12 +573,12 @@ static int build_twin(struct fs_archive *a, struct fs_member *m, uint64_t spacin
         ret = n < 0 ? (int)n : 0;
     }
     dfx_reader_free(r);
-    fs_pass_end(m);
+    archive_pass_end(m);
     /* If the archive changed during the pass (checked after its last read,
-     * which vouches for every read before it: fs_archive_check()), its
+     * which vouches for every read before it: archive_check()), its
      * bytes may mix old and new content: nothing of it is published or
      * saved, and an error it met is the change, not damage. */
-    if (ret != -ECANCELED && fs_archive_check(a) < 0) {
+    if (ret != -ECANCELED && archive_check(a) < 0) {
         dfx_index_free(ix);
         ret = -EIO;
         goto out_free;
@@ -588,7 +588,7 @@ static int build_twin(struct fs_archive *a, struct fs_member *m, uint64_t spacin
      * is no table yet to tell. So the damage condemns all of it. */
     err = dfx_index_damage(ix, &bad_from);
     if (err)
-        fs_member_condemn(m, err, 0);
+        archive_condemn(m, err, 0);
     if (ret == 0 && dfx_index_total(ix) != m->size)
         ret = -EIO; /* cannot happen for a checked stream; never save it */
     if (ret < 0) {
@@ -605,10 +605,10 @@ out_free:
     return ret;
 }
 
-static void log_damage(struct fs_archive *a, struct fs_member *m, int err)
+static void log_damage(struct archive *a, struct archive_member *m, int err)
 {
     if (atomic_load(&a->changed))
-        return; /* not damage: the change was logged (fs_archive_check()) */
+        return; /* not damage: the change was logged (archive_check()) */
     if (atomic_exchange(&m->logged, true))
         return;
     fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s' is damaged (%s, found by the indexing "
@@ -630,7 +630,7 @@ static void log_pruned(struct indexdir *d)
 
 /* Log the outcome of saving m's file (a failure once per mount: a full or
  * broken directory fails every save the same way). Returns ret. */
-static int log_save(struct fs_indexer *x, struct fs_member *m, const struct dfx_store_key *k,
+static int log_save(struct indexer *x, struct archive_member *m, const struct dfx_store_key *k,
                     int ret)
 {
     const char *dir = indexdir_path(x->dir);
@@ -652,7 +652,7 @@ static int log_save(struct fs_indexer *x, struct fs_member *m, const struct dfx_
 
 /* Save ix (NULL for a stored member; its windows are copied out of it) and
  * m's chunk CRC table, if it has one, into the indexer's directory. */
-static int save(struct fs_indexer *x, struct fs_member *m, struct dfx_index *ix)
+static int save(struct indexer *x, struct archive_member *m, struct dfx_index *ix)
 {
     struct dfx_store_key k;
 
@@ -675,7 +675,7 @@ struct pass_how {
     bool raw_windows;
 };
 
-static void publish(struct fs_indexer *x, struct fs_member *m);
+static void publish(struct indexer *x, struct archive_member *m);
 
 /*
  * The full pass over m (see the top of the file): builds and publishes its
@@ -687,7 +687,7 @@ static void publish(struct fs_indexer *x, struct fs_member *m);
  * recorded in m. The caller keeps other passes over m away. A deflate member's chunks go into how->feed as they decode
  * (build_twin()), if not NULL. Returns 0 (m has its table) or the error.
  */
-static int run_pass(struct fs_indexer *x, struct fs_member *m, const struct pass_how *how,
+static int run_pass(struct indexer *x, struct archive_member *m, const struct pass_how *how,
                     int *saved)
 {
     struct indexdir_writer *w = NULL;
@@ -698,8 +698,8 @@ static int run_pass(struct fs_indexer *x, struct fs_member *m, const struct pass
     int ret;
 
     *saved = 0;
-    if (m->kind == FS_STORED) {
-        ret = fs_member_scan_stored(x->a, m, how->stop);
+    if (m->kind == ARCHIVE_STORED) {
+        ret = member_scan_stored(x->a, m, how->stop);
         if (how->pr) {
             how->pr->done += m->size;
             progress_show(how->pr, false);
@@ -722,7 +722,7 @@ static int run_pass(struct fs_indexer *x, struct fs_member *m, const struct pass
         indexdir_abort(w);
         return ret;
     }
-    fs_member_set_crcs(m, t); /* from now on reads are checked */
+    archive_set_crcs(m, t); /* from now on reads are checked */
     publish(x, m); /* the opens waiting need only the table */
     if (w) {
         *saved = saved_as(log_save(x, m, &k, indexdir_finish(w, twin, atomic_load(&m->crcs))));
@@ -738,7 +738,7 @@ static int run_pass(struct fs_indexer *x, struct fs_member *m, const struct pass
 }
 
 /* Mark a pass over member i as running; false if one already is. */
-static bool pass_begin(struct fs_indexer *x, size_t i)
+static bool pass_begin(struct indexer *x, size_t i)
 {
     bool ok;
 
@@ -751,10 +751,10 @@ static bool pass_begin(struct fs_indexer *x, size_t i)
 
 /* The pass over m has published its table: wake the opens waiting for it
  * (they need no more), before the index is saved. Not for `npyfs index`. */
-static void publish(struct fs_indexer *x, struct fs_member *m)
+static void publish(struct indexer *x, struct archive_member *m)
 {
     size_t i = (size_t)(m - x->a->members);
-    struct fs_waiter *list;
+    struct defer_waiter *list;
 
     if (!x->waiting)
         return;
@@ -762,17 +762,17 @@ static void publish(struct fs_indexer *x, struct fs_member *m)
     list = x->waiting[i];
     x->waiting[i] = NULL;
     pthread_mutex_unlock(&x->lock);
-    fs_defer_wake(x->defer, list, 0);
+    defer_wake(x->defer, list, 0);
 }
 
 /* The pass over member i has ended with ret (logged by the caller): wake
  * the opens waiting for it, to ask again if m now has its table (or is
  * damaged, which they then get), or with the error, which a later open
  * retries: -ECANCELED, -ENOMEM, else -EIO. */
-static void pass_end(struct fs_indexer *x, size_t i, bool saved, int ret)
+static void pass_end(struct indexer *x, size_t i, bool saved, int ret)
 {
-    struct fs_member *m = &x->a->members[i];
-    struct fs_waiter *list;
+    struct archive_member *m = &x->a->members[i];
+    struct defer_waiter *list;
     int err = ret == -ECANCELED || ret == -ENOMEM ? ret : -EIO;
 
     if (has_table(m) || damaged(m))
@@ -785,20 +785,20 @@ static void pass_end(struct fs_indexer *x, size_t i, bool saved, int ret)
     x->waiting[i] = NULL;
     pthread_cond_broadcast(&x->loaded);
     pthread_mutex_unlock(&x->lock);
-    fs_defer_wake(x->defer, list, err);
+    defer_wake(x->defer, list, err);
 }
 
 /* Background work for member i: load, or build (checking it), save and
  * load. A member whose file has no table (saved at an unmount) gets a pass
  * too. A pass already running for it (an open's) is left alone. */
-static void background_member(struct fs_indexer *x, size_t i)
+static void background_member(struct indexer *x, size_t i)
 {
-    struct fs_member *m = &x->a->members[i];
+    struct archive_member *m = &x->a->members[i];
     int ret, saved;
 
-    if (fs_member_locate(x->a, m) < 0 || !worth_indexing(x->a, m))
+    if (archive_locate(x->a, m) < 0 || !worth_indexing(x->a, m))
         return; /* a remote zip's local header: tried again at its open */
-    fs_indexer_use(x, m);
+    indexer_use(x, m);
     if (has_table(m) || damaged(m) || !pass_begin(x, i))
         return;
     ret = run_pass(x, m, &(struct pass_how){.stop = &x->stop}, &saved);
@@ -809,16 +809,16 @@ static void background_member(struct fs_indexer *x, size_t i)
 
 /* A pass run in the pool for the opens waiting on member i. */
 struct pass_job {
-    struct fs_job job; /* first */
-    struct fs_indexer *x;
+    struct defer_job job; /* first */
+    struct indexer *x;
     size_t i;
 };
 
-static void pass_job_run(struct fs_job *j)
+static void pass_job_run(struct defer_job *j)
 {
     struct pass_job *p = (struct pass_job *)j;
-    struct fs_indexer *x = p->x;
-    struct fs_member *m = &x->a->members[p->i];
+    struct indexer *x = p->x;
+    struct archive_member *m = &x->a->members[p->i];
     bool fits = x->cache && x->opts && m->size <= x->opts->cache_size / 4;
     struct pass_how how = {.stop = &x->stop, .feed = fits ? x->cache : NULL,
                            .raw_windows = m->size / x->spacing * DFX_WINDOW_SIZE <=
@@ -832,7 +832,7 @@ static void pass_job_run(struct fs_job *j)
     free(p);
 }
 
-static void pass_job_cancel(struct fs_job *j)
+static void pass_job_cancel(struct defer_job *j)
 {
     struct pass_job *p = (struct pass_job *)j;
 
@@ -841,30 +841,30 @@ static void pass_job_cancel(struct fs_job *j)
 }
 
 /* Contract in indexer.h. */
-int fs_indexer_ready(struct fs_indexer *x, struct fs_member *m)
+int indexer_ready(struct indexer *x, struct archive_member *m)
 {
-    const struct fs_opts *o = x ? x->opts : NULL;
+    const struct options *o = x ? x->opts : NULL;
 
     if (!o || !worth_indexing(x->a, m) || has_table(m))
         return 0;
-    if (o->verify == FS_VERIFY_LAZY)
+    if (o->verify == OPTIONS_VERIFY_LAZY)
         return 0;
-    if (o->verify == FS_VERIFY_AUTO && m->size > o->verify_max) {
+    if (o->verify == OPTIONS_VERIFY_AUTO && m->size > o->verify_max) {
         if (!atomic_exchange(&m->said_unverified, true))
             fuse_log(FUSE_LOG_WARNING, "npyfs: %s: member '%s' (%llu bytes, above "
                      "verify_max=%llu) is served before its full check: until %s, a "
                      "damaged byte that still decodes would be read as data (npyfs stats "
                      "shows it as unverified)\n", x->a->name, m->name,
                      (unsigned long long)m->size, (unsigned long long)o->verify_max,
-                     x->mode == FS_INDEX_BACKGROUND ? "the background pass has checked it"
+                     x->mode == OPTIONS_INDEX_BACKGROUND ? "the background pass has checked it"
                                                     : "a full pass has checked it");
         return 0;
     }
-    return damaged(m) ? -EIO : FS_WAIT;
+    return damaged(m) ? -EIO : DEFER_WAIT;
 }
 
 /* Contract in indexer.h. */
-int fs_indexer_await(struct fs_indexer *x, struct fs_member *m, struct fs_waiter *w)
+int indexer_await(struct indexer *x, struct archive_member *m, struct defer_waiter *w)
 {
     size_t i = (size_t)(m - x->a->members);
     struct pass_job *p;
@@ -895,7 +895,7 @@ int fs_indexer_await(struct fs_indexer *x, struct fs_member *m, struct fs_waiter
     /* A member of one chunk: its pass is the very decode its first read
      * would do in a request thread anyway, and a hop to the pool would cost
      * more than the pass (a .npz of many small arrays). */
-    ret = m->size <= FS_CHUNK_SIZE ? -EAGAIN : fs_defer_submit(x->defer, &p->job);
+    ret = m->size <= FS_CHUNK_SIZE ? -EAGAIN : defer_submit(x->defer, &p->job);
     if (ret == -EAGAIN)
         pass_job_run(&p->job); /* here, as before the pool */
     else if (ret < 0)
@@ -904,7 +904,7 @@ int fs_indexer_await(struct fs_indexer *x, struct fs_member *m, struct fs_waiter
 }
 
 /* Contract in indexer.h. */
-void fs_indexer_cancel(struct fs_indexer *x)
+void indexer_cancel(struct indexer *x)
 {
     if (!x)
         return;
@@ -917,7 +917,7 @@ void fs_indexer_cancel(struct fs_indexer *x)
 
 static void *background_main(void *arg)
 {
-    struct fs_indexer *x = arg;
+    struct indexer *x = arg;
 
     idle_priority();
     pthread_mutex_lock(&pass_lock);
@@ -984,7 +984,7 @@ static void dir_put(struct indexdir *d)
 
 /* The index directory for a, or NULL; *why gets the error and *path the
  * path tried (owned, NULL if none could be named). */
-static struct indexdir *index_dir(const struct fs_opts *opts, int *why, char **path)
+static struct indexdir *index_dir(const struct options *opts, int *why, char **path)
 {
     struct indexdir *d = NULL;
     int ret = 0;
@@ -1013,10 +1013,10 @@ static const char *dir_problem(int err, char *buf, size_t len)
 #define PUB_MAX (256u << 20)
 
 /* Does a member worth a saved file have none in the index directory? */
-static bool lacks_index(struct fs_indexer *x)
+static bool lacks_index(struct indexer *x)
 {
     for (size_t i = 0; i < x->a->count; i++) {
-        struct fs_member *m = &x->a->members[i];
+        struct archive_member *m = &x->a->members[i];
         struct dfx_store_key k;
         char *path = NULL;
         bool have;
@@ -1063,7 +1063,7 @@ static int read_local(const char *path, size_t max, char **body, size_t *len)
 
 /* Keep the files of a published index (body[0..len)) in memory, one per
  * member. A body that does not split into index files is refused whole. */
-static void keep_published(struct fs_indexer *x, const char *body, size_t len)
+static void keep_published(struct indexer *x, const char *body, size_t len)
 {
     struct src *all;
     uint64_t at, flen;
@@ -1117,7 +1117,7 @@ static void keep_published(struct fs_indexer *x, const char *body, size_t len)
  * its absence is remembered by not asking again. The members' files are
  * checked (key, checksums) as each member is first opened (load_file()).
  */
-static void fetch_published(struct fs_indexer *x, const struct fs_opts *opts)
+static void fetch_published(struct indexer *x, const struct options *opts)
 {
     const char *path = x->a->path;
     char *url = NULL, *body = NULL, msg[256] = "", shown[1024];
@@ -1149,10 +1149,10 @@ static void fetch_published(struct fs_indexer *x, const struct fs_opts *opts)
 }
 
 /* Contract in indexer.h. */
-int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_defer *defer,
-                   struct cache *cache, struct fs_indexer **out)
+int indexer_new(struct archive *a, const struct options *opts, struct defer *defer,
+                   struct cache *cache, struct indexer **out)
 {
-    struct fs_indexer *x;
+    struct indexer *x;
     char *path;
     int ret;
 
@@ -1163,7 +1163,7 @@ int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_d
     x->a = a;
     /* A remote archive is indexed in the background only when asked for:
      * the pass would download all of it. */
-    x->mode = bsrc_is_remote(a->bs) && !opts->index_given ? FS_INDEX_LAZY : opts->index_mode;
+    x->mode = bsrc_is_remote(a->bs) && !opts->index_given ? OPTIONS_INDEX_LAZY : opts->index_mode;
     x->opts = opts;
     x->defer = defer;
     x->cache = cache;
@@ -1206,12 +1206,12 @@ out_nomem:
 }
 
 /* Contract in indexer.h. */
-void fs_indexer_start(struct fs_indexer *x)
+void indexer_start(struct indexer *x)
 {
     bool any = false;
     int ret;
 
-    if (!x || x->running || x->mode != FS_INDEX_BACKGROUND)
+    if (!x || x->running || x->mode != OPTIONS_INDEX_BACKGROUND)
         return;
     for (size_t i = 0; i < x->a->count && !any; i++)
         any = worth_indexing(x->a, &x->a->members[i]);
@@ -1227,21 +1227,21 @@ void fs_indexer_start(struct fs_indexer *x)
 }
 
 /* Contract in indexer.h. */
-void fs_indexer_stop(struct fs_indexer *x)
+void indexer_stop(struct indexer *x)
 {
     if (!x)
         return;
     if (x->running) {
-        fs_indexer_cancel(x);
+        indexer_cancel(x);
         pthread_join(x->thread, NULL);
         x->running = false;
     }
     atomic_store(&x->stop, true);
     for (size_t i = 0; x->dir && i < x->a->count; i++) {
-        struct fs_member *m = &x->a->members[i];
+        struct archive_member *m = &x->a->members[i];
         bool on_disk;
 
-        if (!worth_saving(x->a, m) || !fs_member_located(m) || !m->ix)
+        if (!worth_saving(x->a, m) || !archive_located(m) || !m->ix)
             continue;
         pthread_mutex_lock(&x->lock);
         on_disk = x->on_disk[i];
@@ -1253,17 +1253,17 @@ void fs_indexer_stop(struct fs_indexer *x)
          * points may hold new bytes) */
         if (!on_disk && dfx_index_total(m->ix) != UINT64_MAX && !dfx_index_error(m->ix) &&
             (dfx_index_points(m->ix) > 1 || has_table(m)) &&
-            (has_table(m) || x->a->kind != FS_SRC_GZIP) && fs_archive_check(x->a) == 0)
+            (has_table(m) || x->a->kind != ARCHIVE_GZIP) && archive_check(x->a) == 0)
             save(x, m, m->ix);
     }
 }
 
 /* Contract in indexer.h. */
-void fs_indexer_free(struct fs_indexer *x)
+void indexer_free(struct indexer *x)
 {
     if (!x)
         return;
-    fs_indexer_stop(x);
+    indexer_stop(x);
     pthread_mutex_destroy(&x->lock);
     pthread_cond_destroy(&x->loaded);
     free(x->state);
@@ -1299,12 +1299,12 @@ static const char *index_problem(int err)
  * (unless -o spacing= asked for another spacing than it was built with),
  * save an index completed (and checked) at open, or build one. *already:
  * a valid file was there. Returns 0 or the error. */
-static int index_member(struct fs_indexer *x, struct fs_member *m, const struct fs_opts *opts,
+static int index_member(struct indexer *x, struct archive_member *m, const struct options *opts,
                         struct progress *pr, bool *already)
 {
     bool worth = worth_saving(x->a, m), loaded;
     uint64_t built = 0;
-    int ret = fs_member_locate(x->a, m), saved;
+    int ret = archive_locate(x->a, m), saved;
 
     *already = false;
     if (ret < 0)
@@ -1313,7 +1313,7 @@ static int index_member(struct fs_indexer *x, struct fs_member *m, const struct 
         return 0; /* its local header says it cannot be served */
     worth = worth_saving(x->a, m);
     loaded = worth && load_file(x, m, &built) && has_table(m);
-    if (loaded && (!opts->spacing_given || m->kind != FS_DEFLATE ||
+    if (loaded && (!opts->spacing_given || m->kind != ARCHIVE_DEFLATE ||
                    built == x->spacing)) {
         pr->total -= m->size; /* no work: not in the rate */
         *already = true;
@@ -1328,7 +1328,7 @@ static int index_member(struct fs_indexer *x, struct fs_member *m, const struct 
     return ret < 0 ? ret : saved < 0 ? saved : 0;
 }
 
-static void print_member_error(const struct fs_archive *a, const struct fs_member *m, int err,
+static void print_member_error(const struct archive *a, const struct archive_member *m, int err,
                                const char *dir, int more)
 {
     const char *what = index_problem(err);
@@ -1356,8 +1356,8 @@ static void print_dir_error(const char *label, const char *path, int err)
 }
 
 /* The index directory for `npyfs index`; prints why when there is none. */
-static struct indexdir *index_dir_for(const struct fs_archive *a,
-                                           const struct fs_opts *opts)
+static struct indexdir *index_dir_for(const struct archive *a,
+                                           const struct options *opts)
 {
     char *path, *label = NULL;
     int ret;
@@ -1403,7 +1403,7 @@ static int pub_write(void *ctx, const void *buf, size_t len, uint64_t off)
  * with portable_key(), back to back) to path, atomically: a temporary file
  * beside it, synced and renamed over it. x has every member indexed.
  * Returns 0 or a negative errno. */
-static int write_published(struct fs_indexer *x, const char *path)
+static int write_published(struct indexer *x, const char *path)
 {
     struct pub_out o = {.fd = -1};
     char *tmp = NULL;
@@ -1418,7 +1418,7 @@ static int write_published(struct fs_indexer *x, const char *path)
         return ret;
     }
     for (size_t i = 0; ret == 0 && i < x->a->count; i++) {
-        struct fs_member *m = &x->a->members[i];
+        struct archive_member *m = &x->a->members[i];
         struct dfx_store_out out = {pub_write, &o};
         struct dfx_store_key k;
 
@@ -1426,7 +1426,7 @@ static int write_published(struct fs_indexer *x, const char *path)
             continue;
         portable_key(x, m, &k);
         o.end = 0;
-        ret = dfx_store_write(&k, m->kind == FS_DEFLATE ? m->ix : NULL, atomic_load(&m->crcs),
+        ret = dfx_store_write(&k, m->kind == ARCHIVE_DEFLATE ? m->ix : NULL, atomic_load(&m->crcs),
                               &out);
         o.base += o.end;
     }
@@ -1468,11 +1468,11 @@ static void print_outcome(struct progress *pr, size_t members, size_t already)
 }
 
 /* Contract in indexer.h. */
-int fs_index_main(struct fs_archive *a, const struct fs_opts *opts)
+int indexer_index_archive(struct archive *a, const struct options *opts)
 {
-    struct fs_indexer x = {.a = a, .mode = FS_INDEX_LAZY};
+    struct indexer x = {.a = a, .mode = OPTIONS_INDEX_LAZY};
     struct progress pr = {.label = a->name, .tty = isatty(2)};
-    struct fs_member *first_bad = NULL;
+    struct archive_member *first_bad = NULL;
     int first_err = 0, nbad = 0;
     size_t members = 0, already = 0;
 
@@ -1489,7 +1489,7 @@ int fs_index_main(struct fs_archive *a, const struct fs_opts *opts)
     pr.last = pr.start;
     fuse_set_log_func(quiet_log);
     for (size_t i = 0; i < a->count; i++) {
-        struct fs_member *m = &a->members[i];
+        struct archive_member *m = &a->members[i];
         bool was;
         int ret;
 
@@ -1613,10 +1613,10 @@ static void print_pruned(const struct indexdir_prune_file *f, void *arg)
 }
 
 /* Contract in indexer.h. */
-int fs_index_prune(const struct fs_opts *opts)
+int indexer_prune(const struct options *opts)
 {
     struct indexdir_prune_opts o = {.sources = true,
-                                    .unused_secs = FS_PRUNE_UNUSED_DAYS * 86400,
+                                    .unused_secs = INDEXER_PRUNE_UNUSED_DAYS * 86400,
                                     .max = opts->index_max};
     struct indexdir_prune_result res;
     struct prune_report r = {.max = opts->index_max};

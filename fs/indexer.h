@@ -10,12 +10,12 @@
  * dfx index's lock is taken under it; never held while loading, decoding or
  * saving); pass_lock (one background pass at a time in the process);
  * dir_lock alone.
- * Errors: -ENOMEM, -EIO, -ECANCELED, as each function says; FS_WAIT
- * (defer.h) from fs_indexer_ready(). fs_index_main() and fs_index_prune()
+ * Errors: -ENOMEM, -EIO, -ECANCELED, as each function says; DEFER_WAIT
+ * (defer.h) from indexer_ready(). indexer_index_archive() and indexer_prune()
  * are CLI only: they report on stdout/stderr and return an exit status.
  * Threads: one background thread per indexer at idle priority
  * (index=background), started at FUSE init or at the archive's lazy open,
- * joined by fs_indexer_stop().
+ * joined by indexer_stop().
  */
 #ifndef NPYFS_FS_INDEXER_H
 #define NPYFS_FS_INDEXER_H
@@ -25,9 +25,9 @@
 #include "defer.h"
 
 struct cache;
-struct fs_archive;
-struct fs_member;
-struct fs_opts;
+struct archive;
+struct archive_member;
+struct options;
 
 /* The spacing of the indexes the indexer builds (the background indexer,
  * `npyfs index`, a pass an open waits for: indexer.c), unless -o spacing=
@@ -42,10 +42,10 @@ struct fs_opts;
  * 1 MiB): they cost memory (index_mem), and recording them costs the first
  * pass on the read path. So do the points of an indexer without an index
  * directory, which uses the mount's spacing. */
-#define FS_INDEX_SPACING (256u << 10)
+#define INDEXER_SPACING (256u << 10)
 /* `npyfs index --prune`: an index file whose archive cannot be checked is
  * removed once it was not used (saved or loaded) for this many days. */
-#define FS_PRUNE_UNUSED_DAYS 30
+#define INDEXER_PRUNE_UNUSED_DAYS 30
 
 /*
  * Persisted indexes (indexer.c, over fs/indexdir.h): the first full
@@ -55,7 +55,7 @@ struct fs_opts;
  * first open in a later mount. With -o index=background a thread at idle CPU
  * and I/O priority builds the missing ones after the mount answers.
  */
-struct fs_indexer;
+struct indexer;
 
 /* Set up persistence for a mount (before any fork): prepares the index
  * directory; if it cannot be used, says so once in the log and goes on
@@ -63,34 +63,34 @@ struct fs_indexer;
  * caller's thread) and, for a member that fits a quarter of cache (may be
  * NULL), insert its chunks there as they decode. Returns 0 or -ENOMEM. a,
  * opts, defer and cache must outlive the indexer. */
-int fs_indexer_new(struct fs_archive *a, const struct fs_opts *opts, struct fs_defer *defer,
-                   struct cache *cache, struct fs_indexer **out);
+int indexer_new(struct archive *a, const struct options *opts, struct defer *defer,
+                   struct cache *cache, struct indexer **out);
 
 /* Start the background thread (index=background), from the serving process
  * (FUSE init): threads do not survive fork. Accepts NULL. */
-void fs_indexer_start(struct fs_indexer *x);
+void indexer_start(struct indexer *x);
 
 /* Stop and join the thread, then save the complete indexes not on disk yet
  * (those grown by reads). Call once no request can run (FUSE destroy).
  * Accepts NULL. */
-void fs_indexer_stop(struct fs_indexer *x);
+void indexer_stop(struct indexer *x);
 
 /* Accepts NULL; stops first if needed. */
-void fs_indexer_free(struct fs_indexer *x);
+void indexer_free(struct indexer *x);
 
 /* Before the first read of m: load its saved index, once per mount; other
  * openers of m wait for that load. Thread-safe; accepts NULL x. */
-void fs_indexer_use(struct fs_indexer *x, struct fs_member *m);
+void indexer_use(struct indexer *x, struct archive_member *m);
 
-/* At every open of m (after fs_indexer_use()): may it be served now? Under
+/* At every open of m (after indexer_use()): may it be served now? Under
  * verify=strict, and verify=auto for a member of at most verify_max bytes,
  * only once it has its chunk CRC table: returns 0 if it has one (or needs
- * none), -EIO if m is damaged (every later call too), or FS_WAIT: the open
- * must wait for a full pass over m (fs_indexer_await()). Under verify=lazy,
+ * none), -EIO if m is damaged (every later call too), or DEFER_WAIT: the open
+ * must wait for a full pass over m (indexer_await()). Under verify=lazy,
  * and verify=auto above verify_max, returns 0; the latter logs once per
  * member that it is served before its full check. Thread-safe; accepts NULL
  * x (returns 0). */
-int fs_indexer_ready(struct fs_indexer *x, struct fs_member *m);
+int indexer_ready(struct indexer *x, struct archive_member *m);
 
 /* Queue w until the full pass over m that builds its table has ended: the
  * pass already running (the background indexer's, or another open's), or
@@ -98,14 +98,14 @@ int fs_indexer_ready(struct fs_indexer *x, struct fs_member *m);
  * CRC-32, and saving the index when the index directory is usable). Returns
  * 0: queued, and w->wake() is called once, maybe from another thread, maybe
  * before this returns (do not touch w after 0): with 0, ask
- * fs_indexer_ready() again, or a negative errno to answer (-ENOMEM,
+ * indexer_ready() again, or a negative errno to answer (-ENOMEM,
  * -ECANCELED at unmount). 1: not queued, m has its table or is damaged now:
  * ask again now. Thread-safe. */
-int fs_indexer_await(struct fs_indexer *x, struct fs_member *m, struct fs_waiter *w);
+int indexer_await(struct indexer *x, struct archive_member *m, struct defer_waiter *w);
 
 /* FUSE destroy, before the pool is joined: raise the stop flag of every pass
  * over x's members (background or pool), so they end promptly. Accepts NULL. */
-void fs_indexer_cancel(struct fs_indexer *x);
+void indexer_cancel(struct indexer *x);
 
 /* `npyfs index` for one opened source: build and save the index of every
  * deflate member (checking each CRC on the way), with a progress line when
@@ -114,19 +114,19 @@ void fs_indexer_cancel(struct fs_indexer *x);
  * with another spacing than opts->spacing is rebuilt only if
  * opts->spacing_given. Prints one line per failing source. Returns an exit
  * status. */
-int fs_index_main(struct fs_archive *a, const struct fs_opts *opts);
+int indexer_index_archive(struct archive *a, const struct options *opts);
 
 /* `npyfs index --prune`: prune the index directory (indexdir_prune():
- * files whose archive is gone or changed, unused for FS_PRUNE_UNUSED_DAYS
+ * files whose archive is gone or changed, unused for INDEXER_PRUNE_UNUSED_DAYS
  * when it cannot be checked, of older formats, damaged, then the size cap
  * opts->index_max), printing a line on stdout per file removed and a
  * summary. Returns an exit status (1: no usable directory, or a file could
  * not be removed). CLI only. */
-int fs_index_prune(const struct fs_opts *opts);
+int indexer_prune(const struct options *opts);
 
 /* Does m get a full pass (a CRC-32 to check, a chunk CRC table to build)?
  * Every deflate member, and a zip's stored members, that can be read and
  * are not empty. Its pass has run once m has its table (m->crcs). */
-bool fs_member_indexable(const struct fs_archive *a, const struct fs_member *m);
+bool indexer_indexable(const struct archive *a, const struct archive_member *m);
 
 #endif

@@ -10,7 +10,7 @@
  * ahead of it instead of starting a second one over the same bytes.
  *
  * Readahead workers (readahead.c) produce whole segments between access
- * points through fs_member_produce(); their entries in m->busy are marked
+ * points through member_produce(); their entries in m->busy are marked
  * ahead and cover exactly the chunks they will insert, so a reader that
  * needs one of those chunks waits for the worker rather than decoding it
  * twice.
@@ -18,7 +18,7 @@
  * Past the index frontier there are no segments: only a decoder that goes on
  * from where the last one stopped can produce the next chunks. There a worker
  * continues the sequential reader's parked decoder a bounded distance ahead
- * of it (fs_member_continue()), so the reader only copies cached chunks out.
+ * of it (member_continue()), so the reader only copies cached chunks out.
  * Its busy entry is ahead and pipelined: its start moves up as each chunk is
  * inserted, and a reader just past its end waits for it too, then takes the
  * decoder it parks.
@@ -29,7 +29,7 @@
  * damage that appears after the table was built (bit rot, the archive
  * rewritten between mounts with its mtime restored) fails the read that
  * meets it instead of handing out wrong bytes. Every read checks the
- * archive unchanged after its reads (fs_archive_check(), archive.c).
+ * archive unchanged after its reads (archive_check(), archive.c).
  */
 #define _GNU_SOURCE
 
@@ -55,31 +55,31 @@
  * ahead of a decoder that readers keep waiting for. */
 #define FS_PREPARE_CHUNKS 8
 
-struct fs_busy {
+struct member_busy {
     uint64_t from, to;   /* output range being decoded */
     bool ahead;          /* a readahead worker: inserts every chunk of [from, to) */
     bool pipelined;      /* ahead, continuing a parked decoder: from moves up as
                           * chunks are inserted, and the decoder is parked at to */
-    struct fs_busy *next;
+    struct member_busy *next;
 };
 
-/* A reader waiting in fs_member_chunk() for the chunk at target (on m's
+/* A reader waiting in member_chunk() for the chunk at target (on m's
  * waiters list, under m->lock). A pipelined decode wakes only the readers
  * whose chunk it has inserted, not all of them for every chunk: with the
  * kernel's readahead several reads of later chunks wait at once, and waking
  * each for every chunk cost the decoding thread ~6% of its time (futex
  * wake-ups), and the readers a context switch each. */
-struct chunk_waiter {
+struct member_waiter {
     uint64_t target;
     pthread_cond_t cv;
-    struct chunk_waiter *next;
+    struct member_waiter *next;
 };
 
 /* Contract in member.h. */
-int64_t fs_member_peek(struct fs_archive *a, struct fs_member *m, void *buf, size_t len)
+int64_t member_peek(struct archive *a, struct archive_member *m, void *buf, size_t len)
 {
     int64_t n;
-    int ret = fs_member_locate(a, m);
+    int ret = archive_locate(a, m);
 
     if (ret < 0)
         return ret;
@@ -89,20 +89,20 @@ int64_t fs_member_peek(struct fs_archive *a, struct fs_member *m, void *buf, siz
         return -EIO;
     if (len > m->size)
         len = (size_t)m->size;
-    if (m->kind == FS_STORED)
+    if (m->kind == ARCHIVE_STORED)
         n = src_pread(a->src, buf, len, m->data_offset);
     else
         n = dfx_extract(m->ix, 0, buf, len);
-    ret = fs_archive_check(a); /* after the reads */
+    ret = archive_check(a); /* after the reads */
     return ret < 0 ? ret : n;
 }
 
 /* Contract in member.h. */
-int64_t fs_member_prefix_read(void *arg, unsigned char *buf, size_t len)
+int64_t member_prefix_read(void *arg, unsigned char *buf, size_t len)
 {
-    const struct fs_member_ref *ref = arg;
+    const struct member_ref *ref = arg;
 
-    return fs_member_peek(ref->a, ref->m, buf, len);
+    return member_peek(ref->a, ref->m, buf, len);
 }
 
 /* What take_parked() accepts: a decoder at or before target and either
@@ -122,7 +122,7 @@ static bool near_ok(uint64_t pos, void *arg)
 /* Take the parked decoder best placed for target: at or before it and
  * either within one spacing or past the index frontier (where no access
  * point could do better). Called with m->lock held. */
-static struct dfx_reader *take_parked(struct fs_archive *a, struct fs_member *m, uint64_t target)
+static struct dfx_reader *take_parked(struct archive *a, struct archive_member *m, uint64_t target)
 {
     struct near_target n = {.target = target, .spacing = a->spacing,
                             .frontier = dfx_index_frontier(m->ix)};
@@ -139,27 +139,27 @@ static struct dfx_reader *take_parked(struct fs_archive *a, struct fs_member *m,
 
 /* Is a sequential decode in progress (a reader's, or a pipelined worker's)
  * about to produce target, or to stop just before it? m->lock held. */
-static bool busy_near(struct fs_member *m, uint64_t target)
+static bool busy_near(struct archive_member *m, uint64_t target)
 {
-    for (struct fs_busy *b = m->busy; b; b = b->next)
+    for (struct member_busy *b = m->busy; b; b = b->next)
         if ((!b->ahead || b->pipelined) && b->from <= target && target < b->to + BUSY_REACH)
             return true;
     return false;
 }
 
 /* Is a readahead worker producing the chunk at target? m->lock held. */
-static bool busy_ahead(struct fs_member *m, uint64_t target)
+static bool busy_ahead(struct archive_member *m, uint64_t target)
 {
-    for (struct fs_busy *b = m->busy; b; b = b->next)
+    for (struct member_busy *b = m->busy; b; b = b->next)
         if (b->ahead && b->from <= target && target < b->to)
             return true;
     return false;
 }
 
 /* Does any decode in progress touch [from, to)? m->lock held. */
-static bool busy_overlaps(struct fs_member *m, uint64_t from, uint64_t to)
+static bool busy_overlaps(struct archive_member *m, uint64_t from, uint64_t to)
 {
-    for (struct fs_busy *b = m->busy; b; b = b->next)
+    for (struct member_busy *b = m->busy; b; b = b->next)
         if (b->from < to && from < b->to)
             return true;
     return false;
@@ -167,17 +167,17 @@ static bool busy_overlaps(struct fs_member *m, uint64_t from, uint64_t to)
 
 /* Wake the readers waiting for a chunk that starts below limit; UINT64_MAX:
  * all of them (a decode ended, so any may go on). m->lock held. */
-static void wake(struct fs_member *m, uint64_t limit)
+static void wake(struct archive_member *m, uint64_t limit)
 {
-    for (struct chunk_waiter *w = m->waiters; w; w = w->next)
+    for (struct member_waiter *w = m->waiters; w; w = w->next)
         if (w->target < limit)
             pthread_cond_signal(&w->cv);
     if (limit == UINT64_MAX)
         pthread_cond_broadcast(&m->idle);
 }
 
-static void busy_link(struct fs_member *m, struct fs_busy *busy, uint64_t from, uint64_t to,
-                      bool ahead)
+static void busy_link(struct archive_member *m, struct member_busy *busy, uint64_t from,
+                      uint64_t to, bool ahead)
 {
     busy->from = from;
     busy->to = to;
@@ -187,9 +187,9 @@ static void busy_link(struct fs_member *m, struct fs_busy *busy, uint64_t from, 
     m->busy = busy;
 }
 
-static void busy_unlink(struct fs_member *m, struct fs_busy *busy)
+static void busy_unlink(struct archive_member *m, struct member_busy *busy)
 {
-    struct fs_busy **pp = &m->busy;
+    struct member_busy **pp = &m->busy;
 
     while (*pp != busy)
         pp = &(*pp)->next;
@@ -198,7 +198,7 @@ static void busy_unlink(struct fs_member *m, struct fs_busy *busy)
 
 /* Park r for a later sequential read (parked_put()). Returns the decoder
  * to free (outside the locks), or NULL. Called with m->lock held. */
-static struct dfx_reader *park(struct fs_member *m, struct dfx_reader *r)
+static struct dfx_reader *park(struct archive_member *m, struct dfx_reader *r)
 {
     if (m->opens == 0 || dfx_reader_pos(r) >= m->size)
         return r;
@@ -207,7 +207,7 @@ static struct dfx_reader *park(struct fs_member *m, struct dfx_reader *r)
 
 /* A decode is over: take it off the busy list, wake the readers waiting on
  * it, and park its decoder for the next sequential read (keep) or free it. */
-static void end_decode(struct fs_member *m, struct fs_busy *busy, struct dfx_reader *r,
+static void end_decode(struct archive_member *m, struct member_busy *busy, struct dfx_reader *r,
                        bool keep)
 {
     struct dfx_reader *drop;
@@ -222,8 +222,8 @@ static void end_decode(struct fs_member *m, struct fs_busy *busy, struct dfx_rea
 
 /* A chunk whose bytes do not match the member's chunk CRC table: the
  * archive was damaged or rewritten since the table was built. Reads from
- * the chunk on fail (FS_DEFLATE; a stored member's reads of that chunk). */
-static void log_mismatch(struct fs_archive *a, struct fs_member *m, uint64_t idx)
+ * the chunk on fail (ARCHIVE_DEFLATE; a stored member's reads of that chunk). */
+static void log_mismatch(struct archive *a, struct archive_member *m, uint64_t idx)
 {
     uint64_t seen = atomic_load(&m->bad_chunk);
 
@@ -236,10 +236,10 @@ static void log_mismatch(struct fs_archive *a, struct fs_member *m, uint64_t idx
              "checksum (the archive is damaged or was rewritten); reads %s fail with EIO\n",
              a->name, m->name, (unsigned long long)(idx * FS_CHUNK_SIZE),
              (unsigned long long)((idx + 1) * FS_CHUNK_SIZE),
-             m->kind == FS_STORED ? "of them" : "from there on");
+             m->kind == ARCHIVE_STORED ? "of them" : "from there on");
 }
 
-static void log_damage(struct fs_archive *a, struct fs_member *m, uint64_t idx, int err)
+static void log_damage(struct archive *a, struct archive_member *m, uint64_t idx, int err)
 {
     char buf[64];
 
@@ -260,7 +260,7 @@ static void log_damage(struct fs_archive *a, struct fs_member *m, uint64_t idx, 
  * neither are bytes that differ from those the full pass saw (a mismatch
  * marks the member damaged from that chunk on).
  */
-static int decode_through(struct fs_archive *a, struct fs_member *m, struct cache *c,
+static int decode_through(struct archive *a, struct archive_member *m, struct cache *c,
                           struct dfx_reader *r, uint64_t idx, struct cache_chunk **out)
 {
     uint64_t pos = dfx_reader_pos(r);
@@ -278,14 +278,14 @@ static int decode_through(struct fs_archive *a, struct fs_member *m, struct cach
             break;
         n = dfx_reader_read(r, ch->data, want);
         /* Every read of input this chunk was decoded from is done: the
-         * archive must still be as it was at open (fs_archive_check()). A
+         * archive must still be as it was at open (archive_check()). A
          * change also explains a decode error or a mismatch, so it is
          * checked first. */
-        ret = fs_archive_check(a);
+        ret = archive_check(a);
         if (ret == 0 && n != (int64_t)want)
             ret = n < 0 ? (int)n : -EIO; /* damage: the index recorded it */
         if (ret == 0 && !verify_chunk(atomic_load(&m->crcs), k, ch->data, want)) {
-            fs_member_condemn(m, -EIO, off);
+            archive_condemn(m, -EIO, off);
             log_mismatch(a, m, k);
             ret = -EIO;
         }
@@ -309,17 +309,17 @@ static int decode_through(struct fs_archive *a, struct fs_member *m, struct cach
  * that is damage (the index recorded it), and not a change of the archive
  * (which drops the pages of all its members), the kernel drops m's pages:
  * reads of m fail from the damage on, or all of them for a CRC mismatch. */
-static void decode_failed(struct fs_archive *a, struct fs_member *m, int err)
+static void decode_failed(struct archive *a, struct archive_member *m, int err)
 {
     if (err < 0 && err != -ENOMEM && err != -EINVAL && err != -ECANCELED &&
-        !bsrc_transient(err) && fs_archive_check(a) == 0)
-        fs_pages_drop(m);
+        !bsrc_transient(err) && archive_check(a) == 0)
+        archive_drop_pages(m);
 }
 
 /* A remote archive's bytes could not be fetched (bsrc_transient()): not
  * damage, and the next read tries again. Logged once per archive; stats
  * count every failure. */
-static void log_fetch_failure(struct fs_archive *a, int err)
+static void log_fetch_failure(struct archive *a, int err)
 {
     char buf[64];
 
@@ -333,10 +333,10 @@ static void log_fetch_failure(struct fs_archive *a, int err)
 /* Does damage found so far cover chunk idx? Checked on every cache hit too,
  * so chunks cached before the damage was found (a CRC mismatch condemns
  * bytes decoded long before) are not served. */
-static int chunk_damaged(struct fs_member *m, uint64_t idx)
+static int chunk_damaged(struct archive_member *m, uint64_t idx)
 {
     uint64_t bad_from;
-    int err = fs_member_damage(m, &bad_from);
+    int err = archive_damage(m, &bad_from);
 
     return err < 0 && (idx + 1) * FS_CHUNK_SIZE > bad_from ? err : 0;
 }
@@ -353,7 +353,7 @@ static int chunk_damaged(struct fs_member *m, uint64_t idx)
  * that is not complete nothing is hinted: the span is unknown, and a
  * sequential reader gets fetch-ahead.
  */
-static void advise_decode(struct fs_archive *a, struct fs_member *m, struct dfx_reader *r,
+static void advise_decode(struct archive *a, struct archive_member *m, struct dfx_reader *r,
                           uint64_t from, uint64_t to)
 {
     struct dfx_span sp;
@@ -390,24 +390,24 @@ static void advise_decode(struct fs_archive *a, struct fs_member *m, struct dfx_
 }
 
 /* Contract in member.h. */
-void fs_member_advise(struct fs_member *m, uint64_t from, uint64_t to)
+void member_advise(struct archive_member *m, uint64_t from, uint64_t to)
 {
     if (to > m->size)
         to = m->size;
-    if (from < to && fs_member_located(m) && m->ix && !atomic_load(&m->archive->changed))
+    if (from < to && archive_located(m) && m->ix && !atomic_load(&m->archive->changed))
         advise_decode(m->archive, m, NULL, from, to);
 }
 
 /* Contract in member.h. */
-int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, uint64_t idx,
+int member_chunk(struct archive *a, struct archive_member *m, struct cache *c, uint64_t idx,
                     struct cache_chunk **out)
 {
     uint64_t target = idx * FS_CHUNK_SIZE;
-    struct chunk_waiter w = {.target = target};
+    struct member_waiter w = {.target = target};
     struct dfx_reader *r = NULL;
-    struct chunk_waiter **pp;
+    struct member_waiter **pp;
     bool waiting = false, prepared = false;
-    struct fs_busy busy;
+    struct member_busy busy;
     int ret = 0;
 
     *out = NULL;
@@ -470,7 +470,7 @@ int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, 
 
     end_decode(m, &busy, r, ret == 0);
     decode_failed(a, m, ret);
-    /* a change is not damage of the member (fs_archive_check() said it),
+    /* a change is not damage of the member (archive_check() said it),
      * nor is a server that failed */
     if (bsrc_transient(ret))
         log_fetch_failure(a, ret);
@@ -482,7 +482,7 @@ int fs_member_chunk(struct fs_archive *a, struct fs_member *m, struct cache *c, 
 /* Narrow chunks *first..*last to drop cached chunks at either end: only
  * whole chunks are ever inserted, so what is cached need not be decoded
  * again. m->lock held (it is taken before the cache's locks). */
-static void trim_cached(struct fs_member *m, struct cache *c, uint64_t *first, uint64_t *last)
+static void trim_cached(struct archive_member *m, struct cache *c, uint64_t *first, uint64_t *last)
 {
     struct cache_chunk *ch;
 
@@ -497,12 +497,12 @@ static void trim_cached(struct fs_member *m, struct cache *c, uint64_t *first, u
 }
 
 /* Contract in member.h. */
-int fs_member_produce(struct fs_archive *a, struct fs_member *m, struct cache *c,
+int member_produce(struct archive *a, struct archive_member *m, struct cache *c,
                       uint64_t point, uint64_t first, uint64_t last)
 {
     struct cache_chunk *ch = NULL;
     struct dfx_reader *r = NULL;
-    struct fs_busy busy;
+    struct member_busy busy;
     int ret;
 
     if (last >= (m->size + FS_CHUNK_SIZE - 1) / FS_CHUNK_SIZE || point > first * FS_CHUNK_SIZE)
@@ -551,20 +551,20 @@ static bool range_ok(uint64_t pos, void *arg)
 }
 
 /* Take the parked decoder furthest along in [lo, hi). m->lock held. */
-static struct dfx_reader *take_parked_in(struct fs_member *m, uint64_t lo, uint64_t hi)
+static struct dfx_reader *take_parked_in(struct archive_member *m, uint64_t lo, uint64_t hi)
 {
     return parked_take(m->parked, range_ok, &(struct pos_range){lo, hi});
 }
 
 /* Contract in member.h. */
-int fs_member_continue(struct fs_archive *a, struct fs_member *m, struct cache *c, uint64_t first,
+int member_continue(struct archive *a, struct archive_member *m, struct cache *c, uint64_t first,
                        uint64_t last, bool (*more)(void *arg, uint64_t next, uint64_t *last),
                        void *arg)
 {
     uint64_t nchunks = (m->size + FS_CHUNK_SIZE - 1) / FS_CHUNK_SIZE;
     uint64_t end = (last + 1) * FS_CHUNK_SIZE, k;
     struct dfx_reader *r, *drop = NULL;
-    struct fs_busy busy;
+    struct member_busy busy;
     int ret;
 
     if (first > last || last >= nchunks)
@@ -619,7 +619,7 @@ int fs_member_continue(struct fs_archive *a, struct fs_member *m, struct cache *
     return ret;
 }
 
-void fs_member_opened(struct fs_member *m)
+void member_opened(struct archive_member *m)
 {
     pthread_mutex_lock(&m->lock);
     m->opens++;
@@ -627,7 +627,7 @@ void fs_member_opened(struct fs_member *m)
     atomic_store(&m->was_opened, true);
 }
 
-void fs_member_closed(struct fs_member *m)
+void member_closed(struct archive_member *m)
 {
     struct dfx_reader *drop[PARKED_PER_MEMBER];
     int n = 0;
@@ -641,34 +641,34 @@ void fs_member_closed(struct fs_member *m)
 }
 
 /* Contract in member.h. Two first readers may both check: harmless. */
-int fs_member_verify_stored(struct fs_archive *a, struct fs_member *m)
+int member_verify_stored(struct archive *a, struct archive_member *m)
 {
     if (atomic_load(&m->verified))
         return 0;
-    return fs_member_scan_stored(a, m, NULL);
+    return member_scan_stored(a, m, NULL);
 }
 
-/* fs_member_scan_stored()'s pass: the archive is checked after every read
- * (fs_archive_check(): a read error of a changed archive is the change),
+/* member_scan_stored()'s pass: the archive is checked after every read
+ * (archive_check(): a read error of a changed archive is the change),
  * and the member's pass progress follows the bytes checked. */
 struct scan {
-    struct fs_archive *a;
-    struct fs_member *m;
+    struct archive *a;
+    struct archive_member *m;
 };
 
 static int scan_check(void *arg)
 {
-    return fs_archive_check(((struct scan *)arg)->a);
+    return archive_check(((struct scan *)arg)->a);
 }
 
 static void scan_progress(void *arg, uint64_t done)
 {
-    fs_pass_progress(((struct scan *)arg)->m, done);
+    archive_pass_progress(((struct scan *)arg)->m, done);
 }
 
 /* Contract in member.h. The member's CRC-32 is combined from the chunks' CRCs,
  * so the data is checksummed once. */
-int fs_member_scan_stored(struct fs_archive *a, struct fs_member *m, atomic_bool *stop)
+int member_scan_stored(struct archive *a, struct archive_member *m, atomic_bool *stop)
 {
     struct scan s = {a, m};
     struct dfx_crcs *t;
@@ -677,23 +677,23 @@ int fs_member_scan_stored(struct fs_archive *a, struct fs_member *m, atomic_bool
 
     if (ret < 0)
         return ret;
-    fs_pass_begin(m);
+    archive_pass_begin(m);
     n = verify_pass(&(struct verify_input){.src = a->src, .off = m->data_offset, .size = m->size,
                                            .stop = stop, .after_read = scan_check,
                                            .progress = scan_progress, .arg = &s},
                     NULL, 0, &t);
-    fs_pass_end(m);
+    archive_pass_end(m);
     ret = n < 0 ? (int)n : 0;
     /* the last check came after every read: the table is of the content at open */
     if (ret == 0 && dfx_crcs_whole(t) != m->crc32) {
         ret = -EIO;
-        fs_member_condemn(m, -EIO, 0);
+        archive_condemn(m, -EIO, 0);
         if (!atomic_exchange(&m->logged, true))
             fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': CRC-32 mismatch (stored data is "
                      "damaged); its reads fail with EIO\n", a->name, m->name);
     }
     if (ret == 0) {
-        fs_member_set_crcs(m, t);
+        archive_set_crcs(m, t);
         atomic_store(&m->verified, true);
     } else {
         free(t);
@@ -702,7 +702,7 @@ int fs_member_scan_stored(struct fs_archive *a, struct fs_member *m, atomic_bool
 }
 
 /* Contract in member.h. */
-int64_t fs_member_read_stored(struct fs_archive *a, struct fs_member *m, uint64_t off, size_t len,
+int64_t member_read_stored(struct archive *a, struct archive_member *m, uint64_t off, size_t len,
                               unsigned char **out, size_t *at)
 {
     const struct dfx_crcs *t = atomic_load(&m->crcs); /* one table for the whole read */
@@ -729,7 +729,7 @@ int64_t fs_member_read_stored(struct fs_archive *a, struct fs_member *m, uint64_
     ret = src_read_exact(a->src, buf, (size_t)(to - from), m->data_offset + from);
     /* After the read, whatever it gave (a truncation reads short): the
      * bytes are the content at open, or the read fails. */
-    chk = fs_archive_check(a);
+    chk = archive_check(a);
     if (chk < 0)
         ret = chk;
     if (bsrc_transient(ret))
@@ -738,7 +738,7 @@ int64_t fs_member_read_stored(struct fs_archive *a, struct fs_member *m, uint64_
         uint64_t end = (k + 1) * FS_CHUNK_SIZE < to ? (k + 1) * FS_CHUNK_SIZE : to;
         if (!verify_chunk(t, k, buf + (k * FS_CHUNK_SIZE - from), (size_t)(end - k * FS_CHUNK_SIZE))) {
             log_mismatch(a, m, k);
-            fs_pages_drop(m);
+            archive_drop_pages(m);
             ret = -EIO;
         }
     }

@@ -1,5 +1,5 @@
 /*
- * struct fs_ctx: what the FUSE handlers of a mount share. A header without a
+ * struct mount_ctx: what the FUSE handlers of a mount share. A header without a
  * .c.
  *
  * Ownership: as the fields say: vfs, cache, mountpoint and ra are owned;
@@ -15,20 +15,20 @@
 
 #include "options.h"
 
-struct fs_vfs;
+struct vfs;
 struct cache;
-struct fs_ra;
+struct readahead;
 struct fuse_session;
 
-struct fs_ctx {
-    struct fs_vfs *vfs;         /* owned: the namespace and every archive in it */
+struct mount_ctx {
+    struct vfs *vfs;         /* owned: the namespace and every archive in it */
     struct fuse_session *se;    /* borrowed: the session, set before it runs (the
                                  * notifier sends through it) */
     struct cache *cache;        /* owned */
-    struct fs_opts opts;
+    struct options opts;
     const char *source;         /* borrowed: the first source as given, for log lines */
     char *mountpoint;           /* owned: absolute path (finds the mount's bdi), or NULL */
-    struct fs_ra *ra;           /* owned: readahead workers, from FUSE init to destroy */
+    struct readahead *ra;           /* owned: readahead workers, from FUSE init to destroy */
     uid_t uid;
     gid_t gid;
 };

@@ -9,7 +9,7 @@
  * that read locked until it is answered). So notify_drop() only queues an
  * item, and the thread, which serves no request, sends the notifications.
  *
- * Ownership: a queued item belongs to its container (struct fs_member embeds
+ * Ownership: a queued item belongs to its container (struct archive_member embeds
  * one), which outlives the notifier; the session is borrowed from
  * notify_start() until notify_quiesce().
  * Locks: one process-wide lock, a leaf: notify_drop() may be called from any

@@ -11,7 +11,7 @@
  * Requests never wait in a handler thread for slow work. A request that
  * needs a unit opened (vfs.c) or a member checked by a full pass first
  * (verify=, indexer.c) is copied into a struct pending, queued on that work
- * as an fs_waiter, and the handler returns without replying; when the work
+ * as an defer_waiter, and the handler returns without replying; when the work
  * ends, the request runs again (in a pool thread) and replies. The same
  * run_op() serves the first attempt and every later one, so a retry behaves
  * exactly like a request that found the work done. A queued request can be
@@ -21,7 +21,7 @@
  *
  * Data replies: a deflate read goes out as an iovec pointing into the
  * cached chunks; a stored read is read into a buffer with pread, the
- * archive checked unchanged (fs_archive_check()), then sent. Not spliced:
+ * archive checked unchanged (archive_check()), then sent. Not spliced:
  * splice hands the archive's page-cache pages to the FUSE device, so a
  * write after the check could still change the bytes served. Sequential
  * deflate reads are reported to the readahead pool (readahead.c). The
@@ -61,24 +61,24 @@
 /* The archive is not expected to change under the mount; see README. */
 #define ATTR_TIMEOUT 3600.0
 
-/* Up to FS_READ_IOV_MAX references for one read of [off, off + len) of a
- * FS_DEFLATE member: chunk refs in order. */
-#define FS_READ_IOV_MAX 64
+/* Up to READ_IOV_MAX references for one read of [off, off + len) of a
+ * ARCHIVE_DEFLATE member: chunk refs in order. */
+#define READ_IOV_MAX 64
 
-static struct fs_ctx *ctx_of(fuse_req_t req)
+static struct mount_ctx *ctx_of(fuse_req_t req)
 {
     return fuse_req_userdata(req);
 }
 
-/* Attributes of ino, owner and permissions included (fs_vfs_getattr()). */
-static int fill_attr(struct fs_ctx *ctx, uint64_t ino, struct stat *st)
+/* Attributes of ino, owner and permissions included (vfs_getattr()). */
+static int fill_attr(struct mount_ctx *ctx, uint64_t ino, struct stat *st)
 {
-    return fs_vfs_getattr(ctx->vfs, ino, st);
+    return vfs_getattr(ctx->vfs, ino, st);
 }
 
 static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 {
-    struct fs_ctx *ctx = userdata;
+    struct mount_ctx *ctx = userdata;
     char err[128];
     int ret;
 
@@ -97,20 +97,20 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
     /* libfuse already negotiates 1 MiB requests (max_pages 256, max_write);
      * the kernel lowers its readahead to what we answer here and never
      * raises it, so keep the offer; tune_readahead() raises it later. */
-    ret = fs_ra_new(ctx, ctx->opts.threads, &ctx->ra);
+    ret = readahead_new(ctx, ctx->opts.threads, &ctx->ra);
     if (ret < 0)
         fuse_log(FUSE_LOG_ERR, "npyfs: %s: cannot start readahead workers (%s); reading without\n",
                  ctx->source, strerror_r(-ret, err, sizeof(err)));
     notify_start(ctx->se, ctx->source, &fs_counters.pages_dropped);
-    fs_vfs_start(ctx->vfs); /* index=background: idle-priority indexing */
+    vfs_start(ctx->vfs); /* index=background: idle-priority indexing */
 }
 
 static void fs_op_destroy(void *userdata)
 {
-    struct fs_ctx *ctx = userdata;
+    struct mount_ctx *ctx = userdata;
 
-    fs_vfs_stop(ctx->vfs);
-    fs_ra_free(ctx->ra);
+    vfs_stop(ctx->vfs);
+    readahead_free(ctx->ra);
     ctx->ra = NULL;
     notify_stop(); /* last: the indexers and workers above may queue */
 }
@@ -122,7 +122,7 @@ static void fs_op_destroy(void *userdata)
  * at the first open, when INIT has surely been answered. Best effort: if it
  * fails, the kernel's value stays.
  */
-static void tune_readahead(struct fs_ctx *ctx)
+static void tune_readahead(struct mount_ctx *ctx)
 {
     static atomic_bool done;
     struct mounts_entry me;
@@ -159,12 +159,12 @@ struct op {
     off_t off;                 /* OP_READDIR */
 };
 
-/* What an attempt that returned FS_WAIT waits for. */
+/* What an attempt that returned DEFER_WAIT waits for. */
 struct wait_for {
     bool pass;              /* the full pass over m (x's), else unit's open */
     uint32_t unit;
-    struct fs_indexer *x;
-    struct fs_member *m;
+    struct indexer *x;
+    struct archive_member *m;
 };
 
 /* A lookup never waits for an .npy.gz to be opened (the kernel sends the
@@ -172,19 +172,19 @@ struct wait_for {
  * would hold up all its neighbours). Until it is open, the entry goes out
  * with attributes that expire at once, so the kernel asks getattr, which
  * waits, before it uses them (stat, read, lseek). */
-static int try_lookup(fuse_req_t req, struct fs_ctx *ctx, const struct op *op,
+static int try_lookup(fuse_req_t req, struct mount_ctx *ctx, const struct op *op,
                       struct wait_for *wf)
 {
     struct fuse_entry_param e;
     uint32_t unsized;
     uint64_t ino;
-    int ret = fs_vfs_lookup(ctx->vfs, op->ino, op->name, &ino, &wf->unit), ready = 0;
+    int ret = vfs_lookup(ctx->vfs, op->ino, op->name, &ino, &wf->unit), ready = 0;
 
-    if (ret == FS_WAIT)
-        return FS_WAIT;
+    if (ret == DEFER_WAIT)
+        return DEFER_WAIT;
     memset(&e, 0, sizeof(e));
     if (ret == 0)
-        ret = ready = fs_vfs_attr_ready(ctx->vfs, ino, &unsized);
+        ret = ready = vfs_attr_ready(ctx->vfs, ino, &unsized);
     if (ret >= 0)
         ret = fill_attr(ctx, ino, &e.attr);
     if (ret < 0) {
@@ -192,21 +192,21 @@ static int try_lookup(fuse_req_t req, struct fs_ctx *ctx, const struct op *op,
         return 0;
     }
     e.ino = ino;
-    e.attr_timeout = ready == FS_WAIT ? 0.0 : ATTR_TIMEOUT;
+    e.attr_timeout = ready == DEFER_WAIT ? 0.0 : ATTR_TIMEOUT;
     e.entry_timeout = ATTR_TIMEOUT;
     fuse_reply_entry(req, &e);
     return 0;
 }
 
 /* The attributes of an .npy.gz wait for it to be opened (sized). */
-static int try_getattr(fuse_req_t req, struct fs_ctx *ctx, const struct op *op,
+static int try_getattr(fuse_req_t req, struct mount_ctx *ctx, const struct op *op,
                        struct wait_for *wf)
 {
     struct stat st;
-    int ret = fs_vfs_attr_ready(ctx->vfs, op->ino, &wf->unit);
+    int ret = vfs_attr_ready(ctx->vfs, op->ino, &wf->unit);
 
-    if (ret == FS_WAIT)
-        return FS_WAIT;
+    if (ret == DEFER_WAIT)
+        return DEFER_WAIT;
     if (ret == 0)
         ret = fill_attr(ctx, op->ino, &st);
     if (ret < 0)
@@ -216,14 +216,14 @@ static int try_getattr(fuse_req_t req, struct fs_ctx *ctx, const struct op *op,
     return 0;
 }
 
-static int try_opendir(fuse_req_t req, struct fs_ctx *ctx, const struct op *op,
+static int try_opendir(fuse_req_t req, struct mount_ctx *ctx, const struct op *op,
                        struct wait_for *wf)
 {
-    struct fs_dir d;
-    int ret = fs_vfs_opendir(ctx->vfs, op->ino, &d, &wf->unit); /* an archive directory's unit */
+    struct vfs_dir d;
+    int ret = vfs_opendir(ctx->vfs, op->ino, &d, &wf->unit); /* an archive directory's unit */
 
-    if (ret == FS_WAIT)
-        return FS_WAIT;
+    if (ret == DEFER_WAIT)
+        return DEFER_WAIT;
     if (ret < 0)
         fuse_reply_err(req, -ret);
     else if ((op->fi->flags & O_ACCMODE) != O_RDONLY)
@@ -235,16 +235,16 @@ static int try_opendir(fuse_req_t req, struct fs_ctx *ctx, const struct op *op,
 
 /* Entries are ".", "..", then the children in order; the offset of an entry
  * is its position + 1. */
-static int try_readdir(fuse_req_t req, struct fs_ctx *ctx, const struct op *op,
+static int try_readdir(fuse_req_t req, struct mount_ctx *ctx, const struct op *op,
                        struct wait_for *wf)
 {
-    struct fs_dir d;
+    struct vfs_dir d;
     char *buf;
     size_t used = 0, size = op->size;
-    int ret = fs_vfs_opendir(ctx->vfs, op->ino, &d, &wf->unit);
+    int ret = vfs_opendir(ctx->vfs, op->ino, &d, &wf->unit);
 
-    if (ret == FS_WAIT)
-        return FS_WAIT;
+    if (ret == DEFER_WAIT)
+        return DEFER_WAIT;
     if (ret < 0) {
         fuse_reply_err(req, -ret);
         return 0;
@@ -267,7 +267,7 @@ static int try_readdir(fuse_req_t req, struct fs_ctx *ctx, const struct op *op,
             uint64_t cino;
             bool is_dir;
 
-            fs_vfs_dirent(ctx->vfs, &d, i - 2, &name, &cino, &is_dir);
+            vfs_dirent(ctx->vfs, &d, i - 2, &name, &cino, &is_dir);
             st.st_ino = cino;
             st.st_mode = is_dir ? S_IFDIR : S_IFREG;
         }
@@ -289,21 +289,21 @@ static int read_errno(int err)
     return err == -EREMOTEIO ? EIO : -err;
 }
 
-static int try_open(fuse_req_t req, struct fs_ctx *ctx, const struct op *op, struct wait_for *wf)
+static int try_open(fuse_req_t req, struct mount_ctx *ctx, const struct op *op, struct wait_for *wf)
 {
     struct fuse_file_info *fi = op->fi;
-    struct fs_file f;
+    struct vfs_file f;
     int ret;
 
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
         fuse_reply_err(req, EROFS);
         return 0;
     }
-    ret = fs_vfs_file(ctx->vfs, op->ino, &f, &wf->unit); /* a passthrough file's unit */
-    if (ret == FS_WAIT)
-        return FS_WAIT;
+    ret = vfs_file(ctx->vfs, op->ino, &f, &wf->unit); /* a passthrough file's unit */
+    if (ret == DEFER_WAIT)
+        return DEFER_WAIT;
     if (ret == 0)
-        ret = fs_member_locate(f.a, f.m); /* a remote zip's local header, first time */
+        ret = archive_locate(f.a, f.m); /* a remote zip's local header, first time */
     if (ret < 0) {
         fuse_reply_err(req, read_errno(ret));
         return 0;
@@ -316,15 +316,15 @@ static int try_open(fuse_req_t req, struct fs_ctx *ctx, const struct op *op, str
         return 0;
     }
     tune_readahead(ctx);
-    fs_indexer_use(f.indexer, f.m); /* first open: load a saved index */
+    indexer_use(f.indexer, f.m); /* first open: load a saved index */
     /* verify=strict, or auto up to verify_max: serve a member only once a
      * full pass has checked it */
-    ret = fs_indexer_ready(f.indexer, f.m);
-    if (ret == FS_WAIT) {
+    ret = indexer_ready(f.indexer, f.m);
+    if (ret == DEFER_WAIT) {
         wf->pass = true;
         wf->x = f.indexer;
         wf->m = f.m;
-        return FS_WAIT;
+        return DEFER_WAIT;
     }
     if (ret < 0) {
         fuse_reply_err(req, -ret);
@@ -332,15 +332,15 @@ static int try_open(fuse_req_t req, struct fs_ctx *ctx, const struct op *op, str
     }
     fi->keep_cache = 1;
     fi->fh = (uintptr_t)f.m; /* members live until unmount: read and release use it */
-    fs_member_opened(f.m);
+    member_opened(f.m);
     fuse_reply_open(req, fi);
     return 0;
 }
 
 /* The (archive, member) whose xattrs ino has: a file's, or (NULL, NULL) for
- * the mount root. Returns 0, -ENODATA (another directory: none), FS_WAIT
- * (*need, as fs_vfs_file()), or the error opening the file. */
-static int xattr_target(struct fs_ctx *ctx, fuse_ino_t ino, struct fs_file *f, uint32_t *need)
+ * the mount root. Returns 0, -ENODATA (another directory: none), DEFER_WAIT
+ * (*need, as vfs_file()), or the error opening the file. */
+static int xattr_target(struct mount_ctx *ctx, fuse_ino_t ino, struct vfs_file *f, uint32_t *need)
 {
     int ret;
 
@@ -348,12 +348,12 @@ static int xattr_target(struct fs_ctx *ctx, fuse_ino_t ino, struct fs_file *f, u
         memset(f, 0, sizeof(*f));
         return 0;
     }
-    ret = fs_vfs_file(ctx->vfs, ino, f, need);
+    ret = vfs_file(ctx->vfs, ino, f, need);
     return ret == -EISDIR ? -ENODATA : ret;
 }
 
 /* Reply to getxattr/listxattr: size 0 asks for the length; ret is a length
- * or a negative errno from fs_xattr_*(). */
+ * or a negative errno from xattr_*(). */
 static void reply_xattr(fuse_req_t req, size_t size, long ret, const char *buf)
 {
     if (ret < 0)
@@ -364,10 +364,10 @@ static void reply_xattr(fuse_req_t req, size_t size, long ret, const char *buf)
         fuse_reply_buf(req, buf, (size_t)ret);
 }
 
-static int try_getxattr(fuse_req_t req, struct fs_ctx *ctx, const struct op *op,
+static int try_getxattr(fuse_req_t req, struct mount_ctx *ctx, const struct op *op,
                         struct wait_for *wf)
 {
-    struct fs_file f;
+    struct vfs_file f;
     char *buf = NULL;
     long ret;
 
@@ -378,40 +378,40 @@ static int try_getxattr(fuse_req_t req, struct fs_ctx *ctx, const struct op *op,
         return 0;
     }
     ret = xattr_target(ctx, op->ino, &f, &wf->unit);
-    if (ret == FS_WAIT)
-        return FS_WAIT;
+    if (ret == DEFER_WAIT)
+        return DEFER_WAIT;
     if (ret == 0 && op->size && !(buf = malloc(op->size)))
         ret = -ENOMEM;
     if (ret == 0)
-        ret = fs_xattr_get(ctx, f.a, f.m, op->name, buf, op->size);
+        ret = xattr_get(ctx, f.a, f.m, op->name, buf, op->size);
     reply_xattr(req, op->size, ret, buf);
     free(buf);
     return 0;
 }
 
-static int try_listxattr(fuse_req_t req, struct fs_ctx *ctx, const struct op *op,
+static int try_listxattr(fuse_req_t req, struct mount_ctx *ctx, const struct op *op,
                          struct wait_for *wf)
 {
-    struct fs_file f;
+    struct vfs_file f;
     char *buf = NULL;
     long ret = xattr_target(ctx, op->ino, &f, &wf->unit);
 
-    if (ret == FS_WAIT)
-        return FS_WAIT;
+    if (ret == DEFER_WAIT)
+        return DEFER_WAIT;
     if (ret == -ENODATA)
         ret = 0; /* a directory other than the root: an empty list */
     else if (ret == 0 && op->size && !(buf = malloc(op->size)))
         ret = -ENOMEM;
     else if (ret == 0)
-        ret = fs_xattr_list(ctx, f.a, f.m, buf, op->size);
+        ret = xattr_list(ctx, f.a, f.m, buf, op->size);
     reply_xattr(req, op->size, ret, buf);
     free(buf);
     return 0;
 }
 
-/* Try to answer op: 0 once replied, or FS_WAIT (nothing replied) with *wf
+/* Try to answer op: 0 once replied, or DEFER_WAIT (nothing replied) with *wf
  * what it must wait for. */
-static int run_op(fuse_req_t req, struct fs_ctx *ctx, const struct op *op, struct wait_for *wf)
+static int run_op(fuse_req_t req, struct mount_ctx *ctx, const struct op *op, struct wait_for *wf)
 {
     memset(wf, 0, sizeof(*wf));
     switch (op->kind) {
@@ -451,9 +451,9 @@ static int run_op(fuse_req_t req, struct fs_ctx *ctx, const struct op *op, struc
 enum pending_state { PENDING_WAITING, PENDING_CLAIMED, PENDING_ANSWERED };
 
 struct pending {
-    struct fs_waiter w; /* first: the waiter queued on the unit or pass */
+    struct defer_waiter w; /* first: the waiter queued on the unit or pass */
     fuse_req_t req;
-    struct fs_ctx *ctx;
+    struct mount_ctx *ctx;
     struct op op;               /* name and fi point into this record */
     struct fuse_file_info fi;
     pthread_mutex_t lock;
@@ -465,9 +465,9 @@ struct pending {
 /* The pending request this thread is registering an interrupt callback for. */
 static _Thread_local struct pending *registering;
 
-static void pending_wake(struct fs_waiter *w, int err);
+static void pending_wake(struct defer_waiter *w, int err);
 
-static struct pending *pending_new(fuse_req_t req, struct fs_ctx *ctx, const struct op *op)
+static struct pending *pending_new(fuse_req_t req, struct mount_ctx *ctx, const struct op *op)
 {
     size_t len = op->name ? strlen(op->name) + 1 : 0;
     struct pending *p = malloc(sizeof(*p) + len);
@@ -558,8 +558,8 @@ static void pending_wait(struct pending *p, struct wait_for *wf)
             pending_free(p);
             return;
         }
-        ret = wf->pass ? fs_indexer_await(wf->x, wf->m, &p->w)
-                       : fs_vfs_await(p->ctx->vfs, wf->unit, &p->w);
+        ret = wf->pass ? indexer_await(wf->x, wf->m, &p->w)
+                       : vfs_await(p->ctx->vfs, wf->unit, &p->w);
         if (ret == 0)
             return; /* queued: pending_wake() answers it (maybe already did) */
         if (!pending_claim(p)) {
@@ -571,7 +571,7 @@ static void pending_wait(struct pending *p, struct wait_for *wf)
             pending_free(p);
             return;
         }
-        if (run_op(p->req, p->ctx, &p->op, wf) != FS_WAIT) {
+        if (run_op(p->req, p->ctx, &p->op, wf) != DEFER_WAIT) {
             pending_free(p);
             return;
         }
@@ -579,7 +579,7 @@ static void pending_wait(struct pending *p, struct wait_for *wf)
 }
 
 /* The unit or pass p waited for is done (err 0: run it again), or failed. */
-static void pending_wake(struct fs_waiter *w, int err)
+static void pending_wake(struct defer_waiter *w, int err)
 {
     struct pending *p = (struct pending *)w;
     struct wait_for wf;
@@ -595,7 +595,7 @@ static void pending_wake(struct fs_waiter *w, int err)
         pending_free(p);
         return;
     }
-    if (run_op(p->req, p->ctx, &p->op, &wf) == FS_WAIT)
+    if (run_op(p->req, p->ctx, &p->op, &wf) == DEFER_WAIT)
         pending_wait(p, &wf);
     else
         pending_free(p);
@@ -604,11 +604,11 @@ static void pending_wake(struct fs_waiter *w, int err)
 /* Answer op now, or queue it on what it waits for. */
 static void dispatch(fuse_req_t req, const struct op *op)
 {
-    struct fs_ctx *ctx = ctx_of(req);
+    struct mount_ctx *ctx = ctx_of(req);
     struct wait_for wf;
     struct pending *p;
 
-    if (run_op(req, ctx, op, &wf) != FS_WAIT)
+    if (run_op(req, ctx, op, &wf) != DEFER_WAIT)
         return;
     p = pending_new(req, ctx, op);
     if (!p) {
@@ -658,30 +658,30 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)ino;
-    fs_member_closed((struct fs_member *)(uintptr_t)fi->fh);
+    member_closed((struct archive_member *)(uintptr_t)fi->fh);
     fuse_reply_err(req, 0);
 }
 
 /* Stored bytes (and passthrough files): read into a buffer, the archive
  * checked unchanged after the read, then copied to the device
- * (fs_member_read_stored(); checked against the chunk CRC table once the
+ * (member_read_stored(); checked against the chunk CRC table once the
  * member has one). The copy is the price of that check: a splice from the
  * archive's fd would hand its page-cache pages to the device, and a write
  * after any check could still change the bytes served. The read that
  * reaches the member's last byte first checks the whole member's CRC-32,
  * so a full read of a damaged stored member ends in EIO. */
-static int read_stored(fuse_req_t req, struct fs_member *m, size_t size, uint64_t off)
+static int read_stored(fuse_req_t req, struct archive_member *m, size_t size, uint64_t off)
 {
-    struct fs_archive *a = m->archive;
+    struct archive *a = m->archive;
     unsigned char *buf = NULL;
     uint64_t bad_from;
     size_t at = 0;
-    int64_t n = fs_member_damage(m, &bad_from);
+    int64_t n = archive_damage(m, &bad_from);
 
     if (n == 0 && off + size == m->size)
-        n = fs_member_verify_stored(a, m);
+        n = member_verify_stored(a, m);
     if (n == 0)
-        n = fs_member_read_stored(a, m, off, size, &buf, &at);
+        n = member_read_stored(a, m, off, size, &buf, &at);
     if (n < 0)
         fuse_reply_err(req, read_errno((int)n));
     else
@@ -692,24 +692,24 @@ static int read_stored(fuse_req_t req, struct fs_member *m, size_t size, uint64_
 
 /* Reply with the chunks covering [off, off + size) as an iovec straight
  * from the cache's buffers: no copy in the daemon. */
-static int read_deflate(fuse_req_t req, struct fs_ctx *ctx, struct fs_member *m, size_t size,
-                        uint64_t off)
+static int read_deflate(fuse_req_t req, struct mount_ctx *ctx, struct archive_member *m,
+                        size_t size, uint64_t off)
 {
-    struct cache_chunk *ch[FS_READ_IOV_MAX];
-    struct iovec iov[FS_READ_IOV_MAX];
+    struct cache_chunk *ch[READ_IOV_MAX];
+    struct iovec iov[READ_IOV_MAX];
     uint64_t first = off / FS_CHUNK_SIZE, last = (off + size - 1) / FS_CHUNK_SIZE;
     int n = 0, ret = 0;
 
     memset(iov, 0, sizeof(iov));
-    if (last - first >= FS_READ_IOV_MAX)
-        last = first + FS_READ_IOV_MAX - 1;
-    fs_ra_note_read(ctx->ra, m, first, last);
+    if (last - first >= READ_IOV_MAX)
+        last = first + READ_IOV_MAX - 1;
+    readahead_note_read(ctx->ra, m, first, last);
     for (uint64_t k = first; k <= last; k++, n++) {
         uint64_t base = k * FS_CHUNK_SIZE;
         uint64_t lo = off > base ? off - base : 0;
         uint64_t hi = off + size - base < FS_CHUNK_SIZE ? off + size - base : FS_CHUNK_SIZE;
 
-        ret = fs_member_chunk(m->archive, m, ctx->cache, k, &ch[n]);
+        ret = member_chunk(m->archive, m, ctx->cache, k, &ch[n]);
         if (ret < 0)
             break;
         if (hi > ch[n]->len)
@@ -729,8 +729,8 @@ static int read_deflate(fuse_req_t req, struct fs_ctx *ctx, struct fs_member *m,
 static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                        struct fuse_file_info *fi)
 {
-    struct fs_ctx *ctx = ctx_of(req);
-    struct fs_member *m = (struct fs_member *)(uintptr_t)fi->fh; /* set by fs_op_open() */
+    struct mount_ctx *ctx = ctx_of(req);
+    struct archive_member *m = (struct archive_member *)(uintptr_t)fi->fh; /* set by fs_op_open() */
     int ret;
 
     (void)ino;
@@ -741,7 +741,7 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     }
     if (size > m->size - (uint64_t)off)
         size = (size_t)(m->size - (uint64_t)off);
-    if (m->kind == FS_STORED)
+    if (m->kind == ARCHIVE_STORED)
         ret = read_stored(req, m, size, (uint64_t)off);
     else
         ret = read_deflate(req, ctx, m, size, (uint64_t)off);
@@ -755,12 +755,12 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
-    struct fs_ctx *ctx = ctx_of(req);
+    struct mount_ctx *ctx = ctx_of(req);
     struct statvfs sv;
     uint64_t total, files;
 
     (void)ino;
-    fs_vfs_totals(ctx->vfs, &total, &files); /* the archives opened so far */
+    vfs_totals(ctx->vfs, &total, &files); /* the archives opened so far */
     memset(&sv, 0, sizeof(sv));
     sv.f_bsize = 4096;
     sv.f_frsize = 4096;
@@ -791,7 +791,7 @@ static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
     dispatch(req, &op);
 }
 
-const struct fuse_lowlevel_ops fs_ops = {
+const struct fuse_lowlevel_ops ops_lowlevel = {
     .init = fs_op_init,
     .destroy = fs_op_destroy,
     .lookup = fs_op_lookup,

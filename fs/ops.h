@@ -11,6 +11,6 @@
 
 /* The FUSE low-level operations (ops.c). */
 struct fuse_lowlevel_ops;
-extern const struct fuse_lowlevel_ops fs_ops;
+extern const struct fuse_lowlevel_ops ops_lowlevel;
 
 #endif

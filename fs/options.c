@@ -69,7 +69,7 @@ static int parse_count(const char *s, uint64_t *out)
     return 0;
 }
 
-/* "0".."FS_THREADS_MAX" -> count. Returns 0 or -EINVAL. */
+/* "0".."OPTIONS_THREADS_MAX" -> count. Returns 0 or -EINVAL. */
 static int parse_threads(const char *s, unsigned *out)
 {
     char *end;
@@ -79,7 +79,7 @@ static int parse_threads(const char *s, unsigned *out)
         return -EINVAL;
     errno = 0;
     v = strtoul(s, &end, 10);
-    if (errno || *end || v > FS_THREADS_MAX)
+    if (errno || *end || v > OPTIONS_THREADS_MAX)
         return -EINVAL;
     *out = (unsigned)v;
     return 0;
@@ -90,7 +90,7 @@ unsigned options_default_threads(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
 
-    return n < 1 ? 1 : n > FS_THREADS_MAX ? FS_THREADS_MAX : (unsigned)n;
+    return n < 1 ? 1 : n > OPTIONS_THREADS_MAX ? OPTIONS_THREADS_MAX : (unsigned)n;
 }
 
 /* Contract in options.h. */
@@ -241,7 +241,7 @@ static int parse_range(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 
 /* The options of remote sources (README, Remote sources). Returns whether
  * opt is one; exits on a bad value. */
-static bool parse_net_opt(struct fs_opts *o, const char *opt)
+static bool parse_net_opt(struct options *o, const char *opt)
 {
     struct net_opts *n = &o->net_opts;
     uint64_t v;
@@ -336,7 +336,7 @@ static void refuse_ambiguous_size(const char *opt)
 }
 
 /* Contract in options.h. */
-void options_parse(struct fs_opts *o, char **fuse_opts, const char *list)
+void options_parse(struct options *o, char **fuse_opts, const char *list)
 {
     const char *p = list;
 
@@ -359,7 +359,7 @@ void options_parse(struct fs_opts *o, char **fuse_opts, const char *list)
         } else if (strncmp(opt, "threads=", 8) == 0) {
             if (parse_threads(opt + 8, &o->threads) < 0)
                 usage_die("bad value in -o %s: expected a number of threads from 0 to %u", opt,
-                          FS_THREADS_MAX);
+                          OPTIONS_THREADS_MAX);
         } else if (strncmp(opt, "readahead=", 10) == 0) {
             if (parse_size(opt + 10, &o->readahead) < 0 ||
                 o->readahead > (1ull << 30) ||
@@ -379,18 +379,18 @@ void options_parse(struct fs_opts *o, char **fuse_opts, const char *list)
         } else if (strncmp(opt, "index=", 6) == 0) {
             o->index_given = true;
             if (strcmp(opt + 6, "background") == 0)
-                o->index_mode = FS_INDEX_BACKGROUND;
+                o->index_mode = OPTIONS_INDEX_BACKGROUND;
             else if (strcmp(opt + 6, "lazy") == 0)
-                o->index_mode = FS_INDEX_LAZY;
+                o->index_mode = OPTIONS_INDEX_LAZY;
             else
                 usage_die("bad value in -o %s: expected background or lazy", opt);
         } else if (strncmp(opt, "verify=", 7) == 0) {
             if (strcmp(opt + 7, "auto") == 0)
-                o->verify = FS_VERIFY_AUTO;
+                o->verify = OPTIONS_VERIFY_AUTO;
             else if (strcmp(opt + 7, "lazy") == 0)
-                o->verify = FS_VERIFY_LAZY;
+                o->verify = OPTIONS_VERIFY_LAZY;
             else if (strcmp(opt + 7, "strict") == 0)
-                o->verify = FS_VERIFY_STRICT;
+                o->verify = OPTIONS_VERIFY_STRICT;
             else
                 usage_die("bad value in -o %s: expected auto, lazy or strict", opt);
         } else if (strncmp(opt, "verify_max=", 11) == 0) {
@@ -477,15 +477,15 @@ static void check_cmd_opts(const char *cmd, const char *const *allowed, const ch
 
 /* Contract in options.h. */
 void options_parse_cmd(const char *cmd, const char *const *allowed, const char *takes, int argc,
-                       char **argv, struct fs_opts *o, const char **ops, int *nops, bool *json,
+                       char **argv, struct options *o, const char **ops, int *nops, bool *json,
                        bool *prune)
 {
     char *fuse = NULL; /* stays empty: check_cmd_opts() refuses libfuse's options */
 
     *nops = 0;
     o->spacing = DFX_DEFAULT_SPACING;
-    o->index_max = FS_DEFAULT_INDEX_MAX;
-    o->max_ratio = FS_DEFAULT_MAX_RATIO;
+    o->index_max = OPTIONS_DEFAULT_INDEX_MAX;
+    o->max_ratio = OPTIONS_DEFAULT_MAX_RATIO;
     o->net_opts.retries = -1;
     for (int i = 0; i < argc; i++) {
         const char *list = NULL;
@@ -514,7 +514,7 @@ void options_parse_cmd(const char *cmd, const char *const *allowed, const char *
 }
 
 /* Contract in options.h. */
-void options_destroy(struct fs_opts *o)
+void options_destroy(struct options *o)
 {
     net_free(o->net);
     o->net = NULL;

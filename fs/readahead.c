@@ -31,12 +31,12 @@
  * a first pass nothing above applies. There the stream gets a pipelined job
  * instead: a worker continues the decoder the reader parked (or the one the
  * previous such job parked) through `ahead` bytes past the read, with
- * fs_member_continue(). One core then decodes while the reader's threads only
+ * member_continue(). One core then decodes while the reader's threads only
  * copy cached chunks out, and the index still grows as the decoder goes.
  *
  * Jobs live in one FIFO list (nearest first, since each stream queues in
  * order); a worker marks the job it runs and removes it when done.
- * fs_member_produce() does the decoding and the coordination with readers
+ * member_produce() does the decoding and the coordination with readers
  * (m->busy), so this file only decides what to decode and when.
  */
 #define _GNU_SOURCE
@@ -72,22 +72,22 @@
 #define RA_SEGMENT_MIN (1ull << 20)
 #define RA_SEGMENT_MAX (2ull << 20)
 
-/* Every field of a stream is protected by fs_ra.lock. */
+/* Every field of a stream is protected by readahead.lock. */
 struct ra_stream {
     uint64_t next;  /* chunk after the last read that continued the stream */
     uint64_t sched; /* chunks below this have been queued (or passed over) */
     uint64_t fetch; /* a remote member: chunks below this have had their
-                     * compressed bytes asked for (fs_member_advise()) */
+                     * compressed bytes asked for (member_advise()) */
     unsigned run;   /* reads that continued it; 0: slot unused */
-    uint64_t used;  /* LRU stamp from fs_ra.clock */
+    uint64_t used;  /* LRU stamp from readahead.clock */
 };
 
 /* The streams of one member that has been read, in a hash chained by member
  * (a mount may hold the members of many archives). Every field is protected
- * by fs_ra.lock; freed with the pool. */
+ * by readahead.lock; freed with the pool. */
 struct ra_member {
-    const struct fs_member *m; /* borrowed key: members outlive the pool */
-    struct ra_member *next;    /* chain in fs_ra.buckets */
+    const struct archive_member *m; /* borrowed key: members outlive the pool */
+    struct ra_member *next;    /* chain in readahead.buckets */
     struct ra_stream streams[RA_STREAMS];
 };
 
@@ -95,21 +95,21 @@ struct ra_member {
 #define RA_PIPELINED UINT64_MAX
 
 struct ra_job {
-    struct fs_member *m;  /* borrowed from the archive; immutable once queued */
+    struct archive_member *m;  /* borrowed from the archive; immutable once queued */
     uint64_t point;       /* immutable: output offset of the access point it starts
                            * at, or RA_PIPELINED */
     uint64_t first, last; /* chunks to produce: immutable for a segment; a
-                           * pipelined one's grow (protected by fs_ra.lock) */
-    bool running;         /* protected by fs_ra.lock: a worker has taken it */
-    bool closed;          /* protected by fs_ra.lock: a pipelined job that has
+                           * pipelined one's grow (protected by readahead.lock) */
+    bool running;         /* protected by readahead.lock: a worker has taken it */
+    bool closed;          /* protected by readahead.lock: a pipelined job that has
                            * stopped, so its last no longer grows */
-    struct ra_job *next;  /* protected by fs_ra.lock */
+    struct ra_job *next;  /* protected by readahead.lock */
 };
 
-struct fs_ra {
-    struct fs_ctx *ctx;   /* borrowed: outlives the pool */
+struct readahead {
+    struct mount_ctx *ctx;   /* borrowed: outlives the pool */
     unsigned nthreads;    /* immutable */
-    pthread_t *threads;   /* owned, immutable after fs_ra_new() */
+    pthread_t *threads;   /* owned, immutable after readahead_new() */
     uint64_t ahead;       /* immutable: bytes queued ahead of a reader at most */
     uint64_t segment;     /* immutable: output a segment spans at least (see the top) */
     unsigned max_jobs;    /* immutable: jobs queued + running at most */
@@ -126,13 +126,13 @@ struct fs_ra {
     size_t nbuckets, nmembers;      /* protected by lock; nbuckets a power of 2 */
 };
 
-static size_t member_hash(const struct fs_member *m, size_t nbuckets)
+static size_t member_hash(const struct archive_member *m, size_t nbuckets)
 {
     return (size_t)((m->id * 0x9e3779b97f4a7c15ull) >> 32) & (nbuckets - 1);
 }
 
 /* Double the buckets; on failure the chains just grow longer. ra->lock held. */
-static void grow_buckets(struct fs_ra *ra)
+static void grow_buckets(struct readahead *ra)
 {
     size_t n = ra->nbuckets * 2;
     struct ra_member **b = calloc(n, sizeof(*b));
@@ -155,7 +155,7 @@ static void grow_buckets(struct fs_ra *ra)
 }
 
 /* m's streams, made on its first read; NULL if out of memory. ra->lock held. */
-static struct ra_member *member_streams(struct fs_ra *ra, const struct fs_member *m)
+static struct ra_member *member_streams(struct readahead *ra, const struct archive_member *m)
 {
     struct ra_member *rm;
     size_t h = member_hash(m, ra->nbuckets);
@@ -176,7 +176,7 @@ static struct ra_member *member_streams(struct fs_ra *ra, const struct fs_member
 
 /* The stream a read of first..last continues, or a recycled slot (the least
  * recently used) started afresh. Called with ra->lock held. */
-static struct ra_stream *stream_for(struct fs_ra *ra, struct ra_member *rm, uint64_t first,
+static struct ra_stream *stream_for(struct readahead *ra, struct ra_member *rm, uint64_t first,
                                     uint64_t last)
 {
     struct ra_stream *s, *lru = &rm->streams[0];
@@ -201,7 +201,7 @@ static struct ra_stream *stream_for(struct fs_ra *ra, struct ra_member *rm, uint
 }
 
 /* Is an equal job already queued or running? ra->lock held. */
-static bool job_listed(struct fs_ra *ra, struct fs_member *m, uint64_t point)
+static bool job_listed(struct readahead *ra, struct archive_member *m, uint64_t point)
 {
     for (struct ra_job *j = ra->jobs; j; j = j->next)
         if (j->m == m && j->point == point)
@@ -209,7 +209,7 @@ static bool job_listed(struct fs_ra *ra, struct fs_member *m, uint64_t point)
     return false;
 }
 
-static int queue_job(struct fs_ra *ra, struct fs_member *m, uint64_t point, uint64_t first,
+static int queue_job(struct readahead *ra, struct archive_member *m, uint64_t point, uint64_t first,
                      uint64_t last)
 {
     struct ra_job *j;
@@ -233,7 +233,8 @@ static int queue_job(struct fs_ra *ra, struct fs_member *m, uint64_t point, uint
 /* Queue a pipelined job for chunks first..last of m, or widen one of m's that
  * meets it: a queued one, or a running one whose worker still asks for more
  * (pipe_more()). ra->lock held. */
-static int queue_pipelined(struct fs_ra *ra, struct fs_member *m, uint64_t first, uint64_t last)
+static int queue_pipelined(struct readahead *ra, struct archive_member *m, uint64_t first,
+                           uint64_t last)
 {
     for (struct ra_job *j = ra->jobs; j; j = j->next) {
         if (j->m == m && j->point == RA_PIPELINED && !j->closed && first <= j->last + 1 &&
@@ -259,8 +260,8 @@ static uint64_t chunk_ceil(uint64_t off)
  * lie in the open-ended segment: queue the continuation of its decoder (the
  * one it parks, or the one a pipelined job parked further on) up to chunk
  * limit - 1. ra->lock held. */
-static void pipeline(struct fs_ra *ra, struct fs_member *m, struct ra_stream *s, uint64_t first,
-                     uint64_t limit)
+static void pipeline(struct readahead *ra, struct archive_member *m, struct ra_stream *s,
+                     uint64_t first, uint64_t limit)
 {
     uint64_t nchunks = chunk_ceil(m->size);
 
@@ -276,8 +277,8 @@ static void pipeline(struct fs_ra *ra, struct fs_member *m, struct ra_stream *s,
  * point of an incomplete index, a pipelined job instead. s->sched keeps a
  * later read from queuing the same chunks again. ra->lock held.
  */
-static void schedule(struct fs_ra *ra, struct fs_member *m, struct ra_stream *s, uint64_t rfirst,
-                     uint64_t last)
+static void schedule(struct readahead *ra, struct archive_member *m, struct ra_stream *s,
+                     uint64_t rfirst, uint64_t last)
 {
     uint64_t pts[RA_QUERY];
     uint64_t from = s->sched > last + 1 ? s->sched : last + 1;
@@ -316,13 +317,14 @@ static void schedule(struct fs_ra *ra, struct fs_member *m, struct ra_stream *s,
 }
 
 /* Contract in readahead.h. */
-void fs_ra_note_read(struct fs_ra *ra, struct fs_member *m, uint64_t first, uint64_t last)
+void readahead_note_read(struct readahead *ra, struct archive_member *m, uint64_t first,
+                         uint64_t last)
 {
     struct ra_member *rm;
     struct ra_stream *s;
     uint64_t from = 0, to = 0;
 
-    if (!ra || m->kind != FS_DEFLATE)
+    if (!ra || m->kind != ARCHIVE_DEFLATE)
         return;
     pthread_mutex_lock(&ra->lock);
     rm = member_streams(ra, m);
@@ -347,12 +349,12 @@ void fs_ra_note_read(struct fs_ra *ra, struct fs_member *m, uint64_t first, uint
     }
     pthread_mutex_unlock(&ra->lock);
     if (to > from)
-        fs_member_advise(m, from * FS_CHUNK_SIZE, to * FS_CHUNK_SIZE);
+        member_advise(m, from * FS_CHUNK_SIZE, to * FS_CHUNK_SIZE);
 }
 
 /* The oldest job no worker has taken, marked as taken; NULL once stopping.
  * Waits for one. ra->lock held. */
-static struct ra_job *take_job(struct fs_ra *ra)
+static struct ra_job *take_job(struct readahead *ra)
 {
     for (;;) {
         if (ra->stop)
@@ -367,7 +369,7 @@ static struct ra_job *take_job(struct fs_ra *ra)
     }
 }
 
-static void remove_job(struct fs_ra *ra, struct ra_job *job)
+static void remove_job(struct readahead *ra, struct ra_job *job)
 {
     struct ra_job **pp = &ra->jobs;
 
@@ -381,11 +383,11 @@ static void remove_job(struct fs_ra *ra, struct ra_job *job)
 }
 
 struct ra_pipe {
-    struct fs_ra *ra;
+    struct readahead *ra;
     struct ra_job *job; /* running pipelined job */
 };
 
-/* fs_member_continue()'s callback: go on while readers keep raising the
+/* member_continue()'s callback: go on while readers keep raising the
  * job's last chunk; once it stops, the job is closed to them. */
 static bool pipe_more(void *arg, uint64_t next, uint64_t *last)
 {
@@ -405,8 +407,8 @@ static bool pipe_more(void *arg, uint64_t next, uint64_t *last)
 
 static void *worker(void *arg)
 {
-    struct fs_ra *ra = arg;
-    struct fs_ctx *ctx = ra->ctx;
+    struct readahead *ra = arg;
+    struct mount_ctx *ctx = ra->ctx;
     struct ra_job *job;
 
     fs_is_readahead_worker = true;
@@ -419,10 +421,10 @@ static void *worker(void *arg)
         /* An error leaves the chunks out of the cache; the reader that
          * needs them decodes them itself and reports the damage. */
         if (job->point == RA_PIPELINED)
-            (void)fs_member_continue(job->m->archive, job->m, ctx->cache, first, last,
+            (void)member_continue(job->m->archive, job->m, ctx->cache, first, last,
                                      pipe_more, &pipe);
         else
-            (void)fs_member_produce(job->m->archive, job->m, ctx->cache, job->point, first,
+            (void)member_produce(job->m->archive, job->m, ctx->cache, job->point, first,
                                     last);
         pthread_mutex_lock(&ra->lock);
         remove_job(ra, job);
@@ -433,7 +435,7 @@ static void *worker(void *arg)
 
 /* Bytes a reader may have queued ahead of it: two segments per worker, but
  * never more than a quarter of the cache. 0 if not one chunk fits. */
-static uint64_t ahead_bytes(const struct fs_ctx *ctx, unsigned threads)
+static uint64_t ahead_bytes(const struct mount_ctx *ctx, unsigned threads)
 {
     uint64_t seg = (ctx->opts.spacing > RA_SEGMENT_MAX ? ctx->opts.spacing : RA_SEGMENT_MAX) +
                    FS_CHUNK_SIZE;
@@ -444,9 +446,9 @@ static uint64_t ahead_bytes(const struct fs_ctx *ctx, unsigned threads)
 }
 
 /* Contract in readahead.h. */
-int fs_ra_new(struct fs_ctx *ctx, unsigned threads, struct fs_ra **out)
+int readahead_new(struct mount_ctx *ctx, unsigned threads, struct readahead **out)
 {
-    struct fs_ra *ra;
+    struct readahead *ra;
     int ret = 0;
 
     *out = NULL;
@@ -484,7 +486,7 @@ int fs_ra_new(struct fs_ctx *ctx, unsigned threads, struct fs_ra **out)
         pthread_setname_np(ra->threads[ra->nthreads], "npyfs-ra");
     }
     if (ret < 0) {
-        fs_ra_free(ra); /* joins the workers started so far */
+        readahead_free(ra); /* joins the workers started so far */
         return ret;
     }
     *out = ra;
@@ -498,7 +500,7 @@ out_free:
 }
 
 /* Contract in readahead.h. */
-void fs_ra_free(struct fs_ra *ra)
+void readahead_free(struct readahead *ra)
 {
     if (!ra)
         return;

@@ -15,21 +15,22 @@
 
 #include <stdint.h>
 
-struct fs_ctx;
-struct fs_member;
-struct fs_ra;
+struct mount_ctx;
+struct archive_member;
+struct readahead;
 
 /* Start threads workers for ctx (which must outlive the pool). threads == 0
  * or a cache too small to hold anything ahead gives *out == NULL and 0: no
  * readahead. Returns 0, or -ENOMEM / a pthread_create errno. */
-int fs_ra_new(struct fs_ctx *ctx, unsigned threads, struct fs_ra **out);
+int readahead_new(struct mount_ctx *ctx, unsigned threads, struct readahead **out);
 
 /* Stop and join the workers; queued work is dropped. Accepts NULL. */
-void fs_ra_free(struct fs_ra *ra);
+void readahead_free(struct readahead *ra);
 
 /* A read of chunks first..last of m is about to be served. Detects sequential
  * streams and queues segments ahead of them. Never blocks on decoding.
  * Thread-safe; ra may be NULL (no readahead). */
-void fs_ra_note_read(struct fs_ra *ra, struct fs_member *m, uint64_t first, uint64_t last);
+void readahead_note_read(struct readahead *ra, struct archive_member *m, uint64_t first,
+                         uint64_t last);
 
 #endif

@@ -4,7 +4,7 @@
  *
  * The counters in struct fs_counters are bumped by the FUSE handlers; the
  * cache keeps its own (cache_get_stats()). The per-member part walks every
- * archive opened so far (fs_vfs_foreach()) and reads each member's index
+ * archive opened so far (vfs_foreach()) and reads each member's index
  * frontier and damage state, all of which are safe to read concurrently.
  *
  * The result must fit an xattr value (64 KiB): rows are rendered one at a
@@ -12,11 +12,11 @@
  * the closing lines; once one does not, every later member is only counted.
  *
  * Indexing progress: a first walk over the opened archives counts the
- * members that get a full pass (fs_member_indexable()) and how many have
+ * members that get a full pass (indexer_indexable()) and how many have
  * had it, and the bytes still to check, from each member's pass progress
  * (pass_start_ns and pass_done, atomics the pass publishes); the archives
  * of a directory source not opened yet are only counted, with their sizes
- * on disk (fs_vfs_units()): their members are not known before they open.
+ * on disk (vfs_units()): their members are not known before they open.
  */
 #define _GNU_SOURCE
 
@@ -50,7 +50,7 @@
 #define ROW_MAX (6 * 4096 + 512)
 
 struct out {
-    const struct fs_opts *opts; /* borrowed: the mount's (verify=) */
+    const struct options *opts; /* borrowed: the mount's (verify=) */
     char *buf;          /* borrowed: the caller's buffer */
     size_t size, len;
     bool json;
@@ -126,12 +126,12 @@ static size_t show_name(const char *s, size_t len, char *out)
 
 /* What the index of m covers: indexed bytes, points, whether the whole
  * member was decoded once (the index then covers all of it). */
-static void coverage(struct fs_member *m, uint64_t *indexed, size_t *points, bool *complete)
+static void coverage(struct archive_member *m, uint64_t *indexed, size_t *points, bool *complete)
 {
     *indexed = 0;
     *points = 0;
     *complete = false;
-    if (m->kind != FS_DEFLATE || !fs_member_located(m) || !m->ix)
+    if (m->kind != ARCHIVE_DEFLATE || !archive_located(m) || !m->ix)
         return;
     *points = dfx_index_points(m->ix);
     *complete = dfx_index_total(m->ix) != UINT64_MAX;
@@ -139,17 +139,17 @@ static void coverage(struct fs_member *m, uint64_t *indexed, size_t *points, boo
 }
 
 /* m's verdict, once it is final (a remote zip member's local header may
- * not have been read yet: fs_member_located()). */
-static int unsupported(struct fs_member *m)
+ * not have been read yet: archive_located()). */
+static int unsupported(struct archive_member *m)
 {
-    return fs_member_located(m) ? m->unsupported : 0;
+    return archive_located(m) ? m->unsupported : 0;
 }
 
 /* The full pass over m running now: bytes checked (*done), bytes per
  * second so far (*rate; 0 in its first 50 ms, too short to tell), seconds
  * to go (*eta, rounded up: "0 s" only once nothing is left; -1 while the
  * rate is unknown). False if no pass runs. */
-static bool pass_progress(const struct out *o, struct fs_member *m, uint64_t *done,
+static bool pass_progress(const struct out *o, struct archive_member *m, uint64_t *done,
                           uint64_t *rate, int64_t *eta)
 {
     int64_t start = atomic_load(&m->pass_start_ns);
@@ -169,7 +169,7 @@ static bool pass_progress(const struct out *o, struct fs_member *m, uint64_t *do
 /* Was the member's whole CRC-32 checked? A stored member's by the read that
  * reached its end; any member's by the full pass that publishes its chunk
  * CRC table (also loaded with a saved index built by such a pass). */
-static bool crc_checked(struct fs_member *m)
+static bool crc_checked(struct archive_member *m)
 {
     return atomic_load(&m->verified) || atomic_load(&m->crcs) != NULL;
 }
@@ -177,16 +177,16 @@ static bool crc_checked(struct fs_member *m)
 /* Is m served before a full pass has checked it? It has a CRC to check (a
  * deflate member, a zip's stored member) that has not been checked yet, and
  * the mount's verify= does not make its open wait for that check. */
-static bool unverified(const struct fs_opts *o, const struct fs_archive *a, struct fs_member *m)
+static bool unverified(const struct options *o, const struct archive *a, struct archive_member *m)
 {
     if (unsupported(m) || m->is_dir || m->size == 0 || crc_checked(m))
         return false;
-    if (m->kind != FS_DEFLATE && a->kind != FS_SRC_ZIP)
+    if (m->kind != ARCHIVE_DEFLATE && a->kind != ARCHIVE_ZIP)
         return false; /* a passthrough file: nothing to check it against */
     switch (o->verify) {
-    case FS_VERIFY_STRICT:
+    case OPTIONS_VERIFY_STRICT:
         return false;
-    case FS_VERIFY_AUTO:
+    case OPTIONS_VERIFY_AUTO:
         return m->size > o->verify_max;
     default:
         return true;
@@ -198,12 +198,12 @@ static const char *errtext(int err, char *buf, size_t size)
     return strerror_r(err, buf, size);
 }
 
-/* fs_member_damage(), or else the first chunk that failed its checksum:
+/* archive_damage(), or else the first chunk that failed its checksum:
  * a stored member's reads fail only on such chunks, so it is not member
  * damage, but it is damage to show. */
-static int member_damage(struct fs_member *m, uint64_t *bad_from)
+static int member_damage(struct archive_member *m, uint64_t *bad_from)
 {
-    int err = fs_member_damage(m, bad_from);
+    int err = archive_damage(m, bad_from);
     uint64_t bad = atomic_load(&m->bad_chunk);
 
     if (err == 0 && bad) {
@@ -214,7 +214,7 @@ static int member_damage(struct fs_member *m, uint64_t *bad_from)
 }
 
 /* The line under a member whose full pass runs now. */
-static void text_pass(struct out *o, struct fs_member *m, uint64_t done, uint64_t rate,
+static void text_pass(struct out *o, struct archive_member *m, uint64_t done, uint64_t rate,
                       int64_t eta)
 {
     char h1[32], h2[32], h3[32], left[32] = "ETA unknown";
@@ -229,7 +229,7 @@ static void text_pass(struct out *o, struct fs_member *m, uint64_t done, uint64_
         o->full = true;
 }
 
-static void text_member(struct out *o, const struct fs_archive *a, struct fs_member *m)
+static void text_member(struct out *o, const struct archive *a, struct archive_member *m)
 {
     char name[4 * NAME_SHOWN_MAX + 8], idx[48], state[160], ebuf[96];
     uint64_t indexed, bad_from;
@@ -244,7 +244,7 @@ static void text_member(struct out *o, const struct fs_archive *a, struct fs_mem
     coverage(m, &indexed, &points, &complete);
     if (passing && m->size)
         snprintf(idx, sizeof(idx), "pass %.1f%%", 100.0 * (double)done / (double)m->size);
-    else if (m->kind != FS_DEFLATE || !fs_member_located(m) || !m->ix)
+    else if (m->kind != ARCHIVE_DEFLATE || !archive_located(m) || !m->ix)
         snprintf(idx, sizeof(idx), "-");
     else if (m->size <= o->spacing && !complete)
         snprintf(idx, sizeof(idx), "- (small)"); /* never gets a point past its start */
@@ -295,7 +295,7 @@ static bool json_str(struct out *o, const char *s, size_t len, bool tail)
 
 /* A member's "pass" key and the end of its object: the full pass running
  * now, or null. */
-static bool json_pass(struct out *o, struct fs_member *m)
+static bool json_pass(struct out *o, struct archive_member *m)
 {
     uint64_t done, rate;
     int64_t eta;
@@ -309,7 +309,7 @@ static bool json_pass(struct out *o, struct fs_member *m)
                 ",\"rate\":%" PRIu64 ",\"eta_seconds\":%s}}", done, m->size, rate, left);
 }
 
-static void json_member(struct out *o, const struct fs_archive *a, struct fs_member *m)
+static void json_member(struct out *o, const struct archive *a, struct archive_member *m)
 {
     size_t mark = o->len, points;
     uint64_t indexed, bad_from;
@@ -345,7 +345,7 @@ static void json_member(struct out *o, const struct fs_archive *a, struct fs_mem
 
 /* A remote archive's line of counters (text), or its "remote" object
  * (JSON: null for a local archive). */
-static bool remote_head(struct out *o, struct fs_archive *a)
+static bool remote_head(struct out *o, struct archive *a)
 {
     struct remote_stats rs;
     char h[32];
@@ -370,7 +370,7 @@ static bool remote_head(struct out *o, struct fs_archive *a)
                 rs.ahead_blocks);
 }
 
-static bool archive_head(struct out *o, struct fs_archive *a)
+static bool archive_head(struct out *o, struct archive *a)
 {
     bool changed = atomic_load(&a->changed);
 
@@ -401,7 +401,7 @@ static bool archive_head(struct out *o, struct fs_archive *a)
     return true;
 }
 
-static void emit_archive(struct fs_archive *a, void *arg)
+static void emit_archive(struct archive *a, void *arg)
 {
     struct out *o = arg;
     size_t mark = o->len;
@@ -431,7 +431,7 @@ static void emit_archive(struct fs_archive *a, void *arg)
 
 /* First pass: the MEMBER column's width (text form), and the count of
  * unverified members. */
-static void measure_archive(struct fs_archive *a, void *arg)
+static void measure_archive(struct archive *a, void *arg)
 {
     struct out *o = arg;
     char name[4 * NAME_SHOWN_MAX + 8];
@@ -547,25 +547,25 @@ static void json_counters(struct out *o, const struct cache_stats *cs, uint64_t 
  * bytes still to check; and the archives by open state. */
 struct progress {
     uint64_t members, indexed, damaged, passing, to_go;
-    struct fs_vfs_units units;
+    struct vfs_units units;
     bool lazy; /* -o index=lazy: no background pass */
 };
 
-static void tally_archive(struct fs_archive *a, void *arg)
+static void tally_archive(struct archive *a, void *arg)
 {
     struct progress *p = arg;
     uint64_t bad_from;
 
     for (size_t i = 0; i < a->count; i++) {
-        struct fs_member *m = &a->members[i];
+        struct archive_member *m = &a->members[i];
         int64_t start;
 
-        if (!fs_member_indexable(a, m))
+        if (!indexer_indexable(a, m))
             continue;
         p->members++;
         if (atomic_load(&m->crcs)) {
             p->indexed++;
-        } else if (fs_member_damage(m, &bad_from) < 0 || atomic_load(&a->changed)) {
+        } else if (archive_damage(m, &bad_from) < 0 || atomic_load(&a->changed)) {
             p->damaged++;
         } else if ((start = atomic_load(&m->pass_start_ns)) != 0) {
             uint64_t done = atomic_load_explicit(&m->pass_done, memory_order_relaxed);
@@ -615,11 +615,11 @@ static void json_progress(struct out *o, const struct progress *p)
 }
 
 /* Contract in stats.h. */
-size_t fs_stats_format(struct fs_ctx *ctx, bool json, char *buf, size_t size)
+size_t stats_format(struct mount_ctx *ctx, bool json, char *buf, size_t size)
 {
     struct out *o;
     struct cache_stats cs = {0};
-    struct progress pg = {.lazy = ctx->opts.index_mode == FS_INDEX_LAZY};
+    struct progress pg = {.lazy = ctx->opts.index_mode == OPTIONS_INDEX_LAZY};
     struct timespec now;
 
     if (size == 0)
@@ -637,9 +637,9 @@ size_t fs_stats_format(struct fs_ctx *ctx, bool json, char *buf, size_t size)
     o->now_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
     if (ctx->cache)
         cache_get_stats(ctx->cache, &cs);
-    fs_vfs_units(ctx->vfs, &pg.units);
-    fs_vfs_foreach(ctx->vfs, tally_archive, &pg);
-    fs_vfs_foreach(ctx->vfs, measure_archive, o);
+    vfs_units(ctx->vfs, &pg.units);
+    vfs_foreach(ctx->vfs, tally_archive, &pg);
+    vfs_foreach(ctx->vfs, measure_archive, o);
     if (o->name_width > NAME_SHOWN_MAX + 3)
         o->name_width = NAME_SHOWN_MAX + 3;
     if (json) {
@@ -650,7 +650,7 @@ size_t fs_stats_format(struct fs_ctx *ctx, bool json, char *buf, size_t size)
         text_counters(o, &cs, ctx->opts.cache_size);
         text_progress(o, &pg);
     }
-    fs_vfs_foreach(ctx->vfs, emit_archive, o);
+    vfs_foreach(ctx->vfs, emit_archive, o);
     if (json)
         putf(o, true, "],\"members_omitted\":%" PRIu64 "}\n", o->omitted);
     else if (o->omitted)

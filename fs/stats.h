@@ -12,13 +12,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-struct fs_ctx;
+struct mount_ctx;
 
 /* The stats text of a mount (user.npyfs.stats, printed by `npyfs stats`),
  * or with json the same as one JSON object: counters, then per member of
  * every opened archive its index coverage and damage. Writes at most size
  * bytes including the NUL (members that do not fit are counted, not
  * listed); returns the length written. Thread-safe. */
-size_t fs_stats_format(struct fs_ctx *ctx, bool json, char *buf, size_t size);
+size_t stats_format(struct mount_ctx *ctx, bool json, char *buf, size_t size);
 
 #endif

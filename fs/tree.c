@@ -27,17 +27,17 @@
 #include <string.h>
 
 /* Contract in tree.h. */
-struct fs_node *fs_tree_node(struct fs_tree *t, uint64_t ino)
+struct tree_node *tree_get(struct tree *t, uint64_t ino)
 {
     if (ino == 0 || ino > t->count)
         return NULL;
     return &t->nodes[ino - 1];
 }
 
-static int new_node(struct fs_tree *t, uint64_t parent, const char *name, size_t len,
+static int new_node(struct tree *t, uint64_t parent, const char *name, size_t len,
                     bool is_dir, uint64_t *ino)
 {
-    struct fs_node *n;
+    struct tree_node *n;
 
     if (fs_grow(&t->nodes, &t->cap, t->count, sizeof(*t->nodes), 64) < 0)
         return -ENOMEM;
@@ -53,14 +53,14 @@ static int new_node(struct fs_tree *t, uint64_t parent, const char *name, size_t
 }
 
 /* Append child to dir's list (sorted later by sort_children). */
-static int add_child(struct fs_tree *t, uint64_t dir, uint64_t child)
+static int add_child(struct tree *t, uint64_t dir, uint64_t child)
 {
-    struct fs_node *d = fs_tree_node(t, dir);
+    struct tree_node *d = tree_get(t, dir);
 
     if (fs_grow(&d->children, &d->cap, d->nchildren, sizeof(*d->children), 8) < 0)
         return -ENOMEM;
     d->children[d->nchildren++] = child;
-    if (fs_tree_node(t, child)->is_dir)
+    if (tree_get(t, child)->is_dir)
         d->nsubdirs++;
     return 0;
 }
@@ -81,22 +81,22 @@ static size_t name_hash(uint64_t dir, const char *name, size_t len, size_t nbuck
     return (size_t)(h & (nbuckets - 1));
 }
 
-static uint64_t find_child(struct fs_tree *t, struct name_index *ni, uint64_t dir,
+static uint64_t find_child(struct tree *t, struct name_index *ni, uint64_t dir,
                            const char *name, size_t len)
 {
     uint64_t ino = ni->heads[name_hash(dir, name, len, ni->nbuckets)];
 
     for (; ino; ino = ni->next[ino - 1]) {
-        struct fs_node *c = fs_tree_node(t, ino);
+        struct tree_node *c = tree_get(t, ino);
         if (c->parent == dir && strlen(c->name) == len && memcmp(c->name, name, len) == 0)
             return ino;
     }
     return 0;
 }
 
-static int index_node(struct fs_tree *t, struct name_index *ni, uint64_t ino)
+static int index_node(struct tree *t, struct name_index *ni, uint64_t ino)
 {
-    struct fs_node *n = fs_tree_node(t, ino);
+    struct tree_node *n = tree_get(t, ino);
     size_t b = name_hash(n->parent, n->name, strlen(n->name), ni->nbuckets);
 
     if (ino > ni->cap) {
@@ -132,7 +132,7 @@ static bool name_ok(const char *name, size_t len)
 }
 
 /* Place one member. Returns 0 (placed or skipped) or -ENOMEM. */
-static int place(struct fs_tree *t, struct name_index *ni, struct fs_member *m)
+static int place(struct tree *t, struct name_index *ni, struct archive_member *m)
 {
     const char *p = m->name, *end = m->name + m->name_len;
     uint64_t dir = 1, ino;
@@ -159,11 +159,11 @@ static int place(struct fs_tree *t, struct name_index *ni, struct fs_member *m)
                 ret = index_node(t, ni, ino);
             if (ret < 0)
                 return ret;
-        } else if (fs_tree_node(t, ino)->is_dir != want_dir) {
+        } else if (tree_get(t, ino)->is_dir != want_dir) {
             goto skip;
         }
         if (!want_dir)
-            fs_tree_node(t, ino)->member = m; /* a later duplicate wins */
+            tree_get(t, ino)->member = m; /* a later duplicate wins */
         dir = ino;
         p = next;
     }
@@ -180,14 +180,14 @@ skip:
  * of different archives are built at the same time in handler threads). */
 static int cmp_child(const void *a, const void *b, void *arg)
 {
-    struct fs_tree *t = arg;
-    const struct fs_node *x = fs_tree_node(t, *(const uint64_t *)a);
-    const struct fs_node *y = fs_tree_node(t, *(const uint64_t *)b);
+    struct tree *t = arg;
+    const struct tree_node *x = tree_get(t, *(const uint64_t *)a);
+    const struct tree_node *y = tree_get(t, *(const uint64_t *)b);
     return strcmp(x->name, y->name);
 }
 
 /* Contract in tree.h. */
-int fs_tree_build(struct fs_tree *t, struct fs_archive *a)
+int tree_init(struct tree *t, struct archive *a)
 {
     struct name_index ni = {0};
     uint64_t root;
@@ -204,7 +204,7 @@ int fs_tree_build(struct fs_tree *t, struct fs_archive *a)
     free(ni.heads);
     free(ni.next);
     if (ret < 0) {
-        fs_tree_destroy(t);
+        tree_destroy(t);
         return ret;
     }
     for (size_t i = 0; i < t->count; i++)
@@ -213,7 +213,7 @@ int fs_tree_build(struct fs_tree *t, struct fs_archive *a)
     return 0;
 }
 
-void fs_tree_destroy(struct fs_tree *t)
+void tree_destroy(struct tree *t)
 {
     for (size_t i = 0; i < t->count; i++) {
         free(t->nodes[i].name);
@@ -224,9 +224,9 @@ void fs_tree_destroy(struct fs_tree *t)
 }
 
 /* Contract in tree.h. */
-uint64_t fs_tree_lookup(struct fs_tree *t, uint64_t dir, const char *name)
+uint64_t tree_lookup(struct tree *t, uint64_t dir, const char *name)
 {
-    struct fs_node *d = fs_tree_node(t, dir);
+    struct tree_node *d = tree_get(t, dir);
     size_t lo = 0, hi;
 
     if (!d || !d->is_dir)
@@ -234,7 +234,7 @@ uint64_t fs_tree_lookup(struct fs_tree *t, uint64_t dir, const char *name)
     hi = d->nchildren;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(name, fs_tree_node(t, d->children[mid])->name);
+        int c = strcmp(name, tree_get(t, d->children[mid])->name);
         if (c == 0)
             return d->children[mid];
         if (c < 0)

@@ -13,22 +13,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct fs_archive;
-struct fs_member;
+struct archive;
+struct archive_member;
 
 /* Inode tree. Inode numbers are node index + 1; the root is 1 (FUSE_ROOT_ID). */
-struct fs_node {
+struct tree_node {
     char *name;            /* owned: one path component ("" for the root) */
     uint64_t parent;       /* inode of the parent directory */
     bool is_dir;
-    struct fs_member *member; /* files: borrowed from the archive */
+    struct archive_member *member; /* files: borrowed from the archive */
     uint64_t *children;    /* dirs: owned, inode numbers sorted by name */
     size_t nchildren, cap;
     uint32_t nsubdirs;
 };
 
-struct fs_tree {
-    struct fs_node *nodes; /* owned */
+struct tree {
+    struct tree_node *nodes; /* owned */
     size_t count, cap;
     size_t skipped;        /* members whose names could not be placed */
 };
@@ -38,13 +38,13 @@ struct fs_tree {
  * README.md (Names). Touches only t and reads a: builds of different
  * archives may run at the same time (lazily opened archives are built in
  * handler threads). Returns 0 or -ENOMEM. */
-int fs_tree_build(struct fs_tree *t, struct fs_archive *a);
-void fs_tree_destroy(struct fs_tree *t);
+int tree_init(struct tree *t, struct archive *a);
+void tree_destroy(struct tree *t);
 
 /* The node for an inode, or NULL. */
-struct fs_node *fs_tree_node(struct fs_tree *t, uint64_t ino);
+struct tree_node *tree_get(struct tree *t, uint64_t ino);
 
 /* The child of dir called name, or 0. */
-uint64_t fs_tree_lookup(struct fs_tree *t, uint64_t dir, const char *name);
+uint64_t tree_lookup(struct tree *t, uint64_t dir, const char *name);
 
 #endif

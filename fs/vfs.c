@@ -8,7 +8,7 @@
  * parsed), archive directories (X.npz), files (Y.npy from Y.npy.gz, and
  * passthrough files). Each archive directory and file is a unit: the file
  * behind it, opened on first use at most once. An opened zip unit has its
- * own immutable fs_tree (tree.c), the archive's members by path.
+ * own immutable tree (tree.c), the archive's members by path.
  *
  * Inode numbers: outer node i is i + 1 (the root is 1); a node with local
  * inode L >= 2 in unit k's tree is (k + 1) << 32 | L; a tree's root (L = 1)
@@ -17,7 +17,7 @@
  *
  * Opening: a handler that needs a unit not open yet does not open it (the
  * open may size a gzip file by a full pass, or wait on a slow file system):
- * it gets FS_WAIT and queues the request on the unit (fs_vfs_await()). The
+ * it gets DEFER_WAIT and queues the request on the unit (vfs_await()). The
  * first waiter starts the unit's open job in the opener pool (defer.c);
  * the job opens the archive with no lock held, publishes the result, and
  * wakes the waiters, which ask again and now find the unit open (or failed:
@@ -65,12 +65,12 @@ enum vn_type {
     VN_FILE,    /* a file: the member of an .npy.gz, or a passthrough file */
 };
 
-/* Immutable after fs_vfs_new(). */
+/* Immutable after vfs_new(). */
 struct vfs_node {
     char *name;      /* owned: one path component ("" for the root) */
     uint64_t parent; /* inode of the parent directory (the root: 1) */
     enum vn_type type;
-    uint32_t unit;      /* VN_ARCHIVE, VN_FILE: index in fs_vfs.units */
+    uint32_t unit;      /* VN_ARCHIVE, VN_FILE: index in vfs.units */
     uint64_t *children; /* VN_DIR: owned, inodes sorted by name */
     size_t nchildren, cap;
     uint32_t nsubdirs;
@@ -106,25 +106,25 @@ struct vfs_unit {
     gid_t gid;             /* immutable: the file's group at mount */
     pthread_mutex_t lock;  /* guards waiters and opening */
     atomic_int state;      /* UNIT_NEW, UNIT_OPEN, or a negative errno (permanent) */
-    struct fs_waiter *waiters; /* protected by lock: requests waiting for the open */
+    struct defer_waiter *waiters; /* protected by lock: requests waiting for the open */
     bool opening;          /* protected by lock: its open job is queued or running */
-    struct fs_job job;     /* the open job (one at a time), with its vfs: */
-    struct fs_vfs *vfs;
+    struct defer_job job;     /* the open job (one at a time), with its vfs: */
+    struct vfs *vfs;
     /* Written by the open job before state becomes UNIT_OPEN, immutable after: */
-    struct fs_archive *a;       /* owned */
-    struct fs_tree tree;        /* UNIT_ZIP: the members by path */
-    struct fs_indexer *indexer; /* owned; NULL for passthrough files */
+    struct archive *a;       /* owned */
+    struct tree tree;        /* UNIT_ZIP: the members by path */
+    struct indexer *indexer; /* owned; NULL for passthrough files */
 };
 
-struct fs_vfs {
-    struct vfs_node *nodes; /* owned, immutable after fs_vfs_new() */
+struct vfs {
+    struct vfs_node *nodes; /* owned, immutable after vfs_new() */
     size_t count, cap;
-    struct vfs_unit *units; /* owned, immutable after fs_vfs_new() except as marked */
+    struct vfs_unit *units; /* owned, immutable after vfs_new() except as marked */
     size_t nunits, ucap;
-    const struct fs_opts *opts; /* borrowed */
+    const struct options *opts; /* borrowed */
     struct cache *cache;        /* borrowed: the chunk cache, or NULL */
-    struct fs_defer *defer;     /* owned: the opener pool */
-    atomic_bool stop;           /* raised by fs_vfs_stop(): sizing passes end */
+    struct defer *defer;     /* owned: the opener pool */
+    atomic_bool stop;           /* raised by vfs_stop(): sizing passes end */
     pthread_mutex_t lock;       /* a leaf */
     bool started, stopped;      /* protected by lock: FUSE init and destroy have run */
     bool locks_ready;           /* the units' mutexes were initialized */
@@ -135,7 +135,7 @@ struct fs_vfs {
 
 /* ---------------------------------------------------------------- build --- */
 
-static struct vfs_node *vnode(struct fs_vfs *v, uint64_t ino)
+static struct vfs_node *vnode(struct vfs *v, uint64_t ino)
 {
     return ino >= 1 && ino <= v->count ? &v->nodes[ino - 1] : NULL;
 }
@@ -163,7 +163,7 @@ static void set_owner(struct vfs_node *n, const struct stat *st)
     n->gid = st->st_gid;
 }
 
-static int new_node(struct fs_vfs *v, uint64_t parent, const char *name, enum vn_type type,
+static int new_node(struct vfs *v, uint64_t parent, const char *name, enum vn_type type,
                     uint64_t *ino)
 {
     struct vfs_node *n;
@@ -195,9 +195,9 @@ static int new_node(struct fs_vfs *v, uint64_t parent, const char *name, enum vn
 /* Add a unit for the file at path, shown as node ino (already made); found
  * in the walked directory source rootfd, whose real path is root_len bytes
  * long, or rootfd -1. */
-static int new_unit(struct fs_vfs *v, uint64_t ino, const char *path, int rootfd,
+static int new_unit(struct vfs *v, uint64_t ino, const char *path, int rootfd,
                     size_t root_len, enum unit_kind kind, const struct stat *st,
-                    struct fs_archive *a)
+                    struct archive *a)
 {
     struct vfs_unit *u;
 
@@ -252,7 +252,7 @@ struct ancestor {
 };
 
 struct walk {
-    struct fs_vfs *v;
+    struct vfs *v;
     const char *root; /* the directory source's real path */
     size_t root_len;
     int rootfd;       /* the directory source, open (owned by v->roots) */
@@ -463,7 +463,7 @@ static int walk_dir(struct walk *w, int dfd, const char *dpath, uint64_t dir,
 
 /* Keep a descriptor of the directory source open at dfd until unmount, so
  * that its files are opened beneath it. Returns 0 or a negative errno. */
-static int keep_root(struct fs_vfs *v, int dfd, int *out)
+static int keep_root(struct vfs *v, int dfd, int *out)
 {
     int *roots = realloc(v->roots, (v->nroots + 1) * sizeof(*roots));
     int fd;
@@ -480,7 +480,7 @@ static int keep_root(struct fs_vfs *v, int dfd, int *out)
 }
 
 /* Walk the directory source at path into dir. */
-static int walk_source(struct fs_vfs *v, const char *path, uint64_t dir)
+static int walk_source(struct vfs *v, const char *path, uint64_t dir)
 {
     struct walk w = {.v = v};
     struct ancestor top;
@@ -519,19 +519,19 @@ static int walk_source(struct fs_vfs *v, const char *path, uint64_t dir)
 
 static int cmp_child(const void *a, const void *b, void *arg)
 {
-    struct fs_vfs *v = arg;
+    struct vfs *v = arg;
 
     return strcmp(vnode(v, *(const uint64_t *)a)->name, vnode(v, *(const uint64_t *)b)->name);
 }
 
-static int open_tree(struct fs_vfs *v, struct vfs_unit *u);
-static uint64_t global_ino(struct fs_vfs *v, const struct vfs_unit *u, uint64_t local);
-static void open_job_run(struct fs_job *j);
-static void open_job_cancel(struct fs_job *j);
+static int open_tree(struct vfs *v, struct vfs_unit *u);
+static uint64_t global_ino(struct vfs *v, const struct vfs_unit *u, uint64_t local);
+static void open_job_run(struct defer_job *j);
+static void open_job_cancel(struct defer_job *j);
 
 /* The root of several sources (or of one .npy.gz) carries the newest mtime
  * of what it holds. */
-static void newest_mtime(struct fs_vfs *v, struct timespec t)
+static void newest_mtime(struct vfs *v, struct timespec t)
 {
     struct timespec *r = &vnode(v, 1)->mtime;
 
@@ -568,7 +568,7 @@ struct dir_stack {
 
 /* The directory node for rel's directory part (rel[0..dlen), dlen 0: top),
  * made as needed under top. Returns 0 or a negative errno. */
-static int listing_dir(struct fs_vfs *v, struct dir_stack *ds, uint64_t top, const char *rel,
+static int listing_dir(struct vfs *v, struct dir_stack *ds, uint64_t top, const char *rel,
                        size_t dlen, const struct timespec *mtime, uint64_t *dir)
 {
     size_t depth = 0, at = 0;
@@ -617,7 +617,7 @@ static int listing_dir(struct fs_vfs *v, struct dir_stack *ds, uint64_t top, con
 /* Place one archive key (rel: the key past the prefix) of the s3:// prefix
  * whose object URLs start with base ("s3://BUCKET/"). Returns 0 (placed,
  * or skipped and logged) or a negative errno. */
-static int listing_key(struct fs_vfs *v, struct dir_stack *ds, uint64_t top, const char *base,
+static int listing_key(struct vfs *v, struct dir_stack *ds, uint64_t top, const char *base,
                        const struct s3_object *o, const char *rel)
 {
     size_t len = strlen(rel), dlen = 0, at = 0;
@@ -664,7 +664,7 @@ static int listing_key(struct fs_vfs *v, struct dir_stack *ds, uint64_t top, con
 }
 
 /* An s3:// prefix source (url) into dir: its archive keys as a tree. */
-static int walk_listing(struct fs_vfs *v, const char *url, const struct s3_listing *l,
+static int walk_listing(struct vfs *v, const char *url, const struct s3_listing *l,
                         uint64_t dir)
 {
     struct dir_stack *ds = calloc(1, sizeof(*ds));
@@ -697,9 +697,9 @@ static int walk_listing(struct fs_vfs *v, const char *url, const struct s3_listi
 }
 
 /* A source named on the command line, at dir (or as the root itself). */
-static int add_source(struct fs_vfs *v, struct fs_source *s, uint64_t parent, bool single)
+static int add_source(struct vfs *v, struct vfs_source *s, uint64_t parent, bool single)
 {
-    struct fs_archive *a = s->archive;
+    struct archive *a = s->archive;
     struct stat st;
     uint64_t ino;
     int ret;
@@ -726,24 +726,24 @@ static int add_source(struct fs_vfs *v, struct fs_source *s, uint64_t parent, bo
     }
     s->archive = NULL; /* the unit owns it from here, even on failure */
     st = bsrc_ident(a->bs)->st;
-    if (a->kind == FS_SRC_ZIP && single) {
+    if (a->kind == ARCHIVE_ZIP && single) {
         ino = 1;
         vnode(v, 1)->type = VN_ARCHIVE;
     } else if (single && !a->members[0].name[0]) {
         fuse_log(FUSE_LOG_WARNING, "npyfs: %s: no name to show its content under\n", a->name);
-        fs_archive_free(a);
+        archive_close(a);
         return 0;
     } else {
         ret = new_node(v, parent, single ? a->members[0].name : s->name,
-                       a->kind == FS_SRC_ZIP ? VN_ARCHIVE : VN_FILE, &ino);
+                       a->kind == ARCHIVE_ZIP ? VN_ARCHIVE : VN_FILE, &ino);
         if (ret < 0) {
-            fs_archive_free(a);
+            archive_close(a);
             return ret;
         }
     }
-    ret = new_unit(v, ino, a->path, -1, 0, a->kind == FS_SRC_ZIP ? UNIT_ZIP : UNIT_GZIP, &st, a);
+    ret = new_unit(v, ino, a->path, -1, 0, a->kind == ARCHIVE_ZIP ? UNIT_ZIP : UNIT_GZIP, &st, a);
     if (ret < 0) {
-        fs_archive_free(a);
+        archive_close(a);
         return ret;
     }
     newest_mtime(v, st.st_mtim);
@@ -754,7 +754,7 @@ static int add_source(struct fs_vfs *v, struct fs_source *s, uint64_t parent, bo
 /* A name taken twice in one directory (an s3:// prefix can hold "a.npz"
  * and "a.npz/b.npz"; a local directory cannot): the first in the sorted
  * order stays, the others are left out of the directory (logged). */
-static void drop_twins(struct fs_vfs *v, struct vfs_node *d)
+static void drop_twins(struct vfs *v, struct vfs_node *d)
 {
     size_t kept = 1;
 
@@ -774,10 +774,10 @@ static void drop_twins(struct fs_vfs *v, struct vfs_node *d)
 }
 
 /* Contract in vfs.h. */
-int fs_vfs_new(struct fs_source *srcs, size_t n, const struct fs_opts *opts, struct cache *cache,
-               struct fs_vfs **out, size_t *bad)
+int vfs_new(struct vfs_source *srcs, size_t n, const struct options *opts, struct cache *cache,
+               struct vfs **out, size_t *bad)
 {
-    struct fs_vfs *v;
+    struct vfs *v;
     uint64_t root;
     int ret = 0;
 
@@ -789,7 +789,7 @@ int fs_vfs_new(struct fs_source *srcs, size_t n, const struct fs_opts *opts, str
     else {
         v->opts = opts;
         v->cache = cache;
-        ret = fs_defer_new(FS_DEFER_THREADS, &v->defer);
+        ret = defer_new(DEFER_THREADS, &v->defer);
     }
     if (ret == 0)
         ret = new_node(v, 0, "", VN_DIR, &root);
@@ -803,12 +803,12 @@ int fs_vfs_new(struct fs_source *srcs, size_t n, const struct fs_opts *opts, str
             *bad = i;
             ret = add_source(v, &srcs[i], 1, n == 1);
         } else {
-            fs_archive_free(srcs[i].archive); /* owned by the vfs, even on failure */
+            archive_close(srcs[i].archive); /* owned by the vfs, even on failure */
             srcs[i].archive = NULL;
         }
     }
     if (ret < 0) {
-        fs_vfs_free(v);
+        vfs_free(v);
         return ret;
     }
     for (size_t i = 0; i < v->count; i++)
@@ -829,17 +829,17 @@ int fs_vfs_new(struct fs_source *srcs, size_t n, const struct fs_opts *opts, str
 }
 
 /* Contract in vfs.h. */
-void fs_vfs_free(struct fs_vfs *v)
+void vfs_free(struct vfs *v)
 {
     if (!v)
         return;
-    fs_defer_free(v->defer); /* no open job runs from here on */
+    defer_free(v->defer); /* no open job runs from here on */
     for (size_t i = 0; i < v->nunits; i++) {
         struct vfs_unit *u = &v->units[i];
 
-        fs_indexer_free(u->indexer); /* joins its thread if one still runs */
-        fs_tree_destroy(&u->tree);
-        fs_archive_free(u->a);
+        indexer_free(u->indexer); /* joins its thread if one still runs */
+        tree_destroy(&u->tree);
+        archive_close(u->a);
         free(u->path);
         if (v->locks_ready)
             pthread_mutex_destroy(&u->lock);
@@ -862,12 +862,12 @@ void fs_vfs_free(struct fs_vfs *v)
 
 /* Build what an opened archive needs besides itself: its tree (zip) and its
  * indexer. u->a is set. Returns 0 or a negative errno. */
-static int open_tree(struct fs_vfs *v, struct vfs_unit *u)
+static int open_tree(struct vfs *v, struct vfs_unit *u)
 {
     int ret = 0;
 
     if (u->kind == UNIT_ZIP) {
-        ret = fs_tree_build(&u->tree, u->a);
+        ret = tree_init(&u->tree, u->a);
         if (ret == 0 && u->tree.count > LOCAL_MASK)
             ret = -EFBIG;
     }
@@ -878,7 +878,7 @@ static int open_tree(struct fs_vfs *v, struct vfs_unit *u)
     if (ret == 0 && u->kind != UNIT_ZIP)
         atomic_store(&u->a->members[0].ino, u->node);
     if (ret == 0 && u->kind != UNIT_PLAIN)
-        ret = fs_indexer_new(u->a, v->opts, v->defer, v->cache, &u->indexer);
+        ret = indexer_new(u->a, v->opts, v->defer, v->cache, &u->indexer);
     return ret;
 }
 
@@ -905,10 +905,10 @@ static bool server_down(int err, const char *why)
 
 /* Open unit u (its open job, the only one: no lock held). Returns UNIT_OPEN
  * or a negative errno. */
-static int open_unit(struct fs_vfs *v, struct vfs_unit *u)
+static int open_unit(struct vfs *v, struct vfs_unit *u)
 {
     const char *name = vnode(v, u->node)->name;
-    struct fs_open_limits lim = {.max_ratio = v->opts->max_ratio, .stop = &v->stop};
+    struct archive_limits lim = {.max_ratio = v->opts->max_ratio, .stop = &v->stop};
     char buf[192];
     int ret;
 
@@ -916,12 +916,12 @@ static int open_unit(struct fs_vfs *v, struct vfs_unit *u)
 
     bsrc_name_of(u->path, shown, sizeof(shown));
     if (u->kind == UNIT_PLAIN)
-        ret = fs_archive_open_plain(u->rootfd, u->rel, u->path, name, v->opts->spacing, &u->a);
+        ret = archive_open_plain(u->rootfd, u->rel, u->path, name, v->opts->spacing, &u->a);
     else if (u->remote)
-        ret = fs_archive_open_url(v->opts->net, u->path, v->opts->spacing, &lim, &u->a, why,
+        ret = archive_open_url(v->opts->net, u->path, v->opts->spacing, &lim, &u->a, why,
                                   sizeof(why));
     else
-        ret = fs_archive_open_beneath(u->rootfd, u->rel, u->path, v->opts->spacing, &lim, &u->a);
+        ret = archive_open_beneath(u->rootfd, u->rel, u->path, v->opts->spacing, &lim, &u->a);
     if (u->remote && ret < 0 && server_down(ret, why)) {
         /* not the archive's fault: the next request tries again */
         if (!atomic_exchange(&u->said_retry, true))
@@ -929,20 +929,20 @@ static int open_unit(struct fs_vfs *v, struct vfs_unit *u)
                      "the server answers\n", shown, why[0] ? why : ERRTEXT(ret));
         return -EREMOTEIO;
     }
-    if (ret == 0 && u->a->kind != (u->kind == UNIT_ZIP    ? FS_SRC_ZIP
-                                   : u->kind == UNIT_GZIP ? FS_SRC_GZIP
-                                                          : FS_SRC_PLAIN))
+    if (ret == 0 && u->a->kind != (u->kind == UNIT_ZIP    ? ARCHIVE_ZIP
+                                   : u->kind == UNIT_GZIP ? ARCHIVE_GZIP
+                                                          : ARCHIVE_PLAIN))
         ret = -EINVAL; /* a gzip file called .npz, or the other way round */
     if (ret == 0)
         ret = open_tree(v, u);
     if (ret < 0) {
         if (!transient(ret))
             fuse_log(FUSE_LOG_ERR, "npyfs: %s: cannot open: %s; it reads as EIO\n", shown,
-                     why[0] ? why : fs_open_problem(ret, v->opts->max_ratio, buf, sizeof(buf)));
-        fs_indexer_free(u->indexer);
+                     why[0] ? why : archive_problem(ret, v->opts->max_ratio, buf, sizeof(buf)));
+        indexer_free(u->indexer);
         u->indexer = NULL;
-        fs_tree_destroy(&u->tree);
-        fs_archive_free(u->a);
+        tree_destroy(&u->tree);
+        archive_close(u->a);
         u->a = NULL;
         return ret;
     }
@@ -962,15 +962,15 @@ static int open_unit(struct fs_vfs *v, struct vfs_unit *u)
         atomic_fetch_add_explicit(&fs_counters.archives_opened, 1, memory_order_relaxed);
     pthread_mutex_lock(&v->lock);
     if (v->started && !v->stopped)
-        fs_indexer_start(u->indexer);
+        indexer_start(u->indexer);
     pthread_mutex_unlock(&v->lock);
     return UNIT_OPEN;
 }
 
-/* Is unit u open? Returns 0, FS_WAIT (it has not been opened yet: *need is
- * its index, for fs_vfs_await()), or -EIO (it cannot be opened; logged
+/* Is unit u open? Returns 0, DEFER_WAIT (it has not been opened yet: *need is
+ * its index, for vfs_await()), or -EIO (it cannot be opened; logged
  * once). The fast path: one acquire load. */
-static int unit_get(struct fs_vfs *v, struct vfs_unit *u, uint32_t *need)
+static int unit_get(struct vfs *v, struct vfs_unit *u, uint32_t *need)
 {
     int s = atomic_load_explicit(&u->state, memory_order_acquire);
 
@@ -978,7 +978,7 @@ static int unit_get(struct fs_vfs *v, struct vfs_unit *u, uint32_t *need)
         return 0;
     if (s == UNIT_NEW) {
         *need = (uint32_t)(u - v->units);
-        return FS_WAIT;
+        return DEFER_WAIT;
     }
     return -EIO;
 }
@@ -991,9 +991,9 @@ static bool unit_is_open(struct vfs_unit *u)
 /* The end of u's open job, with its result s: publish it (a transient error
  * leaves u to be opened again by the next request) and wake the waiters,
  * with 0 to ask again, or the transient errno. */
-static void open_done(struct fs_vfs *v, struct vfs_unit *u, int s)
+static void open_done(struct vfs *v, struct vfs_unit *u, int s)
 {
-    struct fs_waiter *list;
+    struct defer_waiter *list;
 
     pthread_mutex_lock(&u->lock);
     if (s == UNIT_OPEN || !transient(s))
@@ -1002,17 +1002,17 @@ static void open_done(struct fs_vfs *v, struct vfs_unit *u, int s)
     u->waiters = NULL;
     u->opening = false;
     pthread_mutex_unlock(&u->lock);
-    fs_defer_wake(v->defer, list, s == UNIT_OPEN || !transient(s) ? 0 : s);
+    defer_wake(v->defer, list, s == UNIT_OPEN || !transient(s) ? 0 : s);
 }
 
-static void open_job_run(struct fs_job *j)
+static void open_job_run(struct defer_job *j)
 {
     struct vfs_unit *u = (struct vfs_unit *)((char *)j - offsetof(struct vfs_unit, job));
 
     open_done(u->vfs, u, atomic_load(&u->vfs->stop) ? -ECANCELED : open_unit(u->vfs, u));
 }
 
-static void open_job_cancel(struct fs_job *j)
+static void open_job_cancel(struct defer_job *j)
 {
     struct vfs_unit *u = (struct vfs_unit *)((char *)j - offsetof(struct vfs_unit, job));
 
@@ -1020,7 +1020,7 @@ static void open_job_cancel(struct fs_job *j)
 }
 
 /* Contract in vfs.h. */
-int fs_vfs_await(struct fs_vfs *v, uint32_t need, struct fs_waiter *w)
+int vfs_await(struct vfs *v, uint32_t need, struct defer_waiter *w)
 {
     struct vfs_unit *u = &v->units[need];
     bool start;
@@ -1038,7 +1038,7 @@ int fs_vfs_await(struct fs_vfs *v, uint32_t need, struct fs_waiter *w)
     pthread_mutex_unlock(&u->lock);
     if (!start)
         return 0;
-    ret = fs_defer_submit(v->defer, &u->job);
+    ret = defer_submit(v->defer, &u->job);
     if (ret == -EAGAIN)
         open_job_run(&u->job); /* no pool: open it here, as before the pool */
     else if (ret < 0)
@@ -1047,19 +1047,19 @@ int fs_vfs_await(struct fs_vfs *v, uint32_t need, struct fs_waiter *w)
 }
 
 /* Contract in vfs.h. */
-void fs_vfs_start(struct fs_vfs *v)
+void vfs_start(struct vfs *v)
 {
-    fs_defer_start(v->defer);
+    defer_start(v->defer);
     pthread_mutex_lock(&v->lock);
     v->started = true;
     for (size_t i = 0; i < v->nunits; i++)
         if (unit_is_open(&v->units[i]))
-            fs_indexer_start(v->units[i].indexer);
+            indexer_start(v->units[i].indexer);
     pthread_mutex_unlock(&v->lock);
 }
 
 /* Contract in vfs.h. */
-void fs_vfs_stop(struct fs_vfs *v)
+void vfs_stop(struct vfs *v)
 {
     pthread_mutex_lock(&v->lock);
     v->stopped = true;
@@ -1071,11 +1071,11 @@ void fs_vfs_stop(struct fs_vfs *v)
     atomic_store(&v->stop, true);
     for (size_t i = 0; i < v->nunits; i++)
         if (unit_is_open(&v->units[i]))
-            fs_indexer_cancel(v->units[i].indexer);
-    fs_defer_stop(v->defer);
+            indexer_cancel(v->units[i].indexer);
+    defer_stop(v->defer);
     for (size_t i = 0; i < v->nunits; i++)
         if (unit_is_open(&v->units[i]))
-            fs_indexer_stop(v->units[i].indexer);
+            indexer_stop(v->units[i].indexer);
 }
 
 /* ------------------------------------------------------------- requests --- */
@@ -1085,10 +1085,10 @@ void fs_vfs_stop(struct fs_vfs *v)
 struct vref {
     struct vfs_node *vn;
     struct vfs_unit *u;
-    struct fs_node *tn;
+    struct tree_node *tn;
 };
 
-static int resolve(struct fs_vfs *v, uint64_t ino, struct vref *r)
+static int resolve(struct vfs *v, uint64_t ino, struct vref *r)
 {
     uint64_t k = ino >> UNIT_SHIFT, local = ino & LOCAL_MASK;
 
@@ -1104,23 +1104,23 @@ static int resolve(struct fs_vfs *v, uint64_t ino, struct vref *r)
     if (k > v->nunits || local < 2 || !unit_is_open(&v->units[k - 1]))
         return -ENOENT;
     r->u = &v->units[k - 1];
-    r->tn = fs_tree_node(&r->u->tree, local);
+    r->tn = tree_get(&r->u->tree, local);
     return r->tn ? 0 : -ENOENT;
 }
 
 /* The global inode of local inode local of unit u. */
-static uint64_t global_ino(struct fs_vfs *v, const struct vfs_unit *u, uint64_t local)
+static uint64_t global_ino(struct vfs *v, const struct vfs_unit *u, uint64_t local)
 {
     if (local == 1)
         return u->node;
     return ((uint64_t)(u - v->units) + 1) << UNIT_SHIFT | local;
 }
 
-/* Fill d for the directory r; needs an archive directory open (FS_WAIT). */
-static int dir_of(struct fs_vfs *v, uint64_t ino, struct vref *r, struct fs_dir *d,
+/* Fill d for the directory r; needs an archive directory open (DEFER_WAIT). */
+static int dir_of(struct vfs *v, uint64_t ino, struct vref *r, struct vfs_dir *d,
                   uint32_t *need)
 {
-    struct fs_node *tn = r->tn;
+    struct tree_node *tn = r->tn;
     int ret;
 
     memset(d, 0, sizeof(*d));
@@ -1137,7 +1137,7 @@ static int dir_of(struct fs_vfs *v, uint64_t ino, struct vref *r, struct fs_dir 
         ret = unit_get(v, r->u, need);
         if (ret != 0)
             return ret;
-        tn = fs_tree_node(&r->u->tree, 1);
+        tn = tree_get(&r->u->tree, 1);
         d->parent = r->vn->parent;
     } else {
         if (!tn->is_dir)
@@ -1151,7 +1151,7 @@ static int dir_of(struct fs_vfs *v, uint64_t ino, struct vref *r, struct fs_dir 
 }
 
 /* Contract in vfs.h. */
-int fs_vfs_opendir(struct fs_vfs *v, uint64_t ino, struct fs_dir *d, uint32_t *need)
+int vfs_opendir(struct vfs *v, uint64_t ino, struct vfs_dir *d, uint32_t *need)
 {
     struct vref r;
     int ret = resolve(v, ino, &r);
@@ -1160,7 +1160,7 @@ int fs_vfs_opendir(struct fs_vfs *v, uint64_t ino, struct fs_dir *d, uint32_t *n
 }
 
 /* Contract in vfs.h. */
-void fs_vfs_dirent(struct fs_vfs *v, const struct fs_dir *d, size_t i, const char **name,
+void vfs_dirent(struct vfs *v, const struct vfs_dir *d, size_t i, const char **name,
                    uint64_t *ino, bool *is_dir)
 {
     if (!d->unit) {
@@ -1171,9 +1171,9 @@ void fs_vfs_dirent(struct fs_vfs *v, const struct fs_dir *d, size_t i, const cha
         *ino = dn->children[i];
         *is_dir = c->type != VN_FILE;
     } else {
-        const struct fs_node *dn = d->node;
+        const struct tree_node *dn = d->node;
         struct vfs_unit *u = (struct vfs_unit *)d->unit;
-        struct fs_node *c = fs_tree_node(&u->tree, dn->children[i]);
+        struct tree_node *c = tree_get(&u->tree, dn->children[i]);
 
         *name = c->name;
         *ino = global_ino(v, u, dn->children[i]);
@@ -1182,10 +1182,10 @@ void fs_vfs_dirent(struct fs_vfs *v, const struct fs_dir *d, size_t i, const cha
 }
 
 /* Contract in vfs.h. */
-int fs_vfs_lookup(struct fs_vfs *v, uint64_t dir, const char *name, uint64_t *ino,
+int vfs_lookup(struct vfs *v, uint64_t dir, const char *name, uint64_t *ino,
                   uint32_t *need)
 {
-    struct fs_dir d;
+    struct vfs_dir d;
     struct vref r;
     int ret = resolve(v, dir, &r);
     size_t lo = 0, hi;
@@ -1197,8 +1197,8 @@ int fs_vfs_lookup(struct fs_vfs *v, uint64_t dir, const char *name, uint64_t *in
         return ret;
     if (d.unit) {
         struct vfs_unit *u = (struct vfs_unit *)d.unit;
-        uint64_t local = fs_tree_lookup(
-            &u->tree, (uint64_t)((const struct fs_node *)d.node - u->tree.nodes) + 1, name);
+        uint64_t local = tree_lookup(
+            &u->tree, (uint64_t)((const struct tree_node *)d.node - u->tree.nodes) + 1, name);
         if (!local)
             return -ENOENT;
         *ino = global_ino(v, u, local);
@@ -1213,7 +1213,7 @@ int fs_vfs_lookup(struct fs_vfs *v, uint64_t dir, const char *name, uint64_t *in
 
         if (cmp == 0) {
             /* an .npy.gz that cannot be opened: as if it could not be sized
-             * (its size is not needed here: see fs_vfs_attr_ready()) */
+             * (its size is not needed here: see vfs_attr_ready()) */
             if (cn->type == VN_FILE && v->units[cn->unit].kind == UNIT_GZIP &&
                 atomic_load_explicit(&v->units[cn->unit].state, memory_order_acquire) < 0)
                 return -EIO;
@@ -1243,7 +1243,7 @@ static void set_file(struct stat *st, uint64_t size, mode_t perm)
 }
 
 /* Contract in vfs.h. */
-int fs_vfs_getattr(struct fs_vfs *v, uint64_t ino, struct stat *st)
+int vfs_getattr(struct vfs *v, uint64_t ino, struct stat *st)
 {
     struct timespec mtime;
     struct vref r;
@@ -1271,7 +1271,7 @@ int fs_vfs_getattr(struct fs_vfs *v, uint64_t ino, struct stat *st)
         if (r.vn->type == VN_FILE)
             set_file(st, open ? r.u->a->members[0].size : r.u->size, r.u->perm);
         else if (open)
-            set_dir(st, fs_tree_node(&r.u->tree, 1)->nsubdirs, dir_perm(r.u->perm));
+            set_dir(st, tree_get(&r.u->tree, 1)->nsubdirs, dir_perm(r.u->perm));
         else {
             set_dir(st, 0, dir_perm(r.u->perm));
             st->st_nlink = 1; /* as on btrfs: subdirectories unknown (until opened) */
@@ -1294,7 +1294,7 @@ int fs_vfs_getattr(struct fs_vfs *v, uint64_t ino, struct stat *st)
 }
 
 /* Contract in vfs.h. */
-int fs_vfs_attr_ready(struct fs_vfs *v, uint64_t ino, uint32_t *need)
+int vfs_attr_ready(struct vfs *v, uint64_t ino, uint32_t *need)
 {
     struct vfs_node *n = ino >> UNIT_SHIFT ? NULL : vnode(v, ino);
 
@@ -1304,7 +1304,7 @@ int fs_vfs_attr_ready(struct fs_vfs *v, uint64_t ino, uint32_t *need)
 }
 
 /* Contract in vfs.h. */
-int fs_vfs_file(struct fs_vfs *v, uint64_t ino, struct fs_file *f, uint32_t *need)
+int vfs_file(struct vfs *v, uint64_t ino, struct vfs_file *f, uint32_t *need)
 {
     struct vref r;
     int ret = resolve(v, ino, &r);
@@ -1326,7 +1326,7 @@ int fs_vfs_file(struct fs_vfs *v, uint64_t ino, struct fs_file *f, uint32_t *nee
 }
 
 /* Contract in vfs.h. */
-void fs_vfs_totals(struct fs_vfs *v, uint64_t *bytes, uint64_t *files)
+void vfs_totals(struct vfs *v, uint64_t *bytes, uint64_t *files)
 {
     *bytes = 0;
     *files = v->count;
@@ -1343,7 +1343,7 @@ void fs_vfs_totals(struct fs_vfs *v, uint64_t *bytes, uint64_t *files)
 }
 
 /* Contract in vfs.h. */
-void fs_vfs_foreach(struct fs_vfs *v, void (*fn)(struct fs_archive *a, void *arg), void *arg)
+void vfs_foreach(struct vfs *v, void (*fn)(struct archive *a, void *arg), void *arg)
 {
     /* passthrough files are not archives: nothing to index or check */
     for (size_t i = 0; v && i < v->nunits; i++)
@@ -1352,7 +1352,7 @@ void fs_vfs_foreach(struct fs_vfs *v, void (*fn)(struct fs_archive *a, void *arg
 }
 
 /* Contract in vfs.h. */
-void fs_vfs_units(struct fs_vfs *v, struct fs_vfs_units *out)
+void vfs_units(struct vfs *v, struct vfs_units *out)
 {
     memset(out, 0, sizeof(*out));
     for (size_t i = 0; v && i < v->nunits; i++) {

@@ -11,7 +11,7 @@
  * namespace because `getfattr -d` dumps only that one.
  *
  * A member's header is parsed on the first request that needs it and kept in
- * m->meta: a struct fs_meta published once with compare-exchange (the loser
+ * m->meta: a struct archive_meta published once with compare-exchange (the loser
  * of a race frees its copy), immutable afterwards, freed with the member.
  * A read error is not cached, so a later request tries again.
  */
@@ -58,11 +58,11 @@ static const char *const attr_names[ATTR_COUNT] = {
     [ATTR_STATS_JSON] = "user.npyfs.stats.json",
 };
 
-/* Parse m's header into a new fs_meta. A member without a .npy header gives
+/* Parse m's header into a new archive_meta. A member without a .npy header gives
  * is_npy false; only a failure to read its bytes is an error (-EIO). */
-static int meta_build(struct fs_archive *a, struct fs_member *m, struct fs_meta **out)
+static int meta_build(struct archive *a, struct archive_member *m, struct archive_meta **out)
 {
-    struct fs_meta *meta;
+    struct archive_meta *meta;
     struct npy_header h = {0};
     unsigned char *buf = NULL;
     int ret = 0, len;
@@ -70,7 +70,7 @@ static int meta_build(struct fs_archive *a, struct fs_member *m, struct fs_meta 
     char *type = NULL;
 
     *out = NULL;
-    ret = fs_member_locate(a, m); /* a remote zip's local header, first time */
+    ret = archive_locate(a, m); /* a remote zip's local header, first time */
     if (ret < 0)
         return ret == -ENOMEM ? -ENOMEM : -EIO;
     meta = calloc(1, sizeof(*meta));
@@ -83,7 +83,7 @@ static int meta_build(struct fs_archive *a, struct fs_member *m, struct fs_meta 
         ret = -ENOMEM;
         goto out_free;
     }
-    ret = npy_read_header(fs_member_prefix_read, &(struct fs_member_ref){a, m}, buf, &got, &h);
+    ret = npy_read_header(member_prefix_read, &(struct member_ref){a, m}, buf, &got, &h);
     if (ret < 0) {
         ret = ret == -ENOMEM ? -ENOMEM : -EIO;
         goto out_free;
@@ -126,28 +126,28 @@ out_free:
     npy_header_destroy(&h);
     free(buf);
     free(type);
-    fs_meta_free(meta);
+    archive_meta_free(meta);
     return ret;
 }
 
 /* m's parsed header, built on first use. Returns 0 or a negative errno. */
-static int meta_get(struct fs_archive *a, struct fs_member *m, struct fs_meta **out)
+static int meta_get(struct archive *a, struct archive_member *m, struct archive_meta **out)
 {
-    struct fs_meta *meta = atomic_load(&m->meta), *expected = NULL;
+    struct archive_meta *meta = atomic_load(&m->meta), *expected = NULL;
     int ret;
 
     if (meta) {
         *out = meta;
         return 0;
     }
-    ret = fs_archive_check(a);
+    ret = archive_check(a);
     if (ret < 0)
         return ret;
     ret = meta_build(a, m, &meta);
     if (ret < 0)
         return ret;
     if (!atomic_compare_exchange_strong(&m->meta, &expected, meta)) {
-        fs_meta_free(meta); /* another request published first */
+        archive_meta_free(meta); /* another request published first */
         meta = expected;
     }
     *out = meta;
@@ -167,7 +167,7 @@ static long reply_value(const char *value, size_t len, char *buf, size_t size)
     return (long)len;
 }
 
-static long get_stats(struct fs_ctx *ctx, bool json, char *buf, size_t size)
+static long get_stats(struct mount_ctx *ctx, bool json, char *buf, size_t size)
 {
     char *text = malloc(XATTR_VALUE_MAX);
     size_t len;
@@ -175,7 +175,7 @@ static long get_stats(struct fs_ctx *ctx, bool json, char *buf, size_t size)
 
     if (!text)
         return -ENOMEM;
-    len = fs_stats_format(ctx, json, text, XATTR_VALUE_MAX);
+    len = stats_format(ctx, json, text, XATTR_VALUE_MAX);
     if (size == 0) /* room for counters that grow before the read */
         ret = (long)(len + STATS_SLACK < XATTR_VALUE_MAX ? len + STATS_SLACK : XATTR_VALUE_MAX);
     else
@@ -192,10 +192,10 @@ static enum attr find_attr(const char *name)
     return ATTR_COUNT;
 }
 
-static long get_member_attr(struct fs_archive *a, struct fs_member *m, enum attr which,
+static long get_member_attr(struct archive *a, struct archive_member *m, enum attr which,
                             char *buf, size_t size)
 {
-    struct fs_meta *meta;
+    struct archive_meta *meta;
     char num[24];
     const char *v;
     int ret;
@@ -226,7 +226,7 @@ static long get_member_attr(struct fs_archive *a, struct fs_member *m, enum attr
 }
 
 /* Contract in xattr.h. */
-long fs_xattr_get(struct fs_ctx *ctx, struct fs_archive *a, struct fs_member *m,
+long xattr_get(struct mount_ctx *ctx, struct archive *a, struct archive_member *m,
                   const char *name, char *buf, size_t size)
 {
     enum attr which = find_attr(name);
@@ -260,10 +260,10 @@ static long list_names(enum attr first, enum attr last, size_t have, char *buf, 
 
 /* Contract in xattr.h. A member whose header cannot be read lists only its
  * user.npyfs.* names: listing stays useful on a damaged member. */
-long fs_xattr_list(struct fs_ctx *ctx, struct fs_archive *a, struct fs_member *m, char *buf,
+long xattr_list(struct mount_ctx *ctx, struct archive *a, struct archive_member *m, char *buf,
                    size_t size)
 {
-    struct fs_meta *meta;
+    struct archive_meta *meta;
     long len = 0;
 
     (void)ctx;

@@ -468,14 +468,14 @@ unsigned ft_log_lines(void)
 
 /* ---- reading members ----------------------------------------------- */
 
-int ft_read_deflate(struct fs_archive *a, struct fs_member *m, struct cache *c, uint64_t off,
+int ft_read_deflate(struct archive *a, struct archive_member *m, struct cache *c, uint64_t off,
                     size_t len, unsigned char *buf)
 {
     while (len) {
         uint64_t k = off / FS_CHUNK_SIZE, in = off % FS_CHUNK_SIZE;
         struct cache_chunk *ch;
         size_t n;
-        int ret = fs_member_chunk(a, m, c, k, &ch);
+        int ret = member_chunk(a, m, c, k, &ch);
 
         if (ret < 0)
             return ret;
@@ -493,12 +493,12 @@ int ft_read_deflate(struct fs_archive *a, struct fs_member *m, struct cache *c, 
     return 0;
 }
 
-int ft_read_stored(struct fs_archive *a, struct fs_member *m, uint64_t off, size_t len,
+int ft_read_stored(struct archive *a, struct archive_member *m, uint64_t off, size_t len,
                    unsigned char *buf)
 {
     unsigned char *out;
     size_t at;
-    int64_t n = fs_member_read_stored(a, m, off, len, &out, &at);
+    int64_t n = member_read_stored(a, m, off, len, &out, &at);
 
     if (n < 0)
         return (int)n;

@@ -3,7 +3,7 @@
  * code without a mount: temporary directories, test data, real archive
  * files written here (zip with stored and deflate members, gzip files of
  * one or more members, .npy headers), the daemon's log captured, and a
- * byte-for-byte reader of members through fs_member_chunk().
+ * byte-for-byte reader of members through member_chunk().
  *
  * Single-threaded setup helpers (they exit(2) when the machine fails them:
  * out of memory, no temporary directory), except ft_log_*, which are
@@ -102,13 +102,13 @@ unsigned ft_log_lines(void);
 
 /* ---- reading members ---- */
 
-/* Read [off, off + len) of a FS_DEFLATE member through fs_member_chunk()
+/* Read [off, off + len) of a ARCHIVE_DEFLATE member through member_chunk()
  * with cache c, as the READ handler does, into buf. Returns 0 or the first
  * error (buf then holds what came before it). */
-int ft_read_deflate(struct fs_archive *a, struct fs_member *m, struct cache *c, uint64_t off,
+int ft_read_deflate(struct archive *a, struct archive_member *m, struct cache *c, uint64_t off,
                     size_t len, unsigned char *buf);
-/* Same for a FS_STORED member through fs_member_read_stored(). */
-int ft_read_stored(struct fs_archive *a, struct fs_member *m, uint64_t off, size_t len,
+/* Same for a ARCHIVE_STORED member through member_read_stored(). */
+int ft_read_stored(struct archive *a, struct archive_member *m, uint64_t off, size_t len,
                    unsigned char *buf);
 
 /* A small, deterministic pseudo-random generator (xorshift64*), one per

@@ -1,9 +1,9 @@
 /*
  * Unit tests for index persistence (indexer.c) without a mount: real
  * archives written here, an index directory in a temporary directory, and
- * the calls the daemon makes: fs_indexer_new() as an archive is opened,
- * fs_indexer_use() at a member's first open, fs_indexer_verify() (the full
- * pass an open may wait for), fs_indexer_stop() at unmount.
+ * the calls the daemon makes: indexer_new() as an archive is opened,
+ * indexer_use() at a member's first open, indexer_ready()/indexer_await() (the full
+ * pass an open may wait for), indexer_stop() at unmount.
  *
  * A full pass builds the member's chunk CRC table and saves its index; a
  * later open of the same archive loads it, and a random read then starts at
@@ -38,7 +38,7 @@
 #define MiB (1u << 20)
 
 static char *top, *idx_dir;
-static struct fs_opts opts;
+static struct options opts;
 
 enum { M_D, M_S, M_SMALL, M_EMPTY, M_COUNT };
 
@@ -47,32 +47,32 @@ static unsigned char *zdata[M_COUNT];
 
 /* ---- the calls that set up and check a member ---------------------------
  * In one place, as the daemon makes them: an indexer per opened archive; an
- * open under verify=strict asks fs_indexer_ready() and, told to wait, waits
- * for the full pass (fs_indexer_await()) and asks again. Without a pool
+ * open under verify=strict asks indexer_ready() and, told to wait, waits
+ * for the full pass (indexer_await()) and asks again. Without a pool
  * the pass runs in the thread that starts it, to its end (its save
  * included); with the opener pool (pool, where a test sets it), waiting
  * opens are answered once the table exists, and the pass ends later, which
- * fs_defer_stop() waits for. */
+ * defer_stop() waits for. */
 
-static struct fs_defer *pool; /* NULL but in test_concurrent_opens() */
+static struct defer *pool; /* NULL but in test_concurrent_opens() */
 
-static struct fs_indexer *indexer_new(struct fs_archive *a)
+static struct indexer *new_indexer(struct archive *a)
 {
-    struct fs_indexer *x = NULL;
+    struct indexer *x = NULL;
 
-    CHECK_EQ(fs_indexer_new(a, &opts, pool, NULL, &x), 0);
+    CHECK_EQ(indexer_new(a, &opts, pool, NULL, &x), 0);
     return x;
 }
 
 struct waiter {
-    struct fs_waiter w; /* first: the pool hands this back */
+    struct defer_waiter w; /* first: the pool hands this back */
     pthread_mutex_t lock;
     pthread_cond_t cond;
     bool woken;
     int err;
 };
 
-static void wake(struct fs_waiter *fw, int err)
+static void wake(struct defer_waiter *fw, int err)
 {
     struct waiter *w = (struct waiter *)fw;
 
@@ -85,15 +85,15 @@ static void wake(struct fs_waiter *fw, int err)
 
 /* May m be served under verify=strict? Runs (or waits for) the full pass
  * that builds its table and saves its index: 0, or -EIO (damaged). */
-static int verify(struct fs_indexer *x, struct fs_member *m)
+static int verify(struct indexer *x, struct archive_member *m)
 {
     int ret;
 
-    while ((ret = fs_indexer_ready(x, m)) == FS_WAIT) {
+    while ((ret = indexer_ready(x, m)) == DEFER_WAIT) {
         struct waiter w = {.w.wake = wake, .lock = PTHREAD_MUTEX_INITIALIZER,
                            .cond = PTHREAD_COND_INITIALIZER};
 
-        if (fs_indexer_await(x, m, &w.w) == 0) {
+        if (indexer_await(x, m, &w.w) == 0) {
             pthread_mutex_lock(&w.lock);
             while (!w.woken)
                 pthread_cond_wait(&w.cond, &w.lock);
@@ -107,11 +107,11 @@ static int verify(struct fs_indexer *x, struct fs_member *m)
     return ret;
 }
 
-static struct fs_archive *open_archive(const char *path)
+static struct archive *open_archive(const char *path)
 {
-    struct fs_archive *a = NULL;
+    struct archive *a = NULL;
 
-    CHECK_EQ(fs_archive_open(path, SPACING, NULL, &a), 0);
+    CHECK_EQ(archive_open(path, SPACING, NULL, &a), 0);
     return a;
 }
 
@@ -150,12 +150,12 @@ static int index_files(char names[][256], int max)
     return n;
 }
 
-static bool has_table(struct fs_member *m)
+static bool has_table(struct archive_member *m)
 {
     return atomic_load(&m->crcs) != NULL;
 }
 
-static bool index_complete(struct fs_member *m)
+static bool index_complete(struct archive_member *m)
 {
     return dfx_index_total(m->ix) == m->size;
 }
@@ -163,7 +163,7 @@ static bool index_complete(struct fs_member *m)
 /* Chunks a fresh cache gets inserted when chunk k of m is read (the
  * decoder starts at the nearest access point at or before it and inserts
  * every whole chunk from there). The bytes are checked too: -1 if wrong. */
-static long chunks_to_read(struct fs_archive *a, struct fs_member *m, uint64_t k,
+static long chunks_to_read(struct archive *a, struct archive_member *m, uint64_t k,
                            const unsigned char *want)
 {
     struct cache *c;
@@ -172,7 +172,7 @@ static long chunks_to_read(struct fs_archive *a, struct fs_member *m, uint64_t k
     long n = -1;
 
     cache_new(256ull << 20, FS_CHUNK_SIZE, &c);
-    if (fs_member_chunk(a, m, c, k, &ch) == 0) {
+    if (member_chunk(a, m, c, k, &ch) == 0) {
         if (memcmp(ch->data, want + k * CH, ch->len) == 0) {
             cache_get_stats(c, &st);
             n = (long)st.inserted;
@@ -184,7 +184,7 @@ static long chunks_to_read(struct fs_archive *a, struct fs_member *m, uint64_t k
 }
 
 /* Read all of m through a throwaway cache: the index grows to the end. */
-static void read_through(struct fs_archive *a, struct fs_member *m, uint64_t upto,
+static void read_through(struct archive *a, struct archive_member *m, uint64_t upto,
                          const unsigned char *want)
 {
     struct cache *c;
@@ -205,16 +205,16 @@ static void read_through(struct fs_archive *a, struct fs_member *m, uint64_t upt
 static void test_build_and_load(void)
 {
     char *path = write_npz("a.npz");
-    struct fs_archive *a = open_archive(path), *b = NULL;
-    struct fs_indexer *x = NULL, *y = NULL;
-    struct fs_member *d;
+    struct archive *a = open_archive(path), *b = NULL;
+    struct indexer *x = NULL, *y = NULL;
+    struct archive_member *d;
     uint64_t last;
     long cold, warm;
     int files0 = index_files(NULL, 0);
 
     if (!a)
         goto out;
-    x = indexer_new(a);
+    x = new_indexer(a);
     d = &a->members[M_D];
     last = (d->size - 1) / CH;
     CHECK(!has_table(d));
@@ -234,7 +234,7 @@ static void test_build_and_load(void)
     CHECK_EQ(verify(x, &a->members[M_EMPTY]), 0); /* nothing to check */
     CHECK_EQ(index_files(NULL, 0), files0 + 2);
     CHECK_EQ(verify(x, d), 0); /* done: at once */
-    fs_indexer_free(x);
+    indexer_free(x);
     x = NULL;
 
     /* without loading: a read of the last chunk decodes everything before it */
@@ -243,34 +243,34 @@ static void test_build_and_load(void)
         goto out;
     cold = chunks_to_read(b, &b->members[M_D], last, zdata[M_D]);
     CHECK_EQ(cold, (long)last + 1);
-    fs_archive_free(b);
+    archive_close(b);
 
     /* loaded at first use: the points, the table */
     b = open_archive(path);
     if (!b)
         goto out;
-    y = indexer_new(b);
+    y = new_indexer(b);
     d = &b->members[M_D];
     CHECK(!has_table(d) && dfx_index_points(d->ix) == 1);
     ft_log_clear();
-    fs_indexer_use(y, d);
+    indexer_use(y, d);
     CHECK(has_table(d));
     CHECK(index_complete(d));
     CHECK(dfx_index_points(d->ix) > 1);
     CHECK(ft_log_has("member 'd.npy': index loaded from"));
     warm = chunks_to_read(b, d, last, zdata[M_D]);
     CHECK(warm >= 1 && warm <= (long)(SPACING / CH) + 2);
-    fs_indexer_use(y, &b->members[M_S]);
+    indexer_use(y, &b->members[M_S]);
     CHECK(has_table(&b->members[M_S]));
     CHECK(atomic_load(&b->members[M_S].verified));
-    fs_indexer_use(y, &b->members[M_SMALL]); /* no file: nothing */
+    indexer_use(y, &b->members[M_SMALL]); /* no file: nothing */
     CHECK(!has_table(&b->members[M_SMALL]));
     CHECK_EQ(verify(y, d), 0); /* has its table: no pass */
 out:
-    fs_indexer_free(x);
-    fs_indexer_free(y);
-    fs_archive_free(a);
-    fs_archive_free(b);
+    indexer_free(x);
+    indexer_free(y);
+    archive_close(a);
+    archive_close(b);
     unlink(path);
     free(path);
 }
@@ -281,17 +281,17 @@ out:
 static void test_stale(void)
 {
     char *path = write_npz("stale.npz");
-    struct fs_archive *a = open_archive(path);
-    struct fs_indexer *x = NULL;
+    struct archive *a = open_archive(path);
+    struct indexer *x = NULL;
     struct timespec ts[2];
     struct stat st;
 
     if (!a)
         goto out;
-    x = indexer_new(a);
+    x = new_indexer(a);
     CHECK_EQ(verify(x, &a->members[M_D]), 0);
-    fs_indexer_free(x);
-    fs_archive_free(a);
+    indexer_free(x);
+    archive_close(a);
     /* the same bytes written again, an hour later */
     free(write_npz("stale.npz"));
     CHECK_EQ(stat(path, &st), 0);
@@ -302,25 +302,25 @@ static void test_stale(void)
     a = open_archive(path);
     if (!a)
         goto out;
-    x = indexer_new(a);
-    fs_indexer_use(x, &a->members[M_D]);
+    x = new_indexer(a);
+    indexer_use(x, &a->members[M_D]);
     CHECK(!has_table(&a->members[M_D]));
     CHECK_EQ(dfx_index_points(a->members[M_D].ix), 1);
     CHECK_EQ(verify(x, &a->members[M_D]), 0); /* rebuilt */
-    fs_indexer_free(x);
-    fs_archive_free(a);
+    indexer_free(x);
+    archive_close(a);
     a = open_archive(path);
     if (!a)
         goto out;
-    x = indexer_new(a);
-    fs_indexer_use(x, &a->members[M_D]);
+    x = new_indexer(a);
+    indexer_use(x, &a->members[M_D]);
     CHECK(has_table(&a->members[M_D]));
     CHECK(index_complete(&a->members[M_D]));
-    fs_indexer_free(x);
-    fs_archive_free(a);
+    indexer_free(x);
+    archive_close(a);
     a = NULL;
 out:
-    fs_archive_free(a);
+    archive_close(a);
     unlink(path);
     free(path);
 }
@@ -330,18 +330,18 @@ out:
 static void test_damaged_file(void)
 {
     char *path = write_npz("damaged.npz");
-    struct fs_archive *a = open_archive(path);
-    struct fs_indexer *x = NULL;
+    struct archive *a = open_archive(path);
+    struct indexer *x = NULL;
     char names[16][256];
     int n;
 
     if (!a)
         goto out;
-    x = indexer_new(a);
+    x = new_indexer(a);
     CHECK_EQ(verify(x, &a->members[M_D]), 0);
     CHECK_EQ(verify(x, &a->members[M_S]), 0);
-    fs_indexer_free(x);
-    fs_archive_free(a);
+    indexer_free(x);
+    archive_close(a);
     n = index_files(names, 16);
     CHECK(n >= 2);
     for (int i = 0; i < n && i < 16; i++) {
@@ -361,10 +361,10 @@ static void test_damaged_file(void)
     a = open_archive(path);
     if (!a)
         goto out;
-    x = indexer_new(a);
+    x = new_indexer(a);
     ft_log_clear();
-    fs_indexer_use(x, &a->members[M_D]);
-    fs_indexer_use(x, &a->members[M_S]);
+    indexer_use(x, &a->members[M_D]);
+    indexer_use(x, &a->members[M_S]);
     CHECK(!has_table(&a->members[M_D]));
     CHECK_EQ(dfx_index_points(a->members[M_D].ix), 1);
     CHECK(!has_table(&a->members[M_S]));
@@ -375,61 +375,61 @@ static void test_damaged_file(void)
     CHECK_EQ(chunks_to_read(a, &a->members[M_D], 3, zdata[M_D]), 4);
     CHECK_EQ(verify(x, &a->members[M_D]), 0);
     CHECK_EQ(verify(x, &a->members[M_S]), 0);
-    fs_indexer_free(x);
-    fs_archive_free(a);
+    indexer_free(x);
+    archive_close(a);
     a = open_archive(path);
     if (!a)
         goto out;
-    x = indexer_new(a);
-    fs_indexer_use(x, &a->members[M_D]);
-    fs_indexer_use(x, &a->members[M_S]);
+    x = new_indexer(a);
+    indexer_use(x, &a->members[M_D]);
+    indexer_use(x, &a->members[M_S]);
     CHECK(has_table(&a->members[M_D]));
     CHECK(has_table(&a->members[M_S]));
-    fs_indexer_free(x);
+    indexer_free(x);
 out:
-    fs_archive_free(a);
+    archive_close(a);
     unlink(path);
     free(path);
 }
 
-/* index=lazy: at unmount (fs_indexer_stop()) an index that reads completed
+/* index=lazy: at unmount (indexer_stop()) an index that reads completed
  * is saved, without a table (no pass checked it); one read halfway is
  * not. A later open loads the saved points. */
 static void test_lazy_unmount_save(void)
 {
     char *full = write_npz("lazy-full.npz"), *half = write_npz("lazy-half.npz");
-    struct fs_archive *a = open_archive(full), *b = open_archive(half);
-    struct fs_indexer *x = NULL, *y = NULL;
-    struct fs_member *d;
+    struct archive *a = open_archive(full), *b = open_archive(half);
+    struct indexer *x = NULL, *y = NULL;
+    struct archive_member *d;
     int files0 = index_files(NULL, 0);
 
     if (!a || !b)
         goto out;
-    x = indexer_new(a);
-    y = indexer_new(b);
-    fs_indexer_use(x, &a->members[M_D]);
-    fs_indexer_use(y, &b->members[M_D]);
+    x = new_indexer(a);
+    y = new_indexer(b);
+    indexer_use(x, &a->members[M_D]);
+    indexer_use(y, &b->members[M_D]);
     read_through(a, &a->members[M_D], a->members[M_D].size, zdata[M_D]);
     read_through(b, &b->members[M_D], b->members[M_D].size / 2, zdata[M_D]);
     CHECK(index_complete(&a->members[M_D]));
     CHECK(!index_complete(&b->members[M_D]));
-    fs_indexer_stop(x);
+    indexer_stop(x);
     CHECK_EQ(index_files(NULL, 0), files0 + 1);
-    fs_indexer_stop(y);
+    indexer_stop(y);
     CHECK_EQ(index_files(NULL, 0), files0 + 1);
-    fs_indexer_free(x);
-    fs_indexer_free(y);
+    indexer_free(x);
+    indexer_free(y);
     x = y = NULL;
-    fs_archive_free(a);
-    fs_archive_free(b);
+    archive_close(a);
+    archive_close(b);
     b = NULL;
 
     a = open_archive(full);
     if (!a)
         goto out;
-    x = indexer_new(a);
+    x = new_indexer(a);
     d = &a->members[M_D];
-    fs_indexer_use(x, d);
+    indexer_use(x, d);
     CHECK(dfx_index_points(d->ix) > 1);
     CHECK(index_complete(d));
     CHECK(!has_table(d)); /* no pass checked it */
@@ -439,22 +439,22 @@ static void test_lazy_unmount_save(void)
         CHECK(warm >= 1 && warm <= (long)(SPACING / CH) + 2);
     }
     /* stopping again saves nothing more */
-    fs_indexer_stop(x);
+    indexer_stop(x);
     CHECK_EQ(index_files(NULL, 0), files0 + 1);
-    fs_indexer_free(x);
+    indexer_free(x);
     x = NULL;
-    fs_archive_free(a);
+    archive_close(a);
     a = open_archive(half);
     if (!a)
         goto out;
-    x = indexer_new(a);
-    fs_indexer_use(x, &a->members[M_D]);
+    x = new_indexer(a);
+    indexer_use(x, &a->members[M_D]);
     CHECK_EQ(dfx_index_points(a->members[M_D].ix), 1);
 out:
-    fs_indexer_free(x);
-    fs_indexer_free(y);
-    fs_archive_free(a);
-    fs_archive_free(b);
+    indexer_free(x);
+    indexer_free(y);
+    archive_close(a);
+    archive_close(b);
     unlink(full);
     unlink(half);
     free(full);
@@ -474,9 +474,9 @@ static void test_gzip(void)
     const unsigned char *one[1] = {npy}, *two[2] = {npy, more};
     size_t l_one[1] = {n1}, l_two[2] = {n1, n2};
     char *p1 = ft_path(top, "g.npy.gz"), *p2 = ft_path(top, "multi.npy.gz");
-    struct fs_archive *a = NULL;
-    struct fs_indexer *x = NULL;
-    struct fs_member *m;
+    struct archive *a = NULL;
+    struct indexer *x = NULL;
+    struct archive_member *m;
     int files0;
 
     memcpy(all, npy, n1);
@@ -487,68 +487,68 @@ static void test_gzip(void)
     a = open_archive(p1);
     if (!a)
         goto out;
-    x = indexer_new(a);
+    x = new_indexer(a);
     m = &a->members[0];
     CHECK(!has_table(m));
-    fs_indexer_use(x, m);
+    indexer_use(x, m);
     read_through(a, m, m->size, npy);
     CHECK(index_complete(m));
-    fs_indexer_stop(x);
+    indexer_stop(x);
     CHECK_EQ(index_files(NULL, 0), files0); /* no table: not saved */
-    fs_indexer_free(x);
-    fs_archive_free(a);
+    indexer_free(x);
+    archive_close(a);
 
     a = open_archive(p1);
     if (!a)
         goto out;
-    x = indexer_new(a);
+    x = new_indexer(a);
     m = &a->members[0];
-    fs_indexer_use(x, m);
+    indexer_use(x, m);
     CHECK_EQ(dfx_index_points(m->ix), 1);
     CHECK_EQ(verify(x, m), 0);
     CHECK(has_table(m));
     CHECK_EQ(index_files(NULL, 0), files0 + 1);
-    fs_indexer_free(x);
-    fs_archive_free(a);
+    indexer_free(x);
+    archive_close(a);
 
     a = open_archive(p1);
     if (!a)
         goto out;
-    x = indexer_new(a);
+    x = new_indexer(a);
     m = &a->members[0];
-    fs_indexer_use(x, m);
+    indexer_use(x, m);
     CHECK(has_table(m));
     CHECK(index_complete(m));
     CHECK(dfx_index_points(m->ix) > 1);
     CHECK(chunks_to_read(a, m, (m->size - 1) / CH, npy) <= (long)(SPACING / CH) + 2);
-    fs_indexer_free(x);
-    fs_archive_free(a);
+    indexer_free(x);
+    archive_close(a);
 
     /* several members: sized, checked and given a table by the pass at open */
     a = open_archive(p2);
     if (!a)
         goto out;
-    x = indexer_new(a);
+    x = new_indexer(a);
     m = &a->members[0];
     CHECK(has_table(m));
     CHECK(index_complete(m));
-    fs_indexer_use(x, m);
+    indexer_use(x, m);
     CHECK_EQ(verify(x, m), 0); /* has its table: nothing to do */
-    fs_indexer_stop(x);
+    indexer_stop(x);
     CHECK_EQ(index_files(NULL, 0), files0 + 2);
-    fs_indexer_free(x);
-    fs_archive_free(a);
+    indexer_free(x);
+    archive_close(a);
     a = open_archive(p2);
     if (!a)
         goto out;
-    x = indexer_new(a);
+    x = new_indexer(a);
     m = &a->members[0];
-    fs_indexer_use(x, m);
+    indexer_use(x, m);
     CHECK(ft_log_has("member 'multi.npy': index loaded"));
     CHECK(chunks_to_read(a, m, (m->size - 1) / CH, all) <= (long)(SPACING / CH) + 2);
 out:
-    fs_indexer_free(x);
-    fs_archive_free(a);
+    indexer_free(x);
+    archive_close(a);
     unlink(p1);
     unlink(p2);
     free(p1);
@@ -560,8 +560,8 @@ out:
 
 struct opener {
     pthread_t t;
-    struct fs_indexer *x;
-    struct fs_member *m;
+    struct indexer *x;
+    struct archive_member *m;
     struct ft_barrier *bar;
     int ret;
 };
@@ -571,19 +571,19 @@ static void *opener(void *arg)
     struct opener *o = arg;
 
     ft_barrier_wait(o->bar);
-    fs_indexer_use(o->x, o->m);
+    indexer_use(o->x, o->m);
     o->ret = verify(o->x, o->m);
     return NULL;
 }
 
 /* A mount's opener pool, running. */
-static struct fs_defer *pool_start(void)
+static struct defer *pool_start(void)
 {
-    struct fs_defer *d = NULL;
+    struct defer *d = NULL;
 
-    if (fs_defer_new(FS_DEFER_THREADS, &d) < 0)
+    if (defer_new(DEFER_THREADS, &d) < 0)
         exit(2);
-    fs_defer_start(d);
+    defer_start(d);
     return d;
 }
 
@@ -593,8 +593,8 @@ static struct fs_defer *pool_start(void)
 static void test_concurrent_opens(void)
 {
     char *path = write_npz("conc.npz");
-    struct fs_archive *a = open_archive(path);
-    struct fs_indexer *x = NULL;
+    struct archive *a = open_archive(path);
+    struct indexer *x = NULL;
     struct opener o[6];
     struct ft_barrier bar;
     size_t len;
@@ -606,7 +606,7 @@ static void test_concurrent_opens(void)
     if (!a)
         goto out;
     pool = pool_start();
-    x = indexer_new(a);
+    x = new_indexer(a);
     for (int i = 0; i < 6; i++) {
         o[i] = (struct opener){.x = x, .m = &a->members[i % 2 ? M_S : M_D], .bar = &bar};
         pthread_create(&o[i].t, NULL, opener, &o[i]);
@@ -617,11 +617,11 @@ static void test_concurrent_opens(void)
     }
     CHECK(has_table(&a->members[M_D]));
     CHECK(has_table(&a->members[M_S]));
-    fs_defer_free(pool); /* joins the passes, which saved the files */
+    defer_free(pool); /* joins the passes, which saved the files */
     pool = NULL;
     CHECK_EQ(index_files(NULL, 0), files0 + 2);
-    fs_indexer_free(x);
-    fs_archive_free(a);
+    indexer_free(x);
+    archive_close(a);
     x = NULL;
 
     /* the same with the deflate data damaged halfway */
@@ -633,7 +633,7 @@ static void test_concurrent_opens(void)
     if (!a)
         goto out;
     pool = pool_start();
-    x = indexer_new(a);
+    x = new_indexer(a);
     ft_log_clear();
     for (int i = 0; i < 6; i++) {
         o[i] = (struct opener){.x = x, .m = &a->members[M_D], .bar = &bar};
@@ -647,12 +647,12 @@ static void test_concurrent_opens(void)
     CHECK(!has_table(&a->members[M_D]));
     CHECK(ft_log_has("member 'd.npy'"));
     CHECK_EQ(verify(x, &a->members[M_S]), 0); /* the other member is fine */
-    fs_defer_free(pool);
+    defer_free(pool);
     pool = NULL;
 out:
     ft_barrier_destroy(&bar);
-    fs_indexer_free(x);
-    fs_archive_free(a);
+    indexer_free(x);
+    archive_close(a);
     unlink(path);
     unlink(bad);
     free(bad);
@@ -664,29 +664,29 @@ out:
 static void test_other_spacing(void)
 {
     char *path = write_npz("spacing.npz");
-    struct fs_archive *a = open_archive(path), *b = NULL;
-    struct fs_indexer *x = NULL;
-    struct fs_member *d;
+    struct archive *a = open_archive(path), *b = NULL;
+    struct indexer *x = NULL;
+    struct archive_member *d;
 
     if (!a)
         goto out;
-    x = indexer_new(a);
+    x = new_indexer(a);
     CHECK_EQ(verify(x, &a->members[M_D]), 0);
-    fs_indexer_free(x);
+    indexer_free(x);
     x = NULL;
-    CHECK_EQ(fs_archive_open(path, 4 * SPACING, NULL, &b), 0);
+    CHECK_EQ(archive_open(path, 4 * SPACING, NULL, &b), 0);
     if (!b)
         goto out;
-    x = indexer_new(b);
+    x = new_indexer(b);
     d = &b->members[M_D];
-    fs_indexer_use(x, d);
+    indexer_use(x, d);
     CHECK(has_table(d));
     CHECK(dfx_index_points(d->ix) > d->size / (4 * SPACING) + 1); /* the file's points */
     CHECK(chunks_to_read(b, d, (d->size - 1) / CH, zdata[M_D]) <= (long)(SPACING / CH) + 2);
 out:
-    fs_indexer_free(x);
-    fs_archive_free(a);
-    fs_archive_free(b);
+    indexer_free(x);
+    archive_close(a);
+    archive_close(b);
     unlink(path);
     free(path);
 }
@@ -723,10 +723,10 @@ static uint64_t dir_bytes(const char *dir, int *count)
  * itself (the archives before it are closed: their files not in use). */
 static void test_index_max(void)
 {
-    struct fs_opts saved = opts;
+    struct options saved = opts;
     char *dir = ft_path(top, "capped"), *paths[4], name[32];
-    struct fs_archive *keep = NULL, *a;
-    struct fs_indexer *keeper = NULL, *x;
+    struct archive *keep = NULL, *a;
+    struct indexer *keeper = NULL, *x;
     uint64_t one = 0, bytes;
     int count;
 
@@ -738,16 +738,16 @@ static void test_index_max(void)
     /* an indexer that keeps the directory open across the mounts below */
     keep = open_archive(paths[3]);
     if (keep)
-        keeper = indexer_new(keep);
+        keeper = new_indexer(keep);
     ft_log_clear();
     for (int i = 0; i < 3; i++) {
         a = open_archive(paths[i]);
         if (!a)
             continue;
-        x = indexer_new(a);
+        x = new_indexer(a);
         CHECK_EQ(verify(x, &a->members[M_D]), 0);
-        fs_indexer_free(x);
-        fs_archive_free(a);
+        indexer_free(x);
+        archive_close(a);
         bytes = dir_bytes(dir, &count);
         if (i == 0) {
             one = bytes;
@@ -764,14 +764,14 @@ static void test_index_max(void)
         a = open_archive(paths[i]);
         if (!a)
             continue;
-        x = indexer_new(a);
-        fs_indexer_use(x, &a->members[M_D]);
+        x = new_indexer(a);
+        indexer_use(x, &a->members[M_D]);
         CHECK_EQ(has_table(&a->members[M_D]), i == 2);
-        fs_indexer_free(x);
-        fs_archive_free(a);
+        indexer_free(x);
+        archive_close(a);
     }
-    fs_indexer_free(keeper);
-    fs_archive_free(keep);
+    indexer_free(keeper);
+    archive_close(keep);
     for (int i = 0; i < 4; i++) {
         unlink(paths[i]);
         free(paths[i]);
@@ -785,18 +785,18 @@ static void test_index_max(void)
 static void test_background_stop(void)
 {
     char *path = write_npz("bg.npz");
-    struct fs_opts bg = opts;
-    struct fs_archive *a = open_archive(path);
-    struct fs_indexer *x = NULL;
+    struct options bg = opts;
+    struct archive *a = open_archive(path);
+    struct indexer *x = NULL;
 
-    bg.index_mode = FS_INDEX_BACKGROUND;
-    if (a && fs_indexer_new(a, &bg, pool, NULL, &x) == 0) {
-        fs_indexer_start(x);
-        fs_indexer_stop(x);
-        fs_indexer_stop(x); /* again: nothing */
-        fs_indexer_free(x);
+    bg.index_mode = OPTIONS_INDEX_BACKGROUND;
+    if (a && indexer_new(a, &bg, pool, NULL, &x) == 0) {
+        indexer_start(x);
+        indexer_stop(x);
+        indexer_stop(x); /* again: nothing */
+        indexer_free(x);
     }
-    fs_archive_free(a);
+    archive_close(a);
     unlink(path);
     free(path);
 }
@@ -807,8 +807,8 @@ int main(void)
     top = ft_tempdir("test_fs_indexer");
     idx_dir = ft_path(top, "index");
     opts.spacing = SPACING;
-    opts.index_mode = FS_INDEX_LAZY;
-    opts.verify = FS_VERIFY_STRICT;
+    opts.index_mode = OPTIONS_INDEX_LAZY;
+    opts.verify = OPTIONS_VERIFY_STRICT;
     opts.cache_size = 64ull << 20;
     opts.index_dir = idx_dir;
     zdata[M_D] = ft_data(6 * MiB + 11, true, 1);

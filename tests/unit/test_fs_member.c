@@ -1,7 +1,7 @@
 /*
  * Unit tests for member decoding (member.c) without a mount: real zip and
- * gzip files written here, opened with fs_archive_open(), read chunk by
- * chunk through fs_member_chunk() and a real cache from many threads at
+ * gzip files written here, opened with archive_open(), read chunk by
+ * chunk through member_chunk() and a real cache from many threads at
  * once, every byte checked against the data the archive was written from.
  *
  * The busy/park coordination is checked by its effects: the decoders it
@@ -168,10 +168,10 @@ static void make_archive(void)
 
 /* The calls that open an archive, in one place (their signatures will
  * change with the byte-source interface). */
-static struct fs_archive *open_archive(const char *path)
+static struct archive *open_archive(const char *path)
 {
-    struct fs_archive *a = NULL;
-    int ret = fs_archive_open(path, SPACING, NULL, &a);
+    struct archive *a = NULL;
+    int ret = archive_open(path, SPACING, NULL, &a);
 
     CHECK_EQ(ret, 0);
     return ret == 0 ? a : NULL;
@@ -188,13 +188,13 @@ static struct cache *new_cache(uint64_t capacity)
     return c;
 }
 
-static uint64_t nchunks(const struct fs_member *m)
+static uint64_t nchunks(const struct archive_member *m)
 {
     return (m->size + CH - 1) / CH;
 }
 
 /* Is chunk k of m in the cache (without decoding it)? */
-static bool cached(struct cache *c, struct fs_member *m, uint64_t k)
+static bool cached(struct cache *c, struct archive_member *m, uint64_t k)
 {
     struct cache_chunk *ch = cache_get(c, m->id, k);
 
@@ -204,7 +204,7 @@ static bool cached(struct cache *c, struct fs_member *m, uint64_t k)
 
 /* Read all of m sequentially in reads of random sizes (1 byte to three
  * chunks), checking every byte; returns the count of wrong or failed reads. */
-static int read_all_sequential(struct fs_archive *a, struct fs_member *m, struct cache *c,
+static int read_all_sequential(struct archive *a, struct archive_member *m, struct cache *c,
                                const unsigned char *want, uint64_t seed)
 {
     unsigned char *buf = malloc(3 * CH);
@@ -229,64 +229,64 @@ static int read_all_sequential(struct fs_archive *a, struct fs_member *m, struct
 /* The members as the zip directory describes them. */
 static void test_open(void)
 {
-    struct fs_archive *a = open_archive(zpath);
+    struct archive *a = open_archive(zpath);
 
     if (!a)
         return;
-    CHECK_EQ(a->kind, FS_SRC_ZIP);
+    CHECK_EQ(a->kind, ARCHIVE_ZIP);
     CHECK_EQ(a->count, M_COUNT);
     for (int i = 0; i < M_COUNT && (size_t)i < a->count; i++) {
-        struct fs_member *m = &a->members[i];
+        struct archive_member *m = &a->members[i];
 
         CHECK(strcmp(m->name, zm[i].name) == 0);
         CHECK_EQ(m->size, zm[i].len);
         CHECK_EQ(m->stored_size, zm[i].csize);
-        CHECK_EQ(m->kind, zm[i].method == 8 ? FS_DEFLATE : FS_STORED);
+        CHECK_EQ(m->kind, zm[i].method == 8 ? ARCHIVE_DEFLATE : ARCHIVE_STORED);
         CHECK(strcmp(m->method, zm[i].method == 8 ? "deflate" : "stored") == 0);
         CHECK(m->archive == a);
         CHECK(atomic_load(&m->crcs) == NULL); /* nothing decoded at open */
-        if (m->kind == FS_STORED)
+        if (m->kind == ARCHIVE_STORED)
             CHECK_EQ(m->data_offset, zm[i].data_offset);
         else
             CHECK(m->ix != NULL && dfx_index_points(m->ix) == 1);
     }
-    CHECK_EQ(fs_archive_check(a), 0);
-    fs_archive_free(a);
+    CHECK_EQ(archive_check(a), 0);
+    archive_close(a);
 }
 
 /* Chunks at the edges: a member smaller than a chunk, exactly one chunk,
  * empty; chunk indexes past the end are refused. */
 static void test_edges(void)
 {
-    struct fs_archive *a = open_archive(zpath);
+    struct archive *a = open_archive(zpath);
     struct cache *c = new_cache(BIG_CACHE);
     struct cache_chunk *ch = NULL;
 
     if (!a)
         return;
-    CHECK_EQ(fs_member_chunk(a, &a->members[M_TINY], c, 0, &ch), 0);
+    CHECK_EQ(member_chunk(a, &a->members[M_TINY], c, 0, &ch), 0);
     CHECK(ch && ch->len == 100 && memcmp(ch->data, zdata[M_TINY], 100) == 0);
     cache_put(c, ch);
-    CHECK_EQ(fs_member_chunk(a, &a->members[M_TINY], c, 1, &ch), -EINVAL);
+    CHECK_EQ(member_chunk(a, &a->members[M_TINY], c, 1, &ch), -EINVAL);
     CHECK(ch == NULL);
-    CHECK_EQ(fs_member_chunk(a, &a->members[M_ONE], c, 0, &ch), 0);
+    CHECK_EQ(member_chunk(a, &a->members[M_ONE], c, 0, &ch), 0);
     CHECK(ch && ch->len == CH && memcmp(ch->data, zdata[M_ONE], CH) == 0);
     cache_put(c, ch);
-    CHECK_EQ(fs_member_chunk(a, &a->members[M_ONE], c, 1, &ch), -EINVAL);
+    CHECK_EQ(member_chunk(a, &a->members[M_ONE], c, 1, &ch), -EINVAL);
     CHECK_EQ(a->members[M_EMPTY].size, 0);
-    CHECK_EQ(fs_member_chunk(a, &a->members[M_EMPTY], c, 0, &ch), -EINVAL);
+    CHECK_EQ(member_chunk(a, &a->members[M_EMPTY], c, 0, &ch), -EINVAL);
     /* the last chunk of a member that does not end on a chunk boundary */
     {
-        struct fs_member *m = &a->members[M_MANY];
+        struct archive_member *m = &a->members[M_MANY];
         uint64_t last = nchunks(m) - 1;
 
-        CHECK_EQ(fs_member_chunk(a, m, c, last, &ch), 0);
+        CHECK_EQ(member_chunk(a, m, c, last, &ch), 0);
         CHECK(ch && ch->len == m->size - last * CH &&
               memcmp(ch->data, zdata[M_MANY] + last * CH, ch->len) == 0);
         cache_put(c, ch);
     }
     cache_free(c);
-    fs_archive_free(a);
+    archive_close(a);
 }
 
 /* One sequential reader of an open file decodes the member once with one
@@ -294,17 +294,17 @@ static void test_edges(void)
  * parked and every chunk starts a decoder of its own. */
 static void test_sequential_parks(void)
 {
-    struct fs_archive *a = open_archive(zpath);
+    struct archive *a = open_archive(zpath);
     struct cache *c = new_cache(BIG_CACHE);
     unsigned parked0 = parked_count();
-    struct fs_member *m;
+    struct archive_member *m;
     struct counts before, d;
     unsigned char *buf;
 
     if (!a)
         return;
     m = &a->members[M_MANY];
-    fs_member_opened(m);
+    member_opened(m);
     before = counts_now();
     buf = malloc(m->size);
     CHECK_EQ(ft_read_deflate(a, m, c, 0, (size_t)(m->size / 2), buf), 0);
@@ -317,10 +317,10 @@ static void test_sequential_parks(void)
     CHECK_EQ(d.read, m->size);
     CHECK_EQ(d.skip, 0);
     CHECK_EQ(parked_count(), parked0); /* at the end: not parked */
-    fs_member_closed(m);
+    member_closed(m);
 
     /* The same over a closed file, on a fresh archive (no index yet). */
-    fs_archive_free(a);
+    archive_close(a);
     cache_free(c);
     a = open_archive(zpath);
     c = new_cache(BIG_CACHE);
@@ -342,25 +342,25 @@ static void test_sequential_parks(void)
     CHECK_EQ(d.new, nchunks(m));
 
     /* Opened, a read in the middle parks its decoder; the last close frees it. */
-    fs_member_opened(m);
-    fs_member_opened(m);
+    member_opened(m);
+    member_opened(m);
     cache_free(c);
     c = new_cache(BIG_CACHE);
     CHECK_EQ(ft_read_deflate(a, m, c, 5 * CH, 10, buf), 0);
     CHECK_EQ(parked_count(), parked0 + 1);
-    fs_member_closed(m);
+    member_closed(m);
     CHECK_EQ(parked_count(), parked0 + 1);
-    fs_member_closed(m);
+    member_closed(m);
     CHECK_EQ(parked_count(), parked0);
     free(buf);
     cache_free(c);
-    fs_archive_free(a);
+    archive_close(a);
 }
 
 struct reader {
     pthread_t t;
-    struct fs_archive *a;
-    struct fs_member *m;
+    struct archive *a;
+    struct archive_member *m;
     struct cache *c;
     const unsigned char *want;
     struct ft_barrier *bar;
@@ -414,7 +414,7 @@ static void *range_reader(void *arg)
     if (r->start)
         ft_barrier_wait(r->start);
     for (uint64_t k = r->from; k < r->to; k++) {
-        if (fs_member_chunk(r->a, r->m, r->c, k, &ch) < 0) {
+        if (member_chunk(r->a, r->m, r->c, k, &ch) < 0) {
             r->bad++;
         } else {
             uint64_t len = r->m->size - k * CH < CH ? r->m->size - k * CH : CH;
@@ -453,18 +453,18 @@ static void join(struct reader *r, size_t n)
  * decode each chunk once, and readers of one chunk decode it once. */
 static void test_sequential_readers(void)
 {
-    struct fs_archive *a = open_archive(zpath);
+    struct archive *a = open_archive(zpath);
     struct cache *c = new_cache(BIG_CACHE);
     struct reader r[NSEQ];
     struct ft_barrier bar;
-    struct fs_member *m;
+    struct archive_member *m;
     struct counts before, d, one;
     int bad = 0;
 
     if (!a)
         return;
     m = &a->members[M_BIG];
-    fs_member_opened(m);
+    member_opened(m);
     ft_barrier_init(&bar, NSEQ);
     memset(r, 0, sizeof(r));
     for (int i = 0; i < NSEQ; i++)
@@ -506,7 +506,7 @@ static void test_sequential_readers(void)
     CHECK_EQ(d.new, 4);
     CHECK_EQ(d.read, m->size);
     ft_barrier_destroy(&bar);
-    fs_member_closed(m); /* frees the parked decoders */
+    member_closed(m); /* frees the parked decoders */
 
     /* Readers of one chunk: the decode one of them makes, once. */
     for (uint64_t k = 7; k < nchunks(m); k += 61) {
@@ -514,7 +514,7 @@ static void test_sequential_readers(void)
         struct cache_chunk *ch;
 
         before = counts_now();
-        CHECK_EQ(fs_member_chunk(a, m, c1, k, &ch), 0);
+        CHECK_EQ(member_chunk(a, m, c1, k, &ch), 0);
         cache_put(c1, ch);
         one = counts_since(before);
         cache_free(c1);
@@ -541,7 +541,7 @@ static void test_sequential_readers(void)
         ft_barrier_destroy(&bar);
     }
     cache_free(c);
-    fs_archive_free(a);
+    archive_close(a);
 }
 
 /* Random and sequential readers together on a first pass, through a cache
@@ -552,7 +552,7 @@ static void test_mixed_readers(void)
     static const int which[] = {M_BIG, M_RAND};
 
     for (size_t w = 0; w < sizeof(which) / sizeof(which[0]); w++) {
-        struct fs_archive *a = open_archive(zpath);
+        struct archive *a = open_archive(zpath);
         struct cache *c = new_cache(6 * MiB);
         struct reader r[6];
         struct ft_barrier bar;
@@ -560,7 +560,7 @@ static void test_mixed_readers(void)
 
         if (!a)
             return;
-        fs_member_opened(&a->members[which[w]]);
+        member_opened(&a->members[which[w]]);
         ft_barrier_init(&bar, 6);
         for (int i = 0; i < 6; i++)
             r[i] = (struct reader){.a = a, .m = &a->members[which[w]], .c = c,
@@ -572,16 +572,16 @@ static void test_mixed_readers(void)
         for (int i = 0; i < 6; i++)
             bad += r[i].bad;
         CHECK_EQ(bad, 0);
-        fs_member_closed(&a->members[which[w]]);
+        member_closed(&a->members[which[w]]);
         ft_barrier_destroy(&bar);
         cache_free(c);
-        fs_archive_free(a);
+        archive_close(a);
     }
 }
 
 /* The segments between access points of a complete index: [first, last]
  * chunks each, starting at point pts[i]. Returns the count. */
-static size_t segments(struct fs_member *m, uint64_t *pts, uint64_t *first, uint64_t *last,
+static size_t segments(struct archive_member *m, uint64_t *pts, uint64_t *first, uint64_t *last,
                        size_t max)
 {
     size_t n = dfx_index_points_from(m->ix, 0, pts, max), k = 0;
@@ -602,8 +602,8 @@ static size_t segments(struct fs_member *m, uint64_t *pts, uint64_t *first, uint
 
 struct producer {
     pthread_t t;
-    struct fs_archive *a;
-    struct fs_member *m;
+    struct archive *a;
+    struct archive_member *m;
     struct cache *c;
     const uint64_t *pts, *first, *last;
     size_t n, id, step;
@@ -617,23 +617,23 @@ static void *producer(void *arg)
     /* its share of the segments, from the end backwards */
     for (size_t i = p->n; i-- > 0;)
         if (i % p->step == p->id &&
-            fs_member_produce(p->a, p->m, p->c, p->pts[i], p->first[i], p->last[i]) != 0)
+            member_produce(p->a, p->m, p->c, p->pts[i], p->first[i], p->last[i]) != 0)
             p->errors++;
     return NULL;
 }
 
 #define MAXSEG 256
 
-/* fs_member_produce(): whole segments into the cache, alone and racing
+/* member_produce(): whole segments into the cache, alone and racing
  * with readers of the same chunks; bad arguments refused. */
 static void test_produce(void)
 {
     static uint64_t pts[MAXSEG], first[MAXSEG], last[MAXSEG];
-    struct fs_archive *a = open_archive(zpath);
+    struct archive *a = open_archive(zpath);
     struct cache *c = new_cache(BIG_CACHE);
     struct producer p[3];
     struct reader r[3];
-    struct fs_member *m;
+    struct archive_member *m;
     struct counts before, d;
     size_t n;
     int bad = 0, errors = 0;
@@ -649,11 +649,11 @@ static void test_produce(void)
     CHECK(n > 8);
     if (n < 8) {
         cache_free(c);
-        fs_archive_free(a);
+        archive_close(a);
         return;
     }
     /* one segment: its chunks are then cached, and reading them decodes nothing */
-    CHECK_EQ(fs_member_produce(a, m, c, pts[3], first[3], last[3]), 0);
+    CHECK_EQ(member_produce(a, m, c, pts[3], first[3], last[3]), 0);
     for (uint64_t k = first[3]; k <= last[3]; k++)
         CHECK(cached(c, m, k));
     CHECK(!cached(c, m, first[3] - 1));
@@ -671,15 +671,15 @@ static void test_produce(void)
     CHECK_EQ(d.new + d.read + d.skip, 0);
     /* again: everything cached, nothing to do */
     before = counts_now();
-    CHECK_EQ(fs_member_produce(a, m, c, pts[3], first[3], last[3]), 0);
+    CHECK_EQ(member_produce(a, m, c, pts[3], first[3], last[3]), 0);
     d = counts_since(before);
     CHECK_EQ(d.new, 0);
     /* refused: a chunk past the end, a point after the first chunk, an
      * offset that is no access point */
-    CHECK_EQ(fs_member_produce(a, m, c, pts[n - 1], first[n - 1], nchunks(m)), -EINVAL);
-    CHECK_EQ(fs_member_produce(a, m, c, pts[5], first[4], last[4]), -EINVAL);
+    CHECK_EQ(member_produce(a, m, c, pts[n - 1], first[n - 1], nchunks(m)), -EINVAL);
+    CHECK_EQ(member_produce(a, m, c, pts[5], first[4], last[4]), -EINVAL);
     if (pts[4] % CH) /* a point that is not a chunk start: one byte before it is no point */
-        CHECK_EQ(fs_member_produce(a, m, c, pts[4] - 1, first[4], last[4]), -EINVAL);
+        CHECK_EQ(member_produce(a, m, c, pts[4] - 1, first[4], last[4]), -EINVAL);
 
     /* producers of every segment racing with readers */
     cache_free(c);
@@ -690,7 +690,7 @@ static void test_produce(void)
     for (int i = 0; i < 3; i++)
         r[i] = (struct reader){.a = a, .m = m, .c = c, .want = zdata[M_BIG],
                                .seed = 500 + (uint64_t)i, .rounds = 80};
-    fs_member_opened(m);
+    member_opened(m);
     for (int i = 0; i < 3; i++)
         pthread_create(&p[i].t, NULL, producer, &p[i]);
     run(r, 1, seq_reader);
@@ -709,12 +709,12 @@ static void test_produce(void)
     CHECK_EQ(read_all_sequential(a, m, c, zdata[M_BIG], 9), 0);
     d = counts_since(before);
     CHECK_EQ(d.new + d.read + d.skip, 0);
-    fs_member_closed(m);
+    member_closed(m);
     cache_free(c);
-    fs_archive_free(a);
+    archive_close(a);
 }
 
-/* more() for fs_member_continue(): go on through chunk *stop_at. */
+/* more() for member_continue(): go on through chunk *stop_at. */
 static bool more_until(void *arg, uint64_t next, uint64_t *last)
 {
     const uint64_t *stop_at = arg;
@@ -727,8 +727,8 @@ static bool more_until(void *arg, uint64_t next, uint64_t *last)
 
 struct continuer {
     pthread_t t;
-    struct fs_archive *a;
-    struct fs_member *m;
+    struct archive *a;
+    struct archive_member *m;
     struct cache *c;
     atomic_uint_least64_t *reader_at; /* the reader's next chunk */
     atomic_bool *done;
@@ -745,7 +745,7 @@ static void *continuer(void *arg)
         uint64_t k = atomic_load(w->reader_at);
         uint64_t l = k + 8 < n ? k + 8 : n - 1;
 
-        if (k < n && fs_member_continue(w->a, w->m, w->c, k, l, NULL, NULL) != 0)
+        if (k < n && member_continue(w->a, w->m, w->c, k, l, NULL, NULL) != 0)
             w->errors++;
         w->calls++;
         sched_yield();
@@ -753,15 +753,15 @@ static void *continuer(void *arg)
     return NULL;
 }
 
-/* fs_member_continue(): the parked decoder of a sequential reader goes on
+/* member_continue(): the parked decoder of a sequential reader goes on
  * ahead of it, parks where it stops, and raced with the reader decodes every
  * chunk once with that one decoder. */
 static void test_continue(void)
 {
-    struct fs_archive *a = open_archive(zpath);
+    struct archive *a = open_archive(zpath);
     struct cache *c = new_cache(BIG_CACHE);
     unsigned parked0 = parked_count();
-    struct fs_member *m;
+    struct archive_member *m;
     struct counts before, d;
     unsigned char *buf;
     uint64_t stop_at = 14;
@@ -770,22 +770,22 @@ static void test_continue(void)
         return;
     m = &a->members[M_MANY];
     buf = malloc(m->size);
-    fs_member_opened(m);
+    member_opened(m);
     CHECK_EQ(ft_read_deflate(a, m, c, 0, 5 * CH, buf), 0); /* parks at chunk 5 */
     CHECK_EQ(parked_count(), parked0 + 1);
     before = counts_now();
-    CHECK_EQ(fs_member_continue(a, m, c, 5, 9, NULL, NULL), 0);
+    CHECK_EQ(member_continue(a, m, c, 5, 9, NULL, NULL), 0);
     for (uint64_t k = 5; k <= 9; k++)
         CHECK(cached(c, m, k));
     CHECK(!cached(c, m, 10));
     CHECK_EQ(parked_count(), parked0 + 1); /* parked again, at chunk 10 */
     /* raised by more(): through chunk 14 */
-    CHECK_EQ(fs_member_continue(a, m, c, 10, 11, more_until, &stop_at), 0);
+    CHECK_EQ(member_continue(a, m, c, 10, 11, more_until, &stop_at), 0);
     for (uint64_t k = 10; k <= 14; k++)
         CHECK(cached(c, m, k));
     CHECK(!cached(c, m, 15));
     /* no decoder parked in the range: nothing done */
-    CHECK_EQ(fs_member_continue(a, m, c, 20, 22, NULL, NULL), 0);
+    CHECK_EQ(member_continue(a, m, c, 20, 22, NULL, NULL), 0);
     CHECK(!cached(c, m, 20));
     d = counts_since(before);
     CHECK_EQ(d.new, 0);
@@ -797,12 +797,12 @@ static void test_continue(void)
     d = counts_since(before);
     CHECK_EQ(d.new, 0);
     CHECK_EQ(d.read, m->size - 15 * CH);
-    CHECK_EQ(fs_member_continue(a, m, c, 3, 2, NULL, NULL), -EINVAL);
-    CHECK_EQ(fs_member_continue(a, m, c, 3, nchunks(m), NULL, NULL), -EINVAL);
-    fs_member_closed(m);
+    CHECK_EQ(member_continue(a, m, c, 3, 2, NULL, NULL), -EINVAL);
+    CHECK_EQ(member_continue(a, m, c, 3, nchunks(m), NULL, NULL), -EINVAL);
+    member_closed(m);
     free(buf);
     cache_free(c);
-    fs_archive_free(a);
+    archive_close(a);
 
     /* raced: a worker keeps continuing the reader's decoder ahead of it */
     a = open_archive(zpath);
@@ -820,12 +820,12 @@ static void test_continue(void)
         int bad = 0;
 
         m = &a->members[M_BIG];
-        fs_member_opened(m);
+        member_opened(m);
         before = counts_now();
         pthread_create(&w.t, NULL, continuer, &w);
         for (uint64_t k = 0; k < nchunks(m); k++) {
             atomic_store(&at, k + 1);
-            if (fs_member_chunk(a, m, c, k, &ch) < 0) {
+            if (member_chunk(a, m, c, k, &ch) < 0) {
                 bad++;
                 continue;
             }
@@ -840,10 +840,10 @@ static void test_continue(void)
         CHECK_EQ(w.errors, 0);
         CHECK_EQ(d.new, 1);
         CHECK_EQ(d.read, m->size);
-        fs_member_closed(m);
+        member_closed(m);
     }
     cache_free(c);
-    fs_archive_free(a);
+    archive_close(a);
 }
 
 enum op { OP_CHUNK, OP_PRODUCE, OP_CONTINUE };
@@ -853,8 +853,8 @@ struct call {
     pthread_t t;
     bool gated, watched;
     enum op op;
-    struct fs_archive *a;
-    struct fs_member *m;
+    struct archive *a;
+    struct archive_member *m;
     struct cache *c;
     uint64_t point, first, last; /* OP_CHUNK: chunk first */
     const unsigned char *want;
@@ -871,17 +871,17 @@ static void *call_main(void *arg)
     watched = k->watched;
     switch (k->op) {
     case OP_CHUNK:
-        k->ret = fs_member_chunk(k->a, k->m, k->c, k->first, &ch);
+        k->ret = member_chunk(k->a, k->m, k->c, k->first, &ch);
         if (k->ret == 0) {
             k->right = memcmp(ch->data, k->want + k->first * CH, ch->len) == 0;
             cache_put(k->c, ch);
         }
         break;
     case OP_PRODUCE:
-        k->ret = fs_member_produce(k->a, k->m, k->c, k->point, k->first, k->last);
+        k->ret = member_produce(k->a, k->m, k->c, k->point, k->first, k->last);
         break;
     case OP_CONTINUE:
-        k->ret = fs_member_continue(k->a, k->m, k->c, k->first, k->last, NULL, NULL);
+        k->ret = member_continue(k->a, k->m, k->c, k->first, k->last, NULL, NULL);
         break;
     }
     return NULL;
@@ -947,18 +947,18 @@ static void start(struct call *k)
 }
 
 /* Readers that need a chunk being decoded wait for that decode instead of
- * starting their own: a readahead worker's segment (fs_member_produce()),
- * a continued decoder (fs_member_continue(): also the chunk just after its
+ * starting their own: a readahead worker's segment (member_produce()),
+ * a continued decoder (member_continue(): also the chunk just after its
  * range, whose decoder it then parks for the reader), and another reader's
  * decode of the chunk before (whose parked decoder the reader then takes).
  * The decode in progress is held at a gate while the readers arrive. */
 static void test_readers_wait_for_decodes(void)
 {
     static uint64_t pts[MAXSEG], first[MAXSEG], last[MAXSEG];
-    struct fs_archive *a = open_archive(zpath);
+    struct archive *a = open_archive(zpath);
     struct cache *c = new_cache(BIG_CACHE);
     struct call w, r1, r2;
-    struct fs_member *m;
+    struct archive_member *m;
     size_t n;
 
     if (!a) {
@@ -966,7 +966,7 @@ static void test_readers_wait_for_decodes(void)
         return;
     }
     m = &a->members[M_MANY];
-    fs_member_opened(m);
+    member_opened(m);
 
     /* another reader's decode: chunk 0 held, chunk 1 wanted */
     gate_close();
@@ -1008,7 +1008,7 @@ static void test_readers_wait_for_decodes(void)
     CHECK(r1.ret == 0 && r1.right && r2.ret == 0 && r2.right);
     CHECK_EQ(watched_new, 0);
     CHECK_EQ(watched_read, CH); /* chunk 6 only, with the decoder parked at its start */
-    fs_member_closed(m);
+    member_closed(m);
 
     /* a readahead segment: held at its first chunk; its last chunk wanted */
     CHECK_EQ(read_all_sequential(a, m, c, zdata[M_MANY], 3), 0); /* complete index */
@@ -1035,7 +1035,7 @@ static void test_readers_wait_for_decodes(void)
         CHECK_EQ(watched_new + watched_read, 0); /* served from the cache */
     }
     cache_free(c);
-    fs_archive_free(a);
+    archive_close(a);
 }
 
 /* A copy of the test archive, with byte `at` of member d's deflate data
@@ -1072,8 +1072,8 @@ static unsigned char flip(unsigned char b)
 
 struct shuffler {
     pthread_t t;
-    struct fs_archive *a;
-    struct fs_member *m;
+    struct archive *a;
+    struct archive_member *m;
     struct cache *c;
     const unsigned char *want;
     struct ft_barrier *bar;
@@ -1100,7 +1100,7 @@ static void *shuffled_reader(void *arg)
     ft_barrier_wait(s->bar);
     for (uint64_t i = 0; i < n; i++) {
         struct cache_chunk *ch;
-        int ret = fs_member_chunk(s->a, s->m, s->c, order[i], &ch);
+        int ret = member_chunk(s->a, s->m, s->c, order[i], &ch);
 
         if (ret == -EIO) {
             s->eio++;
@@ -1119,7 +1119,7 @@ static void *shuffled_reader(void *arg)
 /* Read every chunk of m from 4 threads in random orders: *wrong gets the
  * chunks served with bytes that are not the member's, *other the failures
  * other than EIO (both must be 0), *eio the reads that failed with EIO. */
-static void read_shuffled(struct fs_archive *a, struct fs_member *m, struct cache *c,
+static void read_shuffled(struct archive *a, struct archive_member *m, struct cache *c,
                           const unsigned char *want, int *wrong, int *other, int *eio)
 {
     struct shuffler s[4];
@@ -1150,11 +1150,11 @@ static void test_damage(void)
     const struct ft_member *z = &zm[M_BIG];
     const struct ft_flush *fl = &z->flush[5]; /* output 6 MiB: chunk 48 */
     char *path = damaged_copy("damaged.npz", z, fl->in, invalid_block);
-    struct fs_archive *a = open_archive(path);
+    struct archive *a = open_archive(path);
     struct cache *c = new_cache(BIG_CACHE);
     uint64_t bad_chunk = fl->out / CH, bad_from;
     int wrong, other, eio;
-    struct fs_member *m;
+    struct archive_member *m;
 
     CHECK_EQ(fl->out, 6 * MiB);
     if (!a)
@@ -1165,7 +1165,7 @@ static void test_damage(void)
     CHECK_EQ(wrong, 0);
     CHECK_EQ(other, 0);
     CHECK_EQ(eio, 4 * (nchunks(m) - bad_chunk));
-    CHECK_EQ(fs_member_damage(m, &bad_from), -EIO);
+    CHECK_EQ(archive_damage(m, &bad_from), -EIO);
     CHECK(bad_from > (bad_chunk - 1) * CH && bad_from <= fl->out);
     CHECK(ft_log_has("damaged.npz: member 'big.npy': cannot decode"));
     CHECK_EQ(ft_log_lines(), 1);
@@ -1174,7 +1174,7 @@ static void test_damage(void)
     c = new_cache(BIG_CACHE);
     for (uint64_t k = 0; k < nchunks(m); k++) {
         struct cache_chunk *ch;
-        int ret = fs_member_chunk(a, m, c, k, &ch);
+        int ret = member_chunk(a, m, c, k, &ch);
 
         CHECK_EQ(ret, k < bad_chunk ? 0 : -EIO);
         if (ret == 0) {
@@ -1183,8 +1183,8 @@ static void test_damage(void)
         }
     }
     /* the other members of the archive are not touched */
-    CHECK_EQ(fs_member_damage(&a->members[M_MANY], &bad_from), 0);
-    fs_archive_free(a);
+    CHECK_EQ(archive_damage(&a->members[M_MANY], &bad_from), 0);
+    archive_close(a);
 out:
     cache_free(c);
     unlink(path);
@@ -1202,11 +1202,11 @@ static void test_crc_table_mismatch(void)
     const struct ft_flush *fl = &z->flush[9]; /* block starting at 10 MiB */
     uint64_t at = fl->in + (z->flush[10].in - fl->in) / 2;
     char *path = damaged_copy("flipped.npz", z, at, flip);
-    struct fs_archive *a = open_archive(path);
+    struct archive *a = open_archive(path);
     struct cache *c = new_cache(BIG_CACHE);
     struct dfx_crcs *t = NULL;
     int wrong, other, eio;
-    struct fs_member *m;
+    struct archive_member *m;
     uint64_t first_bad = UINT64_MAX;
 
     if (!a)
@@ -1214,14 +1214,14 @@ static void test_crc_table_mismatch(void)
     m = &a->members[M_BIG];
     CHECK_EQ(dfx_crcs_new(m->size, FS_CHUNK_SIZE, &t), 0);
     dfx_crcs_feed(t, 0, zdata[M_BIG], m->size);
-    CHECK(fs_member_set_crcs(m, t));
+    CHECK(archive_set_crcs(m, t));
     CHECK(atomic_load(&m->crcs) == t);
     /* a second table is refused (and freed) */
     {
         struct dfx_crcs *t2 = NULL;
 
         CHECK_EQ(dfx_crcs_new(m->size, FS_CHUNK_SIZE, &t2), 0);
-        CHECK(!fs_member_set_crcs(m, t2));
+        CHECK(!archive_set_crcs(m, t2));
         CHECK(atomic_load(&m->crcs) == t);
     }
     ft_log_clear();
@@ -1233,7 +1233,7 @@ static void test_crc_table_mismatch(void)
     c = new_cache(BIG_CACHE);
     for (uint64_t k = 0; k < nchunks(m); k++) {
         struct cache_chunk *ch;
-        int ret = fs_member_chunk(a, m, c, k, &ch);
+        int ret = member_chunk(a, m, c, k, &ch);
 
         if (ret == 0) {
             CHECK(memcmp(ch->data, zdata[M_BIG] + k * CH, ch->len) == 0);
@@ -1248,7 +1248,7 @@ static void test_crc_table_mismatch(void)
     CHECK(first_bad >= fl->out / CH && first_bad < nchunks(m));
     CHECK(ft_log_has("flipped.npz: member 'big.npy': "));
     CHECK_EQ(ft_log_lines(), 1);
-    fs_archive_free(a);
+    archive_close(a);
 out:
     cache_free(c);
     unlink(path);
@@ -1262,10 +1262,10 @@ out:
  * second cache, filled before the table was published). */
 static void test_crc_table_rewritten(void)
 {
-    struct fs_archive *a = open_archive(zpath);
+    struct archive *a = open_archive(zpath);
     struct cache *c = new_cache(BIG_CACHE), *old = new_cache(BIG_CACHE);
     struct dfx_crcs *t = NULL;
-    struct fs_member *m;
+    struct archive_member *m;
     unsigned char *other;
     struct cache_chunk *ch;
 
@@ -1281,42 +1281,42 @@ static void test_crc_table_rewritten(void)
     CHECK_EQ(dfx_crcs_new(m->size, FS_CHUNK_SIZE, &t), 0);
     dfx_crcs_feed(t, 0, other, m->size);
     /* chunks 0-16 cached before the table exists */
-    CHECK_EQ(fs_member_chunk(a, m, old, 16, &ch), 0);
+    CHECK_EQ(member_chunk(a, m, old, 16, &ch), 0);
     cache_put(old, ch);
     CHECK(cached(old, m, 15));
-    CHECK(fs_member_set_crcs(m, t));
+    CHECK(archive_set_crcs(m, t));
     ft_log_clear();
     for (uint64_t k = 0; k < 12; k++) {
-        CHECK_EQ(fs_member_chunk(a, m, c, k, &ch), 0);
+        CHECK_EQ(member_chunk(a, m, c, k, &ch), 0);
         CHECK(ch && memcmp(ch->data, zdata[M_MANY] + k * CH, CH) == 0);
         cache_put(c, ch);
     }
-    CHECK_EQ(fs_member_chunk(a, m, c, 12, &ch), -EIO);
-    CHECK_EQ(fs_member_chunk(a, m, old, 16, &ch), -EIO); /* cached, but condemned */
-    CHECK_EQ(fs_member_chunk(a, m, old, 12, &ch), -EIO);
-    CHECK_EQ(fs_member_chunk(a, m, c, 20, &ch), -EIO);
-    CHECK_EQ(fs_member_chunk(a, m, old, 11, &ch), 0); /* before: still served */
+    CHECK_EQ(member_chunk(a, m, c, 12, &ch), -EIO);
+    CHECK_EQ(member_chunk(a, m, old, 16, &ch), -EIO); /* cached, but condemned */
+    CHECK_EQ(member_chunk(a, m, old, 12, &ch), -EIO);
+    CHECK_EQ(member_chunk(a, m, c, 20, &ch), -EIO);
+    CHECK_EQ(member_chunk(a, m, old, 11, &ch), 0); /* before: still served */
     cache_put(old, ch);
     CHECK_EQ(atomic_load(&m->bad_chunk), 13);
     CHECK(ft_log_has("do not match their checksum"));
     /* a table that does not fit the member is refused */
     {
-        struct fs_member *m2 = &a->members[M_BIG];
+        struct archive_member *m2 = &a->members[M_BIG];
         struct dfx_crcs *t2 = NULL;
 
         CHECK_EQ(dfx_crcs_new(m2->size - 1, FS_CHUNK_SIZE, &t2), 0);
-        CHECK(!fs_member_set_crcs(m2, t2));
+        CHECK(!archive_set_crcs(m2, t2));
         CHECK(atomic_load(&m2->crcs) == NULL);
     }
     free(other);
     cache_free(c);
     cache_free(old);
-    fs_archive_free(a);
+    archive_close(a);
 }
 
 struct changer {
     pthread_t t;
-    struct fs_archive *a;
+    struct archive *a;
     struct cache *c;
     const unsigned char *want_d, *want_s;
     atomic_bool *stop;
@@ -1335,7 +1335,7 @@ static void *change_reader(void *arg)
 
     while (!atomic_load(w->stop)) {
         int which = (int)(ft_rand(&s) & 1);
-        struct fs_member *m = &w->a->members[which];
+        struct archive_member *m = &w->a->members[which];
         uint64_t off = ft_rand(&s) % m->size;
         size_t len = 1 + (size_t)(ft_rand(&s) % (2 * CH));
         int ret;
@@ -1375,7 +1375,7 @@ static void test_changed(void)
                                  {.name = "s.npy", .data = s_new, .len = n, .method = 0}};
     char *p_old = ft_path(dir, "chg.npz"), *p_new = ft_path(dir, "chg-new.npz");
     struct cache *c = new_cache(BIG_CACHE);
-    struct fs_archive *a;
+    struct archive *a;
     struct changer w[3];
     atomic_bool stop = false;
     unsigned char *newbytes, buf[64];
@@ -1416,11 +1416,11 @@ static void test_changed(void)
     /* a stored read sees the change at once; then everything fails */
     CHECK_EQ(ft_read_stored(a, &a->members[1], 0, 10, buf), -EIO);
     CHECK(atomic_load(&a->changed));
-    CHECK_EQ(fs_archive_check(a), -EIO);
+    CHECK_EQ(archive_check(a), -EIO);
     CHECK_EQ(ft_read_deflate(a, &a->members[0], c, 0, 10, buf), -EIO); /* was cached */
     CHECK_EQ(ft_read_deflate(a, &a->members[0], c, n - 10, 10, buf), -EIO);
-    CHECK_EQ(fs_member_peek(a, &a->members[0], buf, sizeof(buf)), -EIO);
-    CHECK_EQ(fs_member_peek(a, &a->members[1], buf, sizeof(buf)), -EIO);
+    CHECK_EQ(member_peek(a, &a->members[0], buf, sizeof(buf)), -EIO);
+    CHECK_EQ(member_peek(a, &a->members[1], buf, sizeof(buf)), -EIO);
     atomic_store(&stop, true);
     for (int i = 0; i < 3; i++) {
         pthread_join(w[i].t, NULL);
@@ -1428,7 +1428,7 @@ static void test_changed(void)
         CHECK_EQ(w[i].other, 0);
     }
     CHECK(ft_log_has("the archive changed"));
-    fs_archive_free(a);
+    archive_close(a);
 
     /* Replaced by a rename, or deleted: the open file is still the old one,
      * served as it was. A chmod is a change of its status: a change. */
@@ -1446,14 +1446,14 @@ static void test_changed(void)
             CHECK_EQ(unlink(p_old), 0);
         else
             CHECK_EQ(chmod(p_old, 0600), 0);
-        CHECK_EQ(fs_archive_check(a), how == 2 ? -EIO : 0);
+        CHECK_EQ(archive_check(a), how == 2 ? -EIO : 0);
         CHECK_EQ(ft_read_deflate(a, &a->members[0], c, 3 * CH, 64, buf), how == 2 ? -EIO : 0);
         CHECK(how == 2 || memcmp(buf, d_old + 3 * CH, 64) == 0);
         CHECK_EQ(ft_read_stored(a, &a->members[1], 5 * CH, 64, buf), how == 2 ? -EIO : 0);
         CHECK(how == 2 || memcmp(buf, s_old + 5 * CH, 64) == 0);
-        CHECK_EQ(fs_archive_check(a), how == 2 ? -EIO : 0);
+        CHECK_EQ(archive_check(a), how == 2 ? -EIO : 0);
         CHECK_EQ(atomic_load(&a->changed), how == 2);
-        fs_archive_free(a);
+        archive_close(a);
     }
 out:
     ft_members_free(m_old, 2);
@@ -1472,8 +1472,8 @@ out:
 
 struct stored_reader {
     pthread_t t;
-    struct fs_archive *a;
-    struct fs_member *m;
+    struct archive *a;
+    struct archive_member *m;
     uint64_t seed;
     int bad;
 };
@@ -1504,9 +1504,9 @@ static void *stored_reader(void *arg)
  * reads that touch its chunk. */
 static void test_stored(void)
 {
-    struct fs_archive *a = open_archive(zpath);
+    struct archive *a = open_archive(zpath);
     struct stored_reader s[4];
-    struct fs_member *m;
+    struct archive_member *m;
     unsigned char *out, buf[300];
     size_t at;
     int bad = 0;
@@ -1514,9 +1514,9 @@ static void test_stored(void)
     if (!a)
         return;
     m = &a->members[M_STORED];
-    CHECK_EQ(fs_member_read_stored(a, m, m->size, 10, &out, &at), 0);
+    CHECK_EQ(member_read_stored(a, m, m->size, 10, &out, &at), 0);
     CHECK(out == NULL);
-    CHECK_EQ(fs_member_read_stored(a, m, m->size - 5, 10, &out, &at), 5);
+    CHECK_EQ(member_read_stored(a, m, m->size - 5, 10, &out, &at), 5);
     CHECK(out && memcmp(out + at, zdata[M_STORED] + m->size - 5, 5) == 0);
     free(out);
     CHECK_EQ(ft_read_stored(a, m, CH - 150, 300, buf), 0);
@@ -1534,18 +1534,18 @@ static void test_stored(void)
         if (round == 0) {
             /* the full pass: checks the CRC-32, publishes the table */
             CHECK(!atomic_load(&m->verified));
-            CHECK_EQ(fs_member_scan_stored(a, m, NULL), 0);
+            CHECK_EQ(member_scan_stored(a, m, NULL), 0);
             CHECK(atomic_load(&m->verified));
             CHECK(atomic_load(&m->crcs) != NULL);
-            CHECK_EQ(fs_member_verify_stored(a, m), 0);
+            CHECK_EQ(member_verify_stored(a, m), 0);
             /* with a table, the whole chunks are read: the bytes start at *at */
-            CHECK_EQ(fs_member_read_stored(a, m, CH + 10, 20, &out, &at), 20);
+            CHECK_EQ(member_read_stored(a, m, CH + 10, 20, &out, &at), 20);
             CHECK_EQ(at, 10);
             CHECK(out && memcmp(out + at, zdata[M_STORED] + CH + 10, 20) == 0);
             free(out);
         }
     }
-    fs_archive_free(a);
+    archive_close(a);
 
     /* a table that disagrees with chunk 5 only */
     a = open_archive(zpath);
@@ -1558,7 +1558,7 @@ static void test_stored(void)
         other[5 * CH + 7] ^= 0x80;
         CHECK_EQ(dfx_crcs_new(m->size, FS_CHUNK_SIZE, &t), 0);
         dfx_crcs_feed(t, 0, other, m->size);
-        CHECK(fs_member_set_crcs(m, t));
+        CHECK(archive_set_crcs(m, t));
         CHECK(atomic_load(&m->verified)); /* a table vouches for the CRC-32 */
         ft_log_clear();
         CHECK_EQ(ft_read_stored(a, m, 5 * CH - 10, 20, buf), -EIO);
@@ -1569,7 +1569,7 @@ static void test_stored(void)
         CHECK(memcmp(buf, zdata[M_STORED] + 6 * CH, 20) == 0);
         CHECK(ft_log_has("do not match their checksum"));
         free(other);
-        fs_archive_free(a);
+        archive_close(a);
     }
 
     /* a byte of the stored data damaged in the file: its CRC-32 check fails */
@@ -1586,36 +1586,36 @@ static void test_stored(void)
         if (a) {
             m = &a->members[M_STORED];
             ft_log_clear();
-            CHECK_EQ(fs_member_damage(m, &bad_from), 0);
-            CHECK_EQ(fs_member_verify_stored(a, m), -EIO);
-            CHECK_EQ(fs_member_damage(m, &bad_from), -EIO);
-            CHECK_EQ(fs_member_verify_stored(a, m), -EIO);
+            CHECK_EQ(archive_damage(m, &bad_from), 0);
+            CHECK_EQ(member_verify_stored(a, m), -EIO);
+            CHECK_EQ(archive_damage(m, &bad_from), -EIO);
+            CHECK_EQ(member_verify_stored(a, m), -EIO);
             CHECK(atomic_load(&m->crcs) == NULL);
             CHECK(ft_log_has("CRC-32 mismatch"));
-            fs_archive_free(a);
+            archive_close(a);
         }
         unlink(path);
         free(path);
     }
 }
 
-/* fs_member_peek(): the first bytes of stored and deflate members, clamped
+/* member_peek(): the first bytes of stored and deflate members, clamped
  * to the member's size. */
 static void test_peek(void)
 {
-    struct fs_archive *a = open_archive(zpath);
+    struct archive *a = open_archive(zpath);
     unsigned char buf[4096];
 
     if (!a)
         return;
-    CHECK_EQ(fs_member_peek(a, &a->members[M_BIG], buf, sizeof(buf)), (int64_t)sizeof(buf));
+    CHECK_EQ(member_peek(a, &a->members[M_BIG], buf, sizeof(buf)), (int64_t)sizeof(buf));
     CHECK(memcmp(buf, zdata[M_BIG], sizeof(buf)) == 0);
-    CHECK_EQ(fs_member_peek(a, &a->members[M_STORED], buf, 1000), 1000);
+    CHECK_EQ(member_peek(a, &a->members[M_STORED], buf, 1000), 1000);
     CHECK(memcmp(buf, zdata[M_STORED], 1000) == 0);
-    CHECK_EQ(fs_member_peek(a, &a->members[M_TINY], buf, sizeof(buf)), 100);
+    CHECK_EQ(member_peek(a, &a->members[M_TINY], buf, sizeof(buf)), 100);
     CHECK(memcmp(buf, zdata[M_TINY], 100) == 0);
-    CHECK_EQ(fs_member_peek(a, &a->members[M_EMPTY], buf, sizeof(buf)), 0);
-    fs_archive_free(a);
+    CHECK_EQ(member_peek(a, &a->members[M_EMPTY], buf, sizeof(buf)), 0);
+    archive_close(a);
 }
 
 /* gzip files: one member holding a .npy (sized from its header: no pass at
@@ -1651,11 +1651,11 @@ static void test_gzip(void)
         ft_write_gzip(p3, plain, l_plain, 1) < 0)
         exit(2);
     for (int i = 0; i < 3; i++) {
-        struct fs_archive *a = open_archive(cases[i].path);
+        struct archive *a = open_archive(cases[i].path);
         struct cache *c = new_cache(BIG_CACHE);
         struct reader r[4];
         unsigned char head[200];
-        struct fs_member *m;
+        struct archive_member *m;
         int bad = 0;
 
         if (!a) {
@@ -1663,17 +1663,17 @@ static void test_gzip(void)
             continue;
         }
         m = &a->members[0];
-        CHECK_EQ(a->kind, FS_SRC_GZIP);
+        CHECK_EQ(a->kind, ARCHIVE_GZIP);
         CHECK_EQ(a->count, 1);
         CHECK(strcmp(m->name, cases[i].name) == 0);
         CHECK(strcmp(m->method, "gzip") == 0);
-        CHECK_EQ(m->kind, FS_DEFLATE);
+        CHECK_EQ(m->kind, ARCHIVE_DEFLATE);
         CHECK_EQ(m->size, cases[i].len);
         CHECK_EQ(atomic_load(&m->crcs) != NULL, cases[i].sized_by_pass);
         CHECK_EQ(dfx_index_total(m->ix) == m->size, cases[i].sized_by_pass);
-        CHECK_EQ(fs_member_peek(a, m, head, sizeof(head)), (int64_t)sizeof(head));
+        CHECK_EQ(member_peek(a, m, head, sizeof(head)), (int64_t)sizeof(head));
         CHECK(memcmp(head, cases[i].want, sizeof(head)) == 0);
-        fs_member_opened(m);
+        member_opened(m);
         for (int k = 0; k < 4; k++)
             r[k] = (struct reader){.a = a, .m = m, .c = c, .want = cases[i].want,
                                    .seed = 60 + (uint64_t)k, .rounds = 40};
@@ -1683,9 +1683,9 @@ static void test_gzip(void)
         for (int k = 0; k < 4; k++)
             bad += r[k].bad;
         CHECK_EQ(bad, 0);
-        fs_member_closed(m);
+        member_closed(m);
         cache_free(c);
-        fs_archive_free(a);
+        archive_close(a);
     }
     unlink(p1);
     unlink(p2);
@@ -1700,7 +1700,7 @@ static void test_gzip(void)
 }
 
 /* What an open costs is bounded: a gzip file sized by a full pass stops
- * with -E2BIG past max_ratio x its size (never below FS_SIZING_FLOOR), or
+ * with -E2BIG past max_ratio x its size (never below ARCHIVE_SIZING_FLOOR), or
  * -ECANCELED once the stop flag is raised; one sized from its .npy header
  * decodes nothing, whatever the limit. A FIFO is refused without being
  * opened (it would block). */
@@ -1713,27 +1713,27 @@ static void test_open_limits(void)
     char *p2 = ft_path(dir, "limits2.npy.gz"), *p1 = ft_path(dir, "limits1.npy.gz");
     char *fifo = ft_path(dir, "fifo.npz");
     atomic_bool stop = false;
-    struct fs_open_limits tight = {.max_ratio = 1}, roomy = {.max_ratio = 1000, .stop = &stop};
-    struct fs_archive *a = NULL;
+    struct archive_limits tight = {.max_ratio = 1}, roomy = {.max_ratio = 1000, .stop = &stop};
+    struct archive *a = NULL;
     struct stat st;
 
     if (ft_write_gzip(p2, two, l_two, 2) < 0 || ft_write_gzip(p1, one, l_one, 1) < 0 ||
         mkfifo(fifo, 0644) < 0)
         exit(2);
     CHECK_EQ(stat(p2, &st), 0);
-    CHECK(n1 + n2 > FS_SIZING_FLOOR && n1 + n2 > (uint64_t)st.st_size);
-    CHECK_EQ(fs_archive_open(p2, SPACING, &tight, &a), -E2BIG);
+    CHECK(n1 + n2 > ARCHIVE_SIZING_FLOOR && n1 + n2 > (uint64_t)st.st_size);
+    CHECK_EQ(archive_open(p2, SPACING, &tight, &a), -E2BIG);
     CHECK(a == NULL);
-    CHECK_EQ(fs_archive_open(p2, SPACING, &roomy, &a), 0);
+    CHECK_EQ(archive_open(p2, SPACING, &roomy, &a), 0);
     CHECK(a && a->members[0].size == n1 + n2);
-    fs_archive_free(a);
+    archive_close(a);
     atomic_store(&stop, true);
-    CHECK_EQ(fs_archive_open(p2, SPACING, &roomy, &a), -ECANCELED);
+    CHECK_EQ(archive_open(p2, SPACING, &roomy, &a), -ECANCELED);
     CHECK(a == NULL);
-    CHECK_EQ(fs_archive_open(p1, SPACING, &tight, &a), 0); /* sized from the header */
+    CHECK_EQ(archive_open(p1, SPACING, &tight, &a), 0); /* sized from the header */
     CHECK(a && a->members[0].size == n1);
-    fs_archive_free(a);
-    CHECK_EQ(fs_archive_open(fifo, SPACING, NULL, &a), -ENODEV);
+    archive_close(a);
+    CHECK_EQ(archive_open(fifo, SPACING, NULL, &a), -ENODEV);
     unlink(p1);
     unlink(p2);
     unlink(fifo);

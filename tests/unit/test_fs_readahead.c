@@ -1,11 +1,11 @@
 /*
  * Unit tests for the readahead scheduler (readahead.c) without a mount:
  * a real archive written here, a real cache and member, and the worker pool
- * (fs_ra_new(), fs_ra_note_read(), fs_ra_free()) fed the reads a FUSE
+ * (readahead_new(), readahead_note_read(), readahead_free()) fed the reads a FUSE
  * READ handler would note.
  *
  * What the workers are asked to do is recorded by wrapping the two calls
- * they make into member.c, fs_member_produce() and fs_member_continue()
+ * they make into member.c, member_produce() and member_continue()
  * (-Wl,--wrap, see CMakeLists.txt); the wrap can also hold the workers at a
  * gate, to stop the pool with work queued. Nothing waits for a time: a test
  * waits for an event (with a generous deadline that only a hang reaches).
@@ -52,7 +52,7 @@ static uint64_t ahead_chunks(uint64_t cache_size, unsigned threads)
 /* ---- what the workers are asked (link wraps) -------------------------- */
 
 struct call {
-    const struct fs_member *m;
+    const struct archive_member *m;
     uint64_t first, last; /* last: the furthest it was raised to (continue) */
     bool over;            /* it began, or was raised, further than bound_ahead chunks
                            * past the reader's last noted chunk at that moment */
@@ -81,7 +81,8 @@ static bool too_far(uint64_t last)
     return b && last > atomic_load(&reader_last) + b;
 }
 
-static size_t rec_begin(const struct fs_member *m, uint64_t first, uint64_t last, bool pipelined)
+static size_t rec_begin(const struct archive_member *m, uint64_t first, uint64_t last,
+                        bool pipelined)
 {
     size_t i;
 
@@ -106,17 +107,17 @@ static void rec_end(size_t i, int ret)
     pthread_mutex_unlock(&rec_lock);
 }
 
-int __real_fs_member_produce(struct fs_archive *a, struct fs_member *m, struct cache *c,
+int __real_member_produce(struct archive *a, struct archive_member *m, struct cache *c,
                              uint64_t point, uint64_t first, uint64_t last);
-int __real_fs_member_continue(struct fs_archive *a, struct fs_member *m, struct cache *c,
+int __real_member_continue(struct archive *a, struct archive_member *m, struct cache *c,
                               uint64_t first, uint64_t last,
                               bool (*more)(void *arg, uint64_t next, uint64_t *last), void *arg);
 
-int __wrap_fs_member_produce(struct fs_archive *a, struct fs_member *m, struct cache *c,
+int __wrap_member_produce(struct archive *a, struct archive_member *m, struct cache *c,
                              uint64_t point, uint64_t first, uint64_t last)
 {
     size_t i = rec_begin(m, first, last, false);
-    int ret = __real_fs_member_produce(a, m, c, point, first, last);
+    int ret = __real_member_produce(a, m, c, point, first, last);
 
     rec_end(i, ret);
     return ret;
@@ -142,12 +143,12 @@ static bool more_shim(void *arg, uint64_t next, uint64_t *last)
     return go;
 }
 
-int __wrap_fs_member_continue(struct fs_archive *a, struct fs_member *m, struct cache *c,
+int __wrap_member_continue(struct archive *a, struct archive_member *m, struct cache *c,
                               uint64_t first, uint64_t last,
                               bool (*more)(void *arg, uint64_t next, uint64_t *last), void *arg)
 {
     struct more_shim s = {more, arg, rec_begin(m, first, last, true)};
-    int ret = __real_fs_member_continue(a, m, c, first, last, more ? more_shim : NULL, &s);
+    int ret = __real_member_continue(a, m, c, first, last, more ? more_shim : NULL, &s);
 
     rec_end(s.i, ret);
     return ret;
@@ -213,7 +214,7 @@ static bool one_at_gate(void *unused)
 }
 
 /* Calls for m so far (with rec_lock taken here). */
-static size_t calls_for(const struct fs_member *m, bool pipelined)
+static size_t calls_for(const struct archive_member *m, bool pipelined)
 {
     size_t n = 0;
 
@@ -226,7 +227,7 @@ static size_t calls_for(const struct fs_member *m, bool pipelined)
 
 /* Segments of m that span fewer chunks than points SEGMENT apart make
  * (SEGMENT / CH), other than the one that ends the member. */
-static int short_segments(const struct fs_member *m)
+static int short_segments(const struct archive_member *m)
 {
     uint64_t end = (m->size + CH - 1) / CH - 1;
     int bad = 0;
@@ -245,7 +246,7 @@ static int short_segments(const struct fs_member *m)
 }
 
 /* Wait until a call for m has ended, the produced chunks counted. */
-static void settle_on(const struct fs_member *m)
+static void settle_on(const struct archive_member *m)
 {
     CHECK(wait_for(some_call_done_for, (void *)m));
 }
@@ -276,16 +277,16 @@ static void make_archive(void)
     }
 }
 
-static struct fs_archive *open_archive(void)
+static struct archive *open_archive(void)
 {
-    struct fs_archive *a = NULL;
+    struct archive *a = NULL;
 
-    CHECK_EQ(fs_archive_open(zpath, SPACING, NULL, &a), 0);
+    CHECK_EQ(archive_open(zpath, SPACING, NULL, &a), 0);
     return a;
 }
 
 /* A context with what the pool uses: the cache and the options. */
-static void ctx_init(struct fs_ctx *ctx, uint64_t cache_size, unsigned threads)
+static void ctx_init(struct mount_ctx *ctx, uint64_t cache_size, unsigned threads)
 {
     memset(ctx, 0, sizeof(*ctx));
     ctx->opts.cache_size = cache_size;
@@ -295,12 +296,12 @@ static void ctx_init(struct fs_ctx *ctx, uint64_t cache_size, unsigned threads)
         exit(2);
 }
 
-static uint64_t nchunks(const struct fs_member *m)
+static uint64_t nchunks(const struct archive_member *m)
 {
     return (m->size + CH - 1) / CH;
 }
 
-static bool cached(struct cache *c, const struct fs_member *m, uint64_t k)
+static bool cached(struct cache *c, const struct archive_member *m, uint64_t k)
 {
     struct cache_chunk *ch = cache_get(c, m->id, k);
 
@@ -310,7 +311,7 @@ static bool cached(struct cache *c, const struct fs_member *m, uint64_t k)
 
 /* Read all of m once (through a cache of its own) so its index is
  * complete: every segment between access points is known. */
-static void complete_index(struct fs_archive *a, struct fs_member *m)
+static void complete_index(struct archive *a, struct archive_member *m)
 {
     struct cache *c;
     unsigned char *buf = malloc(m->size);
@@ -323,15 +324,15 @@ static void complete_index(struct fs_archive *a, struct fs_member *m)
 }
 
 /* Read chunk k of m as the READ handler does: note it, then get it. */
-static int read_chunk(struct fs_ra *ra, struct fs_archive *a, struct fs_member *m,
+static int read_chunk(struct readahead *ra, struct archive *a, struct archive_member *m,
                       struct cache *c, uint64_t k, const unsigned char *want)
 {
     struct cache_chunk *ch;
     int ret;
 
     atomic_store(&reader_last, k);
-    fs_ra_note_read(ra, m, k, k);
-    ret = fs_member_chunk(a, m, c, k, &ch);
+    readahead_note_read(ra, m, k, k);
+    ret = member_chunk(a, m, c, k, &ch);
     if (ret < 0)
         return ret;
     if (memcmp(ch->data, want + k * CH, ch->len))
@@ -341,7 +342,7 @@ static int read_chunk(struct fs_ra *ra, struct fs_archive *a, struct fs_member *
 }
 
 /* Calls for m that went further ahead of the reader than bound_ahead. */
-static int out_of_bounds(const struct fs_member *m)
+static int out_of_bounds(const struct archive_member *m)
 {
     int bad = 0;
 
@@ -362,19 +363,19 @@ static int out_of_bounds(const struct fs_member *m)
 /* No pool without threads, or with a cache too small to hold a chunk ahead. */
 static void test_no_pool(void)
 {
-    struct fs_ctx ctx;
-    struct fs_ra *ra = (struct fs_ra *)1;
+    struct mount_ctx ctx;
+    struct readahead *ra = (struct readahead *)1;
 
     ctx_init(&ctx, 64ull << 20, 0);
-    CHECK_EQ(fs_ra_new(&ctx, 0, &ra), 0);
+    CHECK_EQ(readahead_new(&ctx, 0, &ra), 0);
     CHECK(ra == NULL);
     cache_free(ctx.cache);
     ctx_init(&ctx, 3 * CH, 4); /* a quarter of it is less than a chunk */
-    ra = (struct fs_ra *)1;
-    CHECK_EQ(fs_ra_new(&ctx, 4, &ra), 0);
+    ra = (struct readahead *)1;
+    CHECK_EQ(readahead_new(&ctx, 4, &ra), 0);
     CHECK(ra == NULL);
-    fs_ra_note_read(NULL, NULL, 0, 0); /* accepted: no readahead */
-    fs_ra_free(NULL);
+    readahead_note_read(NULL, NULL, 0, 0); /* accepted: no readahead */
+    readahead_free(NULL);
     cache_free(ctx.cache);
 }
 
@@ -384,10 +385,10 @@ static void test_no_pool(void)
  * distance; every byte it reads is right. */
 static void test_sequential(void)
 {
-    struct fs_archive *a = open_archive();
-    struct fs_ctx ctx;
-    struct fs_ra *ra = NULL;
-    struct fs_member *m;
+    struct archive *a = open_archive();
+    struct mount_ctx ctx;
+    struct readahead *ra = NULL;
+    struct archive_member *m;
     uint64_t before, ahead, k, prefetched = 0;
     int bad = 0;
 
@@ -398,13 +399,13 @@ static void test_sequential(void)
     ctx_init(&ctx, 64ull << 20, 2);
     ahead = ahead_chunks(ctx.opts.cache_size, 2);
     CHECK_EQ(ahead, 68); /* 2 threads x 2 segments x (2 MiB + 128 KiB): 8.5 MiB */
-    CHECK_EQ(fs_ra_new(&ctx, 2, &ra), 0);
+    CHECK_EQ(readahead_new(&ctx, 2, &ra), 0);
     CHECK(ra != NULL);
     if (!ra)
         goto out;
     rec_reset();
     atomic_store(&bound_ahead, ahead);
-    fs_member_opened(m);
+    member_opened(m);
     before = atomic_load(&fs_counters.readahead_chunks);
     /* two reads make a stream, the third is sequential: work is queued */
     for (k = 0; k < 2; k++)
@@ -423,17 +424,17 @@ static void test_sequential(void)
         bad += read_chunk(ra, a, m, ctx.cache, k, zdata[M_A]) != 0;
     CHECK_EQ(bad, 0);
     CHECK(wait_for(all_calls_done, NULL));
-    fs_ra_free(ra);
+    readahead_free(ra);
     CHECK(calls_for(m, false) > 1);
     CHECK_EQ(calls_for(m, true), 0); /* a complete index has segments only */
     CHECK_EQ(out_of_bounds(m), 0);
     /* the spacing is an eighth of a segment: each spans eight points or so */
     CHECK_EQ(short_segments(m), 0);
-    fs_member_closed(m);
+    member_closed(m);
 out:
     atomic_store(&bound_ahead, 0);
     cache_free(ctx.cache);
-    fs_archive_free(a);
+    archive_close(a);
 }
 
 /* Random reads, and reads of a stored member, queue nothing. With one
@@ -441,10 +442,10 @@ out:
  * first job has run, anything queued before it would have run too. */
 static void test_random_queues_nothing(void)
 {
-    struct fs_archive *a = open_archive();
-    struct fs_ctx ctx;
-    struct fs_ra *ra = NULL;
-    struct fs_member *m, *s, *sentinel;
+    struct archive *a = open_archive();
+    struct mount_ctx ctx;
+    struct readahead *ra = NULL;
+    struct archive_member *m, *s, *sentinel;
     uint64_t seed = 99, before, recent[8];
     int bad = 0;
 
@@ -456,7 +457,7 @@ static void test_random_queues_nothing(void)
     complete_index(a, m);
     complete_index(a, sentinel);
     ctx_init(&ctx, 64ull << 20, 1);
-    CHECK_EQ(fs_ra_new(&ctx, 1, &ra), 0);
+    CHECK_EQ(readahead_new(&ctx, 1, &ra), 0);
     if (!ra)
         goto out;
     rec_reset();
@@ -480,7 +481,7 @@ static void test_random_queues_nothing(void)
     }
     /* a stored member, sequentially: not for readahead */
     for (uint64_t k = 0; k < nchunks(s); k++)
-        fs_ra_note_read(ra, s, k, k);
+        readahead_note_read(ra, s, k, k);
     /* the sentinel stream */
     for (uint64_t k = 0; k < 4; k++)
         bad += read_chunk(ra, a, sentinel, ctx.cache, k, zdata[M_B]) != 0;
@@ -490,20 +491,20 @@ static void test_random_queues_nothing(void)
     CHECK_EQ(calls_for(s, false) + calls_for(s, true), 0);
     CHECK(calls_for(sentinel, false) > 0);
     CHECK(atomic_load(&fs_counters.readahead_chunks) > before); /* the sentinel's only */
-    fs_ra_free(ra);
+    readahead_free(ra);
 out:
     cache_free(ctx.cache);
-    fs_archive_free(a);
+    archive_close(a);
 }
 
 /* A cache of 4 MiB: a quarter of it (1 MiB, 8 chunks) bounds how far ahead
  * of the reader work goes, however many threads would want more. */
 static void test_bounded(void)
 {
-    struct fs_archive *a = open_archive();
-    struct fs_ctx ctx;
-    struct fs_ra *ra = NULL;
-    struct fs_member *m;
+    struct archive *a = open_archive();
+    struct mount_ctx ctx;
+    struct readahead *ra = NULL;
+    struct archive_member *m;
     uint64_t ahead;
     int bad = 0;
 
@@ -514,7 +515,7 @@ static void test_bounded(void)
     ctx_init(&ctx, 4 * MiB, 4);
     ahead = ahead_chunks(ctx.opts.cache_size, 4);
     CHECK_EQ(ahead, 8); /* 4 threads would want 3 MiB */
-    CHECK_EQ(fs_ra_new(&ctx, 4, &ra), 0);
+    CHECK_EQ(readahead_new(&ctx, 4, &ra), 0);
     if (!ra)
         goto out;
     rec_reset();
@@ -526,18 +527,18 @@ static void test_bounded(void)
     }
     CHECK_EQ(bad, 0);
     CHECK(wait_for(all_calls_done, NULL));
-    fs_ra_free(ra);
+    readahead_free(ra);
     CHECK(calls_for(m, false) > 0);
     CHECK_EQ(out_of_bounds(m), 0);
 out:
     atomic_store(&bound_ahead, 0);
     cache_free(ctx.cache);
-    fs_archive_free(a);
+    archive_close(a);
 }
 
 /* A call done for m whose first chunk lies in (after, before). */
 struct region {
-    const struct fs_member *m;
+    const struct archive_member *m;
     uint64_t after, before;
 };
 
@@ -560,10 +561,10 @@ static bool call_done_in(void *arg)
  * distance. */
 static void test_two_streams(void)
 {
-    struct fs_archive *a = open_archive();
-    struct fs_ctx ctx;
-    struct fs_ra *ra = NULL;
-    struct fs_member *m;
+    struct archive *a = open_archive();
+    struct mount_ctx ctx;
+    struct readahead *ra = NULL;
+    struct archive_member *m;
     uint64_t s1 = 0, s2 = 48;
     struct region r1, r2;
     int bad = 0;
@@ -574,7 +575,7 @@ static void test_two_streams(void)
     complete_index(a, m);
     ctx_init(&ctx, 3 * MiB, 4);
     CHECK_EQ(ahead_chunks(ctx.opts.cache_size, 4), 6);
-    CHECK_EQ(fs_ra_new(&ctx, 4, &ra), 0);
+    CHECK_EQ(readahead_new(&ctx, 4, &ra), 0);
     if (!ra)
         goto out;
     rec_reset();
@@ -590,10 +591,10 @@ static void test_two_streams(void)
     CHECK(wait_for(call_done_in, &r1));
     CHECK(wait_for(call_done_in, &r2));
     CHECK(wait_for(all_calls_done, NULL));
-    fs_ra_free(ra);
+    readahead_free(ra);
 out:
     cache_free(ctx.cache);
-    fs_archive_free(a);
+    archive_close(a);
 }
 
 /* On a first pass there are no segments ahead of the reader (the index ends
@@ -604,11 +605,11 @@ out:
  * reader, every byte is right. */
 static void test_first_pass(void)
 {
-    struct fs_archive *a = open_archive();
-    struct fs_ctx ctx;
-    struct fs_ra *ra = NULL;
+    struct archive *a = open_archive();
+    struct mount_ctx ctx;
+    struct readahead *ra = NULL;
     struct cache_chunk *ch;
-    struct fs_member *m;
+    struct archive_member *m;
     uint64_t before, ahead;
     int bad = 0;
 
@@ -617,19 +618,19 @@ static void test_first_pass(void)
     m = &a->members[M_B];
     ctx_init(&ctx, 64ull << 20, 2);
     ahead = ahead_chunks(ctx.opts.cache_size, 2);
-    CHECK_EQ(fs_ra_new(&ctx, 2, &ra), 0);
+    CHECK_EQ(readahead_new(&ctx, 2, &ra), 0);
     if (!ra)
         goto out;
     rec_reset();
     atomic_store(&bound_ahead, ahead);
-    fs_member_opened(m); /* so that the reader parks its decoder */
+    member_opened(m); /* so that the reader parks its decoder */
     before = atomic_load(&fs_counters.readahead_chunks);
     for (uint64_t k = 0; k < 2; k++)
         bad += read_chunk(ra, a, m, ctx.cache, k, zdata[M_B]) != 0;
     atomic_store(&reader_last, 2);
-    CHECK_EQ(fs_member_chunk(a, m, ctx.cache, 2, &ch), 0);
+    CHECK_EQ(member_chunk(a, m, ctx.cache, 2, &ch), 0);
     cache_put(ctx.cache, ch);
-    fs_ra_note_read(ra, m, 2, 2);
+    readahead_note_read(ra, m, 2, 2);
     settle_on(m);
     CHECK(calls_for(m, true) > 0);
     CHECK(atomic_load(&fs_counters.readahead_chunks) > before);
@@ -640,24 +641,24 @@ static void test_first_pass(void)
         bad += read_chunk(ra, a, m, ctx.cache, k, zdata[M_B]) != 0;
     CHECK_EQ(bad, 0);
     CHECK(wait_for(all_calls_done, NULL));
-    fs_ra_free(ra);
+    readahead_free(ra);
     CHECK_EQ(out_of_bounds(m), 0);
     CHECK(dfx_index_total(m->ix) == m->size);
-    fs_member_closed(m);
+    member_closed(m);
 out:
     atomic_store(&bound_ahead, 0);
     cache_free(ctx.cache);
-    fs_archive_free(a);
+    archive_close(a);
 }
 
 struct freer {
     pthread_t t;
-    struct fs_ra *ra;
+    struct readahead *ra;
 };
 
 static void *freer(void *arg)
 {
-    fs_ra_free(((struct freer *)arg)->ra);
+    readahead_free(((struct freer *)arg)->ra);
     return NULL;
 }
 
@@ -665,10 +666,10 @@ static void *freer(void *arg)
  * queued one is dropped (freed: ASan would see a leak), nothing hangs. */
 static void test_stop_with_queued_work(void)
 {
-    struct fs_archive *a = open_archive();
-    struct fs_ctx ctx;
+    struct archive *a = open_archive();
+    struct mount_ctx ctx;
     struct freer f = {0};
-    struct fs_member *m;
+    struct archive_member *m;
     int bad = 0;
 
     if (!a)
@@ -676,7 +677,7 @@ static void test_stop_with_queued_work(void)
     m = &a->members[M_A];
     complete_index(a, m);
     ctx_init(&ctx, 64ull << 20, 1);
-    CHECK_EQ(fs_ra_new(&ctx, 1, &f.ra), 0);
+    CHECK_EQ(readahead_new(&ctx, 1, &f.ra), 0);
     if (!f.ra)
         goto out;
     rec_reset();
@@ -694,7 +695,7 @@ static void test_stop_with_queued_work(void)
 out:
     gate(false);
     cache_free(ctx.cache);
-    fs_archive_free(a);
+    archive_close(a);
 }
 
 int main(void)

@@ -3,7 +3,7 @@
  * mount: directory trees built in a temporary directory (nested
  * directories, .npz and .npy.gz files, plain files, a name clash, symlinks
  * inside and outside the tree, a FIFO, an unreadable directory, broken
- * archives), turned into a namespace with fs_vfs_new() and looked at
+ * archives), turned into a namespace with vfs_new() and looked at
  * through the calls the FUSE handlers make: names and their order, inode
  * numbers, lazy opening, errors, modes and owners, and first lookups of many
  * archives from many threads at once.
@@ -38,25 +38,25 @@
 #define LOCAL(ino) ((ino) & 0xffffffffull)
 
 static char *top;       /* temporary directory */
-static struct fs_opts opts;
+static struct options opts;
 
 /* ---- the calls that need a unit open -------------------------------------
- * fs_vfs_lookup(), fs_vfs_opendir(), fs_vfs_file() and, for an .npy.gz, the
- * final attributes (fs_vfs_attr_ready()) need the unit they are about open:
- * they answer FS_WAIT, and the request waits for the open in the opener pool
- * (fs_vfs_await()), as the FUSE handlers do. These helpers wait the same
+ * vfs_lookup(), vfs_opendir(), vfs_file() and, for an .npy.gz, the
+ * final attributes (vfs_attr_ready()) need the unit they are about open:
+ * they answer DEFER_WAIT, and the request waits for the open in the opener pool
+ * (vfs_await()), as the FUSE handlers do. These helpers wait the same
  * way, in one place, so that every check below depends only on what is
  * open once a call that needs it has answered, not on which call opens. */
 
 struct waiter {
-    struct fs_waiter w; /* first: the pool hands this back */
+    struct defer_waiter w; /* first: the pool hands this back */
     pthread_mutex_t lock;
     pthread_cond_t cond;
     bool woken;
     int err;
 };
 
-static void wake(struct fs_waiter *fw, int err)
+static void wake(struct defer_waiter *fw, int err)
 {
     struct waiter *w = (struct waiter *)fw;
 
@@ -69,11 +69,11 @@ static void wake(struct fs_waiter *fw, int err)
 
 /* Wait until unit need has been opened (or failed): 0 to ask again, or the
  * errno to answer. */
-static int wait_unit(struct fs_vfs *v, uint32_t need)
+static int wait_unit(struct vfs *v, uint32_t need)
 {
     struct waiter w = {.w.wake = wake, .lock = PTHREAD_MUTEX_INITIALIZER,
                        .cond = PTHREAD_COND_INITIALIZER};
-    int ret = fs_vfs_await(v, need, &w.w);
+    int ret = vfs_await(v, need, &w.w);
 
     if (ret == 0) {
         pthread_mutex_lock(&w.lock);
@@ -90,63 +90,63 @@ static int wait_unit(struct fs_vfs *v, uint32_t need)
 }
 
 /* A namespace whose opener pool runs (FUSE init), and its end (destroy). */
-static int v_new(struct fs_source *srcs, size_t n, struct fs_vfs **v)
+static int v_new(struct vfs_source *srcs, size_t n, struct vfs **v)
 {
     size_t bad;
-    int ret = fs_vfs_new(srcs, n, &opts, NULL, v, &bad);
+    int ret = vfs_new(srcs, n, &opts, NULL, v, &bad);
 
     if (ret == 0)
-        fs_vfs_start(*v);
+        vfs_start(*v);
     return ret;
 }
 
-static void v_free(struct fs_vfs *v)
+static void v_free(struct vfs *v)
 {
     if (v)
-        fs_vfs_stop(v);
-    fs_vfs_free(v);
+        vfs_stop(v);
+    vfs_free(v);
 }
 
-static int v_lookup(struct fs_vfs *v, uint64_t dir, const char *name, uint64_t *ino)
+static int v_lookup(struct vfs *v, uint64_t dir, const char *name, uint64_t *ino)
 {
     uint32_t need;
     int ret;
 
-    while ((ret = fs_vfs_lookup(v, dir, name, ino, &need)) == FS_WAIT)
+    while ((ret = vfs_lookup(v, dir, name, ino, &need)) == DEFER_WAIT)
         if ((ret = wait_unit(v, need)) < 0)
             return ret;
     return ret;
 }
 
 /* Attributes as a stat(2) after the lookup sees them: final sizes. */
-static int v_getattr(struct fs_vfs *v, uint64_t ino, struct stat *st)
+static int v_getattr(struct vfs *v, uint64_t ino, struct stat *st)
 {
     uint32_t need;
     int ret;
 
-    while ((ret = fs_vfs_attr_ready(v, ino, &need)) == FS_WAIT)
+    while ((ret = vfs_attr_ready(v, ino, &need)) == DEFER_WAIT)
         if ((ret = wait_unit(v, need)) < 0)
             return ret;
-    return ret < 0 ? ret : fs_vfs_getattr(v, ino, st);
+    return ret < 0 ? ret : vfs_getattr(v, ino, st);
 }
 
-static int v_opendir(struct fs_vfs *v, uint64_t ino, struct fs_dir *d)
+static int v_opendir(struct vfs *v, uint64_t ino, struct vfs_dir *d)
 {
     uint32_t need;
     int ret;
 
-    while ((ret = fs_vfs_opendir(v, ino, d, &need)) == FS_WAIT)
+    while ((ret = vfs_opendir(v, ino, d, &need)) == DEFER_WAIT)
         if ((ret = wait_unit(v, need)) < 0)
             return ret;
     return ret;
 }
 
-static int v_file(struct fs_vfs *v, uint64_t ino, struct fs_file *f)
+static int v_file(struct vfs *v, uint64_t ino, struct vfs_file *f)
 {
     uint32_t need;
     int ret;
 
-    while ((ret = fs_vfs_file(v, ino, f, &need)) == FS_WAIT)
+    while ((ret = vfs_file(v, ino, f, &need)) == DEFER_WAIT)
         if ((ret = wait_unit(v, need)) < 0)
             return ret;
     return ret;
@@ -335,10 +335,10 @@ static struct stat lstat_of(const char *dir, const char *name)
 
 /* The names of directory ino's children, in the order given, into names
  * (one string, NUL-separated entries, '/' after directories). */
-static int listing(struct fs_vfs *v, uint64_t ino, char *names, size_t size, uint64_t *inos,
+static int listing(struct vfs *v, uint64_t ino, char *names, size_t size, uint64_t *inos,
                    size_t max)
 {
-    struct fs_dir d;
+    struct vfs_dir d;
     size_t at = 0;
     int ret = v_opendir(v, ino, &d);
 
@@ -350,7 +350,7 @@ static int listing(struct fs_vfs *v, uint64_t ino, char *names, size_t size, uin
         uint64_t cino;
         bool is_dir;
 
-        fs_vfs_dirent(v, &d, i, &name, &cino, &is_dir);
+        vfs_dirent(v, &d, i, &name, &cino, &is_dir);
         at += (size_t)snprintf(names + at, size - at, "%s%s%s", i ? " " : "", name,
                                is_dir ? "/" : "");
         if (i < max)
@@ -366,24 +366,24 @@ static bool mtime_is(const struct stat *st, const struct stat *src)
 }
 
 /* A member's first bytes, through the file a vfs gives for ino. */
-static bool content_is(struct fs_vfs *v, uint64_t ino, const unsigned char *want, size_t len)
+static bool content_is(struct vfs *v, uint64_t ino, const unsigned char *want, size_t len)
 {
-    struct fs_file f;
+    struct vfs_file f;
     unsigned char buf[2048];
 
     if (len > sizeof(buf))
         len = sizeof(buf);
     if (v_file(v, ino, &f) < 0 || !f.m)
         return false;
-    return fs_member_peek(f.a, f.m, buf, len) == (int64_t)len && memcmp(buf, want, len) == 0;
+    return member_peek(f.a, f.m, buf, len) == (int64_t)len && memcmp(buf, want, len) == 0;
 }
 
 /* ---- tests ------------------------------------------------------------- */
 
-/* The directory that fs_vfs_opendir() reports as ino's parent, or 0. */
-static uint64_t opendir_parent(struct fs_vfs *v, uint64_t ino)
+/* The directory that vfs_opendir() reports as ino's parent, or 0. */
+static uint64_t opendir_parent(struct vfs *v, uint64_t ino)
 {
-    struct fs_dir d;
+    struct vfs_dir d;
 
     return v_opendir(v, ino, &d) < 0 ? 0 : d.parent;
 }
@@ -393,8 +393,8 @@ static uint64_t opendir_parent(struct fs_vfs *v, uint64_t ino)
  * numbers, and what is opened when. */
 static void test_directory(void)
 {
-    struct fs_source src = {.path = tree};
-    struct fs_vfs *v = NULL;
+    struct vfs_source src = {.path = tree};
+    struct vfs *v = NULL;
     uint64_t before, inos[32], ino, a_ino, sub, deeper, x, y, b_ino, d_ino;
     char names[1024];
     struct stat st, src_st;
@@ -538,7 +538,7 @@ static void test_directory(void)
         size_t len;
         char *path = ft_path(tree, "Y.npy.gz");
         unsigned char *raw = ft_read_file(path, &len);
-        struct fs_file f;
+        struct vfs_file f;
 
         CHECK_EQ(v_lookup(v, 1, "Y.npy", &y_ino), 0);
         CHECK(content_is(v, y_ino, (const unsigned char *)"plain Y\n", 8));
@@ -547,7 +547,7 @@ static void test_directory(void)
         CHECK_EQ(st.st_size, len);
         CHECK(content_is(v, ygz, raw, len));
         CHECK_EQ(v_file(v, ygz, &f), 0);
-        CHECK(f.m && f.m->kind == FS_STORED && f.indexer == NULL);
+        CHECK(f.m && f.m->kind == ARCHIVE_STORED && f.indexer == NULL);
         CHECK_EQ(v_lookup(v, 1, ".npz", &dot), 0);
         CHECK_EQ(v_getattr(v, dot, &st), 0);
         CHECK(S_ISREG(st.st_mode));
@@ -560,7 +560,7 @@ static void test_directory(void)
     {
         uint64_t bytes, files;
 
-        fs_vfs_totals(v, &bytes, &files);
+        vfs_totals(v, &bytes, &files);
         CHECK(bytes > 300000 && files > 10);
     }
     v_free(v);
@@ -570,8 +570,8 @@ static void test_directory(void)
  * their inode numbers are exactly 1..N. */
 static void test_outer_inodes(void)
 {
-    struct fs_source src = {.path = tree};
-    struct fs_vfs *v = NULL;
+    struct vfs_source src = {.path = tree};
+    struct vfs *v = NULL;
     uint64_t seen[64], stack[16], before = opened();
     size_t nseen = 0, nstack = 0;
     char names[1024];
@@ -583,7 +583,7 @@ static void test_outer_inodes(void)
     stack[nstack++] = 1;
     while (nstack) {
         uint64_t dir = stack[--nstack], inos[32];
-        struct fs_dir d;
+        struct vfs_dir d;
         int n = listing(v, dir, names, sizeof(names), inos, 32);
 
         CHECK(n > 0 || dir != 1);
@@ -593,7 +593,7 @@ static void test_outer_inodes(void)
             bool is_dir;
 
             CHECK_EQ(v_opendir(v, dir, &d), 0);
-            fs_vfs_dirent(v, &d, (size_t)i, &name, &ino, &is_dir);
+            vfs_dirent(v, &d, (size_t)i, &name, &ino, &is_dir);
             CHECK_EQ(UNIT(ino), 0);
             if (nseen < 64)
                 seen[nseen++] = ino;
@@ -615,7 +615,7 @@ static void test_outer_inodes(void)
 }
 
 /* lookup then attributes, as stat(2) does: the first error. */
-static int v_stat(struct fs_vfs *v, uint64_t dir, const char *name, uint64_t *ino,
+static int v_stat(struct vfs *v, uint64_t dir, const char *name, uint64_t *ino,
                   struct stat *st)
 {
     int ret = v_lookup(v, dir, name, ino);
@@ -627,12 +627,12 @@ static int v_stat(struct fs_vfs *v, uint64_t dir, const char *name, uint64_t *in
  * remembered). */
 static void test_errors(void)
 {
-    struct fs_source src = {.path = tree};
-    struct fs_vfs *v = NULL;
+    struct vfs_source src = {.path = tree};
+    struct vfs *v = NULL;
     uint64_t ino, a_ino, x, sub, b_ino, c_ino, d_ino, broken;
     struct stat st;
-    struct fs_dir d;
-    struct fs_file f;
+    struct vfs_dir d;
+    struct vfs_file f;
 
     CHECK_EQ(v_new(&src, 1, &v), 0);
     if (!v)
@@ -700,8 +700,8 @@ static void test_errors(void)
  * own, so the values cannot come from anywhere else. */
 static void test_modes(void)
 {
-    struct fs_source src = {.path = tree};
-    struct fs_vfs *v = NULL;
+    struct vfs_source src = {.path = tree};
+    struct vfs *v = NULL;
     struct stat st, a_st = lstat_of(tree, "a.npz"), d_st = lstat_of(tree, "d");
     struct stat c_st = lstat_of(tree, "c.txt"), b_st = lstat_of(tree, "b.npy.gz");
     uint64_t ino, a_ino, sub;
@@ -756,12 +756,12 @@ static void test_modes(void)
     v_free(v);
 }
 
-static struct fs_archive *open_archive(const char *dir, const char *name)
+static struct archive *open_archive(const char *dir, const char *name)
 {
-    struct fs_archive *a = NULL;
+    struct archive *a = NULL;
     char *path = ft_path(dir, name);
 
-    CHECK_EQ(fs_archive_open(path, SPACING, NULL, &a), 0);
+    CHECK_EQ(archive_open(path, SPACING, NULL, &a), 0);
     free(path);
     return a;
 }
@@ -771,9 +771,9 @@ static struct fs_archive *open_archive(const char *dir, const char *name)
  * synthesized root holding its file. */
 static void test_single_sources(void)
 {
-    struct fs_source src = {.path = "a.npz", .name = "a.npz"};
+    struct vfs_source src = {.path = "a.npz", .name = "a.npz"};
     struct stat st, a_st = lstat_of(tree, "a.npz");
-    struct fs_vfs *v = NULL;
+    struct vfs *v = NULL;
     uint64_t before = opened(), x, sub, ino, inos[8];
     char names[256];
 
@@ -798,7 +798,7 @@ static void test_single_sources(void)
         v_free(v);
     }
 
-    src = (struct fs_source){.path = "b.npy.gz", .name = "b.npy"};
+    src = (struct vfs_source){.path = "b.npy.gz", .name = "b.npy"};
     src.archive = open_archive(tree, "b.npy.gz");
     CHECK_EQ(v_new(&src, 1, &v), 0);
     if (v) {
@@ -825,13 +825,13 @@ static void test_single_sources(void)
  * mounting user's, 0555, with the newest mtime of the sources. */
 static void test_several_sources(void)
 {
-    struct fs_source src[3] = {
+    struct vfs_source src[3] = {
         {.path = tree, .name = "t"},
         {.path = "a.npz", .name = "a.npz"},
         {.path = "g.npy.gz", .name = "g.npy"},
     };
     struct stat st, t_st = lstat_of(top, "tree");
-    struct fs_vfs *v = NULL;
+    struct vfs *v = NULL;
     uint64_t before = opened(), t_ino, ino, x, inos[8];
     char names[256], *d = ft_path(tree, "d");
     struct stat g_st = lstat_of(d, "g.npy.gz"), a_st = lstat_of(tree, "a.npz");
@@ -892,7 +892,7 @@ static size_t gz_len[NGZ]; /* the sizes of the .npy files gzipped */
 
 struct looker {
     pthread_t t;
-    struct fs_vfs *v;
+    struct vfs *v;
     struct ft_barrier *bar;
     uint64_t seed;
     uint64_t inos[NARCH][MANY_N]; /* what it found */
@@ -900,7 +900,7 @@ struct looker {
     int bad;
 };
 
-static bool member_ok(struct fs_vfs *v, uint64_t ino, size_t j, uint64_t seed)
+static bool member_ok(struct vfs *v, uint64_t ino, size_t j, uint64_t seed)
 {
     size_t len;
     unsigned char *want = npz_data(j, seed, &len);
@@ -930,7 +930,7 @@ static void *looker(void *arg)
         size_t i = order[k];
         char name[32];
         uint64_t a_ino;
-        struct fs_dir d;
+        struct vfs_dir d;
 
         if (i >= NARCH) {
             struct stat st;
@@ -974,10 +974,10 @@ static void *looker(void *arg)
 static void test_concurrent_first_lookups(void)
 {
     char *dir = ft_path(top, "many");
-    struct fs_source src = {.path = dir};
+    struct vfs_source src = {.path = dir};
     struct looker *l = calloc(NTHREADS, sizeof(*l));
     struct ft_barrier bar;
-    struct fs_vfs *v = NULL;
+    struct vfs *v = NULL;
     uint64_t before;
     int bad = 0;
 
@@ -1037,8 +1037,8 @@ out:
  * the failures (run in a child that dropped root, or as is). */
 static int check_unreadable(const char *dir)
 {
-    struct fs_source src = {.path = dir};
-    struct fs_vfs *v = NULL;
+    struct vfs_source src = {.path = dir};
+    struct vfs *v = NULL;
     char names[256];
     uint64_t inos[8];
 
@@ -1095,8 +1095,8 @@ int main(void)
     ft_log_capture();
     top = ft_tempdir("test_fs_vfs");
     opts.spacing = SPACING;
-    opts.index_mode = FS_INDEX_LAZY;
-    opts.verify = FS_VERIFY_LAZY;
+    opts.index_mode = OPTIONS_INDEX_LAZY;
+    opts.verify = OPTIONS_VERIFY_LAZY;
     opts.cache_size = 64ull << 20;
     opts.index_dir = ft_path(top, "index");
     make_tree();

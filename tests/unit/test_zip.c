@@ -1513,7 +1513,7 @@ static void test_open_fails_midway(void)
         {.name = "d3.npy", .data = payload_a, .len = sizeof(payload_a), .method = 8},
     };
     char dir[] = "/tmp/test_zip_open.XXXXXX", path[64];
-    struct fs_archive *a = NULL;
+    struct archive *a = NULL;
     size_t len;
     unsigned char *p = build(m, 4, NULL, &len);
 
@@ -1523,13 +1523,13 @@ static void test_open_fails_midway(void)
         return;
     }
     snprintf(path, sizeof(path), "%s/a.npz", dir);
-    CHECK_EQ(fs_archive_open(path, DFX_DEFAULT_SPACING, NULL, &a), 0);
+    CHECK_EQ(archive_open(path, DFX_DEFAULT_SPACING, NULL, &a), 0);
     CHECK(a && a->count == 4 && a->members[1].ix && a->members[3].ix && !a->members[0].ix);
-    fs_archive_free(a);
+    archive_close(a);
     for (int at = 1; at <= 3; at++) {
-        a = (struct fs_archive *)1;
+        a = (struct archive *)1;
         fail_index_new_at = at;
-        CHECK_EQ(fs_archive_open(path, DFX_DEFAULT_SPACING, NULL, &a), -ENOMEM);
+        CHECK_EQ(archive_open(path, DFX_DEFAULT_SPACING, NULL, &a), -ENOMEM);
         CHECK(a == NULL);
         CHECK_EQ(fail_index_new_at, 0); /* the failure was reached */
     }
