@@ -522,12 +522,12 @@ void fs_archive_free(struct fs_archive *a)
 }
 
 /* Contract in fs.h. */
-void fs_member_condemn(struct fs_member *m, int err, uint64_t from)
+void fs_member_condemn(struct fs_member *m, const struct dfx_damage *d)
 {
     if (fs_member_located(m) && m->ix)
-        dfx_index_set_damage(m->ix, err, from);
+        dfx_index_set_damage_info(m->ix, d);
     else
-        atomic_store(&m->stored_damage, err);
+        atomic_store(&m->stored_damage, d->error);
     fs_pages_drop(m);
 }
 

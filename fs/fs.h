@@ -390,10 +390,11 @@ void fs_member_advise(struct fs_member *m, uint64_t from, uint64_t to);
 void fs_member_opened(struct fs_member *m);
 void fs_member_closed(struct fs_member *m);
 
-/* Damage was found in m (from offset from on; err < 0): record it in its
- * index (FS_DEFLATE) so later reads fail, and have the kernel drop the
- * pages of m it cached. Thread-safe. */
-void fs_member_condemn(struct fs_member *m, int err, uint64_t from);
+/* Damage d was found in m (d->error < 0, reads from d->from on fail;
+ * d->kind says what, for stats): record it in its index (FS_DEFLATE) so
+ * later reads fail, and have the kernel drop the pages of m it cached.
+ * Thread-safe. */
+void fs_member_condemn(struct fs_member *m, const struct dfx_damage *d);
 
 /* archive.c, through notify.c: have the kernel drop every page of m's
  * file it cached (damage was found in m, or its archive changed), so later

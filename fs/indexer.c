@@ -536,7 +536,7 @@ static int build_twin(struct fs_archive *a, struct fs_member *m, uint64_t spacin
     struct dfx_index *ix;
     struct dfx_reader *r = NULL;
     struct dfx_crcs *t = NULL;
-    uint64_t bad_from;
+    struct dfx_damage dmg;
     int64_t n;
     int ret, err;
 
@@ -578,9 +578,12 @@ static int build_twin(struct fs_archive *a, struct fs_member *m, uint64_t spacin
     /* No byte of a member whose full pass fails can be vouched for: a
      * flipped bit may decode to wrong bytes well before the error, and there
      * is no table yet to tell. So the damage condemns all of it. */
-    err = dfx_index_damage(ix, &bad_from);
-    if (err)
-        fs_member_condemn(m, err, 0);
+    dfx_index_damage_info(ix, &dmg);
+    err = dmg.error;
+    if (err) {
+        dmg.from = 0;
+        fs_member_condemn(m, &dmg);
+    }
     if (ret == 0 && dfx_index_total(ix) != m->size)
         ret = -EIO; /* cannot happen for a checked stream; never save it */
     if (ret < 0) {
