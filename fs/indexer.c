@@ -1445,19 +1445,25 @@ static void quiet_log(enum fuse_log_level level, const char *fmt, va_list ap)
     (void)ap;
 }
 
-/* The last line on a terminal: what was done, or that nothing was needed. */
-static void print_outcome(struct progress *pr, size_t members, size_t already)
+/* The last line on a terminal: what was done, or that nothing was needed.
+ * Members within one chunk get no file (worth_saving()): they are checked
+ * on every run, and do not stop an archive from being "already indexed". */
+static void print_outcome(struct progress *pr, size_t members, size_t saving, size_t already)
 {
     if (members == 0) {
         fprintf(stderr, "\r\033[Knpyfs: %s: nothing to index\n", pr->label);
-    } else if (already == members) {
+    } else if (saving == 0) {
+        fprintf(stderr, "\r\033[Knpyfs: %s: %zu member%s checked; none needs an index file "
+                "(each fits in one %u KiB chunk)\n", pr->label, members, members == 1 ? "" : "s",
+                FS_CHUNK_SIZE >> 10);
+    } else if (already == saving) {
         fprintf(stderr, "\r\033[Knpyfs: %s: already indexed (%zu member%s)\n", pr->label,
                 members, members == 1 ? "" : "s");
     } else {
         progress_show(pr, true);
         fprintf(stderr, " (%.1f s)", seconds_since(&pr->start));
         if (already)
-            fprintf(stderr, "; %zu of %zu members were already indexed", already, members);
+            fprintf(stderr, "; %zu of %zu members were already indexed", already, saving);
         fputc('\n', stderr);
     }
 }
@@ -1469,7 +1475,7 @@ int fs_index_main(struct fs_archive *a, const struct fs_opts *opts)
     struct progress pr = {.label = a->name, .tty = isatty(2)};
     struct fs_member *first_bad = NULL;
     int first_err = 0, nbad = 0;
-    size_t members = 0, already = 0;
+    size_t members = 0, saving = 0, already = 0;
 
     x.dir = index_dir_for(a, opts);
     if (!x.dir)
@@ -1492,7 +1498,10 @@ int fs_index_main(struct fs_archive *a, const struct fs_opts *opts)
             continue;
         members++;
         ret = index_member(&x, m, opts, &pr, &was);
-        already += was;
+        if (worth_saving(a, m)) {
+            saving++;
+            already += was;
+        }
         if (ret < 0 && !first_bad) {
             first_bad = m;
             first_err = ret;
@@ -1502,7 +1511,7 @@ int fs_index_main(struct fs_archive *a, const struct fs_opts *opts)
     }
     fuse_set_log_func(NULL);
     if (pr.tty)
-        print_outcome(&pr, members, already);
+        print_outcome(&pr, members, saving, already);
     if (first_bad)
         print_member_error(a, first_bad, first_err, indexdir_path(x.dir), nbad);
     if (!first_bad && opts->index_out) {
