@@ -176,6 +176,8 @@ static const struct {
      "terminal, tab-separated otherwise.\n"
      "  --json, -j   one JSON array of objects, each with its \"archive\" and a\n"
      "               \"dtype\" that np.dtype() accepts (see npyfs(1))\n"
+     "  -o max_ratio=N  the most a .npy.gz sized by a full pass may expand\n"
+     "               (default 100, as for mount)\n"
      "  -o OPT       a remote sources' option (endpoint=, region=, s3_path_style,\n"
      "               s3_anonymous, cacert=, http_header=, connections=, timeout=,\n"
      "               retries=, block=, remote_cache=; see npyfs mount --help)\n",
