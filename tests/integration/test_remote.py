@@ -277,6 +277,27 @@ def test_stats_count_requests(npyfs_bin, web, data, remote_mount):
     assert "remote connections" in text and "  remote: " in text
 
 
+def test_stats_takes_the_url(npyfs_bin, web, data, remote_mount):
+    """npyfs stats URL: the stats of the one npyfs mount made from that URL;
+    a URL mounted twice is refused with both mount points; a URL not
+    mounted says so. Exit status 1 for both."""
+    url = web.url("run.npz")
+    mnt = remote_mount(url)
+    read_file(mnt / "b.npy")
+    r = run([npyfs_bin, "stats", "--json", url], timeout=60)
+    assert r.returncode == 0, r.stderr
+    (arch,) = json.loads(r.stdout)["archives"]
+    assert arch["path"] == url and arch["remote"]["requests"] >= 2
+    r = run([npyfs_bin, "stats", web.url("other.npz")], timeout=60)
+    err = r.stderr.decode()
+    assert r.returncode == 1 and "no npyfs mount of this URL" in err, err
+    mnt2 = remote_mount(url)
+    r = run([npyfs_bin, "stats", url], timeout=60)
+    err = r.stderr.decode()
+    assert r.returncode == 1 and "mounted 2 times: give the mount point" in err, err
+    assert str(mnt) in err and str(mnt2) in err, err
+
+
 # ------------------------------------------------------------ round trips ---
 
 def test_mount_round_trips(npyfs_bin, remote, data, remote_mount, tmp_path):
