@@ -550,8 +550,8 @@ int fs_archive_check(struct fs_archive *a)
         if (bsrc_is_remote(a->bs))
             fuse_log(FUSE_LOG_ERR,
                      "npyfs: %s: the object changed on the server (another ETag, "
-                     "Last-Modified or size); reads of its members that need bytes not "
-                     "fetched before now fail with EIO (remount to see the new content)\n",
+                     "Last-Modified or size); reads of its members now fail with EIO "
+                     "(remount to see the new content)\n",
                      a->name);
         else
             fuse_log(FUSE_LOG_ERR,

@@ -1521,6 +1521,10 @@ int fs_index_main(struct fs_archive *a, const struct fs_opts *opts)
             fprintf(stderr, "npyfs: %s: -o index_out=%s: cannot write it: %s\n", a->name,
                     opts->index_out, strerror(-ret));
             first_bad = a->members; /* the exit status */
+        } else if (saving == 0) {
+            fprintf(stderr, "npyfs: %s: -o index_out=%s: no member needs an index file (each "
+                    "fits in one %u KiB chunk): the published index written is empty\n",
+                    a->name, opts->index_out, FS_CHUNK_SIZE >> 10);
         }
     }
     free(x.source_path);
