@@ -117,9 +117,9 @@ _npyfs()
             ;;
         ls)
             if [[ $prev == -o ]]; then
-                _npyfs_complete_opts "$_npyfs_net_opts" "$cur"
+                _npyfs_complete_opts "max_ratio= $_npyfs_net_opts" "$cur"
             elif [[ $cur == -o?* ]]; then
-                _npyfs_complete_opts "$_npyfs_net_opts" "${cur#-o}"
+                _npyfs_complete_opts "max_ratio= $_npyfs_net_opts" "${cur#-o}"
                 COMPREPLY=("${COMPREPLY[@]/#/-o}")
             elif [[ $cur == -* ]]; then
                 COMPREPLY=($(compgen -W "--json -o --help" -- "$cur"))

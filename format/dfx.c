@@ -148,6 +148,7 @@ struct dfx_index {
     size_t npts, cap;      /* protected by lock */
     uint64_t total;        /* protected by lock: UINT64_MAX until the end is seen */
     int error;             /* protected by lock: first damage, or 0 */
+    struct dfx_damage why; /* protected by lock: the first damage described */
     uint64_t bad_from;     /* protected by lock: UINT64_MAX while undamaged */
     bool zip_windows;      /* protected by lock: compress windows of new points */
     bool has_sink;         /* protected by lock: new windows go to sink */
@@ -372,24 +373,47 @@ static size_t last_usable_locked(const struct dfx_index *ix)
     return i;
 }
 
-/* Record damage found by a reader; returns the errno to hand back (-EIO). */
-static int damage(struct dfx_reader *r, uint64_t from)
+static uint64_t in_pos(const struct dfx_reader *r);
+
+/* Record damage d (error and from set) unless some came first. Caller
+ * holds the lock. */
+static void set_damage_locked(struct dfx_index *ix, const struct dfx_damage *d)
+{
+    if (!ix->error) {
+        ix->error = d->error;
+        ix->why = *d;
+    }
+    if (d->from < ix->bad_from)
+        ix->bad_from = d->from;
+}
+
+/* Record damage of this kind found by a reader at the input it stands at;
+ * returns the errno to hand back (-EIO). */
+static int damage_as(struct dfx_reader *r, uint64_t from, enum dfx_damage_kind kind)
 {
     struct dfx_index *ix = r->ix;
+    struct dfx_damage d = {.error = -EIO, .kind = kind, .from = from, .in = in_pos(r)};
 
+    if (kind == DFX_DAMAGE_SIZE) {
+        d.expected = ix->st.usize;
+        d.actual = r->pos;
+    }
     pthread_mutex_lock(&ix->lock);
-    if (!ix->error)
-        ix->error = -EIO;
-    if (from < ix->bad_from)
-        ix->bad_from = from;
+    set_damage_locked(ix, &d);
     pthread_mutex_unlock(&ix->lock);
     return -EIO;
+}
+
+/* Invalid compressed data (the common case). */
+static int damage(struct dfx_reader *r, uint64_t from)
+{
+    return damage_as(r, from, DFX_DAMAGE_DATA);
 }
 
 /* A source that ends before the stream does is a truncated archive. */
 static int source_errno(struct dfx_reader *r, int ret)
 {
-    return ret == -EIO ? damage(r, r->pos) : ret;
+    return ret == -EIO ? damage_as(r, r->pos, DFX_DAMAGE_TRUNCATED) : ret;
 }
 
 /* Whether an index created for decoder d decodes with ISA-L behind its
@@ -568,7 +592,7 @@ static int refill(struct dfx_reader *r)
     if (n < 0)
         return (int)n;
     if (n == 0)
-        return damage(r, r->pos); /* the source is shorter than the stream */
+        return damage_as(r, r->pos, DFX_DAMAGE_TRUNCATED); /* the source is shorter */
     r->buf_off = at;
     r->buf_len = (size_t)n;
     r->zs.next_in = r->inbuf;
@@ -595,7 +619,7 @@ static int seek_point(struct dfx_reader *r, const struct dfx_point *p, unsigned 
         if (ret < 0)
             return ret;
         if (r->zs.avail_in == 0)
-            return damage(r, r->pos); /* in - 1 at or past the end: a bad point */
+            return damage_as(r, r->pos, DFX_DAMAGE_TRUNCATED); /* in - 1 past the end */
     }
     *prev = *r->zs.next_in++;
     r->zs.avail_in--;
@@ -943,7 +967,7 @@ static bool has_usize(const struct dfx_stream *st)
  * current member (GZIP), as for a failed CRC. */
 static int size_damage(struct dfx_reader *r)
 {
-    return damage(r, r->ix->st.framing == DFX_RAW ? 0 : r->member_out);
+    return damage_as(r, r->ix->st.framing == DFX_RAW ? 0 : r->member_out, DFX_DAMAGE_SIZE);
 }
 
 /* Output just went past usize (GZIP without one: never). */
@@ -960,7 +984,7 @@ static int raw_end(struct dfx_reader *r)
     if (r->pos != st->usize)
         return size_damage(r);
     if (r->crc_on && r->crc != st->crc)
-        return damage(r, 0);
+        return damage_as(r, 0, DFX_DAMAGE_CRC);
     return finish(r);
 }
 
@@ -1041,6 +1065,20 @@ static int next_member(struct dfx_reader *r, uint64_t off)
     return 0;
 }
 
+/* GZIP: a member's ISIZE (its size mod 2^32) disagrees with its output. */
+static int member_size_damage(struct dfx_reader *r, uint32_t isize)
+{
+    struct dfx_index *ix = r->ix;
+    uint64_t made = r->pos - r->member_out;
+    struct dfx_damage d = {.error = -EIO, .kind = DFX_DAMAGE_SIZE, .from = r->member_out,
+                           .expected = (made & ~(uint64_t)UINT32_MAX) | isize, .actual = made};
+
+    pthread_mutex_lock(&ix->lock);
+    set_damage_locked(ix, &d);
+    pthread_mutex_unlock(&ix->lock);
+    return -EIO;
+}
+
 /* GZIP: a member's deflate data ended; its trailer follows immediately. */
 static int member_end(struct dfx_reader *r)
 {
@@ -1051,14 +1089,16 @@ static int member_end(struct dfx_reader *r)
 
     /* A member whose trailer is cut off cannot be verified: poison all of it. */
     if (off > st->end || st->end - off < GZ_TRAILER_LEN)
-        return damage(r, r->member_out);
+        return damage_as(r, r->member_out, DFX_DAMAGE_TRUNCATED);
     ret = gz_read_trailer(st->src, off, &crc, &isize);
     if (ret == -EIO)
-        return damage(r, r->member_out);
+        return damage_as(r, r->member_out, DFX_DAMAGE_TRUNCATED);
     if (ret < 0)
         return ret;
-    if (isize != (uint32_t)(r->pos - r->member_out) || (r->crc_on && crc != r->crc))
-        return damage(r, r->member_out);
+    if (r->crc_on && crc != r->crc)
+        return damage_as(r, r->member_out, DFX_DAMAGE_CRC);
+    if (isize != (uint32_t)(r->pos - r->member_out))
+        return member_size_damage(r, isize);
     return next_member(r, off + GZ_TRAILER_LEN);
 }
 
@@ -1606,14 +1646,32 @@ int dfx_index_damage(struct dfx_index *ix, uint64_t *bad_from)
     return e;
 }
 
-/* Contract in dfx_internal.h. */
+/* Contract in dfx.h. */
 void dfx_index_set_damage(struct dfx_index *ix, int err, uint64_t from)
 {
+    struct dfx_damage d = {.error = err, .kind = DFX_DAMAGE_OTHER, .from = from};
+
+    dfx_index_set_damage_info(ix, &d);
+}
+
+/* Contract in dfx.h. */
+void dfx_index_set_damage_info(struct dfx_index *ix, const struct dfx_damage *d)
+{
     pthread_mutex_lock(&ix->lock);
-    if (!ix->error)
-        ix->error = err;
-    if (from < ix->bad_from)
-        ix->bad_from = from;
+    set_damage_locked(ix, d);
+    pthread_mutex_unlock(&ix->lock);
+}
+
+/* Contract in dfx.h. */
+void dfx_index_damage_info(struct dfx_index *ix, struct dfx_damage *d)
+{
+    pthread_mutex_lock(&ix->lock);
+    if (ix->error) {
+        *d = ix->why;
+        d->from = ix->bad_from;
+    } else {
+        *d = (struct dfx_damage){0};
+    }
     pthread_mutex_unlock(&ix->lock);
 }
 

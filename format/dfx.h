@@ -139,6 +139,35 @@ int dfx_index_error(struct dfx_index *ix);
 /* The first damage (0 if none) and the output offset from which reads fail. */
 int dfx_index_damage(struct dfx_index *ix, uint64_t *bad_from);
 
+/* What the first damage was, for people (stats): where the decoder
+ * stopped and why. */
+enum dfx_damage_kind {
+    DFX_DAMAGE_NONE,      /* no damage */
+    DFX_DAMAGE_DATA,      /* invalid deflate data (or gzip header) near input offset `in` */
+    DFX_DAMAGE_TRUNCATED, /* the source ends (or fails) before the stream does, at `in` */
+    DFX_DAMAGE_SIZE,      /* the output is `actual` bytes, the archive says `expected` */
+    DFX_DAMAGE_CRC,       /* the stream's CRC-32 (zip directory, gzip trailer) differs */
+    DFX_DAMAGE_CHUNK_CRC, /* chunk `chunk` differs from its CRC-32 in the index file */
+    DFX_DAMAGE_OTHER,     /* recorded elsewhere without a kind */
+};
+
+struct dfx_damage {
+    int error;                 /* 0: no damage; else negative errno */
+    enum dfx_damage_kind kind;
+    uint64_t from;             /* output offset from which reads fail */
+    uint64_t in;               /* DATA, TRUNCATED: source offset where decoding stopped */
+    uint64_t expected, actual; /* SIZE: sizes in bytes (actual: at least this many) */
+    uint64_t chunk;            /* CHUNK_CRC: the chunk's number */
+};
+
+/* The first damage, described (d->error 0 if none). */
+void dfx_index_damage_info(struct dfx_index *ix, struct dfx_damage *d);
+
+/* Record damage described by d (d->error negative, d->from where reads
+ * start failing) unless damage was recorded first; an earlier d->from
+ * still moves the failing offset back. */
+void dfx_index_set_damage_info(struct dfx_index *ix, const struct dfx_damage *d);
+
 /* Record damage found elsewhere (by a pass over a twin index of the same
  * stream, a chunk that does not match its checksum): reads at or past from
  * fail with err (negative). */

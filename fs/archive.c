@@ -526,12 +526,12 @@ void archive_close(struct archive *a)
 }
 
 /* Contract in archive.h. */
-void archive_condemn(struct archive_member *m, int err, uint64_t from)
+void archive_condemn(struct archive_member *m, const struct dfx_damage *d)
 {
     if (archive_located(m) && m->ix)
-        dfx_index_set_damage(m->ix, err, from);
+        dfx_index_set_damage_info(m->ix, d);
     else
-        atomic_store(&m->stored_damage, err);
+        atomic_store(&m->stored_damage, d->error);
     archive_drop_pages(m);
 }
 
@@ -554,8 +554,8 @@ int archive_check(struct archive *a)
         if (bsrc_is_remote(a->bs))
             fuse_log(FUSE_LOG_ERR,
                      "npyfs: %s: the object changed on the server (another ETag, "
-                     "Last-Modified or size); reads of its members that need bytes not "
-                     "fetched before now fail with EIO (remount to see the new content)\n",
+                     "Last-Modified or size); reads of its members now fail with EIO "
+                     "(remount to see the new content)\n",
                      a->name);
         else
             fuse_log(FUSE_LOG_ERR,

@@ -44,6 +44,7 @@ struct bsrc;
 struct src;
 struct net;
 struct dfx_index;
+struct dfx_damage; /* what damage was found, format/dfx.h */
 
 enum archive_member_kind {
     ARCHIVE_STORED, /* bytes at data_offset in the source, served with pread */
@@ -269,10 +270,11 @@ static inline void archive_pass_end(struct archive_member *m)
  * whether t was kept. Thread-safe. */
 bool archive_set_crcs(struct archive_member *m, struct dfx_crcs *t);
 
-/* Damage was found in m (from offset from on; err < 0): record it in its
- * index (ARCHIVE_DEFLATE) so later reads fail, and have the kernel drop the
- * pages of m it cached. Thread-safe. */
-void archive_condemn(struct archive_member *m, int err, uint64_t from);
+/* Damage d was found in m (d->error < 0, reads from d->from on fail;
+ * d->kind says what, for stats): record it in its index (ARCHIVE_DEFLATE)
+ * so later reads fail, and have the kernel drop the pages of m it cached.
+ * Thread-safe. */
+void archive_condemn(struct archive_member *m, const struct dfx_damage *d);
 
 /* archive.c, through notify.c: have the kernel drop every page of m's
  * file it cached (damage was found in m, or its archive changed), so later

@@ -20,7 +20,8 @@
 static const char *const index_opt_names[] = {"index_dir=", "index_max=", "spacing=",
                                               "max_ratio=", "index_out=", OPTIONS_NET_NAMES, NULL};
 #define INDEX_OPTS_TEXT                                                                          \
-    "-o index_dir=DIR, -o index_max=SIZE, -o spacing=SIZE and -o max_ratio=N"
+    "-o index_dir=DIR, -o index_max=SIZE, -o spacing=SIZE, -o max_ratio=N, -o index_out=FILE " \
+    "and the remote sources' options (endpoint=, region=, ...)"
 
 /* Index one archive (path or URL) for npyfs index. Returns an exit
  * status. */

@@ -322,15 +322,19 @@ static int ls_flush(struct ls *l)
     return 0;
 }
 
-static const char *const ls_opt_names[] = {OPTIONS_NET_NAMES, NULL};
+/* The -o options npyfs ls takes (and _npyfs_ls_opts in
+ * completions/npyfs.bash). max_ratio (default OPTIONS_DEFAULT_MAX_RATIO) bounds the sizing pass of a .npy.gz
+ * whose size its trailer does not give, as for mount and index. */
+static const char *const ls_opt_names[] = {"max_ratio=", OPTIONS_NET_NAMES, NULL};
 
 /* List one archive into l. Returns 0, 1 after a message (it would not
  * open), -EIO (stdout failed: stop). */
-static int ls_one(struct net *net, struct ls *l, const char *path)
+static int ls_one(struct net *net, uint64_t max_ratio, struct ls *l, const char *path)
 {
+    struct archive_limits lim = {.max_ratio = max_ratio};
     char name[PATH_MAX + 64];
     struct archive *a;
-    int ret = cli_open_archive(net, path, DFX_DEFAULT_SPACING, NULL, &a); /* asked for by name: no limit */
+    int ret = cli_open_archive(net, path, DFX_DEFAULT_SPACING, &lim, &a);
 
     if (ret < 0)
         return 1;
@@ -356,8 +360,8 @@ int cmd_ls(int argc, char **argv)
         fputs("npyfs: out of memory\n", stderr);
         return 1;
     }
-    options_parse_cmd("ls", ls_opt_names, "only the remote sources' options", argc, argv, &opts, src,
-                   &nsrc, &json, NULL);
+    options_parse_cmd("ls", ls_opt_names, "only max_ratio= and the remote sources' options", argc,
+                      argv, &opts, src, &nsrc, &json, NULL);
     if (nsrc == 0)
         usage_die("ls needs SOURCE");
     opts.net = cli_make_net(&opts, src, nsrc);
@@ -376,10 +380,10 @@ int cmd_ls(int argc, char **argv)
         if (cli_is_tree(src[i])) {
             status |= cli_collect_tree(opts.net, src[i], &found);
             for (size_t k = 0; k < found.count && ret >= 0; k++)
-                status |= ret = ls_one(opts.net, l, found.paths[k]);
+                status |= ret = ls_one(opts.net, opts.max_ratio, l, found.paths[k]);
             cli_archive_list_destroy(&found);
         } else {
-            status |= ret = ls_one(opts.net, l, src[i]);
+            status |= ret = ls_one(opts.net, opts.max_ratio, l, src[i]);
         }
     }
     if (ret < 0 || ls_flush(l) < 0)

@@ -13,6 +13,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "bsrc.h"
 #include "cli.h"
 #include "mounts.h"
 #include "usage.h"
@@ -40,12 +41,61 @@ static const char *json_and_operand(const char *cmd, const char *what, int argc,
     return operand;
 }
 
-/* Contract in cmd_stats.h. */
-int cmd_stats(int argc, char **argv)
+/* The npyfs mounts whose source (first SOURCE, as /proc/mounts shows it)
+ * is name: how many, and the last one's mount point. */
+struct by_source {
+    const char *name;
+    int count;
+    char *mountpoint; /* owned */
+};
+
+static void match_source(const char *mountpoint, const char *type, const char *source,
+                         void *arg)
+{
+    struct by_source *b = arg;
+
+    if (strcmp(type, "fuse.npyfs") != 0 || strcmp(source, b->name) != 0)
+        return;
+    if (b->count == 1)
+        fprintf(stderr, "npyfs: %s: mounted on %s\n", b->name, b->mountpoint);
+    if (b->count >= 1)
+        fprintf(stderr, "npyfs: %s: mounted on %s\n", b->name, mountpoint);
+    b->count++;
+    free(b->mountpoint);
+    b->mountpoint = strdup(mountpoint);
+}
+
+/* The mount point of the one npyfs mount of url (its first SOURCE), or
+ * NULL after a message (none, several, or out of memory). Owned. */
+static char *mount_of_url(const char *url)
+{
+    char name[4096];
+    struct by_source b = {.name = bsrc_name_of(url, name, sizeof(name))};
+
+    if (mounts_each(match_source, &b) < 0) {
+        fprintf(stderr, "npyfs: cannot read the mount table (/proc/self/mountinfo)\n");
+        free(b.mountpoint);
+        return NULL;
+    }
+    if (b.count == 0) {
+        fprintf(stderr, "npyfs: %s: no npyfs mount of this URL (stats takes a mount point, "
+                "or the URL a mount was made from: its first SOURCE)\n", name);
+        return NULL;
+    }
+    if (b.count > 1) {
+        fprintf(stderr, "npyfs: %s: mounted %d times: give the mount point\n", name, b.count);
+        free(b.mountpoint);
+        return NULL;
+    }
+    if (!b.mountpoint)
+        fputs("npyfs: out of memory\n", stderr);
+    return b.mountpoint;
+}
+
+/* Print the stats of the mount on mnt. Returns an exit status. */
+static int stats_of(const char *mnt, bool json)
 {
     char *abs, *buf;
-    bool json;
-    const char *mnt = json_and_operand("stats", "MOUNTPOINT", argc, argv, &json);
     struct mounts_entry me;
     ssize_t n;
     struct stat st;
@@ -95,4 +145,22 @@ int cmd_stats(int argc, char **argv)
     free(buf);
     free(abs);
     return fflush(stdout) == 0 ? 0 : 1;
+}
+
+/* Contract in cmd_stats.h. */
+int cmd_stats(int argc, char **argv)
+{
+    bool json;
+    const char *what = json_and_operand("stats", "MOUNTPOINT", argc, argv, &json);
+    char *mnt;
+    int status;
+
+    if (!bsrc_is_url(what))
+        return stats_of(what, json);
+    mnt = mount_of_url(what);
+    if (!mnt)
+        return 1;
+    status = stats_of(mnt, json);
+    free(mnt);
+    return status;
 }

@@ -544,7 +544,7 @@ static int build_twin(struct archive *a, struct archive_member *m, uint64_t spac
     struct dfx_index *ix;
     struct dfx_reader *r = NULL;
     struct dfx_crcs *t = NULL;
-    uint64_t bad_from;
+    struct dfx_damage dmg;
     int64_t n;
     int ret, err;
 
@@ -586,9 +586,12 @@ static int build_twin(struct archive *a, struct archive_member *m, uint64_t spac
     /* No byte of a member whose full pass fails can be vouched for: a
      * flipped bit may decode to wrong bytes well before the error, and there
      * is no table yet to tell. So the damage condemns all of it. */
-    err = dfx_index_damage(ix, &bad_from);
-    if (err)
-        archive_condemn(m, err, 0);
+    dfx_index_damage_info(ix, &dmg);
+    err = dmg.error;
+    if (err) {
+        dmg.from = 0;
+        archive_condemn(m, &dmg);
+    }
     if (ret == 0 && dfx_index_total(ix) != m->size)
         ret = -EIO; /* cannot happen for a checked stream; never save it */
     if (ret < 0) {
@@ -1450,19 +1453,25 @@ static void quiet_log(enum fuse_log_level level, const char *fmt, va_list ap)
     (void)ap;
 }
 
-/* The last line on a terminal: what was done, or that nothing was needed. */
-static void print_outcome(struct progress *pr, size_t members, size_t already)
+/* The last line on a terminal: what was done, or that nothing was needed.
+ * Members within one chunk get no file (worth_saving()): they are checked
+ * on every run, and do not stop an archive from being "already indexed". */
+static void print_outcome(struct progress *pr, size_t members, size_t saving, size_t already)
 {
     if (members == 0) {
         fprintf(stderr, "\r\033[Knpyfs: %s: nothing to index\n", pr->label);
-    } else if (already == members) {
+    } else if (saving == 0) {
+        fprintf(stderr, "\r\033[Knpyfs: %s: %zu member%s checked; none needs an index file "
+                "(each fits in one %u KiB chunk)\n", pr->label, members, members == 1 ? "" : "s",
+                FS_CHUNK_SIZE >> 10);
+    } else if (already == saving) {
         fprintf(stderr, "\r\033[Knpyfs: %s: already indexed (%zu member%s)\n", pr->label,
                 members, members == 1 ? "" : "s");
     } else {
         progress_show(pr, true);
         fprintf(stderr, " (%.1f s)", seconds_since(&pr->start));
         if (already)
-            fprintf(stderr, "; %zu of %zu members were already indexed", already, members);
+            fprintf(stderr, "; %zu of %zu members were already indexed", already, saving);
         fputc('\n', stderr);
     }
 }
@@ -1474,7 +1483,7 @@ int indexer_index_archive(struct archive *a, const struct options *opts)
     struct progress pr = {.label = a->name, .tty = isatty(2)};
     struct archive_member *first_bad = NULL;
     int first_err = 0, nbad = 0;
-    size_t members = 0, already = 0;
+    size_t members = 0, saving = 0, already = 0;
 
     x.dir = index_dir_for(a, opts);
     if (!x.dir)
@@ -1497,7 +1506,10 @@ int indexer_index_archive(struct archive *a, const struct options *opts)
             continue;
         members++;
         ret = index_member(&x, m, opts, &pr, &was);
-        already += was;
+        if (worth_saving(a, m)) {
+            saving++;
+            already += was;
+        }
         if (ret < 0 && !first_bad) {
             first_bad = m;
             first_err = ret;
@@ -1507,7 +1519,7 @@ int indexer_index_archive(struct archive *a, const struct options *opts)
     }
     fuse_set_log_func(NULL);
     if (pr.tty)
-        print_outcome(&pr, members, already);
+        print_outcome(&pr, members, saving, already);
     if (first_bad)
         print_member_error(a, first_bad, first_err, indexdir_path(x.dir), nbad);
     if (!first_bad && opts->index_out) {
@@ -1517,6 +1529,10 @@ int indexer_index_archive(struct archive *a, const struct options *opts)
             fprintf(stderr, "npyfs: %s: -o index_out=%s: cannot write it: %s\n", a->name,
                     opts->index_out, strerror(-ret));
             first_bad = a->members; /* the exit status */
+        } else if (saving == 0) {
+            fprintf(stderr, "npyfs: %s: -o index_out=%s: no member needs an index file (each "
+                    "fits in one %u KiB chunk): the published index written is empty\n",
+                    a->name, opts->index_out, FS_CHUNK_SIZE >> 10);
         }
     }
     free(x.source_path);

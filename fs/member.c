@@ -285,7 +285,8 @@ static int decode_through(struct archive *a, struct archive_member *m, struct ca
         if (ret == 0 && n != (int64_t)want)
             ret = n < 0 ? (int)n : -EIO; /* damage: the index recorded it */
         if (ret == 0 && !verify_chunk(atomic_load(&m->crcs), k, ch->data, want)) {
-            archive_condemn(m, -EIO, off);
+            archive_condemn(m, &(struct dfx_damage){.error = -EIO, .from = off, .chunk = k,
+                                                      .kind = DFX_DAMAGE_CHUNK_CRC});
             log_mismatch(a, m, k);
             ret = -EIO;
         }
@@ -687,7 +688,7 @@ int member_scan_stored(struct archive *a, struct archive_member *m, atomic_bool 
     /* the last check came after every read: the table is of the content at open */
     if (ret == 0 && dfx_crcs_whole(t) != m->crc32) {
         ret = -EIO;
-        archive_condemn(m, -EIO, 0);
+        archive_condemn(m, &(struct dfx_damage){.error = -EIO, .kind = DFX_DAMAGE_CRC});
         if (!atomic_exchange(&m->logged, true))
             fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': CRC-32 mismatch (stored data is "
                      "damaged); its reads fail with EIO\n", a->name, m->name);

@@ -30,4 +30,17 @@ int mounts_find_in(const char *table, const char *path, struct mounts_entry *e);
 /* mounts_find_in("/proc/self/mountinfo", path, e). */
 int mounts_find(const char *path, struct mounts_entry *e);
 
+/* Call fn for every mount in the table at table, in its order, with its
+ * mount point, type and source (escapes undone; "" for no source). Returns
+ * 0, or -1 when the table cannot be read. */
+int mounts_each_in(const char *table,
+                   void (*fn)(const char *mountpoint, const char *type, const char *source,
+                              void *arg),
+                   void *arg);
+
+/* mounts_each_in("/proc/self/mountinfo", fn, arg). */
+int mounts_each(void (*fn)(const char *mountpoint, const char *type, const char *source,
+                           void *arg),
+                void *arg);
+
 #endif

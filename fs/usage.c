@@ -15,7 +15,7 @@ const char usage_text[] =
     "       npyfs ls [--json] [-o OPT[,OPT...]] SOURCE...\n"
     "       npyfs index [-o OPT[,OPT...]] SOURCE...\n"
     "       npyfs index --prune [-o OPT[,OPT...]] [SOURCE...]\n"
-    "       npyfs stats [--json] MOUNTPOINT\n"
+    "       npyfs stats [--json] MOUNTPOINT|URL\n"
     "       npyfs --help | --version | COMMAND --help\n"
     "\n"
     "Mount NumPy .npz archives and gzipped .npy files (.npy.gz) read-only, showing\n"
@@ -176,6 +176,8 @@ static const struct {
      "terminal, tab-separated otherwise.\n"
      "  --json, -j   one JSON array of objects, each with its \"archive\" and a\n"
      "               \"dtype\" that np.dtype() accepts (see npyfs(1))\n"
+     "  -o max_ratio=N  the most a .npy.gz sized by a full pass may expand\n"
+     "               (default 100, as for mount)\n"
      "  -o OPT       a remote sources' option (endpoint=, region=, s3_path_style,\n"
      "               s3_anonymous, cacert=, http_header=, connections=, timeout=,\n"
      "               retries=, block=, remote_cache=; see npyfs mount --help)\n",
@@ -206,9 +208,10 @@ static const struct {
      "taken too. Mount-only options are refused.\n",
      NULL, NULL},
     {"stats",
-     "usage: npyfs stats [--json] MOUNTPOINT\n"
+     "usage: npyfs stats [--json] MOUNTPOINT|URL\n"
      "\n"
-     "The live counters of the npyfs mount on MOUNTPOINT: reads, bytes served and\n"
+     "The live counters of the npyfs mount on MOUNTPOINT (or of the one npyfs\n"
+     "mount made from URL, its first SOURCE): reads, bytes served and\n"
      "decompressed, cache hits, misses and evictions; how far indexing is (members\n"
      "indexed of those known, bytes to go, archives not opened yet); and per\n"
      "member its index coverage and state, and the indexing pass's progress.\n"

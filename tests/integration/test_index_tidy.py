@@ -624,3 +624,26 @@ def test_index_max_option_everywhere(npyfs_bin, tmp_path):
         assert r.returncode == 1 and r.stderr.decode() == want, r.stderr
     r = npyfs_index(npyfs_bin, "-o", f"index_dir={tmp_path / 'idx'},index_max=1G", src)
     assert r.returncode == 0, r.stderr
+
+
+def test_already_indexed_with_small_members(npyfs_bin, tmp_path):
+    """A member within one chunk gets no index file (it is checked on each
+    run): it does not keep an archive from being "already indexed"; an
+    archive of small members only says that none needs a file."""
+    src = tmp_path / "mixed.npz"
+    big = walk(400_000, 3)
+    np.savez_compressed(src, big=big, small=np.arange(100), tiny=np.zeros(3))
+    idx = tmp_path / "idx"
+    rc, out = on_tty([npyfs_bin, "index", "-o", f"index_dir={idx}", src])
+    assert rc == 0 and "already indexed" not in out, out
+    assert len(index_files(idx)) == 1
+    rc, out = on_tty([npyfs_bin, "index", "-o", f"index_dir={idx}", src])
+    assert rc == 0 and f"npyfs: {src}: already indexed (3 members)" in out, out
+
+    only_small = tmp_path / "small.npz"
+    np.savez_compressed(only_small, a=np.arange(10), b=np.ones(5))
+    for _ in range(2):
+        rc, out = on_tty([npyfs_bin, "index", "-o", f"index_dir={idx}", only_small])
+        assert rc == 0, out
+        assert f"npyfs: {only_small}: 2 members checked; none needs an index file" in out, out
+    assert len(index_files(idx)) == 1

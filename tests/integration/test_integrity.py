@@ -247,6 +247,15 @@ def test_damage_after_indexing(kind, verify, npyfs_bin, mount, tmp_path, archive
                  if m["name"] == f"{kind}.npy"]
     assert member["damage"] is not None, member
     assert member["damage"]["from"] <= first * CHUNK, member
+    # and say what it was: a chunk that does not match its saved checksum
+    # (a flipped bit in deflate data may also break the stream itself)
+    kinds = {"chunk_crc_mismatch"} if kind == "s" else {"chunk_crc_mismatch", "bad_data",
+                                                          "size_mismatch", "crc_mismatch"}
+    assert member["damage"]["kind"] in kinds, member
+    if member["damage"]["kind"] == "chunk_crc_mismatch":
+        k = member["damage"]["chunk"]
+        assert f"CRC-32 mismatch of chunk {k}" in member["damage"]["text"], member
+        assert k == (first if kind == "d" else (length // 2) // CHUNK), (k, first)
 
     # a sequential read never returns a wrong byte either
     got, err = guarded(partial_read, path)

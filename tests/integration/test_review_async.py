@@ -467,3 +467,18 @@ def test_bad_option_values(npyfs_bin, tmp_path, damage_master, opt, words):
         assert not mounted_fuse(mnt)
     finally:
         cleanup_background(mnt)
+
+
+def test_ls_keeps_max_ratio(npyfs_bin, tmp_path, zero_member):
+    """npyfs ls sizes a .npy.gz within the same budget as mount: over it,
+    one line naming max_ratio and exit 1 (not minutes of decoding); with
+    -o max_ratio=0 it lists the member with its exact size."""
+    src = zeros_gz(tmp_path / "bomb.npy.gz", zero_member, 2)
+    r = run([npyfs_bin, "ls", src], timeout=120)
+    err = r.stderr.decode(errors="replace").strip()
+    assert r.returncode == 1, err
+    assert "bomb.npy.gz" in err and "max_ratio" in err and "100" in err, err
+    r = run([npyfs_bin, "ls", "--json", "-o", "max_ratio=0", src], timeout=300)
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(r.stdout)
+    assert row["size"] == 2 * GIB, row

@@ -86,6 +86,31 @@ static void test_table(void)
     CHECK_EQ(mounts_find_in(table, "/", &e), -1); /* no table */
 }
 
+/* mounts_each_in(): what it saw, one "mountpoint|type|source;" per mount */
+static void collect(const char *mountpoint, const char *type, const char *source, void *arg)
+{
+    char *seen = arg;
+    size_t n = strlen(seen);
+
+    snprintf(seen + n, 1024 - n, "%s|%s|%s;", mountpoint, type, source);
+}
+
+static void test_each(void)
+{
+    char seen[1024] = "";
+
+    write_table("22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+                "30 22 0:40 / /mnt/a\\040b rw shared:5 master:2 - fuse.npyfs "
+                "https://h/x\\040y.npz ro,user_id=0\n"
+                "34 22 0:44 / /mnt/short rw -\n"
+                "35 22 0:45 / /mnt/nosource rw - tmpfs\n");
+    CHECK_EQ(mounts_each_in(table, collect, seen), 0);
+    CHECK(strcmp(seen, "/|ext4|/dev/sda1;/mnt/a b|fuse.npyfs|https://h/x y.npz;"
+                       "/mnt/nosource|tmpfs|;") == 0);
+    unlink(table);
+    CHECK_EQ(mounts_each_in(table, collect, seen), -1);
+}
+
 static void test_real(void)
 {
     struct mounts_entry e;
@@ -105,6 +130,7 @@ int main(void)
     }
     close(fd);
     test_table();
+    test_each();
     test_real();
     return check_exit("test_mounts");
 }
