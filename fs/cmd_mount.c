@@ -356,6 +356,54 @@ static struct fuse_session *new_session(struct mount_args *ma, struct mount_ctx 
     return se;
 }
 
+/* fuse_session_mount() with what it says kept from the terminal: libfuse's
+ * log lines and the stderr of the fusermount3 it may run (as a user) go
+ * into why (len bytes: the first line, "" if none), so that a failure is
+ * reported in one line of ours. Returns what fuse_session_mount() did. */
+static int mount_quietly(struct fuse_session *se, const char *mnt, char *why, size_t len)
+{
+    int p[2] = {-1, -1}, saved = -1, ret;
+    ssize_t n;
+
+    why[0] = '\0';
+    fflush(stderr);
+    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0 && (saved = fcntl(2, F_DUPFD_CLOEXEC, 3)) >= 0 &&
+        dup2(p[1], 2) < 0) {
+        close(saved);
+        saved = -1;
+    }
+    fuse_complaint[0] = '\0';
+    fuse_set_log_func(capture_log);
+    ret = fuse_session_mount(se, mnt);
+    fuse_set_log_func(NULL);
+    if (saved >= 0) {
+        dup2(saved, 2); /* a fusermount3 left running (auto_unmount) keeps the pipe: never
+                         * wait for its end, take what is there */
+        close(saved);
+        close(p[1]);
+        n = read(p[0], why, len - 1);
+        why[n > 0 ? n : 0] = '\0';
+        close(p[0]);
+    } else if (p[0] >= 0) {
+        close(p[0]);
+        close(p[1]);
+    }
+    if (!why[0])
+        snprintf(why, len, "%s", fuse_complaint);
+    why[strcspn(why, "\n")] = '\0';
+    return ret;
+}
+
+/* "cannot mount", with what fusermount3 or libfuse said (why) and the fix
+ * for the common case, into buf (len bytes): the end of a one-line error. */
+static void cannot_mount_text(const char *why, char *buf, size_t len)
+{
+    snprintf(buf, len, "cannot mount%s%s%s", why[0] ? ": " : "", why,
+             strstr(why, "user_allow_other") ? " (add the line user_allow_other to "
+                                               "/etc/fuse.conf, or mount without allow_other)"
+                                             : "");
+}
+
 static int serve(struct fuse_session *se)
 {
     struct fuse_loop_config *cfg = fuse_loop_cfg_create();
@@ -380,9 +428,12 @@ static int daemon_child(struct fuse_session *se, const char *mnt, int fd)
 {
     int null;
 
+    char why[256], text[400];
+
     setsid();
-    if (fuse_session_mount(se, mnt) != 0) {
-        dprintf(fd, "cannot mount (see the message above)");
+    if (mount_quietly(se, mnt, why, sizeof(why)) != 0) {
+        cannot_mount_text(why, text, sizeof(text));
+        dprintf(fd, "%s", text);
         return 1;
     }
     null = open("/dev/null", O_RDWR);
@@ -658,8 +709,11 @@ int cmd_mount(int argc, char **argv)
     se = new_session(&ma, &ctx);
     ctx.se = se; /* the notifier sends through it (ops.c) */
     if (ma.foreground) {
-        if (fuse_session_mount(se, ma.mountpoint) != 0) {
-            fprintf(stderr, "npyfs: %s: cannot mount on %s\n", ma.source, ma.mountpoint);
+        char why[256], text[400];
+
+        if (mount_quietly(se, ma.mountpoint, why, sizeof(why)) != 0) {
+            cannot_mount_text(why, text, sizeof(text));
+            fprintf(stderr, "npyfs: %s: %s: %s\n", ma.source, ma.mountpoint, text);
             return 1;
         }
         ret = serve(se);

@@ -506,6 +506,42 @@ def test_dev_fuse_permission(npyfs_bin, shared_dir, data_npz, mode, missing):
     assert "uid " in err
 
 
+@pytest.mark.parametrize("foreground", [False, True])
+def test_allow_other_without_user_allow_other(npyfs_bin, shared_dir, data_npz, foreground):
+    """A user other than root asking for allow_other where /etc/fuse.conf
+    lacks user_allow_other: fusermount3's refusal arrives as one line of
+    ours that names the fix, not as its own line plus "see above". A
+    private namespace gives the user a /dev/fuse and an empty fuse.conf
+    (the real ones are never changed)."""
+    need_root()
+    if shutil.which("setpriv") is None or shutil.which("fusermount3") is None:
+        pytest.skip("setpriv or fusermount3 missing")
+    src = shared_dir / "a.npz"
+    shutil.copy(data_npz, src)
+    src.chmod(0o644)
+    binary = shared_dir / "npyfs"
+    shutil.copy(npyfs_bin, binary)
+    binary.chmod(0o755)
+    conf = shared_dir / "fuse.conf"
+    conf.write_text("# no user_allow_other\n")
+    mnt = shared_dir / "m"
+    mnt.mkdir()
+    os.chown(mnt, 65534, -1)
+    idx = shared_dir / "idx"
+    idx.mkdir(mode=0o700)
+    os.chown(idx, 65534, -1)
+    fg = "-f " if foreground else ""
+    script = (f"mount -t tmpfs none /dev && mknod -m 666 /dev/fuse c 10 229 && "
+              f"mknod -m 666 /dev/null c 1 3 && mount --bind {conf} /etc/fuse.conf && "
+              f"exec setpriv --reuid=nobody --regid=nogroup --clear-groups "
+              f"{binary} mount {fg}-o allow_other,index_dir={shared_dir / 'idx'} {src} {mnt}")
+    err = _expect(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                  str(mnt), "cannot mount", "user_allow_other",
+                  "add the line user_allow_other to /etc/fuse.conf, or mount without allow_other",
+                  mnt=mnt)
+    assert "see the message above" not in err
+
+
 # ------------------------------------------ 6. ls takes what mount takes ---
 
 @pytest.fixture
