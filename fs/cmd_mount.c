@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -359,16 +360,17 @@ static struct fuse_session *new_session(struct mount_args *ma, struct mount_ctx 
 /* fuse_session_mount() with what it says kept from the terminal: libfuse's
  * log lines and the stderr of the fusermount3 it may run (as a user) go
  * into why (len bytes: the first line, "" if none), so that a failure is
- * reported in one line of ours. Returns what fuse_session_mount() did. */
+ * reported in one line of ours. fusermount3's stderr is a memory file, not
+ * a pipe: one left running (auto_unmount) may write to it later, and must
+ * not get SIGPIPE for it. Returns what fuse_session_mount() did. */
 static int mount_quietly(struct fuse_session *se, const char *mnt, char *why, size_t len)
 {
-    int p[2] = {-1, -1}, saved = -1, ret;
+    int mem = memfd_create("npyfs-mount", MFD_CLOEXEC), saved = -1, ret;
     ssize_t n;
 
     why[0] = '\0';
     fflush(stderr);
-    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0 && (saved = fcntl(2, F_DUPFD_CLOEXEC, 3)) >= 0 &&
-        dup2(p[1], 2) < 0) {
+    if (mem >= 0 && (saved = fcntl(2, F_DUPFD_CLOEXEC, 3)) >= 0 && dup2(mem, 2) < 0) {
         close(saved);
         saved = -1;
     }
@@ -377,17 +379,13 @@ static int mount_quietly(struct fuse_session *se, const char *mnt, char *why, si
     ret = fuse_session_mount(se, mnt);
     fuse_set_log_func(NULL);
     if (saved >= 0) {
-        dup2(saved, 2); /* a fusermount3 left running (auto_unmount) keeps the pipe: never
-                         * wait for its end, take what is there */
+        dup2(saved, 2);
         close(saved);
-        close(p[1]);
-        n = read(p[0], why, len - 1);
+        n = pread(mem, why, len - 1, 0);
         why[n > 0 ? n : 0] = '\0';
-        close(p[0]);
-    } else if (p[0] >= 0) {
-        close(p[0]);
-        close(p[1]);
     }
+    if (mem >= 0)
+        close(mem);
     if (!why[0])
         snprintf(why, len, "%s", fuse_complaint);
     why[strcspn(why, "\n")] = '\0';
