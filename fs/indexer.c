@@ -70,6 +70,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -1637,10 +1638,21 @@ int indexer_prune(const struct options *opts)
     struct indexdir_prune_result res;
     struct prune_report r = {.max = opts->index_max};
     char freed[32], kept[32];
-    char *path;
+    char *path = NULL;
+    struct indexdir *d;
+    struct stat st;
     int ret;
-    struct indexdir *d = index_dir(opts, &ret, &path);
 
+    /* nothing to prune where there is no directory: do not create one */
+    ret = opts->index_dir ? ((path = strdup(opts->index_dir)) ? 0 : -ENOMEM)
+                          : indexdir_default_dir(&path);
+    if (ret == 0 && lstat(path, &st) < 0 && errno == ENOENT) {
+        printf("npyfs: index directory %s does not exist: nothing to prune\n", path);
+        free(path);
+        return fflush(stdout) == 0 ? 0 : 1;
+    }
+    free(path);
+    d = index_dir(opts, &ret, &path);
     if (!d) {
         print_dir_error("", path, ret);
         free(path);

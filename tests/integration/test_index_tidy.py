@@ -647,3 +647,18 @@ def test_already_indexed_with_small_members(npyfs_bin, tmp_path):
         assert rc == 0, out
         assert f"npyfs: {only_small}: 2 members checked; none needs an index file" in out, out
     assert len(index_files(idx)) == 1
+
+
+def test_prune_creates_no_directory(npyfs_bin, tmp_path):
+    """npyfs index --prune of an index directory that does not exist says
+    so and creates nothing; given SOURCEs too, they are indexed into it."""
+    idx = tmp_path / "never" / "made"
+    r = run([npyfs_bin, "index", "--prune", "-o", f"index_dir={idx}"], timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert f"index directory {idx} does not exist: nothing to prune" in r.stdout.decode()
+    assert not (tmp_path / "never").exists()
+    src = tmp_path / "a.npz"
+    make_npz(src)
+    r = run([npyfs_bin, "index", "--prune", "-o", f"index_dir={idx}", src], timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert len(index_files(idx)) == 1
