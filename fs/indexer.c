@@ -1006,10 +1006,26 @@ static struct indexdir *index_dir(const struct options *opts, int *why, char **p
     return d;
 }
 
-static const char *dir_problem(int err, char *buf, size_t len)
+/* Why the index directory at path is refused (err from indexdir_open()),
+ * into buf (len bytes) or a static text: for -EPERM, which of its checks
+ * failed, as the directory is now. */
+static const char *dir_problem(int err, const char *path, char *buf, size_t len)
 {
-    return err == -EPERM ? "not owned by you, or writable by group or others"
-                         : strerror_r(-err, buf, len);
+    struct stat st;
+
+    if (err != -EPERM)
+        return strerror_r(-err, buf, len);
+    if (!path || stat(path, &st) < 0)
+        return "not owned by you, or writable by group or others";
+    if (st.st_uid != geteuid())
+        snprintf(buf, len, "owned by uid %u, not by you (uid %u)", (unsigned)st.st_uid,
+                 (unsigned)geteuid());
+    else if (st.st_mode & 022)
+        snprintf(buf, len, "writable by group or others (mode %04o; chmod go-w it)",
+                 (unsigned)(st.st_mode & 07777));
+    else
+        return "not owned by you, or writable by group or others";
+    return buf;
 }
 
 /* The largest published index a mount fetches (its files stay in memory
@@ -1189,7 +1205,7 @@ int indexer_new(struct archive *a, const struct options *opts, struct defer *def
     else if (ret < 0 && !atomic_exchange(&said_unusable, true))
         fuse_log(FUSE_LOG_WARNING, "npyfs: %s: index directory %s is not usable (%s); "
                  "indexes will not be saved or loaded: give -o index_dir=DIR\n", a->name, path,
-                 dir_problem(ret, (char[64]){0}, 64));
+                 dir_problem(ret, path, (char[96]){0}, 96));
     free(path);
     x->spacing = spacing_for(x, opts);
     x->source_path = source_path(a);
@@ -1356,7 +1372,7 @@ static void print_dir_error(const char *label, const char *path, int err)
                 (unsigned)geteuid());
     else if (err < 0)
         fprintf(stderr, "npyfs: %sindex directory %s: %s (give -o index_dir=DIR for another "
-                "one)\n", label, path ? path : "", dir_problem(err, (char[64]){0}, 64));
+                "one)\n", label, path ? path : "", dir_problem(err, path, (char[96]){0}, 96));
 }
 
 /* The index directory for `npyfs index`; prints why when there is none. */

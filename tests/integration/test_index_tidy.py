@@ -380,6 +380,24 @@ def test_unusable_dir_message_suggests_index_dir(npyfs_bin, mount, tmp_path):
                      r"-o index_dir=DIR", log), log
 
 
+def test_refused_dir_says_which_check(npyfs_bin, tmp_path):
+    """An index directory refused for its owner or its mode says which."""
+    src = tmp_path / "a.npz"
+    make_npz(src)
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    r = npyfs_index(npyfs_bin, "-o", f"index_dir={open_dir}", src)
+    err = r.stderr.decode()
+    assert r.returncode == 1 and "writable by group or others (mode 0777; chmod go-w it)" in err, err
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o700)
+    os.chown(theirs, 65534, -1)
+    r = npyfs_index(npyfs_bin, "-o", f"index_dir={theirs}", src)
+    err = r.stderr.decode()
+    assert r.returncode == 1 and f"owned by uid 65534, not by you (uid {os.geteuid()})" in err, err
+
+
 def test_index_max_prunes_least_recently_used(npyfs_bin, mount, tmp_path):
     """A save that finds the directory over index_max removes the least
     recently used files; a load (here by another process, a mount) bumps a
