@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -200,7 +201,12 @@ int cmd_unmount(int argc, char **argv)
     }
     ret = mounts_find(mnt, &me);
     if (ret == 0) {
-        fprintf(stderr, "npyfs: %s: not mounted\n", arg);
+        struct stat st;
+
+        if (lstat(arg, &st) < 0 && errno == ENOENT)
+            fprintf(stderr, "npyfs: %s: no such directory\n", arg);
+        else
+            fprintf(stderr, "npyfs: %s: not mounted\n", arg);
         free(mnt);
         return 1;
     }

@@ -209,6 +209,10 @@ def test_unmount_flags(npyfs_bin, tmp_path):
     d.mkdir()
     r = run([npyfs_bin, "unmount", d], timeout=30)
     assert r.returncode == 1 and "not mounted" in _one_line(r)
+    # a path that does not exist says so, as stats does
+    for cmd in ("unmount", "stats"):
+        r = run([npyfs_bin, cmd, tmp_path / "nowhere"], timeout=30)
+        assert r.returncode == 1 and _one_line(r) == f"npyfs: {tmp_path / 'nowhere'}: no such directory"
     r = run([npyfs_bin, "unmount", "--frob", d], timeout=30)
     assert r.returncode == 1 and b"unknown unmount flag --frob" in r.stderr
 
