@@ -712,9 +712,10 @@ int cmd_mount(int argc, char **argv)
         if (mount_quietly(se, ma.mountpoint, why, sizeof(why)) != 0) {
             cannot_mount_text(why, text, sizeof(text));
             fprintf(stderr, "npyfs: %s: %s: %s\n", ma.source, ma.mountpoint, text);
-            return 1;
+            ret = 1; /* and free what was set up, as after serving */
+        } else {
+            ret = serve(se);
         }
-        ret = serve(se);
     } else {
         net_park(ctx.opts.net); /* its threads would not survive the fork */
         if (pipe2(pipefd, O_CLOEXEC) < 0 || (pid = fork()) < 0) {
