@@ -77,17 +77,6 @@ static bool peek_header(struct archive *a, struct archive_member *m, unsigned ch
                            h) == 1;
 }
 
-/* s[0..len) escaped by escape_text() in a new string; NULL: no memory. */
-static char *text_cell(const char *s, size_t len)
-{
-    size_t n = escape_text(NULL, 0, s, len, false);
-    char *out = malloc(n + 1);
-
-    if (out)
-        escape_text(out, n + 1, s, len, false);
-    return out;
-}
-
 static int print_failed(void)
 {
     fprintf(stderr, "npyfs: writing the listing: %s\n", strerror(errno));
@@ -130,16 +119,16 @@ static int table_row(struct ls *l, struct archive *a, struct archive_member *m)
     size_t dlen = 0;
     int ret = -ENOMEM;
 
-    cell[COL_ARCHIVE] = text_cell(a->name, strlen(a->name));
-    cell[COL_NAME] = text_cell(m->name, m->name_len);
+    cell[COL_ARCHIVE] = escape_text_new(a->name, strlen(a->name));
+    cell[COL_NAME] = escape_text_new(m->name, m->name_len);
     if (peek_header(a, m, l->buf, &h)) {
         npy_format_shape(&h, shape, sizeof(shape));
         /* a type string as is (<f8), a struct as the header's descr */
         if (npy_dtype_string(&h, &dtype, &dlen) == 0)
-            cell[COL_DTYPE] = text_cell(dtype, dlen);
+            cell[COL_DTYPE] = escape_text_new(dtype, dlen);
         else
-            cell[COL_DTYPE] = text_cell(h.descr, strlen(h.descr));
-        cell[COL_SHAPE] = text_cell(shape, strlen(shape));
+            cell[COL_DTYPE] = escape_text_new(h.descr, strlen(h.descr));
+        cell[COL_SHAPE] = escape_text_new(shape, strlen(shape));
         cell[COL_ORDER] = strdup(h.fortran_order ? "F" : "C");
     } else {
         cell[COL_DTYPE] = strdup("-");
@@ -156,7 +145,7 @@ static int table_row(struct ls *l, struct archive *a, struct archive_member *m)
     } else {
         method = strdup(m->method);
     }
-    cell[COL_METHOD] = method ? text_cell(method, strlen(method)) : NULL;
+    cell[COL_METHOD] = method ? escape_text_new(method, strlen(method)) : NULL;
     for (int c = 0; c < LS_COLS; c++)
         if (!cell[c])
             goto out_free;

@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 /* Contract in escape.h. */
 size_t escape_text(char *out, size_t size, const char *s, size_t len, bool keep_backslash)
@@ -74,6 +75,17 @@ static void put_bytes(char *out, size_t size, size_t *pos, const char *s, size_t
     for (size_t i = 0; i < n; i++, (*pos)++)
         if (*pos + 1 < size)
             out[*pos] = s[i];
+}
+
+/* Contract in escape.h. */
+char *escape_text_new(const char *s, size_t len)
+{
+    size_t n = escape_text(NULL, 0, s, len, false);
+    char *out = malloc(n + 1);
+
+    if (out)
+        escape_text(out, n + 1, s, len, false);
+    return out;
 }
 
 /* Contract in escape.h. */

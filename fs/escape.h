@@ -26,6 +26,10 @@
  * the user.npy.dtype attribute. */
 size_t escape_text(char *out, size_t size, const char *s, size_t len, bool keep_backslash);
 
+/* escape_text(s, len, false) in a new string (the caller frees it), or
+ * NULL: out of memory. */
+char *escape_text_new(const char *s, size_t len);
+
 /* s[0..len) as a JSON string with its quotes, into out (at most size
  * bytes, NUL-terminated if size > 0). Valid UTF-8 is kept, except the
  * control characters (U+0000-U+001F, DEL, the C1 controls U+0080-U+009F)

@@ -1570,17 +1570,6 @@ static void human_u64(char *buf, size_t len, uint64_t bytes)
     human(buf, len, (double)bytes);
 }
 
-/* s[0..len) made safe for a terminal (escape_text()); owned, or NULL. */
-static char *shown(const char *s, size_t len)
-{
-    size_t n = escape_text(NULL, 0, s, len, false);
-    char *out = malloc(n + 1);
-
-    if (out)
-        escape_text(out, n + 1, s, len, false);
-    return out;
-}
-
 /* secs as "5 minutes", "3 hours", "12 days" */
 static void duration(char *buf, size_t len, int64_t secs)
 {
@@ -1602,8 +1591,8 @@ static void print_pruned(const struct indexdir_prune_file *f, void *arg)
 {
     const struct prune_report *r = arg;
     char size[32], cap[32], idle[48];
-    char *path = f->path ? shown(f->path, strlen(f->path)) : NULL;
-    char *member = f->member ? shown(f->member, f->member_len) : NULL;
+    char *path = f->path ? escape_text_new(f->path, strlen(f->path)) : NULL;
+    char *member = f->member ? escape_text_new(f->member, f->member_len) : NULL;
     const char *p = path ? path : "?", *mb = member ? member : "?";
 
     human_u64(size, sizeof(size), f->bytes);
