@@ -398,9 +398,7 @@ static int damage_as(struct dfx_reader *r, uint64_t from, enum dfx_damage_kind k
         d.expected = ix->st.usize;
         d.actual = r->pos;
     }
-    pthread_mutex_lock(&ix->lock);
-    set_damage_locked(ix, &d);
-    pthread_mutex_unlock(&ix->lock);
+    dfx_index_set_damage_info(ix, &d);
     return -EIO;
 }
 
@@ -408,6 +406,14 @@ static int damage_as(struct dfx_reader *r, uint64_t from, enum dfx_damage_kind k
 static int damage(struct dfx_reader *r, uint64_t from)
 {
     return damage_as(r, from, DFX_DAMAGE_DATA);
+}
+
+/* An ISA-L call made nothing: with all input up to the stream end offered
+ * (offered 0: none was left), the stream is truncated; with input left and
+ * room for output, ISA-L had no reason to stop: damage rather than spin. */
+static int no_progress(struct dfx_reader *r, unsigned int offered)
+{
+    return damage_as(r, r->pos, offered == 0 ? DFX_DAMAGE_TRUNCATED : DFX_DAMAGE_DATA);
 }
 
 /* A source that ends before the stream does is a truncated archive. */
@@ -1073,9 +1079,7 @@ static int member_size_damage(struct dfx_reader *r, uint32_t isize)
     struct dfx_damage d = {.error = -EIO, .kind = DFX_DAMAGE_SIZE, .from = r->member_out,
                            .expected = (made & ~(uint64_t)UINT32_MAX) | isize, .actual = made};
 
-    pthread_mutex_lock(&ix->lock);
-    set_damage_locked(ix, &d);
-    pthread_mutex_unlock(&ix->lock);
+    dfx_index_set_damage_info(ix, &d);
     return -EIO;
 }
 
@@ -1228,7 +1232,7 @@ static int step_isal(struct dfx_reader *r)
     if (ret < 0)
         return defer_damage(r, made);
     if (!made && (offered == 0 || r->zs.avail_in > 0))
-        return damage(r, r->pos);
+        return no_progress(r, offered);
     return 0;
 }
 
@@ -1423,7 +1427,7 @@ static int step_mark(struct dfx_reader *r)
      * truncated. With input left and room for output, ISA-L has no reason
      * to stop: treat that as damage too rather than spin. */
     if (ret == 0 && !made && (offered == 0 || r->zs.avail_in > 0))
-        return damage(r, r->pos);
+        return no_progress(r, offered);
     return 0;
 }
 
@@ -1461,6 +1465,7 @@ static int step(struct dfx_reader *r)
     case Z_BUF_ERROR:
         /* No progress although all input up to the stream end was offered
          * (step refills whenever the buffer is empty): truncated. */
+        return damage_as(r, r->pos, DFX_DAMAGE_TRUNCATED);
     case Z_DATA_ERROR:
     case Z_NEED_DICT:
         return damage(r, r->pos);

@@ -155,6 +155,26 @@ def test_size_mismatch(npyfs_bin, mount, tmp_path):
     assert "size mismatch" in _stats(npyfs_bin, mnt)
 
 
+def test_truncated_stream(npyfs_bin, mount, tmp_path):
+    """A .npy.gz whose deflate data lost bytes near its end (stored blocks,
+    so nothing before the cut can look invalid; the trailer is kept, so it
+    is sized from its header as usual): the decoder runs out of input."""
+    import gzip
+    arr = _array()
+    truth = npy_bytes(arr)
+    whole = gzip.compress(truth, compresslevel=0, mtime=0)
+    raw = whole[:-8 - 3000] + whole[-8 - 2000:]  # 1000 bytes of the last block gone
+    src = tmp_path / "cut.npy.gz"
+    src.write_bytes(raw)
+    mnt = mount(src, "index=lazy", "verify=lazy")
+    assert os.stat(mnt / "cut.npy").st_size == len(truth)
+    _read_fails(mnt / "cut.npy")
+    d = _member(npyfs_bin, mnt, "cut.npy")["damage"]
+    assert d is not None and d["kind"] == "truncated", d
+    assert len(raw) - 8 - (64 << 10) <= d["compressed_offset"] <= len(raw), (len(raw), d)
+    assert f"ends early (truncated archive?) at compressed offset {d['compressed_offset']}" in d["text"]
+
+
 def test_archive_changed_since_mount(npyfs_bin, mount, tmp_path):
     src = tmp_path / "changed.npz"
     arr = _array()
