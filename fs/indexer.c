@@ -986,18 +986,24 @@ static void dir_put(struct indexdir *d)
     indexdir_close(d);
 }
 
+/* The path of the index directory opts name (-o index_dir=, else the
+ * default) into *path (owned; NULL on error). Returns 0 or the error. */
+static int index_dir_path(const struct options *opts, char **path)
+{
+    *path = NULL;
+    if (!opts->index_dir)
+        return indexdir_default_dir(path);
+    *path = strdup(opts->index_dir);
+    return *path ? 0 : -ENOMEM;
+}
+
 /* The index directory for a, or NULL; *why gets the error and *path the
  * path tried (owned, NULL if none could be named). */
 static struct indexdir *index_dir(const struct options *opts, int *why, char **path)
 {
     struct indexdir *d = NULL;
-    int ret = 0;
+    int ret = index_dir_path(opts, path);
 
-    *path = NULL;
-    if (opts->index_dir && !(*path = strdup(opts->index_dir)))
-        ret = -ENOMEM;
-    else if (!opts->index_dir)
-        ret = indexdir_default_dir(path);
     if (ret == 0)
         ret = dir_get(*path, &d);
     if (d)
@@ -1649,8 +1655,7 @@ int indexer_prune(const struct options *opts)
     int ret;
 
     /* nothing to prune where there is no directory: do not create one */
-    ret = opts->index_dir ? ((path = strdup(opts->index_dir)) ? 0 : -ENOMEM)
-                          : indexdir_default_dir(&path);
+    ret = index_dir_path(opts, &path);
     if (ret == 0 && lstat(path, &st) < 0 && errno == ENOENT) {
         printf("npyfs: index directory %s does not exist: nothing to prune\n", path);
         free(path);
