@@ -94,6 +94,21 @@ def test_index_out_file(npyfs_bin, published):
     assert len(index_file_lengths(published["idx"].read_bytes())) == 2  # a and b, not small
 
 
+def test_index_out_with_only_small_members(npyfs_bin, tmp_path):
+    """An archive whose members all fit in one chunk has nothing to publish:
+    the (empty) file is written and npyfs index says so, exit 0."""
+    src = tmp_path / "small.npz"
+    np.savez_compressed(src, a=np.arange(10), b=np.ones(5))
+    out = tmp_path / "small.npz.npyfsidx"
+    r = run([npyfs_bin, "index", "-o", f"index_dir={tmp_path / 'idx'},index_out={out}", src],
+            timeout=60)
+    err = r.stderr.decode()
+    assert r.returncode == 0, err
+    assert f"-o index_out={out}: no member needs an index file" in err, err
+    assert "the published index written is empty" in err, err
+    assert out.read_bytes() == b""
+
+
 def test_published_index_used_at_mount(npyfs_bin, remote, remote_mount, published, tmp_path):
     ng = remote.nginx(tls=False)
     ng.put("run.npz", published["npz"])
