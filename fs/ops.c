@@ -91,6 +91,13 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
      * and the getattr that follows does; see try_lookup().) */
     if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
         conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+    /* Listings carry every entry's attributes (READDIRPLUS, try_readdir()),
+     * always: they cost no I/O here, and save a LOOKUP per file opened or
+     * stat'ed after the listing. The kernel's adaptive mode would send plain
+     * READDIRs after the first buffer of a directory. */
+    if (conn->capable & FUSE_CAP_READDIRPLUS)
+        conn->want |= FUSE_CAP_READDIRPLUS;
+    conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
     /* -o max_read= went to libfuse too, which wants init to say the same */
     if (ctx->opts.max_read)
         conn->max_read = (unsigned)ctx->opts.max_read;
@@ -146,7 +153,8 @@ static void tune_readahead(struct mount_ctx *ctx)
 
 /* The requests that may have to wait for a unit or a pass. */
 enum op_kind {
-    OP_LOOKUP, OP_GETATTR, OP_OPENDIR, OP_READDIR, OP_OPEN, OP_GETXATTR, OP_LISTXATTR
+    OP_LOOKUP, OP_GETATTR, OP_OPENDIR, OP_READDIR, OP_READDIRPLUS, OP_OPEN, OP_GETXATTR,
+    OP_LISTXATTR
 };
 
 /* One request's arguments: the handler's, or a pending request's copy. */
@@ -154,9 +162,9 @@ struct op {
     enum op_kind kind;
     fuse_ino_t ino;            /* OP_LOOKUP: the parent */
     const char *name;          /* OP_LOOKUP, OP_GETXATTR */
-    struct fuse_file_info *fi; /* OP_OPENDIR, OP_READDIR, OP_OPEN */
-    size_t size;               /* OP_READDIR, OP_GETXATTR, OP_LISTXATTR */
-    off_t off;                 /* OP_READDIR */
+    struct fuse_file_info *fi; /* OP_OPENDIR, OP_READDIR(PLUS), OP_OPEN */
+    size_t size;               /* OP_READDIR(PLUS), OP_GETXATTR, OP_LISTXATTR */
+    off_t off;                 /* OP_READDIR(PLUS) */
 };
 
 /* What an attempt that returned DEFER_WAIT waits for. */
@@ -233,11 +241,33 @@ static int try_opendir(fuse_req_t req, struct mount_ctx *ctx, const struct op *o
     return 0;
 }
 
+/* One child's entry for READDIRPLUS, as try_lookup() would answer it (the
+ * kernel then needs no LOOKUP for it): an .npy.gz not opened yet goes out
+ * with attributes that expire at once, and opening nothing; a child whose
+ * lookup would fail goes out as a name only (inode 0: the kernel links
+ * nothing, and a later lookup gets the error). */
+static void plus_entry(struct mount_ctx *ctx, uint64_t ino, struct fuse_entry_param *e)
+{
+    uint32_t unsized;
+    int ready = vfs_attr_ready(ctx->vfs, ino, &unsized);
+
+    if (ready != DEFER_WAIT && ready < 0)
+        return;
+    if (fill_attr(ctx, ino, &e->attr) < 0)
+        return;
+    e->ino = ino;
+    e->attr_timeout = ready == DEFER_WAIT ? 0.0 : ATTR_TIMEOUT;
+    e->entry_timeout = ATTR_TIMEOUT;
+}
+
 /* Entries are ".", "..", then the children in order; the offset of an entry
- * is its position + 1. */
+ * is its position + 1. READDIRPLUS adds each child's attributes and entry
+ * (plus_entry()), so that `ls -l`, or opening every file of a listed
+ * directory, costs no LOOKUP per file. */
 static int try_readdir(fuse_req_t req, struct mount_ctx *ctx, const struct op *op,
                        struct wait_for *wf)
 {
+    bool plus = op->kind == OP_READDIRPLUS;
     struct vfs_dir d;
     char *buf;
     size_t used = 0, size = op->size;
@@ -255,23 +285,29 @@ static int try_readdir(fuse_req_t req, struct mount_ctx *ctx, const struct op *o
         return 0;
     }
     for (size_t i = (size_t)op->off; i < d.count + 2; i++) {
-        struct stat st = {0};
+        struct fuse_entry_param e;
         const char *name;
         size_t len;
 
+        memset(&e, 0, sizeof(e));
         if (i < 2) {
             name = i == 0 ? "." : "..";
-            st.st_ino = i == 0 ? op->ino : d.parent;
-            st.st_mode = S_IFDIR;
+            e.attr.st_ino = i == 0 ? op->ino : d.parent;
+            e.attr.st_mode = S_IFDIR;
         } else {
             uint64_t cino;
             bool is_dir;
 
             vfs_dirent(ctx->vfs, &d, i - 2, &name, &cino, &is_dir);
-            st.st_ino = cino;
-            st.st_mode = is_dir ? S_IFDIR : S_IFREG;
+            if (plus)
+                plus_entry(ctx, cino, &e);
+            e.attr.st_ino = cino;
+            e.attr.st_mode = (e.attr.st_mode & ~S_IFMT) | (is_dir ? S_IFDIR : S_IFREG);
         }
-        len = fuse_add_direntry(req, buf + used, size - used, name, &st, (off_t)(i + 1));
+        if (plus)
+            len = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)(i + 1));
+        else
+            len = fuse_add_direntry(req, buf + used, size - used, name, &e.attr, (off_t)(i + 1));
         if (len > size - used)
             break;
         used += len;
@@ -422,6 +458,7 @@ static int run_op(fuse_req_t req, struct mount_ctx *ctx, const struct op *op, st
     case OP_OPENDIR:
         return try_opendir(req, ctx, op, wf);
     case OP_READDIR:
+    case OP_READDIRPLUS:
         return try_readdir(req, ctx, op, wf);
     case OP_OPEN:
         return try_open(req, ctx, op, wf);
@@ -648,6 +685,14 @@ static void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off
     dispatch(req, &op);
 }
 
+static void fs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                              struct fuse_file_info *fi)
+{
+    struct op op = {.kind = OP_READDIRPLUS, .ino = ino, .fi = fi, .size = size, .off = off};
+
+    dispatch(req, &op);
+}
+
 static void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct op op = {.kind = OP_OPEN, .ino = ino, .fi = fi};
@@ -798,6 +843,7 @@ const struct fuse_lowlevel_ops ops_lowlevel = {
     .getattr = fs_op_getattr,
     .opendir = fs_op_opendir,
     .readdir = fs_op_readdir,
+    .readdirplus = fs_op_readdirplus,
     .open = fs_op_open,
     .release = fs_op_release,
     .read = fs_op_read,
