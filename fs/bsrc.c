@@ -11,7 +11,6 @@
 #define _GNU_SOURCE
 #include "bsrc.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -19,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "curlsym.h"
 #include "dfx_store.h"
 #include "http.h"
 #include "remote.h"
@@ -197,6 +197,7 @@ int bsrc_open_url(struct remote_ctx *c, const char *url, size_t head_len, struct
     b->id.st.st_uid = getuid();
     b->id.st.st_gid = getgid();
     if (hid->last_modified[0]) {
+        /* libcurl is loaded: c's client loaded it (http_client_new()) */
         time_t t = curl_getdate(hid->last_modified, NULL);
         if (t > 0)
             b->id.st.st_mtim.tv_sec = t;

@@ -1,6 +1,9 @@
 /*
  * HTTP(S) client on libcurl. Contract in http.h.
  *
+ * libcurl is not linked: the curl_* calls here go through the table
+ * curlsym.h fills, loaded by the first http_client_new().
+ *
  * The central structure is the client's two request queues (demand before
  * fetch-ahead) feeding up to `connections` worker threads. A worker owns one
  * easy handle for its whole life, so its keep-alive connection is reused by
@@ -26,7 +29,6 @@
 
 #include <assert.h>
 #include <ctype.h>
-#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -41,6 +43,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "curlsym.h"
 
 enum { ST_NEW, ST_QUEUED, ST_RUNNING, ST_DONE };
 
@@ -1221,6 +1225,7 @@ int http_client_new(const struct http_opts *o, struct http_client **out, struct 
     static const struct http_opts defaults = {.retries = -1};
     struct http_error dummy;
     struct http_client *c;
+    const char *loaderr;
     pthread_condattr_t ca;
     int err;
 
@@ -1234,6 +1239,12 @@ int http_client_new(const struct http_opts *o, struct http_client **out, struct 
         set_error(why, HTTP_ERR_OTHER, -EINVAL);
         snprintf(why->detail, sizeof(why->detail), "at most %d connections", HTTP_MAX_CONNECTIONS);
         return -EINVAL;
+    }
+    err = curlsym_load(&loaderr);
+    if (err) {
+        set_error(why, HTTP_ERR_NO_LIBCURL, err);
+        snprintf(why->detail, sizeof(why->detail), "%s", loaderr);
+        return err;
     }
     pthread_once(&global_once, global_init);
     if (global_rc != CURLE_OK) {
@@ -1757,6 +1768,10 @@ const char *http_problem(const struct http_error *e, char *buf, size_t len)
         break;
     case HTTP_ERR_HEADER_FILE:
         snprintf(buf, len, "header file: %s", d);
+        break;
+    case HTTP_ERR_NO_LIBCURL:
+        snprintf(buf, len,
+                 "cannot load libcurl (%s): needed for http://, https:// and s3:// sources", d);
         break;
     case HTTP_ERR_OTHER:
     default:

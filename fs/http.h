@@ -1,6 +1,7 @@
 /*
  * HTTP(S) client for remote sources: ranged GETs with exact reply checks,
- * an open probe, and a bounded pool of keep-alive connections (libcurl).
+ * an open probe, and a bounded pool of keep-alive connections (libcurl,
+ * loaded by the first http_client_new(): fs/curlsym.h).
  *
  * A client (one per mount) owns up to `connections` worker threads, each with
  * its own libcurl easy handle and so its own keep-alive connection. Every
@@ -52,6 +53,7 @@
  *   -ELOOP         too many redirects                         (HTTP_ERR_REDIRECTS)
  *   -EFBIG         a whole-body reply larger than its limit   (HTTP_ERR_TOO_BIG)
  *   -ECANCELED     the client is being freed                  (HTTP_ERR_CANCELED)
+ *   -ELIBACC       libcurl.so.4 cannot be loaded              (HTTP_ERR_NO_LIBCURL)
  *   -ENOMEM, -EINVAL (bad request or option), -EAGAIN (no worker thread).
  * Retried (opts.retries times, exponential backoff with full jitter, or the
  * server's Retry-After up to the backoff cap): 5xx, 408, 429, refused and
@@ -144,6 +146,7 @@ enum http_why {
     HTTP_ERR_CANCELED,
     HTTP_ERR_NOMEM,
     HTTP_ERR_HEADER_FILE,
+    HTTP_ERR_NO_LIBCURL, /* .detail: dlerror()'s text */
     HTTP_ERR_OTHER,
 };
 
@@ -211,11 +214,12 @@ struct http_stats {
     uint64_t opened;      /* connections opened in all */
 };
 
-/* A client with options o (NULL: defaults). Reads and checks the header
- * file; on error *why (may be NULL) says what was wrong without its values
+/* A client with options o (NULL: defaults). The first call in the process
+ * loads libcurl (curlsym_load()). Reads and checks the header file; on
+ * error *why (may be NULL) says what was wrong without its values
  * (HTTP_ERR_HEADER_FILE: "line 3: not 'Name: value'"). Worker threads start
  * when requests come. Returns 0, -EINVAL (bad option or header file),
- * -ENOENT/-EACCES (files), -ENOMEM. */
+ * -ENOENT/-EACCES (files), -ELIBACC (no libcurl), -ENOMEM. */
 int http_client_new(const struct http_opts *o, struct http_client **out, struct http_error *why);
 
 /* Cancels queued requests (done() with -ECANCELED), aborts running ones and
