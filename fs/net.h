@@ -49,7 +49,7 @@ struct net;
  * (else s3:// URLs are refused). Reads the header file and checks the CA
  * files now. Returns 0, or a negative errno with msg saying why:
  * -EINVAL (a bad option or configuration), -ENOENT/-EACCES (a file),
- * -ENOMEM. */
+ * -ELIBACC (libcurl cannot be loaded), -ENOMEM. */
 int net_new(const struct net_opts *o, bool s3, struct net **out, char *msg, size_t len);
 
 /* Every remote source must be closed first. Accepts NULL. */
