@@ -446,7 +446,7 @@ static void test_random_queues_nothing(void)
     struct mount_ctx ctx;
     struct readahead *ra = NULL;
     struct archive_member *m, *s, *sentinel;
-    uint64_t seed = 99, before, recent[8];
+    uint64_t seed = 99, recent[8];
     int bad = 0;
 
     if (!a)
@@ -461,7 +461,6 @@ static void test_random_queues_nothing(void)
     if (!ra)
         goto out;
     rec_reset();
-    before = atomic_load(&fs_counters.readahead_chunks);
     /* chunks at random, none continuing any of the last 8 reads (the
      * streams a member tracks): each starts a stream of its own */
     for (int i = 0; i < 8; i++)
@@ -489,8 +488,9 @@ static void test_random_queues_nothing(void)
     CHECK_EQ(bad, 0);
     CHECK_EQ(calls_for(m, false) + calls_for(m, true), 0);
     CHECK_EQ(calls_for(s, false) + calls_for(s, true), 0);
+    /* (Not checked: whether the sentinel's job produced chunks itself. Its
+     * reader may have decoded them first, which made this flaky under load.) */
     CHECK(calls_for(sentinel, false) > 0);
-    CHECK(atomic_load(&fs_counters.readahead_chunks) > before); /* the sentinel's only */
     readahead_free(ra);
 out:
     cache_free(ctx.cache);
