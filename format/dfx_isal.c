@@ -396,12 +396,12 @@ static unsigned int step_size(const struct dfx_isal *d, unsigned int avail)
     return n < avail ? n : avail;
 }
 
-/* Input to offer ISA-L for a call that must end room bytes of output
- * short of where a search starts. Given all of it, ISA-L would decode up to
- * ~32 KiB past the room into its own buffer (it does when ours is short),
- * passing over the boundaries there: offer about the input that room takes
- * at the stream's rate so far, and a little more. Too little only costs
- * another call. */
+/* Input to offer ISA-L for a call that needs only room more bytes of
+ * output (to end short of where a search starts, or to fill a check).
+ * Given all of it, ISA-L would decode up to ~32 KiB past the room into its
+ * own buffer (it does when ours is short), passing over the boundaries
+ * there: offer about the input that room takes at the stream's rate so
+ * far, and a little more. Too little only costs another call. */
 static unsigned int approach_input(const struct dfx_isal *d, unsigned int room, unsigned int avail)
 {
     uint64_t in = d->in - d->origin_in, out = d->out - d->origin_out, n;
@@ -478,17 +478,24 @@ static bool take_boundary(struct dfx_isal *d)
 }
 
 /* Decode n input bytes at p with the checking decoder, up to
- * DFX_ISAL_VERIFY_LEN bytes of output. */
-static void v_decode(struct mark_state *m, const unsigned char *p, size_t n)
+ * DFX_ISAL_VERIFY_LEN bytes of output. Each call is offered about the
+ * input the output still missing takes (approach_input()): given all of
+ * it, ISA-L would decode ~32 KiB into its own buffer for the 4 KiB the
+ * check compares, which was most of what a check cost. */
+static void v_decode(struct dfx_isal *d, const unsigned char *p, size_t n)
 {
+    struct mark_state *m = d->m;
     struct inflate_state *v = m->v;
+    bool all = false; /* the estimate was too short for any progress */
 
     while (n && m->vlen < DFX_ISAL_VERIFY_LEN && !m->vend && !m->vfail) {
+        unsigned int avail = n > UINT32_MAX ? UINT32_MAX : (unsigned int)n;
+        unsigned int give = all ? avail : approach_input(d, DFX_ISAL_VERIFY_LEN - m->vlen, avail);
         size_t took, made;
         int ret;
 
         v->next_in = (uint8_t *)p;
-        v->avail_in = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+        v->avail_in = give;
         v->next_out = m->vbuf + m->vlen;
         v->avail_out = DFX_ISAL_VERIFY_LEN - m->vlen;
         ret = isal_inflate(v);
@@ -503,8 +510,10 @@ static void v_decode(struct mark_state *m, const unsigned char *p, size_t n)
             m->vfail = true;
         else if (v->block_state == ISAL_BLOCK_FINISH)
             m->vend = true;
-        else if (!took && !made)
+        else if (!took && !made && give == avail)
             break;
+        else if (!took && !made)
+            all = true;
     }
 }
 
@@ -522,10 +531,10 @@ static bool v_feed(struct dfx_isal *d, const unsigned char *next_in, unsigned in
 
         if (m->tail_end != d->in || back > m->tail_len)
             return false;
-        v_decode(m, m->tail + (m->tail_len - back), (size_t)back);
+        v_decode(d, m->tail + (m->tail_len - back), (size_t)back);
     }
     if (m->v_in >= d->in && m->v_in - d->in < avail_in)
-        v_decode(m, next_in + (m->v_in - d->in), (size_t)(avail_in - (m->v_in - d->in)));
+        v_decode(d, next_in + (m->v_in - d->in), (size_t)(avail_in - (m->v_in - d->in)));
     return true;
 }
 
