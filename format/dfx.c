@@ -160,6 +160,8 @@ struct dfx_index {
     unsigned mark_fails;   /* protected by lock: fruitless searches for a boundary in a row */
     unsigned mark_step;    /* protected by lock: smallest step a search came down to, or 0 */
     bool mark_off;         /* protected by lock: ISA-L no longer records points here */
+    int test_skew;         /* protected by lock: dfx_index_test_skew() */
+    uint64_t test_skew_from; /* protected by lock */
 };
 
 struct dfx_reader {
@@ -187,6 +189,8 @@ struct dfx_reader {
     bool crc_on;            /* decoded the current member (RAW: stream) from its start */
     uLong crc;              /* CRC-32 of the member's output so far, if crc_on */
     uint64_t next_point;    /* don't try to append a point before this offset */
+    int skew;               /* dfx_index_test_skew(), for the ISA-L decoder */
+    uint64_t skew_from;
     bool at_end;            /* the whole stream has been decoded */
     int err;                /* sticky errno that made the reader unusable */
     /* Damage ISA-L found after handing out output in the same call: that
@@ -677,12 +681,15 @@ static int start_at_point(struct dfx_reader *r, const struct dfx_point *p, unsig
     const struct dfx_stream *st = &r->ix->st;
     int ret;
 
-    if (!r->ix->isal || (!r->marking && p->out >= r->isal_stop))
+    if (!r->ix->isal || (!r->marking && p->out >= r->isal_stop)) {
         r->marking = false;
-    else if ((ret = dfx_isal_new(&r->isal)) < 0)
-        return ret;
-    else
+    } else {
+        ret = dfx_isal_new(&r->isal);
+        if (ret < 0)
+            return ret;
         dfx_isal_set_step(r->isal, step);
+        dfx_isal_test_skew(r->isal, r->skew, r->skew_from);
+    }
     if (r->marking && !(r->rwin = malloc(DFX_WINDOW_SIZE)))
         return -ENOMEM;
     r->pos = p->out;
@@ -834,6 +841,8 @@ int dfx_reader_new(struct dfx_index *ix, uint64_t off, struct dfx_reader **out)
         r->next_point = sat_add(ix->pts[ix->npts - 1].out, ix->spacing);
         r->marking = ix->isal && !ix->mark_off;
         step = ix->mark_step;
+        r->skew = ix->test_skew;
+        r->skew_from = ix->test_skew_from;
         r->isal_stop = r->marking ? UINT64_MAX : ix->pts[last_usable_locked(ix)].out;
         prefetch_range(ix, i, off, &pf_from, &pf_len);
         pthread_mutex_unlock(&ix->lock);
@@ -1636,6 +1645,15 @@ void dfx_index_set_marking(struct dfx_index *ix, bool on)
     pthread_mutex_lock(&ix->lock);
     ix->mark_off = !on;
     ix->mark_fails = 0;
+    pthread_mutex_unlock(&ix->lock);
+}
+
+/* Contract in dfx_internal.h. */
+void dfx_index_test_skew(struct dfx_index *ix, int skew, uint64_t from)
+{
+    pthread_mutex_lock(&ix->lock);
+    ix->test_skew = skew;
+    ix->test_skew_from = from;
     pthread_mutex_unlock(&ix->lock);
 }
 

@@ -153,6 +153,12 @@ void dfx_index_memory(struct dfx_index *ix, size_t *usable, uint64_t *window_byt
 bool dfx_index_marking(struct dfx_index *ix);
 void dfx_index_set_marking(struct dfx_index *ix, bool on);
 
+/* Tests only: ISA-L readers of ix created from then on report every block
+ * boundary at or past output offset from skew bits off
+ * (dfx_isal_test_skew()), so that its check fails and the index stops
+ * marking there, as on a stream this ISA-L could not mark. Thread-safe. */
+void dfx_index_test_skew(struct dfx_index *ix, int skew, uint64_t from);
+
 /* The stream the index reads (a copy of what dfx_index_new() got) and its
  * spacing. Immutable: no lock needed. */
 const struct dfx_stream *dfx_index_stream(const struct dfx_index *ix);

@@ -163,7 +163,8 @@ struct dfx_isal {
     /* Tuning, kept across starts. */
     unsigned int step;
     bool verify;
-    int skew;
+    int skew;            /* dfx_isal_test_skew() */
+    uint64_t skew_from;
     bool broken; /* a check failed: never mark again */
     /* Headers steps passed over, and marks, since the step last changed. */
     unsigned passed_run, marks_run;
@@ -454,7 +455,9 @@ static bool take_boundary(struct dfx_isal *d)
     held = 8 * (uint64_t)st->tmp_in_size + (uint64_t)st->read_in_length;
     if (held > 8 * (d->in - d->origin_in) + (uint64_t)d->origin_bits)
         return false;
-    bitpos = 8 * d->in - held + (uint64_t)(int64_t)d->skew;
+    bitpos = 8 * d->in - held;
+    if (d->out >= d->skew_from)
+        bitpos += (uint64_t)(int64_t)d->skew;
     m->pm.out = d->out;
     m->pm.in = (bitpos + 7) / 8;
     m->pm.bits = (int)(8 * m->pm.in - bitpos);
@@ -812,9 +815,10 @@ unsigned int dfx_isal_get_step(const struct dfx_isal *d)
 }
 
 /* Contract in dfx_isal.h. */
-void dfx_isal_test_skew(struct dfx_isal *d, int skew)
+void dfx_isal_test_skew(struct dfx_isal *d, int skew, uint64_t from)
 {
     d->skew = skew;
+    d->skew_from = from;
 }
 
 /* Contract in dfx_isal.h. */
@@ -909,9 +913,9 @@ unsigned int dfx_isal_get_step(const struct dfx_isal *d)
     return DFX_ISAL_STEP;
 }
 
-void dfx_isal_test_skew(struct dfx_isal *d, int skew)
+void dfx_isal_test_skew(struct dfx_isal *d, int skew, uint64_t from)
 {
-    (void)d, (void)skew;
+    (void)d, (void)skew, (void)from;
 }
 
 void dfx_isal_get_stats(const struct dfx_isal *d, struct dfx_isal_stats *out)

@@ -172,9 +172,10 @@ void dfx_isal_set_step(struct dfx_isal *d, unsigned int step);
  * fruitless search since (DFX_ISAL_STEP without ISA-L). */
 unsigned int dfx_isal_get_step(const struct dfx_isal *d);
 
-/* Tests only: report every boundary skew bits off, so tests can show that
- * the check rejects a wrong one. 0 (the default) turns it off. */
-void dfx_isal_test_skew(struct dfx_isal *d, int skew);
+/* Tests only: report every boundary at or past output offset from skew bits
+ * off, so tests can show that the check rejects a wrong one. skew 0 (the
+ * default) turns it off. */
+void dfx_isal_test_skew(struct dfx_isal *d, int skew, uint64_t from);
 
 /* Copy d's counters (all zero without ISA-L). */
 void dfx_isal_get_stats(const struct dfx_isal *d, struct dfx_isal_stats *out);

@@ -1808,10 +1808,11 @@ static int seq_from(struct dfx_index *ix, const unsigned char *data, size_t len,
     return ret;
 }
 
-/* A stream on which marking fails (every block fixed-Huffman) hands over to
- * zlib mid-stream: the bytes, the zip CRC, and a gzip member's CRC and ISIZE
- * must come out right across the hand-over, whether zlib restarts at the
- * reader's own start or at a later point of the index. */
+/* A stream on which marking fails (made to by dfx_index_test_skew(): its
+ * first check past an offset fails) hands over to zlib mid-stream: the
+ * bytes, the zip CRC, and a gzip member's CRC and ISIZE must come out right
+ * across the hand-over, whether zlib restarts at the reader's own start, at
+ * its last mark or at a later point of the index. */
 static void check_marking_fallback(uint64_t *s)
 {
     static unsigned char buf[300000];
@@ -1828,8 +1829,9 @@ static void check_marking_fallback(uint64_t *s)
     fill_text(data, len, s);
     decoder = M_ISAL;
 
-    /* raw, every block fixed: a pass from 0 falls back and goes on with zlib */
-    zlen = zdeflate_strategy(data, len, 6, Z_FIXED, 0, 0, z, cap);
+    /* raw, marking failing from the start: a pass from 0 falls back and goes
+     * on with zlib */
+    zlen = zdeflate_strategy(data, len, 6, Z_DEFAULT_STRATEGY, 0, 0, z, cap);
     CHECK(zlen > 0);
     src_mem_new(z, zlen, &st.src);
     st.framing = DFX_RAW;
@@ -1843,6 +1845,7 @@ static void check_marking_fallback(uint64_t *s)
     decoder = M_ISAL;
     CHECK_EQ(index_new(&st, SPACING, &ix), 0);
     CHECK(dfx_index_marking(ix));
+    dfx_index_test_skew(ix, 3, 0);
     CHECK_EQ(full_pass(ix, data, len, s), 0); /* the CRC is checked at the end */
     CHECK(!dfx_index_marking(ix));
     /* zlib went back to 0 and recorded every point a zlib pass does */
@@ -1858,6 +1861,7 @@ static void check_marking_fallback(uint64_t *s)
     CHECK_EQ(extract_ok(ix, data, len, len / 3, 1000, buf), 0);
     before = dfx_index_points(ix);
     dfx_index_set_marking(ix, true);
+    dfx_index_test_skew(ix, -2, 0);
     CHECK_EQ(full_pass(ix, data, len, s), 0);
     CHECK(!dfx_index_marking(ix));
     CHECK(dfx_index_points(ix) > before);
@@ -1865,9 +1869,9 @@ static void check_marking_fallback(uint64_t *s)
     CHECK_EQ(dfx_index_error(ix), 0);
     dfx_index_free(ix);
     src_free(st.src);
-    /* dynamic blocks, then (deflateParams) fixed ones: the reader marks in
-     * the first half, so zlib restarts at its last mark, with that mark's
-     * window (the reader's own copy) */
+    /* dynamic blocks, then (deflateParams) fixed ones, marking failing in
+     * the second half: the reader marks in the first half, so zlib restarts
+     * at its last mark, with that mark's window (the reader's own copy) */
     {
         z_stream zs;
         memset(&zs, 0, sizeof(zs));
@@ -1886,6 +1890,7 @@ static void check_marking_fallback(uint64_t *s)
     src_mem_new(z, zlen, &st.src);
     st.end = zlen;
     CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+    dfx_index_test_skew(ix, 1, len / 2);
     CHECK_EQ(full_pass(ix, data, len, s), 0);
     CHECK(!dfx_index_marking(ix));
     CHECK(points_sorted(ix, &st, SPACING) > 20);
@@ -1895,12 +1900,14 @@ static void check_marking_fallback(uint64_t *s)
     dfx_index_free(ix);
     st.crc ^= 1;
     CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+    dfx_index_test_skew(ix, 1, len / 2);
     CHECK_EQ(full_pass(ix, data, len, s), -EIO);
     CHECK(!dfx_index_marking(ix));
     dfx_index_free(ix);
     src_free(st.src);
 
-    /* gzip: dynamic, fixed, dynamic members; marking stops in the second */
+    /* gzip: dynamic, fixed, dynamic members; marking stops in the second
+     * (its checks fail from its start on) */
     memset(&st, 0, sizeof(st));
     n1 = zdeflate(data, a, 6, 31, 0, NULL, z, cap);
     {
@@ -1929,6 +1936,7 @@ static void check_marking_fallback(uint64_t *s)
     for (int known = 0; known < 2; known++) {
         st.usize = known ? len : UINT64_MAX;
         CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+        dfx_index_test_skew(ix, 5, a);
         CHECK_EQ(full_pass(ix, data, len, s), 0);
         CHECK(!dfx_index_marking(ix));
         CHECK(points_sorted(ix, &st, SPACING) > zlib_pts * 3 / 4);
@@ -1941,6 +1949,7 @@ static void check_marking_fallback(uint64_t *s)
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
             z[bad[i]] ^= 0x10;
             CHECK_EQ(index_new(&st, SPACING, &ix), 0);
+            dfx_index_test_skew(ix, 5, a);
             CHECK_EQ(drain(ix), -EIO); /* bytes before the check may differ */
             CHECK_EQ(dfx_index_error(ix), -EIO);
             dfx_index_free(ix);

@@ -221,7 +221,7 @@ static struct run_result run_marks(const unsigned char *raw, size_t len, const u
     CHECK_EQ(dfx_isal_new(&d), 0);
     dfx_isal_set_verify(d, o->verify);
     dfx_isal_set_step(d, o->step);
-    dfx_isal_test_skew(d, o->skew);
+    dfx_isal_test_skew(d, o->skew, 0);
     CHECK_EQ(dfx_isal_start_at(d, 0, 0, 0, 0, NULL, 0), 0);
     for (;;) {
         unsigned int ain = (unsigned int)(in_pos < total_in ? piece(o->in_max) : 0);
