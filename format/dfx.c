@@ -92,8 +92,8 @@
 /* Raw deflate, 32 KiB window: gzip framing is parsed by gz.c. */
 #define DFX_WBITS_RAW (-15)
 /* Fruitless searches for a boundary in a row (by any reader of an index)
- * after which ISA-L stops marking on that stream: about 3 x 64 KiB of input
- * decoded in small steps, with each step half the last. */
+ * after which ISA-L stops marking on that stream: 3 x DFX_ISAL_SEARCH_MAX
+ * (1 MiB) of input without a block's end. */
 #define DFX_MARK_TRIES 3
 /* A marking reader calls plain dfx_isal_inflate() while its output is at
  * least this far before next_point: marking needs the output from 64 KiB

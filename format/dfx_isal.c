@@ -16,42 +16,46 @@
  *   padding (< 8) plus whole read-ahead bytes: read_in_length / 8 of them
  *   belong to whatever follows (a gzip trailer).
  *
- * Marking (dfx_isal_inflate_mark()) rests on how isal_inflate() reads a block
- * header (read_header_stateful() in ISA-L's igzip_inflate.c, the same from
- * 2.2x to 2.31): when the input runs out inside a header it puts the bit
- * buffer back as it was at the header's start (read_in, read_in_length), keeps
- * the header bytes it was given in tmp_in_buffer (tmp_in_size), takes all the
- * input and returns with block_state ISAL_BLOCK_HDR. The decoder then stands
- * on the boundary before that header: it has taken every byte up to our input
- * offset `in`, so the boundary's bit offset is
+ * Marking (dfx_isal_inflate_mark()) needs the decoder to stop on a block
+ * boundary, which isal_inflate() does by itself only at the end of the
+ * stream: after the end-of-block code of a block whose BFINAL bit is set it
+ * decodes no further (block_state ISAL_BLOCK_INPUT_DONE, ISAL_BLOCK_FINISH
+ * once all output is out), with the bits it took ahead in its bit buffer.
+ * So while a search runs, ISA-L is told that the block it is in is the last
+ * one: each call inside a block that is not (block_state ISAL_BLOCK_CODED or
+ * ISAL_BLOCK_TYPE0, bfinal 0) runs with bfinal set, and bfinal is put back
+ * after a call that did not reach the block's end. (In ISA-L 2.2x-2.31,
+ * bfinal is set by read_header() from the block's header and read only at
+ * the block's end, in decode_literal_block() and the Huffman decoders; in
+ * raw deflate mode nothing else looks at it.) A call that did reach it
+ * stands on the boundary after the block, having taken every input byte up
+ * to our offset `in`, so the boundary's bit offset is
+ *
+ *     8 * in - read_in_length.
+ *
+ * Until its output is out the decoder stays as ISA-L left it (it only
+ * hands out output then); after that it is started afresh there
+ * (restart()), the way a reader starts at an access point: the window from
+ * our ring, and the bits it took ahead left in its bit buffer. So a search
+ * runs at full speed and stops at the first boundary at or past where it
+ * starts, whatever the block types and header lengths.
+ *
+ * A header being read has no bfinal to set yet. Once a search has started,
+ * the decoder reads one in pieces of `step` bytes, so that the block after
+ * it can be decoded with bfinal set from early on; a piece that ends inside
+ * the header stands on the boundary before it too. read_header_stateful()
+ * in ISA-L's igzip_inflate.c (the same from 2.2x to 2.31), when the input
+ * runs out inside a header, puts the bit buffer back as it was at the
+ * header's start (read_in, read_in_length), keeps the header bytes it was
+ * given in tmp_in_buffer (tmp_in_size), takes all the input and returns
+ * with block_state ISAL_BLOCK_HDR; the boundary's bit offset is then
  *
  *     8 * in - 8 * tmp_in_size - read_in_length.
  *
- * The same holds with block_state ISAL_BLOCK_NEW_HDR (a call that ended right
- * after an end-of-block code; tmp_in_size is 0 then). Either way, output still
- * waiting in tmp_out_buffer (tmp_out_valid > tmp_out_processed) belongs
- * before the boundary, so we only take one when all output is out.
- *
- * To make ISA-L end a call inside a header, the input is fed in pieces of
- * `step` bytes once the output passes want: a dynamic header (35-120 bytes)
- * longer than a piece plus ISA-L's 8-byte read-ahead cannot be read in one
- * call. In a stored block, type0_block_len says how many bytes are left, so
- * exactly those are fed and the next header has no input at all. Between
- * searches, the input goes in whole.
- *
- * isal_inflate() first decodes into its own buffer (tmp_out_buffer) while
- * that holds less than 64 KiB, copies what it can out, and on return shifts
- * the buffer so it keeps 32 KiB of history once the output it has handed
- * out reaches that: a 32 KiB memmove per call, which made tiny steps cost
- * ~1 us each. So a step inside a block offers no room for output (one byte
- * when nothing waits yet, as a zero-room call with nothing waiting would
- * decode straight into our buffer): the output piles up in ISA-L's buffer,
- * which stops shifting, and comes out in one go at the next header (where
- * it belongs before the boundary) or once HOLD bytes wait.
- *
- * A step that passes over a whole header (shorter than the step) shows as
- * new decoding tables mid-block (table_sig()); when that happens about as
- * often as steps stop in a header, the step halves.
+ * The same holds with block_state ISAL_BLOCK_NEW_HDR (tmp_in_size 0). Either
+ * way, output still waiting in tmp_out_buffer (tmp_out_valid >
+ * tmp_out_processed) belongs before the boundary, so we only take one when
+ * all output is out.
  *
  * The window is the output's last 32 KiB, which we keep ourselves (hist)
  * from 32 KiB before want on: the caller's buffers may be gone by then, and
@@ -112,9 +116,6 @@ static void clear_upper(void)
 #endif
 }
 
-/* Output a step may leave in ISA-L's own buffer (tmp_out_buffer, 64 KiB
- * plus a little: 32 KiB of history and up to 32 KiB more). */
-#define HOLD (16u << 10)
 /* Input bytes kept for checking a boundary: more than ISA-L can hold when
  * it stops in a header (8 bytes read ahead + ISAL_DEF_MAX_HDR_SIZE) + 1. */
 #define TAIL_SIZE 1024u
@@ -137,6 +138,9 @@ struct mark_state {
     uint64_t want;
     uint64_t stepped;
     bool gave_up;
+    /* The main decoder stopped at a block's end under a forced bfinal and
+     * waits, as ISA-L left it, to hand out its output and be restarted. */
+    bool stopped;
     /* The last boundary found (pm, its window win); pending while checked. */
     struct dfx_isal_mark pm;
     bool have_pm, pending;
@@ -166,8 +170,6 @@ struct dfx_isal {
     int skew;            /* dfx_isal_test_skew() */
     uint64_t skew_from;
     bool broken; /* a check failed: never mark again */
-    /* Headers steps passed over, and marks, since the step last changed. */
-    unsigned passed_run, marks_run;
     struct dfx_isal_stats stats;
     struct mark_state *m; /* owned, NULL until marking starts */
 };
@@ -226,6 +228,7 @@ static void mark_reset(struct dfx_isal *d)
     m->want = UINT64_MAX;
     m->stepped = 0;
     m->gave_up = false;
+    m->stopped = false;
     m->have_pm = false;
     unpend(m);
 }
@@ -288,17 +291,23 @@ static int call(struct dfx_isal *d, struct inflate_state *st, unsigned char **ne
     return ret;
 }
 
+static void plain_call(struct dfx_isal *d, const unsigned char *in, size_t took,
+                       const unsigned char *out, size_t made);
+
 /* Contract in dfx_isal.h. */
 int dfx_isal_inflate(struct dfx_isal *d, unsigned char **next_in, unsigned int *avail_in,
                      unsigned char **next_out, unsigned int *avail_out)
 {
     struct inflate_state *st = &d->st;
+    unsigned char *in0 = *next_in, *out0 = *next_out;
     size_t took, made;
     int ret;
 
     ret = call(d, st, next_in, *avail_in, next_out, *avail_out, &took, &made);
     *avail_in -= (unsigned int)took;
     *avail_out -= (unsigned int)made;
+    if (d->m)
+        plain_call(d, in0, took, out0, made);
     /* isal_inflate() folds ISAL_END_INPUT and ISAL_OUT_OVERFLOW into
      * ISAL_DECOMP_OK; what is left is damage: ISAL_INVALID_BLOCK, _SYMBOL,
      * _LOOKBACK (and, in modes we don't use, wrapper and checksum errors). */
@@ -383,20 +392,6 @@ static uint64_t search_from(const struct dfx_isal *d, uint64_t want)
     return want > start + HIST_SIZE ? want : start + HIST_SIZE;
 }
 
-/* Input to offer ISA-L in one call while looking for a boundary. */
-static unsigned int step_size(const struct dfx_isal *d, unsigned int avail)
-{
-    const struct inflate_state *st = &d->st;
-    unsigned int n = d->step;
-
-    /* In a stored block: exactly its remaining bytes (those ISA-L holds in
-     * its bit buffer come first), so the next header gets no input. */
-    if (st->block_state == ISAL_BLOCK_TYPE0 &&
-        st->type0_block_len > st->read_in_length / 8)
-        n = (unsigned int)(st->type0_block_len - st->read_in_length / 8);
-    return n < avail ? n : avail;
-}
-
 /* Input to offer ISA-L for a call that needs only room more bytes of
  * output (to end short of where a search starts, or to fill a check).
  * Given all of it, ISA-L would decode up to ~32 KiB past the room into its
@@ -414,27 +409,90 @@ static unsigned int approach_input(const struct dfx_isal *d, unsigned int room, 
     return n < avail ? (unsigned int)n : avail;
 }
 
-/* A few entries of the current block's literal/length decoding table: it is
- * rebuilt for every block, so a step after which this changed (and that
- * ended inside a block) passed over a whole header. Equal tables in two
- * blocks in a row go unnoticed, which only costs a search more steps. */
-static uint32_t table_sig(const struct inflate_state *st)
+/* Does the ring hold the whole window before the main decoder's output
+ * (the 32 KiB before it, or all of it since an origin without history)? */
+static bool window_whole(const struct dfx_isal *d)
 {
-    const uint32_t *t = st->lit_huff_code.short_code_lookup;
-    const size_t n = sizeof(st->lit_huff_code.short_code_lookup) / sizeof(*t);
+    const struct mark_state *m = d->m;
 
-    return t[0] ^ (t[n / 7] * 3u) ^ (t[n / 3] * 5u) ^ (t[n / 2] * 7u) ^ (t[n - 1] * 11u);
+    return m->hist_end == d->out &&
+           (m->hist_len == HIST_SIZE ||
+            (m->hist_from_origin && m->hist_len == d->out - d->origin_out));
 }
 
-/* A step passed over a header: if that happens about as often as steps
- * stop in one, this stream's headers are short for the step, and halving
- * it costs less than searching on through whole blocks. */
-static void passed_header(struct dfx_isal *d)
+/* Copy the window (the ring's hist_len bytes, in order) to buf. */
+static void window_copy(const struct mark_state *m, unsigned char *buf)
 {
-    d->stats.passed++;
-    if (++d->passed_run >= 2 && 2 * d->passed_run > d->marks_run && d->step > DFX_ISAL_STEP_MIN) {
-        d->step /= 2;
-        d->passed_run = d->marks_run = 0;
+    uint64_t start = (m->hist_end - m->hist_len) % HIST_SIZE;
+
+    if (start + m->hist_len <= HIST_SIZE) {
+        memcpy(buf, m->hist + start, m->hist_len);
+    } else {
+        memcpy(buf, m->hist + start, HIST_SIZE - start);
+        memcpy(buf + (HIST_SIZE - start), m->hist, m->hist_len - (HIST_SIZE - start));
+    }
+}
+
+/* May the next call run with bfinal forced (see the top of the file)? The
+ * decoder is inside a block that is not the last, and the ring holds the
+ * window, which it keeps doing call after call: a restart will find it. */
+static bool can_force(const struct dfx_isal *d)
+{
+    const struct inflate_state *st = &d->st;
+
+    return (st->block_state == ISAL_BLOCK_CODED || st->block_state == ISAL_BLOCK_TYPE0) &&
+           !st->bfinal && window_whole(d);
+}
+
+/* The main decoder stopped at a block's end under a forced bfinal and has
+ * handed out all its output: start it afresh on that boundary, as a reader
+ * starts at an access point, with the window from the ring and the bits
+ * ISA-L took ahead of the boundary still in its bit buffer. */
+static void restart(struct dfx_isal *d)
+{
+    struct inflate_state *st = &d->st;
+    struct mark_state *m = d->m;
+    uint64_t read_in = st->read_in;
+    int32_t read_in_length = st->read_in_length;
+
+    m->stopped = false;
+    window_copy(m, m->win);
+    isal_inflate_init(st);
+    st->crc_flag = ISAL_DEFLATE;
+    /* A fresh state at ISAL_BLOCK_NEW_HDR: set_dict cannot fail. */
+    if (m->hist_len)
+        isal_inflate_set_dict(st, m->win, m->hist_len);
+    st->read_in = read_in;
+    st->read_in_length = read_in_length;
+    d->stats.stops++;
+}
+
+/* After a call while stopped: keep its output (it belongs before the
+ * boundary) in the ring, and restart once it is all out. */
+static void stopped_call(struct dfx_isal *d, const unsigned char *out, size_t made)
+{
+    hist_add(d, d->out - made, out, made);
+    if (d->st.block_state == ISAL_BLOCK_FINISH)
+        restart(d);
+}
+
+static void main_add(struct mark_state *m, uint64_t at, const unsigned char *p, size_t n);
+
+/* After a dfx_isal_inflate() call (took input bytes at in, made output at
+ * out) while marking is in a state it must see through: a decoder stopped
+ * at a block's end goes on (that is no end of the stream), and a check
+ * keeps the input and output it compares. Otherwise marking just loses
+ * track (the rings have holes), which costs it the boundaries near. */
+static void plain_call(struct dfx_isal *d, const unsigned char *in, size_t took,
+                       const unsigned char *out, size_t made)
+{
+    struct mark_state *m = d->m;
+
+    if (m->stopped)
+        stopped_call(d, out, made);
+    if (m->pending) {
+        tail_add(m, d->in - took, in, took);
+        main_add(m, d->out - made, out, made);
     }
 }
 
@@ -444,7 +502,7 @@ static bool take_boundary(struct dfx_isal *d)
 {
     const struct inflate_state *st = &d->st;
     struct mark_state *m = d->m;
-    uint64_t held, bitpos, need, start;
+    uint64_t held, bitpos, need;
 
     if (st->block_state != ISAL_BLOCK_NEW_HDR && st->block_state != ISAL_BLOCK_HDR)
         return false;
@@ -466,17 +524,10 @@ static bool take_boundary(struct dfx_isal *d)
     if (d->verify && (m->pm.in > d->in || m->tail_end != d->in || need > m->tail_len))
         return false;
     /* The window: the ring must hold it whole. */
-    if (m->hist_end != d->out ||
-        (m->hist_len < HIST_SIZE && !(m->hist_from_origin && m->hist_len == d->out - d->origin_out)))
+    if (!window_whole(d))
         return false;
     m->pm.window_len = m->hist_len;
-    start = (m->hist_end - m->hist_len) % HIST_SIZE;
-    if (start + m->hist_len <= HIST_SIZE) {
-        memcpy(m->win, m->hist + start, m->hist_len);
-    } else {
-        memcpy(m->win, m->hist + start, HIST_SIZE - start);
-        memcpy(m->win + (HIST_SIZE - start), m->hist, m->hist_len - (HIST_SIZE - start));
-    }
+    window_copy(m, m->win);
     return true;
 }
 
@@ -624,7 +675,6 @@ static int settle(struct dfx_isal *d, bool end, const unsigned char *next_in,
         m->gave_up = true; /* found: no more for this want */
         *mark = m->pm;
         d->stats.marks++;
-        d->marks_run++;
         return DFX_ISAL_MARK;
     }
     if (v < 0) {
@@ -670,10 +720,9 @@ int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned 
         unsigned char *in0 = *next_in, *out0 = *next_out;
         unsigned int give = *avail_in, room = *avail_out;
         bool search = !m->pending && !m->gave_up && !d->broken;
-        bool slow = false, end;
+        bool force = false, slow = false, end;
         uint64_t from = 0, lo = 0;
         enum isal_block_state state0 = st->block_state;
-        uint32_t sig0 = 0;
         size_t took, made;
 
         if (st->block_state == ISAL_BLOCK_FINISH)
@@ -692,58 +741,72 @@ int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned 
             DFX_ISAL_VERIFY_LEN - (d->out - m->pm.out) < room)
             room = (unsigned int)(DFX_ISAL_VERIFY_LEN - (d->out - m->pm.out));
         if (search) {
-            /* Output stops at from, where the small steps begin. (ISA-L
-             * still decodes up to ~32 KiB ahead into its own buffer when
-             * ours is short, taking the input for it: the search really
-             * starts up to that much later.) The tail of every call that
-             * ends past lo goes to the ring, which makes it whole by from,
-             * whatever the calls' sizes. */
+            /* From from on, a boundary can be taken. The tail of every call
+             * that ends past lo goes to the ring, which makes it whole by
+             * from, whatever the calls' sizes. */
             from = search_from(d, want);
             lo = from > 2 * HIST_SIZE ? from - 2 * HIST_SIZE : 0;
-            if (d->out < from) {
-                if (from - d->out < room) {
-                    room = (unsigned int)(from - d->out);
-                    give = approach_input(d, room, give);
-                }
-            } else {
-                slow = true;
-                give = step_size(d, give);
-            }
-            /* Stopped in a header with output still held back (ISA-L
-             * decodes ahead into its own buffer when ours is short): let
-             * it hand that out without new input, which would carry it
-             * past the boundary. */
-            if ((st->block_state == ISAL_BLOCK_HDR || st->block_state == ISAL_BLOCK_NEW_HDR) &&
-                st->tmp_out_valid != st->tmp_out_processed)
-                give = 0;
-            /* Inside a block, a step hands out at most one byte: ISA-L
-             * keeps the rest in its own buffer, which then comes out in one
-             * go at the next header or once HOLD bytes wait (see the top of
-             * the file). */
-            else if (slow && give > 0 &&
-                     (st->block_state == ISAL_BLOCK_CODED || st->block_state == ISAL_BLOCK_TYPE0) &&
-                     (uint32_t)(st->tmp_out_valid - st->tmp_out_processed) < HOLD)
-                room = st->tmp_out_valid != st->tmp_out_processed ? 0 : 1;
         }
-        if (slow && state0 == ISAL_BLOCK_CODED)
-            sig0 = table_sig(st);
+        if (m->stopped) {
+            give = 0; /* at a block's end: only hand out output */
+        } else if (search) {
+            if (can_force(d)) {
+                force = true; /* stops at the block's end: no limits */
+            } else if (st->block_state == ISAL_BLOCK_HDR || st->block_state == ISAL_BLOCK_NEW_HDR) {
+                /* Stopped in a header with output still held back (ISA-L
+                 * decodes ahead into its own buffer when ours is short): let
+                 * it hand that out without new input, which would carry it
+                 * past the boundary. Else, once the window is whole, read
+                 * the header in steps, so that bfinal can be forced right
+                 * after it. */
+                if (st->tmp_out_valid != st->tmp_out_processed) {
+                    give = 0;
+                } else if (d->out >= from || window_whole(d)) {
+                    slow = true;
+                    give = give < d->step ? give : d->step;
+                }
+            }
+            /* Until bfinal can be forced, decoding stops where the window
+             * becomes whole, 32 KiB short of from (or at from if it is no
+             * further). Output we have no room for yet counts: ISA-L
+             * decodes ahead into its own buffer when ours is short, and
+             * would pass over the boundaries past from there. */
+            if (!force && !slow && d->out < from) {
+                uint64_t to =
+                    from - d->out > HIST_SIZE && !window_whole(d) ? from - HIST_SIZE : from;
+                uint64_t at = d->out + (uint64_t)(st->tmp_out_valid - st->tmp_out_processed);
+
+                if (to - d->out < room)
+                    room = (unsigned int)(to - d->out);
+                if (at >= to)
+                    give = 0;
+                else if (to - at < UINT32_MAX)
+                    give = approach_input(d, (unsigned int)(to - at), give);
+            }
+        }
+        if (force)
+            st->bfinal = 1;
         ret = call(d, st, next_in, give, next_out, room, &took, &made);
         *avail_in -= (unsigned int)took;
         *avail_out -= (unsigned int)made;
         tail_add(m, d->in - took, in0, took);
-        if (slow && state0 == ISAL_BLOCK_CODED && st->block_state == ISAL_BLOCK_CODED &&
-            table_sig(st) != sig0)
-            passed_header(d);
-        if (search && d->out > lo)
+        if (force && st->block_state != ISAL_BLOCK_INPUT_DONE &&
+            st->block_state != ISAL_BLOCK_FINISH)
+            st->bfinal = 0; /* the block goes on */
+        else if (force)
+            m->stopped = true;
+        if (m->stopped)
+            stopped_call(d, out0, made);
+        else if (search && d->out > lo)
             hist_add(d, d->out - made, out0, made);
         if (m->pending)
             main_add(m, d->out - made, out0, made);
         if (slow) {
             d->stats.step_calls++;
             d->stats.step_bytes += took;
-            if (state0 != ISAL_BLOCK_TYPE0)
-                m->stepped += took; /* a stored block's end is sure to come */
         }
+        if (slow || force)
+            m->stepped += took;
         if (ret != ISAL_DECOMP_OK) {
             unpend(m);
             return -EIO;
@@ -762,16 +825,13 @@ int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned 
                 m->gave_up = true;
                 *mark = m->pm;
                 d->stats.marks++;
-                d->marks_run++;
                 flags |= DFX_ISAL_MARK;
             }
-        } else if (slow && m->stepped >= DFX_ISAL_SEARCH_MAX) {
-            /* The headers here may be shorter than a step: try smaller
-             * steps next time (more calls, but a fruitless search costs
-             * the same DFX_ISAL_SEARCH_MAX bytes). */
+        } else if ((slow || force) && !m->stopped && m->stepped >= DFX_ISAL_SEARCH_MAX) {
+            /* No block's end for that long: try smaller steps next time, in
+             * case the headers were passed over. */
             if (d->step > DFX_ISAL_STEP_MIN)
                 d->step /= 2;
-            d->passed_run = d->marks_run = 0;
             m->gave_up = true;
             d->stats.gave_up++;
             memset(mark, 0, sizeof(*mark));
@@ -805,7 +865,6 @@ void dfx_isal_set_verify(struct dfx_isal *d, bool on)
 void dfx_isal_set_step(struct dfx_isal *d, unsigned int step)
 {
     d->step = step ? step : DFX_ISAL_STEP;
-    d->passed_run = d->marks_run = 0;
 }
 
 /* Contract in dfx_isal.h. */

@@ -49,31 +49,28 @@ struct dfx_isal_mark {
 /* Counters of one decoder's marking, for benchmarks and logs. */
 struct dfx_isal_stats {
     uint64_t marks;      /* DFX_ISAL_MARK results */
-    uint64_t gave_up;    /* DFX_ISAL_NOMARK results after a fruitless search */
+    uint64_t gave_up;    /* DFX_ISAL_NOMARK results after a fruitless search (SEARCH_MAX) */
     uint64_t rejected;   /* boundaries whose check failed (each one stops marking) */
     uint64_t unchecked;  /* boundaries dropped because the stream ended before the check could */
-    uint64_t passed;     /* block headers a step passed over (shorter than the step) */
-    uint64_t step_calls; /* ISA-L calls made with the input cut short */
+    uint64_t stops;      /* block ends the decoder stopped at (bfinal forced, dfx_isal.c) */
+    uint64_t step_calls; /* ISA-L calls made with the input cut short (reading headers) */
     uint64_t step_bytes; /* input bytes fed in those calls */
 };
 
-/* Input bytes per ISA-L call while looking for a boundary. A header fits in
- * one call (and is passed over) only if the call's input starts before it
- * and ends after it, so a header of L bytes is caught with odds of about
- * L / step: dynamic headers zlib writes for real data are 35-120 bytes
- * (numeric arrays: 80 on average; text with few distinct bytes: ~38). A
- * step costs ~0.3 us: between headers it hands out no output, so ISA-L
- * keeps what it decodes in its own buffer instead of shifting its 32 KiB
- * history on every return. */
+/* Input bytes per ISA-L call while a search reads a block header (in the
+ * block after it, the decoder stops at the block's end by itself; see
+ * dfx_isal.c). A block whose header and end both fall in one step (a
+ * fixed-Huffman block of a few symbols, an empty stored block) is passed
+ * over: its end is not found. Dynamic headers zlib writes are 35-120 bytes:
+ * a few steps each, and a search reads at most a couple of headers. */
 #define DFX_ISAL_STEP 32
-/* After each fruitless search the step halves, down to this, and so it does
- * when steps pass over headers (a new block's tables appear mid-step) about
- * as often as they stop in one: ISA-L reads up to 8 bytes ahead, so it
- * stops in any header longer than 24 bytes. */
+/* After each fruitless search the step halves, down to this. */
 #define DFX_ISAL_STEP_MIN 16
-/* Input searched past want before giving up (DFX_ISAL_NOMARK): about two of
- * zlib's largest Huffman blocks, or ~1000 calls. */
-#define DFX_ISAL_SEARCH_MAX (64u << 10)
+/* Input a search decodes past where it started without reaching a block's
+ * end before giving up (DFX_ISAL_NOMARK): a zlib block (16383 symbols)
+ * takes at most ~100 KiB, so this means blocks too long to index finely, or
+ * an ISA-L that does not stop where dfx_isal.c expects. */
+#define DFX_ISAL_SEARCH_MAX (1u << 20)
 /* Output compared when checking a boundary. */
 #define DFX_ISAL_VERIFY_LEN 4096u
 
@@ -117,19 +114,17 @@ int dfx_isal_inflate(struct dfx_isal *d, unsigned char **next_in, unsigned int *
                      unsigned char **next_out, unsigned int *avail_out);
 
 /* dfx_isal_inflate() that also finds a block boundary at or past output
- * offset want and reports it. Between boundaries it runs at ISA-L's full
- * speed; from about want on it feeds ISA-L input in small pieces, so that a
- * call ends inside the next block header it meets, where the decoder stands
- * on the boundary. Headers that fit in one piece (fixed-Huffman blocks,
- * some short dynamic ones) are passed over: the boundary reported is the
- * first one ISA-L stops at, usually the first past want (or past the ~32
- * KiB of output ISA-L decodes ahead into its own buffer when the caller's
- * is short, which it cannot be stopped inside). Each boundary is
- * checked before it is reported, unless dfx_isal_set_verify() turned that
- * off: a second decoder started there from the input bytes and the window
- * must produce the same DFX_ISAL_VERIFY_LEN bytes (or the same rest of the
- * stream) as this one; so a call may return the mark a few KiB of output
- * after mark->out.
+ * offset want and reports it. It runs at ISA-L's full speed throughout:
+ * from 32 KiB before want on (once it holds the window) the decoder stops
+ * at the end of every block, and the boundary reported is the first at or
+ * past want, unless the caller's last calls before want were made with
+ * dfx_isal_inflate() (then it is the first at or past 32 KiB after the
+ * switch) or it ends a block passed over while reading its header
+ * (DFX_ISAL_STEP). Each boundary is checked before it is reported, unless
+ * dfx_isal_set_verify() turned that off: a second decoder started there
+ * from the input bytes and the window must produce the same
+ * DFX_ISAL_VERIFY_LEN bytes (or the same rest of the stream) as this one;
+ * so a call may return the mark a few KiB of output after mark->out.
  *
  * Returns a negative errno (-EIO as dfx_isal_inflate(), -ENOMEM for the
  * marking buffers, about 75 KiB taken on the first call; the checking
@@ -138,9 +133,9 @@ int dfx_isal_inflate(struct dfx_isal *d, unsigned char **next_in, unsigned int *
  * - DFX_ISAL_MARK: *mark is a checked boundary, mark->out >= want, and
  *   dfx_isal_mark_window() gives its window. The next call needs a new want
  *   (past mark->out) to look for another one.
- * - DFX_ISAL_NOMARK: no boundary was found within DFX_ISAL_SEARCH_MAX input
- *   bytes past want, or a check failed (then this decoder never marks
- *   again: dfx_isal_stats.rejected). mark->out is the output offset reached.
+ * - DFX_ISAL_NOMARK: no block ended within DFX_ISAL_SEARCH_MAX input bytes
+ *   of the search, or a check failed (then this decoder never marks again:
+ *   dfx_isal_stats.rejected). mark->out is the output offset reached.
  *   Decoding goes on as dfx_isal_inflate() until a new want.
  * - DFX_ISAL_END: as dfx_isal_inflate(). Can come with DFX_ISAL_MARK.
  * - 0: output full or more input needed, as dfx_isal_inflate().
@@ -162,7 +157,7 @@ uint32_t dfx_isal_mark_window(const struct dfx_isal *d, unsigned char *buf);
  * against. For benchmarks and tests. */
 void dfx_isal_set_verify(struct dfx_isal *d, bool on);
 
-/* Input bytes per ISA-L call while looking for a boundary (default
+/* Input bytes per ISA-L call while a search reads a header (default
  * DFX_ISAL_STEP; 0 means the default; it halves after each DFX_ISAL_NOMARK
  * for a fruitless search, down to DFX_ISAL_STEP_MIN). For benchmarks and
  * tests. */

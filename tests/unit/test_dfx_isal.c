@@ -13,6 +13,9 @@
  * and (c) marking must not change the main decoder's output.
  * The check inside the decoder must reject boundaries reported a few bits
  * off (dfx_isal_test_skew()), and (b) must catch them when the check is off.
+ * Where no block is shorter than a header step, each mark must also be the
+ * first boundary at or past its want, whatever the block kinds: the decoder
+ * stops at every block's end (bfinal forced, dfx_isal.c).
  *
  * Without ISA-L the API reports -EOPNOTSUPP, which is all there is to test.
  */
@@ -176,14 +179,14 @@ struct mark_rec {
 };
 
 struct run_opts {
-    uint64_t spacing;  /* want = last mark (or start) + spacing */
-    size_t in_max;     /* input pieces of 1..in_max bytes (random) */
-    size_t out_max;    /* output room of 1..out_max bytes (random) */
+    uint64_t spacing;     /* want = last mark (or start) + spacing */
+    size_t in_max;        /* input pieces of 1..in_max bytes (random) */
+    size_t out_max;       /* output room of 1..out_max bytes (random) */
     bool verify;
-    unsigned int step; /* 0: default */
+    unsigned int step;    /* 0: default */
     int skew;
-    bool mix_plain; /* every other call by dfx_isal_inflate() */
-    size_t trailer; /* bytes after the stream (a gzip trailer) */
+    unsigned plain_every; /* every plain_every-th call by dfx_isal_inflate() (0: none) */
+    size_t trailer;       /* bytes after the stream (a gzip trailer) */
 };
 
 struct run_result {
@@ -237,7 +240,7 @@ static struct run_result run_marks(const unsigned char *raw, size_t len, const u
             aout = (unsigned int)(full_len + 1 - out_pos);
         ain0 = ain;
         aout0 = aout;
-        if (o->mix_plain && (calls & 1))
+        if (o->plain_every && calls % o->plain_every == o->plain_every - 1)
             ret = dfx_isal_inflate(d, &ni, &ain, &no, &aout);
         else
             ret = dfx_isal_inflate_mark(d, &ni, &ain, &no, &aout, want, &mk);
@@ -417,15 +420,15 @@ static void check_stream(const char *name, const unsigned char *raw, size_t len,
     size_t check_len = full_len > (1u << 20) ? (256u << 10) : 0;
     struct run_opts opts[] = {
         /* big pieces, as dfx.c feeds it (64 KiB input) */
-        {spacing, 65536, 262144, true, 0, 0, false, 8},
-        {spacing, 65536, 262144, false, 0, 0, false, 0},
+        {spacing, 65536, 262144, true, 0, 0, 0, 8},
+        {spacing, 65536, 262144, false, 0, 0, 0, 0},
         /* small and odd pieces: boundaries with output still held back */
-        {spacing, 300, 700, true, 0, 0, false, 3},
-        {spacing, 7, 50, true, 0, 0, false, 0},
+        {spacing, 300, 700, true, 0, 0, 0, 3},
+        {spacing, 7, 50, true, 0, 0, 0, 0},
         /* other steps, and calls mixed with dfx_isal_inflate() */
-        {spacing, 65536, 100000, true, 16, 0, false, 0},
-        {spacing, 65536, 100000, true, 200, 0, false, 0},
-        {spacing, 4096, 100000, true, 0, 0, true, 0},
+        {spacing, 65536, 100000, true, 16, 0, 0, 0},
+        {spacing, 65536, 100000, true, 200, 0, 0, 0},
+        {spacing, 4096, 100000, true, 0, 0, 2, 0},
     };
 
     for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
@@ -563,7 +566,7 @@ static void test_skew(void)
     unsigned char *out = malloc(full_len);
 
     for (size_t i = 0; i < sizeof(skews) / sizeof(skews[0]); i++) {
-        struct run_opts o = {256u << 10, 65536, 262144, true, 0, skews[i], false, 0};
+        struct run_opts o = {256u << 10, 65536, 262144, true, 0, skews[i], 0, 0};
         struct run_result r = run_marks(raw, len, full, full_len, &o);
         size_t wrong = 0;
 
@@ -631,7 +634,7 @@ static void test_mark_at_end(void)
     CHECK_EQ(full_len, n);
     for (plen = 1; plen <= 65536; plen *= 16) {
         /* want well before a: ISA-L decodes up to ~32 KiB ahead of us. */
-        struct run_opts o = {a - 40000, plen, 300000, true, 0, 0, false, 0};
+        struct run_opts o = {a - 40000, plen, 300000, true, 0, 0, 0, 0};
         struct run_result r = run_marks(raw, len, full, full_len, &o);
 
         if (r.nmarks != 1)
@@ -659,7 +662,7 @@ static void test_from_origin(void)
     unsigned char *raw = deflate_raw(data, 2u << 20, 9, Z_DEFAULT_STRATEGY, 0, 0, &len);
     struct boundaries b;
     unsigned char *full = inflate_all(raw, len, 2u << 20, &full_len, &b);
-    struct run_opts o = {100000, 65536, 262144, true, 0, 0, false, 0};
+    struct run_opts o = {100000, 65536, 262144, true, 0, 0, 0, 0};
     struct run_result r = run_marks(raw, len, full, full_len, &o);
     size_t with_bits = 0, found = 0;
 
@@ -704,6 +707,111 @@ static void test_from_origin(void)
     CHECK(with_bits > 0);
     CHECK(found >= 3);
     run_free(&r);
+    boundaries_free(&b);
+    free(full);
+    free(raw);
+    free(data);
+}
+
+/* The first output offset of a zlib boundary at or past want, or
+ * UINT64_MAX. */
+static uint64_t first_at(const struct boundaries *b, uint64_t want)
+{
+    uint64_t best = UINT64_MAX;
+
+    for (size_t i = 0; i < b->n; i++)
+        if (b->out[i] >= want && b->out[i] < best)
+            best = b->out[i];
+    return best;
+}
+
+/* Dynamic (with headers short or long, tables repeating or not), fixed and
+ * stored blocks, none tiny: with wants far enough apart for the ring to be
+ * whole by then, every mark is the first boundary at or past its want, in
+ * any feeding pattern, and reading headers in steps takes a few calls. */
+static void test_first_boundary(void)
+{
+    static const struct {
+        const char *name;
+        enum kind k;
+        size_t n;
+        int level, strategy;
+    } streams[] = {
+        {"walk level 6", WALK, 4u << 20, 6, Z_DEFAULT_STRATEGY},
+        {"text level 1", TEXT, 4u << 20, 1, Z_DEFAULT_STRATEGY},
+        {"text level 9", TEXT, 2u << 20, 9, Z_DEFAULT_STRATEGY},
+        {"walk fixed", WALK, 2u << 20, 6, Z_FIXED},
+        {"text fixed", TEXT, 2u << 20, 6, Z_FIXED},
+        {"walk huffman-only", WALK, 2u << 20, 6, Z_HUFFMAN_ONLY},
+        {"random level 6 (stored)", RANDOM, 1u << 20, 6, Z_DEFAULT_STRATEGY},
+        {"random level 0", RANDOM, 1u << 20, 0, Z_DEFAULT_STRATEGY},
+    };
+    static const struct {
+        size_t in_max, out_max;
+    } feeds[] = {{65536, 262144}, {65536, 131072}, {5000, 3000}, {300, 70000}};
+
+    for (size_t i = 0; i < sizeof(streams) / sizeof(streams[0]); i++) {
+        unsigned char *data = make_data(streams[i].k, streams[i].n);
+        size_t len, full_len;
+        unsigned char *raw =
+            deflate_raw(data, streams[i].n, streams[i].level, streams[i].strategy, 0, 0, &len);
+        struct boundaries b;
+        unsigned char *full = inflate_all(raw, len, streams[i].n, &full_len, &b);
+
+        for (size_t f = 0; f < sizeof(feeds) / sizeof(feeds[0]); f++) {
+            struct run_opts o = {70000, feeds[f].in_max, feeds[f].out_max, f != 1, 0, 0, 0, 0};
+            struct run_result r = run_marks(raw, len, full, full_len, &o);
+            size_t late = 0;
+
+            for (size_t j = 0; j < r.nmarks; j++)
+                late += r.marks[j].mk.out != first_at(&b, r.marks[j].want);
+            if (late)
+                fprintf(stderr, "%s, feed %zu: %zu of %zu marks not the first boundary\n",
+                        streams[i].name, f, late, r.nmarks);
+            CHECK_EQ(late, 0);
+            CHECK(r.nmarks > 0);
+            CHECK_EQ(r.nomarks, 0);
+            CHECK(r.stats.stops >= r.nmarks);
+            CHECK(r.stats.step_calls <= 16 * (r.stats.stops + 1));
+            check_marks(streams[i].name, raw, len, full, full_len, &b, &r, 65536);
+            run_free(&r);
+        }
+        boundaries_free(&b);
+        free(full);
+        free(raw);
+        free(data);
+    }
+}
+
+/* Some calls by dfx_isal_inflate() among the marking ones, with little
+ * output room: some come while the decoder is stopped at a block's end with
+ * output still to hand out, or while a boundary is checked. The stream goes
+ * on as if nothing stopped it (no early end), checks pass, and the marks
+ * found are right. */
+static void test_stopped_then_plain(void)
+{
+    unsigned char *data = make_data(WALK, 2u << 20);
+    size_t len, full_len;
+    unsigned char *raw = deflate_raw(data, 2u << 20, 6, Z_DEFAULT_STRATEGY, 0, 0, &len);
+    struct boundaries b;
+    unsigned char *full = inflate_all(raw, len, 2u << 20, &full_len, &b);
+
+    /* room for the ring to fill between the plain calls */
+    static const struct {
+        size_t out_max;
+        unsigned every;
+    } mixes[] = {{1024, 211}, {4096, 37}, {16384, 11}};
+
+    for (size_t i = 0; i < sizeof(mixes) / sizeof(mixes[0]); i++) {
+        struct run_opts o = {40000, 65536, mixes[i].out_max, true, 0, 0, mixes[i].every, 0};
+        struct run_result r = run_marks(raw, len, full, full_len, &o);
+
+        CHECK(r.stats.stops > 0);
+        CHECK(r.nmarks > 0);
+        CHECK_EQ(r.stats.rejected, 0);
+        check_marks("stopped then plain", raw, len, full, full_len, &b, &r, 65536);
+        run_free(&r);
+    }
     boundaries_free(&b);
     free(full);
     free(raw);
@@ -765,6 +873,8 @@ int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     test_streams();
+    test_first_boundary();
+    test_stopped_then_plain();
     test_skew();
     test_mark_at_end();
     test_from_origin();
