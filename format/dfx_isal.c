@@ -756,24 +756,23 @@ int dfx_isal_inflate_mark(struct dfx_isal *d, unsigned char **next_in, unsigned 
                 /* Stopped in a header with output still held back (ISA-L
                  * decodes ahead into its own buffer when ours is short): let
                  * it hand that out without new input, which would carry it
-                 * past the boundary. Else, once the window is whole, read
-                 * the header in steps, so that bfinal can be forced right
-                 * after it. */
+                 * past the boundary. Else, within 32 KiB of from, read the
+                 * header in steps, so that bfinal can be forced right after
+                 * it (further back, the approach below stops short of it). */
                 if (st->tmp_out_valid != st->tmp_out_processed) {
                     give = 0;
-                } else if (d->out >= from || window_whole(d)) {
+                } else if (d->out + HIST_SIZE >= from) {
                     slow = true;
                     give = give < d->step ? give : d->step;
                 }
             }
-            /* Until bfinal can be forced, decoding stops where the window
-             * becomes whole, 32 KiB short of from (or at from if it is no
-             * further). Output we have no room for yet counts: ISA-L
+            /* Until bfinal can be forced, decoding stops 32 KiB short of
+             * from, where the window is whole (or at from if that is
+             * closer). Output we have no room for yet counts: ISA-L
              * decodes ahead into its own buffer when ours is short, and
              * would pass over the boundaries past from there. */
             if (!force && !slow && d->out < from) {
-                uint64_t to =
-                    from - d->out > HIST_SIZE && !window_whole(d) ? from - HIST_SIZE : from;
+                uint64_t to = from - d->out > HIST_SIZE ? from - HIST_SIZE : from;
                 uint64_t at = d->out + (uint64_t)(st->tmp_out_valid - st->tmp_out_processed);
 
                 if (to - d->out < room)
