@@ -62,6 +62,8 @@ struct fs_counters {
     atomic_uint_least64_t readahead_chunks; /* chunks decoded into the cache by readahead workers */
     atomic_uint_least64_t pages_dropped; /* files whose cached pages the kernel was told to
                                           * drop (damage found, or the archive changed) */
+    atomic_uint_least64_t prefilled; /* small files put in the kernel page cache at their
+                                      * first open (ops.c) */
 };
 extern struct fs_counters fs_counters;
 /* fs.c: the budget of every dfx index of the process (dfx.h, struct

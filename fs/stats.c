@@ -616,6 +616,7 @@ static void text_counters(struct out *o, const struct cache_stats *cs, uint64_t 
          "parked decoders     %u (at most %d)\n"
          "pages dropped       %" PRIu64 " (files whose kernel-cached pages were dropped: "
          "damage found, or the archive changed)\n"
+         "files prefilled     %" PRIu64 " (small files put in the page cache at first open)\n"
          "index windows in memory: %" PRIu64 " bytes (limit %" PRIu64 ")\n"
          "unverified members  %" PRIu64 " (served before their full check)\n",
          (uint64_t)atomic_load(&fs_counters.reads), (uint64_t)atomic_load(&fs_counters.read_errors),
@@ -623,6 +624,7 @@ static void text_counters(struct out *o, const struct cache_stats *cs, uint64_t 
          cs->chunks, (uint64_t)atomic_load(&fs_counters.archives_opened),
          (uint64_t)atomic_load(&fs_counters.readahead_chunks), parked_count(),
          PARKED_TOTAL, (uint64_t)atomic_load(&fs_counters.pages_dropped),
+         (uint64_t)atomic_load(&fs_counters.prefilled),
          (uint64_t)atomic_load(&fs_window_budget.used), fs_window_budget.limit, o->unverified);
     text_net(o, o->opts->net);
 }
@@ -635,7 +637,7 @@ static void json_counters(struct out *o, const struct cache_stats *cs, uint64_t 
          ",\"misses\":%" PRIu64 ",\"evictions\":%" PRIu64 ",\"bytes\":%" PRIu64
          ",\"chunks\":%" PRIu64 ",\"capacity\":%" PRIu64 "},\"archives_opened\":%" PRIu64
          ",\"readahead_chunks\":%" PRIu64 ",\"parked_decoders\":%u"
-         ",\"parked_decoders_max\":%d,\"pages_dropped\":%" PRIu64
+         ",\"parked_decoders_max\":%d,\"pages_dropped\":%" PRIu64 ",\"prefilled\":%" PRIu64
          ",\"index_windows\":{\"bytes\":%" PRIu64 ",\"limit\":%" PRIu64 "}"
          ",\"unverified_members\":%" PRIu64,
          (uint64_t)atomic_load(&fs_counters.reads), (uint64_t)atomic_load(&fs_counters.read_errors),
@@ -644,6 +646,7 @@ static void json_counters(struct out *o, const struct cache_stats *cs, uint64_t 
          (uint64_t)atomic_load(&fs_counters.archives_opened),
          (uint64_t)atomic_load(&fs_counters.readahead_chunks), parked_count(),
          PARKED_TOTAL, (uint64_t)atomic_load(&fs_counters.pages_dropped),
+         (uint64_t)atomic_load(&fs_counters.prefilled),
          (uint64_t)atomic_load(&fs_window_budget.used), fs_window_budget.limit, o->unverified);
     json_net(o, o->opts->net);
 }

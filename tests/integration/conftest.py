@@ -27,16 +27,22 @@ What lives here:
 - ``in_child(fn, timeout)``: run ``fn`` in a forked child; used for every check
   that maps a file, because a failed page-in is SIGBUS, which would kill the
   whole pytest process.
+- ``fuse_requests(mnt)``: a context manager counting, by opcode, the FUSE
+  requests the kernel sends to one mount while it runs (its own trace
+  events in a private tracefs instance): what the kernel asks, not what
+  npyfs says about itself.
 - Truth helpers: ``npy_bytes(arr)`` is what ``np.save`` writes;
   ``assert_same_array`` compares dtype, shape, order, values and bytes.
 """
 
+import contextlib
 import errno
 import faulthandler
 import hashlib
 import io
 import os
 import pickle
+import secrets
 import select
 import shutil
 import signal
@@ -47,6 +53,7 @@ import threading
 import time
 import traceback
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +91,51 @@ def pytest_configure(config):
 
 
 # ---------------------------------------------------------------- helpers ---
+
+TRACEFS = Path("/sys/kernel/tracing")
+
+
+def _tracefs():
+    """Skip unless tracefs and the kernel's FUSE trace events are there."""
+    if not (TRACEFS / "instances").is_dir():
+        # root may mount it; the kernel keeps one tracefs whoever mounts it
+        r = run(["mount", "-t", "tracefs", "nodev", TRACEFS], timeout=10)
+        if r.returncode != 0 or not (TRACEFS / "instances").is_dir():
+            pytest.skip("tracefs is not available (needs root)")
+    if not (TRACEFS / "events" / "fuse" / "fuse_request_send").is_dir():
+        pytest.skip("this kernel has no FUSE trace events (fuse:fuse_request_send)")
+
+
+@contextlib.contextmanager
+def fuse_requests(mnt):
+    """Count the FUSE requests the kernel sends to the mount at mnt while the
+    block runs, by opcode name: a private trace instance (the global trace
+    buffer is left alone), its fuse_request_send event filtered to this
+    connection (the kernel's dev_t of the mount: major << 20 | minor)."""
+    _tracefs()
+    dev = os.stat(mnt).st_dev
+    conn = (os.major(dev) << 20) | os.minor(dev)
+    inst = TRACEFS / "instances" / f"npyfs-test-{os.getpid()}-{secrets.token_hex(4)}"
+    inst.mkdir()
+    counts = Counter()
+    try:
+        ev = inst / "events" / "fuse" / "fuse_request_send"
+        (inst / "buffer_size_kb").write_text("8192")
+        (ev / "filter").write_text(f"connection == {conn}")
+        (ev / "enable").write_text("1")
+        yield counts
+        (ev / "enable").write_text("0")
+        for line in (inst / "trace").read_text(errors="replace").splitlines():
+            if "fuse_request_send:" not in line or "(FUSE_" not in line:
+                continue
+            counts[line.split("(", 1)[1].split(")", 1)[0]] += 1
+        assert "LOST EVENTS" not in (inst / "trace").read_text(errors="replace")
+    finally:
+        with contextlib.suppress(OSError):
+            (inst / "events" / "fuse" / "fuse_request_send" / "enable").write_text("0")
+        inst.rmdir()
+
+
 
 def npy_bytes(arr):
     """The exact bytes np.save writes for arr (warnings about v2/v3 muted)."""

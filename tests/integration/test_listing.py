@@ -16,63 +16,16 @@ The attributes in a listing must be exactly what a lookup gives:
   being listed.
 """
 
-import contextlib
 import gzip
 import io
 import json
 import os
-import secrets
 import stat
-from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import assert_same_array, guarded, load, npy_bytes, run
-
-TRACEFS = Path("/sys/kernel/tracing")
-
-
-def _tracefs():
-    if not (TRACEFS / "instances").is_dir():
-        # root may mount it; the kernel keeps one tracefs whoever mounts it
-        r = run(["mount", "-t", "tracefs", "nodev", TRACEFS], timeout=10)
-        if r.returncode != 0 or not (TRACEFS / "instances").is_dir():
-            pytest.skip("tracefs is not available (needs root)")
-    if not (TRACEFS / "events" / "fuse" / "fuse_request_send").is_dir():
-        pytest.skip("this kernel has no FUSE trace events (fuse:fuse_request_send)")
-
-
-@contextlib.contextmanager
-def fuse_requests(mnt):
-    """Count the FUSE requests the kernel sends to the mount at mnt while the
-    block runs, by opcode name: a private trace instance (the global trace
-    buffer is left alone), its fuse_request_send event filtered to this
-    connection (the kernel's dev_t of the mount: major << 20 | minor)."""
-    _tracefs()
-    dev = os.stat(mnt).st_dev
-    conn = (os.major(dev) << 20) | os.minor(dev)
-    inst = TRACEFS / "instances" / f"npyfs-test-{os.getpid()}-{secrets.token_hex(4)}"
-    inst.mkdir()
-    counts = Counter()
-    try:
-        ev = inst / "events" / "fuse" / "fuse_request_send"
-        (inst / "buffer_size_kb").write_text("8192")
-        (ev / "filter").write_text(f"connection == {conn}")
-        (ev / "enable").write_text("1")
-        yield counts
-        (ev / "enable").write_text("0")
-        for line in (inst / "trace").read_text(errors="replace").splitlines():
-            if "fuse_request_send:" not in line or "(FUSE_" not in line:
-                continue
-            counts[line.split("(", 1)[1].split(")", 1)[0]] += 1
-        assert "LOST EVENTS" not in (inst / "trace").read_text(errors="replace")
-    finally:
-        with contextlib.suppress(OSError):
-            (inst / "events" / "fuse" / "fuse_request_send" / "enable").write_text("0")
-        inst.rmdir()
-
+from conftest import assert_same_array, fuse_requests, guarded, load, npy_bytes, run
 
 MEMBERS = {f"m{i:03d}": np.arange(i, i + 300 + 7 * i, dtype="<f8") for i in range(80)}
 
