@@ -8,7 +8,7 @@
 # Remote sources' options (mount, and also ls and index).
 _npyfs_net_opts="endpoint= region= s3_path_style s3_anonymous cacert= http_header=
 connections= timeout= retries= block= remote_cache="
-_npyfs_mount_opts="cache_size= spacing= threads= readahead= index_dir= index= index_mem= index_max=
+_npyfs_mount_opts="cache_size= spacing= threads= readahead= spin= index_dir= index= index_mem= index_max=
 verify= verify_max= max_ratio= $_npyfs_net_opts index_url=
 allow_other allow_root auto_unmount default_permissions ro nodev dev nosuid suid
 noexec exec noatime atime sync async dirsync max_read= fsname= user=

@@ -378,7 +378,7 @@ unsigned cache_prepare(struct cache *c, unsigned n)
     return added;
 }
 
-struct cache_chunk *cache_get(struct cache *c, uint64_t owner, uint64_t index)
+static struct cache_chunk *get(struct cache *c, uint64_t owner, uint64_t index, bool count_miss)
 {
     uint64_t h = hash_key(owner, index);
     struct shard *s = shard_of(c, h);
@@ -393,11 +393,22 @@ struct cache_chunk *cache_get(struct cache *c, uint64_t owner, uint64_t index)
         lru_unlink(&p->lru);
         lru_push_front(&s->lru, &p->lru);
         s->hits++;
-    } else {
+    } else if (count_miss) {
         s->misses++;
     }
     pthread_mutex_unlock(&s->lock);
     return p ? &p->pub : NULL;
+}
+
+struct cache_chunk *cache_get(struct cache *c, uint64_t owner, uint64_t index)
+{
+    return get(c, owner, index, true);
+}
+
+/* Contract in cache.h. */
+struct cache_chunk *cache_lookup(struct cache *c, uint64_t owner, uint64_t index)
+{
+    return get(c, owner, index, false);
 }
 
 /*

@@ -60,6 +60,10 @@ unsigned cache_prepare(struct cache *c, unsigned n);
  * or NULL (a miss). Marks it most recently used. */
 struct cache_chunk *cache_get(struct cache *c, uint64_t owner, uint64_t index);
 
+/* cache_get() that counts no miss: a look before a call that will count it
+ * (member_chunk_cached()). */
+struct cache_chunk *cache_lookup(struct cache *c, uint64_t owner, uint64_t index);
+
 /* Store ch (filled, ch->len set) under (owner, index). The caller keeps its
  * own reference and must still put it. If the key is already present, the
  * cache keeps the chunk it has and ignores ch. May evict others. */

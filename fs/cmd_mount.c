@@ -40,6 +40,7 @@
 #include "cli.h"
 #include "fs.h"
 #include "http.h"
+#include "loop.h"
 #include "mount.h"
 #include "mounts.h"
 #include "net.h"
@@ -136,6 +137,7 @@ static void parse_mount_args(int argc, char **argv, struct mount_args *ma)
     ma->opts.verify = OPTIONS_VERIFY_AUTO;
     ma->opts.verify_max = OPTIONS_DEFAULT_VERIFY_MAX;
     ma->opts.max_ratio = OPTIONS_DEFAULT_MAX_RATIO;
+    ma->opts.spin_us = OPTIONS_DEFAULT_SPIN_US;
     ma->opts.net_opts.retries = -1;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -402,27 +404,27 @@ static void cannot_mount_text(const char *why, char *buf, size_t len)
                                              : "");
 }
 
-static int serve(struct fuse_session *se)
+/* Serve requests until unmount or a signal (loop.h: up to 16 threads, each
+ * polling the device spin_us after a request before it sleeps). */
+static int serve(struct fuse_session *se, unsigned spin_us)
 {
-    struct fuse_loop_config *cfg = fuse_loop_cfg_create();
     int ret;
 
     if (fuse_set_signal_handlers(se) != 0)
         return 1;
-    fuse_loop_cfg_set_clone_fd(cfg, 0);
-    fuse_loop_cfg_set_max_threads(cfg, 16);
-    ret = fuse_session_loop_mt(se, cfg);
+    ret = loop_run(se, 16, spin_us);
+    if (ret < 0)
+        fuse_log(FUSE_LOG_ERR, "npyfs: reading the FUSE device: %s\n", strerror(-ret));
     notify_quiesce(); /* nothing is sent once the fd may be closed */
-    fuse_loop_cfg_destroy(cfg);
     fuse_remove_signal_handlers(se);
     fuse_session_unmount(se);
-    /* libfuse ends the loop with the signal number after SIGINT/SIGTERM/
-     * SIGHUP: that is a clean unmount, not a failure. */
-    return ret == 0 || ret == SIGINT || ret == SIGTERM || ret == SIGHUP ? 0 : 1;
+    /* a signal (SIGINT, SIGTERM, SIGHUP) ends the loop with 0: a clean
+     * unmount, not a failure */
+    return ret == 0 ? 0 : 1;
 }
 
 /* Child side of a background mount: mount, report through fd, serve. */
-static int daemon_child(struct fuse_session *se, const char *mnt, int fd)
+static int daemon_child(struct fuse_session *se, const char *mnt, int fd, unsigned spin_us)
 {
     int null;
 
@@ -450,7 +452,7 @@ static int daemon_child(struct fuse_session *se, const char *mnt, int fd)
     if (write(fd, "", 1) != 1)
         return 1;
     close(fd);
-    return serve(se);
+    return serve(se, spin_us);
 }
 
 /* Parent side: wait for the child's word, then for the mount to answer. */
@@ -714,7 +716,7 @@ int cmd_mount(int argc, char **argv)
             fprintf(stderr, "npyfs: %s: %s: %s\n", ma.source, ma.mountpoint, text);
             ret = 1; /* and free what was set up, as after serving */
         } else {
-            ret = serve(se);
+            ret = serve(se, ma.opts.spin_us);
         }
     } else {
         net_park(ctx.opts.net); /* its threads would not survive the fork */
@@ -727,7 +729,7 @@ int cmd_mount(int argc, char **argv)
             _exit(daemon_parent(pid, ma.source, ma.mountpoint, pipefd[0]));
         }
         close(pipefd[0]);
-        ret = daemon_child(se, ma.mountpoint, pipefd[1]);
+        ret = daemon_child(se, ma.mountpoint, pipefd[1], ma.opts.spin_us);
     }
     fuse_session_destroy(se);
     vfs_free(ctx.vfs); /* indexers and the pool stopped by the FUSE destroy handler */

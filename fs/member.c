@@ -400,6 +400,24 @@ void member_advise(struct archive_member *m, uint64_t from, uint64_t to)
 }
 
 /* Contract in member.h. */
+int member_chunk_cached(struct archive *a, struct archive_member *m, struct cache *c,
+                        uint64_t idx, struct cache_chunk **out)
+{
+    int ret;
+
+    *out = NULL;
+    if (idx * FS_CHUNK_SIZE >= m->size)
+        return -EINVAL;
+    if (atomic_load(&a->changed)) /* as member_chunk() */
+        return -EIO;
+    ret = chunk_damaged(m, idx);
+    if (ret < 0)
+        return ret;
+    *out = cache_lookup(c, m->id, idx);
+    return *out ? 0 : 1;
+}
+
+/* Contract in member.h. */
 int member_chunk(struct archive *a, struct archive_member *m, struct cache *c, uint64_t idx,
                     struct cache_chunk **out)
 {

@@ -73,6 +73,13 @@ int64_t member_prefix_read(void *arg, unsigned char *buf, size_t len);
 int member_chunk(struct archive *a, struct archive_member *m, struct cache *c, uint64_t idx,
                     struct cache_chunk **out);
 
+/* member_chunk() when chunk idx is in the cache: 0 and *out (a reference),
+ * or a negative errno as member_chunk() would give it without decoding;
+ * 1 when it is not cached (*out NULL; nothing counted: the member_chunk()
+ * call that follows counts the miss). Never waits for a decode. */
+int member_chunk_cached(struct archive *a, struct archive_member *m, struct cache *c,
+                        uint64_t idx, struct cache_chunk **out);
+
 /* A remote member (else nothing): start fetching the compressed bytes that
  * decoding output [from, to) will need (bsrc_advise(), from the access
  * points around it). Never blocks on I/O; thread-safe. */

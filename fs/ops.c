@@ -19,6 +19,11 @@
  * answered EINTR at once, so a killed `ls` does not hang on a file being
  * sized, and its pending record is freed when the work wakes it.
  *
+ * Handlers run in the threads of the request loop (loop.c). The thread
+ * reading the device serves a READ itself, so a READ handler calls
+ * loop_blocking() before anything that waits (a chunk not in the cache, a
+ * pread): another thread then takes over the device.
+ *
  * Data replies: a deflate read goes out as an iovec pointing into the
  * cached chunks; a stored read is read into a buffer with pread, the
  * archive checked unchanged (archive_check()), then sent. Not spliced:
@@ -51,6 +56,7 @@
 #include "defer.h"
 #include "fs.h"
 #include "indexer.h"
+#include "loop.h"
 #include "member.h"
 #include "mount.h"
 #include "mounts.h"
@@ -833,7 +839,12 @@ static int read_deflate(fuse_req_t req, struct mount_ctx *ctx, struct archive_me
         uint64_t lo = off > base ? off - base : 0;
         uint64_t hi = off + size - base < FS_CHUNK_SIZE ? off + size - base : FS_CHUNK_SIZE;
 
-        ret = member_chunk(m->archive, m, ctx->cache, k, &ch[n]);
+        /* a chunk to wait for: another thread reads requests meanwhile */
+        ret = member_chunk_cached(m->archive, m, ctx->cache, k, &ch[n]);
+        if (ret > 0) {
+            loop_blocking();
+            ret = member_chunk(m->archive, m, ctx->cache, k, &ch[n]);
+        }
         if (ret < 0)
             break;
         if (hi > ch[n]->len)
@@ -865,10 +876,12 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     }
     if (size > m->size - (uint64_t)off)
         size = (size_t)(m->size - (uint64_t)off);
-    if (m->kind == ARCHIVE_STORED)
+    if (m->kind == ARCHIVE_STORED) {
+        loop_blocking(); /* a pread: another thread reads requests meanwhile */
         ret = read_stored(req, m, size, (uint64_t)off);
-    else
+    } else {
         ret = read_deflate(req, ctx, m, size, (uint64_t)off);
+    }
     if (ret < 0) {
         atomic_fetch_add_explicit(&fs_counters.read_errors, 1, memory_order_relaxed);
         return;

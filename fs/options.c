@@ -399,6 +399,13 @@ void options_parse(struct options *o, char **fuse_opts, const char *list)
         } else if (strncmp(opt, "max_ratio=", 10) == 0) {
             if (parse_count(opt + 10, &o->max_ratio) < 0)
                 usage_die("bad value in -o %s: expected a whole number (0: no limit)", opt);
+        } else if (strncmp(opt, "spin=", 5) == 0) {
+            uint64_t v;
+
+            if (parse_range(opt + 5, 0, OPTIONS_SPIN_MAX, &v) < 0)
+                usage_die("bad value in -o %s: expected microseconds from 0 to %d", opt,
+                          OPTIONS_SPIN_MAX);
+            o->spin_us = (unsigned)v;
         } else if (strncmp(opt, "spacing=", 8) == 0) {
             if (parse_size(opt + 8, &o->spacing) < 0 ||
                 o->spacing < DFX_MIN_SPACING)

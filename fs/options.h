@@ -41,6 +41,9 @@
  * percent on stored ones. 128K decodes 710 KiB, but a stored member's cold
  * pass (one pread per READ) was about 20% slower. */
 #define OPTIONS_DEFAULT_READAHEAD (256ull << 10)
+/* -o spin=: default and most microseconds (fs/loop.h). */
+#define OPTIONS_DEFAULT_SPIN_US 200
+#define OPTIONS_SPIN_MAX 10000
 /* Default -o index_max=: the size cap of the index directory. An index
  * file takes about 14% of its member's compressed size at the default
  * spacing of saved indexes, INDEXER_SPACING (measured: 12-15% for float64,
@@ -77,6 +80,8 @@ struct options {
     uint64_t readahead; /* kernel readahead per file in bytes; 0: the kernel's */
     uint64_t max_read;  /* -o max_read= (also given to libfuse), or 0 */
     uint64_t index_mem; /* -o index_mem=: fs_window_budget's limit */
+    unsigned spin_us;   /* -o spin=: how long a thread polls the FUSE device after a
+                         * request (not a READ) before it sleeps (loop.h) */
     bool index_given;   /* -o index= was given: remote archives follow it (without
                          * it they are indexed lazily: a background pass would
                          * download every archive whole) */
