@@ -32,12 +32,19 @@
 static char tmpdir[256];
 static struct indexdir *sdir; /* tmpdir/store, opened */
 
+/* The fixture's index file path (free()), or NULL. The result comes
+ * through a heap copy rather than straight from the local that
+ * indexdir_file_path() fills: GCC 12 took the returned pointer for one to
+ * that local (-Wdangling-pointer), wrongly. */
 static char *index_path(const struct fixture *f)
 {
-    char *p = NULL;
+    char *p = NULL, *copy;
 
-    indexdir_file_path(sdir, &f->key, &p);
-    return p;
+    if (indexdir_file_path(sdir, &f->key, &p) < 0)
+        return NULL;
+    copy = strdup(p);
+    free(p);
+    return copy;
 }
 
 static unsigned char *slurp(const char *path, size_t *len)
