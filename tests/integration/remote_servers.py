@@ -349,23 +349,31 @@ class _JsonLog:
         except FileNotFoundError:
             return 0
 
-    def mark(self):
+    def _settle(self, settle):
+        """Wait (up to 2 s) until the log has not grown for `settle` seconds:
+        a server writes a request's line just after the last byte of its
+        reply, so the line of a reply the client already has may still come."""
+        deadline = time.monotonic() + 2.0
+        last, since = self._size(), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(settle / 4)
+            size = self._size()
+            if size != last:
+                last, since = size, time.monotonic()
+            elif time.monotonic() - since >= settle:
+                break
+
+    def mark(self, settle=0.1):
+        """Count from here: once the lines of the requests before are in
+        (a late line would otherwise count as one after the mark)."""
+        if settle:
+            self._settle(settle)
         self.offset = self._size()
 
     def read(self, settle=0.1):
-        """The requests logged since the mark. A server writes its line just
-        after the last byte of the reply, so first wait (up to 2 s) until the
-        log has not grown for `settle` seconds."""
+        """The requests logged since the mark, once the log has settled."""
         if settle:
-            deadline = time.monotonic() + 2.0
-            last, since = self._size(), time.monotonic()
-            while time.monotonic() < deadline:
-                time.sleep(settle / 4)
-                size = self._size()
-                if size != last:
-                    last, since = size, time.monotonic()
-                elif time.monotonic() - since >= settle:
-                    break
+            self._settle(settle)
         try:
             with open(self.path, "rb") as f:
                 f.seek(self.offset)
