@@ -45,8 +45,9 @@ def load_all(mnt):
 
 def test_idle_mount_uses_no_cpu(small_npz, mount):
     """Bursts of open, read and close (what the polling is for), then
-    nothing: over the next 2 s the daemon uses (almost) no CPU."""
-    mnt = mount(small_npz)
+    nothing: over the next 2 s the daemon uses (almost) no CPU. (index=lazy:
+    no background indexer that could still be at work.)"""
+    mnt = mount(small_npz, "index=lazy")
     pid = mount.mount_of(mnt).proc.pid
     for _ in range(3):
         guarded(load_all, mnt)
