@@ -62,48 +62,6 @@ static void cpu_relax(void)
 #endif
 }
 
-/* The next request into fbuf: > 0, or 0 when the session ended, or a
- * negative errno. *last is when the leader last saw a request. */
-static int next_request(struct loop *l, struct fuse_buf *fbuf, uint64_t *last)
-{
-    for (;;) {
-        int r;
-
-        if (fuse_session_exited(l->se))
-            return 0;
-        r = fuse_session_receive_buf(l->se, fbuf);
-        if (r > 0) {
-            const struct fuse_in_header *h = fbuf->mem;
-
-            *last = now_ns();
-            atomic_store_explicit(&l->spin_ok,
-                                  (fbuf->flags & FUSE_BUF_IS_FD) || (size_t)r < sizeof(*h) ||
-                                      h->opcode != FUSE_READ,
-                                  memory_order_relaxed);
-            return r;
-        }
-        if (r == 0)
-            return 0;
-        if (r == -EINTR)
-            continue;
-        if (r != -EAGAIN)
-            return r;
-        if (atomic_load_explicit(&l->spin_ok, memory_order_relaxed) &&
-            now_ns() - *last < l->spin_ns) {
-            /* let anything else runnable on this core go first */
-            cpu_relax();
-            sched_yield();
-            continue;
-        }
-        {
-            struct pollfd p = {.fd = l->fd, .events = POLLIN};
-
-            if (poll(&p, 1, POLL_MS) > 0)
-                *last = now_ns(); /* woken: a burst may be starting */
-        }
-    }
-}
-
 enum kind {
     QUICK,   /* never waits for I/O or a decode: served by the leader */
     INLINE,  /* served by the leader until it calls loop_blocking() */
@@ -131,6 +89,43 @@ static enum kind kind_of(const struct fuse_buf *fbuf)
         return INLINE;
     default:
         return HAND_ON;
+    }
+}
+
+/* The next request into fbuf: > 0, or 0 when the session ended, or a
+ * negative errno. *last is when the leader last saw a request. */
+static int next_request(struct loop *l, struct fuse_buf *fbuf, uint64_t *last)
+{
+    for (;;) {
+        int r;
+
+        if (fuse_session_exited(l->se))
+            return 0;
+        r = fuse_session_receive_buf(l->se, fbuf);
+        if (r > 0) {
+            *last = now_ns();
+            atomic_store_explicit(&l->spin_ok, kind_of(fbuf) != INLINE, memory_order_relaxed);
+            return r;
+        }
+        if (r == 0)
+            return 0;
+        if (r == -EINTR)
+            continue;
+        if (r != -EAGAIN)
+            return r;
+        if (atomic_load_explicit(&l->spin_ok, memory_order_relaxed) &&
+            now_ns() - *last < l->spin_ns) {
+            /* let anything else runnable on this core go first */
+            cpu_relax();
+            sched_yield();
+            continue;
+        }
+        {
+            struct pollfd p = {.fd = l->fd, .events = POLLIN};
+
+            if (poll(&p, 1, POLL_MS) > 0)
+                *last = now_ns(); /* woken: a burst may be starting */
+        }
     }
 }
 

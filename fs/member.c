@@ -399,18 +399,27 @@ void member_advise(struct archive_member *m, uint64_t from, uint64_t to)
         advise_decode(m->archive, m, NULL, from, to);
 }
 
+/* May chunk idx of m be served at all? 0, -EINVAL past the end, or the
+ * error every read of it gets. Once a change is known, nothing is served,
+ * cached chunks included (they are old content, but the kernel was told to
+ * drop its pages of the archive's members: reads fail alike, whatever was
+ * cached where). */
+static int chunk_servable(struct archive *a, struct archive_member *m, uint64_t idx)
+{
+    if (idx * FS_CHUNK_SIZE >= m->size)
+        return -EINVAL;
+    if (atomic_load(&a->changed))
+        return -EIO;
+    return chunk_damaged(m, idx);
+}
+
 /* Contract in member.h. */
 int member_chunk_cached(struct archive *a, struct archive_member *m, struct cache *c,
                         uint64_t idx, struct cache_chunk **out)
 {
-    int ret;
+    int ret = chunk_servable(a, m, idx);
 
     *out = NULL;
-    if (idx * FS_CHUNK_SIZE >= m->size)
-        return -EINVAL;
-    if (atomic_load(&a->changed)) /* as member_chunk() */
-        return -EIO;
-    ret = chunk_damaged(m, idx);
     if (ret < 0)
         return ret;
     *out = cache_lookup(c, m->id, idx);
@@ -430,14 +439,7 @@ int member_chunk(struct archive *a, struct archive_member *m, struct cache *c, u
     int ret = 0;
 
     *out = NULL;
-    if (target >= m->size)
-        return -EINVAL;
-    /* Once a change is known, nothing is served, cached chunks included
-     * (they are old content, but the kernel was told to drop its pages of
-     * the archive's members: reads fail alike, whatever was cached where). */
-    if (atomic_load(&a->changed))
-        return -EIO;
-    ret = chunk_damaged(m, idx);
+    ret = chunk_servable(a, m, idx);
     if (ret < 0)
         return ret;
     pthread_mutex_lock(&m->lock);

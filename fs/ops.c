@@ -336,20 +336,33 @@ static int read_errno(int err)
  * open (prefill()). */
 #define PREFILL_MAX (256u << 10)
 
-/* Push ARCHIVE_STORED member m's bytes (read and checked as read_stored()
- * does, the whole member's CRC-32 included) into the page cache of ino. */
+/* The bytes [off, off + size) of ARCHIVE_STORED member m, as every read of
+ * them gets them (member_read_stored(): the caller frees *buf, where they
+ * start at *at): none once damage is known, and the read that reaches the
+ * member's last byte first checks the whole member's CRC-32. Returns the
+ * count or a negative errno. */
+static int64_t stored_bytes(struct archive_member *m, size_t size, uint64_t off,
+                            unsigned char **buf, size_t *at)
+{
+    uint64_t bad_from;
+    int64_t n = archive_damage(m, &bad_from);
+
+    if (n == 0 && off + size == m->size)
+        n = member_verify_stored(m->archive, m);
+    if (n == 0)
+        n = member_read_stored(m->archive, m, off, size, buf, at);
+    return n;
+}
+
+/* Push ARCHIVE_STORED member m's bytes (stored_bytes(), as a read of all of
+ * it gets them) into the page cache of ino. */
 static int prefill_stored(struct mount_ctx *ctx, fuse_ino_t ino, struct archive_member *m)
 {
     struct fuse_bufvec bv = FUSE_BUFVEC_INIT(0);
     unsigned char *buf = NULL;
-    uint64_t bad_from;
     size_t at = 0;
-    int64_t n = archive_damage(m, &bad_from);
+    int64_t n = stored_bytes(m, (size_t)m->size, 0, &buf, &at);
 
-    if (n == 0)
-        n = member_verify_stored(m->archive, m);
-    if (n == 0)
-        n = member_read_stored(m->archive, m, 0, (size_t)m->size, &buf, &at);
     if (n == (int64_t)m->size) {
         bv.buf[0].size = (size_t)n;
         bv.buf[0].mem = buf + at;
@@ -802,16 +815,10 @@ static void fs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
  * so a full read of a damaged stored member ends in EIO. */
 static int read_stored(fuse_req_t req, struct archive_member *m, size_t size, uint64_t off)
 {
-    struct archive *a = m->archive;
     unsigned char *buf = NULL;
-    uint64_t bad_from;
     size_t at = 0;
-    int64_t n = archive_damage(m, &bad_from);
+    int64_t n = stored_bytes(m, size, off, &buf, &at);
 
-    if (n == 0 && off + size == m->size)
-        n = member_verify_stored(a, m);
-    if (n == 0)
-        n = member_read_stored(a, m, off, size, &buf, &at);
     if (n < 0)
         fuse_reply_err(req, read_errno((int)n));
     else
