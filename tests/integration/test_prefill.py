@@ -14,7 +14,9 @@ trips. What the kernel sends is read from its own FUSE trace events
 - a damaged small member puts nothing in the page cache: its reads fail
   with EIO, never with other bytes;
 - only the first open prefills: a file whose pages the kernel dropped is
-  read with READ requests again, and still exactly.
+  read with READ requests again, and still exactly;
+- a remote file is not prefilled (its fetch would hold up the open): it is
+  read with READ requests, exactly.
 """
 
 import errno
@@ -147,3 +149,20 @@ def test_damaged_small_member_is_not_prefilled(tmp_path, mount, verify):
 
     guarded(body)
     assert stats(mnt)["prefilled"] == 1
+
+
+def test_remote_member_is_not_prefilled(tmp_path, remote, remote_mount):
+    src = tmp_path / "small.npz"
+    np.savez_compressed(src, **SMALL)
+    ng = remote.nginx()
+    ng.put("small.npz", src)
+    mnt = remote_mount(ng.url("small.npz"))
+
+    def body():
+        with fuse_requests(mnt) as sent:
+            assert read_through(mnt / "b.npy") == npy_bytes(SMALL["b"])
+        return sent
+
+    sent = guarded(body)
+    assert sent["FUSE_READ"] >= 1, sent
+    assert stats(mnt)["prefilled"] == 0
