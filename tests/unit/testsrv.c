@@ -433,12 +433,31 @@ int ts_s3rver_start(const char *dir, const char *const *buckets, struct ts_proc 
     return -1;
 }
 
+/* Wait (up to 2 s) until file has not grown for 100 ms. */
+static void settle(const char *file)
+{
+    struct timespec pause = {0, 25 * 1000 * 1000};
+    off_t last = -1;
+    int still = 0;
+
+    for (int i = 0; i < 80 && still < 4; i++) {
+        struct stat st;
+        off_t size = stat(file, &st) == 0 ? st.st_size : -1;
+
+        still = size == last ? still + 1 : 0;
+        last = size;
+        nanosleep(&pause, NULL);
+    }
+}
+
 int ts_count_lines(const char *file, const char *needle)
 {
-    FILE *f = fopen(file, "r");
+    FILE *f;
     char line[8192];
     int n = 0;
 
+    settle(file);
+    f = fopen(file, "r");
     if (!f)
         return -1;
     while (fgets(line, sizeof(line), f))

@@ -53,7 +53,10 @@ int ts_s3rver_start(const char *dir, const char *const *buckets, struct ts_proc 
 /* Run argv and wait (timeout_s); 0 if it exited 0. */
 int ts_run(const char *const *argv, int timeout_s);
 
-/* Count lines of file that contain needle. */
+/* Count lines of file that contain needle, once the file has stopped
+ * growing (up to 2 s): a server writes a request's log line just after its
+ * reply, so the last line may still be on its way when the client has the
+ * reply. */
 int ts_count_lines(const char *file, const char *needle);
 
 /* The source directory (for tests/servers), from NPYFS_SOURCE_DIR compiled in. */
