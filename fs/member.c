@@ -156,6 +156,16 @@ static bool busy_ahead(struct archive_member *m, uint64_t target)
     return false;
 }
 
+/* Is a decode in progress about to produce the chunk at target (not
+ * produced yet)? m->lock held. */
+static bool busy_covers(struct archive_member *m, uint64_t target)
+{
+    for (struct member_busy *b = m->busy; b; b = b->next)
+        if (b->from <= target && target < b->to)
+            return true;
+    return false;
+}
+
 /* Does any decode in progress touch [from, to)? m->lock held. */
 static bool busy_overlaps(struct archive_member *m, uint64_t from, uint64_t to)
 {
@@ -424,6 +434,40 @@ int member_chunk_cached(struct archive *a, struct archive_member *m, struct cach
         return ret;
     *out = cache_lookup(c, m->id, idx);
     return *out ? 0 : 1;
+}
+
+/* Contract in member.h. */
+void member_wait_decoded(struct archive_member *m, struct cache *c, uint64_t idx)
+{
+    uint64_t target = idx * FS_CHUNK_SIZE;
+    struct member_waiter w = {.target = target};
+    struct member_waiter **pp;
+    bool waiting = false;
+
+    pthread_mutex_lock(&m->lock);
+    for (;;) {
+        struct cache_chunk *ch = cache_lookup(c, m->id, idx);
+        if (ch) {
+            cache_put(c, ch);
+            break;
+        }
+        if (!busy_covers(m, target))
+            break;
+        if (!waiting) {
+            pthread_cond_init(&w.cv, NULL);
+            w.next = m->waiters;
+            m->waiters = &w;
+            waiting = true;
+        }
+        pthread_cond_wait(&w.cv, &m->lock);
+    }
+    if (waiting) {
+        for (pp = &m->waiters; *pp != &w; pp = &(*pp)->next)
+            ;
+        *pp = w.next;
+        pthread_cond_destroy(&w.cv);
+    }
+    pthread_mutex_unlock(&m->lock);
 }
 
 /* Contract in member.h. */

@@ -73,6 +73,13 @@ int64_t member_prefix_read(void *arg, unsigned char *buf, size_t len);
 int member_chunk(struct archive *a, struct archive_member *m, struct cache *c, uint64_t idx,
                     struct cache_chunk **out);
 
+/* If a decode in progress will produce chunk idx, wait until it has (or
+ * has stopped); else return at once. For a read of several chunks: waiting
+ * for its last chunk first wakes the reader once, not once per chunk, and
+ * the member_chunk() calls that follow find the others in the cache. Never
+ * decodes. Thread-safe. */
+void member_wait_decoded(struct archive_member *m, struct cache *c, uint64_t idx);
+
 /* member_chunk() when chunk idx is in the cache: 0 and *out (a reference),
  * or a negative errno as member_chunk() would give it without decoding;
  * 1 when it is not cached (*out NULL; nothing counted: the member_chunk()

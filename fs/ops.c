@@ -850,6 +850,9 @@ static int read_deflate(fuse_req_t req, struct mount_ctx *ctx, struct archive_me
         ret = member_chunk_cached(m->archive, m, ctx->cache, k, &ch[n]);
         if (ret > 0) {
             loop_blocking();
+            /* the decode that makes chunk k may make them all: one wake-up */
+            if (k < last)
+                member_wait_decoded(m, ctx->cache, last);
             ret = member_chunk(m->archive, m, ctx->cache, k, &ch[n]);
         }
         if (ret < 0)

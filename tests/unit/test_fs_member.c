@@ -846,7 +846,7 @@ static void test_continue(void)
     archive_close(a);
 }
 
-enum op { OP_CHUNK, OP_PRODUCE, OP_CONTINUE };
+enum op { OP_CHUNK, OP_PRODUCE, OP_CONTINUE, OP_WAIT };
 
 /* One call of fs/ in a thread of its own, gated or watched. */
 struct call {
@@ -882,6 +882,12 @@ static void *call_main(void *arg)
         break;
     case OP_CONTINUE:
         k->ret = member_continue(k->a, k->m, k->c, k->first, k->last, NULL, NULL);
+        break;
+    case OP_WAIT: /* ret: 1 if chunk first was cached on return */
+        member_wait_decoded(k->m, k->c, k->first);
+        ch = cache_lookup(k->c, k->m->id, k->first);
+        k->ret = ch != NULL;
+        cache_put(k->c, ch);
         break;
     }
     return NULL;
@@ -1034,6 +1040,57 @@ static void test_readers_wait_for_decodes(void)
         CHECK(r1.ret == 0 && r1.right);
         CHECK_EQ(watched_new + watched_read, 0); /* served from the cache */
     }
+    cache_free(c);
+    archive_close(a);
+}
+
+/* member_wait_decoded(): a read of several chunks waits once, for the
+ * last, when a decode in progress will make it, and finds the chunk cached
+ * on return, without decoding anything itself; with no decode that will
+ * make the chunk it returns at once (the caller then decodes). */
+static void test_wait_decoded(void)
+{
+    struct archive *a = open_archive(zpath);
+    struct cache *c = new_cache(BIG_CACHE);
+    struct call w, r1;
+    struct archive_member *m;
+    struct cache_chunk *ch;
+
+    if (!a) {
+        cache_free(c);
+        return;
+    }
+    m = &a->members[M_MANY];
+    member_opened(m);
+
+    /* nothing decodes: back at once, nothing cached */
+    member_wait_decoded(m, c, 5);
+    CHECK(cache_lookup(c, m->id, 5) == NULL);
+
+    /* a continued decoder over chunks 0-5, held at chunk 0: chunk 5 wanted */
+    CHECK_EQ(member_chunk(a, m, c, 0, &ch), 0); /* parks a decoder after chunk 0 */
+    cache_put(c, ch);
+    gate_close();
+    w = (struct call){.gated = true, .op = OP_CONTINUE, .a = a, .m = m, .c = c, .first = 1,
+                      .last = 5};
+    r1 = (struct call){.watched = true, .op = OP_WAIT, .a = a, .m = m, .c = c, .first = 5};
+    start(&w);
+    CHECK(gate_holds_one());
+    start(&r1);
+    let_watched_run();
+    CHECK_EQ(watched_new + watched_read, 0);
+    CHECK(cache_lookup(c, m->id, 5) == NULL);
+    gate_open();
+    pthread_join(w.t, NULL);
+    pthread_join(r1.t, NULL);
+    CHECK_EQ(w.ret, 0);
+    CHECK_EQ(r1.ret, 1); /* it returned with chunk 5 in */
+    CHECK_EQ(watched_new + watched_read, 0);
+
+    /* past the decode's range: back at once */
+    member_wait_decoded(m, c, 9);
+    CHECK(cache_lookup(c, m->id, 9) == NULL);
+    member_closed(m);
     cache_free(c);
     archive_close(a);
 }
@@ -1758,6 +1815,7 @@ int main(void)
     test_produce();
     test_continue();
     test_readers_wait_for_decodes();
+    test_wait_decoded();
     test_damage();
     test_crc_table_mismatch();
     test_crc_table_rewritten();
