@@ -3,8 +3,8 @@
  *
  * One pthread_once: dlopen() with RTLD_NOW (a libcurl with a symbol it
  * cannot bind fails here, not at a first request), then dlsym() for every
- * member of curlsym_table. The result, and dlerror()'s text on failure,
- * are kept for every later caller.
+ * member of curlsym_table, then the version check. The result, and the
+ * reason on failure, are kept for every later caller.
  */
 #define _GNU_SOURCE
 #include "curlsym.h"
@@ -33,8 +33,17 @@ static void load(void)
         RESOLVE(h, easy_perform) && RESOLVE(h, easy_reset) && RESOLVE(h, easy_setopt) &&
         RESOLVE(h, easy_strerror) && RESOLVE(h, getdate) && RESOLVE(h, global_init) &&
         RESOLVE(h, share_cleanup) && RESOLVE(h, share_init) && RESOLVE(h, share_setopt) &&
-        RESOLVE(h, slist_append) && RESOLVE(h, slist_free_all))
+        RESOLVE(h, slist_append) && RESOLVE(h, slist_free_all) && RESOLVE(h, version_info)) {
+        const curl_version_info_data *v = curlsym_table.version_info(CURLVERSION_NOW);
+
+        if (v && v->version_num >= CURLSYM_MIN_VERSION)
+            return;
+        snprintf(load_why, sizeof(load_why),
+                 "version %s; npyfs needs " CURLSYM_MIN_VERSION_STR " or later",
+                 v && v->version ? v->version : "unknown");
+        load_err = -ELIBACC;
         return;
+    }
     e = dlerror();
     snprintf(load_why, sizeof(load_why), "%s", e ? e : CURLSYM_SONAME ": a function is missing");
     load_err = -ELIBACC;

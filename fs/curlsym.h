@@ -16,7 +16,8 @@
  * written once inside it and read-only after, so calls through it need no
  * lock.
  * Errors: curlsym_load() returns -ELIBACC when libcurl.so.4 cannot be
- * loaded or lacks a function, with dlerror()'s text.
+ * loaded or lacks a function, with dlerror()'s text, or is older than
+ * CURLSYM_MIN_VERSION.
  */
 #ifndef NPYFS_FS_CURLSYM_H
 #define NPYFS_FS_CURLSYM_H
@@ -25,6 +26,14 @@
 
 /* The soname of every libcurl 7.x and 8.x (ABI 4, stable since 2006). */
 #define CURLSYM_SONAME "libcurl.so.4"
+
+/* The oldest libcurl npyfs takes (0xXXYYZZ for X.Y.Z), and why: before
+ * 7.85.0 CURLOPT_PROTOCOLS_STR and CURLOPT_REDIR_PROTOCOLS_STR are unknown,
+ * and before 7.75.0 CURLOPT_AWS_SIGV4: setopt fails on them, and a transfer
+ * would follow a redirect to any protocol, or send S3 keys unsigned (as
+ * Basic credentials). Such a libcurl is refused at load. */
+#define CURLSYM_MIN_VERSION 0x075500
+#define CURLSYM_MIN_VERSION_STR "7.85.0"
 
 /* The functions npyfs calls, each with the type <curl/curl.h> declares it
  * with; member X holds curl_X. Valid once curlsym_load() returned 0. */
@@ -43,6 +52,7 @@ struct curlsym_table {
     __typeof__(curl_share_setopt) *share_setopt;
     __typeof__(curl_slist_append) *slist_append;
     __typeof__(curl_slist_free_all) *slist_free_all;
+    __typeof__(curl_version_info) *version_info;
 };
 
 /* Written by curlsym_load() only. */
@@ -51,8 +61,9 @@ extern struct curlsym_table curlsym_table;
 /* Load libcurl.so.4 and fill curlsym_table, once per process; later calls
  * return the first one's result. Returns 0, or -ELIBACC with *why (may be
  * NULL) set to dlerror()'s text ("libcurl.so.4: cannot open shared object
- * file: No such file or directory"; a static string, valid for the life
- * of the process). Thread-safe. curl_global_init() is the caller's. */
+ * file: No such file or directory") or to the version refused ("version
+ * 7.74.0; npyfs needs 7.85.0 or later"): a static string, valid for the
+ * life of the process. Thread-safe. curl_global_init() is the caller's. */
 int curlsym_load(const char **why);
 
 /* The libcurl names at the call sites, through the table. The three
@@ -75,5 +86,6 @@ int curlsym_load(const char **why);
 #define curl_share_setopt curlsym_table.share_setopt
 #define curl_slist_append curlsym_table.slist_append
 #define curl_slist_free_all curlsym_table.slist_free_all
+#define curl_version_info curlsym_table.version_info
 
 #endif

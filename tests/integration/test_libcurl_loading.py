@@ -9,7 +9,12 @@ http://, https:// or s3:// source is opened. Shown here:
 - with libcurl.so.4 unloadable (an empty file bound over it in a private
   mount namespace; needs root), local commands still work, and a URL
   source fails with one line that says libcurl is missing and what needs
-  it, exit status 1, nothing mounted.
+  it, exit status 1, nothing mounted;
+- a libcurl older than 7.85.0 (a stand-in library built here that says it
+  is 7.74.0, bound over the real one the same way) is refused the same
+  way, with the version found and the one needed: before 7.85.0 libcurl
+  ignores the options that keep redirects to http(s), and before 7.75.0
+  the one that signs S3 requests.
 """
 
 import os
@@ -86,10 +91,10 @@ def libcurl_files():
     return sorted({os.path.realpath(p) for p in paths})
 
 
-def without_libcurl(cmd):
+def without_libcurl(cmd, stand_in="/dev/null"):
     """cmd run in a private mount namespace where every libcurl.so.4 the
-    loader could find is an empty file."""
-    binds = " && ".join(f"mount --bind /dev/null '{p}'" for p in libcurl_files())
+    loader could find is an empty file (or stand_in)."""
+    binds = " && ".join(f"mount --bind '{stand_in}' '{p}'" for p in libcurl_files())
     script = (binds + " && " if binds else "") + 'exec "$@"'
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
             *[str(c) for c in cmd]]
@@ -113,4 +118,41 @@ def test_without_libcurl_local_works_url_says_why(npyfs_bin, archive, tmp_path):
         assert len(err.strip().splitlines()) == 1, err
         assert re.fullmatch(r"npyfs: cannot load libcurl \(.*libcurl\.so\.4.*\): "
                             r"needed for http://, https:// and s3:// sources\n", err), err
+    assert not os.path.ismount(target)
+
+
+# Every function npyfs resolves, and a curl_version_info() that says 7.74.0
+# (its struct begins: age, version string, version number).
+OLD_LIBCURL_C = r"""
+struct version_info { int age; const char *version; unsigned int version_num; char rest[512]; };
+static struct version_info v = {10, "7.74.0", 0x074a00};
+struct version_info *curl_version_info(int which) { (void)which; return &v; }
+"""
+CURL_FUNCS = ("easy_cleanup", "easy_getinfo", "easy_init", "easy_perform", "easy_reset",
+              "easy_setopt", "easy_strerror", "getdate", "global_init", "share_cleanup",
+              "share_init", "share_setopt", "slist_append", "slist_free_all")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace needs root")
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare(1) is missing")
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler for the stand-in")
+def test_old_libcurl_refused(npyfs_bin, archive, tmp_path):
+    src, arrs = archive
+    c = tmp_path / "oldcurl.c"
+    c.write_text(OLD_LIBCURL_C + "".join(f"void curl_{f}(void) {{}}\n" for f in CURL_FUNCS))
+    so = tmp_path / "libcurl.so.4"
+    run(["cc", "-shared", "-fPIC", "-o", so, c], timeout=60, check=True)
+    r = run(without_libcurl([npyfs_bin, "ls", src], stand_in=so), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert b"a.npy\t<f8\t(300000,)" in r.stdout, r.stdout
+    target = tmp_path / "mnt"
+    target.mkdir()
+    for cmd in ([npyfs_bin, "ls", "http://127.0.0.1:1/w.npz"],
+                [npyfs_bin, "ls", "s3://bucket/w.npz"],
+                [npyfs_bin, "mount", "-f", "https://127.0.0.1:1/w.npz", target]):
+        r = run(without_libcurl(cmd, stand_in=so), timeout=60, env=clean_env())
+        err = r.stderr.decode()
+        assert r.returncode == 1, (cmd, r.returncode, err)
+        assert err == ("npyfs: cannot load libcurl (version 7.74.0; npyfs needs 7.85.0 or "
+                       "later): needed for http://, https:// and s3:// sources\n"), err
     assert not os.path.ismount(target)
