@@ -161,6 +161,16 @@ static void parse_mount_args(int argc, char **argv, struct mount_args *ma)
         usage_die("mount needs SOURCE and MOUNTPOINT");
     if (ma->opts.index_out)
         usage_die("-o index_out= applies to npyfs index, not to a mount");
+    /* A trailing slash asks for a directory: "data.npz/" is refused as the
+     * system refuses it (ENOTDIR), before absolute_source() drops it. */
+    for (int i = 0; i < npos - 1; i++) {
+        size_t n = strlen(pos[i]);
+        struct stat st;
+        if (!bsrc_is_url(pos[i]) && n && pos[i][n - 1] == '/' && stat(pos[i], &st) < 0) {
+            cli_report_open_error(pos[i], -errno, 0, NULL);
+            exit(1);
+        }
+    }
     /* absolute, as /proc/mounts (the fsname) and stats show them; a URL
      * as given */
     for (int i = 0; i < npos - 1; i++)

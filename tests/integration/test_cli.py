@@ -20,6 +20,7 @@ and members npyfs cannot decode.
 import errno
 import os
 import re
+import shutil
 import subprocess
 import time
 import zipfile
@@ -230,6 +231,27 @@ def test_missing_source(npyfs_bin, tmp_path):
     # Foreground mode fails the same way, promptly.
     _expect_mount_error(npyfs_bin, tmp_path / "does_not_exist.npz", mnt,
                         "does_not_exist.npz", extra=("-f",))
+
+
+def test_trailing_slash_on_archive(npyfs_bin, small_npz, tmp_path):
+    """A slash after an archive's name asks for a directory: refused with
+    ENOTDIR's words, as ls(1) and `npyfs ls` refuse it; a directory with
+    a slash after it mounts."""
+    src = tmp_path / "d" / "a.npz"
+    src.parent.mkdir()
+    shutil.copy(small_npz, src)
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    for given in (f"{src}/", f"{src}//"):
+        _expect_mount_error(npyfs_bin, given, mnt, f"{given}: Not a directory")
+        r = run([npyfs_bin, "ls", given], timeout=30)
+        assert r.returncode == 1 and b"Not a directory" in r.stderr, r.stderr
+    r = run([npyfs_bin, "mount", f"{src.parent}/", mnt], timeout=30)
+    try:
+        assert r.returncode == 0, r.stderr
+        assert guarded(os.listdir, mnt, timeout=30) == ["a.npz"]
+    finally:
+        cleanup_background(mnt)
 
 
 def test_not_an_archive(npyfs_bin, tmp_path):
