@@ -266,14 +266,13 @@ struct indexdir_writer {
     int fd;
 };
 
-/* The codec's write callback: pwrite all of buf at off. */
-static int fd_write(void *ctx, const void *buf, size_t len, uint64_t off)
+/* Contract in indexdir.h. */
+int indexdir_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 {
-    const struct indexdir_writer *iw = ctx;
     const unsigned char *p = buf;
 
     while (len) {
-        ssize_t n = pwrite(iw->fd, p, len, (off_t)off);
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -283,6 +282,14 @@ static int fd_write(void *ctx, const void *buf, size_t len, uint64_t off)
         off += (uint64_t)n;
     }
     return 0;
+}
+
+/* The codec's write callback: pwrite all of buf at off. */
+static int fd_write(void *ctx, const void *buf, size_t len, uint64_t off)
+{
+    const struct indexdir_writer *iw = ctx;
+
+    return indexdir_pwrite_all(iw->fd, buf, len, off);
 }
 
 /* Contract in indexdir.h. */

@@ -112,6 +112,11 @@ const char *indexdir_path(const struct indexdir *d);
  * 0 or -ENOMEM. */
 int indexdir_file_path(const struct indexdir *d, const struct dfx_store_key *key, char **out);
 
+/* Write all len bytes of buf at off in fd (pwrite again after a short
+ * write or EINTR). 0, a negative errno, or -EIO if pwrite wrote nothing.
+ * For the index codec's write callbacks here and in indexer.c. */
+int indexdir_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+
 /*
  * An index file being written: indexdir_begin() creates the temporary file
  * for key in d (d and key, with its strings, must outlive the writer) and

@@ -1408,21 +1408,10 @@ struct pub_out {
 static int pub_write(void *ctx, const void *buf, size_t len, uint64_t off)
 {
     struct pub_out *o = ctx;
-    const char *p = buf;
 
     if (off + len > o->end)
         o->end = off + len;
-    while (len) {
-        ssize_t n = pwrite(o->fd, p, len, (off_t)(o->base + off));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EIO;
-        p += n;
-        len -= (size_t)n;
-        off += (uint64_t)n;
-    }
-    return 0;
+    return indexdir_pwrite_all(o->fd, buf, len, o->base + off);
 }
 
 /* Write the published index of a (every member worth a saved file, each
