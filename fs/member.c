@@ -436,12 +436,37 @@ int member_chunk_cached(struct archive *a, struct archive_member *m, struct cach
     return *out ? 0 : 1;
 }
 
+/* Wait for a wake(), listed as w (from the first call on: *waiting).
+ * m->lock held. */
+static void waiter_wait(struct archive_member *m, struct member_waiter *w, bool *waiting)
+{
+    if (!*waiting) {
+        pthread_cond_init(&w->cv, NULL);
+        w->next = m->waiters;
+        m->waiters = w;
+        *waiting = true;
+    }
+    pthread_cond_wait(&w->cv, &m->lock);
+}
+
+/* Done waiting: unlist w if waiter_wait() listed it. m->lock held. */
+static void waiter_done(struct archive_member *m, struct member_waiter *w, bool waiting)
+{
+    struct member_waiter **pp;
+
+    if (!waiting)
+        return;
+    for (pp = &m->waiters; *pp != w; pp = &(*pp)->next)
+        ;
+    *pp = w->next;
+    pthread_cond_destroy(&w->cv);
+}
+
 /* Contract in member.h. */
 void member_wait_decoded(struct archive_member *m, struct cache *c, uint64_t idx)
 {
     uint64_t target = idx * FS_CHUNK_SIZE;
     struct member_waiter w = {.target = target};
-    struct member_waiter **pp;
     bool waiting = false;
 
     pthread_mutex_lock(&m->lock);
@@ -453,20 +478,9 @@ void member_wait_decoded(struct archive_member *m, struct cache *c, uint64_t idx
         }
         if (!busy_covers(m, target))
             break;
-        if (!waiting) {
-            pthread_cond_init(&w.cv, NULL);
-            w.next = m->waiters;
-            m->waiters = &w;
-            waiting = true;
-        }
-        pthread_cond_wait(&w.cv, &m->lock);
+        waiter_wait(m, &w, &waiting);
     }
-    if (waiting) {
-        for (pp = &m->waiters; *pp != &w; pp = &(*pp)->next)
-            ;
-        *pp = w.next;
-        pthread_cond_destroy(&w.cv);
-    }
+    waiter_done(m, &w, waiting);
     pthread_mutex_unlock(&m->lock);
 }
 
@@ -477,7 +491,6 @@ int member_chunk(struct archive *a, struct archive_member *m, struct cache *c, u
     uint64_t target = idx * FS_CHUNK_SIZE;
     struct member_waiter w = {.target = target};
     struct dfx_reader *r = NULL;
-    struct member_waiter **pp;
     bool waiting = false, prepared = false;
     struct member_busy busy;
     int ret = 0;
@@ -506,20 +519,9 @@ int member_chunk(struct archive *a, struct archive_member *m, struct cache *c, u
             pthread_mutex_lock(&m->lock);
             continue;
         }
-        if (!waiting) {
-            pthread_cond_init(&w.cv, NULL);
-            w.next = m->waiters;
-            m->waiters = &w;
-            waiting = true;
-        }
-        pthread_cond_wait(&w.cv, &m->lock);
+        waiter_wait(m, &w, &waiting);
     }
-    if (waiting) {
-        for (pp = &m->waiters; *pp != &w; pp = &(*pp)->next)
-            ;
-        *pp = w.next;
-        pthread_cond_destroy(&w.cv);
-    }
+    waiter_done(m, &w, waiting);
     if (*out) {
         pthread_mutex_unlock(&m->lock);
         return 0;
