@@ -124,7 +124,9 @@ struct dfx_point {
     int bits;              /* 0-7 bits taken from byte in-1 */
     uint32_t window_len;   /* <= DFX_WINDOW_SIZE; shorter near a member start */
     enum wkind kind;
-    unsigned char *mem;    /* W_RAW, W_ZIP: owned, freed when the window goes */
+    unsigned char *mem;    /* W_RAW, W_ZIP: owned, freed when the window goes;
+                            * W_FILE: NULL, or a copy of its zlen bytes
+                            * (dfx_index_cache_windows()), charged alike */
     uint64_t woff;         /* W_FILE, W_SUNK */
     uint32_t zlen;         /* W_ZIP, W_FILE, W_SUNK */
     uint32_t wcrc;         /* W_FILE, W_SUNK: CRC-32 of the raw window */
@@ -154,7 +156,7 @@ struct dfx_index {
     bool has_sink;         /* protected by lock: new windows go to sink */
     struct dfx_sink sink;  /* protected by lock */
     unsigned thin;         /* protected by lock: memory windows only at i % 2^thin == 0 */
-    uint64_t mem_bytes;    /* protected by lock: bytes of W_RAW/W_ZIP windows (charged) */
+    uint64_t mem_bytes;    /* protected by lock: bytes of memory windows (mem_cost(), charged) */
     struct fetch_src *fetch;   /* protected by lock: where W_FILE windows are, or NULL */
     struct fetch_src *retired; /* protected by lock: replaced sources, released at free */
     unsigned mark_fails;   /* protected by lock: fruitless searches for a boundary in a row */
@@ -206,7 +208,7 @@ struct dfx_reader {
  * without the lock (grab_locked(), grab_history()). */
 struct grab {
     struct dfx_point p;    /* copy: p.mem is not ours */
-    unsigned char *z;      /* W_ZIP: owned copy of the compressed bytes */
+    unsigned char *z;      /* W_ZIP, W_FILE held in memory: owned copy of the compressed bytes */
     struct fetch_src *src; /* W_FILE: the source (lives until dfx_index_free()) */
 };
 
@@ -238,7 +240,9 @@ static bool usable(const struct dfx_point *p)
 /* Bytes a memory window costs against the budget (0 for other kinds). */
 static uint64_t mem_cost(const struct dfx_point *p)
 {
-    return p->kind == W_RAW ? p->window_len : p->kind == W_ZIP ? p->zlen : 0;
+    if (p->kind == W_RAW)
+        return p->window_len;
+    return p->kind == W_ZIP || (p->kind == W_FILE && p->mem) ? p->zlen : 0;
 }
 
 static bool budget_take(struct dfx_budget *b, uint64_t n)
@@ -262,7 +266,8 @@ static void budget_give(struct dfx_budget *b, uint64_t n)
 }
 
 /* Drop p's memory window (freed, given back to the budget): the point stays,
- * without a usable window. Caller holds the lock. */
+ * without a usable window, or (W_FILE) with its window in the file only.
+ * Caller holds the lock. */
 static void drop_mem_locked(struct dfx_index *ix, struct dfx_point *p)
 {
     uint64_t cost = mem_cost(p);
@@ -271,7 +276,8 @@ static void drop_mem_locked(struct dfx_index *ix, struct dfx_point *p)
     budget_give(ix->st.budget, cost);
     free(p->mem);
     p->mem = NULL;
-    p->kind = W_LOST;
+    if (p->kind != W_FILE)
+        p->kind = W_LOST;
 }
 
 /* Free the memory windows of a point array that leaves the index (charges
@@ -308,7 +314,7 @@ static bool thin_locked(struct dfx_index *ix)
 
         for (size_t i = 1; i < ix->npts; i++) {
             struct dfx_point *q = &ix->pts[i];
-            if (i % step != 0 && (q->kind == W_RAW || q->kind == W_ZIP)) {
+            if (i % step != 0 && mem_cost(q)) {
                 freed += mem_cost(q);
                 drop_mem_locked(ix, q);
             }
@@ -726,6 +732,12 @@ static int grab_locked(struct dfx_index *ix, size_t i, struct grab *g, unsigned 
         memcpy(g->z, p->mem, p->zlen);
     } else if (p->kind == W_FILE) {
         g->src = ix->fetch;
+        if (p->mem) { /* held in memory: no fetch, the same check */
+            g->z = malloc(p->zlen);
+            if (!g->z)
+                return -ENOMEM;
+            memcpy(g->z, p->mem, p->zlen);
+        }
     }
     return 0;
 }
@@ -740,7 +752,7 @@ static int grab_history(struct grab *g, unsigned char *hist)
     int ret = 0;
 
     g->z = NULL;
-    if (g->p.kind == W_FILE) {
+    if (g->p.kind == W_FILE && !z) {
         z = malloc(g->p.zlen);
         if (!z)
             return -ENOMEM;
@@ -769,10 +781,8 @@ static void drop_grabbed(struct dfx_index *ix, const struct grab *g)
     p = &ix->pts[find_point_locked(ix, g->p.out)];
     if (p->out == g->p.out && p->kind == g->p.kind &&
         (p->kind == W_FILE ? ix->fetch == g->src : p->mem == g->p.mem)) {
-        if (p->kind == W_FILE)
-            p->kind = W_LOST;
-        else
-            drop_mem_locked(ix, p);
+        drop_mem_locked(ix, p);
+        p->kind = W_LOST;
     }
     pthread_mutex_unlock(&ix->lock);
 }
@@ -1911,6 +1921,65 @@ int dfx_index_import(struct dfx_index *ix, const struct dfx_xpoint *pts, size_t 
         free(src);
     }
     return ret;
+}
+
+/* Contract in dfx_internal.h. */
+size_t dfx_index_cache_windows(struct dfx_index *ix, uint64_t max, const atomic_bool *stop)
+{
+    uint64_t held = 0, next = 0; /* next: output offset of the next point to look at */
+    size_t done = 0;
+
+    for (;;) {
+        struct fetch_src *src;
+        struct dfx_point p = {0}, *q;
+        unsigned char *z;
+        size_t i;
+        bool kept = false, full = false;
+
+        if (stop && atomic_load(stop))
+            break;
+        pthread_mutex_lock(&ix->lock);
+        i = ix->npts ? find_point_locked(ix, next) : 0;
+        if (i < ix->npts && ix->pts[i].out < next)
+            i++;
+        while (i < ix->npts && !(ix->pts[i].kind == W_FILE && !ix->pts[i].mem &&
+                                 i % ((uint64_t)1 << ix->thin) == 0))
+            i++;
+        src = ix->fetch;
+        if (i < ix->npts)
+            p = ix->pts[i];
+        pthread_mutex_unlock(&ix->lock);
+        if (i >= ix->npts || !src || held + p.zlen > max)
+            break;
+        next = p.out + 1;
+        z = malloc(p.zlen);
+        if (!z || src->f.read(src->f.ctx, z, p.zlen, p.woff) < 0) {
+            free(z);
+            break;
+        }
+        /* still that point, with that window, from that file? */
+        pthread_mutex_lock(&ix->lock);
+        q = &ix->pts[find_point_locked(ix, p.out)];
+        if (q->out == p.out && q->kind == W_FILE && !q->mem && ix->fetch == src &&
+            q->woff == p.woff && q->zlen == p.zlen) {
+            full = !budget_take(ix->st.budget, p.zlen);
+            if (!full) {
+                q->mem = z;
+                ix->mem_bytes += p.zlen;
+                kept = true;
+            }
+        }
+        pthread_mutex_unlock(&ix->lock);
+        if (!kept)
+            free(z);
+        if (full)
+            break;
+        if (kept) {
+            held += p.zlen;
+            done++;
+        }
+    }
+    return done;
 }
 
 /* Contract in dfx_internal.h. */

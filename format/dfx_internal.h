@@ -11,7 +11,10 @@
  *   from a twin index (dfx_index_adopt()); charged to the stream's budget
  *   (dfx.h) and dropped again when the recording index thins its windows;
  * - in an index file (imported by dfx_index_import()): fetched through the
- *   index's struct dfx_fetch when a reader starts there, costing no memory;
+ *   index's struct dfx_fetch when a reader starts there, costing no memory,
+ *   unless dfx_index_cache_windows() read a copy of its compressed bytes
+ *   into memory (charged to the budget; a thinning index frees the copy and
+ *   the window is fetched again);
  * - written out (an index builder with a sink): in the file being written,
  *   not readable through this index;
  * - dropped: the point stays in the array (so positions and spacing stay
@@ -115,6 +118,18 @@ int dfx_index_window(struct dfx_index *ix, uint64_t out, unsigned char *buf, uin
  */
 int dfx_index_import(struct dfx_index *ix, const struct dfx_xpoint *pts, size_t n,
                      uint64_t total, const struct dfx_fetch *fetch);
+
+/*
+ * Read the compressed windows of points whose window is in the index file
+ * into memory, in the order of the points, so that a reader starting there
+ * needs no fetch: until max bytes are held this way, the budget refuses one,
+ * stop (may be NULL) is raised, or a fetch fails. A copy is checked when a
+ * reader uses it, as a fetched window is (its CRC-32). Only points the
+ * index's thinning lets keep a memory window are read. Thread-safe, while
+ * readers run; never holds the lock while it reads. Returns how many it
+ * read.
+ */
+size_t dfx_index_cache_windows(struct dfx_index *ix, uint64_t max, const atomic_bool *stop);
 
 /*
  * Move the points of a complete twin index (same stream, same budget, no

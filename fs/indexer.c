@@ -372,6 +372,49 @@ static bool load_published(struct indexer *x, struct archive_member *m)
     return true;
 }
 
+/* Reading the windows of a member's loaded index file into memory, as a
+ * job of the opener pool (dfx_index_cache_windows()): a random read then
+ * starts without reading the file (a disk read, or worse on a network home
+ * directory). Windows loaded so take at most half of index_mem, so that
+ * points recorded by reads keep room; under pressure the index frees the
+ * copies first-come, and the windows are read from the file again. */
+struct cache_job {
+    struct defer_job job; /* first */
+    struct indexer *x;
+    struct archive_member *m;
+};
+
+static void cache_job_run(struct defer_job *j)
+{
+    struct cache_job *c = (struct cache_job *)j;
+    uint64_t half = fs_window_budget.limit / 2, used = atomic_load(&fs_window_budget.used);
+
+    if (used < half)
+        dfx_index_cache_windows(c->m->ix, half - used, &c->x->stop);
+    free(c);
+}
+
+static void cache_job_cancel(struct defer_job *j)
+{
+    free(j);
+}
+
+/* Queue the job for m (nothing without a pool: `npyfs index` reads no
+ * member at random). */
+static void cache_windows_later(struct indexer *x, struct archive_member *m)
+{
+    struct cache_job *c;
+
+    if (!x->defer || !m->ix || atomic_load(&x->stop) || !(c = malloc(sizeof(*c))))
+        return;
+    c->job.run = cache_job_run;
+    c->job.cancel = cache_job_cancel;
+    c->x = x;
+    c->m = m;
+    if (defer_submit(x->defer, &c->job) < 0)
+        free(c);
+}
+
 /* Try the saved file for m, then its file in the published index; true
  * if its points are now in m->ix (a stored member: its table in m). A
  * table in the file is published in m. *spacing (may be NULL) gets the
@@ -402,6 +445,8 @@ static bool load_file(struct indexer *x, struct archive_member *m, uint64_t *spa
     if (ret == 0)
         fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index loaded from %s\n", x->a->name,
                  m->name, path ? path : indexdir_path(x->dir));
+    if (ret == 0)
+        cache_windows_later(x, m);
     if (ret == 0 && m->ix && built != x->spacing)
         fuse_log(FUSE_LOG_DEBUG, "npyfs: %s: member '%s': the saved index was built with "
                  "spacing %" PRIu64 "K, this mount's is %" PRIu64 "K: used as it is\n",

@@ -338,3 +338,63 @@ def test_full_index_dir(npyfs_bin, mount, tmp_path, archive):
         assert list(full.iterdir()) == [], "a failed save left files behind"
     finally:
         run(["umount", "-l", str(full)], timeout=30)
+
+
+def stats_json(npyfs_bin, mnt):
+    import json
+    r = run([npyfs_bin, "stats", "--json", mnt], timeout=30)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_saved_windows_read_into_memory(npyfs_bin, mount, tmp_path, archive):
+    """A loaded index file's windows are read into memory (within half of
+    index_mem, shown by `npyfs stats`), so random reads start from them
+    without reading the file: with the file zeroed in place after they
+    were read, every read is exact and decodes no more than a read whose
+    windows all work (about half a spacing and a chunk); a fetched window
+    would no longer check, its point would be dropped, and reads would
+    decode from far before their offset."""
+    src, arrays = archive
+    idx = tmp_path / "idx"
+    assert npyfs_index(npyfs_bin, "-o", f"index_dir={idx}", src).returncode == 0
+    mnt = mount(src, f"index_dir={idx}", "index_mem=8M")
+    want = arrays["big"]
+    hdr = os.path.getsize(mnt / "big.npy") - want.nbytes  # opens it: the index loads
+    deadline, held, last = time.monotonic() + 60, 0, -1
+    while time.monotonic() < deadline:  # until the job is done: no change for 0.5 s
+        held = stats_json(npyfs_bin, mnt)["index_windows"]["bytes"]
+        if held and held == last:
+            break
+        last = held
+        time.sleep(0.5)
+    assert 0 < held <= 4 << 20, held
+    for f in index_files(idx):
+        size = f.stat().st_size
+        with open(f, "r+b") as fh:
+            fh.write(bytes(size))
+    before = stats_json(npyfs_bin, mnt)
+    rng = np.random.default_rng(7)
+    n = 12
+    # from the end back: no read can go on from where the one before stopped
+    offsets = sorted(rng.choice(want.nbytes // 4096, n, replace=False) * 4096 + hdr,
+                     reverse=True)
+    expect = want.view(np.uint8)
+
+    def reads():
+        fd = os.open(mnt / "big.npy", os.O_RDONLY)
+        try:
+            for off in offsets:
+                got = os.pread(fd, 64, int(off))
+                assert got == expect[off - hdr:off - hdr + 64].tobytes(), off
+        finally:
+            os.close(fd)
+        return True
+    assert in_child(reads, timeout=120)
+    after = stats_json(npyfs_bin, mnt)
+    assert after["read_errors"] == before["read_errors"]
+    per_read = (after["bytes_decompressed"] - before["bytes_decompressed"]) / n
+    # spacing 256K: about 128K, and the chunks the kernel asked for (some
+    # 400K here); without the windows, megabytes from the member's start
+    assert per_read <= 1 << 20, per_read
+    assert after["index_windows"]["bytes"] == held

@@ -657,12 +657,14 @@ struct memfetch {
     unsigned char *p;
     size_t len;
     int released;
+    size_t reads;
 };
 
 static int memfetch_read(void *ctx, unsigned char *buf, uint32_t len, uint64_t off)
 {
     struct memfetch *m = ctx;
 
+    m->reads++;
     if (off > m->len || m->len - off < len)
         return -EIO;
     memcpy(buf, m->p + off, len);
@@ -988,6 +990,100 @@ static void check_load_releases_windows(uint64_t *s)
     fixture_destroy(&f);
 }
 
+/* A fresh index of f's stream with the points pts imported (windows
+ * through fetch). */
+static struct dfx_index *imported(struct fixture *f, const struct dfx_xpoint *pts, size_t n,
+                                  uint64_t total, const struct dfx_fetch *fetch)
+{
+    struct dfx_index *ix = NULL;
+
+    CHECK_EQ(dfx_index_new(&f->st, SPACING, &ix), 0);
+    CHECK(ix && dfx_index_import(ix, pts, n, total, fetch) == 0);
+    return ix;
+}
+
+/* dfx_index_cache_windows(): the windows of an imported index are read
+ * into memory within max and the budget (charged, and given back with the
+ * index), then readers start from them without a fetch; a stop flag
+ * stops it; a window that is bad in the file is as bad in memory: a
+ * reader drops it at first use and reads stay exact. */
+static void check_cache_windows(uint64_t *s)
+{
+    struct fixture f;
+    struct dfx_budget budget = {.limit = 64u << 20};
+    struct dfx_index *built, *ix;
+    struct dfx_xpoint *pts = NULL;
+    struct memfetch mf = {0};
+    struct dfx_fetch fetch = {memfetch_read, NULL, &mf};
+    unsigned char raw[DFX_WINDOW_SIZE];
+    size_t n = 0, wins = 0, second = 0, usable;
+    uint64_t total = 0, wb, first2 = 0;
+    uint32_t len;
+    atomic_bool stop = true;
+
+    CHECK(fixture_init(&f, 3u << 20, 2, DFX_RAW, s) == 0);
+    built = built_index(&f, false);
+    CHECK(built && dfx_index_export(built, &pts, &n, &total) == 0 && n >= 4);
+    if (!built || n < 4 || windows_to_mem(built, pts, n, &mf) < 0)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        if (!pts[i].window_len)
+            continue;
+        if (++wins <= 2)
+            first2 += pts[i].zlen;
+        if (wins == 2)
+            second = i;
+    }
+    f.st.budget = &budget;
+
+    ix = imported(&f, pts, n, total, &fetch);
+    mf.reads = 0;
+    CHECK_EQ(dfx_index_cache_windows(ix, UINT64_MAX, NULL), wins);
+    CHECK_EQ(mf.reads, wins);
+    dfx_index_memory(ix, &usable, &wb);
+    CHECK(wb > 0 && usable == n);
+    CHECK_EQ(atomic_load(&budget.used), wb);
+    CHECK_EQ(dfx_index_cache_windows(ix, UINT64_MAX, NULL), 0); /* all in already */
+    mf.reads = 0;
+    CHECK_EQ(random_extracts(ix, &f, s, 20), 0);
+    CHECK_EQ(mf.reads, 0); /* not one fetch */
+    dfx_index_free(ix);
+    CHECK_EQ(atomic_load(&budget.used), 0);
+
+    ix = imported(&f, pts, n, total, &fetch); /* within max */
+    CHECK_EQ(dfx_index_cache_windows(ix, first2, NULL), 2);
+    CHECK_EQ(atomic_load(&budget.used), first2);
+    CHECK_EQ(dfx_index_cache_windows(ix, 0, &stop), 0); /* stopped */
+    mf.reads = 0;
+    CHECK_EQ(random_extracts(ix, &f, s, 20), 0);
+    CHECK(mf.reads > 0); /* the other windows are fetched */
+    dfx_index_free(ix);
+
+    budget.limit = first2; /* within the budget */
+    ix = imported(&f, pts, n, total, &fetch);
+    CHECK_EQ(dfx_index_cache_windows(ix, UINT64_MAX, NULL), 2);
+    CHECK_EQ(atomic_load(&budget.used), first2);
+    dfx_index_free(ix);
+    budget.limit = 64u << 20;
+
+    mf.p[pts[second].woff + pts[second].zlen / 2] ^= 0x55; /* bad in the file */
+    ix = imported(&f, pts, n, total, &fetch);
+    CHECK_EQ(dfx_index_cache_windows(ix, UINT64_MAX, NULL), wins);
+    CHECK_EQ(dfx_index_window(ix, pts[second].out, raw, &len), -EIO);
+    CHECK_EQ(dfx_index_window(ix, pts[second].out, raw, &len), -ENOENT); /* dropped */
+    dfx_index_memory(ix, &usable, &wb);
+    CHECK_EQ(usable, n - 1);
+    CHECK_EQ(atomic_load(&budget.used), wb); /* its copy given back */
+    CHECK_EQ(random_extracts(ix, &f, s, 20), 0);
+    dfx_index_free(ix);
+    CHECK_EQ(atomic_load(&budget.used), 0);
+out:
+    free(pts);
+    free(mf.p);
+    dfx_index_free(built);
+    fixture_destroy(&f);
+}
+
 /* Files record the archive's path (not part of the key: another path, or
  * none, finds the same file); a path too long is not recorded. */
 static void check_path_recorded(uint64_t *s)
@@ -1111,6 +1207,7 @@ int main(void)
     check_stale(&s);
     check_foreign(&s);
     check_refusals(&s);
+    check_cache_windows(&s);
     check_write_errors(&s);
     check_damaged_files(&s);
     check_stored(&s);
