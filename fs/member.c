@@ -452,6 +452,23 @@ static void waiter_wait(struct archive_member *m, struct member_waiter *w, bool 
     pthread_cond_wait(&w->cv, &m->lock);
 }
 
+/* A reader that must wait for a decoder: the first time, make fresh chunks
+ * ready for it instead (their page faults would otherwise be its work) and
+ * return, so the caller looks again; then wait (waiter_wait()). m->lock
+ * held; dropped while preparing. */
+static void await_decoder(struct archive_member *m, struct cache *c, struct member_waiter *w,
+                          bool *waiting, bool *prepared)
+{
+    if (*prepared) {
+        waiter_wait(m, w, waiting);
+        return;
+    }
+    *prepared = true;
+    pthread_mutex_unlock(&m->lock);
+    cache_prepare(c, FS_PREPARE_CHUNKS);
+    pthread_mutex_lock(&m->lock);
+}
+
 /* Done waiting: unlist w if waiter_wait() listed it. m->lock held. */
 static void waiter_done(struct archive_member *m, struct member_waiter *w, bool waiting)
 {
@@ -481,14 +498,7 @@ void member_wait_decoded(struct archive_member *m, struct cache *c, uint64_t idx
         }
         if (!busy_covers(m, target))
             break;
-        if (!prepared) { /* as member_chunk() does before it waits */
-            prepared = true;
-            pthread_mutex_unlock(&m->lock);
-            cache_prepare(c, FS_PREPARE_CHUNKS);
-            pthread_mutex_lock(&m->lock);
-            continue;
-        }
-        waiter_wait(m, &w, &waiting);
+        await_decoder(m, c, &w, &waiting, &prepared);
     }
     waiter_done(m, &w, waiting);
     pthread_mutex_unlock(&m->lock);
@@ -519,17 +529,7 @@ int member_chunk(struct archive *a, struct archive_member *m, struct cache *c, u
             if (r || !busy_near(m, target))
                 break;
         }
-        if (!waiting && !prepared) {
-            /* About to wait for a decoder: make fresh chunks ready for it
-             * meanwhile (their page faults would otherwise be its work),
-             * then look again. */
-            prepared = true;
-            pthread_mutex_unlock(&m->lock);
-            cache_prepare(c, FS_PREPARE_CHUNKS);
-            pthread_mutex_lock(&m->lock);
-            continue;
-        }
-        waiter_wait(m, &w, &waiting);
+        await_decoder(m, c, &w, &waiting, &prepared);
     }
     waiter_done(m, &w, waiting);
     if (*out) {
