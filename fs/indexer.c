@@ -372,47 +372,100 @@ static bool load_published(struct indexer *x, struct archive_member *m)
     return true;
 }
 
-/* Reading the windows of a member's loaded index file into memory, as a
- * job of the opener pool (dfx_index_cache_windows()): a random read then
- * starts without reading the file (a disk read, or worse on a network home
+/* Reading the windows of a member's loaded index file into memory, in the
+ * opener pool (dfx_index_cache_windows()): a random read then starts
+ * without reading the file (a disk read, or worse on a network home
  * directory). Windows loaded so take at most half of index_mem, so that
  * points recorded by reads keep room; under pressure the index frees the
- * copies first-come, and the windows are read from the file again. */
-struct cache_job {
-    struct defer_job job; /* first */
+ * copies, and the windows are read from the file again. One job at a time
+ * for the whole process drains a queue of members, so that reading windows
+ * never holds more than one of the pool's threads, which opens need. */
+struct cache_entry {
+    struct cache_entry *next;
     struct indexer *x;
     struct archive_member *m;
 };
 
-static void cache_job_run(struct defer_job *j)
-{
-    struct cache_job *c = (struct cache_job *)j;
-    uint64_t half = fs_window_budget.limit / 2, used = atomic_load(&fs_window_budget.used);
+static pthread_mutex_t caching_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct cache_entry *caching_queue; /* protected by caching_lock: oldest first */
+static bool caching_job_queued;           /* protected by caching_lock */
 
-    if (used < half)
-        dfx_index_cache_windows(c->m->ix, half - used, &c->x->stop);
-    free(c);
+/* Empty the queue (the pool is stopping, or did not take the job). */
+static void caching_clear(void)
+{
+    struct cache_entry *e;
+
+    pthread_mutex_lock(&caching_lock);
+    e = caching_queue;
+    caching_queue = NULL;
+    caching_job_queued = false;
+    pthread_mutex_unlock(&caching_lock);
+    while (e) {
+        struct cache_entry *next = e->next;
+        free(e);
+        e = next;
+    }
 }
 
-static void cache_job_cancel(struct defer_job *j)
+static void caching_run(struct defer_job *j)
 {
+    for (;;) {
+        struct cache_entry *e;
+        uint64_t half = fs_window_budget.limit / 2, used;
+
+        pthread_mutex_lock(&caching_lock);
+        e = caching_queue;
+        if (e)
+            caching_queue = e->next;
+        else
+            caching_job_queued = false;
+        pthread_mutex_unlock(&caching_lock);
+        if (!e)
+            break;
+        used = atomic_load(&fs_window_budget.used);
+        if (used < half && !atomic_load(&e->x->stop))
+            dfx_index_cache_windows(e->m->ix, half - used, &e->x->stop);
+        free(e);
+    }
     free(j);
 }
 
-/* Queue the job for m (nothing without a pool: `npyfs index` reads no
- * member at random). */
+static void caching_cancel(struct defer_job *j)
+{
+    caching_clear();
+    free(j);
+}
+
+/* Queue m's windows (nothing without a pool: `npyfs index` reads no member
+ * at random). */
 static void cache_windows_later(struct indexer *x, struct archive_member *m)
 {
-    struct cache_job *c;
+    struct cache_entry *e, **pp;
+    struct defer_job *j = NULL;
+    bool submit;
 
-    if (!x->defer || !m->ix || atomic_load(&x->stop) || !(c = malloc(sizeof(*c))))
+    if (!x->defer || !m->ix || atomic_load(&x->stop) || !(e = calloc(1, sizeof(*e))))
         return;
-    c->job.run = cache_job_run;
-    c->job.cancel = cache_job_cancel;
-    c->x = x;
-    c->m = m;
-    if (defer_submit(x->defer, &c->job) < 0)
-        free(c);
+    e->x = x;
+    e->m = m;
+    pthread_mutex_lock(&caching_lock);
+    for (pp = &caching_queue; *pp; pp = &(*pp)->next)
+        ;
+    *pp = e;
+    submit = !caching_job_queued;
+    caching_job_queued = true;
+    pthread_mutex_unlock(&caching_lock);
+    if (!submit)
+        return;
+    j = calloc(1, sizeof(*j));
+    if (j) {
+        j->run = caching_run;
+        j->cancel = caching_cancel;
+    }
+    if (!j || defer_submit(x->defer, j) < 0) {
+        free(j);
+        caching_clear();
+    }
 }
 
 /* Try the saved file for m, then its file in the published index; true
