@@ -1934,7 +1934,7 @@ size_t dfx_index_cache_windows(struct dfx_index *ix, uint64_t max, const atomic_
         struct dfx_point p = {0}, *q;
         unsigned char *z;
         size_t i;
-        bool kept = false, full = false;
+        bool found, kept = false, full = false;
 
         if (stop && atomic_load(stop))
             break;
@@ -1946,10 +1946,11 @@ size_t dfx_index_cache_windows(struct dfx_index *ix, uint64_t max, const atomic_
                                  i % ((uint64_t)1 << ix->thin) == 0))
             i++;
         src = ix->fetch;
-        if (i < ix->npts)
+        found = i < ix->npts;
+        if (found)
             p = ix->pts[i];
         pthread_mutex_unlock(&ix->lock);
-        if (i >= ix->npts || !src || held + p.zlen > max)
+        if (!found || !src || held + p.zlen > max)
             break;
         next = p.out + 1;
         z = malloc(p.zlen);
