@@ -458,6 +458,24 @@ void cache_put(struct cache *c, struct cache_chunk *ch)
         chunk_release(c, to_chunk(ch));
 }
 
+/* Contract in cache.h. */
+void cache_done(struct cache *c, struct cache_chunk *ch)
+{
+    struct chunk *p = to_chunk(ch);
+    struct chunk *dead = NULL;
+    struct shard *s;
+
+    /* owner and index are written once, before the chunk is first listed */
+    if (!atomic_load_explicit(&p->claimed, memory_order_acquire))
+        return;
+    s = shard_of(c, hash_key(p->owner, p->index));
+    pthread_mutex_lock(&s->lock);
+    if (p->in_cache)
+        shard_remove(s, p, &dead);
+    pthread_mutex_unlock(&s->lock);
+    free_dead(c, dead);
+}
+
 /* Linear in the chunks held: drops are rare (damaged member, unmount of a
  * member), so no per-owner index is kept. */
 void cache_drop_owner(struct cache *c, uint64_t owner)

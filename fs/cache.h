@@ -72,6 +72,12 @@ void cache_insert(struct cache *c, uint64_t owner, uint64_t index, struct cache_
 /* Drop one reference; the chunk is freed with its last reference. Accepts NULL. */
 void cache_put(struct cache *c, struct cache_chunk *ch);
 
+/* The caller, holding a reference to ch, has handed its bytes on whole
+ * (to the kernel's page cache): drop the cache's own reference, so that once
+ * the caller puts it, its memory, still in the CPU's caches, is the next
+ * taken by cache_chunk_new(). No-op for a chunk no longer (or never) held. */
+void cache_done(struct cache *c, struct cache_chunk *ch);
+
 /* Drop every chunk of owner from the cache (e.g. the member was found damaged). */
 void cache_drop_owner(struct cache *c, uint64_t owner);
 

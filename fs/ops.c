@@ -830,7 +830,7 @@ static int read_stored(fuse_req_t req, struct archive_member *m, size_t size, ui
 /* Reply with the chunks covering [off, off + size) as an iovec straight
  * from the cache's buffers: no copy in the daemon. */
 static int read_deflate(fuse_req_t req, struct mount_ctx *ctx, struct archive_member *m,
-                        size_t size, uint64_t off)
+                        size_t size, uint64_t off, bool to_page_cache)
 {
     struct cache_chunk *ch[READ_IOV_MAX];
     struct iovec iov[READ_IOV_MAX];
@@ -862,10 +862,14 @@ static int read_deflate(fuse_req_t req, struct mount_ctx *ctx, struct archive_me
         iov[n].iov_base = ch[n]->data + lo;
         iov[n].iov_len = (size_t)(hi - lo);
     }
-    if (ret < 0)
+    if (ret < 0) {
         fuse_reply_err(req, read_errno(ret));
-    else
-        fuse_reply_iov(req, iov, n);
+    } else if (fuse_reply_iov(req, iov, n) == 0 && to_page_cache) {
+        /* a chunk served whole is in the page cache now (keep_cache) */
+        for (int i = 0; i < n; i++)
+            if (iov[i].iov_len == ch[i]->len)
+                cache_done(ctx->cache, ch[i]);
+    }
     while (n-- > 0)
         cache_put(ctx->cache, ch[n]); /* the reply has copied them into the kernel */
     return ret;
@@ -890,7 +894,7 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         loop_blocking(); /* a pread: another thread reads requests meanwhile */
         ret = read_stored(req, m, size, (uint64_t)off);
     } else {
-        ret = read_deflate(req, ctx, m, size, (uint64_t)off);
+        ret = read_deflate(req, ctx, m, size, (uint64_t)off, !(fi->flags & O_DIRECT));
     }
     if (ret < 0) {
         atomic_fetch_add_explicit(&fs_counters.read_errors, 1, memory_order_relaxed);

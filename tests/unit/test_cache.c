@@ -2,7 +2,7 @@
  * Unit tests for fs/cache.c: single-threaded cases check refcounts, LRU
  * order, capacity and the stats counters exactly (small caches use one shard,
  * so their LRU is exact); the stress case runs threads doing random
- * get/insert/put/drop and checks every chunk it reads carries its own key.
+ * get/insert/put/drop/done and checks every chunk it reads carries its own key.
  * Run under ASan (leaks, use after free) and TSan (races) in CI.
  */
 #include "cache.h"
@@ -311,6 +311,63 @@ static void test_drop_owner(uint64_t cap, uint64_t n)
     cache_free(c);
 }
 
+/* cache_done(): the chunk leaves the cache at once but stays the holder's;
+ * once put, its memory is the next chunk handed out. No-op for a chunk the
+ * cache does not hold (never inserted, a duplicate, evicted, done twice). */
+static void test_done(void)
+{
+    struct cache *c;
+    struct cache_chunk *held, *dup, *next, *kept;
+    struct cache_stats st;
+    unsigned char *mem;
+
+    CHECK_EQ(cache_new(4 * CS, CS, &c), 0);
+    kept = add(c, 3, 9, CS);
+    held = add(c, 3, 0, CS);
+    CHECK(held != NULL && kept != NULL);
+    mem = held->data;
+    cache_done(c, held);
+    CHECK(cache_get(c, 3, 0) == NULL);
+    cache_get_stats(c, &st);
+    CHECK_EQ(st.chunks, 1);
+    CHECK_EQ(st.bytes, CS);
+    CHECK_EQ(st.evicted, 0);
+    CHECK(intact(held, CS, 3, 0));
+    cache_done(c, held); /* twice: nothing more happens */
+    cache_get_stats(c, &st);
+    CHECK_EQ(st.chunks, 1);
+    CHECK(present(c, 3, 9) == 1);
+    /* a done chunk is not keyed again */
+    cache_insert(c, 3, 0, held);
+    CHECK(cache_get(c, 3, 0) == NULL);
+    cache_put(c, held);
+    CHECK_EQ(cache_chunk_new(c, &next), 0);
+    CHECK(next->data == mem); /* reused first */
+    /* never inserted */
+    cache_done(c, next);
+    cache_put(c, next);
+    /* a duplicate the cache ignored: the one it holds stays */
+    dup = NULL;
+    CHECK_EQ(cache_chunk_new(c, &dup), 0);
+    fill(dup, CS, 3, 9);
+    cache_insert(c, 3, 9, dup);
+    cache_done(c, dup);
+    CHECK(present(c, 3, 9) == 1);
+    cache_put(c, dup);
+    /* done by the holder after an eviction: the new chunk under the key stays */
+    cache_put(c, kept);
+    kept = cache_get(c, 3, 9);
+    for (uint64_t i = 10; i < 14; i++)
+        add_put(c, 3, i); /* evicts (3, 9) */
+    CHECK(cache_get(c, 3, 9) == NULL);
+    add_put(c, 3, 9);
+    cache_done(c, kept);
+    CHECK(present(c, 3, 9) == 1);
+    CHECK(kept && intact(kept, CS, 3, 9));
+    cache_put(c, kept);
+    cache_free(c);
+}
+
 static void test_capacity_zero(void)
 {
     struct cache *c;
@@ -447,6 +504,8 @@ static void *stress_thread(void *arg)
             fill(ch, stress_len(index), owner, index);
             cache_insert(t->c, owner, index, ch);
         }
+        if ((r >> 40) % 16 == 2)
+            cache_done(t->c, ch); /* served whole: it leaves the cache */
         /* Keep it for a while: it may be evicted meanwhile. */
         if (slot->ch) {
             stress_check(t, slot);
@@ -521,6 +580,7 @@ int main(void)
     test_reader_survives_eviction();
     test_drop_owner(1000 * CS, 40); /* 16 shards */
     test_drop_owner(14 * CS, 7);    /* one shard, exactly full */
+    test_done();
     test_capacity_zero();
     test_stats_exact();
     test_stress();
