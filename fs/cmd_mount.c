@@ -252,7 +252,9 @@ static bool check_fuse_permission(void)
     return false;
 }
 
-static void check_mountpoint(const char *mnt)
+/* Refuse a mount point that cannot take the mount (exit 1, one line);
+ * returns how many entries the mount will hide. */
+static size_t check_mountpoint(const char *mnt)
 {
     struct mounts_entry me;
     struct stat st;
@@ -289,12 +291,18 @@ static void check_mountpoint(const char *mnt)
         exit(1);
     }
     /* Like mount(8), and fusermount3 since fuse 3, allow a directory that is
-     * not empty, but say what it means. */
+     * not empty, but say what it means (warn_hidden()). */
     d = opendir(mnt);
     while (d && (e = readdir(d)))
         entries += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
     if (d)
         closedir(d);
+    return entries;
+}
+
+/* Said once the mount is up (a failed mount says only why it failed). */
+static void warn_hidden(const char *mnt, size_t entries)
+{
     if (entries)
         fprintf(stderr, "npyfs: warning: mount point %s is not empty: its %zu %s hidden "
                 "while npyfs is mounted there\n", mnt, entries,
@@ -465,9 +473,11 @@ static int daemon_child(struct fuse_session *se, const char *mnt, int fd, unsign
     return serve(se, spin_us);
 }
 
-/* Parent side: wait for the child's word, then for the mount to answer. */
-static int daemon_parent(pid_t child, const char *source, const char *mnt, int fd)
+/* The parent of the daemon: wait for its word on the mount and for the
+ * mount to answer, then warn of what it hides. */
+static int daemon_parent(pid_t child, const struct mount_args *ma, int fd, size_t hidden)
 {
+    const char *source = ma->source, *mnt = ma->mountpoint;
     char msg[512];
     ssize_t n = read(fd, msg, sizeof(msg) - 1);
     struct stat st;
@@ -484,6 +494,7 @@ static int daemon_parent(pid_t child, const char *source, const char *mnt, int f
         fprintf(stderr, "npyfs: %s: the mount does not answer: %s\n", mnt, strerror(errno));
         return 1;
     }
+    warn_hidden(mnt, hidden);
     return 0;
 }
 
@@ -683,11 +694,11 @@ int cmd_mount(int argc, char **argv)
     struct vfs_source *srcs;
     struct fuse_session *se;
     int pipefd[2], ret;
-    size_t bad;
+    size_t bad, hidden;
     pid_t pid;
 
     parse_mount_args(argc, argv, &ma);
-    check_mountpoint(ma.mountpoint);
+    hidden = check_mountpoint(ma.mountpoint);
     check_fuse_available();
     raise_nofile();
     fs_window_budget.limit = ma.opts.index_mem; /* before any archive opens */
@@ -726,6 +737,7 @@ int cmd_mount(int argc, char **argv)
             fprintf(stderr, "npyfs: %s: %s: %s\n", ma.source, ma.mountpoint, text);
             ret = 1; /* and free what was set up, as after serving */
         } else {
+            warn_hidden(ma.mountpoint, hidden);
             ret = serve(se, ma.opts.spin_us);
         }
     } else {
@@ -736,7 +748,7 @@ int cmd_mount(int argc, char **argv)
         }
         if (pid > 0) {
             close(pipefd[1]);
-            _exit(daemon_parent(pid, ma.source, ma.mountpoint, pipefd[0]));
+            _exit(daemon_parent(pid, &ma, pipefd[0], hidden));
         }
         close(pipefd[0]);
         ret = daemon_child(se, ma.mountpoint, pipefd[1], ma.opts.spin_us);

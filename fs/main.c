@@ -6,9 +6,11 @@
 #define FUSE_USE_VERSION 312
 #define _GNU_SOURCE
 #include <fuse_lowlevel.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include "cmd_index.h"
@@ -77,6 +79,16 @@ static void hide_secrets(int argc, char **argv)
     }
 }
 
+/* Is arg, not a command's name, the SOURCE of the call form? A path or URL
+ * (a '.', '/' or ':' in it), or a name that is there (a directory "runs"),
+ * so that a mistyped command still gets "unknown command". */
+static bool looks_like_source(const char *arg)
+{
+    struct stat st;
+
+    return strpbrk(arg, "./:") || lstat(arg, &st) == 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd = argc > 1 ? argv[1] : "";
@@ -103,7 +115,7 @@ int main(int argc, char **argv)
         return cmd_index(argc - 2, argv + 2);
     if (strcmp(cmd, "stats") == 0)
         return cmd_stats(argc - 2, argv + 2);
-    if (argc >= 3 && cmd[0] != '-' && strpbrk(cmd, "./"))
+    if (argc >= 3 && cmd[0] != '-' && looks_like_source(cmd))
         return cmd_mount_fstab(argc - 1, argv + 1); /* npyfs SOURCE MOUNTPOINT -o OPTS */
     if (argc < 2)
         fputs(usage_text, stderr);

@@ -133,8 +133,10 @@ static void fs_op_destroy(void *userdata)
  * Raise the kernel's readahead for this mount to opts.readahead. The kernel
  * starts a FUSE mount at 128 KiB and caps it at what INIT answered, so only
  * the mount's bdi in sysfs can raise it, and only root may write there. Done
- * at the first open, when INIT has surely been answered. Best effort: if it
- * fails, the kernel's value stays.
+ * in the first request after INIT (dispatch()): the kernel sends none before
+ * it has INIT's answer, and `npyfs mount` returns only once a stat of the
+ * mount point has been answered. Best effort: if it fails, the kernel's
+ * value stays.
  */
 static void tune_readahead(struct mount_ctx *ctx)
 {
@@ -143,9 +145,9 @@ static void tune_readahead(struct mount_ctx *ctx)
     char path[128];
     FILE *f;
 
-    if (!ctx->opts.readahead || !ctx->mountpoint || atomic_exchange(&done, true))
+    if (atomic_load_explicit(&done, memory_order_relaxed) || atomic_exchange(&done, true))
         return;
-    if (mounts_find(ctx->mountpoint, &me) <= 0)
+    if (!ctx->opts.readahead || !ctx->mountpoint || mounts_find(ctx->mountpoint, &me) <= 0)
         return;
     snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", me.dev);
     f = fopen(path, "we");
@@ -448,7 +450,6 @@ static int try_open(fuse_req_t req, struct mount_ctx *ctx, const struct op *op, 
         fuse_reply_err(req, -f.m->unsupported);
         return 0;
     }
-    tune_readahead(ctx);
     indexer_use(f.indexer, f.m); /* first open: load a saved index */
     /* verify=strict, or auto up to verify_max: serve a member only once a
      * full pass has checked it */
@@ -743,6 +744,7 @@ static void dispatch(fuse_req_t req, const struct op *op)
     struct wait_for wf;
     struct pending *p;
 
+    tune_readahead(ctx);
     if (run_op(req, ctx, op, &wf) != DEFER_WAIT)
         return;
     p = pending_new(req, ctx, op);

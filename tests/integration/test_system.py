@@ -164,6 +164,27 @@ def test_mount_fuse3_call_form(npyfs_bin, tmp_path, data_npz):
         cleanup_background(mnt)
 
 
+def test_call_form_relative_source_without_dot(npyfs_bin, tmp_path, data_npz):
+    """`npyfs runs MNT -o ro` from the directory holding `runs` (a directory
+    of archives, a name with no '.' or '/'): the call form, not an unknown
+    command."""
+    src = tmp_path / "runs"
+    src.mkdir()
+    shutil.copy(data_npz, src / "d.npz")
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    try:
+        r = run([npyfs_bin, "runs", "m", "-o", "ro"], timeout=30, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr.decode(errors="replace")
+        assert guarded(read_all, mnt / "d.npz" / "u.npy", timeout=30) == npy_bytes(ARR)
+        assert run([npyfs_bin, "unmount", mnt], timeout=30).returncode == 0
+    finally:
+        cleanup_background(mnt)
+    r = run([npyfs_bin, "nothere", "m", "-o", "ro"], timeout=10, cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr == b"npyfs: unknown command 'nothere' (see npyfs --help)\n", r.stderr
+
+
 def test_unknown_command_is_not_a_mount(npyfs_bin, tmp_path):
     r = run([npyfs_bin, "frobnicate", tmp_path], timeout=10)
     assert r.returncode == 1

@@ -482,6 +482,22 @@ def test_non_empty_mount_point_warns(npyfs_bin, data_npz, tmp_path):
         cleanup_background(mnt)
 
 
+def test_failed_mount_on_non_empty_mount_point_says_one_line(npyfs_bin, tmp_path):
+    """The warning about hidden entries is for a mount that is up: a mount
+    that fails prints only why."""
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    (mnt / "mine.txt").write_text("kept\n")
+    try:
+        r = run([npyfs_bin, "mount", tmp_path / "missing.npz", mnt], timeout=60)
+        assert r.returncode == 1
+        err = _one_line(r)
+        assert "No such file or directory" in err and "warning" not in err, err
+        assert not mounted_fuse(mnt)
+    finally:
+        cleanup_background(mnt)
+
+
 @pytest.mark.parametrize("mode,missing", [(0o600, "no read and write permission"),
                                           (0o604, "no write permission"),
                                           (0o602, "no read permission")])
