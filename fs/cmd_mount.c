@@ -698,6 +698,16 @@ int cmd_mount(int argc, char **argv)
     pid_t pid;
 
     parse_mount_args(argc, argv, &ma);
+    /* read at a first open, when a daemon works from / */
+    if (ma.opts.index_url && !bsrc_is_url(ma.opts.index_url)) {
+        char *abs = absolute_source(ma.opts.index_url);
+        if (!abs) {
+            fputs("npyfs: out of memory\n", stderr);
+            return 1;
+        }
+        free(ma.opts.index_url);
+        ma.opts.index_url = abs;
+    }
     hidden = check_mountpoint(ma.mountpoint);
     check_fuse_available();
     raise_nofile();

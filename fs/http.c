@@ -1269,7 +1269,9 @@ int http_client_new(const struct http_opts *o, struct http_client **out, struct 
     if (c->retry_max_ms < c->retry_base_ms)
         c->retry_max_ms = c->retry_base_ms;
     if (o->cacert) {
-        if (access(o->cacert, R_OK) < 0) {
+        /* absolute: a daemon works from / (and connections open later) */
+        c->cacert = realpath(o->cacert, NULL);
+        if (!c->cacert || access(c->cacert, R_OK) < 0) {
             err = -errno;
             char ebuf[64];
             set_error(why, HTTP_ERR_TLS, err);
@@ -1278,9 +1280,6 @@ int http_client_new(const struct http_opts *o, struct http_client **out, struct 
             http_client_free(c);
             return err;
         }
-        c->cacert = strdup(o->cacert);
-        if (!c->cacert)
-            goto out_nomem;
     }
     if (o->header_file) {
         err = load_headers(c, o->header_file, why);

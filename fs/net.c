@@ -72,14 +72,19 @@ int net_new(const struct net_opts *o, bool s3, struct net **out, char *msg, size
         /* AWS_CA_BUNDLE and the profile's ca_bundle are for S3 requests
          * only; -o cacert= (the client's) wins over it */
         if (n->s3.ca_bundle && !o->cacert) {
-            if (access(n->s3.ca_bundle, R_OK) < 0) {
+            /* absolute: a daemon works from / (and connections open later) */
+            char *abs = realpath(n->s3.ca_bundle, NULL);
+            if (!abs || access(abs, R_OK) < 0) {
                 err = -errno;
+                free(abs);
                 say(msg, len,
                     "the CA bundle that AWS_CA_BUNDLE (or the profile's ca_bundle) "
                     "names cannot be read: %s (give -o cacert=FILE, or unset it)",
                     strerror(-err));
                 goto out_free;
             }
+            free(n->s3.ca_bundle);
+            n->s3.ca_bundle = abs;
             n->s3.auth.cacert = n->s3.ca_bundle;
         }
     }

@@ -112,6 +112,56 @@ def test_readme_https_walkthrough(npyfs_bin, http_server, remote_mount, tmp_path
     assert np.array_equal(a, want["u"])
 
 
+def _bg_mount(npyfs_bin, cwd, opts, url, mnt, env):
+    mnt.mkdir()
+    r = run([npyfs_bin, "mount", "-o", opts, url, mnt.name], timeout=120, cwd=cwd, env=env)
+    assert r.returncode == 0, r.stderr
+
+
+def _bg_unmount(npyfs_bin, mnt):
+    r = run([npyfs_bin, "unmount", mnt], timeout=60)
+    if r.returncode != 0:
+        run(["fusermount3", "-u", "-z", mnt], timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_relative_ca_file_and_index_url_in_background(npyfs_bin, http_server, tmp_path):
+    """`-o cacert=ca/ca.pem` and a relative `index_url=`, given from the
+    directory that holds them: the daemon, which works from /, still finds
+    both, for the connections it opens after the mount returned and for the
+    first open of a member."""
+    want = make_run17(tmp_path / "run17.npz")
+    http_server.put("sim/run17.npz", tmp_path / "run17.npz")
+    url = http_server.url("sim/run17.npz", tls=True)
+    (tmp_path / "ca").mkdir()
+    (tmp_path / "ca" / "ca.pem").write_bytes(Path(http_server.cacert).read_bytes())
+    mnt = tmp_path / "m"
+    _bg_mount(npyfs_bin, tmp_path, "cacert=ca/ca.pem", url, mnt,
+              clean_env({"XDG_CACHE_HOME": str(tmp_path / "cache1")}))
+    try:
+        a = load(mnt / "u.npy")
+        assert np.array_equal(a, want["u"])
+        del a
+    finally:
+        _bg_unmount(npyfs_bin, mnt)
+
+    r = run([npyfs_bin, "index", "-o", f"cacert={http_server.cacert},index_out=run17.idx",
+             url], timeout=120, cwd=tmp_path,
+            env=clean_env({"XDG_CACHE_HOME": str(tmp_path / "cache2")}))
+    assert r.returncode == 0, r.stderr
+    mnt = tmp_path / "m2"
+    _bg_mount(npyfs_bin, tmp_path, f"cacert={http_server.cacert},index_url=run17.idx,verify=lazy",
+              url, mnt, clean_env({"XDG_CACHE_HOME": str(tmp_path / "cache3")}))
+    try:
+        os.close(os.open(mnt / "u.npy", os.O_RDONLY))  # loads the published index
+        st = stats_json(npyfs_bin, mnt)
+        (arch,) = st["archives"]
+        u = {m["name"]: m for m in arch["members"]}["u.npy"]
+        assert u["index_complete"] and u["crc_checked"], u
+    finally:
+        _bg_unmount(npyfs_bin, mnt)
+
+
 # ------------------------------------------------------------ AWS config ---
 
 def _aws_files(home, config, credentials):

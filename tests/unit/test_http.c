@@ -238,6 +238,22 @@ static void test_https(void)
     CHECK_EQ(p.id.size, 1000);
     http_probe_destroy(&p);
     http_client_free(c);
+    /* A relative CA file is taken from where the client was made: a
+     * daemon works from / once the mount is up. */
+    {
+        char *here = getcwd(NULL, 0);
+        CHECK(here != NULL && chdir(dir) == 0);
+        c = client(2, 5000, 2, "cert.pem", NULL);
+        CHECK(chdir("/") == 0);
+        url_of(url, sizeof(url), "https", tls_port, "obj");
+        int rc = http_probe(c, url, NULL, 0, 4096, &p, &e);
+        CHECK_EQ(rc, 0);
+        if (rc == 0)
+            http_probe_destroy(&p);
+        http_client_free(c);
+        CHECK(here && chdir(here) == 0);
+        free(here);
+    }
     /* A CA file that does not exist is an error at creation. */
     struct http_opts o = {.cacert = "/nonexistent/ca.pem", .retries = -1};
     c = NULL;
