@@ -133,6 +133,18 @@ static int zip_member_setup(struct archive *a, struct archive_member *m, const s
 
 /* Contract in archive.h. Under m->lock, which only openers contend for before
  * the member is located (readers come after an open). */
+/* Contract in archive.h. */
+void archive_log_fetch_failure(struct archive *a, int err)
+{
+    char buf[64];
+
+    if (atomic_exchange(&a->said_fetch, true))
+        return;
+    fuse_log(FUSE_LOG_ERR, "npyfs: %s: fetching archive bytes failed (%s); the reads that need "
+             "them fail with EIO until the server answers again (npyfs stats counts the "
+             "failures)\n", a->name, strerror_r(-err, buf, sizeof(buf)));
+}
+
 int archive_locate(struct archive *a, struct archive_member *m)
 {
     struct zip_member z = {0};
@@ -156,6 +168,8 @@ int archive_locate(struct archive *a, struct archive_member *m)
             atomic_store_explicit(&m->located, true, memory_order_release);
     }
     pthread_mutex_unlock(&m->lock);
+    if (bsrc_transient(ret))
+        archive_log_fetch_failure(a, ret);
     return ret;
 }
 

@@ -143,6 +143,11 @@ struct archive_member {
  * Thread-safe; cheap once located (one acquire load). */
 int archive_locate(struct archive *a, struct archive_member *m);
 
+/* A remote archive's bytes could not be fetched (err: bsrc_transient()):
+ * not damage, and the next read tries again. Logged once per archive (the
+ * daemon's log); stats count every failure. */
+void archive_log_fetch_failure(struct archive *a, int err);
+
 static inline bool archive_located(const struct archive_member *m)
 {
     return atomic_load_explicit((atomic_bool *)&m->located, memory_order_acquire);

@@ -112,6 +112,7 @@ bool cli_is_s3_prefix(const char *url)
 struct net *cli_make_net(const struct options *opts, const char *const *sources, int n)
 {
     bool any = opts->index_url && bsrc_is_url(opts->index_url), s3 = false;
+    struct net_opts no = opts->net_opts;
     struct net *net;
     char msg[512];
     int ret;
@@ -119,11 +120,15 @@ struct net *cli_make_net(const struct options *opts, const char *const *sources,
     for (int i = 0; i < n; i++) {
         any |= bsrc_is_url(sources[i]);
         s3 |= s3_is_url(sources[i]);
+        if (!no.s3_source && s3_is_url(sources[i]))
+            no.s3_source = sources[i];
     }
     s3 |= opts->index_url && s3_is_url(opts->index_url);
+    if (!no.s3_source && s3)
+        no.s3_source = opts->index_url;
     if (!any)
         return NULL;
-    ret = net_new(&opts->net_opts, s3, &net, msg, sizeof(msg));
+    ret = net_new(&no, s3, &net, msg, sizeof(msg));
     if (ret < 0) {
         fprintf(stderr, "npyfs: %s\n", msg[0] ? msg : strerror(-ret));
         exit(1);

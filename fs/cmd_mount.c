@@ -715,6 +715,9 @@ int cmd_mount(int argc, char **argv)
     ma.opts.net = cli_make_net(&ma.opts, ma.sources, ma.nsources);
     ctx.opts = ma.opts;
     ctx.source = ma.source;
+    for (int i = 0; i < ma.nsources; i++)
+        ctx.background |= ma.opts.index_mode != OPTIONS_INDEX_LAZY &&
+                          (ma.opts.index_given || !bsrc_is_url(ma.sources[i]));
     ctx.mountpoint = realpath(ma.mountpoint, NULL); /* NULL: readahead stays the kernel's */
     srcs = prepare_sources(&ma);
     if (!check_fuse_permission()) {

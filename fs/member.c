@@ -330,19 +330,6 @@ static void decode_failed(struct archive *a, struct archive_member *m, int err)
         archive_drop_pages(m);
 }
 
-/* A remote archive's bytes could not be fetched (bsrc_transient()): not
- * damage, and the next read tries again. Logged once per archive; stats
- * count every failure. */
-static void log_fetch_failure(struct archive *a, int err)
-{
-    char buf[64];
-
-    if (atomic_exchange(&a->said_fetch, true))
-        return;
-    fuse_log(FUSE_LOG_ERR, "npyfs: %s: fetching archive bytes failed (%s); the reads that need "
-             "them fail with EIO until the server answers again (npyfs stats counts the "
-             "failures)\n", a->name, strerror_r(-err, buf, sizeof(buf)));
-}
 
 /* Does damage found so far cover chunk idx? Checked on every cache hit too,
  * so chunks cached before the damage was found (a CRC mismatch condemns
@@ -550,7 +537,7 @@ int member_chunk(struct archive *a, struct archive_member *m, struct cache *c, u
     /* a change is not damage of the member (archive_check() said it),
      * nor is a server that failed */
     if (bsrc_transient(ret))
-        log_fetch_failure(a, ret);
+        archive_log_fetch_failure(a, ret);
     else if (ret < 0 && ret != -ENOMEM && !atomic_load(&a->changed))
         log_damage(a, m, idx, ret);
     return ret;
@@ -810,7 +797,7 @@ int64_t member_read_stored(struct archive *a, struct archive_member *m, uint64_t
     if (chk < 0)
         ret = chk;
     if (bsrc_transient(ret))
-        log_fetch_failure(a, ret);
+        archive_log_fetch_failure(a, ret);
     for (uint64_t k = first; ret == 0 && t && k <= last; k++) {
         uint64_t end = (k + 1) * FS_CHUNK_SIZE < to ? (k + 1) * FS_CHUNK_SIZE : to;
         if (!verify_chunk(t, k, buf + (k * FS_CHUNK_SIZE - from), (size_t)(end - k * FS_CHUNK_SIZE))) {

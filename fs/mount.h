@@ -13,6 +13,8 @@
 
 #include <sys/types.h>
 
+#include <stdbool.h>
+
 #include "options.h"
 
 struct vfs;
@@ -29,6 +31,9 @@ struct mount_ctx {
     const char *source;         /* borrowed: the first source as given, for log lines */
     char *mountpoint;           /* owned: absolute path (finds the mount's bdi), or NULL */
     struct readahead *ra;           /* owned: readahead workers, from FUSE init to destroy */
+    bool background;            /* some archive may get a background pass: index= is not
+                                 * lazy, and a source is local or index= was given (a
+                                 * remote archive is indexed lazily by default) */
     uid_t uid;
     gid_t gid;
 };

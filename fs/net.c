@@ -6,6 +6,7 @@
 #include "net.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,7 +64,10 @@ int net_new(const struct net_opts *o, bool s3, struct net **out, char *msg, size
     if (s3) {
         err = s3_config_load(&so, &n->s3, why, sizeof(why));
         if (err) {
-            say(msg, len, "%s", why);
+            if (msg && len && o->s3_source)
+                snprintf(msg, len, "%s: %s", o->s3_source, why);
+            else
+                say(msg, len, "%s", why);
             goto out_free;
         }
         n->has_s3 = true;
@@ -90,7 +94,13 @@ int net_new(const struct net_opts *o, bool s3, struct net **out, char *msg, size
     }
     err = remote_ctx_new(n->http, n->has_s3 ? &n->s3 : NULL, &ro, &n->remote);
     if (err) {
-        say(msg, len, "%s", err == -ENOMEM ? "out of memory" : "bad -o block= or remote_cache=");
+        uint64_t block = o->block ? o->block : REMOTE_DEFAULT_BLOCK;
+        if (msg && len && err == -EINVAL)
+            snprintf(msg, len, "-o remote_cache= must hold at least %d blocks: give at least "
+                     "%" PRIu64 "K for block=%" PRIu64 "K", REMOTE_MIN_CACHE_BLOCKS,
+                     (REMOTE_MIN_CACHE_BLOCKS * block) >> 10, block >> 10);
+        else
+            say(msg, len, "%s", "out of memory");
         goto out_free;
     }
     *out = n;

@@ -41,6 +41,7 @@ struct net_opts {
     int retries;             /* -o retries=N (< 0: HTTP_DEFAULT_RETRIES) */
     uint64_t block;          /* -o block=SIZE (0: REMOTE_DEFAULT_BLOCK) */
     uint64_t cache;          /* -o remote_cache=SIZE (0: REMOTE_DEFAULT_CACHE) */
+    const char *s3_source;   /* an s3:// SOURCE, named in errors of the S3 settings */
 };
 
 struct net;

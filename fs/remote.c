@@ -161,6 +161,11 @@ int remote_ctx_new(struct http_client *http, const struct s3_config *s3,
         return -ENOMEM;
     }
     uint64_t cap = o->cache_bytes ? o->cache_bytes : REMOTE_DEFAULT_CACHE;
+    if (cap < (uint64_t)REMOTE_MIN_CACHE_BLOCKS * c->block) {
+        free(c->totals);
+        free(c);
+        return -EINVAL;
+    }
     c->ahead_max = cap / 4 < REMOTE_AHEAD_MAX ? cap / 4 : REMOTE_AHEAD_MAX;
     if (c->ahead_max < c->block)
         c->ahead_max = c->block;

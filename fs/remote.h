@@ -68,6 +68,9 @@
 #define REMOTE_MIN_BLOCK (4u << 10)
 #define REMOTE_MAX_BLOCK (16u << 20)
 #define REMOTE_DEFAULT_CACHE (64ull << 20)
+/* The cache holds at least this many blocks (else it could keep none of a
+ * fetch, and every read would fetch again). */
+#define REMOTE_MIN_CACHE_BLOCKS 4
 /* Bytes read from the end of an object at open: a zip's end records and,
  * for most archives, its whole central directory (about 100 bytes a
  * member: 500 members), so opening a zip costs one request. No more: a

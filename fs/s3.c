@@ -360,9 +360,10 @@ static int load_credentials(struct s3_config *c, const struct files *f, char *ms
             }
             snprintf(msg, len,
                      "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                     "or put them in profile '%s' of ~/.aws/credentials; for a public bucket use "
+                     "or put them in profile '%s' of %s; for a public bucket use "
                      "-o s3_anonymous",
-                     f->profile);
+                     f->profile, env("AWS_SHARED_CREDENTIALS_FILE") && f->creds_path
+                                     ? f->creds_path : "~/.aws/credentials");
             return -EINVAL;
         }
     }

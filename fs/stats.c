@@ -657,7 +657,7 @@ static void json_counters(struct out *o, const struct cache_stats *cs, uint64_t 
 struct progress {
     uint64_t members, indexed, damaged, passing, to_go;
     struct vfs_units units;
-    bool lazy; /* -o index=lazy: no background pass */
+    bool lazy; /* no background pass (index=lazy, or remote sources only) */
 };
 
 static void tally_archive(struct archive *a, void *arg)
@@ -728,7 +728,7 @@ size_t stats_format(struct mount_ctx *ctx, bool json, char *buf, size_t size)
 {
     struct out *o;
     struct cache_stats cs = {0};
-    struct progress pg = {.lazy = ctx->opts.index_mode == OPTIONS_INDEX_LAZY};
+    struct progress pg = {.lazy = !ctx->background};
     struct timespec now;
 
     if (size == 0)

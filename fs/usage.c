@@ -110,7 +110,7 @@ const char usage_text[] =
     "  block=SIZE         compressed bytes a fetch reads at least (default 16K,\n"
     "                     from 4K to 16M)\n"
     "  remote_cache=SIZE  compressed blocks held in memory (default 64M, at\n"
-    "                     least 1M)\n"
+    "                     least 1M and 4 blocks)\n"
     "  index_url=URL      a published index file of the (one) archive mounted\n"
     "                     (npyfs index -o index_out=), else URL.npyfsidx is tried\n"
     "  OPT                passed to libfuse: allow_other, allow_root, auto_unmount,\n"

@@ -129,7 +129,7 @@ def test_relative_ca_file_and_index_url_in_background(npyfs_bin, http_server, tm
     """`-o cacert=ca/ca.pem` and a relative `index_url=`, given from the
     directory that holds them: the daemon, which works from /, still finds
     both, for the connections it opens after the mount returned and for the
-    first open of a member."""
+    first open of a member. (And stats says no background pass runs.)"""
     want = make_run17(tmp_path / "run17.npz")
     http_server.put("sim/run17.npz", tmp_path / "run17.npz")
     url = http_server.url("sim/run17.npz", tls=True)
@@ -142,6 +142,10 @@ def test_relative_ca_file_and_index_url_in_background(npyfs_bin, http_server, tm
         a = load(mnt / "u.npy")
         assert np.array_equal(a, want["u"])
         del a
+        # a remote archive is indexed as reads go unless index= is given
+        assert stats_json(npyfs_bin, mnt)["indexing"]["background"] is False
+        r = run([npyfs_bin, "stats", mnt], timeout=60)
+        assert b"(index=lazy: no background pass)" in r.stdout, r.stdout
     finally:
         _bg_unmount(npyfs_bin, mnt)
 

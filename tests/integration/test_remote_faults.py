@@ -158,6 +158,24 @@ def test_server_down_then_back(npyfs_bin, fault_server, remote_mount, tmp_path):
     assert stats(npyfs_bin, mnt)["archives"][0]["remote"]["failures"] >= 1
 
 
+def test_failure_at_first_open_is_logged(npyfs_bin, fault_server, remote_mount, tmp_path):
+    """A remote zip's member is located (its local header fetched) at its
+    first open: when that fetch fails, the open gets EIO and the daemon logs
+    it once, as for a failed read; the next open works."""
+    arrs = make_npz(tmp_path / "r.npz")
+    fault_server.put("r.npz", (tmp_path / "r.npz").read_bytes())
+    mnt = remote_mount(fault_server.url("r.npz"), "verify=lazy", "index=lazy", "retries=0")
+    fault_server.fault("status", "500", 3)
+    with pytest.raises(OSError) as e:
+        guarded(lambda: os.close(os.open(mnt / "b.npy", os.O_RDONLY)), timeout=60)
+    assert e.value.errno == errno.EIO
+    log = remote_mount.mount_of(mnt).stderr()
+    assert log.count("fetching archive bytes failed") == 1, log
+    fault_server.command("clear")
+    assert read_file(mnt / "b.npy") == npy_bytes(arrs["b"])
+    assert stats(npyfs_bin, mnt)["archives"][0]["remote"]["failures"] >= 1
+
+
 def test_server_that_stops_answering(npyfs_bin, fault_server, remote_mount, tmp_path):
     """A server that accepts and then says nothing: the read fails after
     -o timeout (ETIMEDOUT, or EIO), only that read; the next one works."""
@@ -227,6 +245,14 @@ def test_mount_errors_faults(npyfs_bin, fault_server, tmp_path, data_npz):
     assert "Range" in line, line
 
 
+def test_remote_cache_must_hold_blocks(npyfs_bin, tmp_path):
+    """A block cache that could keep none of a fetch is refused, with the
+    size that works (nothing is fetched: the options are checked first)."""
+    line = one_line_failure(npyfs_bin, tmp_path, "http://127.0.0.1:9/x.npz",
+                            "block=16M", "remote_cache=1M")
+    assert "remote_cache=" in line and "65536K for block=16384K" in line, line
+
+
 def test_mount_errors_credentials(npyfs_bin, remote, tmp_path, data_npz):
     """Against a server that checks SigV4 with botocore: a wrong secret, a
     missing session token; and a host name that does not resolve."""
@@ -240,6 +266,13 @@ def test_mount_errors_credentials(npyfs_bin, remote, tmp_path, data_npz):
                             env={k: v for k, v in srv.env().items()
                                  if k != "AWS_SESSION_TOKEN"})
     assert "token" in line.lower(), line
+    # no keys anywhere: the line names the source and the credentials file read
+    creds = tmp_path / "my-credentials"
+    creds.write_text("[other]\naws_access_key_id = A\naws_secret_access_key = B\n")
+    line = one_line_failure(npyfs_bin, tmp_path, url, "s3_path_style",
+                            env={"AWS_SHARED_CREDENTIALS_FILE": str(creds)})
+    assert line.startswith(f"npyfs: {url}: no AWS credentials found"), line
+    assert f"profile 'default' of {creds}" in line, line
     line = one_line_failure(npyfs_bin, tmp_path, "http://no-such-host.invalid/x.npz",
                             "retries=0")
     assert "resolve" in line.lower() or "dns" in line.lower(), line
