@@ -51,6 +51,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -147,6 +148,64 @@ static mode_t perm_of(mode_t mode)
     return mode & 07777 & ~(mode_t)(S_ISUID | S_ISGID);
 }
 
+/*
+ * perm (from st_mode) narrowed by the POSIX ACL of the source (the
+ * system.posix_acl_access value, n bytes; n <= 0: none) so that the
+ * kernel's checks on the bits alone (default_permissions) never give a
+ * user more than the ACL does. The group bits serve, through the mount,
+ * every member of the owning group, and the other bits everyone else; a
+ * named user, or a member of a named group, may be either, so each class
+ * gets at most the least of the entries (within the mask) that can meet it.
+ * A minimal ACL (owner, group, other) leaves perm as it is; what only an ACL
+ * grants is lost, its denials are kept.
+ */
+mode_t vfs_acl_narrow(mode_t perm, const void *acl, ssize_t n)
+{
+    const unsigned char *p = acl;
+    unsigned group = 7, other = 7, mask = 7, users = 7, groups = 7;
+    unsigned named_users = 0, named_groups = 0; /* 7 if there are such entries */
+    uint32_t version;
+
+    if (n < 4 || (n - 4) % 8 != 0)
+        return perm;
+    memcpy(&version, p, 4);
+    if (version != 2)
+        return perm & ~(mode_t)077; /* a form this code does not know: nothing for others */
+    for (ssize_t at = 4; at < n; at += 8) {
+        uint16_t tag, bits;
+
+        memcpy(&tag, p + at, 2);
+        memcpy(&bits, p + at + 2, 2);
+        bits &= 7;
+        switch (tag) {
+        case 0x02: users &= bits; named_users = 7; break;   /* ACL_USER */
+        case 0x04: group &= bits; break;  /* ACL_GROUP_OBJ */
+        case 0x08: groups &= bits; named_groups = 7; break; /* ACL_GROUP */
+        case 0x10: mask &= bits; break;   /* ACL_MASK */
+        case 0x20: other &= bits; break;  /* ACL_OTHER */
+        default: break;                   /* ACL_USER_OBJ: the owner bits */
+        }
+    }
+    /* a named user may be in the owning group, or not; a named group's
+     * members may be outside it: each meets the class bits, within the mask */
+    group &= mask & (users | ~named_users);
+    other &= (users & mask) | ~named_users;
+    other &= (groups & mask) | ~named_groups;
+    return (perm & ~(mode_t)077) | (perm & ((mode_t)(group << 3) | (mode_t)other));
+}
+
+/* perm of the local file at path (or open at fd >= 0) after its ACL. */
+static mode_t perm_after_acl(mode_t perm, const char *path, int fd)
+{
+    unsigned char buf[1024];
+    ssize_t n = fd >= 0 ? fgetxattr(fd, "system.posix_acl_access", buf, sizeof(buf))
+                        : getxattr(path, "system.posix_acl_access", buf, sizeof(buf));
+
+    if (n < 0 && errno == ERANGE)
+        return perm & ~(mode_t)077; /* too many entries to read here: owner only */
+    return vfs_acl_narrow(perm, buf, n);
+}
+
 /* A file's permission bits as a directory's (an archive shown as a
  * directory, the directories inside it): x wherever r is, so whoever may
  * read the archive may traverse it. */
@@ -219,6 +278,8 @@ static int new_unit(struct vfs *v, uint64_t ino, const char *path, int rootfd,
     u->size = (uint64_t)st->st_size;
     u->mtime = st->st_mtim;
     u->perm = perm_of(st->st_mode);
+    if (!u->remote)
+        u->perm = perm_after_acl(u->perm, path, -1);
     u->uid = st->st_uid;
     u->gid = st->st_gid;
     u->a = a;
@@ -422,6 +483,7 @@ static int add_entry(struct walk *w, int dfd, const char *dpath, uint64_t dir, s
         if (ret == 0) {
             vnode(w->v, ino)->mtime = e->st.st_mtim;
             set_owner(vnode(w->v, ino), &e->st);
+            vnode(w->v, ino)->perm = perm_after_acl(vnode(w->v, ino)->perm, NULL, sub);
             ret = walk_dir(w, sub, path, ino, &me);
         }
         close(sub);
@@ -511,6 +573,7 @@ static int walk_source(struct vfs *v, const char *path, uint64_t dir)
     top.up = NULL;
     vnode(v, dir)->mtime = st.st_mtim;
     set_owner(vnode(v, dir), &st);
+    vnode(v, dir)->perm = perm_after_acl(vnode(v, dir)->perm, NULL, dfd);
     ret = walk_dir(&w, dfd, strcmp(root, "/") ? root : "", dir, &top);
     close(dfd);
     free(root);

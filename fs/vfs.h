@@ -159,4 +159,9 @@ struct vfs_units {
 };
 void vfs_units(struct vfs *v, struct vfs_units *out);
 
+/* perm narrowed by a POSIX ACL in its system.posix_acl_access form (acl, n
+ * bytes; n <= 0: none), so that checks of the bits alone never grant more
+ * than the ACL (vfs.c). */
+mode_t vfs_acl_narrow(mode_t perm, const void *acl, ssize_t n);
+
 #endif

@@ -289,6 +289,68 @@ def test_allow_other_shows_source_permissions(as_root, tmp_path, shared_dir, npy
     assert not problems, problems
 
 
+def _set_acl(path, entries):
+    """Write path's access ACL (tag, perm, id) as the kernel keeps it in
+    system.posix_acl_access; skip where the file system has no ACLs."""
+    value = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+    try:
+        os.setxattr(path, "system.posix_acl_access", value)
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            pytest.skip(f"no POSIX ACLs on {path}'s file system")
+        raise
+
+
+def test_acl_denial_carries_over(as_root, tmp_path, shared_dir, npyfs_bin):
+    """A 0644 file, a 0644 .npz and a 0755 directory whose ACLs deny nobody
+    (a named-user entry with no permission): through an allow_other mount
+    nobody can read none of them, as on disk (the bits for group and others
+    are narrowed to what the ACL gives the least of them), and a file
+    without an ACL beside them still reads."""
+    u = 0xFFFFFFFF
+    deny = [(0x01, 6, u), (0x02, 0, NOBODY), (0x04, 4, u), (0x10, 4, u), (0x20, 4, u)]
+    src = tmp_path / "src"
+    src.mkdir()
+    src.chmod(0o755)
+    (src / "open.txt").write_bytes(b"for all\n")
+    (src / "open.txt").chmod(0o644)
+    (src / "denied.txt").write_bytes(b"not for nobody\n")
+    (src / "denied.txt").chmod(0o644)
+    _set_acl(src / "denied.txt", deny)
+    np.savez(src / "denied.npz", x=np.arange(5))
+    (src / "denied.npz").chmod(0o644)
+    _set_acl(src / "denied.npz", deny)
+    (src / "dir").mkdir()
+    (src / "dir").chmod(0o755)
+    (src / "dir" / "in.txt").write_bytes(b"inside\n")
+    (src / "dir" / "in.txt").chmod(0o644)
+    _set_acl(src / "dir", [(0x01, 7, u), (0x02, 0, NOBODY), (0x04, 5, u), (0x10, 5, u),
+                           (0x20, 5, u)])
+    disk = _as_nobody([src / "denied.txt", src / "dir" / "in.txt"])
+    assert disk[str(src / "denied.txt")]["err"] == errno.EACCES, disk  # as on disk
+    mounter = Mounter(npyfs_bin, shared_dir / "mounts")
+    (shared_dir / "mounts").mkdir()
+    (shared_dir / "mounts").chmod(0o755)
+    try:
+        mnt = mounter(src, "allow_other")
+        paths = [mnt / "open.txt", mnt / "denied.txt", mnt / "denied.npz",
+                 mnt / "denied.npz" / "x.npy", mnt / "dir", mnt / "dir" / "in.txt"]
+        got = guarded(_as_nobody, paths, timeout=120)
+        r = {os.path.relpath(p, mnt): v for p, v in got.items()}
+        assert r["open.txt"]["read"] == _sha(b"for all\n"), r["open.txt"]
+        assert r["denied.txt"]["err"] == errno.EACCES, r["denied.txt"]
+        assert r["denied.npz"]["err"] == errno.EACCES, r["denied.npz"]
+        assert r["denied.npz/x.npy"]["err"] == errno.EACCES, r["denied.npz/x.npy"]
+        assert r["dir"]["err"] == errno.EACCES, r["dir"]
+        assert r["dir/in.txt"]["stat"] == errno.EACCES, r["dir/in.txt"]
+        # the owner keeps its bits: root reads everything
+        assert guarded(read_all, mnt / "denied.txt", timeout=30) == b"not for nobody\n"
+        assert stat.S_IMODE(os.stat(mnt / "denied.txt").st_mode) == 0o600
+    finally:
+        problems = mounter.teardown_all()
+    assert not problems, problems
+
+
 def test_root_of_single_sources(tmp_path, mount):
     """A single archive's mount root is the archive shown as a directory
     (its owner, its mode r -> rx); a single .npy.gz's root is synthesized

@@ -1090,9 +1090,55 @@ static void test_unreadable_subdir(void)
     free(dir);
 }
 
+/* An ACL in its system.posix_acl_access form: n entries (tag, perm). */
+static size_t acl_of(unsigned char *buf, const unsigned (*e)[2], size_t n)
+{
+    uint32_t version = 2;
+
+    memcpy(buf, &version, 4);
+    for (size_t i = 0; i < n; i++) {
+        uint16_t tag = (uint16_t)e[i][0], perm = (uint16_t)e[i][1];
+        uint32_t id = e[i][0] == 0x02 || e[i][0] == 0x08 ? 1000 : 0xffffffffu;
+        memcpy(buf + 4 + 8 * i, &tag, 2);
+        memcpy(buf + 6 + 8 * i, &perm, 2);
+        memcpy(buf + 8 + 8 * i, &id, 4);
+    }
+    return 4 + 8 * n;
+}
+
+static void test_acl_narrow(void)
+{
+    unsigned char b[256];
+    /* minimal: the bits as they are */
+    const unsigned minimal[][2] = {{0x01, 6}, {0x04, 4}, {0x20, 4}};
+    /* a named user denied: nobody but the owner may rely on the bits */
+    const unsigned deny_user[][2] = {{0x01, 6}, {0x02, 0}, {0x04, 4}, {0x10, 4}, {0x20, 4}};
+    /* a named group denied: others lose r, the owning group keeps it */
+    const unsigned deny_group[][2] = {{0x01, 6}, {0x04, 4}, {0x08, 0}, {0x10, 4}, {0x20, 4}};
+    /* a named user granted rw: the mode's group bits are the mask (rw), but
+     * the owning group has r only; the grant itself is lost */
+    const unsigned grant[][2] = {{0x01, 6}, {0x02, 6}, {0x04, 4}, {0x10, 6}, {0x20, 4}};
+    /* the mask takes r from the owning group; others are not masked */
+    const unsigned masked[][2] = {{0x01, 7}, {0x04, 5}, {0x10, 1}, {0x20, 5}};
+
+    CHECK_EQ(vfs_acl_narrow(0644, NULL, -1), 0644);
+    CHECK_EQ(vfs_acl_narrow(0644, b, acl_of(b, minimal, 3)), 0644);
+    CHECK_EQ(vfs_acl_narrow(0644, b, acl_of(b, deny_user, 5)), 0600);
+    CHECK_EQ(vfs_acl_narrow(01755, b, acl_of(b, deny_user, 5)), 01700);
+    CHECK_EQ(vfs_acl_narrow(0644, b, acl_of(b, deny_group, 5)), 0640);
+    CHECK_EQ(vfs_acl_narrow(0664, b, acl_of(b, grant, 5)), 0644);
+    CHECK_EQ(vfs_acl_narrow(0755, b, acl_of(b, masked, 4)), 0715);
+    /* malformed lengths: left as they are (the kernel gave what it has) */
+    CHECK_EQ(vfs_acl_narrow(0644, b, 7), 0644);
+    /* another version: owner only */
+    b[0] = 3;
+    CHECK_EQ(vfs_acl_narrow(0644, b, 28), 0600);
+}
+
 int main(void)
 {
     ft_log_capture();
+    test_acl_narrow();
     top = ft_tempdir("test_fs_vfs");
     opts.spacing = SPACING;
     opts.index_mode = OPTIONS_INDEX_LAZY;
