@@ -442,7 +442,35 @@ static int serve(struct fuse_session *se, unsigned spin_us)
 }
 
 /* Child side of a background mount: mount, report through fd, serve. */
-static int daemon_child(struct fuse_session *se, const char *mnt, int fd, unsigned spin_us)
+/* The descriptors this process was started with, past stdin, stdout and
+ * stderr (a pipe the caller passed on, say): a daemon must not keep them,
+ * or their other ends never see them close. Owned by the caller; NULL
+ * (and *n 0) if there are none or they cannot be listed. */
+static int *inherited_fds(size_t *n)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int *fds = NULL;
+    size_t cap = 0;
+
+    *n = 0;
+    while (d && (e = readdir(d))) {
+        char *end;
+        long fd = strtol(e->d_name, &end, 10);
+
+        if (*end || end == e->d_name || fd < 3 || fd == dirfd(d))
+            continue;
+        if (fs_grow(&fds, &cap, *n, sizeof(*fds), 8) < 0)
+            break;
+        fds[(*n)++] = (int)fd;
+    }
+    if (d)
+        closedir(d);
+    return fds;
+}
+
+static int daemon_child(struct fuse_session *se, const char *mnt, int fd, unsigned spin_us,
+                        const int *inherited, size_t ninherited)
 {
     int null;
 
@@ -454,6 +482,8 @@ static int daemon_child(struct fuse_session *se, const char *mnt, int fd, unsign
         dprintf(fd, "%s", text);
         return 1;
     }
+    for (size_t i = 0; i < ninherited; i++)
+        close(inherited[i]);
     null = open("/dev/null", O_RDWR);
     if (null >= 0) {
         dup2(null, 0);
@@ -694,10 +724,13 @@ int cmd_mount(int argc, char **argv)
     struct vfs_source *srcs;
     struct fuse_session *se;
     int pipefd[2], ret;
-    size_t bad, hidden;
+    size_t bad, hidden, ninherited = 0;
+    int *inherited = NULL;
     pid_t pid;
 
     parse_mount_args(argc, argv, &ma);
+    if (!ma.foreground) /* before anything is opened */
+        inherited = inherited_fds(&ninherited);
     /* read at a first open, when a daemon works from / */
     if (ma.opts.index_url && !bsrc_is_url(ma.opts.index_url)) {
         char *abs = absolute_source(ma.opts.index_url);
@@ -764,13 +797,14 @@ int cmd_mount(int argc, char **argv)
             _exit(daemon_parent(pid, &ma, pipefd[0], hidden));
         }
         close(pipefd[0]);
-        ret = daemon_child(se, ma.mountpoint, pipefd[1], ma.opts.spin_us);
+        ret = daemon_child(se, ma.mountpoint, pipefd[1], ma.opts.spin_us, inherited, ninherited);
     }
     fuse_session_destroy(se);
     vfs_free(ctx.vfs); /* indexers and the pool stopped by the FUSE destroy handler */
     cache_free(ctx.cache); /* after the vfs: its passes may feed the cache */
     free_sources(&ma, srcs);
     free(ctx.mountpoint);
+    free(inherited);
     return ret;
 }
 

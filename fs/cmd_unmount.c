@@ -240,8 +240,8 @@ int cmd_unmount(int argc, char **argv)
         return 1;
     }
     if (!who[0])
-        snprintf(who, sizeof(who), "a process has files open under it (fuser -vm %s shows "
-                 "which)", mnt);
+        snprintf(who, sizeof(who), "a process has files open or its working directory under "
+                 "it (fuser -vm %s shows which)", mnt);
     if (!lazy && !dead) {
         fprintf(stderr, "npyfs: %s: target is busy: %s; %s and try again, or detach it "
                 "lazily with npyfs unmount -z %s\n", arg, who, fix, arg);

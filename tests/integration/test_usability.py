@@ -482,6 +482,33 @@ def test_non_empty_mount_point_warns(npyfs_bin, data_npz, tmp_path):
         cleanup_background(mnt)
 
 
+def test_daemon_keeps_no_inherited_descriptor(npyfs_bin, data_npz, tmp_path):
+    """A pipe the caller passes on (`npyfs mount ... 5>&1 | cat`): once the
+    mount is up its reader sees end of file, since the daemon keeps none of
+    the descriptors it was started with."""
+    import select
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    r, w = os.pipe()
+    try:
+        p = subprocess.Popen([npyfs_bin, "mount", data_npz, mnt], pass_fds=[w],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+        os.close(w)
+        w = -1
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        ready, _, _ = select.select([r], [], [], 10)
+        assert ready and os.read(r, 1) == b"", "the daemon holds the caller's pipe"
+        assert guarded(os.listdir, mnt, timeout=15)
+        assert run([npyfs_bin, "unmount", mnt], timeout=30).returncode == 0
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+        cleanup_background(mnt)
+
+
 def test_failed_mount_on_non_empty_mount_point_says_one_line(npyfs_bin, tmp_path):
     """The warning about hidden entries is for a mount that is up: a mount
     that fails prints only why."""
