@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <fuse_log.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -547,6 +548,97 @@ void archive_condemn(struct archive_member *m, const struct dfx_damage *d)
     else
         atomic_store(&m->stored_damage, d->error);
     archive_drop_pages(m);
+}
+
+/* Contract in archive.h. */
+void archive_member_damage(const struct archive *a, struct archive_member *m,
+                           struct member_damage *out)
+{
+    struct dfx_damage *d = &out->d;
+    uint64_t bad = atomic_load(&m->bad_chunk);
+    int err;
+
+    *out = (struct member_damage){.changed = atomic_load(&a->changed)};
+    if (out->changed) {
+        *d = (struct dfx_damage){.error = -EIO};
+        return;
+    }
+    if (archive_located(m) && m->ix) {
+        dfx_index_damage_info(m->ix, d);
+    } else if ((err = atomic_load(&m->stored_damage)) != 0) {
+        *d = (struct dfx_damage){.error = err, .kind = DFX_DAMAGE_CRC};
+    }
+    if (d->error == 0 && bad)
+        *d = (struct dfx_damage){.error = -EIO, .kind = DFX_DAMAGE_CHUNK_CRC,
+                                 .from = (bad - 1) * FS_CHUNK_SIZE, .chunk = bad - 1};
+}
+
+
+/* Contract in archive.h. */
+void archive_damage_text(const struct member_damage *dm, char *buf, size_t size)
+{
+    const struct dfx_damage *d = &dm->d;
+    char ebuf[96], from[64];
+
+    if (d->from)
+        snprintf(from, sizeof(from), "reads from byte %" PRIu64 " fail", d->from);
+    else
+        snprintf(from, sizeof(from), "every read fails");
+    if (dm->changed) {
+        snprintf(buf, size, "archive changed since mount: every read fails (remount to see "
+                 "the new content)");
+        return;
+    }
+    switch (d->kind) {
+    case DFX_DAMAGE_DATA:
+        snprintf(buf, size, "damaged: bad deflate data at compressed offset %" PRIu64 "; %s",
+                 d->in, from);
+        break;
+    case DFX_DAMAGE_TRUNCATED:
+        snprintf(buf, size, "damaged: the compressed data ends early (truncated archive?) at "
+                 "compressed offset %" PRIu64 "; %s", d->in, from);
+        break;
+    case DFX_DAMAGE_SIZE:
+        if (d->actual > d->expected)
+            snprintf(buf, size, "damaged: size mismatch: the data decodes to more than the "
+                     "%" PRIu64 " bytes the archive gives; %s", d->expected, from);
+        else
+            snprintf(buf, size, "damaged: size mismatch: the data decodes to %" PRIu64
+                     " bytes, the archive gives %" PRIu64 "; %s", d->actual, d->expected, from);
+        break;
+    case DFX_DAMAGE_CRC:
+        snprintf(buf, size, "damaged: CRC-32 mismatch of the member (the archive's checksum); "
+                 "%s", from);
+        break;
+    case DFX_DAMAGE_CHUNK_CRC:
+        snprintf(buf, size, "damaged: CRC-32 mismatch of chunk %" PRIu64 " (bytes %" PRIu64
+                 "-%" PRIu64 "); %s", d->chunk, d->chunk * FS_CHUNK_SIZE,
+                 (d->chunk + 1) * FS_CHUNK_SIZE - 1, from);
+        break;
+    default:
+        snprintf(buf, size, "damaged from byte %" PRIu64 ": %s", d->from,
+                 strerror_r(-d->error, ebuf, sizeof(ebuf)));
+        break;
+    }
+}
+
+/* Contract in archive.h. */
+void archive_log_damage(struct archive *a, struct archive_member *m, const char *found,
+                        int err)
+{
+    struct member_damage dm;
+    char text[320], ebuf[64];
+
+    if (atomic_load(&a->changed) || atomic_load(&m->logged) ||
+        atomic_exchange(&m->logged, true))
+        return;
+    archive_member_damage(a, m, &dm);
+    if (dm.d.error)
+        archive_damage_text(&dm, text, sizeof(text));
+    else
+        snprintf(text, sizeof(text), "damaged: %s", strerror_r(-err, ebuf, sizeof(ebuf)));
+    fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s' is %s (found %s)\n", a->name, m->name, text,
+             found);
 }
 
 /*

@@ -37,6 +37,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "dfx.h"
 #include "notify.h"
 #include "parked.h"
 
@@ -44,7 +45,6 @@ struct bsrc;
 struct src;
 struct net;
 struct dfx_index;
-struct dfx_damage; /* what damage was found, format/dfx.h */
 
 enum archive_member_kind {
     ARCHIVE_STORED, /* bytes at data_offset in the source, served with pread */
@@ -281,6 +281,28 @@ bool archive_set_crcs(struct archive_member *m, struct dfx_crcs *t);
  * so later reads fail, and have the kernel drop the pages of m it cached.
  * Thread-safe. */
 void archive_condemn(struct archive_member *m, const struct dfx_damage *d);
+
+/* A member's damage as stats and the log show it: its index's first
+ * damage, a stored member's CRC-32 mismatch, or else the first chunk that
+ * failed its checksum (a stored member's reads fail only on such chunks, so
+ * it is not member damage, but it is damage to show); and a changed archive
+ * before all of them (every read of it fails, whatever else was found). */
+struct member_damage {
+    struct dfx_damage d; /* d.error 0: none */
+    bool changed;        /* the archive changed since the mount */
+};
+void archive_member_damage(const struct archive *a, struct archive_member *m,
+                           struct member_damage *out);
+
+/* The damage in words: what was found, where, and which reads fail. */
+void archive_damage_text(const struct member_damage *dm, char *buf, size_t size);
+
+/* Log m's damage, once per member (m->logged), as stats describes it, and
+ * how it was found ("by a read"); nothing for a changed archive (logged
+ * when the change was found). fallback: what to say if no damage is on
+ * record (the error of the decode that failed, err). */
+void archive_log_damage(struct archive *a, struct archive_member *m, const char *found,
+                        int err);
 
 /* archive.c, through notify.c: have the kernel drop every page of m's
  * file it cached (damage was found in m, or its archive changed), so later

@@ -709,12 +709,7 @@ out_free:
 
 static void log_damage(struct archive *a, struct archive_member *m, int err)
 {
-    if (atomic_load(&a->changed))
-        return; /* not damage: the change was logged (archive_check()) */
-    if (atomic_exchange(&m->logged, true))
-        return;
-    fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s' is damaged (%s, found by the indexing "
-             "pass); its reads fail with EIO\n", a->name, m->name, ERRSTR(err));
+    archive_log_damage(a, m, "by the indexing pass", err);
 }
 
 /* Log what the saves pruned to keep the index directory within its size

@@ -252,15 +252,15 @@ static void log_mismatch(struct archive *a, struct archive_member *m, uint64_t i
              m->kind == ARCHIVE_STORED ? "of them" : "from there on");
 }
 
-static void log_damage(struct archive *a, struct archive_member *m, uint64_t idx, int err)
+/* A decode of m failed with err (found: how, for the log): log a failed
+ * fetch once per archive, or damage once per member; not a change of the
+ * archive (logged when found), nor a stop or a lack of memory. */
+static void log_failure(struct archive *a, struct archive_member *m, int err, const char *found)
 {
-    char buf[64];
-
-    if (atomic_exchange(&m->logged, true))
-        return;
-    fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': cannot decode bytes %llu-%llu: %s\n",
-             a->name, m->name, (unsigned long long)(idx * FS_CHUNK_SIZE),
-             (unsigned long long)((idx + 1) * FS_CHUNK_SIZE), strerror_r(-err, buf, sizeof(buf)));
+    if (bsrc_transient(err))
+        archive_log_fetch_failure(a, err);
+    else if (err < 0 && err != -ENOMEM && err != -ECANCELED && err != -EINVAL)
+        archive_log_damage(a, m, found, err);
 }
 
 /*
@@ -408,9 +408,14 @@ static int chunk_servable(struct archive *a, struct archive_member *m, uint64_t 
 {
     if (idx * FS_CHUNK_SIZE >= m->size)
         return -EINVAL;
+    int err;
+
     if (atomic_load(&a->changed))
         return -EIO;
-    return chunk_damaged(m, idx);
+    err = chunk_damaged(m, idx);
+    if (err < 0) /* found by a decode that may not have said it (readahead's) */
+        archive_log_damage(a, m, "by a read", err);
+    return err;
 }
 
 /* Contract in member.h. */
@@ -534,12 +539,7 @@ int member_chunk(struct archive *a, struct archive_member *m, struct cache *c, u
 
     end_decode(m, &busy, r, ret == 0);
     decode_failed(a, m, ret);
-    /* a change is not damage of the member (archive_check() said it),
-     * nor is a server that failed */
-    if (bsrc_transient(ret))
-        archive_log_fetch_failure(a, ret);
-    else if (ret < 0 && ret != -ENOMEM && !atomic_load(&a->changed))
-        log_damage(a, m, idx, ret);
+    log_failure(a, m, ret, "by a read");
     return ret;
 }
 
@@ -593,6 +593,7 @@ int member_produce(struct archive *a, struct archive_member *m, struct cache *c,
         ret = decode_through(a, m, c, r, last, &ch);
     cache_put(c, ch);
     decode_failed(a, m, ret);
+    log_failure(a, m, ret, "by a read ahead");
 
     pthread_mutex_lock(&m->lock);
     busy_unlink(m, &busy);
@@ -680,6 +681,7 @@ int member_continue(struct archive *a, struct archive_member *m, struct cache *c
 
     end_decode(m, &busy, r, ret == 0);
     decode_failed(a, m, ret);
+    log_failure(a, m, ret, "by a read ahead");
     return ret;
 }
 

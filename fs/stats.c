@@ -198,39 +198,8 @@ static const char *errtext(int err, char *buf, size_t size)
     return strerror_r(err, buf, size);
 }
 
-/* A member's damage as stats shows it: its index's first damage, a stored
- * member's CRC-32 mismatch, or else the first chunk that failed its
- * checksum (a stored member's reads fail only on such chunks, so it is not
- * member damage, but it is damage to show); and a changed archive before
- * all of them (every read of it fails, whatever else was found). */
-struct damage {
-    struct dfx_damage d; /* d.error 0: none */
-    bool changed;        /* the archive changed since the mount */
-};
-
-static void member_damage(const struct archive *a, struct archive_member *m, struct damage *out)
-{
-    struct dfx_damage *d = &out->d;
-    uint64_t bad = atomic_load(&m->bad_chunk);
-    int err;
-
-    *out = (struct damage){.changed = atomic_load(&a->changed)};
-    if (out->changed) {
-        *d = (struct dfx_damage){.error = -EIO};
-        return;
-    }
-    if (archive_located(m) && m->ix) {
-        dfx_index_damage_info(m->ix, d);
-    } else if ((err = atomic_load(&m->stored_damage)) != 0) {
-        *d = (struct dfx_damage){.error = err, .kind = DFX_DAMAGE_CRC};
-    }
-    if (d->error == 0 && bad)
-        *d = (struct dfx_damage){.error = -EIO, .kind = DFX_DAMAGE_CHUNK_CRC,
-                                 .from = (bad - 1) * FS_CHUNK_SIZE, .chunk = bad - 1};
-}
-
 /* A word for the kind of damage (JSON). */
-static const char *damage_kind(const struct damage *dm)
+static const char *damage_kind(const struct member_damage *dm)
 {
     if (dm->changed)
         return "archive_changed";
@@ -250,53 +219,6 @@ static const char *damage_kind(const struct damage *dm)
     }
 }
 
-/* The damage in words: what was found, where, and which reads fail. */
-static void damage_text(const struct damage *dm, char *buf, size_t size)
-{
-    const struct dfx_damage *d = &dm->d;
-    char ebuf[96], from[64];
-
-    if (d->from)
-        snprintf(from, sizeof(from), "reads from byte %" PRIu64 " fail", d->from);
-    else
-        snprintf(from, sizeof(from), "every read fails");
-    if (dm->changed) {
-        snprintf(buf, size, "archive changed since mount: every read fails (remount to see "
-                 "the new content)");
-        return;
-    }
-    switch (d->kind) {
-    case DFX_DAMAGE_DATA:
-        snprintf(buf, size, "damaged: bad deflate data at compressed offset %" PRIu64 "; %s",
-                 d->in, from);
-        break;
-    case DFX_DAMAGE_TRUNCATED:
-        snprintf(buf, size, "damaged: the compressed data ends early (truncated archive?) at "
-                 "compressed offset %" PRIu64 "; %s", d->in, from);
-        break;
-    case DFX_DAMAGE_SIZE:
-        if (d->actual > d->expected)
-            snprintf(buf, size, "damaged: size mismatch: the data decodes to more than the "
-                     "%" PRIu64 " bytes the archive gives; %s", d->expected, from);
-        else
-            snprintf(buf, size, "damaged: size mismatch: the data decodes to %" PRIu64
-                     " bytes, the archive gives %" PRIu64 "; %s", d->actual, d->expected, from);
-        break;
-    case DFX_DAMAGE_CRC:
-        snprintf(buf, size, "damaged: CRC-32 mismatch of the member (the archive's checksum); "
-                 "%s", from);
-        break;
-    case DFX_DAMAGE_CHUNK_CRC:
-        snprintf(buf, size, "damaged: CRC-32 mismatch of chunk %" PRIu64 " (bytes %" PRIu64
-                 "-%" PRIu64 "); %s", d->chunk, d->chunk * FS_CHUNK_SIZE,
-                 (d->chunk + 1) * FS_CHUNK_SIZE - 1, from);
-        break;
-    default:
-        snprintf(buf, size, "damaged from byte %" PRIu64 ": %s", d->from,
-                 errtext(-d->error, ebuf, sizeof(ebuf)));
-        break;
-    }
-}
 
 /* The line under a member whose full pass runs now. */
 static void text_pass(struct out *o, struct archive_member *m, uint64_t done, uint64_t rate,
@@ -317,7 +239,7 @@ static void text_pass(struct out *o, struct archive_member *m, uint64_t done, ui
 static void text_member(struct out *o, const struct archive *a, struct archive_member *m)
 {
     char name[4 * NAME_SHOWN_MAX + 8], idx[48], state[256];
-    struct damage dm;
+    struct member_damage dm;
     uint64_t indexed;
     size_t points;
     bool complete;
@@ -326,7 +248,7 @@ static void text_member(struct out *o, const struct archive *a, struct archive_m
     bool passing = pass_progress(o, m, &done, &rate, &eta);
 
     show_name(m->name, m->name_len, name);
-    member_damage(a, m, &dm);
+    archive_member_damage(a, m, &dm);
     coverage(m, &indexed, &points, &complete);
     if (passing && m->size)
         snprintf(idx, sizeof(idx), "pass %.1f%%", 100.0 * (double)done / (double)m->size);
@@ -342,7 +264,7 @@ static void text_member(struct out *o, const struct archive *a, struct archive_m
     if (unsupported(m))
         snprintf(state, sizeof(state), "unsupported: %s", m->why ? m->why : "");
     else if (dm.d.error)
-        damage_text(&dm, state, sizeof(state));
+        archive_damage_text(&dm, state, sizeof(state));
     else if (crc_checked(m))
         snprintf(state, sizeof(state), "ok, crc checked");
     else if (unverified(o->opts, a, m))
@@ -396,7 +318,7 @@ static bool json_pass(struct out *o, struct archive_member *m)
 
 /* ,"damage":{...}: where reads start failing, the errno's text, the kind
  * and its details, and the text stats shows. */
-static bool json_damage(struct out *o, const struct damage *dm, const char *error,
+static bool json_damage(struct out *o, const struct member_damage *dm, const char *error,
                         const char *text)
 {
     const struct dfx_damage *d = &dm->d;
@@ -420,10 +342,10 @@ static void json_member(struct out *o, const struct archive *a, struct archive_m
     uint64_t indexed;
     bool complete, ok;
     char ebuf[96], text[256];
-    struct damage dm;
+    struct member_damage dm;
 
-    member_damage(a, m, &dm);
-    damage_text(&dm, text, sizeof(text));
+    archive_member_damage(a, m, &dm);
+    archive_damage_text(&dm, text, sizeof(text));
     coverage(m, &indexed, &points, &complete);
     ok = putf(o, false, "%s{\"name\":", o->nmembers ? "," : "") &&
          json_str(o, m->name, m->name_len, false) &&

@@ -183,6 +183,37 @@ def test_damage_before_indexing_strict(kind, index, mount, tmp_path, archive):
     assert len(re.findall(DAMAGE_LOG[kind], daemon_log(mount, mnt))) == 1
 
 
+@pytest.mark.parametrize("cache", ["32M", "128K"])
+def test_damage_found_by_a_sequential_read_is_logged_once(cache, mount, tmp_path, archive):
+    """verify=lazy, index=lazy: the damage is found by the decode of a
+    sequential read, or by a readahead worker ahead of it (the default
+    cache; 128K leaves no room for readahead). Either way the daemon logs
+    exactly one line for the member, naming what stats names, and the
+    reads end in EIO."""
+    src, arrays, where = archive
+    off, length = where["d"]
+    data = bytearray(src.read_bytes())
+    for k in range(16):
+        data[off + length // 2 + k] ^= 0x5A
+    src.write_bytes(bytes(data))
+    mnt = mount(src, f"index_dir={tmp_path / 'idx'}", "index=lazy", "verify=lazy",
+                f"cache_size={cache}")
+    # (verify=lazy serves what decodes before the damage is found: no
+    # check of the bytes here; test_damage_before_indexing covers that)
+    got, err = guarded(partial_read, mnt / "d.npy")
+    assert err is not None and err.errno == errno.EIO, (len(got), err)
+    # a second pass is refused from the same place and logs nothing more
+    got2, err2 = guarded(partial_read, mnt / "d.npy")
+    assert err2 is not None and err2.errno == errno.EIO
+    wait_for_log(mount, mnt, r"member 'd\.npy' is damaged: ")
+    time.sleep(0.5)
+    lines = [ln for ln in daemon_log(mount, mnt).splitlines() if "'d.npy'" in ln]
+    assert len(lines) == 1, lines
+    assert any(kind in lines[0] for kind in ("bad deflate data", "CRC-32 mismatch",
+                                             "size mismatch", "ends early")), lines
+    assert "(found by a read" in lines[0], lines
+
+
 def test_strict_undamaged(mount, tmp_path, archive):
     """verify=strict with no saved index: every first open runs the pass; the
     tables are saved, and a later mount loads them instead."""
