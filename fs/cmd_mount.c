@@ -139,9 +139,13 @@ static void parse_mount_args(int argc, char **argv, struct mount_args *ma)
     ma->opts.max_ratio = OPTIONS_DEFAULT_MAX_RATIO;
     ma->opts.spin_us = OPTIONS_DEFAULT_SPIN_US;
     ma->opts.net_opts.retries = -1;
-    for (int i = 0; i < argc; i++) {
+    for (int i = 0, flags = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "-f") == 0) {
+        if (!flags || (a[0] != '-' || !a[1])) {
+            pos[npos++] = a;
+        } else if (strcmp(a, "--") == 0) {
+            flags = 0; /* the rest are SOURCEs and the MOUNTPOINT ("-data.npz") */
+        } else if (strcmp(a, "-f") == 0) {
             ma->foreground = true;
         } else if (strcmp(a, "-d") == 0) {
             ma->foreground = ma->debug = true;
@@ -151,10 +155,8 @@ static void parse_mount_args(int argc, char **argv, struct mount_args *ma)
             options_parse(&ma->opts, &ma->fuse_opts, argv[i]);
         } else if (strncmp(a, "-o", 2) == 0) {
             options_parse(&ma->opts, &ma->fuse_opts, a + 2);
-        } else if (a[0] == '-' && a[1]) {
-            usage_die("unknown mount flag %s", a);
         } else {
-            pos[npos++] = a;
+            usage_die("unknown mount flag %s", a);
         }
     }
     if (npos < 2)

@@ -494,10 +494,14 @@ void options_parse_cmd(const char *cmd, const char *const *allowed, const char *
     o->index_max = OPTIONS_DEFAULT_INDEX_MAX;
     o->max_ratio = OPTIONS_DEFAULT_MAX_RATIO;
     o->net_opts.retries = -1;
-    for (int i = 0; i < argc; i++) {
+    for (int i = 0, flags = 1; i < argc; i++) {
         const char *list = NULL;
 
-        if (strcmp(argv[i], "-o") == 0) {
+        if (!flags || argv[i][0] != '-' || !argv[i][1]) {
+            ops[(*nops)++] = argv[i];
+        } else if (strcmp(argv[i], "--") == 0) {
+            flags = 0; /* the rest are operands, "-x.npz" too */
+        } else if (strcmp(argv[i], "-o") == 0) {
             if (++i == argc)
                 usage_die("-o needs an option list");
             list = argv[i];
@@ -507,10 +511,8 @@ void options_parse_cmd(const char *cmd, const char *const *allowed, const char *
             *json = true;
         } else if (prune && strcmp(argv[i], "--prune") == 0) {
             *prune = true;
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            usage_die("unknown %s flag %s", cmd, argv[i]);
         } else {
-            ops[(*nops)++] = argv[i];
+            usage_die("unknown %s flag %s", cmd, argv[i]);
         }
         if (list) {
             check_cmd_opts(cmd, allowed, takes, list);

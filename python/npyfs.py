@@ -133,7 +133,7 @@ def mounted(*sources, npyfs_bin=None, **options):
     try:
         mnt.mkdir()
         cmd = [binary, "mount"] + (["-o", opts] if opts else [])
-        cmd += [os.fspath(s) for s in sources] + [str(mnt)]
+        cmd += ["--"] + [os.fspath(s) for s in sources] + [str(mnt)]
         r = _run(cmd)
         if r.returncode != 0:
             raise NpyfsError(r.stderr.strip() or f"npyfs mount exited with {r.returncode}")
@@ -158,7 +158,7 @@ def ls(*paths, npyfs_bin=None):
     unsupported. Raises NpyfsError if any path cannot be listed."""
     if not paths:
         raise TypeError("ls() needs at least one path")
-    r = _run([find_npyfs(npyfs_bin), "ls", "--json"] + [os.fspath(p) for p in paths])
+    r = _run([find_npyfs(npyfs_bin), "ls", "--json", "--"] + [os.fspath(p) for p in paths])
     if r.returncode != 0:
         raise NpyfsError(r.stderr.strip() or f"npyfs ls exited with {r.returncode}")
     return json.loads(r.stdout)

@@ -449,3 +449,4 @@ def test_relative_paths(foreground, npyfs_bin, stored_npz, tmp_path):
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(timeout=15)
+

@@ -206,6 +206,17 @@ def test_ls_rows(env, run_npz, tmp_path):
         npyfs.ls(tmp_path / "gone.npz")
 
 
+def test_relative_source_named_like_a_flag(env, run_npz, tmp_path, monkeypatch):
+    """mounted("-run.npz") and ls("-run.npz") from its directory: a name
+    that starts with '-' is a source, not a flag (they pass "--")."""
+    import shutil
+    shutil.copy(run_npz, tmp_path / "-run.npz")
+    monkeypatch.chdir(tmp_path)
+    assert [r["name"] for r in npyfs.ls("-run.npz")] == ["x.npy", "y.npy"]
+    with npyfs.mounted("-run.npz") as d:
+        assert np.array_equal(np.load(d / "x.npy"), X)
+
+
 def test_installed_module(npyfs_bin, tmp_path, run_npz):
     """cmake --install puts npyfs.py where Debian's python3 looks for the
     prefix, and a script using it as a user would works."""

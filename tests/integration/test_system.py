@@ -185,6 +185,25 @@ def test_call_form_relative_source_without_dot(npyfs_bin, tmp_path, data_npz):
     assert r.stderr == b"npyfs: unknown command 'nothere' (see npyfs --help)\n", r.stderr
 
 
+def test_double_dash_ends_the_flags(npyfs_bin, tmp_path, data_npz):
+    """`npyfs mount -- -d.npz MNT`, `npyfs ls -- -d.npz`: after --, a name
+    that starts with '-' is a SOURCE; without it, an unknown flag."""
+    shutil.copy(data_npz, tmp_path / "-d.npz")
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    r = run([npyfs_bin, "ls", "--", "-d.npz"], timeout=30, cwd=tmp_path)
+    assert r.returncode == 0 and b"u.npy" in r.stdout, r.stderr
+    r = run([npyfs_bin, "mount", "-d.npz", "m"], timeout=30, cwd=tmp_path)
+    assert r.returncode == 1 and b"unknown mount flag -d.npz" in r.stderr, r.stderr
+    try:
+        r = run([npyfs_bin, "mount", "--", "-d.npz", "m"], timeout=30, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert sorted(guarded(os.listdir, mnt, timeout=15)) == ["u.npy", "v.npy"]
+        assert run([npyfs_bin, "unmount", mnt], timeout=30).returncode == 0
+    finally:
+        cleanup_background(mnt)
+
+
 def test_unknown_command_is_not_a_mount(npyfs_bin, tmp_path):
     r = run([npyfs_bin, "frobnicate", tmp_path], timeout=10)
     assert r.returncode == 1
