@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 
 #include "archive.h"
+#include "escape.h"
 #include "fs.h"
 
 #include "tree.h"
@@ -135,15 +136,27 @@ static bool name_ok(const char *name, size_t len)
 static int place(struct tree *t, struct name_index *ni, struct archive_member *m)
 {
     const char *p = m->name, *end = m->name + m->name_len;
+    const char *last = NULL; /* the last component kept: the member itself */
     uint64_t dir = 1, ino;
+    char *shown;
     int ret;
 
     if (!name_ok(m->name, m->name_len))
         goto skip;
+    for (const char *q = p; q < end;) {
+        const char *slash = memchr(q, '/', (size_t)(end - q));
+        size_t len = slash ? (size_t)(slash - q) : (size_t)(end - q);
+
+        if (len && !(len == 1 && q[0] == '.'))
+            last = q;
+        q = slash ? slash + 1 : end;
+    }
+    if (!last && !m->is_dir)
+        goto skip; /* "/", ".", "./": no name is left */
     while (p < end) {
         const char *slash = memchr(p, '/', (size_t)(end - p));
         size_t len = slash ? (size_t)(slash - p) : (size_t)(end - p);
-        bool want_dir = slash || m->is_dir;
+        bool want_dir = p != last || m->is_dir; /* "a/./." is the file a */
         const char *next = slash ? slash + 1 : end;
 
         if (len == 0 || (len == 1 && p[0] == '.')) {
@@ -171,8 +184,10 @@ static int place(struct tree *t, struct name_index *ni, struct archive_member *m
 
 skip:
     t->skipped++;
+    shown = escape_text_new(m->name, m->name_len); /* a NUL, a control byte */
     fuse_log(FUSE_LOG_WARNING, "npyfs: %s: skipping member '%s': its name cannot be placed\n",
-             m->archive ? m->archive->name : "?", m->name);
+             m->archive ? m->archive->name : "?", shown ? shown : m->name);
+    free(shown);
     return 0;
 }
 

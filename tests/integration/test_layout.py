@@ -382,3 +382,27 @@ def test_hostile_member_names(tmp_path, mount):
         # Nothing escaped next to the mount point.
         assert not (mnt.parent / "evil.npy").exists()
     guarded(body, timeout=60)
+
+
+def test_names_that_reduce_to_nothing_or_a_dot_are_logged(tmp_path, mount):
+    """Members named '.' and './' (nothing left once empty and '.' components
+    are dropped; not directory entries) are skipped with a log line each,
+    while '/' and '//' are directory entries of the root; 'a/./.' is
+    the file 'a' (its trailing '.' components dropped), not an empty
+    directory; a NUL in a skipped name is escaped in the log line."""
+    p = tmp_path / "odd.npz"
+    with zipfile.ZipFile(p, "w") as zf:
+        for name in ("/", "//", ".", "./."):
+            zf.writestr(name, b"gone")
+        zf.writestr("a/./.", b"adot")
+        zf.writestr("AAXAnul.npy", b"nul")
+        zf.writestr("ok.npy", npy_bytes(np.arange(5)))
+    raw = p.read_bytes().replace(b"AAXAnul.npy", b"AA\x00Anul.npy")
+    p.write_bytes(raw)
+    mnt = mount(p)
+    assert sorted(guarded(os.listdir, mnt, timeout=30)) == ["a", "ok.npy"]
+    assert guarded(read_all, mnt / "a", timeout=30) == b"adot"
+    log = mount.mount_of(mnt).stderr()
+    skipped = [ln for ln in log.splitlines() if "skipping member" in ln]
+    assert len(skipped) == 3, log
+    assert any("'AA\\x00Anul.npy'" in ln for ln in skipped), skipped
