@@ -76,12 +76,14 @@ static void *notifier_main(void *arg)
          * thread serves none. -ENOENT: the kernel forgot the inode, so it
          * has no pages of it. */
         ret = fuse_lowlevel_notify_inval_inode(notifier.se, ino, 0, 0);
-        if (ret == 0 && notifier.dropped)
-            atomic_fetch_add_explicit(notifier.dropped, 1, memory_order_relaxed);
-        else if (ret != 0 && ret != -ENOENT)
+        if (ret != 0 && ret != -ENOENT)
             fuse_log(FUSE_LOG_DEBUG, "npyfs: cannot drop the cached pages of inode %llu: %d\n",
                      (unsigned long long)ino, ret);
         pthread_mutex_lock(&notifier.lock);
+        if (ret == 0 && notifier.dropped && !it->counted) { /* files, not drops */
+            it->counted = true;
+            atomic_fetch_add_explicit(notifier.dropped, 1, memory_order_relaxed);
+        }
         notifier.sending = false;
         pthread_cond_broadcast(&notifier.done);
     }

@@ -35,11 +35,12 @@ struct notify_item {
     bool queued;              /* protected by the notifier's lock */
     uint64_t ino;             /* protected by the notifier's lock: set when queued */
     struct notify_item *next; /* protected by the notifier's lock */
+    bool counted;             /* protected by the notifier's lock: in *dropped */
 };
 
 /* FUSE init: start the thread, which notifies through se (NULL: no thread;
  * drops are then ignored) and counts each file whose pages it dropped in
- * *dropped (may be NULL). source names the mount in the log line said if
+ * *dropped, once however often (may be NULL). source names the mount in the log line said if
  * the thread cannot start (damage is then still reported by reads that
  * reach the daemon). */
 void notify_start(struct fuse_session *se, const char *source, atomic_uint_least64_t *dropped);

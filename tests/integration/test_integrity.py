@@ -212,6 +212,14 @@ def test_damage_found_by_a_sequential_read_is_logged_once(cache, mount, tmp_path
     assert any(kind in lines[0] for kind in ("bad deflate data", "CRC-32 mismatch",
                                              "size mismatch", "ends early")), lines
     assert "(found by a read" in lines[0], lines
+    # the kernel was told to drop the member's pages: one file, however often
+    def dropped():
+        return json.loads(os.getxattr(mnt, "user.npyfs.stats.json"))["pages_dropped"]
+    deadline = time.monotonic() + 30
+    while guarded(dropped) < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert guarded(dropped) == 1
 
 
 def test_strict_undamaged(mount, tmp_path, archive):
