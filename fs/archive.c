@@ -403,6 +403,8 @@ const char *archive_problem(int err, uint64_t max_ratio, char *buf, size_t len)
         return "is a directory; give an .npz or .npy.gz file";
     case -ENODEV:
         return "not a regular file (a FIFO, socket or device)";
+    case -EXDEV:
+        return "it now leads out of the directory source (a symlink or a moved directory)";
     case -EREMOTEIO:
         return "the server failed to send the archive's bytes (after retries)";
     case -ETIMEDOUT:

@@ -994,8 +994,12 @@ static int open_unit(struct vfs *v, struct vfs_unit *u)
     }
     if (ret == 0 && u->a->kind != (u->kind == UNIT_ZIP    ? ARCHIVE_ZIP
                                    : u->kind == UNIT_GZIP ? ARCHIVE_GZIP
-                                                          : ARCHIVE_PLAIN))
+                                                          : ARCHIVE_PLAIN)) {
         ret = -EINVAL; /* a gzip file called .npz, or the other way round */
+        snprintf(why, sizeof(why), "its content is %s, not what its name says (%s)",
+                 u->a->kind == ARCHIVE_ZIP ? "a zip" : "a gzip file",
+                 u->kind == UNIT_ZIP ? ".npz: a zip" : ".npy.gz: a gzip file");
+    }
     if (ret == 0)
         ret = open_tree(v, u);
     if (ret < 0) {
