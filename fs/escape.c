@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Contract in escape.h. */
 size_t escape_text(char *out, size_t size, const char *s, size_t len, bool keep_backslash)
@@ -75,6 +76,37 @@ static void put_bytes(char *out, size_t size, size_t *pos, const char *s, size_t
     for (size_t i = 0; i < n; i++, (*pos)++)
         if (*pos + 1 < size)
             out[*pos] = s[i];
+}
+
+/* Contract in escape.h. */
+size_t escape_descr_utf8(char *out, size_t size, const char *s, size_t len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t pos = 0;
+
+    for (size_t i = 0; i < len;) {
+        size_t n = u[i] >= 0x80 ? utf8_seq(u + i, len - i) : 0;
+        char esc[16];
+
+        if (n > 1) {
+            uint32_t cp = u[i] & (n == 2 ? 0x1f : n == 3 ? 0x0f : 0x07);
+            for (size_t k = 1; k < n; k++)
+                cp = cp << 6 | (u[i + k] & 0x3f);
+            if (cp <= 0xffff)
+                snprintf(esc, sizeof(esc), "\\u%04x", (unsigned)cp);
+            else
+                snprintf(esc, sizeof(esc), "\\U%08x", (unsigned)cp);
+            put_bytes(out, size, &pos, esc, strlen(esc));
+            i += n;
+            continue;
+        }
+        n = escape_text(esc, sizeof(esc), s + i, 1, true);
+        put_bytes(out, size, &pos, esc, n);
+        i++;
+    }
+    if (size)
+        out[pos < size ? pos : size - 1] = '\0';
+    return pos;
 }
 
 /* Contract in escape.h. */

@@ -26,6 +26,13 @@
  * the user.npy.dtype attribute. */
 size_t escape_text(char *out, size_t size, const char *s, size_t len, bool keep_backslash);
 
+/* A version 3 header's descr (UTF-8) as escape_text(.., true) writes it,
+ * but each valid UTF-8 sequence as the Python escape of its code point
+ * (\uXXXX, \UXXXXXXXX), so that the value, a Python literal, gives the same
+ * field names back (\xHH in a str literal is U+00HH: right for the latin-1
+ * of versions 1 and 2, wrong for UTF-8). Returns the length it needed. */
+size_t escape_descr_utf8(char *out, size_t size, const char *s, size_t len);
+
 /* escape_text(s, len, false) in a new string (the caller frees it), or
  * NULL: out of memory. */
 char *escape_text_new(const char *s, size_t len);

@@ -31,6 +31,11 @@
 #include "npy.h"
 #include "stats.h"
 
+static size_t escape_descr_latin1(char *out, size_t size, const char *s, size_t len)
+{
+    return escape_text(out, size, s, len, true);
+}
+
 /* Linux refuses xattr values above XATTR_SIZE_MAX (64 KiB). */
 #define XATTR_VALUE_MAX 65536
 /* The stats text changes between a size query and the read that follows it:
@@ -100,12 +105,15 @@ static int meta_build(struct archive *a, struct archive_member *m, struct archiv
             escape_text(meta->dtype, dlen + 1, type, tlen, false);
     } else if (ret == -EINVAL) {
         /* a struct as the header's descr, bytes outside printable ASCII as
-         * \xHH: the value stays a Python literal (a control byte can only
+         * \xHH (latin-1, versions 1 and 2) or UTF-8 as \uXXXX (version 3):
+         * the value stays the same Python literal (a control byte can only
          * sit inside a string in it) */
-        dlen = escape_text(NULL, 0, h.descr, strlen(h.descr), true);
+        size_t (*esc)(char *, size_t, const char *, size_t) =
+            h.major == 3 ? escape_descr_utf8 : escape_descr_latin1;
+        dlen = esc(NULL, 0, h.descr, strlen(h.descr));
         meta->dtype = malloc(dlen + 1);
         if (meta->dtype)
-            escape_text(meta->dtype, dlen + 1, h.descr, strlen(h.descr), true);
+            esc(meta->dtype, dlen + 1, h.descr, strlen(h.descr));
     }
     ret = 0;
     meta->shape = malloc((size_t)len + 1);

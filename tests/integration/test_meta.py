@@ -439,3 +439,27 @@ def test_stats_crc_checked_after_background_pass(npyfs_bin, tmp_path, mount):
     row = next(ln for ln in _stats(npyfs_bin, mnt).splitlines()
                if ln.split()[:1] == ["big.npy"])
     assert "crc checked" in row, row
+
+
+def test_dtype_xattr_round_trips_non_ascii_field_names(tmp_path, mount):
+    """A field named 'α' (numpy writes a version 3 header, UTF-8) and one
+    named 'é' in a version 1 header (latin-1): user.npy.dtype, read back as
+    the README says, gives the same dtype, and holds printable ASCII only."""
+    import warnings
+    v3 = np.zeros(3, dtype=[("α", "<i4"), ("b\u2603", "<f8")])
+    v1 = np.zeros(2, dtype=[("é", "<i2")])
+    p = tmp_path / "names.npz"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Stored array in format 3.0"
+        np.savez(p, v3=v3, v1=v1)
+    with zipfile.ZipFile(p) as zf:  # self-check: the versions numpy chose
+        assert zf.read("v3.npy")[6:8] == b"\x03\x00"
+        assert zf.read("v1.npy")[6:8] == b"\x01\x00"
+    mnt = mount(p)
+
+    def body():
+        for name, arr in (("v3", v3), ("v1", v1)):
+            raw = os.getxattr(mnt / f"{name}.npy", "user.npy.dtype")
+            assert all(0x20 <= c < 0x7f for c in raw), raw
+            assert dtype_of(raw.decode()) == arr.dtype, (name, raw)
+    guarded(body, timeout=60)
