@@ -427,6 +427,7 @@ void options_parse(struct options *o, char **fuse_opts, const char *list)
                 snprintf(bytes, sizeof(bytes), "max_read=%" PRIu64, o->max_read);
                 options_append(fuse_opts, bytes, strlen(bytes));
             } else {
+                o->allow_other |= strcmp(opt, "allow_other") == 0;
                 options_append(fuse_opts, opt, len);
             }
         } else if (len) {

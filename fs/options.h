@@ -93,6 +93,8 @@ struct options {
     struct net *net;
     char *index_out;    /* npyfs index -o index_out=FILE (owned), or NULL */
     uint64_t index_max; /* -o index_max=: the index directory's size cap, 0: none */
+    bool allow_other;   /* -o allow_other: other users see the mount (sources' ACLs
+                         * are read then, vfs.c) */
     bool spacing_given; /* -o spacing= was given: the indexer builds with it too
                          * (not INDEXER_SPACING), and npyfs index rebuilds
                          * files of another spacing */

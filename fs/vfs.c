@@ -194,12 +194,19 @@ mode_t vfs_acl_narrow(mode_t perm, const void *acl, ssize_t n)
     return (perm & ~(mode_t)077) | (perm & ((mode_t)(group << 3) | (mode_t)other));
 }
 
-/* perm of the local file at path (or open at fd >= 0) after its ACL. */
-static mode_t perm_after_acl(mode_t perm, const char *path, int fd)
+/* perm of the local file at path (or open at fd >= 0) after its ACL. Only
+ * with allow_other: the mounting user's own access is the daemon's, which
+ * the ACL already governs (and root's bypasses it), and the read costs a
+ * call per entry (a round trip on NFS). */
+static mode_t perm_after_acl(const struct vfs *v, mode_t perm, const char *path, int fd)
 {
     unsigned char buf[1024];
-    ssize_t n = fd >= 0 ? fgetxattr(fd, "system.posix_acl_access", buf, sizeof(buf))
-                        : getxattr(path, "system.posix_acl_access", buf, sizeof(buf));
+    ssize_t n;
+
+    if (!v->opts->allow_other)
+        return perm;
+    n = fd >= 0 ? fgetxattr(fd, "system.posix_acl_access", buf, sizeof(buf))
+                : getxattr(path, "system.posix_acl_access", buf, sizeof(buf));
 
     if (n < 0 && errno == ERANGE)
         return perm & ~(mode_t)077; /* too many entries to read here: owner only */
@@ -279,7 +286,7 @@ static int new_unit(struct vfs *v, uint64_t ino, const char *path, int rootfd,
     u->mtime = st->st_mtim;
     u->perm = perm_of(st->st_mode);
     if (!u->remote)
-        u->perm = perm_after_acl(u->perm, path, -1);
+        u->perm = perm_after_acl(v, u->perm, path, -1);
     u->uid = st->st_uid;
     u->gid = st->st_gid;
     u->a = a;
@@ -483,7 +490,7 @@ static int add_entry(struct walk *w, int dfd, const char *dpath, uint64_t dir, s
         if (ret == 0) {
             vnode(w->v, ino)->mtime = e->st.st_mtim;
             set_owner(vnode(w->v, ino), &e->st);
-            vnode(w->v, ino)->perm = perm_after_acl(vnode(w->v, ino)->perm, NULL, sub);
+            vnode(w->v, ino)->perm = perm_after_acl(w->v, vnode(w->v, ino)->perm, NULL, sub);
             ret = walk_dir(w, sub, path, ino, &me);
         }
         close(sub);
@@ -573,7 +580,7 @@ static int walk_source(struct vfs *v, const char *path, uint64_t dir)
     top.up = NULL;
     vnode(v, dir)->mtime = st.st_mtim;
     set_owner(vnode(v, dir), &st);
-    vnode(v, dir)->perm = perm_after_acl(vnode(v, dir)->perm, NULL, dfd);
+    vnode(v, dir)->perm = perm_after_acl(v, vnode(v, dir)->perm, NULL, dfd);
     ret = walk_dir(&w, dfd, strcmp(root, "/") ? root : "", dir, &top);
     close(dfd);
     free(root);
