@@ -10,7 +10,7 @@ _npyfs_net_opts="endpoint= region= s3_path_style s3_anonymous cacert= http_heade
 connections= timeout= retries= block= remote_cache="
 _npyfs_mount_opts="cache_size= spacing= threads= readahead= spin= index_dir= index= index_mem= index_max=
 verify= verify_max= max_ratio= $_npyfs_net_opts index_url=
-allow_other allow_root auto_unmount default_permissions ro nodev dev nosuid suid
+allow_other allow_root auto_unmount default_permissions debug ro nodev dev nosuid suid
 noexec exec noatime atime sync async dirsync max_read= fsname= user=
 context= fscontext= defcontext= rootcontext="
 _npyfs_index_opts="index_dir= index_max= spacing= max_ratio= index_out= $_npyfs_net_opts"
