@@ -695,8 +695,10 @@ int dfx_store_peek(struct src *file, struct dfx_store_info *info)
     int ret = 0;
 
     memset(info, 0, sizeof(*info));
-    if (!dfx_store_has_magic(file) || read_at(file, h, STORE_MAGIC_LEN + 4, 0) < 0)
+    if (!dfx_store_has_magic(file))
         return -ENOENT;
+    if (read_at(file, h, STORE_MAGIC_LEN + 4, 0) < 0)
+        return -EBADMSG; /* ours by its magic, cut short */
     info->version = get_le32(h + H_VERSION);
     if (info->version != DFX_STORE_VERSION)
         return 0; /* the caller decides */
@@ -738,6 +740,36 @@ int dfx_store_peek(struct src *file, struct dfx_store_info *info)
     info->mtime_sec = (int64_t)get_le64(h + H_MTIME_SEC);
     info->mtime_nsec = get_le32(h + H_MTIME_NSEC);
     return 0;
+}
+
+/* Contract in dfx_store.h. */
+int dfx_store_verify(struct src *file)
+{
+    unsigned char *piece, tail[STORE_CRC_LEN];
+    uLong crc = crc32(0, Z_NULL, 0);
+    uint64_t end;
+    int ret = 0;
+
+    if (file->size < STORE_HEADER_LEN + STORE_CRC_LEN)
+        return -EBADMSG;
+    end = file->size - STORE_CRC_LEN;
+    piece = malloc(STORE_PIECE);
+    if (!piece)
+        return -ENOMEM;
+    for (uint64_t at = 0; ret == 0 && at < end;) {
+        size_t n = end - at < STORE_PIECE ? (size_t)(end - at) : STORE_PIECE;
+
+        ret = read_at(file, piece, n, at);
+        if (ret == 0)
+            crc = crc32_z(crc, piece, n);
+        at += n;
+    }
+    free(piece);
+    if (ret == 0)
+        ret = read_at(file, tail, sizeof(tail), end);
+    if (ret == 0 && get_le32(tail) != (uint32_t)crc)
+        ret = -EBADMSG;
+    return ret;
 }
 
 /* Contract in dfx_store.h. */

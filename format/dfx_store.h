@@ -203,11 +203,16 @@ struct dfx_store_info {
 /* Read file's header, member name and recorded path into *info (zeroed
  * first; free its strings with dfx_store_info_clear()). Only those are
  * read, not checksummed: a file damaged further on is found by the load
- * that needs it. Returns 0 (info->version set; the rest too if it is
- * DFX_STORE_VERSION), -ENOENT not an index file (no magic, or too short to
- * tell a version), -EBADMSG a header of this version that does not hold
- * together, or -ENOMEM. */
+ * that needs it (or dfx_store_verify()). Returns 0 (info->version set; the
+ * rest too if it is DFX_STORE_VERSION), -ENOENT not an index file (no
+ * magic), -EBADMSG too short to tell a version, or a header of this version
+ * that does not hold together, or -ENOMEM. */
 int dfx_store_peek(struct src *file, struct dfx_store_info *info);
+
+/* Check a file of this version whole against its trailing CRC-32 (it reads
+ * every byte: for a prune, not a load, which checks as it reads). Returns 0,
+ * -EBADMSG (too short, or the checksum differs), a read error, -ENOMEM. */
+int dfx_store_verify(struct src *file);
 
 /* Free info's strings (accepts a zeroed info). */
 void dfx_store_info_clear(struct dfx_store_info *info);

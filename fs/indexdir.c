@@ -125,7 +125,8 @@ int indexdir_default_dir(char **out)
     return ret;
 }
 
-/* mkdir -p with mode 0700 for every directory it creates. */
+/* mkdir -p with mode 0700 for every directory it creates, whatever the
+ * umask (0222 would make it 0500: unusable to the user who made it). */
 static int mkdir_parents(const char *dir)
 {
     char *p = strdup(dir);
@@ -138,7 +139,9 @@ static int mkdir_parents(const char *dir)
         if (*s != '/' && !last)
             continue;
         *s = '\0';
-        if (mkdir(p, 0700) < 0 && errno != EEXIST)
+        if (mkdir(p, 0700) == 0)
+            ret = chmod(p, 0700) < 0 ? -errno : 0;
+        else if (errno != EEXIST)
             ret = -errno;
         if (last)
             break;
@@ -346,6 +349,19 @@ void indexdir_abort(struct indexdir_writer *w)
     free(w);
 }
 
+/* May a save put its file at name? Only over nothing, or over a regular
+ * file of this user's (a stale or damaged index file): never over a
+ * symlink, a FIFO or another user's file, which npyfs did not write.
+ * 0 or -EEXIST. */
+static int replaceable(const struct indexdir *d, const char *name)
+{
+    struct stat st;
+
+    if (fstatat(d->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return 0;
+    return S_ISREG(st.st_mode) && st.st_uid == geteuid() ? 0 : -EEXIST;
+}
+
 /* Contract in indexdir.h. */
 int indexdir_finish(struct indexdir_writer *w, struct dfx_index *ix, const struct dfx_crcs *crcs)
 {
@@ -359,6 +375,8 @@ int indexdir_finish(struct indexdir_writer *w, struct dfx_index *ix, const struc
     if (close(w->fd) < 0 && ret == 0)
         ret = -errno;
     w->fd = -1;
+    if (ret == 0)
+        ret = replaceable(w->dir, w->name);
     if (ret == 0 && renameat(w->dir->fd, w->tmp, w->dir->fd, w->name) < 0)
         ret = -errno;
     if (ret == 0 && fsync(w->dir->fd) < 0) /* make the rename itself durable */
@@ -708,6 +726,20 @@ static int read_entry(struct indexdir *d, struct entry *e)
     return ret;
 }
 
+/* Check e's file whole (dfx_store_verify()): 0, -EBADMSG, -ENOMEM, or
+ * another error (kept: a read that failed is not damage found). */
+static int verify_entry(struct indexdir *d, struct entry *e)
+{
+    struct src *file = open_entry(d, e);
+    int ret;
+
+    if (!file)
+        return -ENOENT;
+    ret = dfx_store_verify(file);
+    src_free(file);
+    return ret;
+}
+
 /* With o->sources: why e should go (an indexdir_prune_why), or -1 to keep it;
  * -ENOMEM. Reads the file's header (read_entry()); a file that is not ours
  * gets done set and is left alone. */
@@ -733,6 +765,11 @@ static int source_verdict(struct indexdir *d, struct entry *e,
         return INDEXDIR_PRUNE_FORMAT;
     if (i->version > DFX_STORE_VERSION)
         return -1; /* a newer npyfs's: not ours to judge */
+    ret = verify_entry(d, e); /* the whole file against its checksum */
+    if (ret == -ENOMEM)
+        return ret;
+    if (ret == -EBADMSG)
+        return INDEXDIR_PRUNE_DAMAGED;
     if (i->path && stat(i->path, &st) == 0)
         return (uint64_t)st.st_dev != i->dev || (uint64_t)st.st_ino != i->ino ||
                        (uint64_t)st.st_size != i->size ||

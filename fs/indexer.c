@@ -707,6 +707,15 @@ out_free:
     return ret;
 }
 
+/* Why a save failed, in words: -EEXIST is indexdir_finish()'s refusal to
+ * replace what npyfs did not write. */
+static const char *save_problem(int err, char *buf, size_t len)
+{
+    return err == -EEXIST ? "something npyfs did not write is there (a symlink, a FIFO, or "
+                            "another user's file)"
+                          : strerror_r(-err, buf, len);
+}
+
 static void log_damage(struct archive *a, struct archive_member *m, int err)
 {
     archive_log_damage(a, m, "by the indexing pass", err);
@@ -742,7 +751,7 @@ static int log_save(struct indexer *x, struct archive_member *m, const struct df
     else if (!atomic_exchange(&said_cannot_save, true))
         fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': cannot save index to %s: %s "
                  "(further save failures of this mount are not logged)\n",
-                 x->a->name, m->name, path ? path : dir, ERRSTR(ret));
+                 x->a->name, m->name, path ? path : dir, save_problem(ret, (char[64]){0}, 64));
     free(path);
     return ret;
 }
@@ -1459,7 +1468,7 @@ static void print_member_error(const struct archive *a, const struct archive_mem
         fprintf(stderr, "npyfs: %s: member '%s' %s%s\n", a->name, m->name, what, tail);
     else
         fprintf(stderr, "npyfs: %s: member '%s': cannot save its index in %s: %s%s\n", a->name,
-                m->name, dir, strerror(-err), tail);
+                m->name, dir, save_problem(err, (char[64]){0}, 64), tail);
 }
 
 /* Say why there is no index directory (CLI: npyfs index), for label. */
@@ -1707,7 +1716,8 @@ static void print_pruned(const struct indexdir_prune_file *f, void *arg)
                "%d)\n", f->version, DFX_STORE_VERSION);
         break;
     case INDEXDIR_PRUNE_DAMAGED:
-        printf("damaged (its header does not hold together)\n");
+        printf("damaged (cut short, a header that does not hold together, or a checksum "
+               "that does not match)\n");
         break;
     case INDEXDIR_PRUNE_TEMP:
         printf("a temporary file left by a save that did not finish (%s old)\n", idle);

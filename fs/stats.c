@@ -268,7 +268,7 @@ static void text_member(struct out *o, const struct archive *a, struct archive_m
     else if (crc_checked(m))
         snprintf(state, sizeof(state), "ok, crc checked");
     else if (unverified(o->opts, a, m))
-        snprintf(state, sizeof(state), "unverified (served before its full check)");
+        snprintf(state, sizeof(state), "unverified (readable before its full check)");
     else
         snprintf(state, sizeof(state), "ok");
     if (!putf(o, false, "  %-*s  %-8s %14" PRIu64 " %14" PRIu64 "  %-18s %s\n", o->name_width,

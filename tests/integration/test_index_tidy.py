@@ -21,6 +21,7 @@ import pty
 import re
 import select
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -495,6 +496,13 @@ def test_prune_removes_files_of_gone_and_changed_archives(npyfs_bin, tmp_path):
     old_format.chmod(0o600)
     foreign = idx / ("1" * 24 + ".dfx")
     foreign.write_bytes(b"my own notes")
+    # damaged files of ours: a flipped byte (the checksum fails), the magic alone
+    flipped = bytearray(by_src[kept].read_bytes())
+    flipped[len(flipped) // 2] ^= 0x40
+    damaged = idx / ("3" * 24 + ".dfx")
+    damaged.write_bytes(bytes(flipped))
+    stub = idx / ("4" * 24 + ".dfx")
+    stub.write_bytes(b"NPYFSIDX")
     target = tmp_path / "outside.dfx"
     target.write_bytes(bytes(data))
     link = idx / ("2" * 24 + ".dfx")
@@ -509,7 +517,9 @@ def test_prune_removes_files_of_gone_and_changed_archives(npyfs_bin, tmp_path):
     assert r.returncode == 0, err
     assert err == ""
     lines = out.splitlines()
-    assert len(lines) == 4, out
+    assert len(lines) == 6, out
+    for f in (damaged, stub):
+        assert f"removed {f} (" in out and "damaged (cut short" in out, out
     assert (f"removed {by_src[gone]} (" in out and
             f"its archive {gone} no longer exists (member 'x.npy')" in out), out
     assert (f"removed {by_src[changed]} (" in out and
@@ -518,8 +528,8 @@ def test_prune_removes_files_of_gone_and_changed_archives(npyfs_bin, tmp_path):
     assert (f"removed {old_format} (" in out and
             "index file format version 3, from an older npyfs (this one reads version 4)"
             in out), out
-    freed = sizes[gone] + sizes[changed] + len(data)
-    assert lines[-1] == (f"npyfs: index directory {idx}: removed 3 files, {human(freed)} "
+    freed = sizes[gone] + sizes[changed] + len(data) + len(flipped) + 8
+    assert lines[-1] == (f"npyfs: index directory {idx}: removed 5 files, {human(freed)} "
                          f"freed; 1 index file kept ({human(sizes[kept])})"), lines[-1]
     assert sorted(index_files(idx)) == sorted([by_src[kept], foreign, link])
     assert foreign.read_bytes() == b"my own notes" and target.exists() and link.is_symlink()
@@ -687,3 +697,41 @@ def test_prune_creates_no_directory(npyfs_bin, tmp_path):
     r = run([npyfs_bin, "index", "--prune", "-o", f"index_dir={idx}", src], timeout=120)
     assert r.returncode == 0, r.stderr
     assert len(index_files(idx)) == 1
+
+
+def test_save_never_replaces_what_npyfs_did_not_write(npyfs_bin, tmp_path):
+    """At the name a member's index file would get: a FIFO, or a symlink to a
+    file outside. `npyfs index` fails for that member and says why; the
+    entry stays as it was (the symlink's target untouched); nothing is
+    written in its place. And a directory it creates is 0700 whatever the
+    umask."""
+    src = tmp_path / "a.npz"
+    make_npz(src)
+    probe = tmp_path / "probe"
+    assert npyfs_index(npyfs_bin, "-o", f"index_dir={probe}", src).returncode == 0
+    (name,) = [f.name for f in index_files(probe)]
+    for kind in ("fifo", "symlink"):
+        idx = tmp_path / f"idx-{kind}"
+        idx.mkdir(mode=0o700)
+        entry = idx / name
+        outside = tmp_path / f"outside-{kind}"
+        outside.write_bytes(b"not an index")
+        if kind == "fifo":
+            os.mkfifo(entry)
+        else:
+            entry.symlink_to(outside)
+        r = npyfs_index(npyfs_bin, "-o", f"index_dir={idx}", src)
+        assert r.returncode == 1, r.stderr
+        assert "something npyfs did not write is there" in r.stderr.decode(), r.stderr
+        st = os.lstat(entry)
+        assert (stat.S_ISFIFO(st.st_mode) if kind == "fifo" else stat.S_ISLNK(st.st_mode))
+        assert outside.read_bytes() == b"not an index"
+        assert [f.name for f in idx.iterdir()] == [name]  # no temporary file left
+    old = os.umask(0o222)
+    try:
+        r = npyfs_index(npyfs_bin, "-o", f"index_dir={tmp_path / 'u' / 'v'}", src)
+    finally:
+        os.umask(old)
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE(os.stat(tmp_path / "u").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(tmp_path / "u" / "v").st_mode) == 0o700

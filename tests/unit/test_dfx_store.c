@@ -1180,9 +1180,19 @@ static void check_peek(uint64_t *s)
         CHECK(!dfx_store_has_magic(mf_src(&m)));
         CHECK_EQ(dfx_store_peek(mf_src(&m), &info), -ENOENT);
         m.len = 10;
-        memcpy(m.p, "NPYFSIDX", 8); /* the magic, but no version */
+        memcpy(m.p, "NPYFSIDX", 8); /* the magic, but no version: ours, cut short */
         CHECK(dfx_store_has_magic(mf_src(&m)));
-        CHECK_EQ(dfx_store_peek(mf_src(&m), &info), -ENOENT);
+        CHECK_EQ(dfx_store_peek(mf_src(&m), &info), -EBADMSG);
+        /* the whole file against its checksum */
+        mf_set(&m, orig, len);
+        CHECK_EQ(dfx_store_verify(mf_src(&m)), 0);
+        m.p[len / 2] ^= 0x40;
+        CHECK_EQ(dfx_store_verify(mf_src(&m)), -EBADMSG);
+        mf_set(&m, orig, len);
+        m.p[len - 1] ^= 0x01; /* the checksum itself */
+        CHECK_EQ(dfx_store_verify(mf_src(&m)), -EBADMSG);
+        m.len = 40;
+        CHECK_EQ(dfx_store_verify(mf_src(&m)), -EBADMSG);
     }
     f.key.path = NULL;
     free(orig);
