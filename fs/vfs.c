@@ -1310,6 +1310,11 @@ static void set_dir(struct stat *st, uint32_t nsubdirs, mode_t perm)
 
 static void set_file(struct stat *st, uint64_t size, mode_t perm)
 {
+    /* a ZIP64 size past INT64_MAX is no off_t (the kernel would refuse the
+     * attributes: EIO at lookup); such a member is unsupported (its open
+     * says so), listed with size 0 */
+    if (size > INT64_MAX)
+        size = 0;
     st->st_mode = S_IFREG | perm;
     st->st_nlink = 1;
     st->st_size = (off_t)size;

@@ -18,6 +18,7 @@
   absolute, empty components) that must not produce '.'/'..' entries.
 """
 
+import errno
 import os
 import stat
 import subprocess
@@ -406,3 +407,47 @@ def test_names_that_reduce_to_nothing_or_a_dot_are_logged(tmp_path, mount):
     skipped = [ln for ln in log.splitlines() if "skipping member" in ln]
     assert len(skipped) == 3, log
     assert any("'AA\\x00Anul.npy'" in ln for ln in skipped), skipped
+
+
+def _zip64_huge_member(path, data, usize=1 << 63):
+    """A zip whose stored member a.npy claims, in its ZIP64 extra fields, an
+    uncompressed size past INT64_MAX; b.npy beside it is ordinary."""
+    import struct
+    import zlib
+    crc = zlib.crc32(data)
+    name = b"a.npy"
+    lx = struct.pack("<HHQQ", 1, 16, usize, len(data))
+    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 45, 0, 0, 0, 0x21, crc, 0xFFFFFFFF,
+                        0xFFFFFFFF, len(name), len(lx)) + name + lx + data
+    b_data = npy_bytes(np.arange(6))
+    b_name = b"b.npy"
+    b_off = len(local)
+    b_local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 0, 0, 0x21, zlib.crc32(b_data),
+                          len(b_data), len(b_data), len(b_name), 0) + b_name + b_data
+    cx = struct.pack("<HHQQQ", 1, 24, usize, len(data), 0)
+    cd = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 45, 45, 0, 0, 0, 0x21, crc, 0xFFFFFFFF,
+                     0xFFFFFFFF, len(name), len(cx), 0, 0, 0, 0o100644 << 16,
+                     0xFFFFFFFF) + name + cx
+    cd += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 0, 0, 0x21,
+                      zlib.crc32(b_data), len(b_data), len(b_data), len(b_name), 0, 0, 0, 0,
+                      0o100644 << 16, b_off) + b_name
+    body = local + b_local
+    eocd = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 2, 2, len(cd), len(body), 0)
+    path.write_bytes(body + cd + eocd)
+
+
+def test_member_with_a_size_past_int64_max_is_unsupported(tmp_path, mount):
+    """Listed (size 0: no off_t holds it), its open fails with EOPNOTSUPP and
+    one log line names why; the member beside it reads."""
+    p = tmp_path / "z64.npz"
+    _zip64_huge_member(p, npy_bytes(np.arange(20)))
+    mnt = mount(p)
+    assert sorted(guarded(os.listdir, mnt, timeout=30)) == ["a.npy", "b.npy"]
+    st = guarded(os.stat, mnt / "a.npy", timeout=30)
+    assert stat.S_ISREG(st.st_mode) and st.st_size == 0
+    with pytest.raises(OSError) as e:
+        guarded(read_all, mnt / "a.npy", timeout=30)
+    assert e.value.errno == errno.EOPNOTSUPP
+    assert guarded(read_all, mnt / "b.npy", timeout=30) == npy_bytes(np.arange(6))
+    log = mount.mount_of(mnt).stderr()
+    assert "'a.npy' cannot be read: uncompressed size too large" in log, log
