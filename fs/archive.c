@@ -570,9 +570,13 @@ void archive_member_damage(const struct archive *a, struct archive_member *m,
     } else if ((err = atomic_load(&m->stored_damage)) != 0) {
         *d = (struct dfx_damage){.error = err, .kind = DFX_DAMAGE_CRC};
     }
-    if (d->error == 0 && bad)
+    if (d->error == 0 && bad) {
         *d = (struct dfx_damage){.error = -EIO, .kind = DFX_DAMAGE_CHUNK_CRC,
                                  .from = (bad - 1) * FS_CHUNK_SIZE, .chunk = bad - 1};
+        out->chunk_only = true;
+    }
+    /* reads fail by whole chunks: from the start of the one the damage is in */
+    d->from -= d->from % FS_CHUNK_SIZE;
 }
 
 
@@ -582,7 +586,9 @@ void archive_damage_text(const struct member_damage *dm, char *buf, size_t size)
     const struct dfx_damage *d = &dm->d;
     char ebuf[96], from[64];
 
-    if (d->from)
+    if (dm->chunk_only)
+        snprintf(from, sizeof(from), "reads of that chunk fail");
+    else if (d->from)
         snprintf(from, sizeof(from), "reads from byte %" PRIu64 " fail", d->from);
     else
         snprintf(from, sizeof(from), "every read fails");

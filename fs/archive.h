@@ -290,6 +290,7 @@ void archive_condemn(struct archive_member *m, const struct dfx_damage *d);
 struct member_damage {
     struct dfx_damage d; /* d.error 0: none */
     bool changed;        /* the archive changed since the mount */
+    bool chunk_only;     /* a stored member's bad chunk: only its reads fail */
 };
 void archive_member_damage(const struct archive *a, struct archive_member *m,
                            struct member_damage *out);

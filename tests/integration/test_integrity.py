@@ -288,6 +288,13 @@ def test_damage_after_indexing(kind, verify, npyfs_bin, mount, tmp_path, archive
                  if m["name"] == f"{kind}.npy"]
     assert member["damage"] is not None, member
     assert member["damage"]["from"] <= first * CHUNK, member
+    # reads fail by whole chunks: "from" is where they start failing, a
+    # chunk's start; and a stored member's damage does not spread
+    assert member["damage"]["from"] % CHUNK == 0, member
+    if kind == "s":
+        assert "reads of that chunk fail" in member["damage"]["text"], member
+    else:
+        assert member["damage"]["from"] == first * CHUNK, (member, first)
     # and say what it was: a chunk that does not match its saved checksum
     # (a flipped bit in deflate data may also break the stream itself)
     kinds = {"chunk_crc_mismatch"} if kind == "s" else {"chunk_crc_mismatch", "bad_data",
