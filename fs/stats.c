@@ -384,18 +384,19 @@ static bool remote_head(struct out *o, struct archive *a)
         human(rs.bytes, h, sizeof(h));
         return putf(o, false,
                     "  remote: %" PRIu64 " requests, %" PRIu64 " bytes fetched (%s), %" PRIu64
-                    " retries, %" PRIu64 " failures, %" PRIu64 " in flight; blocks %" PRIu64
-                    " hit, %" PRIu64 " missed, %" PRIu64 " fetched ahead\n",
+                    " retries, %" PRIu64 " failures, %" PRIu64 " in flight (connections in "
+                    "use); blocks %" PRIu64 " hit, %" PRIu64 " missed, %" PRIu64
+                    " fetched ahead\n",
                     rs.requests, rs.bytes, h, rs.retries, rs.failures, rs.in_flight, rs.hits,
                     rs.misses, rs.ahead_blocks);
     }
     return putf(o, false,
                 ",\"remote\":{\"requests\":%" PRIu64 ",\"bytes\":%" PRIu64
                 ",\"retries\":%" PRIu64 ",\"failures\":%" PRIu64 ",\"in_flight\":%" PRIu64
-                ",\"block_hits\":%" PRIu64 ",\"block_misses\":%" PRIu64
-                ",\"ahead_blocks\":%" PRIu64 "}",
-                rs.requests, rs.bytes, rs.retries, rs.failures, rs.in_flight, rs.hits, rs.misses,
-                rs.ahead_blocks);
+                ",\"connections\":%" PRIu64 ",\"block_hits\":%" PRIu64
+                ",\"block_misses\":%" PRIu64 ",\"ahead_blocks\":%" PRIu64 "}",
+                rs.requests, rs.bytes, rs.retries, rs.failures, rs.in_flight, rs.in_flight,
+                rs.hits, rs.misses, rs.ahead_blocks);
 }
 
 static bool archive_head(struct out *o, struct archive *a)

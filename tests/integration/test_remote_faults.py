@@ -191,6 +191,33 @@ def test_server_that_stops_answering(npyfs_bin, fault_server, remote_mount, tmp_
     assert read_file(mnt / "b.npy") == npy_bytes(arrs["b"])
 
 
+def test_stats_counts_the_connections_a_source_uses(npyfs_bin, fault_server, remote_mount,
+                                                   tmp_path):
+    """While a read waits on a server that says nothing, stats shows the
+    archive using a connection (and as many fetches in flight); after it,
+    none."""
+    import threading
+    arrs = make_npz(tmp_path / "r.npz")
+    fault_server.put("r.npz", (tmp_path / "r.npz").read_bytes())
+    mnt = remote_mount(fault_server.url("r.npz"), "verify=lazy", "index=lazy", "timeout=3",
+                       "retries=0", "connections=4")
+    fault_server.fault("stall", "5", 1)
+    t = threading.Thread(target=read_errno, args=(mnt / "b.npy", 0, 4096), daemon=True)
+    t.start()
+    seen = 0
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and not seen:
+        rem = stats(npyfs_bin, mnt)["archives"][0]["remote"]
+        seen = rem["connections"]
+        assert rem["connections"] == rem["in_flight"], rem
+        time.sleep(0.05)
+    assert seen >= 1, "no connection in use while a fetch was stalled"
+    t.join(30)
+    fault_server.command("clear")
+    assert read_file(mnt / "b.npy") == npy_bytes(arrs["b"])
+    assert stats(npyfs_bin, mnt)["archives"][0]["remote"]["connections"] == 0
+
+
 # --------------------------------------------------------- mount errors ---
 
 def one_line_failure(npyfs_bin, tmp_path, source, *opts, env=None):
