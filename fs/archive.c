@@ -132,8 +132,6 @@ static int zip_member_setup(struct archive *a, struct archive_member *m, const s
     return ret;
 }
 
-/* Contract in archive.h. Under m->lock, which only openers contend for before
- * the member is located (readers come after an open). */
 /* Contract in archive.h. */
 void archive_log_fetch_failure(struct archive *a, int err)
 {
@@ -146,6 +144,8 @@ void archive_log_fetch_failure(struct archive *a, int err)
              "failures)\n", a->name, strerror_r(-err, buf, sizeof(buf)));
 }
 
+/* Contract in archive.h. Under m->lock, which only openers contend for before
+ * the member is located (readers come after an open). */
 int archive_locate(struct archive *a, struct archive_member *m)
 {
     struct zip_member z = {0};
@@ -578,7 +578,6 @@ void archive_member_damage(const struct archive *a, struct archive_member *m,
     /* reads fail by whole chunks: from the start of the one the damage is in */
     d->from -= d->from % FS_CHUNK_SIZE;
 }
-
 
 /* Contract in archive.h. */
 void archive_damage_text(const struct member_damage *dm, char *buf, size_t size)

@@ -42,14 +42,18 @@ size_t escape_text(char *out, size_t size, const char *s, size_t len, bool keep_
 }
 
 /* Length of the valid UTF-8 sequence at s[0..n), or 0 if it is not one
- * (overlong forms, surrogates and code points above U+10FFFF are not). */
-static size_t utf8_seq(const unsigned char *s, size_t n)
+ * (overlong forms, surrogates and code points above U+10FFFF are not);
+ * its code point in *out if out is not NULL. */
+static size_t utf8_seq(const unsigned char *s, size_t n, uint32_t *out)
 {
     size_t len;
     uint32_t cp;
 
-    if (s[0] < 0x80)
+    if (s[0] < 0x80) {
+        if (out)
+            *out = s[0];
         return 1;
+    }
     if (s[0] >= 0xc2 && s[0] <= 0xdf)
         len = 2, cp = s[0] & 0x1f;
     else if (s[0] >= 0xe0 && s[0] <= 0xef)
@@ -68,6 +72,8 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
         (cp >= 0xd800 && cp <= 0xdfff))
         return 0;
+    if (out)
+        *out = cp;
     return len;
 }
 
@@ -85,13 +91,11 @@ size_t escape_descr_utf8(char *out, size_t size, const char *s, size_t len)
     size_t pos = 0;
 
     for (size_t i = 0; i < len;) {
-        size_t n = u[i] >= 0x80 ? utf8_seq(u + i, len - i) : 0;
+        uint32_t cp;
+        size_t n = u[i] >= 0x80 ? utf8_seq(u + i, len - i, &cp) : 0;
         char esc[16];
 
         if (n > 1) {
-            uint32_t cp = u[i] & (n == 2 ? 0x1f : n == 3 ? 0x0f : 0x07);
-            for (size_t k = 1; k < n; k++)
-                cp = cp << 6 | (u[i + k] & 0x3f);
             if (cp <= 0xffff)
                 snprintf(esc, sizeof(esc), "\\u%04x", (unsigned)cp);
             else
@@ -129,7 +133,7 @@ size_t escape_json(char *out, size_t size, const char *s, size_t len)
 
     put_bytes(out, size, &pos, "\"", 1);
     while (i < len) {
-        size_t n = utf8_seq(p + i, len - i);
+        size_t n = utf8_seq(p + i, len - i, NULL);
         if (n == 0) { /* not UTF-8: the surrogateescape code of the byte */
             snprintf(esc, sizeof(esc), "\\udc%02x", p[i]);
             put_bytes(out, size, &pos, esc, 6);

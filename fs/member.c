@@ -330,7 +330,6 @@ static void decode_failed(struct archive *a, struct archive_member *m, int err)
         archive_drop_pages(m);
 }
 
-
 /* Does damage found so far cover chunk idx? Checked on every cache hit too,
  * so chunks cached before the damage was found (a CRC mismatch condemns
  * bytes decoded long before) are not served. */
@@ -406,10 +405,10 @@ void member_advise(struct archive_member *m, uint64_t from, uint64_t to)
  * cached where). */
 static int chunk_servable(struct archive *a, struct archive_member *m, uint64_t idx)
 {
-    if (idx * FS_CHUNK_SIZE >= m->size)
-        return -EINVAL;
     int err;
 
+    if (idx * FS_CHUNK_SIZE >= m->size)
+        return -EINVAL;
     if (atomic_load(&a->changed))
         return -EIO;
     err = chunk_damaged(m, idx);

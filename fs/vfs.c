@@ -207,7 +207,6 @@ static mode_t perm_after_acl(const struct vfs *v, mode_t perm, const char *path,
         return perm;
     n = fd >= 0 ? fgetxattr(fd, "system.posix_acl_access", buf, sizeof(buf))
                 : getxattr(path, "system.posix_acl_access", buf, sizeof(buf));
-
     if (n < 0 && errno == ERANGE)
         return perm & ~(mode_t)077; /* too many entries to read here: owner only */
     return vfs_acl_narrow(perm, buf, n);

@@ -97,3 +97,32 @@ def test_mmap_fault_asks_for_the_readahead_only(big, mount):
     value, asked = in_child(_one_element, mnt / "x.npy", i, timeout=300)
     assert value == arr[i]
     assert 0 < asked <= 256 * 1024
+
+
+def test_chunks_served_whole_leave_the_cache_but_not_for_o_direct(big, mount):
+    """A full read leaves the chunk cache (nearly) empty: every chunk a READ
+    took whole is in the page cache and left ours at once. A read with
+    O_DIRECT bypasses the page cache, so its chunks stay cached."""
+    import mmap
+    src, arr = big
+    mnt = mount(src, "index=lazy")
+    path = mnt / "x.npy"
+    assert guarded(read_all, path, timeout=300) == npy_bytes(arr)
+    st = _stats(mnt)
+    assert st["bytes_decompressed"] >= len(npy_bytes(arr))
+    assert st["cache"]["bytes"] <= 4 * 128 * 1024, st["cache"]
+
+    def direct():
+        buf = mmap.mmap(-1, MiB)  # page-aligned, as O_DIRECT wants
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+        try:
+            for off in range(0, 4 * MiB, MiB):
+                assert os.preadv(fd, [buf], off) == MiB
+        finally:
+            os.close(fd)
+    guarded(direct, timeout=120)
+    before = _stats(mnt)["cache"]
+    guarded(direct, timeout=120)  # the same bytes again: every chunk from our cache
+    after = _stats(mnt)["cache"]
+    assert after["misses"] == before["misses"], (before, after)
+    assert after["hits"] - before["hits"] >= 32, (before, after)
