@@ -293,8 +293,6 @@ def test_damage_after_indexing(kind, verify, npyfs_bin, mount, tmp_path, archive
     assert member["damage"]["from"] % CHUNK == 0, member
     if kind == "s":
         assert "reads of that chunk fail" in member["damage"]["text"], member
-    else:
-        assert member["damage"]["from"] == first * CHUNK, (member, first)
     # and say what it was: a chunk that does not match its saved checksum
     # (a flipped bit in deflate data may also break the stream itself)
     kinds = {"chunk_crc_mismatch"} if kind == "s" else {"chunk_crc_mismatch", "bad_data",
