@@ -235,21 +235,16 @@ static void end_decode(struct archive_member *m, struct member_busy *busy, struc
 
 /* A chunk whose bytes do not match the member's chunk CRC table: the
  * archive was damaged or rewritten since the table was built. Reads from
- * the chunk on fail (ARCHIVE_DEFLATE; a stored member's reads of that chunk). */
-static void log_mismatch(struct archive *a, struct archive_member *m, uint64_t idx)
+ * the chunk on fail (ARCHIVE_DEFLATE; a stored member's reads of that
+ * chunk). Records the first such chunk; the caller's failure is logged as
+ * any damage is, once per member (archive_log_damage()). */
+static void mark_mismatch(struct archive_member *m, uint64_t idx)
 {
     uint64_t seen = atomic_load(&m->bad_chunk);
 
     while ((seen == 0 || idx + 1 < seen) &&
            !atomic_compare_exchange_weak(&m->bad_chunk, &seen, idx + 1))
         ;
-    if (atomic_exchange(&m->logged, true))
-        return;
-    fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': bytes %llu-%llu do not match their "
-             "checksum (the archive is damaged or was rewritten); reads %s fail with EIO\n",
-             a->name, m->name, (unsigned long long)(idx * FS_CHUNK_SIZE),
-             (unsigned long long)((idx + 1) * FS_CHUNK_SIZE),
-             m->kind == ARCHIVE_STORED ? "of them" : "from there on");
 }
 
 /* A decode of m failed with err (found: how, for the log): log a failed
@@ -300,7 +295,7 @@ static int decode_through(struct archive *a, struct archive_member *m, struct ca
         if (ret == 0 && !verify_chunk(atomic_load(&m->crcs), k, ch->data, want)) {
             archive_condemn(m, &(struct dfx_damage){.error = -EIO, .from = off, .chunk = k,
                                                       .kind = DFX_DAMAGE_CHUNK_CRC});
-            log_mismatch(a, m, k);
+            mark_mismatch(m, k); /* logged by the caller's log_failure() */
             ret = -EIO;
         }
         if (ret < 0) {
@@ -753,9 +748,7 @@ int member_scan_stored(struct archive *a, struct archive_member *m, atomic_bool 
     if (ret == 0 && dfx_crcs_whole(t) != m->crc32) {
         ret = -EIO;
         archive_condemn(m, &(struct dfx_damage){.error = -EIO, .kind = DFX_DAMAGE_CRC});
-        if (!atomic_exchange(&m->logged, true))
-            fuse_log(FUSE_LOG_ERR, "npyfs: %s: member '%s': CRC-32 mismatch (stored data is "
-                     "damaged); its reads fail with EIO\n", a->name, m->name);
+        archive_log_damage(a, m, "by a pass over the whole member", -EIO);
     }
     if (ret == 0) {
         archive_set_crcs(m, t);
@@ -802,7 +795,8 @@ int64_t member_read_stored(struct archive *a, struct archive_member *m, uint64_t
     for (uint64_t k = first; ret == 0 && t && k <= last; k++) {
         uint64_t end = (k + 1) * FS_CHUNK_SIZE < to ? (k + 1) * FS_CHUNK_SIZE : to;
         if (!verify_chunk(t, k, buf + (k * FS_CHUNK_SIZE - from), (size_t)(end - k * FS_CHUNK_SIZE))) {
-            log_mismatch(a, m, k);
+            mark_mismatch(m, k);
+            archive_log_damage(a, m, "by a read", -EIO);
             archive_drop_pages(m);
             ret = -EIO;
         }

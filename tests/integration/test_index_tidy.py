@@ -13,8 +13,11 @@
 Every mount and `npyfs index` run passes its own index_dir.
 """
 
+import contextlib
+import ctypes
 import gzip
 import json
+import mmap
 import os
 import pwd
 import pty
@@ -167,6 +170,32 @@ def read_member(mnt, name, want):
 
 # ------------------------------------------- item 2: stats shows indexing ---
 
+@contextlib.contextmanager
+def pinned(path, length):
+    """The first length bytes of path read into the page cache and locked
+    there (mlock of a shared read-only mapping) while the block runs."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    for f in (libc.mlock, libc.munmap):
+        f.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    finally:
+        os.close(fd)
+    if addr in (None, ctypes.c_void_p(-1).value):
+        raise OSError(ctypes.get_errno(), "mmap")
+    try:
+        if libc.mlock(addr, length) != 0:  # faults every page in, and keeps it
+            raise OSError(ctypes.get_errno(), "mlock")
+        yield
+    finally:
+        libc.munmap(addr, length)  # unlocks too
+
+
+
 def test_stats_shows_a_running_pass(npyfs_bin, mount, tmp_path):
     """A full pass held in the middle (its archive is read through another
     npyfs mount whose daemon is stopped, with only the archive's first
@@ -180,14 +209,18 @@ def test_stats_shows_a_running_pass(npyfs_bin, mount, tmp_path):
     size = via.stat().st_size
     # the zip's start and end in the kernel's cache of the outer mount's
     # file (opened with keep_cache): the inner mount's pass reads them
-    # without the outer daemon, then waits for it
+    # without the outer daemon, then waits for it. The start stays pinned
+    # there (mlock), so memory reclaim cannot evict it meanwhile.
     fd = os.open(via, os.O_RDONLY)
     try:
-        head = os.pread(fd, 4 << 20, 0)
-        assert len(head) == 4 << 20
         assert len(os.pread(fd, 1 << 20, size - (1 << 20))) > 0
     finally:
         os.close(fd)
+    with pinned(via, 4 << 20):
+        held_pass_in_stats(mount, outer, via, tmp_path, arr)
+
+
+def held_pass_in_stats(mount, outer, via, tmp_path, arr):
     inner = mount(via, f"index_dir={tmp_path / 'idx_b'}", "index=lazy", "verify=strict",
                   name="inner")
     before = stats_json(inner)

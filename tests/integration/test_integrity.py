@@ -127,7 +127,7 @@ def check_ok_member(mnt, arrays):
 
 OTHER = {"d": "s", "s": "d"}
 DAMAGE_LOG = {"d": r"member 'd\.npy' is damaged",
-              "s": r"member 's\.npy': CRC-32 mismatch"}
+              "s": r"member 's\.npy' is damaged: CRC-32 mismatch of the member"}
 
 
 @pytest.fixture
@@ -280,7 +280,7 @@ def test_damage_after_indexing(kind, verify, npyfs_bin, mount, tmp_path, archive
         assert first <= (len(truth) // CHUNK), first
     # the thread that found the mismatch marks the chunk bad before it logs
     # the line: a reader can get its EIO first
-    wait_for_log(mount, mnt, "do not match their checksum")
+    wait_for_log(mount, mnt, f"member '{kind}.npy' is damaged")
     # stats show the damage, from the first bad chunk (stored members too,
     # whose other chunks stay readable)
     stats = json.loads(os.getxattr(mnt, "user.npyfs.stats.json"))
