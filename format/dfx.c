@@ -1076,7 +1076,7 @@ static int next_member(struct dfx_reader *r, uint64_t off)
     if (magic[0] != 0x1f || magic[1] != 0x8b)
         return gzip_end(r);
     ret = gz_read_header(st->src, off, &data_off);
-    if (ret == -EINVAL || ret == -EIO || (ret == 0 && data_off > st->end))
+    if (ret == -EINVAL || ret == -EBADMSG || ret == -EIO || (ret == 0 && data_off > st->end))
         return damage(r, r->pos);
     if (ret < 0)
         return ret;

@@ -127,7 +127,7 @@ static int read_optional(struct hdr_cursor *c, unsigned flg)
         if (ret < 0)
             return ret;
         if (get_le16(b) != want)
-            return -EINVAL;
+            return -EBADMSG;
     }
     return 0;
 }

@@ -6,8 +6,8 @@
  * framing: where a member's deflate data starts, and what its trailer says.
  *
  * Errors: -EINVAL not a gzip member (bad magic, method other than deflate,
- * reserved flag bits, bad header CRC), -EIO header cut short by the end of
- * the source. Pure functions over a source: safe concurrently.
+ * reserved flag bits), -EBADMSG a gzip header whose header CRC (FHCRC) does
+ * not match it, -EIO header cut short by the end of the source. Pure functions over a source: safe concurrently.
  */
 #ifndef NPYFS_FORMAT_GZ_H
 #define NPYFS_FORMAT_GZ_H

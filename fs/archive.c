@@ -395,6 +395,8 @@ const char *archive_problem(int err, uint64_t max_ratio, char *buf, size_t len)
         return "not a zip (.npz) or gzip (.npy.gz) file, or its directory is malformed";
     case -EIO:
         return "damaged or truncated archive";
+    case -EBADMSG:
+        return "damaged gzip header: its header CRC (FHCRC) does not match it";
     case -EOPNOTSUPP:
         return "unsupported archive (multi-disk zip)";
     case -EFBIG:

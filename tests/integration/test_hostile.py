@@ -744,6 +744,16 @@ def test_gzip_fhcrc_bad(tmp_path, try_mount):
     assert_alive(mnt)
 
 
+def test_gzip_fhcrc_bad_says_so(tmp_path, npyfs_bin):
+    """A gzip file whose header CRC is wrong is named a damaged gzip, not
+    "not a zip or gzip"."""
+    src = _write(tmp_path, "h.npy.gz", _gzip_with_fhcrc(TRUTH, good=False))
+    r = run([npyfs_bin, "ls", "--", src], timeout=60, text=True)
+    assert r.returncode != 0
+    assert "damaged gzip header: its header CRC (FHCRC) does not match" in r.stderr, r.stderr
+    assert "not a zip" not in r.stderr, r.stderr
+
+
 def _gz_member(data):
     return gzip.compress(data, mtime=0)
 
