@@ -897,6 +897,13 @@ void dfx_reader_free(struct dfx_reader *r)
     free(r);
 }
 
+/* The output size if known yet: the stream's expected size, or the total
+ * a reader found at its end; else UINT64_MAX. Caller holds the lock. */
+static uint64_t known_end_locked(const struct dfx_index *ix)
+{
+    return ix->total != UINT64_MAX ? ix->total : ix->st.usize; /* RAW: always set */
+}
+
 /* Record the block boundary p (out, in, bits, member_out, window_len set),
  * whose window is in r->hist, as a point if it lies far enough past the
  * last one (append_point_locked()). A failure to record a point is not an
@@ -916,6 +923,11 @@ static void add_point(struct dfx_reader *r, struct dfx_point *p)
     far = p->out >= sat_add(ix->pts[ix->npts - 1].out, ix->spacing);
     if (!far)
         r->next_point = sat_add(ix->pts[ix->npts - 1].out, ix->spacing);
+    if (far && p->out >= known_end_locked(ix)) {
+        /* the boundary before an empty last block: no output after it */
+        far = false;
+        r->next_point = UINT64_MAX;
+    }
     zip = ix->zip_windows;
     has_sink = ix->has_sink;
     sink = ix->sink;
@@ -1764,16 +1776,19 @@ int dfx_index_export(struct dfx_index *ix, struct dfx_xpoint **pts, size_t *n, u
         const struct dfx_point *p = &ix->pts[i];
         bool sunk = p->kind == W_SUNK;
 
-        x[i] = (struct dfx_xpoint){.out = p->out, .in = p->in, .member_out = p->member_out,
+        if (i && p->out >= ix->total)
+            break; /* recorded before the total was known: nothing after it */
+        x[*n] = (struct dfx_xpoint){.out = p->out, .in = p->in, .member_out = p->member_out,
                                    .bits = p->bits, .window_len = p->window_len,
                                    .woff = sunk ? p->woff : 0, .zlen = sunk ? p->zlen : 0,
                                    .wcrc = sunk ? p->wcrc : 0, .sunk = sunk,
                                    .usable = usable(p)};
+        ++*n;
     }
-    if (ret == 0) {
-        *n = ix->npts;
+    if (ret == 0)
         *total = ix->total;
-    }
+    else
+        *n = 0;
     pthread_mutex_unlock(&ix->lock);
     *pts = x;
     return ret;
