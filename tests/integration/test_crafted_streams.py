@@ -12,6 +12,8 @@ Each member of one hand-built .npz (and one multi-member .npy.gz) is a
 - back-references across every 128 KiB chunk boundary (a short period);
 - empty blocks between the data: sync flushes (empty stored blocks),
   partial flushes (empty fixed blocks) and full flushes, many in a row;
+  and an empty last block, after a sync flush (a block boundary at the
+  very end, where no access point may go);
 - a stream made of segments by other encoders, each segment referring back
   into the one before it (a preset dictionary: its last 32 KiB), with
   stored, fixed and dynamic segments alternating;
@@ -116,6 +118,13 @@ def _deflate_32k(data):
     return b.finish()
 
 
+def _sync_end(data):
+    """A raw deflate stream of data whose last block is empty: a sync flush
+    after the data, then the finish (a block boundary at the very end)."""
+    c = zlib.compressobj(6, zlib.DEFLATED, WBITS)
+    return c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH) + c.flush(zlib.Z_FINISH)
+
+
 def _segments(data, pieces):
     """A raw deflate stream of data made by several encoders in turn: each
     piece (length, level, strategy) ends with a sync flush, so the next
@@ -190,6 +199,7 @@ def _members():
         "far32k": ("far32k", _deflate_32k(b["far32k"])),
         "far": ("far", _deflate(b["far"], level=9)),
         "period": ("period", _deflate(b["period"], level=9)),
+        "sync_end": ("walk", _sync_end(b["walk"])),
         "empty_blocks": ("walk", _flushed(b["walk"], 40_000,
                                           [zlib.Z_SYNC_FLUSH, zlib.Z_PARTIAL_FLUSH,
                                            zlib.Z_FULL_FLUSH, zlib.Z_NO_FLUSH])),
@@ -215,7 +225,8 @@ _self_check()
 def _gzip_members(data):
     """A multi-member gzip file of data: pieces split inside the .npy header,
     at a chunk boundary and either side of it, empty members between, each
-    piece by another encoder, one with every optional header field."""
+    piece by another encoder, one with every optional header field; the last
+    ends with an empty block."""
     cuts = sorted({0, 9, 60, CHUNK - 1, CHUNK, CHUNK + 1, 5 * CHUNK + 17,
                    len(data) // 2, len(data)})
     out = bytearray()
@@ -224,7 +235,7 @@ def _gzip_members(data):
     for i, (a, z) in enumerate(zip(cuts, cuts[1:])):
         piece = data[a:z]
         level, strategy = encoders[i % len(encoders)]
-        body = _deflate(piece, level, strategy)
+        body = _deflate(piece, level, strategy) if z < len(data) else _sync_end(piece)
         flg = 0x1E if i == 2 else 0  # FHCRC, FEXTRA, FNAME, FCOMMENT
         hdr = b"\x1f\x8b\x08" + bytes([flg]) + b"\0\0\0\0\0\xff"
         if flg:
