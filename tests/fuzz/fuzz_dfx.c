@@ -3,19 +3,41 @@
  * uncompressed size. With each engine (zlib; ISA-L, which records its own
  * points past the frontier and falls back to zlib where that fails): full
  * pass, then random extracts that must agree with it. Where both engines
- * decode the whole stream without error, their output must be the same. */
+ * decode the whole stream without error, their output must be the same;
+ * and the points a complete pass exports must be ones an import takes
+ * (a saved index that its own load refuses is rebuilt on every mount). */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dfx.h"
+#include "dfx_internal.h"
 
 /* Output decoded per input, and the largest size an input may declare: a
  * few KiB of input can inflate to megabytes, and decoding them made this
  * target ~1000x slower than the parsers. 256 KiB still spans several access
  * points (spacing 64 KiB), so extracts start from recorded points. */
 #define OUT_MAX (256u << 10)
+
+/* The exported points of a complete index as dfx_index_import() checks
+ * them: point 0 at the start, then strictly increasing, all before the
+ * total (no point at the boundary before an empty last block). */
+static void check_export(struct dfx_index *ix, uint64_t n)
+{
+    struct dfx_xpoint *x;
+    size_t k;
+    uint64_t total;
+
+    if (dfx_index_export(ix, &x, &k, &total) < 0)
+        return;
+    if (total != n || k == 0 || x[0].out != 0)
+        __builtin_trap();
+    for (size_t i = 1; i < k; i++)
+        if (x[i].out <= x[i - 1].out || x[i].in <= x[i - 1].in || x[i].out >= total)
+            __builtin_trap();
+    free(x);
+}
 
 /* One engine: the first pass into all (returns its result), then extracts. */
 static int64_t run(const uint8_t *data, size_t size, struct dfx_stream *st, unsigned char *all)
@@ -33,6 +55,8 @@ static int64_t run(const uint8_t *data, size_t size, struct dfx_stream *st, unsi
     }
     if (n > (int64_t)st->usize)
         __builtin_trap(); /* more output than the directory allows */
+    if (n == (int64_t)st->usize && dfx_index_error(ix) == 0)
+        check_export(ix, (uint64_t)n);
     for (int i = 0; n > 0 && i < 8; i++) {
         uint64_t off = (data[i % size] * 7919u + (uint64_t)i * 104729u) % (uint64_t)n;
         got = dfx_extract(ix, off, piece, sizeof(piece));
