@@ -23,7 +23,8 @@ Each member of one hand-built .npz (and one multi-member .npy.gz) is a
 Each is read through the mount with access points 64 KiB apart, lazily and
 by the background pass, with read-ahead threads and with none: whole,
 by random preads of random lengths, and with np.load(mmap_mode='r'); then
-again on a second mount that loads the saved index. Every byte is compared
+again on a second mount that loads the saved index; and the same from a web
+server (nginx on 127.0.0.1, started by the test). Every byte is compared
 with the .npy numpy writes. The CI runs this file under both decoders
 (ISA-L, then NPYFS_DECODER=zlib).
 """
@@ -342,3 +343,23 @@ def test_crafted_gzip_members(how, sources, mount, tmp_path):
     again = mount(gz, f"index_dir={idx}", "spacing=64K", *how, name="again")
     _check_all(again, ["pieces"], seed=12)
     _loaded_every_index(mount, again, ["pieces"])
+
+
+@pytest.mark.parametrize("kind", ["npz", "gz"])
+def test_crafted_over_http(kind, sources, remote, remote_mount, tmp_path):
+    """The same streams from a web server (ranged GETs, the remote block
+    cache): every byte right, and the indexes saved for the object are
+    loaded by the next mount."""
+    npz, gz = sources
+    src = npz if kind == "npz" else gz
+    names = list(MEMBERS) if kind == "npz" else ["pieces"]
+    ng = remote.nginx()
+    ng.put(src.name, src)
+    idx = tmp_path / "idx"
+    mnt = remote_mount(ng.url(src.name), f"index_dir={idx}", "spacing=64K", "index=lazy")
+    _check_all(mnt, names, seed=21)
+    assert not remote_mount.mount_of(mnt).teardown()
+    again = remote_mount(ng.url(src.name), f"index_dir={idx}", "spacing=64K", "index=lazy",
+                         name="again")
+    _check_all(again, reversed(names), seed=22)
+    _loaded_every_index(remote_mount, again, names)
