@@ -7,7 +7,8 @@
  *
  * Errors: -EINVAL not a gzip member (bad magic, method other than deflate,
  * reserved flag bits), -EBADMSG a gzip header whose header CRC (FHCRC) does
- * not match it, -EIO header cut short by the end of the source. Pure functions over a source: safe concurrently.
+ * not match it, -EIO header cut short by the end of the source. Pure
+ * functions over a source: safe concurrently.
  */
 #ifndef NPYFS_FORMAT_GZ_H
 #define NPYFS_FORMAT_GZ_H
