@@ -897,13 +897,6 @@ void dfx_reader_free(struct dfx_reader *r)
     free(r);
 }
 
-/* The output size if known yet: the stream's expected size, or the total
- * a reader found at its end; else UINT64_MAX. Caller holds the lock. */
-static uint64_t known_end_locked(const struct dfx_index *ix)
-{
-    return ix->total != UINT64_MAX ? ix->total : ix->st.usize; /* RAW: always set */
-}
-
 /* Record the block boundary p (out, in, bits, member_out, window_len set),
  * whose window is in r->hist, as a point if it lies far enough past the
  * last one (append_point_locked()). A failure to record a point is not an
@@ -923,11 +916,6 @@ static void add_point(struct dfx_reader *r, struct dfx_point *p)
     far = p->out >= sat_add(ix->pts[ix->npts - 1].out, ix->spacing);
     if (!far)
         r->next_point = sat_add(ix->pts[ix->npts - 1].out, ix->spacing);
-    if (far && p->out >= known_end_locked(ix)) {
-        /* the boundary before an empty last block: no output after it */
-        far = false;
-        r->next_point = UINT64_MAX;
-    }
     zip = ix->zip_windows;
     has_sink = ix->has_sink;
     sink = ix->sink;
@@ -1776,8 +1764,11 @@ int dfx_index_export(struct dfx_index *ix, struct dfx_xpoint **pts, size_t *n, u
         const struct dfx_point *p = &ix->pts[i];
         bool sunk = p->kind == W_SUNK;
 
+        /* A boundary before an empty last block is recorded (the total is
+         * not known yet when it is met) but has no output after it: an
+         * import refuses such a point, so it is never handed out. */
         if (i && p->out >= ix->total)
-            break; /* recorded before the total was known: nothing after it */
+            break;
         x[*n] = (struct dfx_xpoint){.out = p->out, .in = p->in, .member_out = p->member_out,
                                    .bits = p->bits, .window_len = p->window_len,
                                    .woff = sunk ? p->woff : 0, .zlen = sunk ? p->zlen : 0,

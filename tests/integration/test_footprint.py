@@ -13,6 +13,7 @@
 """
 
 import json
+import mmap
 import os
 import time
 
@@ -103,7 +104,6 @@ def test_chunks_served_whole_leave_the_cache_but_not_for_o_direct(big, mount):
     """A full read leaves the chunk cache (nearly) empty: every chunk a READ
     took whole is in the page cache and left ours at once. A read with
     O_DIRECT bypasses the page cache, so its chunks stay cached."""
-    import mmap
     src, arr = big
     # threads=0: no readahead worker, whose look-ups of chunks it may decode
     # would count as misses of their own

@@ -195,7 +195,6 @@ def pinned(path, length):
         libc.munmap(addr, length)  # unlocks too
 
 
-
 def test_stats_shows_a_running_pass(npyfs_bin, mount, tmp_path):
     """A full pass held in the middle (its archive is read through another
     npyfs mount whose daemon is stopped, with only the archive's first

@@ -28,6 +28,7 @@ real S3 or of a real web server it stands for).
 import errno
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -196,7 +197,6 @@ def test_stats_counts_the_connections_a_source_uses(npyfs_bin, fault_server, rem
     """While a read waits on a server that says nothing, stats shows the
     archive using a connection (and as many fetches in flight); after it,
     none."""
-    import threading
     arrs = make_npz(tmp_path / "r.npz")
     fault_server.put("r.npz", (tmp_path / "r.npz").read_bytes())
     mnt = remote_mount(fault_server.url("r.npz"), "verify=lazy", "index=lazy", "timeout=3",
