@@ -121,6 +121,7 @@ struct archive_member {
      * friends), read by anyone: atomics, no lock. */
     atomic_int_least64_t pass_start_ns;
     atomic_uint_least64_t pass_done;
+    atomic_bool pass_waiting; /* it stands still while reads decode the member */
     /* atomic: its .npy header for xattrs, parsed on first use and published
      * once by compare-exchange (xattr.c); freed by archive_meta_free(). */
     _Atomic(struct archive_meta *) meta;
@@ -259,14 +260,20 @@ static inline void archive_pass_begin(struct archive_member *m)
 
     clock_gettime(CLOCK_MONOTONIC, &t);
     atomic_store(&m->pass_done, 0);
+    atomic_store(&m->pass_waiting, false);
     atomic_store(&m->pass_start_ns, (int_least64_t)t.tv_sec * 1000000000 + t.tv_nsec + 1);
 }
 static inline void archive_pass_progress(struct archive_member *m, uint64_t done)
 {
     atomic_store_explicit(&m->pass_done, done, memory_order_relaxed);
 }
+static inline void archive_pass_wait(struct archive_member *m, bool waiting)
+{
+    atomic_store_explicit(&m->pass_waiting, waiting, memory_order_relaxed);
+}
 static inline void archive_pass_end(struct archive_member *m)
 {
+    atomic_store(&m->pass_waiting, false);
     atomic_store(&m->pass_start_ns, 0);
 }
 

@@ -224,15 +224,19 @@ static const char *damage_kind(const struct member_damage *dm)
 static void text_pass(struct out *o, struct archive_member *m, uint64_t done, uint64_t rate,
                       int64_t eta)
 {
-    char h1[32], h2[32], h3[32], left[32] = "ETA unknown";
+    char h1[32], h2[32], h3[32], how[64] = "waiting while reads decode the member";
 
     human(done, h1, sizeof(h1));
     human(m->size, h2, sizeof(h2));
     human(rate, h3, sizeof(h3));
-    if (eta >= 0)
-        snprintf(left, sizeof(left), "ETA %" PRId64 " s", eta);
-    if (!putf(o, false, "    indexing pass: %s of %s checked (%.1f%%), %s/s, %s\n", h1, h2,
-              m->size ? 100.0 * (double)done / (double)m->size : 100.0, h3, left))
+    if (!atomic_load_explicit(&m->pass_waiting, memory_order_relaxed)) {
+        if (eta >= 0)
+            snprintf(how, sizeof(how), "%s/s, ETA %" PRId64 " s", h3, eta);
+        else
+            snprintf(how, sizeof(how), "%s/s, ETA unknown", h3);
+    }
+    if (!putf(o, false, "    indexing pass: %s of %s checked (%.1f%%), %s\n", h1, h2,
+              m->size ? 100.0 * (double)done / (double)m->size : 100.0, how))
         o->full = true;
 }
 
@@ -313,7 +317,9 @@ static bool json_pass(struct out *o, struct archive_member *m)
     if (eta >= 0)
         snprintf(left, sizeof(left), "%" PRId64, eta);
     return putf(o, false, ",\"pass\":{\"done\":%" PRIu64 ",\"size\":%" PRIu64
-                ",\"rate\":%" PRIu64 ",\"eta_seconds\":%s}}", done, m->size, rate, left);
+                ",\"rate\":%" PRIu64 ",\"eta_seconds\":%s,\"waiting_for_reads\":%s}}",
+                done, m->size, rate, left,
+                atomic_load_explicit(&m->pass_waiting, memory_order_relaxed) ? "true" : "false");
 }
 
 /* ,"damage":{...}: where reads start failing, the errno's text, the kind

@@ -359,6 +359,48 @@ def test_stats_background_pass_completes(npyfs_bin, mount, tmp_path):
                      stats_text(mnt), re.M)
 
 
+def test_background_pass_waits_while_reads_decode(npyfs_bin, mount, tmp_path):
+    """A background pass stands still while reads decode its member for the
+    first time (they do the same work), and stats says so; once the reads
+    stop it goes on, and the member ends up indexed and saved."""
+    d = tmp_path / "src"
+    d.mkdir()
+    arr = make_big_zip(d / "b.npz", 64 << 20)
+    want = npy_bytes(arr)
+    # a directory source: the archive, and its pass, start at the open below.
+    # threads=0: only these reads decode; verify=lazy: the open does not
+    # wait for a full pass (this member is below verify_max)
+    mnt = mount(d, f"index_dir={tmp_path / 'idx'}", "index=background", "verify=lazy",
+                "threads=0")
+    step = 1 << 20
+    got = bytearray()
+    passes, texts = [], []
+    fd = os.open(mnt / "b.npz" / "x.npy", os.O_RDONLY)
+    try:
+        for off in range(0, len(want), step):
+            got += os.pread(fd, step, off)
+            s = stats_json(mnt)
+            passes.append(s["archives"][0]["members"][0]["pass"])
+            texts.append(stats_text(mnt))
+    finally:
+        os.close(fd)
+    assert bytes(got) == want
+    waiting = [p for p in passes if p and p["waiting_for_reads"]]
+    assert waiting, passes
+    assert all(p["done"] < p["size"] for p in waiting), waiting
+    assert any(re.search(r"^    indexing pass: .* checked \([0-9.]+%\), waiting while reads "
+                         r"decode the member$", t, re.M) for t in texts), texts[-1]
+
+    def indexed():
+        s = stats_json(mnt)
+        return s if s["indexing"]["members_indexed"] == 1 else None
+    poll(indexed, "the pass to go on once the reads stopped, and index the member")
+    # the table counts the member as indexed; its file is finished just after
+    poll(lambda: len(index_files(tmp_path / "idx")) == 1, "the member's index file")
+    poll(lambda: stats_json(mnt)["archives"][0]["members"][0]["pass"] is None,
+         "the pass to end")
+
+
 # ------------------------------------------ item 7: the index directory ---
 
 def test_no_home_and_no_usable_home_names_the_fix(npyfs_bin, tmp_path, shared_dir):
