@@ -6,5 +6,6 @@
 #include "fs.h"
 
 struct fs_counters fs_counters;
+atomic_uint_least64_t fs_frontier_moves;
 struct dfx_budget fs_window_budget = {.limit = FS_DEFAULT_INDEX_MEM};
 _Thread_local bool fs_is_readahead_worker;

@@ -73,6 +73,11 @@ extern struct fs_counters fs_counters;
  * the mount sets -o index_mem= (before any archive is opened). Shown by
  * `npyfs stats`. */
 extern struct dfx_budget fs_window_budget;
+/* fs.c: how many read-driven decodes (member.c: a reader's or a readahead
+ * worker's, not an indexing pass) extended their member's index, i.e.
+ * decoded past its last access point, the member's first pass. The
+ * background indexer stands still while it moves (indexer.c). */
+extern atomic_uint_least64_t fs_frontier_moves;
 /* fs.c: true in readahead worker threads (which set it: readahead.c),
  * so the decode can count their chunks in fs_counters.readahead_chunks. */
 extern _Thread_local bool fs_is_readahead_worker;

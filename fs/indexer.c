@@ -26,7 +26,7 @@
  * (fs_window_budget), and hands them to the live index at the end. Damage
  * the pass finds is copied into the live index, so reads fail with EIO. One
  * pass per member at a time (passing[]). The background pass stands still
- * while reads decode its member for the first time (yield_to_reads()).
+ * while reads decode a member for the first time (yield_to_reads()).
  *
  * The key of a gzip member holds its last trailer, read when the indexer
  * is set up (as the archive is opened); a gzip member's file is saved and
@@ -606,8 +606,8 @@ static void idle_priority(void)
 
 /* build_twin()'s progress: the member's pass progress, the progress line
  * of `npyfs index` (pr, may be NULL) by what each read added, and a
- * background pass's pause while reads extend m's index (yield: the
- * indexer, else NULL; seen: m's frontier at the last read). */
+ * background pass's pause while reads extend an index (yield: the
+ * indexer, else NULL; seen: fs_frontier_moves at the last read). */
 struct twin_progress {
     struct archive_member *m;
     struct progress *pr;
@@ -631,20 +631,20 @@ static bool awaited(struct indexer *x, const struct archive_member *m)
 }
 
 /*
- * A background pass over m stands still while reads extend m's live index
- * (its frontier moved since the pass's last read): a reader decoding m's
- * stream for the first time is doing the work of this pass at the same
- * moment, and the two decoders would share the machine (on 2 cores the
- * reader's first pass took about 12% longer with the pass running). It
- * goes on once the frontier stood still for YIELD_QUIET_MS, for good when
- * an open waits for it, or at a stop. Reads extend the frontier at most
- * to m's end, so the wait ends. Passes an open waits for, and `npyfs
- * index`, never wait.
+ * A background pass stands still while reads extend the index of any
+ * member of the mount (fs_frontier_moves moved since the pass's last
+ * read): a reader decoding a stream for the first time does what this
+ * pass does (for m itself, the very same work), and the two decoders
+ * would share the machine: on 2 cores the reader's first pass took about
+ * 12% longer with the pass running. It goes on once no read extended an
+ * index for YIELD_QUIET_MS, for good when an open waits for it, or at a
+ * stop. Reads extend each index at most to its member's end, so the waits
+ * end. Passes an open waits for, and `npyfs index`, never wait.
  */
 static void yield_to_reads(struct twin_progress *tp)
 {
     struct indexer *x = tp->yield;
-    uint64_t f = dfx_index_frontier(tp->m->ix);
+    uint64_t f = atomic_load_explicit(&fs_frontier_moves, memory_order_relaxed);
 
     if (f == tp->seen)
         return;
@@ -658,7 +658,7 @@ static void yield_to_reads(struct twin_progress *tp)
         }
         tp->seen = f;
         nanosleep(&quiet, NULL);
-        f = dfx_index_frontier(tp->m->ix);
+        f = atomic_load_explicit(&fs_frontier_moves, memory_order_relaxed);
     }
     archive_pass_wait(tp->m, false);
 }
@@ -680,7 +680,7 @@ static void twin_progress(void *arg, uint64_t done)
 /*
  * One full pass over m's stream into a new twin index with points spacing
  * apart, building the chunk CRC table of its output on the way; with yield
- * (x, else NULL), a background pass, it waits while reads extend m's index. The twin's
+ * (x, else NULL), a background pass, it waits while reads extend indexes. The twin's
  * windows go to w (an index file being written) if there is one and
  * raw_windows is false; otherwise they stay in the twin, raw (raw_windows:
  * faster; RAW_WINDOWS_MAX at most in RAM until the file is finished, which
@@ -697,8 +697,9 @@ static int build_twin(struct archive *a, struct archive_member *m, uint64_t spac
                       struct indexdir_writer *w, struct cache *feed, bool raw_windows,
                       struct dfx_index **out, struct dfx_crcs **crcs)
 {
-    struct twin_progress tp = {.m = m, .pr = pr, .yield = yield,
-                               .seen = dfx_index_frontier(m->ix)};
+    struct twin_progress tp = {
+        .m = m, .pr = pr, .yield = yield,
+        .seen = atomic_load_explicit(&fs_frontier_moves, memory_order_relaxed)};
     struct dfx_index *ix;
     struct dfx_reader *r = NULL;
     struct dfx_crcs *t = NULL;

@@ -271,7 +271,7 @@ static void log_failure(struct archive *a, struct archive_member *m, int err, co
 static int decode_through(struct archive *a, struct archive_member *m, struct cache *c,
                           struct dfx_reader *r, uint64_t idx, struct cache_chunk **out)
 {
-    uint64_t pos = dfx_reader_pos(r);
+    uint64_t pos = dfx_reader_pos(r), frontier = dfx_index_frontier(m->ix);
     uint64_t k = (pos + FS_CHUNK_SIZE - 1) / FS_CHUNK_SIZE;
     int ret = dfx_reader_skip(r, k * FS_CHUNK_SIZE - pos);
 
@@ -311,6 +311,8 @@ static int decode_through(struct archive *a, struct archive_member *m, struct ca
         else
             cache_put(c, ch);
     }
+    if (dfx_index_frontier(m->ix) != frontier)
+        atomic_fetch_add_explicit(&fs_frontier_moves, 1, memory_order_relaxed);
     return ret;
 }
 

@@ -224,7 +224,7 @@ static const char *damage_kind(const struct member_damage *dm)
 static void text_pass(struct out *o, struct archive_member *m, uint64_t done, uint64_t rate,
                       int64_t eta)
 {
-    char h1[32], h2[32], h3[32], how[64] = "waiting while reads decode the member";
+    char h1[32], h2[32], h3[32], how[80] = "waiting while reads decode a member for the first time";
 
     human(done, h1, sizeof(h1));
     human(m->size, h2, sizeof(h2));

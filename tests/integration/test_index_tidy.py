@@ -359,28 +359,34 @@ def test_stats_background_pass_completes(npyfs_bin, mount, tmp_path):
                      stats_text(mnt), re.M)
 
 
-def test_background_pass_waits_while_reads_decode(npyfs_bin, mount, tmp_path):
-    """A background pass stands still while reads decode its member for the
-    first time (they do the same work), and stats says so; once the reads
-    stop it goes on, and the member ends up indexed and saved."""
+@pytest.mark.parametrize("reading", ["its member", "another member"])
+def test_background_pass_waits_while_reads_decode(npyfs_bin, mount, tmp_path, reading):
+    """A background pass stands still while reads decode a member for the
+    first time: its own (the same work) or another (the first pass every
+    user takes gets the cores), and stats says so; once the reads stop it
+    goes on, and every member ends up indexed and saved."""
     d = tmp_path / "src"
     d.mkdir()
-    arr = make_big_zip(d / "b.npz", 64 << 20)
-    want = npy_bytes(arr)
+    arrays = {name: walk((48 << 20) // 8, seed) for name, seed in (("a", 11), ("b", 12))}
+    with zipfile.ZipFile(d / "ab.npz", "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        for name, arr in arrays.items():  # a first: the pass starts with it
+            z.writestr(f"{name}.npy", npy_bytes(arr))
+    name = "a" if reading == "its member" else "b"
+    want = npy_bytes(arrays[name])
     # a directory source: the archive, and its pass, start at the open below.
     # threads=0: only these reads decode; verify=lazy: the open does not
-    # wait for a full pass (this member is below verify_max)
+    # wait for a full pass (the member is below verify_max)
     mnt = mount(d, f"index_dir={tmp_path / 'idx'}", "index=background", "verify=lazy",
                 "threads=0")
     step = 1 << 20
     got = bytearray()
     passes, texts = [], []
-    fd = os.open(mnt / "b.npz" / "x.npy", os.O_RDONLY)
+    fd = os.open(mnt / "ab.npz" / f"{name}.npy", os.O_RDONLY)
     try:
         for off in range(0, len(want), step):
             got += os.pread(fd, step, off)
             s = stats_json(mnt)
-            passes.append(s["archives"][0]["members"][0]["pass"])
+            passes.append(s["archives"][0]["members"][0]["pass"])  # a's
             texts.append(stats_text(mnt))
     finally:
         os.close(fd)
@@ -389,16 +395,15 @@ def test_background_pass_waits_while_reads_decode(npyfs_bin, mount, tmp_path):
     assert waiting, passes
     assert all(p["done"] < p["size"] for p in waiting), waiting
     assert any(re.search(r"^    indexing pass: .* checked \([0-9.]+%\), waiting while reads "
-                         r"decode the member$", t, re.M) for t in texts), texts[-1]
+                         r"decode a member for the first time$", t, re.M) for t in texts), texts[-1]
 
     def indexed():
         s = stats_json(mnt)
-        return s if s["indexing"]["members_indexed"] == 1 else None
-    poll(indexed, "the pass to go on once the reads stopped, and index the member")
-    # the table counts the member as indexed; its file is finished just after
-    poll(lambda: len(index_files(tmp_path / "idx")) == 1, "the member's index file")
-    poll(lambda: stats_json(mnt)["archives"][0]["members"][0]["pass"] is None,
-         "the pass to end")
+        return s if s["indexing"]["members_indexed"] == 2 else None
+    poll(indexed, "the pass to go on once the reads stopped, and index both members")
+    # the table counts a member as indexed; its file is finished just after
+    poll(lambda: len(index_files(tmp_path / "idx")) == 2, "the members' index files")
+    poll(lambda: stats_json(mnt)["indexing"]["passes_running"] == 0, "the pass to end")
 
 
 # ------------------------------------------ item 7: the index directory ---
