@@ -224,19 +224,17 @@ static const char *damage_kind(const struct member_damage *dm)
 static void text_pass(struct out *o, struct archive_member *m, uint64_t done, uint64_t rate,
                       int64_t eta)
 {
-    char h1[32], h2[32], h3[32], how[80] = "waiting while reads decode a member for the first time";
+    char h1[32], h2[32], h3[32], left[32] = "ETA unknown";
+    bool waiting = atomic_load_explicit(&m->pass_waiting, memory_order_relaxed);
 
     human(done, h1, sizeof(h1));
     human(m->size, h2, sizeof(h2));
     human(rate, h3, sizeof(h3));
-    if (!atomic_load_explicit(&m->pass_waiting, memory_order_relaxed)) {
-        if (eta >= 0)
-            snprintf(how, sizeof(how), "%s/s, ETA %" PRId64 " s", h3, eta);
-        else
-            snprintf(how, sizeof(how), "%s/s, ETA unknown", h3);
-    }
-    if (!putf(o, false, "    indexing pass: %s of %s checked (%.1f%%), %s\n", h1, h2,
-              m->size ? 100.0 * (double)done / (double)m->size : 100.0, how))
+    if (eta >= 0)
+        snprintf(left, sizeof(left), "ETA %" PRId64 " s", eta);
+    if (!putf(o, false, "    indexing pass: %s of %s checked (%.1f%%), %s/s, %s%s\n", h1, h2,
+              m->size ? 100.0 * (double)done / (double)m->size : 100.0, h3, left,
+              waiting ? " (waiting while reads decode a member for the first time)" : ""))
         o->full = true;
 }
 

@@ -394,8 +394,9 @@ def test_background_pass_waits_while_reads_decode(npyfs_bin, mount, tmp_path, re
     waiting = [p for p in passes if p and p["waiting_for_reads"]]
     assert waiting, passes
     assert all(p["done"] < p["size"] for p in waiting), waiting
-    assert any(re.search(r"^    indexing pass: .* checked \([0-9.]+%\), waiting while reads "
-                         r"decode a member for the first time$", t, re.M) for t in texts), texts[-1]
+    assert any(re.search(r"^    indexing pass: .* checked \([0-9.]+%\), .*/s, ETA .* \(waiting "
+                         r"while reads decode a member for the first time\)$", t, re.M)
+               for t in texts), texts[-1]
 
     def indexed():
         s = stats_json(mnt)
