@@ -121,7 +121,7 @@ struct archive_member {
      * friends), read by anyone: atomics, no lock. */
     atomic_int_least64_t pass_start_ns;
     atomic_uint_least64_t pass_done;
-    atomic_bool pass_waiting; /* it stands still while reads decode the member */
+    atomic_bool pass_waiting; /* it waits while reads decode a member for the first time */
     /* atomic: its .npy header for xattrs, parsed on first use and published
      * once by compare-exchange (xattr.c); freed by archive_meta_free(). */
     _Atomic(struct archive_meta *) meta;

@@ -102,8 +102,8 @@ static bool pass_busy;                                        /* protected by pa
  * costs about 0.1 ms, 0.25 ms without ISA-L) if they take this much memory
  * at most, for the length of the pass: members up to 1024 spacings. */
 #define RAW_WINDOWS_MAX (32ull << 20)
-/* A background pass waits while reads extend its member's index, until
- * they leave it alone this long (yield_to_reads()). */
+/* A background pass waits while reads extend indexes, until they have
+ * extended none for this long (yield_to_reads()). */
 #define YIELD_QUIET_MS 20
 /* The progress line is rewritten at most this often (seconds). */
 #define PROGRESS_EVERY 0.25
@@ -680,8 +680,8 @@ static void twin_progress(void *arg, uint64_t done)
 /*
  * One full pass over m's stream into a new twin index with points spacing
  * apart, building the chunk CRC table of its output on the way; with yield
- * (x, else NULL), a background pass, it waits while reads extend indexes. The twin's
- * windows go to w (an index file being written) if there is one and
+ * (x, else NULL), a background pass, it waits while reads extend indexes.
+ * The twin's windows go to w (an index file being written) if there is one and
  * raw_windows is false; otherwise they stay in the twin, raw (raw_windows:
  * faster; RAW_WINDOWS_MAX at most in RAM until the file is finished, which
  * compresses them) or compressed
