@@ -28,6 +28,7 @@ import stat
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 import zlib
@@ -405,6 +406,50 @@ def test_background_pass_waits_while_reads_decode(npyfs_bin, mount, tmp_path, re
     # the table counts a member as indexed; its file is finished just after
     poll(lambda: len(index_files(tmp_path / "idx")) == 2, "the members' index files")
     poll(lambda: stats_json(mnt)["indexing"]["passes_running"] == 0, "the pass to end")
+
+
+def test_waiting_pass_goes_on_for_an_open(npyfs_bin, mount, tmp_path):
+    """A background pass that stands still for reads goes on at once when an
+    open waits for it (verify=auto, a member below verify_max), without
+    waiting for the reads to stop."""
+    d = tmp_path / "src"
+    d.mkdir()
+    small, big = walk((16 << 20) // 8, 21), walk((128 << 20) // 8, 22)
+    with zipfile.ZipFile(d / "ab.npz", "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        z.writestr("a.npy", npy_bytes(small))  # first: the pass starts with it
+        z.writestr("b.npy", npy_bytes(big))
+    # b is above verify_max (served at once), a below it (its open waits)
+    mnt = mount(d, f"index_dir={tmp_path / 'idx'}", "index=background", "verify=auto",
+                "verify_max=32M", "threads=0")
+    want = npy_bytes(big)
+    reader = {"left": True, "got": bytearray()}
+
+    def read_b():  # a first pass over b: its reads keep extending its index
+        fd = os.open(mnt / "ab.npz" / "b.npy", os.O_RDONLY)
+        try:
+            for off in range(0, len(want), 1 << 20):
+                reader["got"] += os.pread(fd, 1 << 20, off)
+                time.sleep(0.002)
+        finally:
+            os.close(fd)
+            reader["left"] = False
+
+    t = threading.Thread(target=read_b)
+    t.start()
+    try:
+        def a_waits():
+            archives = stats_json(mnt)["archives"]  # empty until b's open opens it
+            return archives and (archives[0]["members"][0]["pass"] or {}).get(
+                "waiting_for_reads")
+        poll(a_waits, "a's pass to wait for the reads of b")
+        with open(mnt / "ab.npz" / "a.npy", "rb") as f:  # waits for a's pass
+            still_reading = reader["left"]
+            assert f.read() == npy_bytes(small)
+    finally:
+        t.join(timeout=POLL_TIMEOUT)
+    assert not t.is_alive()
+    assert bytes(reader["got"]) == want
+    assert still_reading, "a's open waited for b's reads to stop"
 
 
 # ------------------------------------------ item 7: the index directory ---
