@@ -103,7 +103,8 @@ struct archive_member {
     struct notify_item inval;
     atomic_bool logged;   /* one log line per damaged member */
     atomic_bool said_unverified; /* logged once: served before its full check */
-    atomic_bool prefilled; /* its first open tried to put it in the page cache (ops.c) */
+    atomic_bool prefilled; /* an open put it (or is putting it) in the page cache;
+                            * false again after a failure that may pass (ops.c) */
     uint32_t crc32;       /* immutable: CRC-32 from the zip directory (stored members) */
     atomic_bool verified; /* ARCHIVE_STORED: its CRC-32 was checked and matched */
     atomic_int stored_damage; /* ARCHIVE_STORED: 0, or the errno every read gets */

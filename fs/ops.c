@@ -420,8 +420,19 @@ static void prefill(struct mount_ctx *ctx, fuse_ino_t ino, struct archive_member
         ret = prefill_stored(ctx, ino, m);
     else
         ret = prefill_deflate(ctx, ino, m);
-    if (ret == 0)
+    if (ret == 0) {
         atomic_fetch_add_explicit(&fs_counters.prefilled, 1, memory_order_relaxed);
+        return;
+    }
+    /* Reads decode what they need and get the error if it lasts. Damage or
+     * a change of the archive is logged where it is found; anything else
+     * (a lack of memory, the kernel refusing the store) is said here. The
+     * next open tries again, unless the member is known to be bad. */
+    if (ret != -EIO)
+        fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': not put in the page cache at open: %s\n",
+                 m->archive->name, m->name, strerror(-ret));
+    if (!atomic_load(&m->archive->changed) && archive_damage(m, &(uint64_t){0}) == 0)
+        atomic_store(&m->prefilled, false);
 }
 
 static int try_open(fuse_req_t req, struct mount_ctx *ctx, const struct op *op, struct wait_for *wf)

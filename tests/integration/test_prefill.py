@@ -75,7 +75,7 @@ def test_small_members_need_no_read_request(tmp_path, mount, compressed):
 
     sent = guarded(small)
     assert sent["FUSE_OPEN"] >= len(SMALL), sent
-    assert sent["FUSE_READ"] == 0, sent
+    assert sent["FUSE_READ"] == 0, (sent, stats(mnt))
     assert stats(mnt)["prefilled"] == len(SMALL)
 
     def big():
