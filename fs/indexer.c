@@ -475,8 +475,10 @@ static void cache_windows_later(struct indexer *x, struct archive_member *m)
 /* Try the saved file for m, then its file in the published index; true
  * if its points are now in m->ix (a stored member: its table in m). A
  * table in the file is published in m. *spacing (may be NULL) gets the
- * spacing the saved file was built with (not set for a published one). */
-static bool load_file(struct indexer *x, struct archive_member *m, uint64_t *spacing)
+ * spacing the saved file was built with (not set for a published one).
+ * own: the file is the one this mount just saved (its "saved to" line
+ * said where), so its load is not logged again. */
+static bool load_file(struct indexer *x, struct archive_member *m, uint64_t *spacing, bool own)
 {
     struct dfx_store_key k;
     struct dfx_crcs *t = NULL;
@@ -499,7 +501,7 @@ static bool load_file(struct indexer *x, struct archive_member *m, uint64_t *spa
     if (ret == -EBUSY)
         return false;
     indexdir_file_path(x->dir, &k, &path);
-    if (ret == 0)
+    if (ret == 0 && !own)
         fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': index loaded from %s\n", x->a->name,
                  m->name, path ? path : indexdir_path(x->dir));
     if (ret == 0)
@@ -518,7 +520,7 @@ static bool load_file(struct indexer *x, struct archive_member *m, uint64_t *spa
 
 static bool load_saved(struct indexer *x, struct archive_member *m)
 {
-    return load_file(x, m, NULL);
+    return load_file(x, m, NULL, false);
 }
 
 /* Contract in indexer.h. */
@@ -898,7 +900,7 @@ static int run_pass(struct indexer *x, struct archive_member *m, const struct pa
         /* The live index takes the file's points, and drops the windows
          * reads recorded: from now on windows cost no memory. */
         if (*saved == 1)
-            load_saved(x, m);
+            load_file(x, m, NULL, true);
         return 0;
     }
     dfx_index_adopt(m->ix, twin); /* frees twin */
@@ -1502,7 +1504,7 @@ static int index_member(struct indexer *x, struct archive_member *m, const struc
     if (!worth_indexing(x->a, m))
         return 0; /* its local header says it cannot be served */
     worth = worth_saving(x->a, m);
-    loaded = worth && load_file(x, m, &built) && has_table(m);
+    loaded = worth && load_file(x, m, &built, false) && has_table(m);
     if (loaded && (!opts->spacing_given || m->kind != ARCHIVE_DEFLATE ||
                    built == x->spacing)) {
         pr->total -= m->size; /* no work: not in the rate */
