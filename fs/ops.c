@@ -395,6 +395,12 @@ static int prefill_deflate(struct mount_ctx *ctx, fuse_ino_t ino, struct archive
         bv.buf[0].mem = ch[k]->data;
         ret = fuse_lowlevel_notify_store(ctx->se, ino, (off_t)k * FS_CHUNK_SIZE, &bv, 0);
     }
+    /* Stored whole, they are in the page cache now (keep_cache), as a read
+     * served whole: they leave the chunk cache, so that opening many small
+     * members neither evicts the chunks of others nor takes a fresh chunk
+     * buffer each (the next decode reuses this one). */
+    for (size_t k = 0; k < n && ret == 0; k++)
+        cache_done(ctx->cache, ch[k]);
     while (n-- > 0)
         cache_put(ctx->cache, ch[n]); /* the kernel has copied them */
     return ret;

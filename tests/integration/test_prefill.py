@@ -109,6 +109,27 @@ def test_dropped_pages_are_read_again(tmp_path, mount):
     assert stats(mnt)["prefilled"] == len(SMALL)
 
 
+def test_prefilled_members_leave_the_chunk_cache(tmp_path, mount):
+    """A member put in the page cache at its open is there as a read served
+    whole would put it: its decoded chunks leave the daemon's cache. So
+    opening many small members neither fills the cache with them (a chunk
+    buffer each, whatever their size) nor evicts the chunks of others."""
+    src = tmp_path / "many.npz"
+    arrays = {f"m{i:03d}": np.arange(i, i + 1000, dtype="<f8") for i in range(40)}
+    np.savez_compressed(src, **arrays)
+    mnt = mount(src, "cache_size=1M")  # 8 chunks: 40 members would evict 32
+
+    def body():
+        for k, v in arrays.items():
+            assert_same_array(load(mnt / f"{k}.npy", mmap_mode=None), v)
+
+    guarded(body)
+    st = stats(mnt)
+    assert st["prefilled"] == len(arrays), st
+    assert st["cache"]["chunks"] == 0 and st["cache"]["evictions"] == 0, st["cache"]
+    assert st["bytes_decompressed"] >= sum(len(npy_bytes(v)) for v in arrays.values()), st
+
+
 def _damage_member(path, name):
     """Flip bytes in the middle of member name's compressed data."""
     with zipfile.ZipFile(path) as z:
