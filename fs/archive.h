@@ -103,6 +103,7 @@ struct archive_member {
     struct notify_item inval;
     atomic_bool logged;   /* one log line per damaged member */
     atomic_bool said_unverified; /* logged once: served before its full check */
+    atomic_bool said_prefill;    /* logged once: a prefill failed (ops.c) */
     atomic_bool prefilled; /* an open put it (or is putting it) in the page cache;
                             * false again after a failure that may pass (ops.c) */
     uint32_t crc32;       /* immutable: CRC-32 from the zip directory (stored members) */

@@ -432,9 +432,10 @@ static void prefill(struct mount_ctx *ctx, fuse_ino_t ino, struct archive_member
     }
     /* Reads decode what they need and get the error if it lasts. Damage or
      * a change of the archive is logged where it is found; anything else
-     * (a lack of memory, the kernel refusing the store) is said here. The
-     * next open tries again, unless the member is known to be bad. */
-    if (ret != -EIO)
+     * (a lack of memory, the kernel refusing the store) is said here, once
+     * per member. The next open tries again, unless the member is known to
+     * be bad. */
+    if (ret != -EIO && !atomic_exchange(&m->said_prefill, true))
         fuse_log(FUSE_LOG_INFO, "npyfs: %s: member '%s': not put in the page cache at open: %s\n",
                  m->archive->name, m->name, strerror(-ret));
     if (!atomic_load(&m->archive->changed) && archive_damage(m, &(uint64_t){0}) == 0)
