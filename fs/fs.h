@@ -73,9 +73,10 @@ extern struct fs_counters fs_counters;
  * the mount sets -o index_mem= (before any archive is opened). Shown by
  * `npyfs stats`. */
 extern struct dfx_budget fs_window_budget;
-/* fs.c: how many read-driven decodes (member.c: a reader's or a readahead
- * worker's, not an indexing pass) extended their member's index, i.e.
- * decoded past its last access point, the member's first pass. The
+/* fs.c: how many chunks read-driven decodes (member.c: a reader's or a
+ * readahead worker's, not an indexing pass) made past their member's last
+ * access point as they started, i.e. of the member's first pass; counted
+ * as each chunk is made, so a long decode moves it all along. The
  * background indexer stands still while it moves (indexer.c). */
 extern atomic_uint_least64_t fs_frontier_moves;
 /* fs.c: true in readahead worker threads (which set it: readahead.c),

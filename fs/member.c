@@ -304,6 +304,8 @@ static int decode_through(struct archive *a, struct archive_member *m, struct ca
         }
         ch->len = want;
         cache_insert(c, m->id, k, ch);
+        if (off + want > frontier) /* past the last point: the member's first pass */
+            atomic_fetch_add_explicit(&fs_frontier_moves, 1, memory_order_relaxed);
         if (fs_is_readahead_worker)
             atomic_fetch_add_explicit(&fs_counters.readahead_chunks, 1, memory_order_relaxed);
         if (k == idx)
@@ -311,8 +313,6 @@ static int decode_through(struct archive *a, struct archive_member *m, struct ca
         else
             cache_put(c, ch);
     }
-    if (dfx_index_frontier(m->ix) != frontier)
-        atomic_fetch_add_explicit(&fs_frontier_moves, 1, memory_order_relaxed);
     return ret;
 }
 
