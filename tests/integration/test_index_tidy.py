@@ -408,6 +408,42 @@ def test_background_pass_waits_while_reads_decode(npyfs_bin, mount, tmp_path, re
     poll(lambda: stats_json(mnt)["indexing"]["passes_running"] == 0, "the pass to end")
 
 
+def test_background_pass_waits_during_one_long_decode(npyfs_bin, mount, tmp_path):
+    """One read far into a member with no index is one long decode: the
+    background pass stands still while it runs, not only once it is over."""
+    d = tmp_path / "src"
+    d.mkdir()
+    arr = walk((96 << 20) // 8, 31)
+    with zipfile.ZipFile(d / "a.npz", "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        z.writestr("a.npy", npy_bytes(arr))
+    want = npy_bytes(arr)
+    mnt = mount(d, f"index_dir={tmp_path / 'idx'}", "index=background", "verify=lazy",
+                "threads=0")
+    passes, reading = [], threading.Event()
+
+    def watch():
+        while reading.is_set():
+            p = stats_json(mnt)["archives"][0]["members"][0]["pass"]
+            if reading.is_set():  # taken while the read was still on
+                passes.append(p)
+
+    fd = os.open(mnt / "a.npz" / "a.npy", os.O_RDONLY)
+    try:
+        off = len(want) * 9 // 10 // 4096 * 4096
+        reading.set()
+        t = threading.Thread(target=watch)
+        t.start()
+        try:
+            got = os.pread(fd, 4096, off)
+        finally:
+            reading.clear()
+            t.join()
+    finally:
+        os.close(fd)
+    assert got == want[off:off + 4096]
+    assert any(p and p["waiting_for_reads"] for p in passes), passes
+
+
 def test_waiting_pass_goes_on_for_an_open(npyfs_bin, mount, tmp_path):
     """A background pass that stands still for reads goes on at once when an
     open waits for it (verify=auto, a member below verify_max), without
